@@ -1,0 +1,1 @@
+"""The ``alignrec`` command and the end-to-end pipeline (``alignrec run``)."""

@@ -1,0 +1,52 @@
+"""``alignrec``: one command whose subcommands front every stage.
+
+Each stage owns a ``cli`` module with ``register(subparsers)``; a subcommand's handler receives the
+argv that follows it and parses its own dataclass config (``recdata.config.parse_config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+# Modules that contribute subcommands, in --help order. A module that is not present yet is skipped.
+STAGE_CLI_MODULES = (
+    "recdata.cli",
+    "tokenization.cli",
+    "sft_tasks.cli",
+    "trainer.cli",
+    "inference.cli",
+    "alignrec.pipeline_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alignrec", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in STAGE_CLI_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.error(f"{args.command}: missing subcommand")
+    return int(handler(args, rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The one dataset type every stage consumes: an item catalogue plus per-user chronological sequences."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recdata.io import atomic_path, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+ITEM_TEXT_FIELDS = ("title", "description", "brand", "categories")
+OPTIONAL_SEQUENCE_FIELDS = ("timestamps", "ratings", "domain", "split")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class RecDataset:
+    """Items (``item_id`` + text fields) and sequences (``user_id``, chronological ``item_ids``).
+
+    ``drops`` counts what processing removed (duplicates, k-core, short users), so no change is silent.
+    """
+
+    items: datasets.Dataset
+    sequences: datasets.Dataset
+    name: str = "dataset"
+    drops: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in ("item_id", *ITEM_TEXT_FIELDS) if c not in self.items.column_names]
+        if missing:
+            raise ValueError(f"{self.name}: item table lacks column(s) {missing}; loaders must fill them ('' if unknown)")
+        missing = [c for c in ("user_id", "item_ids") if c not in self.sequences.column_names]
+        if missing:
+            raise ValueError(f"{self.name}: sequence table lacks column(s) {missing}")
+
+    # ---- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_records(
+        cls,
+        items: list[dict[str, Any]],
+        sequences: list[dict[str, Any]],
+        name: str = "dataset",
+        drops: dict[str, int] | None = None,
+    ) -> RecDataset:
+        """Build from plain dicts; item text fields default to ''. Used by loaders and tests."""
+        item_rows = [{"item_id": str(r["item_id"]), **{f: str(r.get(f) or "") for f in ITEM_TEXT_FIELDS}} for r in items]
+        seq_rows = [{**r, "user_id": str(r["user_id"]), "item_ids": [str(i) for i in r["item_ids"]]} for r in sequences]
+        ds = cls(
+            items=datasets.Dataset.from_list(item_rows) if item_rows else _empty_items(),
+            sequences=datasets.Dataset.from_list(seq_rows) if seq_rows else _empty_sequences(),
+            name=name,
+            drops=dict(drops or {}),
+        )
+        return ds
+
+    # ---- validation ---------------------------------------------------------------------------------
+    def validate(self, source: str | None = None) -> RecDataset:
+        """Raise a ValueError naming the offending id when the dataset is not usable as is."""
+        where = source or self.name
+        if len(self.items) == 0:
+            raise ValueError(f"{where}: the item catalogue is empty; check the item file path and format")
+        item_ids = self.items["item_id"]
+        seen: set[str] = set()
+        for item_id in item_ids:
+            if item_id in seen:
+                raise ValueError(f"{where}: duplicate item id {item_id!r} in the catalogue; item ids must be unique")
+            seen.add(item_id)
+        users: set[str] = set()
+        for user_id, seq in zip(self.sequences["user_id"], self.sequences["item_ids"], strict=True):
+            if user_id in users:
+                raise ValueError(f"{where}: duplicate user id {user_id!r}; merge the user's rows into one sequence")
+            users.add(user_id)
+            for item_id in seq:
+                if item_id not in seen:
+                    raise ValueError(
+                        f"{where}: user {user_id!r} interacts with item {item_id!r} which is not in the catalogue; "
+                        "add it to the item file or drop the interaction"
+                    )
+        return self
+
+    # ---- views --------------------------------------------------------------------------------------
+    def item_ids(self) -> list[str]:
+        return list(self.items["item_id"])
+
+    def item_table(self) -> dict[str, dict[str, str]]:
+        return {row["item_id"]: row for row in self.items}
+
+    def num_interactions(self) -> int:
+        return int(sum(len(s) for s in self.sequences["item_ids"]))
+
+    def stats(self) -> dict[str, Any]:
+        lengths = np.array([len(s) for s in self.sequences["item_ids"]], dtype=np.int64)
+        n_users, n_items, n_inter = len(self.sequences), len(self.items), int(lengths.sum()) if len(lengths) else 0
+        out: dict[str, Any] = {
+            "name": self.name,
+            "users": n_users,
+            "items": n_items,
+            "interactions": n_inter,
+            "density": n_inter / (n_users * n_items) if n_users and n_items else 0.0,
+        }
+        if len(lengths):
+            pct = np.percentile(lengths, [0, 25, 50, 75, 90, 99, 100])
+            out["sequence_length"] = {
+                "mean": float(lengths.mean()),
+                **{k: float(v) for k, v in zip(["min", "p25", "p50", "p75", "p90", "p99", "max"], pct, strict=True)},
+            }
+        out["drops"] = dict(self.drops)
+        return out
+
+    def fingerprint(self) -> str:
+        """sha256 of the content (items, sequences, name), stable across save/load."""
+        digest = hashlib.sha256(self.name.encode())
+        for table in (self.items.data.table, self.sequences.data.table):
+            digest.update(_table_bytes(table))
+        return digest.hexdigest()
+
+    # ---- persistence --------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write ``items.parquet``, ``sequences.parquet`` and ``meta.json`` atomically into ``path``."""
+        with atomic_path(path, is_dir=True) as tmp:
+            pq.write_table(self.items.data.table, tmp / "items.parquet")
+            pq.write_table(self.sequences.data.table, tmp / "sequences.parquet")
+            atomic_write_json(
+                tmp / "meta.json",
+                {"format_version": FORMAT_VERSION, "name": self.name, "drops": self.drops,
+                 "fingerprint": self.fingerprint(), "stats": self.stats()},
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> RecDataset:
+        path = Path(path)
+        meta_file = path / "meta.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{path} is not a saved RecDataset (no meta.json); create it with `alignrec data prepare`")
+        meta = json.loads(meta_file.read_text())
+        ds = cls(
+            items=datasets.Dataset(pq.read_table(path / "items.parquet")),
+            sequences=datasets.Dataset(pq.read_table(path / "sequences.parquet")),
+            name=meta["name"],
+            drops=meta.get("drops", {}),
+        )
+        if ds.fingerprint() != meta["fingerprint"]:
+            raise ValueError(f"{path}: content does not match the fingerprint in meta.json; the files were changed or corrupted")
+        return ds
+
+
+def _table_bytes(table: pa.Table) -> bytes:
+    """Canonical bytes of a table's values (column order and names kept), independent of Arrow layout."""
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    return json.dumps(columns, ensure_ascii=False, sort_keys=False).encode("utf-8")
+
+
+def _empty_items() -> datasets.Dataset:
+    return datasets.Dataset.from_dict({"item_id": [], **{f: [] for f in ITEM_TEXT_FIELDS}},
+                                      features=datasets.Features({"item_id": datasets.Value("string"),
+                                                                  **{f: datasets.Value("string") for f in ITEM_TEXT_FIELDS}}))
+
+
+def _empty_sequences() -> datasets.Dataset:
+    return datasets.Dataset.from_dict(
+        {"user_id": [], "item_ids": []},
+        features=datasets.Features({"user_id": datasets.Value("string"), "item_ids": datasets.Sequence(datasets.Value("string"))}),
+    )
