@@ -10,9 +10,16 @@ from recdata.io import (
     sha256_file,
     sha256_json,
 )
+from recdata.loaders import detect_format, load_dataset
+from recdata.prepare import DataConfig, load_and_process, prepare_dataset
 from recdata.split import SplitDataset, leave_one_out_split, temporal_split
 
 __all__ = [
+    "DataConfig",
+    "detect_format",
+    "load_and_process",
+    "load_dataset",
+    "prepare_dataset",
     "ITEM_TEXT_FIELDS",
     "RecDataset",
     "SplitDataset",

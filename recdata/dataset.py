@@ -120,7 +120,7 @@ class RecDataset:
     def fingerprint(self) -> str:
         """sha256 of the content (items, sequences, name), stable across save/load."""
         digest = hashlib.sha256(self.name.encode())
-        for table in (self.items.data.table, self.sequences.data.table):
+        for table in (_arrow(self.items), _arrow(self.sequences)):
             digest.update(_table_bytes(table))
         return digest.hexdigest()
 
@@ -128,8 +128,8 @@ class RecDataset:
     def save(self, path: str | Path) -> None:
         """Write ``items.parquet``, ``sequences.parquet`` and ``meta.json`` atomically into ``path``."""
         with atomic_path(path, is_dir=True) as tmp:
-            pq.write_table(self.items.data.table, tmp / "items.parquet")
-            pq.write_table(self.sequences.data.table, tmp / "sequences.parquet")
+            pq.write_table(_arrow(self.items), tmp / "items.parquet")
+            pq.write_table(_arrow(self.sequences), tmp / "sequences.parquet")
             atomic_write_json(
                 tmp / "meta.json",
                 {"format_version": FORMAT_VERSION, "name": self.name, "drops": self.drops,
@@ -152,6 +152,11 @@ class RecDataset:
         if ds.fingerprint() != meta["fingerprint"]:
             raise ValueError(f"{path}: content does not match the fingerprint in meta.json; the files were changed or corrupted")
         return ds
+
+
+def _arrow(dset: datasets.Dataset) -> pa.Table:
+    """The rows a Dataset shows, honouring a select()/filter() index mapping (``.data`` alone ignores it)."""
+    return dset.flatten_indices().data.table if dset._indices is not None else dset.data.table
 
 
 def _table_bytes(table: pa.Table) -> bytes:

@@ -1,0 +1,223 @@
+"""Building blocks every loader shares: opening (gzipped) text, errors that name file and line, and the
+conversion of a flat interaction log into chronological per-user sequences.
+
+Loaders only read and reshape; they never drop or fix data. Anything that changes content (dedup, k-core,
+rating filter, unescaping) lives in ``recdata.processing`` where it is counted in ``RecDataset.drops``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pandas as pd
+
+from recdata.dataset import ITEM_TEXT_FIELDS, RecDataset
+
+logger = logging.getLogger(__name__)
+
+ITEM_FEATURES = datasets.Features(
+    {"item_id": datasets.Value("string"), **{f: datasets.Value("string") for f in ITEM_TEXT_FIELDS}}
+)
+
+
+@dataclass
+class LoadOptions:
+    """What a loader needs beyond the path (built from ``DataConfig`` by ``recdata.prepare``)."""
+
+    name: str | None = None  # dataset name; also picks the file prefix when a folder holds several datasets
+    item_text_fields: str | dict[str, str] | None = None  # "title=movie_title,categories=class" over defaults
+    duplicate_items: str = "error"  # error | keep_first
+    # tabular (CSV/TSV/Parquet) column names; "" = absent
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    time_column: str = "timestamp"
+    rating_column: str = ""
+    domain_column: str = ""
+    item_path: str = ""
+    item_id_column: str = "item_id"
+
+
+def open_text(path: str | Path, encoding: str = "utf-8") -> io.TextIOBase:
+    """Open a text file, transparently gunzipping ``*.gz``."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, newline="")
+    return open(path, encoding=encoding, newline="")
+
+
+def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without newline) for each non-blank line."""
+    with open_text(path, encoding) as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield lineno, line
+
+
+def malformed(path: str | Path, lineno: int | None, what: str, fix: str) -> ValueError:
+    where = f"{path}:{lineno}" if lineno is not None else str(path)
+    return ValueError(f"{where}: {what}; {fix}")
+
+
+def parse_item_text_fields(spec: str | dict[str, str] | None, defaults: dict[str, str]) -> dict[str, str]:
+    """Merge a user mapping ``"title=movie_title,categories=class"`` (or dict) over a loader's defaults.
+
+    Keys are our item fields (title, description, brand, categories), values the source field/column names;
+    an empty value means "leave this field empty".
+    """
+    mapping = dict(defaults)
+    if not spec:
+        return mapping
+    if isinstance(spec, str):
+        pairs: dict[str, str] = {}
+        for part in spec.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise ValueError(
+                    f"item_text_fields entry {part!r} is not FIELD=SOURCE; e.g. 'title=movie_title,categories=class'"
+                )
+            key, value = part.split("=", 1)
+            pairs[key.strip()] = value.strip()
+        spec = pairs
+    unknown = sorted(set(spec) - set(ITEM_TEXT_FIELDS))
+    if unknown:
+        raise ValueError(f"item_text_fields names unknown field(s) {unknown}; valid fields are {list(ITEM_TEXT_FIELDS)}")
+    mapping.update({k: str(v or "") for k, v in spec.items()})
+    return mapping
+
+
+def build_items(item_ids: Sequence[str], columns: dict[str, Sequence[str]]) -> datasets.Dataset:
+    """The item table with every text field present ('' where the source has none)."""
+    n = len(item_ids)
+    data: dict[str, list[str]] = {"item_id": [str(i) for i in item_ids]}
+    for f in ITEM_TEXT_FIELDS:
+        values = columns.get(f)
+        data[f] = ["" if v is None else str(v) for v in values] if values is not None else [""] * n
+    return datasets.Dataset.from_dict(data, features=ITEM_FEATURES)
+
+
+def sequence_features(has_timestamps: bool, has_ratings: bool, has_domain: bool) -> datasets.Features:
+    feats: dict[str, Any] = {
+        "user_id": datasets.Value("string"),
+        "item_ids": datasets.Sequence(datasets.Value("string")),
+    }
+    if has_timestamps:
+        feats["timestamps"] = datasets.Sequence(datasets.Value("int64"))
+    if has_ratings:
+        feats["ratings"] = datasets.Sequence(datasets.Value("float64"))
+    if has_domain:
+        feats["domain"] = datasets.Value("string")
+    return datasets.Features(feats)
+
+
+def build_sequences(columns: dict[str, list]) -> datasets.Dataset:
+    """A sequences table from ready per-user columns (user_id, item_ids[, timestamps, ratings, domain])."""
+    feats = sequence_features("timestamps" in columns, "ratings" in columns, "domain" in columns)
+    return datasets.Dataset.from_dict({k: columns[k] for k in feats}, features=feats)
+
+
+def sequences_from_log(
+    users: Sequence[Any],
+    items: Sequence[Any],
+    timestamps: Sequence[int] | None = None,
+    ratings: Sequence[float] | None = None,
+    domains: Sequence[Any] | None = None,
+    source: str = "<log>",
+) -> datasets.Dataset:
+    """Group a flat interaction log into per-user chronological sequences.
+
+    Users keep the order of their first appearance; each user's interactions are sorted by timestamp with
+    ties kept in file order (a stable sort), so reloading the same file always gives the same sequences.
+    """
+    n = len(users)
+    user_codes, user_ids = pd.factorize(pd.Series(users, dtype="string"), sort=False)
+    keys = [np.arange(n)]
+    if timestamps is not None:
+        ts = np.asarray(timestamps, dtype=np.int64)
+        keys.append(ts)
+    keys.append(user_codes)
+    order = np.lexsort(keys)  # last key is primary: user, then time, then file position
+    sorted_users = user_codes[order]
+    bounds = np.flatnonzero(np.diff(sorted_users)) + 1
+    item_arr = np.asarray([str(i) for i in items], dtype=object)[order]
+    columns: dict[str, list] = {
+        "user_id": [str(u) for u in user_ids],
+        "item_ids": [chunk.tolist() for chunk in np.split(item_arr, bounds)] if n else [],
+    }
+    if timestamps is not None:
+        columns["timestamps"] = [c.tolist() for c in np.split(ts[order], bounds)] if n else []
+    if ratings is not None:
+        r = np.asarray(ratings, dtype=np.float64)[order]
+        columns["ratings"] = [c.tolist() for c in np.split(r, bounds)] if n else []
+    if domains is not None:
+        dom = np.asarray([str(d) for d in domains], dtype=object)[order]
+        per_user = []
+        for user_id, chunk in zip(columns["user_id"], np.split(dom, bounds) if n else [], strict=True):
+            values = set(chunk.tolist())
+            if len(values) > 1:
+                raise ValueError(
+                    f"{source}: user {user_id!r} has interactions in several domains {sorted(values)}; a sequence "
+                    "has one domain, so give each (user, domain) pair its own user id"
+                )
+            per_user.append(chunk[0])
+        columns["domain"] = per_user
+    return build_sequences(columns)
+
+
+def make_dataset(
+    items: datasets.Dataset, sequences: datasets.Dataset, name: str, source: str, drops: dict[str, int] | None = None
+) -> RecDataset:
+    """Wrap loader output; an empty catalogue is rejected here, naming the file to check."""
+    if len(items) == 0:
+        raise ValueError(f"{source}: the item catalogue is empty; check the item file path, format and field names")
+    ds = RecDataset(items=items, sequences=sequences, name=name, drops={k: v for k, v in (drops or {}).items() if v})
+    logger.info("loaded %s: %d users, %d items, %d interactions from %s",
+                name, len(sequences), len(items), ds.num_interactions(), source)
+    return ds
+
+
+def unique_item_rows(
+    ids: Sequence[str], source: str, policy: str = "error", lines: Sequence[int] | None = None
+) -> list[int]:
+    """Positions of the rows to keep when an item id repeats: raise (``error``) or keep the first record.
+
+    Amazon 2018 meta dumps repeat some asins, so ``keep_first`` exists; elsewhere a repeat means a broken
+    file and the error names both lines.
+    """
+    if policy not in ("error", "keep_first"):
+        raise ValueError(f"duplicate_items must be 'error' or 'keep_first', got {policy!r}")
+    first: dict[str, int] = {}
+    keep: list[int] = []
+    for pos, value in enumerate(ids):
+        if value in first:
+            if policy == "error":
+                where = f"{source}:{lines[pos]} (first seen at line {lines[first[value]]})" if lines else source
+                raise ValueError(
+                    f"{where}: duplicate item id {value!r}; item ids must be unique: remove or merge the repeated "
+                    "record, or set duplicate_items=keep_first to keep the first record (counted in drops)"
+                )
+            continue
+        first[value] = pos
+        keep.append(pos)
+    if len(keep) < len(ids):
+        logger.warning("%s: dropped %d repeated item record(s), kept the first of each", source, len(ids) - len(keep))
+    return keep
+
+
+def join_text(value: Any, sep: str) -> str:
+    """A text field from a scalar or a (nested) list, e.g. Amazon's ``category`` list -> 'A > B > C'."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        parts = [join_text(v, sep) for v in value]
+        return sep.join(p for p in parts if p)
+    return str(value)
