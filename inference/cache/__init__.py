@@ -1,0 +1,22 @@
+"""Offline top-K cache: sharded resumable build (Parquet), versioned SQLite publish, in-process reader."""
+
+from inference.cache.build import BuildResult, CacheMismatchError, RecommendFn, build_cache, finalize_cache
+from inference.cache.reader import CacheReader, CacheResult, ReaderStats
+from inference.cache.shards import iter_cache, read_manifest, verify_cache
+from inference.cache.store import current_version_path, publish_cache
+
+__all__ = [
+    "BuildResult",
+    "CacheMismatchError",
+    "CacheReader",
+    "CacheResult",
+    "ReaderStats",
+    "RecommendFn",
+    "build_cache",
+    "current_version_path",
+    "finalize_cache",
+    "iter_cache",
+    "publish_cache",
+    "read_manifest",
+    "verify_cache",
+]

@@ -1,0 +1,259 @@
+"""``build_cache``: top-K for every user, sharded across processes, resumable, incrementally refreshable.
+
+Work is cut into chunks of users (see ``layout``); each chunk is one Parquet file written atomically, so a
+process killed at any instant leaves only whole chunks behind and a rerun computes just the missing ones.
+A shard writes its ``_SHARD_DONE.json`` (row counts + sha256 per file) when all its chunks exist; whichever
+process completes the last shard writes ``manifest.json``. The manifest is what ``publish_cache`` trusts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from inference.cache import layout
+from inference.cache.shards import Recs, chunk_users, iter_cache, read_manifest, write_chunk
+from recdata.io import atomic_write_json, sha256_file, sha256_json
+
+logger = logging.getLogger(__name__)
+
+RecommendFn = Callable[[list[str], list[list[str]]], list[list[tuple[str, float]]]]
+
+# Build-config keys that must match for a rerun to resume (everything except the creation time).
+IDENTITY_KEYS = (
+    "format_version", "k", "model", "adapter", "item_tokenizer_hash", "num_shards", "chunk_size",
+    "num_users", "histories_hash", "base_version",
+)
+# Keys a base cache must share with a refresh for its rows to be reusable.
+REUSE_KEYS = ("k", "model", "adapter", "item_tokenizer_hash")
+
+
+class CacheMismatchError(ValueError):
+    """An existing cache folder was built with different settings or inputs than this run."""
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    shard_index: int
+    num_shards: int
+    chunks_total: int
+    chunks_skipped: int  # already present from an earlier (killed) run
+    users_computed: int  # sent to recommend_fn
+    users_reused: int  # copied from the base cache (incremental refresh)
+    manifest: dict[str, Any] | None  # set when this call completed the last shard
+
+
+def build_cache(
+    recommend_fn: RecommendFn,
+    histories: Mapping[str, Sequence[str]],
+    out_dir: str | Path,
+    k: int,
+    shard_index: int | None = None,
+    num_shards: int | None = None,
+    *,
+    chunk_size: int = 256,
+    model: str = "",
+    adapter: str = "",
+    item_tokenizer_hash: str = "",
+    base_cache: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> BuildResult:
+    """Compute and store the top-``k`` of this shard's users; finish the manifest if this was the last shard.
+
+    ``shard_index``/``num_shards`` default to ``RANK``/``WORLD_SIZE`` (torchrun, deepspeed), else 0/1.
+    ``base_cache``: a finished earlier build; users whose history hash is unchanged are copied from it
+    instead of recomputed (incremental refresh), new users are computed, users absent from ``histories``
+    are dropped. ``overwrite`` replaces a folder built with other settings instead of refusing.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    shard_index, num_shards = layout.resolve_shard(shard_index, num_shards)
+    user_hashes = _validate_histories(histories)
+    out_dir = Path(out_dir)
+
+    base_manifest = read_manifest(base_cache) if base_cache is not None else None
+    config = {
+        "format_version": layout.FORMAT_VERSION, "k": k, "model": model, "adapter": adapter,
+        "item_tokenizer_hash": item_tokenizer_hash, "num_shards": num_shards, "chunk_size": chunk_size,
+        "num_users": len(user_hashes), "histories_hash": layout.histories_hash(user_hashes),
+        "base_version": base_manifest["version"] if base_manifest else None,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if base_manifest is not None:
+        _check_reusable(base_cache, base_manifest, config)
+    config = _claim_config(out_dir, config, overwrite)
+
+    chunks = layout.plan_shard(list(user_hashes), shard_index, num_shards, chunk_size)
+    shard_dir = out_dir / layout.shard_dir_name(shard_index, num_shards)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    for stale in shard_dir.glob(".chunk-*.tmp"):  # temp files of a killed run: never renamed, never valid
+        stale.unlink(missing_ok=True)
+    reuse = _load_reusable(base_cache, {u for c in chunks for u in c}, user_hashes) if base_cache else {}
+
+    result = BuildResult(out_dir, shard_index, num_shards, len(chunks), 0, 0, 0, None)
+    bar = tqdm(chunks, desc=f"cache shard {shard_index}/{num_shards}", unit="chunk", disable=not progress)
+    for chunk_index, users in enumerate(bar):
+        path = shard_dir / layout.chunk_file_name(chunk_index)
+        expected = {u: user_hashes[u] for u in users}
+        if path.is_file() and chunk_users(path) == expected:
+            result.chunks_skipped += 1
+            continue
+        todo = [u for u in users if u not in reuse]
+        computed = _recommend(recommend_fn, todo, [list(histories[u]) for u in todo], k) if todo else {}
+        write_chunk(path, users, user_hashes, [reuse[u] if u in reuse else computed[u] for u in users])
+        result.users_computed += len(todo)
+        result.users_reused += len(users) - len(todo)
+    if result.chunks_skipped:
+        logger.info("shard %d: resumed, %d of %d chunks were already done", shard_index, result.chunks_skipped,
+                    len(chunks))
+    _mark_shard_done(shard_dir, shard_index, num_shards, chunks)
+    result.manifest = finalize_cache(out_dir)
+    return result
+
+
+def finalize_cache(out_dir: str | Path) -> dict[str, Any] | None:
+    """Write ``manifest.json`` once every shard is done (idempotent); None while shards are missing."""
+    out_dir = Path(out_dir)
+    config = json.loads((out_dir / layout.BUILD_CONFIG_NAME).read_text(encoding="utf-8"))
+    shards = []
+    for shard_dir in layout.list_shard_dirs(out_dir, config["num_shards"]):
+        done = shard_dir / layout.SHARD_DONE_NAME
+        if not done.is_file():
+            return None
+        shards.append(json.loads(done.read_text(encoding="utf-8")))
+    num_users = sum(s["num_users"] for s in shards)
+    if num_users != config["num_users"]:
+        raise RuntimeError(f"cache {out_dir}: shards hold {num_users} users, the build expects {config['num_users']}")
+    manifest = {
+        **config,
+        "version": sha256_json(config)[:16],
+        "num_rows": sum(s["num_rows"] for s in shards),
+        "shards": shards,
+    }
+    atomic_write_json(out_dir / layout.MANIFEST_NAME, manifest)
+    logger.info("cache %s complete: %d users, %d rows, version %s", out_dir, num_users, manifest["num_rows"],
+                manifest["version"])
+    return manifest
+
+
+def _validate_histories(histories: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    if not histories:
+        raise ValueError("histories is empty: there is no user to build a cache for")
+    hashes = {}
+    for user, history in histories.items():
+        if not isinstance(user, str) or not user:
+            raise ValueError(f"user ids must be non-empty strings, got {user!r}")
+        if isinstance(history, str) or not all(isinstance(i, str) for i in history):
+            raise ValueError(f"history of user {user!r} must be a list of item id strings, got {history!r:.80}")
+        hashes[user] = layout.history_hash(history)
+    return hashes
+
+
+def _recommend(recommend_fn: RecommendFn, users: list[str], histories: list[list[str]], k: int) -> dict[str, Recs]:
+    """Call ``recommend_fn`` and validate its answer, so a bad recommender never writes a bad cache."""
+    out = recommend_fn(users, histories)
+    if len(out) != len(users):
+        raise ValueError(f"recommend_fn returned {len(out)} lists for {len(users)} users; it must return one per user")
+    checked = {}
+    for user, recs in zip(users, out, strict=True):
+        try:
+            items = [(item, float(score)) for item, score in recs]
+        except (TypeError, ValueError):
+            raise ValueError(f"recommend_fn returned {recs!r:.200} for user {user!r}; expected a list of "
+                             "(item_id: str, finite score)") from None
+        if len(items) > k:
+            raise ValueError(f"recommend_fn returned {len(items)} items for user {user!r}, more than k={k}")
+        ids = {item for item, _ in items}
+        if len(ids) != len(items):
+            raise ValueError(f"recommend_fn returned duplicate items for user {user!r}: {[i for i, _ in items]}")
+        checked[user] = items
+    flat_items = [item for recs in checked.values() for item, _ in recs]
+    flat_scores = np.fromiter((s for recs in checked.values() for _, s in recs), dtype=np.float64, count=len(flat_items))
+    if not all(type(item) is str for item in flat_items) or not np.isfinite(flat_scores).all():
+        for user, recs in checked.items():  # slow path only to name the culprit
+            for entry in recs:
+                if not isinstance(entry[0], str) or not math.isfinite(entry[1]):
+                    raise ValueError(f"recommend_fn returned {entry!r} for user {user!r}; expected (item_id: str, "
+                                     "finite score)")
+    return checked
+
+
+def _claim_config(out_dir: Path, config: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    """Create ``build_config.json`` exactly once (atomic no-replace), or check the existing one matches."""
+    path = out_dir / layout.BUILD_CONFIG_NAME
+    for _ in range(3):
+        if path.is_file():
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            diffs = {key: (stored.get(key), config[key]) for key in IDENTITY_KEYS if stored.get(key) != config[key]}
+            if not diffs:
+                return stored
+            if not overwrite:
+                detail = ", ".join(f"{key}: cached {old!r} vs now {new!r}" for key, (old, new) in diffs.items())
+                raise CacheMismatchError(
+                    f"{out_dir} holds a cache built with other settings or inputs ({detail}); pass --overwrite to "
+                    "replace it (with several shard processes, delete the folder before launching instead) or "
+                    "choose another out_dir"
+                )
+            logger.warning("overwriting cache %s (%s)", out_dir, ", ".join(diffs))
+            shutil.rmtree(out_dir)
+        elif out_dir.is_dir() and any(not p.name.startswith(".") for p in out_dir.iterdir()):
+            raise ValueError(f"{out_dir} is not empty and holds no cache build; choose an empty or new out_dir")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / f".{layout.BUILD_CONFIG_NAME}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        try:
+            os.link(tmp, path)  # fails if another process created it first: then compare with theirs
+            return config
+        except FileExistsError:
+            continue
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise RuntimeError(f"could not claim {path}: it keeps changing under concurrent writers")
+
+
+def _check_reusable(base_cache: str | Path, base: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    diffs = [f"{key}: base {base.get(key)!r} vs now {config[key]!r}" for key in REUSE_KEYS if base.get(key) != config[key]]
+    if diffs:
+        raise CacheMismatchError(
+            f"base cache {base_cache} cannot be refreshed incrementally ({'; '.join(diffs)}): its rows come from "
+            "another model or setting; run a full build without --base_cache"
+        )
+
+
+def _load_reusable(base_cache: str | Path, users: set[str], user_hashes: Mapping[str, str]) -> dict[str, Recs]:
+    """Row sets of the base cache for this shard's users whose history is unchanged."""
+    reuse = {}
+    for user, hist_hash, recs in iter_cache(base_cache):
+        if user in users and user_hashes[user] == hist_hash:
+            reuse[user] = recs
+    logger.info("refresh from %s: %d of %d users unchanged", base_cache, len(reuse), len(users))
+    return reuse
+
+
+def _mark_shard_done(shard_dir: Path, shard_index: int, num_shards: int, chunks: list[list[str]]) -> None:
+    import pyarrow.parquet as pq
+
+    files = []
+    for chunk_index, users in enumerate(chunks):
+        path = shard_dir / layout.chunk_file_name(chunk_index)
+        files.append({"name": path.name, "num_users": len(users), "num_rows": pq.read_metadata(path).num_rows,
+                      "sha256": sha256_file(path)})
+    atomic_write_json(shard_dir / layout.SHARD_DONE_NAME, {
+        "index": shard_index, "dir": shard_dir.name, "num_users": sum(len(c) for c in chunks),
+        "num_rows": sum(f["num_rows"] for f in files), "files": files,
+    })

@@ -1,0 +1,198 @@
+"""``alignrec cache build | publish | get``: thin handlers over the cache library.
+
+    alignrec cache build --model_dir runs/sft --split_dir data/scientific --out_dir cache/v1 --k 20
+    torchrun --nproc_per_node 4 -m alignrec.cli cache build ...      # shards = ranks (RANK / WORLD_SIZE)
+    alignrec cache build ... --out_dir cache/v2 --base_cache cache/v1  # incremental refresh
+    alignrec cache publish --cache_dir cache/v1 --store_dir serve/ --split_dir data/scientific
+    alignrec cache get u123 u456 --store_dir serve/
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recdata.config import config_to_dict, parse_config
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CacheBuildConfig:
+    split_dir: str = field(metadata={"help": "Saved SplitDataset folder; users and histories come from "
+                                             "serving_histories() (last max_history items of each sequence)."})
+    out_dir: str = field(metadata={"help": "Cache build folder (Parquet shards + manifest). Rerun the same command "
+                                           "to resume after a crash."})
+    model_dir: str | None = field(default=None, metadata={"help": "Trained run folder (trainer output_dir or its "
+                                                                  "merged/); required for --recommender model."})
+    recommender: str = field(default="model", metadata={"help": "'model' (the trained LLM, beam search) or "
+                                                                "'popularity' (training-popularity baseline cache)."})
+    k: int = field(default=20, metadata={"help": "Items cached per user."})
+    num_beams: int | None = field(default=None, metadata={"help": "Beam width (>= k); default k."})
+    batch_size: int = field(default=8, metadata={"help": "Users per beam-search batch."})
+    chunk_size: int = field(default=256, metadata={"help": "Users per Parquet chunk: the unit of work and resume."})
+    num_shards: int | None = field(default=None, metadata={"help": "Number of shard processes; default WORLD_SIZE "
+                                                                   "(torchrun/deepspeed) or 1."})
+    shard_index: int | None = field(default=None, metadata={"help": "This process's shard; default RANK or 0."})
+    users_file: str | None = field(default=None, metadata={"help": "Only these users (one id per line)."})
+    base_cache: str | None = field(default=None, metadata={"help": "Finished earlier build: reuse users whose history "
+                                                                   "did not change (incremental refresh)."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an out_dir built with other settings instead "
+                                                             "of refusing."})
+    exclude_history: bool = field(default=True, metadata={"help": "Never recommend items already in the user's "
+                                                                  "history (what a served list should do)."})
+    device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
+
+    def __post_init__(self) -> None:
+        if self.recommender not in ("model", "popularity"):
+            raise ValueError(f"recommender must be 'model' or 'popularity', got {self.recommender!r}")
+        if self.recommender == "model" and not self.model_dir:
+            raise ValueError("--model_dir is required with --recommender model (or use --recommender popularity)")
+        if self.k < 1 or self.batch_size < 1 or self.chunk_size < 1:
+            raise ValueError(f"k, batch_size and chunk_size must be >= 1, got {self.k}, {self.batch_size}, "
+                             f"{self.chunk_size}")
+        self.num_beams = self.num_beams or self.k
+        if self.num_beams < self.k:
+            raise ValueError(f"num_beams ({self.num_beams}) must be >= k ({self.k}); raise --num_beams")
+
+
+@dataclass
+class CachePublishConfig:
+    cache_dir: str = field(metadata={"help": "Finished cache build folder (has manifest.json)."})
+    store_dir: str = field(metadata={"help": "Serving store: versions/*.sqlite + CURRENT pointer."})
+    split_dir: str | None = field(default=None, metadata={"help": "SplitDataset whose training popularity is the "
+                                                                  "fallback for unknown users; default: the items "
+                                                                  "most often recommended in the cache."})
+    fallback_k: int | None = field(default=None, metadata={"help": "Fallback list length; default the cache's k."})
+    keep_versions: int = field(default=2, metadata={"help": "Published versions kept (live one included)."})
+
+    def __post_init__(self) -> None:
+        if self.keep_versions < 1:
+            raise ValueError(f"keep_versions must be >= 1, got {self.keep_versions}")
+        if self.fallback_k is not None and self.fallback_k < 1:
+            raise ValueError(f"fallback_k must be >= 1 when set, got {self.fallback_k}")
+
+
+@dataclass
+class CacheGetConfig:
+    store_dir: str = field(metadata={"help": "Serving store written by `alignrec cache publish`."})
+
+
+def register_cache_commands(subparsers) -> None:
+    """Add ``cache build | publish | get`` to the ``alignrec`` parser (called from ``inference/cli.py``)."""
+    group = subparsers.add_parser("cache", help="Offline top-K cache: build (sharded, resumable), publish, get.")
+    sub = group.add_subparsers(dest="cache_command", metavar="CACHE_COMMAND", required=True)
+    build = sub.add_parser("build", help="Top-K of every user -> Parquet shards + manifest.", add_help=False)
+    build.set_defaults(handler=_run_build)
+    publish = sub.add_parser("publish", help="Compile a build into SQLite and switch the live version.",
+                             add_help=False)
+    publish.set_defaults(handler=_run_publish)
+    get = sub.add_parser("get", help="Print the cached top-K of USER(s) as JSON lines.", add_help=False,
+                         usage="alignrec cache get USER [USER ...] --store_dir DIR")
+    get.set_defaults(handler=_run_get)
+
+
+def load_histories(split_dir: str, users_file: str | None) -> dict[str, list[str]]:
+    from recdata import SplitDataset
+
+    histories = SplitDataset.load(split_dir).serving_histories()
+    if users_file is None:
+        return histories
+    wanted: dict[str, list[str]] = {}
+    for line_no, line in enumerate(Path(users_file).read_text(encoding="utf-8").splitlines(), start=1):
+        user = line.strip()
+        if not user:
+            continue
+        if user not in histories:
+            raise ValueError(f"{users_file}:{line_no}: user {user!r} is not in {split_dir}; remove it or fix the id")
+        wanted[user] = histories[user]
+    if not wanted:
+        raise ValueError(f"{users_file} lists no user; put one user id per line")
+    return wanted
+
+
+def run_build(cfg: CacheBuildConfig) -> dict | None:
+    from inference.cache.build import build_cache
+    from recdata.io import atomic_write_json
+
+    histories = load_histories(cfg.split_dir, cfg.users_file)
+    if cfg.recommender == "popularity":
+        from inference import popularity_recommender
+        from recdata import SplitDataset
+
+        fn = popularity_recommender(SplitDataset.load(cfg.split_dir), k=cfg.k, exclude_history=cfg.exclude_history)
+        identity = {"model": f"popularity:{Path(cfg.split_dir).resolve()}", "adapter": "", "item_tokenizer_hash": ""}
+    else:
+        from inference.cache.model_recommender import model_recommend_fn
+
+        fn, identity = model_recommend_fn(cfg.model_dir, cfg.k, cfg.num_beams, cfg.batch_size, cfg.exclude_history,
+                                          cfg.device)
+    result = build_cache(fn, histories, cfg.out_dir, cfg.k, cfg.shard_index, cfg.num_shards,
+                         chunk_size=cfg.chunk_size, base_cache=cfg.base_cache, overwrite=cfg.overwrite, **identity)
+    shard_dir = Path(cfg.out_dir) / f"shard-{result.shard_index:05d}-of-{result.num_shards:05d}"
+    atomic_write_json(shard_dir / "resolved_config.json", config_to_dict(cfg))
+    logger.info("shard %d/%d: %d chunks (%d resumed), %d users computed, %d reused", result.shard_index,
+                result.num_shards, result.chunks_total, result.chunks_skipped, result.users_computed,
+                result.users_reused)
+    if result.manifest is None:
+        logger.info("other shards are still missing; the last shard to finish writes manifest.json")
+    return result.manifest
+
+
+def run_publish(cfg: CachePublishConfig) -> Path:
+    from inference.cache.store import publish_cache
+
+    popularity = None
+    if cfg.split_dir:
+        from inference import train_popularity
+        from recdata import SplitDataset
+
+        popularity = train_popularity(SplitDataset.load(cfg.split_dir))
+    return publish_cache(cfg.cache_dir, cfg.store_dir, popularity=popularity, fallback_k=cfg.fallback_k,
+                         keep_versions=cfg.keep_versions)
+
+
+def _run_build(args, argv: list[str]) -> int:
+    (cfg,) = parse_config([CacheBuildConfig], argv)
+    run_build(cfg)
+    return 0
+
+
+def _run_publish(args, argv: list[str]) -> int:
+    (cfg,) = parse_config([CachePublishConfig], argv)
+    run_publish(cfg)
+    return 0
+
+
+def split_users(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(USER ids, flags): every ``--flag`` of CacheGetConfig takes one value, the other words are users."""
+    users, flags = [], []
+    words = iter(argv)
+    for word in words:
+        if word.startswith("-"):
+            flags.append(word)
+            if "=" not in word and word not in ("-h", "--help"):
+                flags.append(next(words, ""))
+        else:
+            users.append(word)
+    return users, flags
+
+
+def _run_get(args, argv: list[str]) -> int:
+    user_ids, flags = split_users(argv)
+    (cfg,) = parse_config([CacheGetConfig], flags)
+    if not user_ids:
+        raise SystemExit("alignrec cache get: give at least one USER id, e.g. `alignrec cache get u1 --store_dir S`")
+    from inference.cache.reader import CacheReader
+
+    with CacheReader(cfg.store_dir) as reader:
+        for result in reader.get_many(user_ids):
+            sys.stdout.write(json.dumps({"user_id": result.user_id, "items": result.items, "fallback": result.fallback,
+                                         "version": result.version}, ensure_ascii=False) + "\n")
+        if reader.stats.misses:
+            logger.warning("%d of %d users not in the cache: answered with the popular-items fallback",
+                           reader.stats.misses, reader.stats.lookups)
+    return 0

@@ -1,0 +1,82 @@
+"""On-disk layout of a cache build: shard/chunk naming, user-to-shard assignment, history hashes.
+
+Everything here is deterministic so that any process (a rerun after a crash, another rank) computes the
+same plan from the same histories: users are assigned to shards by a stable hash of their id, sorted
+within a shard, and cut into fixed-size chunks. A chunk is the unit of work and of resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+FORMAT_VERSION = 1
+BUILD_CONFIG_NAME = "build_config.json"
+MANIFEST_NAME = "manifest.json"
+SHARD_DONE_NAME = "_SHARD_DONE.json"
+# Parquet schema-metadata key holding {user_id: history_hash} of every user in a chunk (users with zero
+# recommendations included, so "done" never depends on having rows).
+USERS_META_KEY = b"alignrec.users"
+
+
+def history_hash(history: Sequence[str]) -> str:
+    """Short content hash of one user's history; a change means the cached top-K is stale."""
+    return hashlib.sha256(json.dumps(list(history), ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
+def histories_hash(user_hashes: Mapping[str, str]) -> str:
+    """Hash of the whole input (every user and their history hash), order independent."""
+    digest = hashlib.sha256()
+    for user in sorted(user_hashes):
+        digest.update(f"{user}\t{user_hashes[user]}\n".encode())
+    return digest.hexdigest()
+
+
+def shard_of(user_id: str, num_shards: int) -> int:
+    """Stable shard of a user: independent of the other users, of Python's hash seed and of the machine."""
+    return int.from_bytes(hashlib.sha256(user_id.encode("utf-8")).digest()[:8], "big") % num_shards
+
+
+def shard_dir_name(shard_index: int, num_shards: int) -> str:
+    return f"shard-{shard_index:05d}-of-{num_shards:05d}"
+
+
+def chunk_file_name(chunk_index: int) -> str:
+    return f"chunk-{chunk_index:06d}.parquet"
+
+
+def plan_shard(users: Sequence[str], shard_index: int, num_shards: int, chunk_size: int) -> list[list[str]]:
+    """The chunks (lists of user ids, sorted) this shard owns."""
+    mine = sorted(u for u in users if shard_of(u, num_shards) == shard_index)
+    return [mine[i : i + chunk_size] for i in range(0, len(mine), chunk_size)]
+
+
+def resolve_shard(shard_index: int | None, num_shards: int | None) -> tuple[int, int]:
+    """Explicit values win; otherwise the ``RANK``/``WORLD_SIZE`` of torchrun/deepspeed; otherwise 0 of 1."""
+    if num_shards is None:
+        num_shards = int(os.environ.get("WORLD_SIZE", "1"))
+    if shard_index is None:
+        if "RANK" in os.environ:
+            shard_index = int(os.environ["RANK"])
+        elif num_shards == 1:
+            shard_index = 0
+        else:
+            raise ValueError(
+                f"num_shards is {num_shards} but no shard index was given: pass --shard_index 0..{num_shards - 1} "
+                "in each process (or launch with torchrun/deepspeed, which set RANK)"
+            )
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(
+            f"shard_index {shard_index} is outside [0, {num_shards}); pass --shard_index in 0..{num_shards - 1} "
+            "(or check the RANK / WORLD_SIZE environment variables)"
+        )
+    return shard_index, num_shards
+
+
+def list_shard_dirs(cache_dir: Path, num_shards: int) -> list[Path]:
+    return [cache_dir / shard_dir_name(i, num_shards) for i in range(num_shards)]

@@ -1,0 +1,59 @@
+"""Glue for ``alignrec cache build``: a trained run folder -> (recommend_fn, identity recorded in the manifest).
+
+Imports torch / trainer / sft_tasks only when called, so the cache library and ``alignrec --help`` stay light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from recdata.io import sha256_file
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_PATTERNS = ("adapter_model*.safetensors", "adapter_model*.bin", "model*.safetensors", "pytorch_model*.bin")
+
+
+def weights_fingerprint(model_dir: str | os.PathLike) -> str:
+    """sha256 over the weight files of a run folder, so a retrained model never resumes an old cache."""
+    model_dir = Path(model_dir)
+    files = sorted({p for pattern in WEIGHT_PATTERNS for p in model_dir.glob(pattern)})
+    if not files:
+        raise FileNotFoundError(f"no weight files ({', '.join(WEIGHT_PATTERNS)}) in {model_dir}; is it a run folder?")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def model_identity(model_dir: str | os.PathLike) -> dict[str, str]:
+    """``model`` / ``adapter`` strings for the cache manifest: base model + adapter weights, or full weights."""
+    from trainer.export import read_manifest
+
+    model_dir = Path(model_dir).resolve()
+    manifest = read_manifest(model_dir)
+    tag = f"{model_dir}@{weights_fingerprint(model_dir)}"
+    if manifest["kind"] == "full":
+        return {"model": tag, "adapter": "", "item_tokenizer_hash": manifest["item_tokenizer_hash"]}
+    return {"model": str(manifest["base_model"]), "adapter": tag, "item_tokenizer_hash": manifest["item_tokenizer_hash"]}
+
+
+def model_recommend_fn(
+    model_dir: str | os.PathLike, k: int, num_beams: int, batch_size: int, exclude_history: bool,
+    device: str | None = None,
+) -> tuple[Any, dict[str, str]]:
+    """Load a run with ``trainer.load_for_inference`` and wrap it as ``recommend_fn`` (seqrec prompt + beams)."""
+    from inference import llm_recommender
+    from trainer import load_for_inference
+
+    identity = model_identity(model_dir)
+    model, hf_tokenizer, item_tokenizer = load_for_inference(model_dir, device=device)
+    fn = llm_recommender(model, hf_tokenizer, item_tokenizer, k=k, num_beams=num_beams,
+                         exclude_history=exclude_history, batch_size=batch_size)
+    logger.info("cache recommender: %s (item tokenizer %s)", identity["adapter"] or identity["model"],
+                identity["item_tokenizer_hash"][:12])
+    return fn, identity

@@ -1,0 +1,142 @@
+"""``publish_cache``: compile a finished cache build into a versioned SQLite file and switch to it atomically.
+
+Store layout::
+
+    store_dir/CURRENT                         one line: the file name of the live version
+    store_dir/versions/v-<utc time>-<build version>.sqlite
+
+A version is written completely under a temp name, renamed into ``versions/``, and only then is ``CURRENT``
+replaced (``os.replace``). Readers open the version ``CURRENT`` names, so they see the old or the new
+version, never a mix. Old versions beyond ``keep_versions`` are deleted; a reader still holding one keeps
+reading it (POSIX unlink semantics) and moves to the new one on its next lookup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from inference.cache.shards import iter_cache, verify_cache
+from recdata.io import atomic_path, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+CURRENT_NAME = "CURRENT"
+LOCK_NAME = ".publish.lock"
+VERSIONS_DIR = "versions"
+
+SCHEMA = """
+CREATE TABLE recs (user_id TEXT PRIMARY KEY, items TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE fallback (rank INTEGER PRIMARY KEY, item_id TEXT NOT NULL, score REAL NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+
+def publish_cache(
+    cache_dir: str | Path,
+    store_dir: str | Path,
+    popularity: Mapping[str, int] | None = None,
+    fallback_k: int | None = None,
+    keep_versions: int = 2,
+    progress: bool = True,
+) -> Path:
+    """Publish ``cache_dir`` (a finished build) as the live version of ``store_dir``; returns the new file.
+
+    Fallback for users missing from the cache: the ``fallback_k`` (default: the cache's k) most popular
+    items of ``popularity`` (training interaction counts, the documented choice), or, when not given, the
+    items most often recommended in the cache itself. ``keep_versions`` >= 1 counts the live one.
+    """
+    if keep_versions < 1:
+        raise ValueError(f"keep_versions must be >= 1 (the live version), got {keep_versions}")
+    manifest = verify_cache(cache_dir)
+    fallback_k = fallback_k or manifest["k"]
+    store_dir = Path(store_dir)
+    versions = store_dir / VERSIONS_DIR
+    versions.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    target = versions / f"v-{stamp}-{manifest['version']}.sqlite"
+
+    with atomic_path(target) as tmp:
+        frequency = _write_db(tmp, cache_dir, manifest, popularity, fallback_k, progress)
+    logger.info("compiled %s (%d users, %.1f MB)", target.name, manifest["num_users"], target.stat().st_size / 1e6)
+    with open(store_dir / LOCK_NAME, "a") as lock:  # one swap + garbage collection at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        atomic_write_text(store_dir / CURRENT_NAME, target.name + "\n")
+        logger.info("published %s as the live cache version of %s (fallback: %s)", target.name, store_dir, frequency)
+        _collect_garbage(versions, keep_versions, live=target.name)
+    return target
+
+
+def current_version_path(store_dir: str | Path) -> Path:
+    """The live version file that ``CURRENT`` names."""
+    store_dir = Path(store_dir)
+    pointer = store_dir / CURRENT_NAME
+    if not pointer.is_file():
+        raise FileNotFoundError(f"{pointer} not found: no cache is published in {store_dir}; run `alignrec cache publish`")
+    return store_dir / VERSIONS_DIR / pointer.read_text(encoding="utf-8").strip()
+
+
+def _write_db(
+    path: Path, cache_dir: str | Path, manifest: Mapping[str, Any], popularity: Mapping[str, int] | None,
+    fallback_k: int, progress: bool,
+) -> str:
+    path.unlink(missing_ok=True)  # atomic_path made an empty placeholder; SQLite wants a fresh file
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA journal_mode=OFF")  # bulk load into a private file: no journal needed
+        con.execute("PRAGMA synchronous=OFF")
+        con.executescript(SCHEMA)
+        counts: Counter[str] = Counter()
+        seen = 0
+        rows = []
+        bar = tqdm(iter_cache(cache_dir, verify=False), total=manifest["num_users"], desc="publish", unit="user",
+                   disable=not progress)
+        for user, _, recs in bar:  # checksums were verified by the caller
+            rows.append((user, json.dumps(recs, separators=(",", ":"), ensure_ascii=False)))
+            if popularity is None:
+                counts.update(item for item, _ in recs)
+            if len(rows) >= 10_000:
+                con.executemany("INSERT INTO recs VALUES (?, ?)", rows)
+                seen += len(rows)
+                rows.clear()
+        con.executemany("INSERT INTO recs VALUES (?, ?)", rows)
+        seen += len(rows)
+        if seen != manifest["num_users"]:
+            raise RuntimeError(f"cache {cache_dir} yielded {seen} users, its manifest says {manifest['num_users']}")
+        source = "train_popularity" if popularity is not None else "cache_frequency"
+        ranked = sorted((popularity if popularity is not None else counts).items(), key=lambda kv: (-kv[1], kv[0]))
+        con.executemany("INSERT INTO fallback VALUES (?, ?, ?)",
+                        [(r, item, float(c)) for r, (item, c) in enumerate(ranked[:fallback_k], start=1)])
+        meta = {key: manifest[key] for key in ("version", "k", "model", "adapter", "item_tokenizer_hash",
+                                                "created_at", "num_users", "num_rows", "base_version")}
+        meta.update(fallback_source=source, cache_dir=str(Path(cache_dir).resolve()))
+        con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        con.commit()
+        con.execute("PRAGMA journal_mode=WAL")  # persisted in the file: readers never block each other
+        con.execute("ANALYZE")
+        con.commit()
+    finally:
+        con.close()
+    return source
+
+
+def _collect_garbage(versions: Path, keep: int, live: str) -> None:
+    files = sorted(versions.glob("v-*.sqlite"))
+    for old in files[:-keep] if keep < len(files) else []:
+        if old.name == live:
+            continue
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{old}{suffix}").unlink(missing_ok=True)
+        logger.info("deleted old cache version %s", old.name)
+    for tmp in versions.glob(".v-*.tmp"):  # a publish killed mid-way; anything older than 1 h is abandoned
+        if tmp.stat().st_mtime < dt.datetime.now().timestamp() - 3600:
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,45 @@
+"""Deterministic fake recommenders and histories shared by the cache tests (and the kill-test subprocess)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+CATALOGUE = [f"i{n}" for n in range(30)]
+
+
+def make_histories(num_users: int, salt: str = "") -> dict[str, list[str]]:
+    return {
+        f"u{n:04d}": [CATALOGUE[(n * 7 + j) % len(CATALOGUE)] for j in range(1 + n % 4)] + ([salt] if salt else [])
+        for n in range(num_users)
+    }
+
+
+def expected_recs(user_id: str, history: list[str], k: int) -> list[tuple[str, float]]:
+    """Top-k that depends on user and history: k distinct catalogue items not in the history, descending score."""
+    start = int(hashlib.sha256(f"{user_id}|{','.join(history)}".encode()).hexdigest()[:6], 16)
+    items = [i for i in (CATALOGUE[(start + j) % len(CATALOGUE)] for j in range(len(CATALOGUE))) if i not in history]
+    return [(item, round(-0.25 * r - (start % 97) / 100.0, 6)) for r, item in enumerate(items[:k])]
+
+
+class FakeRecommender:
+    """Records every user it was asked about; optionally sleeps per call or fails after some calls."""
+
+    def __init__(self, k: int, sleep_s: float = 0.0, fail_after_calls: int | None = None, log_path=None):
+        self.k, self.sleep_s, self.fail_after_calls, self.log_path = k, sleep_s, fail_after_calls, log_path
+        self.calls: list[list[str]] = []
+
+    def __call__(self, user_ids: list[str], histories: list[list[str]]) -> list[list[tuple[str, float]]]:
+        if self.fail_after_calls is not None and len(self.calls) >= self.fail_after_calls:
+            raise RuntimeError("simulated crash")
+        self.calls.append(list(user_ids))
+        if self.log_path is not None:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write("\n".join(user_ids) + "\n")
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        return [expected_recs(u, h, self.k) for u, h in zip(user_ids, histories, strict=True)]
+
+    @property
+    def users_seen(self) -> list[str]:
+        return [u for call in self.calls for u in call]
