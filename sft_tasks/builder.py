@@ -1,0 +1,113 @@
+"""Build the stage-two SFT mixture (train), the held-out seqrec set (validation) and DPO preference pairs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from recdata import SplitDataset, atomic_path, atomic_write_json, config_to_dict
+from sft_tasks.base import ListTask, TaskMixture
+from sft_tasks.config import TaskConfig
+from sft_tasks.context import TaskContext
+from sft_tasks.item_tasks import build_code2item, build_item2code
+from sft_tasks.negatives import build_binary, build_choice, build_preference, make_sampler
+from sft_tasks.queries import build_query2item
+from sft_tasks.sequential import build_fusion, build_seqrec, build_validation, seqrec_instruction
+from sft_tasks.stats import dataset_stats, tokenizer_with_codes
+
+logger = logging.getLogger(__name__)
+
+PREFERENCE_DIR = "preference"
+
+
+@dataclass
+class TaskBuild:
+    """Everything ``alignrec tasks build`` writes: the datasets plus how they were made."""
+
+    datasets: datasets.DatasetDict
+    preference: datasets.Dataset | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _build_task(name: str, ctx: TaskContext, info: dict[str, Any]) -> ListTask:
+    if name in ("binary", "choice"):
+        sampler = make_sampler(ctx)
+        task = (build_binary if name == "binary" else build_choice)(ctx, sampler)
+        info[name] = {"negatives_by_prefix_level": dict(sorted(sampler.level_counts.items())),
+                      "negative_shortfall": sampler.shortfall}
+        return task
+    builders = {"seqrec": build_seqrec, "item2code": build_item2code, "code2item": build_code2item,
+                "fusion": build_fusion, "query2item": build_query2item}
+    return builders[name](ctx)
+
+
+def build_tasks(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_tokenizer: Any,
+                with_preference: bool = True) -> TaskBuild:
+    """Build the tasks with a positive weight, mix them, and build validation (and preference pairs)."""
+    start = time.perf_counter()
+    ctx = TaskContext(cfg, split, item_tokenizer, hf_tokenizer)
+    if ctx.windows:  # the fast formatting path must equal a real chat-template render
+        ctx.format.check(seqrec_instruction(ctx.codes_text(ctx.windows[0].history)))
+    weights = cfg.active_weights()
+    info: dict[str, Any] = {"windows": len(ctx.windows), "max_history": ctx.max_history,
+                            "chat_template": ctx.format.uses_chat_template, "task_sizes": {}}
+    tasks = []
+    for name in weights:
+        t0 = time.perf_counter()
+        task = _build_task(name, ctx, info)
+        info["task_sizes"][name] = len(task)
+        logger.info("task %s: %d examples in %.1fs", name, len(task), time.perf_counter() - t0)
+        tasks.append(task)
+    mixture = TaskMixture(tasks, weights, seed=cfg.seed, total=cfg.mixture_size)
+    info["mixture_counts"] = dict(mixture.counts)
+    dsd = datasets.DatasetDict({"train": mixture.to_dataset(), "validation": build_validation(ctx)})
+    preference = None
+    if with_preference and cfg.preference_negatives:
+        sampler = make_sampler(ctx)
+        preference = build_preference(ctx, sampler)
+        info["preference"] = {"pairs": len(preference), "negatives_by_prefix_level": dict(sorted(sampler.level_counts.items())),
+                              "negative_shortfall": sampler.shortfall}
+    info["build_seconds"] = round(time.perf_counter() - start, 2)
+    return TaskBuild(dsd, preference, info)
+
+
+def build_task_datasets(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_tokenizer: Any) -> datasets.DatasetDict:
+    """``DatasetDict(train=mixture, validation=seqrec on valid targets)``; columns prompt, completion, task."""
+    return build_tasks(cfg, split, item_tokenizer, hf_tokenizer, with_preference=False).datasets
+
+
+def build_preference_dataset(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_tokenizer: Any) -> datasets.Dataset:
+    """DPO pairs (prompt, chosen, rejected, user_id, strategy) over the training windows."""
+    ctx = TaskContext(cfg, split, item_tokenizer, hf_tokenizer)
+    return build_preference(ctx, make_sampler(ctx))
+
+
+def compute_stats(build: TaskBuild, item_tokenizer: Any, hf_tokenizer: Any, sample: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Token statistics per task (train) and for validation (``sample``: see ``dataset_stats``), plus build info."""
+    tokenizer = tokenizer_with_codes(hf_tokenizer, item_tokenizer)
+    stats: dict[str, Any] = {
+        "train": dataset_stats(build.datasets["train"], tokenizer, sample, seed),
+        "validation": dataset_stats(build.datasets["validation"], tokenizer, sample, seed),
+        "build": build.info,
+    }
+    if build.preference is not None:
+        stats["preference"] = {"pairs": len(build.preference)}
+    return stats
+
+
+def save_task_build(build: TaskBuild, out_dir: str | Path, stats: dict[str, Any], configs: tuple = ()) -> Path:
+    """Atomically write the DatasetDict (``out_dir`` root), ``preference/``, ``stats.json``, the config."""
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        build.datasets.save_to_disk(str(tmp))
+        if build.preference is not None:
+            build.preference.save_to_disk(str(tmp / PREFERENCE_DIR))
+        atomic_write_json(tmp / "stats.json", stats)
+        atomic_write_json(tmp / "resolved_config.json", config_to_dict(*configs))
+    logger.info("wrote %s (train %d, validation %d)", out_dir, len(build.datasets["train"]), len(build.datasets["validation"]))
+    return out_dir

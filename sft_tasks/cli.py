@@ -1,0 +1,99 @@
+"""``alignrec tasks build --config configs/tasks.yaml [--preview N]``: build and save the SFT task datasets.
+
+``alignrec tasks queries --split_dir D --output_file Q.json`` first (optional) writes LLM-generated queries
+that ``build`` adds to query2item via ``--query_file Q.json``.
+
+Writes ``output_dir/`` = a ``DatasetDict`` (train, validation; ``datasets.load_from_disk``), ``preference/``
+(DPO pairs), ``stats.json`` (per-task counts and token lengths) and ``resolved_config.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from recdata import SplitDataset, parse_config
+from sft_tasks.builder import build_tasks, compute_stats, save_task_build
+from sft_tasks.config import QueryGenConfig, TaskConfig
+from sft_tasks.stats import format_table
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("tasks", help="alignment tasks (stage two SFT data)")
+    sub = parser.add_subparsers(dest="tasks_command", metavar="SUBCOMMAND", required=True)
+    build = sub.add_parser("build", help="build the SFT mixture, validation set and preference pairs", add_help=False)
+    build.set_defaults(handler=_run_build)
+    queries = sub.add_parser("queries", help="write LLM-generated query2item queries (cached)", add_help=False)
+    queries.set_defaults(handler=_run_queries)
+
+
+def _load_inputs(cfg: TaskConfig):
+    from transformers import AutoTokenizer
+
+    from recdata.paths import default_llm_dir, require
+    from tokenization import ItemTokenizer
+
+    for name in ("split_dir", "item_tokenizer_dir", "output_dir"):
+        if not getattr(cfg, name):
+            raise ValueError(f"{name} is required (flag --{name} or the YAML key {name})")
+    split = SplitDataset.load(cfg.split_dir)
+    item_tokenizer = ItemTokenizer.from_pretrained(cfg.item_tokenizer_dir)
+    hf_dir = Path(cfg.hf_tokenizer_dir) if cfg.hf_tokenizer_dir else require(default_llm_dir(), "the default LLM")
+    hf_tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
+    return split, item_tokenizer, hf_tokenizer
+
+
+def run_build(cfg: TaskConfig) -> dict:
+    """Library-callable body of ``tasks build``; returns the stats written to ``stats.json``."""
+    split, item_tokenizer, hf_tokenizer = _load_inputs(cfg)
+    build = build_tasks(cfg, split, item_tokenizer, hf_tokenizer)
+    stats = compute_stats(build, item_tokenizer, hf_tokenizer, cfg.stats_sample, cfg.seed)
+    save_task_build(build, cfg.output_dir, stats, (cfg,))
+    # Results for the person at the terminal go to stdout; progress goes to the log.
+    print(format_table(stats["train"]))
+    print(f"validation: {stats['validation']['total']['count']} seqrec examples; "
+          f"preference pairs: {stats.get('preference', {}).get('pairs', 0)}; built in {build.info['build_seconds']}s")
+    if cfg.preview:
+        train = build.datasets["train"]
+        rows = np.random.default_rng(cfg.seed).choice(len(train), min(cfg.preview, len(train)), replace=False)
+        for i in rows:
+            ex = train[int(i)]
+            print(f"\n=== [{ex['task']}] example {int(i)} ===\n{ex['prompt']}{ex['completion']}")
+    return stats
+
+
+def _run_build(args, argv: list[str]) -> int:
+    (cfg,) = parse_config([TaskConfig], argv)
+    run_build(cfg)
+    return 0
+
+
+def run_queries(cfg: QueryGenConfig) -> dict[str, list[str]]:
+    from recdata import atomic_write_json
+    from recdata.paths import default_llm_dir, require
+    from sft_tasks.query_gen import generate_queries, hf_generator, model_fingerprint
+
+    if not cfg.split_dir or not cfg.output_file:
+        raise ValueError("split_dir and output_file are required (flags --split_dir/--output_file or YAML keys)")
+    dataset = SplitDataset.load(cfg.split_dir).dataset
+    llm_dir = Path(cfg.llm_dir) if cfg.llm_dir else require(default_llm_dir(), "the default LLM")
+    item_ids = dataset.item_ids()[: cfg.max_items or None]
+    fields = tuple(f.strip() for f in cfg.item_text_fields.split(",") if f.strip())
+    queries = generate_queries(
+        dataset.item_table(), item_ids, cfg.cache_file or f"{cfg.output_file}.cache.jsonl", model_fingerprint(llm_dir),
+        lambda: hf_generator(llm_dir, cfg.max_new_tokens, cfg.batch_size), fields, cfg.max_description_words,
+        settings={"max_new_tokens": cfg.max_new_tokens},
+    )
+    atomic_write_json(cfg.output_file, queries)
+    logger.info("wrote %d items' queries to %s", len(queries), cfg.output_file)
+    return queries
+
+
+def _run_queries(args, argv: list[str]) -> int:
+    (cfg,) = parse_config([QueryGenConfig], argv)
+    run_queries(cfg)
+    return 0

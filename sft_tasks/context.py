@@ -1,0 +1,78 @@
+"""What every task builder needs, computed once: windows over the training part, code strings, item text."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recdata import SplitDataset
+from sft_tasks.base import task_seed
+from sft_tasks.config import TaskConfig
+from sft_tasks.formatting import PromptFormatter
+from sft_tasks.templates import HISTORY_SEPARATOR, TEMPLATES
+
+
+@dataclass(frozen=True)
+class Window:
+    """One sliding-window training example: the history before ``target`` (truncated) and the target."""
+
+    user_id: str
+    history: tuple[str, ...]
+    target: str
+
+
+def sliding_windows(train_sequences: list[tuple[str, list[str]]], max_history: int) -> list[Window]:
+    """target = items[i] with history items[:i][-max_history:] for every i >= 1 of each training part."""
+    out = []
+    for user_id, items in train_sequences:
+        for i in range(1, len(items)):
+            out.append(Window(user_id, tuple(items[max(0, i - max_history):i]), items[i]))
+    return out
+
+
+class TaskContext:
+    """Shared, precomputed inputs of the task builders for one (split, item tokenizer, HF tokenizer)."""
+
+    def __init__(self, cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_tokenizer: Any) -> None:
+        self.cfg = cfg
+        self.split = split
+        self.item_tokenizer = item_tokenizer
+        self.format = PromptFormatter(hf_tokenizer)
+        self.max_history = cfg.max_history or split.max_history
+        self.items = split.dataset.item_table()
+        coded = set(item_tokenizer.item_ids)
+        used = {i for seq in split.dataset.sequences["item_ids"] for i in seq}
+        missing = sorted(used - coded)
+        if missing:
+            raise ValueError(
+                f"{len(missing)} item(s) of dataset {split.dataset.name!r} have no code in the ItemTokenizer, "
+                f"e.g. {missing[:5]}; rebuild the item tokenizer (`alignrec tokenize`) on this dataset"
+            )
+        # Items the tasks may show: in the catalogue and coded.
+        self.item_ids = [i for i in item_tokenizer.item_ids if i in self.items]
+        self.code = {i: item_tokenizer.item_to_string(i) for i in self.item_ids}
+        self.train_sequences = split.train_sequences()
+        self.user_train_items = {u: frozenset(items) for u, items in self.train_sequences}
+        self.windows = sliding_windows(self.train_sequences, self.max_history)
+        self.popularity = Counter(i for _, items in self.train_sequences for i in items)
+
+    def templates(self, task: str) -> list[str]:
+        options = TEMPLATES[task]
+        return options[: self.cfg.max_templates] if self.cfg.max_templates else options
+
+    def rng(self, task: str) -> np.random.Generator:
+        return np.random.default_rng(task_seed(self.cfg.seed, task))
+
+    def codes_text(self, item_ids: tuple[str, ...] | list[str]) -> str:
+        return HISTORY_SEPARATOR.join(self.code[i] for i in item_ids)
+
+    def titles_text(self, item_ids: tuple[str, ...] | list[str]) -> str:
+        return HISTORY_SEPARATOR.join(f'"{self.short_title(i)}"' for i in item_ids)
+
+    def short_title(self, item_id: str) -> str:
+        words = self.items[item_id]["title"].split()
+        limit = self.cfg.max_title_words
+        return " ".join(words[:limit]) + " ..." if limit and len(words) > limit else " ".join(words)
