@@ -1,0 +1,157 @@
+"""Trie-constrained beam search that prefills each prompt once and decodes exactly ``code_len`` tokens.
+
+HF ``generate(num_beams=B)`` copies the prompt to every beam before the prefill (B prefills per user). Here a
+batch of left-padded prompts is prefilled once, the KV cache is expanded to the beams afterwards, and each
+step scores only the trie children of every beam of every row with one gather: ``log_softmax`` over the full
+vocabulary (so scores are true sequence log-probs), then top-k over ``beams x children`` per row. Beams with
+no valid continuation keep a ``-inf`` score and are dropped at the end, so an invalid item is never emitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from inference.trie import ItemTrie
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class BeamSearchOutput:
+    """Final beams per row, best first: item indices (-1 for dead beams) and sequence log-probs (-inf if dead)."""
+
+    items: torch.Tensor  # [batch, beams] int64
+    scores: torch.Tensor  # [batch, beams] float32
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def constrained_beam_search(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    trie: ItemTrie,
+    num_beams: int,
+    exclude: Sequence[Sequence[int]] | None = None,
+) -> BeamSearchOutput:
+    """Top ``num_beams`` catalogue items per row of left-padded ``input_ids [batch, prompt_len]``.
+
+    ``exclude[row]`` lists item indices (into the trie's rows) that row may not return.
+    """
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    if input_ids.shape != attention_mask.shape or input_ids.ndim != 2:
+        raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask must both be [batch, prompt_len]")
+    if bool((attention_mask[:, -1] == 0).any()):
+        raise ValueError("prompts must be left-padded (the last position of every row must be a real token)")
+    if exclude is not None and len(exclude) != input_ids.shape[0]:
+        raise ValueError(f"exclude has {len(exclude)} rows for a batch of {input_ids.shape[0]} prompts")
+    device = _model_device(model)
+    batch = input_ids.shape[0]
+    excluded = trie.excluded_nodes(exclude) if exclude is not None else None
+    trie = trie.to(device)  # lookups run where the logits are, no per-step host copies
+    excluded = [e.to(device) for e in excluded] if excluded is not None else None
+    rows = torch.arange(batch, device=device).unsqueeze(1)  # [batch, 1]
+
+    attention_mask = attention_mask.to(device)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at 0
+    out = model(
+        input_ids=input_ids.to(device), attention_mask=attention_mask, position_ids=position_ids,
+        use_cache=True, logits_to_keep=1,
+    )
+    cache = out.past_key_values
+    logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [batch, vocab]
+    next_pos = position_ids[:, -1:] + 1  # [batch, 1]
+
+    nodes = torch.zeros(batch, 1, dtype=torch.int64, device=device)  # [batch, states]: one root per row at first
+    scores = torch.zeros(batch, 1, device=device)
+    for depth in range(trie.code_len):
+        states = nodes.shape[1]
+        child, tokens, valid = trie.children(depth, nodes)  # [batch, states, width]
+        width = child.shape[-1]
+        if excluded is not None and excluded[depth + 1].numel():
+            keys = rows.unsqueeze(-1) * trie.num_nodes[depth + 1] + child
+            valid &= ~torch.isin(keys, excluded[depth + 1])
+        step = logp.view(batch, states, -1).gather(-1, tokens)  # [batch, states, width]
+        cand = (scores.unsqueeze(-1) + step).masked_fill(~valid, NEG_INF).view(batch, states * width)
+        take = min(num_beams, states * width)
+        scores, flat = cand.topk(take, dim=-1)  # [batch, take], best first
+        if take < num_beams:  # too few candidates in total: pad with dead beams
+            scores = torch.cat([scores, scores.new_full((batch, num_beams - take), NEG_INF)], dim=1)
+            flat = torch.cat([flat, flat[:, :1].expand(batch, num_beams - take)], dim=1)
+        origin = flat // width  # [batch, beams] which state each new beam extends
+        nodes = child.view(batch, -1).gather(1, flat)
+        chosen = tokens.view(batch, -1).gather(1, flat)
+        if depth == trie.code_len - 1:
+            break
+        # expand (first step) or reorder the KV cache to the surviving beams, then feed their tokens
+        src = (rows * states + origin).view(-1)  # [batch * beams]
+        if depth == 0:
+            cache.reorder_cache(src)  # [batch] -> [batch * beams]: the one copy of the prompt's KV
+        else:
+            _reorder_generated(cache, src, depth)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
+        if depth == 0:
+            attention_mask = attention_mask.repeat_interleave(num_beams, dim=0)
+            next_pos = next_pos.repeat_interleave(num_beams, dim=0)
+        out = model(
+            input_ids=chosen.view(-1, 1), attention_mask=attention_mask, position_ids=next_pos,
+            past_key_values=cache, use_cache=True,
+        )
+        cache = out.past_key_values
+        logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [batch * beams, vocab]
+        next_pos = next_pos + 1
+    alive = torch.isfinite(scores)
+    items = torch.where(alive, trie.leaf_item[nodes], torch.full_like(nodes, -1))
+    return BeamSearchOutput(items=items.cpu(), scores=scores.cpu())
+
+
+def _reorder_generated(cache, src: torch.Tensor, depth: int) -> None:
+    """Reorder only the ``depth`` generated positions of a ``DynamicCache``.
+
+    Beams of one row share their prompt, so the prompt part of the cache is the same for every beam of a row
+    and a beam reorder (which stays within rows) leaves it unchanged: copying it again every step (what
+    ``reorder_cache`` does, ~0.8 GB per step for SmolLM2 at 8 users x 20 beams) is pure memory traffic.
+    Other cache types fall back to the full ``reorder_cache``.
+    """
+    layers = getattr(cache, "layers", None)
+    if not isinstance(cache, DynamicCache) or not layers or not all(type(layer) is DynamicLayer for layer in layers):
+        cache.reorder_cache(src)
+        return
+    for layer in layers:
+        for name in ("keys", "values"):
+            t = getattr(layer, name)  # [batch * beams, heads, seq, head_dim]
+            t[:, :, -depth:] = t[src, :, -depth:]
+
+
+@torch.inference_mode()
+def sequence_log_probs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    code_token_ids: torch.Tensor,
+) -> torch.Tensor:
+    """Teacher-forced log p(code tokens | prompt) of every item for every prompt: ``[batch, num_items]``.
+
+    The brute-force reference the beam search is checked against (cost: one forward per item per prompt).
+    """
+    device = _model_device(model)
+    batch, num_items = input_ids.shape[0], code_token_ids.shape[0]
+    code_len = code_token_ids.shape[1]
+    ids = torch.cat([
+        input_ids.repeat_interleave(num_items, dim=0), code_token_ids.repeat(batch, 1),
+    ], dim=1)  # [batch * items, prompt + code_len]
+    mask = torch.cat([attention_mask.repeat_interleave(num_items, dim=0), torch.ones(batch * num_items, code_len,
+                                                                                      dtype=attention_mask.dtype)], 1)
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device)).logits
+    logp = torch.log_softmax(logits[:, -code_len - 1:-1].float(), dim=-1).cpu()  # [batch * items, code_len, vocab]
+    picked = logp.gather(-1, ids[:, -code_len:].unsqueeze(-1)).squeeze(-1).sum(-1)
+    return picked.view(batch, num_items)

@@ -1,0 +1,93 @@
+"""``alignrec evaluate`` (and, when present, the cache commands): thin handlers over the inference library."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recdata.config import config_to_dict, parse_config
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluateConfig:
+    model_dir: str = field(metadata={"help": "Trained run folder (trainer output_dir, or its merged/ folder)."})
+    split_dir: str = field(metadata={"help": "Saved SplitDataset folder (`alignrec data prepare` output)."})
+    out_dir: str = field(metadata={"help": "Where metrics.json and metrics.md are written."})
+    part: str = field(default="test", metadata={"help": "Targets to score: 'valid' or 'test'."})
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20], metadata={"help": "Cut-offs K for Recall/NDCG@K."})
+    num_beams: int = field(default=20, metadata={"help": "Beam width; must be >= max(ks) (beams are the candidates)."})
+    batch_size: int = field(default=8, metadata={"help": "Users per beam-search batch (one prefill each)."})
+    exclude_history: bool = field(default=False, metadata={"help": "Never recommend items in the user's history "
+                                                                   "(applied to the model and the baseline)."})
+    max_examples: int | None = field(default=None, metadata={"help": "Score only the first N examples (smoke runs)."})
+    popularity_baseline: bool = field(default=True, metadata={"help": "Add the most-popular baseline to the table."})
+    device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
+
+    def __post_init__(self) -> None:
+        if self.part not in ("valid", "test"):
+            raise ValueError(f"part must be 'valid' or 'test', got {self.part!r}")
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"ks must be positive integers, got {self.ks}")
+        if self.num_beams < max(self.ks):
+            raise ValueError(f"num_beams ({self.num_beams}) must be >= max(ks) ({max(self.ks)}); raise --num_beams")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1 when set, got {self.max_examples}")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="Full-ranking Recall/NDCG@K of a trained model (+ popularity baseline).",
+                              add_help=False)
+    p.set_defaults(handler=_run_evaluate)
+    try:
+        from inference.cache.cli import register_cache_commands
+    except ModuleNotFoundError as exc:  # inference/cache/cli.py not written yet; any other import error raises
+        if exc.name != "inference.cache.cli":
+            raise
+        logger.debug("cache commands unavailable: %s", exc)
+    else:
+        register_cache_commands(subparsers)
+
+
+def _run_evaluate(args, argv: list[str]) -> int:
+    (cfg,) = parse_config([EvaluateConfig], argv)
+    run_evaluate(cfg)
+    return 0
+
+
+def run_evaluate(cfg: EvaluateConfig) -> dict:
+    """Load the model and split, score the model (and the baseline), write metrics.json + metrics.md."""
+    from inference.evaluate import evaluate_recommender, write_report
+    from inference.popularity import popularity_recommender, train_popularity
+    from inference.recommender import llm_recommender
+    from recdata import SplitDataset
+    from trainer import load_for_inference
+
+    split = SplitDataset.load(cfg.split_dir)
+    examples = split.eval_examples(cfg.part)
+    if cfg.max_examples is not None:
+        examples = examples.select(range(min(cfg.max_examples, len(examples))))
+    catalogue = split.dataset.item_ids()
+    popularity = train_popularity(split)
+    model, hf_tokenizer, item_tokenizer = load_for_inference(cfg.model_dir, device=cfg.device)
+    uncoded = sorted(set(catalogue) - set(item_tokenizer.item_ids))
+    if uncoded:
+        raise ValueError(f"{len(uncoded)} catalogue item(s) of {cfg.split_dir} have no code in {cfg.model_dir} "
+                         f"(e.g. {uncoded[0]!r}); tokenize the same dataset the model was trained on")
+    max_k = max(cfg.ks)
+    recommenders = {"alignrec": llm_recommender(model, hf_tokenizer, item_tokenizer, max_k, cfg.num_beams,
+                                                cfg.exclude_history, cfg.batch_size)}
+    if cfg.popularity_baseline:
+        recommenders["popularity"] = popularity_recommender(split, max_k, cfg.exclude_history)
+    reports = {}
+    for name, fn in recommenders.items():
+        logger.info("evaluating %s on %d %s examples", name, len(examples), cfg.part)
+        reports[name] = evaluate_recommender(fn, examples, cfg.ks, catalogue, popularity, batch_size=cfg.batch_size * 4)
+    json_path, md_path = write_report(reports, cfg.out_dir, extra={"config": config_to_dict(cfg)},
+                                      title=f"{Path(cfg.model_dir).name} on {cfg.part}")
+    logger.info("wrote %s and %s", json_path, md_path)
+    return reports

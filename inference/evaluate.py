@@ -1,0 +1,182 @@
+"""Full-ranking evaluation of any ``recommend_fn``: Recall/NDCG@K, validity, coverage, cold-user and long-tail slices.
+
+Slices (fixed so runs compare across datasets):
+- history length (items the user had before the target, after ``max_history`` truncation): ``1-3`` (cold),
+  ``4-9``, ``>=10``;
+- target popularity by training interaction count: ``head`` = the most-bought items that together make the
+  first 50% of training interactions, ``torso`` = the next 30% (to 80%), ``tail`` = the rest bought at least
+  once, ``unseen`` = never bought in training. Thresholds are on counts, so tied items share a bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+from tqdm.auto import tqdm
+
+from inference.metrics import ndcg_at_k, recall_at_k
+from recdata.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+RecommendFn = Callable[[Sequence[str], Sequence[Sequence[str]]], list[list[tuple[str, float]]]]
+HISTORY_BUCKETS: tuple[tuple[str, int, int | None], ...] = (("1-3", 1, 3), ("4-9", 4, 9), (">=10", 10, None))
+POPULARITY_SHARES = (("head", 0.5), ("torso", 0.8))  # cumulative share of training interactions
+
+
+def history_bucket(length: int) -> str:
+    for name, low, high in HISTORY_BUCKETS:
+        if length >= low and (high is None or length <= high):
+            return name
+    return "0"
+
+
+def popularity_buckets(train_popularity: Mapping[str, int], catalogue: Sequence[str]) -> dict[str, str]:
+    """``item_id -> head | torso | tail | unseen`` by training interaction count (see module docstring)."""
+    counts = np.array([int(train_popularity.get(item, 0)) for item in catalogue], dtype=np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return dict.fromkeys(catalogue, "unseen")
+    desc = np.sort(counts)[::-1]
+    cum = np.cumsum(desc) / total
+    thresholds = [int(desc[min(int(np.searchsorted(cum, share)), len(desc) - 1)]) for _, share in POPULARITY_SHARES]
+    out = {}
+    for item, c in zip(catalogue, counts.tolist(), strict=True):
+        if c == 0:
+            out[item] = "unseen"
+        elif c >= thresholds[0]:
+            out[item] = "head"
+        elif c >= thresholds[1]:
+            out[item] = "torso"
+        else:
+            out[item] = "tail"
+    return out
+
+
+def evaluate_recommender(
+    recommend_fn: RecommendFn,
+    examples: datasets.Dataset,
+    ks: Sequence[int] = (1, 5, 10, 20),
+    catalogue: Sequence[str] = (),
+    train_popularity: Mapping[str, int] | None = None,
+    *,
+    batch_size: int = 64,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``recommend_fn(user_ids, histories)`` on ``examples`` (user_id, history, target).
+
+    Invalid outputs (items outside ``catalogue``) count as misses and are reported as ``invalid_rate``;
+    ``duplicate_rate`` counts repeated items within a list; ``short_list_rate`` lists shorter than max(ks).
+    """
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks must be positive integers, got {ks}")
+    if not catalogue:
+        raise ValueError("catalogue is empty; pass the item ids a recommender may return")
+    missing = [c for c in ("user_id", "history", "target") if c not in examples.column_names]
+    if missing:
+        raise ValueError(f"examples lack column(s) {missing}; build them with SplitDataset.eval_examples(part)")
+    if len(examples) == 0:
+        raise ValueError("no evaluation examples; check the split part (valid/test) and the dataset")
+    catalogue_set = set(catalogue)
+    pop_bucket = popularity_buckets(train_popularity or {}, catalogue)
+    max_k = ks[-1]
+    per_example: dict[str, list[float]] = {f"{m}@{k}": [] for k in ks for m in ("recall", "ndcg")}
+    hist_slice: list[str] = []
+    pop_slice: list[str] = []
+    recommended_at = {k: set() for k in ks}
+    invalid = duplicates = total = short = 0
+    bar = tqdm(total=len(examples), desc="evaluate", unit="user", disable=not show_progress)
+    for start in range(0, len(examples), batch_size):
+        rows = examples[start:start + batch_size]
+        recs = recommend_fn(rows["user_id"], rows["history"])
+        if len(recs) != len(rows["user_id"]):
+            raise ValueError(f"recommend_fn returned {len(recs)} lists for {len(rows['user_id'])} users")
+        for history, target, rec in zip(rows["history"], rows["target"], recs, strict=True):
+            ranked = [item for item, _ in rec][:max_k]
+            total += len(ranked)
+            invalid += sum(1 for item in ranked if item not in catalogue_set)
+            duplicates += len(ranked) - len(set(ranked))
+            short += len(ranked) < max_k
+            for k in ks:
+                per_example[f"recall@{k}"].append(recall_at_k(ranked, target, k))
+                per_example[f"ndcg@{k}"].append(ndcg_at_k(ranked, target, k))
+                recommended_at[k].update(item for item in ranked[:k] if item in catalogue_set)
+            hist_slice.append(history_bucket(len(history)))
+            pop_slice.append(pop_bucket.get(target, "unseen"))
+        bar.update(len(recs))
+    bar.close()
+    n = len(hist_slice)
+    arrays = {name: np.asarray(values) for name, values in per_example.items()}
+    report: dict[str, Any] = {
+        "n_examples": n,
+        "ks": ks,
+        "overall": {name: float(v.mean()) for name, v in arrays.items()},
+        "invalid_rate": invalid / total if total else 0.0,
+        "invalid_outputs": invalid,
+        "total_outputs": total,
+        "duplicate_rate": duplicates / total if total else 0.0,
+        "short_list_rate": short / n,
+        "coverage": {f"@{k}": len(recommended_at[k]) / len(catalogue_set) for k in ks},
+        "slices": {
+            "history_length": _slice(arrays, hist_slice, [name for name, _, _ in HISTORY_BUCKETS]),
+            "target_popularity": _slice(arrays, pop_slice, ["head", "torso", "tail", "unseen"]),
+        },
+    }
+    if invalid:
+        logger.warning("%d of %d recommended items are not in the catalogue", invalid, total)
+    return report
+
+
+def _slice(arrays: dict[str, np.ndarray], labels: list[str], names: list[str]) -> dict[str, dict[str, Any]]:
+    labels_arr = np.asarray(labels)
+    out = {}
+    for name in names + sorted(set(labels) - set(names)):
+        sel = labels_arr == name
+        count = int(sel.sum())
+        out[name] = {"n": count, **{m: (float(v[sel].mean()) if count else None) for m, v in arrays.items()}}
+    return out
+
+
+def render_markdown(reports: Mapping[str, Mapping[str, Any]], title: str = "Evaluation") -> str:
+    """One overall table (a row per recommender) and one table per slice family."""
+    first = next(iter(reports.values()))
+    ks = first["ks"]
+    metric_cols = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
+    head = ["recommender", "n", *[c.replace("recall", "Recall").replace("ndcg", "NDCG") for c in metric_cols],
+            "invalid rate", f"coverage@{ks[-1]}"]
+    lines = [f"# {title}", "", _row(head), _row(["---"] * len(head))]
+    for name, rep in reports.items():
+        lines.append(_row([name, str(rep["n_examples"]), *[_fmt(rep["overall"][c]) for c in metric_cols],
+                           _fmt(rep["invalid_rate"]), _fmt(rep["coverage"][f"@{ks[-1]}"])]))
+    for family, caption in (("history_length", "History length (items before the target)"),
+                            ("target_popularity", "Target popularity (training interactions)")):
+        lines += ["", f"## {caption}", "", _row(["recommender", "bucket", "n", *head[2:2 + len(metric_cols)]]),
+                  _row(["---"] * (3 + len(metric_cols)))]
+        for name, rep in reports.items():
+            for bucket, vals in rep["slices"][family].items():
+                lines.append(_row([name, bucket, str(vals["n"]), *[_fmt(vals[c]) for c in metric_cols]]))
+    return "\n".join(lines) + "\n"
+
+
+def write_report(reports: Mapping[str, Mapping[str, Any]], out_dir: str | Path, extra: Mapping[str, Any] | None = None,
+                 title: str = "Evaluation") -> tuple[Path, Path]:
+    """Atomically write ``metrics.json`` (reports + ``extra``, e.g. the resolved config) and ``metrics.md``."""
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / "metrics.json", out_dir / "metrics.md"
+    atomic_write_json(json_path, {"recommenders": dict(reports), **dict(extra or {})})
+    atomic_write_text(md_path, render_markdown(reports, title))
+    return json_path, md_path
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"

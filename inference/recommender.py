@@ -1,0 +1,146 @@
+"""Batch recommendation: prompt strings -> top-K distinct catalogue items with sequence log-probs.
+
+All items share one code length, so the final beams of a row are distinct items by construction; items to
+exclude (e.g. the user's history) are pruned inside the search, so they never take a beam.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from inference.beam_search import constrained_beam_search
+from inference.trie import ItemTrie
+
+logger = logging.getLogger(__name__)
+
+_TRIE_CACHE: dict[tuple[str, str], ItemTrie] = {}
+_TRIE_CACHE_SIZE = 4
+
+
+def build_item_trie(item_tokenizer: Any, hf_tokenizer: Any) -> ItemTrie:
+    """The trie of ``item_tokenizer``'s items under ``hf_tokenizer``'s code-token ids (cached per content)."""
+    token_ids = np.asarray(item_tokenizer.item_token_ids(hf_tokenizer), dtype=np.int64)  # [N, L]
+    key = (str(getattr(item_tokenizer, "content_hash", "")), hashlib.blake2b(token_ids.tobytes(), digest_size=16).hexdigest())
+    trie = _TRIE_CACHE.get(key)
+    if trie is None:
+        trie = ItemTrie(token_ids, item_tokenizer.item_ids)
+        if len(_TRIE_CACHE) >= _TRIE_CACHE_SIZE:
+            _TRIE_CACHE.pop(next(iter(_TRIE_CACHE)))
+        _TRIE_CACHE[key] = trie
+        logger.info("built %r (%.1f MB)", trie, trie.nbytes() / 2**20)
+    return trie
+
+
+def tokenize_prompts(hf_tokenizer: Any, prompts: Sequence[str], add_special_tokens: bool = False) -> list[list[int]]:
+    """Token ids of each prompt, as SFT trained on them (TRL: no extra BOS on chat-formatted prompts)."""
+    encoded = hf_tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise ValueError(f"prompt {i} tokenizes to no tokens; every prompt needs at least one token")
+    return encoded
+
+
+def left_pad(batch: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``input_ids`` and ``attention_mask`` ``[batch, max_len]`` (pad id is masked, so any id works)."""
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, width - len(ids):] = torch.as_tensor(ids, dtype=torch.long)
+        mask[row, width - len(ids):] = 1
+    return input_ids, mask
+
+
+def recommend(
+    model: torch.nn.Module,
+    hf_tokenizer: Any,
+    item_tokenizer: Any,
+    prompts: Sequence[str],
+    k: int,
+    num_beams: int,
+    exclude: Sequence[Iterable[str]] | None = None,
+    *,
+    batch_size: int = 8,
+    trie: ItemTrie | None = None,
+    add_special_tokens: bool = False,
+    show_progress: bool = False,
+) -> list[list[tuple[str, float]]]:
+    """Top-``k`` (item_id, log-prob) per prompt, best first, from a trie-constrained beam search.
+
+    ``exclude[i]`` lists item ids prompt ``i`` may not return (ids unknown to ``item_tokenizer`` cannot be
+    returned anyway and are ignored). A row can hold fewer than ``k`` items only when fewer than ``k``
+    catalogue items remain after exclusion or every other beam died; it never holds an invalid item.
+    Prompts are batched by token length (less padding) and results returned in input order.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if num_beams < k:
+        raise ValueError(f"num_beams ({num_beams}) must be >= k ({k}): the beams are the candidate list")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if exclude is not None and len(exclude) != len(prompts):
+        raise ValueError(f"exclude has {len(exclude)} entries for {len(prompts)} prompts; give one list per prompt")
+    if not prompts:
+        return []
+    trie = trie if trie is not None else build_item_trie(item_tokenizer, hf_tokenizer)
+    item_ids: list[str] = list(item_tokenizer.item_ids)
+    if trie.num_items != len(item_ids):
+        raise ValueError(f"the trie holds {trie.num_items} items but the item tokenizer {len(item_ids)}; rebuild the trie")
+    row_of = {item: i for i, item in enumerate(item_ids)}
+    encoded = tokenize_prompts(hf_tokenizer, prompts, add_special_tokens)
+    order = np.argsort([len(ids) for ids in encoded], kind="stable")
+    was_training = model.training
+    model.eval()
+    results: list[list[tuple[str, float]]] = [[] for _ in prompts]
+    try:
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc="recommend", unit="batch", disable=not show_progress):
+            idx = order[start:start + batch_size]
+            input_ids, mask = left_pad([encoded[i] for i in idx])
+            excl = None
+            if exclude is not None:
+                excl = [[row_of[item] for item in exclude[i] if item in row_of] for i in idx]
+            out = constrained_beam_search(model, input_ids, mask, trie, num_beams, excl)
+            for row, i in enumerate(idx):
+                pairs = zip(out.items[row, :k].tolist(), out.scores[row, :k].tolist(), strict=True)
+                results[i] = [(item_ids[item], score) for item, score in pairs if item >= 0]
+    finally:
+        model.train(was_training)
+    return results
+
+
+def llm_recommender(
+    model: torch.nn.Module,
+    hf_tokenizer: Any,
+    item_tokenizer: Any,
+    k: int,
+    num_beams: int,
+    exclude_history: bool = False,
+    batch_size: int = 8,
+    prompt_fn: Any = None,
+) -> Any:
+    """A ``recommend_fn(user_ids, histories)`` (the evaluation / cache interface) over ``recommend``.
+
+    ``prompt_fn(history, item_tokenizer, hf_tokenizer) -> str`` defaults to ``sft_tasks.seqrec_prompt``, the
+    exact prompt the seqrec task trained on.
+    """
+    if prompt_fn is None:
+        from sft_tasks import seqrec_prompt as prompt_fn
+    trie = build_item_trie(item_tokenizer, hf_tokenizer)
+
+    def recommend_fn(user_ids: Sequence[str], histories: Sequence[Sequence[str]]) -> list[list[tuple[str, float]]]:
+        if len(user_ids) != len(histories):
+            raise ValueError(f"got {len(user_ids)} user ids but {len(histories)} histories")
+        prompts = [prompt_fn(list(h), item_tokenizer, hf_tokenizer) for h in histories]
+        return recommend(model, hf_tokenizer, item_tokenizer, prompts, k, num_beams,
+                         exclude=[list(h) for h in histories] if exclude_history else None,
+                         batch_size=batch_size, trie=trie)
+
+    return recommend_fn

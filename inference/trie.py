@@ -1,0 +1,151 @@
+"""A prefix trie over every item's full code-token sequence, held as flat tensors.
+
+Per-position token sets (LC-Rec) let invalid combinations through; a trie over whole sequences does not.
+Layout, per depth ``d`` (root = depth 0, items = depth ``L``): nodes at depth ``d`` are the distinct
+``d``-token prefixes in lexicographic order, so the children of node ``p`` are the contiguous node range
+``offsets[d][p] : offsets[d][p + 1]`` at depth ``d + 1`` and an edge id *is* its child's node id. Memory is
+a few integers per edge (a 1M-item, 4-level catalogue holds <= 4M edges, ~150 MB in int64), and every
+lookup is a gather or a ``searchsorted`` over all states at once: no Python loop over beams or rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+class ItemTrie:
+    """Trie of ``[N, L]`` token ids; depth-``L`` nodes map one-to-one onto items."""
+
+    def __init__(self, token_ids: np.ndarray | torch.Tensor, item_ids: Sequence[str] | None = None) -> None:
+        ids = np.asarray(token_ids.cpu().numpy() if isinstance(token_ids, torch.Tensor) else token_ids)
+        if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
+            raise ValueError(f"token_ids must be a non-empty [num_items, code_len] array, got shape {ids.shape}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"token_ids must be integers, got dtype {ids.dtype}")
+        if ids.min() < 0:
+            row = int(np.argwhere(ids < 0)[0][0])
+            raise ValueError(f"token_ids of item {_name(item_ids, row)} hold a negative token id {ids[row].tolist()}")
+        if item_ids is not None and len(item_ids) != ids.shape[0]:
+            raise ValueError(f"got {len(item_ids)} item ids for {ids.shape[0]} token-id rows; they must match one-to-one")
+        ids = ids.astype(np.int64)
+        num_items, code_len = ids.shape
+        order = np.lexsort(ids.T[::-1])  # rows sorted lexicographically, first column most significant
+        sorted_ids = ids[order]
+        same = np.all(sorted_ids[1:] == sorted_ids[:-1], axis=1)
+        if same.any():
+            r = int(np.argmax(same))
+            a, b = int(order[r]), int(order[r + 1])
+            raise ValueError(
+                f"items {_name(item_ids, a)} and {_name(item_ids, b)} share the code tokens {sorted_ids[r].tolist()}; "
+                "the item index must be one-to-one (re-run tokenization with collision resolution)"
+            )
+        self.num_items = num_items
+        self.code_len = code_len
+        self.key_base = int(ids.max()) + 1  # edge key = parent * key_base + token, globally sorted per depth
+        # differs[r, d]: sorted row r starts a new depth-(d+1) node (its (d+1)-prefix differs from row r-1's)
+        differs = np.ones((num_items, code_len), dtype=bool)
+        differs[1:] = np.logical_or.accumulate(sorted_ids[1:] != sorted_ids[:-1], axis=1)
+        row_node = np.zeros((code_len + 1, num_items), dtype=np.int64)  # node of each sorted row at each depth
+        row_node[1:] = np.cumsum(differs, axis=0).T - 1
+        self.offsets: list[torch.Tensor] = []  # depth d: [n_d + 1] child ranges
+        self.child_tokens: list[torch.Tensor] = []  # depth d: [n_{d+1}] token on the edge into each child
+        self.edge_keys: list[torch.Tensor] = []  # depth d: [n_{d+1}] parent * key_base + token (sorted)
+        self.num_nodes = [1]
+        for d in range(code_len):
+            first = differs[:, d]  # sorted rows that start a child node at depth d + 1
+            parents = row_node[d][first]
+            tokens = sorted_ids[first, d]
+            counts = np.bincount(parents, minlength=self.num_nodes[d])
+            self.offsets.append(torch.from_numpy(np.concatenate([[0], np.cumsum(counts)])))
+            self.child_tokens.append(torch.from_numpy(tokens))
+            self.edge_keys.append(torch.from_numpy(parents * self.key_base + tokens))
+            self.num_nodes.append(int(first.sum()))
+        self.max_children = [int((o[1:] - o[:-1]).max()) for o in self.offsets]
+        self.leaf_item = torch.from_numpy(order)  # [N] depth-L node -> item index
+        # item_nodes[d, i]: item i's ancestor at depth d (used to exclude whole subtrees)
+        self.item_nodes = torch.from_numpy(np.empty_like(row_node))
+        self.item_nodes[:, torch.from_numpy(order)] = torch.from_numpy(row_node)
+        leaves_per_node = [np.bincount(row_node[d], minlength=self.num_nodes[d]) for d in range(code_len + 1)]
+        self.leaf_count = [torch.from_numpy(c) for c in leaves_per_node]  # depth d: [n_d] items below each node
+
+    # ---- lookups --------------------------------------------------------------------------------------
+    def children(self, depth: int, nodes: torch.Tensor, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded children of ``nodes`` (any shape ``S``) at ``depth``: (child ids, tokens, valid), each ``[*S, width]``.
+
+        Padding slots hold a clamped real edge and ``valid=False``; callers must mask them.
+        """
+        width = self.max_children[depth] if width is None else width
+        offsets = self.offsets[depth]
+        start = offsets[nodes]  # [*S]
+        count = offsets[nodes + 1] - start
+        slot = torch.arange(width, dtype=torch.int64, device=nodes.device)
+        child = start.unsqueeze(-1) + slot  # [*S, width]
+        valid = slot < count.unsqueeze(-1)
+        child = child.clamp(max=self.num_nodes[depth + 1] - 1)
+        return child, self.child_tokens[depth][child], valid
+
+    def step(self, depth: int, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Child of each ``nodes`` entry along ``tokens`` (same shape), or -1 where that edge does not exist."""
+        keys = self.edge_keys[depth]
+        query = nodes * self.key_base + tokens.clamp(0, self.key_base - 1)
+        pos = torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)
+        found = (keys[pos] == query) & (nodes >= 0) & (tokens >= 0) & (tokens < self.key_base)
+        return torch.where(found, pos, torch.full_like(pos, -1))
+
+    def walk(self, prefixes: torch.Tensor) -> torch.Tensor:
+        """Node reached by each row of ``prefixes [S, d]`` from the root, or -1 for a path off the trie."""
+        if prefixes.shape[-1] > self.code_len:
+            raise ValueError(f"prefix length {prefixes.shape[-1]} exceeds the code length {self.code_len}")
+        nodes = torch.zeros(prefixes.shape[:-1], dtype=torch.int64, device=prefixes.device)
+        for d in range(prefixes.shape[-1]):
+            nodes = torch.where(nodes >= 0, self.step(d, nodes.clamp(min=0), prefixes[..., d]), nodes)
+        return nodes
+
+    def excluded_nodes(self, exclude: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """Per depth, sorted keys ``row * n_d + node`` of subtrees whose every item is excluded for that row.
+
+        ``exclude[row]`` lists item indices (row = batch row). A prefix is pruned only when *all* of its items are
+        excluded, so beams are never spent on a branch that can only end in an excluded item.
+        """
+        rows = np.concatenate([np.full(len(e), r, dtype=np.int64) for r, e in enumerate(exclude)] or [np.zeros(0, np.int64)])
+        items = np.concatenate([np.asarray(e, dtype=np.int64).reshape(-1) for e in exclude] or [np.zeros(0, np.int64)])
+        if items.size and (items.min() < 0 or items.max() >= self.num_items):
+            raise ValueError(f"excluded item index out of range [0, {self.num_items}): {items.min()}..{items.max()}")
+        leaf_keys = torch.unique(torch.from_numpy(rows) * self.num_items + torch.from_numpy(items))  # distinct pairs
+        leaf_rows, leaf_items = leaf_keys // self.num_items, leaf_keys % self.num_items
+        out = []
+        for d in range(self.code_len + 1):
+            node_keys = leaf_rows * self.num_nodes[d] + self.item_nodes[d][leaf_items]
+            uniq, counts = torch.unique(node_keys, return_counts=True)  # sorted, as torch.isin/searchsorted want
+            out.append(uniq[counts == self.leaf_count[d][uniq % self.num_nodes[d]]])
+        return out
+
+    def to(self, device: torch.device | str) -> ItemTrie:
+        """This trie with its tensors on ``device`` (copies are cached, the trie itself is never mutated)."""
+        device = torch.device(device)
+        if self.leaf_item.device == device:
+            return self
+        copies = self.__dict__.setdefault("_copies", {})
+        if device not in copies:
+            twin = object.__new__(ItemTrie)
+            twin.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_copies"})
+            for name in ("offsets", "child_tokens", "edge_keys", "leaf_count"):
+                setattr(twin, name, [t.to(device) for t in getattr(self, name)])
+            twin.leaf_item, twin.item_nodes = self.leaf_item.to(device), self.item_nodes.to(device)
+            copies[device] = twin
+        return copies[device]
+
+    def nbytes(self) -> int:
+        """Bytes held by the trie's tensors (proportional to the number of edges)."""
+        tensors = [*self.offsets, *self.child_tokens, *self.edge_keys, *self.leaf_count, self.leaf_item, self.item_nodes]
+        return int(sum(t.numel() * t.element_size() for t in tensors))
+
+    def __repr__(self) -> str:
+        return f"ItemTrie(items={self.num_items}, code_len={self.code_len}, nodes={self.num_nodes})"
+
+
+def _name(item_ids: Sequence[str] | None, row: int) -> str:
+    return f"{item_ids[row]!r} (row {row})" if item_ids is not None else f"row {row}"

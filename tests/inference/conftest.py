@@ -1,0 +1,94 @@
+"""Inference fixtures: a coded catalogue on the tiny tokenizer/Llama, and a scripted bigram LM.
+
+Also makes ``import inference`` find the package rather than this ``tests/inference`` folder (pytest puts
+``tests/`` on ``sys.path``; same fix as tests/tokenization/conftest.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+for _name in ("inference", "tokenization"):
+    _mod = sys.modules.get(_name)
+    if _mod is not None and getattr(_mod, "__file__", None) is None:
+        del sys.modules[_name]
+
+CODEBOOKS = [3, 3, 3]
+
+
+def random_codes(num_items: int, codebook_sizes: list[int], seed: int = 0) -> np.ndarray:
+    """``num_items`` distinct code rows drawn without replacement from the full grid."""
+    grid = np.stack(np.meshgrid(*[np.arange(c) for c in codebook_sizes], indexing="ij"), -1).reshape(-1, len(codebook_sizes))
+    pick = np.random.default_rng(seed).choice(len(grid), size=num_items, replace=False)
+    return grid[np.sort(pick)].astype(np.int64)
+
+
+@pytest.fixture
+def coded(tiny_hf_tokenizer, tiny_llama):
+    """(model, hf_tokenizer, item_tokenizer): 14 items with 3-level codes, tokens added, embeddings resized."""
+    from tokenization import ItemTokenizer
+
+    item_ids = [f"item{i}" for i in range(14)]
+    item_tok = ItemTokenizer.from_codes(item_ids, random_codes(14, CODEBOOKS), CODEBOOKS)
+    item_tok.add_to_tokenizer(tiny_hf_tokenizer)
+    torch.manual_seed(1)
+    tiny_llama.resize_token_embeddings(len(tiny_hf_tokenizer), mean_resizing=False)
+    with torch.no_grad():  # sharper than a random init so rankings have clear gaps
+        tiny_llama.lm_head.weight.mul_(8.0)
+    return tiny_llama.eval(), tiny_hf_tokenizer, item_tok
+
+
+PROMPTS = [
+    "Recommend the next item for this user.",
+    "The user bought these items in order: pipette tips, nitrile gloves, safety glasses, digital scale",
+    "Toy Story",
+]
+
+
+class _NullCache:
+    def reorder_cache(self, beam_idx: torch.Tensor) -> None:
+        pass
+
+
+class BigramLM(torch.nn.Module):
+    """Scripted LM: the next-token logits depend only on the last input token (``table[token]``)."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(table.float(), requires_grad=False)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
+                logits_to_keep=0, **_):
+        logits = self.table[input_ids]  # [batch, seq, vocab]
+        if logits_to_keep:
+            logits = logits[:, -logits_to_keep:]
+        return SimpleNamespace(logits=logits, past_key_values=_NullCache())
+
+    def log_prob(self, prev: int, seq: list[int]) -> float:
+        """Hand reference: sum of bigram log-probs of ``seq`` after token ``prev``."""
+        total = 0.0
+        for tok in seq:
+            total += float(torch.log_softmax(self.table[prev], -1)[tok])
+            prev = tok
+        return total
+
+
+@pytest.fixture
+def prompts() -> list[str]:
+    """Three prompts of different token lengths (exercises left padding)."""
+    return list(PROMPTS)
+
+
+@pytest.fixture
+def bigram_lm():
+    """The ``BigramLM`` class (build one with a ``[vocab, vocab]`` logits table)."""
+    return BigramLM

@@ -1,0 +1,110 @@
+"""Constrained beam search: exact vs brute force, batch == one-by-one, exclusion, fail-closed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from inference.beam_search import constrained_beam_search, sequence_log_probs
+from inference.recommender import left_pad, tokenize_prompts
+from inference.trie import ItemTrie
+
+
+def _setup(coded, prompts):
+    model, hf_tok, item_tok = coded
+    token_ids = item_tok.item_token_ids(hf_tok)
+    input_ids, mask = left_pad(tokenize_prompts(hf_tok, prompts))
+    return model, ItemTrie(token_ids, item_tok.item_ids), torch.from_numpy(token_ids), input_ids, mask
+
+
+def _assert_same_ranking(items, scores, brute, atol=1e-4):
+    """Beam output equals brute force: same scores, same order modulo near-ties."""
+    ref_scores, ref_order = brute.sort(descending=True)
+    assert torch.allclose(scores, ref_scores[: len(scores)], atol=atol)
+    assert torch.allclose(brute[items], scores, atol=atol)  # each returned item scores what it claims
+    mismatch = items != ref_order[: len(items)]
+    assert bool(((ref_scores[: len(items)] - scores).abs() < atol)[mismatch].all())
+
+
+def test_beams_equal_to_catalogue_size_reproduce_brute_force_ranking(coded, prompts):
+    model, trie, token_ids, input_ids, mask = _setup(coded, prompts)
+    out = constrained_beam_search(model, input_ids, mask, trie, num_beams=trie.num_items)
+    brute = sequence_log_probs(model, input_ids, mask, token_ids)  # [batch, items]
+    assert out.items.shape == (len(prompts), trie.num_items)
+    for row in range(len(prompts)):
+        assert sorted(out.items[row].tolist()) == list(range(trie.num_items))  # every item exactly once
+        _assert_same_ranking(out.items[row], out.scores[row], brute[row])
+    assert brute.std() > 0.1  # the sharpened model does separate items
+
+
+def test_batch_with_left_padding_equals_one_by_one(coded, prompts):
+    model, trie, _, input_ids, mask = _setup(coded, prompts)
+    assert len(set(mask.sum(1).tolist())) == len(prompts)  # prompts really have different lengths
+    batched = constrained_beam_search(model, input_ids, mask, trie, num_beams=5)
+    for row, prompt in enumerate(prompts):
+        _, _, _, ids1, mask1 = _setup(coded, [prompt])
+        single = constrained_beam_search(model, ids1, mask1, trie, num_beams=5)
+        assert batched.items[row].tolist() == single.items[0].tolist()
+        assert torch.allclose(batched.scores[row], single.scores[0], atol=1e-4)
+
+
+def test_narrow_beams_return_valid_items_with_true_scores(coded, prompts):
+    model, trie, token_ids, input_ids, mask = _setup(coded, prompts)
+    out = constrained_beam_search(model, input_ids, mask, trie, num_beams=3)
+    brute = sequence_log_probs(model, input_ids, mask, token_ids)
+    assert bool((out.items >= 0).all())
+    for row in range(len(prompts)):
+        assert len(set(out.items[row].tolist())) == 3
+        assert torch.allclose(brute[row, out.items[row]], out.scores[row], atol=1e-4)
+        assert bool((out.scores[row][:-1] >= out.scores[row][1:]).all())
+
+
+def test_exclusion_removes_items_and_keeps_exact_ranking_of_the_rest(coded, prompts):
+    model, trie, token_ids, input_ids, mask = _setup(coded, prompts)
+    brute = sequence_log_probs(model, input_ids, mask, token_ids)
+    # row 0 excludes its brute-force top 3, row 1 nothing, row 2 the whole first-level subtree of item 0
+    first = token_ids[:, 0] == token_ids[0, 0]
+    exclude = [brute[0].topk(3).indices.tolist(), [], torch.nonzero(first).flatten().tolist()]
+    out = constrained_beam_search(model, input_ids, mask, trie, num_beams=trie.num_items, exclude=exclude)
+    for row, excl in enumerate(exclude):
+        alive = out.items[row] >= 0
+        kept = out.items[row][alive]
+        assert set(kept.tolist()) == set(range(trie.num_items)) - set(excl)
+        assert bool(torch.isinf(out.scores[row][~alive]).all())
+        ref = brute[row].clone()
+        ref[excl] = float("-inf")
+        _assert_same_ranking(kept, out.scores[row][alive], ref)
+
+
+def test_fail_closed_when_the_model_prefers_an_invalid_combination(bigram_lm):
+    # items (10, 20) and (11, 21): each token is valid at its position, but (10, 21) is no item
+    vocab = 32
+    table = torch.zeros(vocab, vocab)
+    table[1, 10] = 5.0  # after the prompt token 1, strongly prefer 10 ...
+    table[10, 21] = 9.0  # ... then 21: the invalid combination (10, 21)
+    model = bigram_lm(table)
+    trie = ItemTrie(np.array([[10, 20], [11, 21]]), ["x", "y"])
+    out = constrained_beam_search(model, torch.tensor([[1]]), torch.tensor([[1]]), trie, num_beams=1)
+    assert out.items.tolist() == [[0]]  # x = (10, 20), scored by hand below
+    assert out.scores[0, 0].item() == pytest.approx(model.log_prob(1, [10, 20]), abs=1e-5)
+    wide = constrained_beam_search(model, torch.tensor([[1]]), torch.tensor([[1]]), trie, num_beams=5)
+    hand = [model.log_prob(1, [10, 20]), model.log_prob(1, [11, 21])]
+    assert hand[1] > hand[0]  # greedy (1 beam) picks x, the wider search finds y
+    assert wide.items[0].tolist() == [1, 0, -1, -1, -1]
+    assert wide.scores[0, :2].tolist() == pytest.approx([hand[1], hand[0]], abs=1e-5)
+    assert bool(torch.isinf(wide.scores[0, 2:]).all())
+    everything = constrained_beam_search(model, torch.tensor([[1]]), torch.tensor([[1]]), trie, num_beams=2,
+                                         exclude=[[0, 1]])
+    assert everything.items.tolist() == [[-1, -1]]  # nothing left: no item rather than an invalid one
+
+
+def test_bad_arguments_raise(coded, prompts):
+    model, trie, _, input_ids, mask = _setup(coded, prompts)
+    with pytest.raises(ValueError, match="num_beams"):
+        constrained_beam_search(model, input_ids, mask, trie, num_beams=0)
+    right_padded = torch.flip(mask, dims=[1])
+    with pytest.raises(ValueError, match="left-padded"):
+        constrained_beam_search(model, input_ids, right_padded, trie, num_beams=2)
+    with pytest.raises(ValueError, match="exclude has 1 rows"):
+        constrained_beam_search(model, input_ids, mask, trie, num_beams=2, exclude=[[]])
