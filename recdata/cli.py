@@ -86,8 +86,8 @@ def _run_stats(args, argv: list[str]) -> int:
     return 0
 
 
-def _run_prepare(args, argv: list[str]) -> int:
-    cfg, prep = parse_config([DataConfig, PrepareArgs], _positional_path(list(argv)))
+def run_prepare(cfg: DataConfig, prep: PrepareArgs) -> dict[str, Any]:
+    """Library-callable body of ``data prepare``: load, clean, split, save; returns the statistics."""
     split = prepare_dataset(cfg)
     stats = {**split.dataset.stats(), "split": split_stats(split), "protocol": split.protocol}
     out = Path(prep.output_dir)
@@ -96,5 +96,10 @@ def _run_prepare(args, argv: list[str]) -> int:
         atomic_write_json(tmp / "stats.json", stats)
         atomic_write_json(tmp / "resolved_config.json", config_to_dict(cfg, prep))
     logger.info("wrote %s (%s)", out, ", ".join(f"{k}={v:,}" for k, v in stats["split"].items()))
-    sys.stdout.write(format_stats(stats) + "\n")
+    return stats
+
+
+def _run_prepare(args, argv: list[str]) -> int:
+    cfg, prep = parse_config([DataConfig, PrepareArgs], _positional_path(list(argv)))
+    sys.stdout.write(format_stats(run_prepare(cfg, prep)) + "\n")
     return 0
