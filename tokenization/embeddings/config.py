@@ -1,0 +1,139 @@
+"""``EmbeddingConfig``: which item vectors feed the RQ-VAE (text, collaborative, fused or user file)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recdata.paths import alignrec_home
+
+SOURCES = ("text", "cf", "fused", "file")
+TEXT_ENCODERS = ("sentence", "llm")
+SASREC_LOSSES = ("ce", "bce")
+DEFAULT_TEMPLATE = "Title: {title}\nBrand: {brand}\nCategories: {categories}\nDescription: {description}"
+
+
+@dataclass
+class SASRecConfig:
+    """SASRec hyper-parameters; also the CF baseline that evaluation compares against."""
+
+    sasrec_dim: int = field(default=64, metadata={"help": "Hidden size = item embedding size of the CF part."})
+    sasrec_layers: int = field(default=2, metadata={"help": "Self-attention blocks (more = more capacity, slower)."})
+    sasrec_heads: int = field(default=2, metadata={"help": "Attention heads; must divide sasrec_dim."})
+    sasrec_dropout: float = field(default=0.3, metadata={"help": "Dropout on embeddings, attention and FFN."})
+    sasrec_max_len: int = field(
+        default=50, metadata={"help": "Longest item window the model reads; longer sequences are cut into windows."}
+    )
+    sasrec_loss: str = field(
+        default="ce", metadata={"help": "'ce': full softmax over the catalogue (best on small catalogues); "
+                                        "'bce': one sampled negative per position (original SASRec)."}
+    )
+    sasrec_lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
+    sasrec_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    sasrec_batch_size: int = field(default=128, metadata={"help": "Training windows per step."})
+    sasrec_epochs: int = field(default=200, metadata={"help": "Maximum epochs (early stopping usually ends sooner)."})
+    sasrec_patience: int = field(
+        default=10, metadata={"help": "Stop after this many evaluations without a better valid NDCG@10; "
+                                      "0 disables early stopping (train all epochs, keep the last weights)."}
+    )
+    sasrec_eval_every: int = field(default=1, metadata={"help": "Evaluate on the valid targets every N epochs."})
+    sasrec_seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling and dropout."})
+    sasrec_device: str = field(default="cpu", metadata={"help": "torch device for SASRec ('cpu', 'cuda', ...)."})
+
+    def __post_init__(self) -> None:
+        _validate_sasrec(self)
+
+
+def _validate_sasrec(cfg: SASRecConfig | EmbeddingConfig) -> None:
+    positive = ("sasrec_dim", "sasrec_layers", "sasrec_heads", "sasrec_max_len", "sasrec_batch_size",
+                "sasrec_epochs", "sasrec_eval_every")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.sasrec_dim % cfg.sasrec_heads:
+        raise ValueError(f"sasrec_heads ({cfg.sasrec_heads}) must divide sasrec_dim ({cfg.sasrec_dim})")
+    if not 0.0 <= cfg.sasrec_dropout < 1.0:
+        raise ValueError(f"sasrec_dropout must be in [0, 1), got {cfg.sasrec_dropout}")
+    if cfg.sasrec_loss not in SASREC_LOSSES:
+        raise ValueError(f"sasrec_loss must be one of {SASREC_LOSSES}, got {cfg.sasrec_loss!r}")
+    if cfg.sasrec_lr <= 0 or cfg.sasrec_weight_decay < 0 or cfg.sasrec_patience < 0:
+        raise ValueError("sasrec_lr must be > 0, sasrec_weight_decay and sasrec_patience >= 0")
+
+
+@dataclass
+class EmbeddingConfig(SASRecConfig):
+    """Where item vectors come from and how they are cached."""
+
+    source: str = field(
+        default="text", metadata={"help": f"One of {SOURCES}: item text, collaborative (SASRec trained on the "
+                                          "training part), fused (weighted concat of parts) or a user file."}
+    )
+    text_encoder: str = field(
+        default="sentence", metadata={"help": "'sentence': sentence encoder (all-MiniLM-L6-v2 by default); "
+                                              "'llm': frozen causal LLM, mean of last hidden states."}
+    )
+    sentence_encoder_dir: str = field(
+        default="", metadata={"help": "Sentence-transformers folder; empty = the installed all-MiniLM-L6-v2."}
+    )
+    llm_dir: str = field(default="", metadata={"help": "HF causal LM folder; empty = the converted SmolLM2."})
+    text_template: str = field(
+        default=DEFAULT_TEMPLATE,
+        metadata={"help": "str.format template over {item_id} {title} {brand} {categories} {description}; "
+                          "a line whose fields are all empty is dropped."},
+    )
+    text_max_length: int = field(default=256, metadata={"help": "Token limit per item text (longer is truncated)."})
+    text_batch_size: int = field(default=64, metadata={"help": "Items per encoder forward pass."})
+    text_device: str = field(default="cpu", metadata={"help": "torch device of the text encoder."})
+    fusion_weights: str = field(
+        default="text=1.0,cf=1.0",
+        metadata={"help": "source=weight list for 'fused': each part is L2-normalised per item, multiplied by its "
+                          "weight and concatenated (parts: text, cf, file)."},
+    )
+    file_path: str = field(default="", metadata={"help": "User vectors (.npy [N, D] or .safetensors) for 'file'."})
+    file_ids_path: str = field(
+        default="", metadata={"help": "Item ids, one per line or a JSON list, in the row order of file_path "
+                                      "(optional for .safetensors that store 'item_ids' in their metadata)."}
+    )
+    cache_dir: str = field(default="", metadata={"help": "Embedding cache root; empty = $ALIGNREC_HOME/cache/embeddings."})
+    use_cache: bool = field(default=True, metadata={"help": "Reuse cached vectors with the same key; write new ones."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if self.text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
+        if self.text_max_length < 1 or self.text_batch_size < 1:
+            raise ValueError("text_max_length and text_batch_size must be >= 1")
+        if not self.text_template.strip():
+            raise ValueError("text_template is empty; give e.g. 'Title: {title}'")
+        weights = self.fusion_weight_map()
+        if self.source == "fused" and len(weights) < 2:
+            raise ValueError(f"source='fused' needs at least two parts in fusion_weights, got {self.fusion_weights!r}")
+        needs_file = self.source == "file" or (self.source == "fused" and "file" in weights)
+        if needs_file and not self.file_path:
+            raise ValueError("source 'file' (or a 'file' fusion part) needs --file_path pointing at .npy/.safetensors")
+
+    def fusion_weight_map(self) -> dict[str, float]:
+        """Parse ``fusion_weights`` ('text=1.0,cf=0.5') into an ordered dict, validating names and values."""
+        out: dict[str, float] = {}
+        for chunk in filter(None, (c.strip() for c in self.fusion_weights.split(","))):
+            name, sep, value = chunk.partition("=")
+            name = name.strip()
+            if not sep or name not in ("text", "cf", "file"):
+                raise ValueError(f"fusion_weights entry {chunk!r} must look like text=1.0, cf=0.5 or file=1.0")
+            try:
+                weight = float(value)
+            except ValueError as exc:
+                raise ValueError(f"fusion_weights entry {chunk!r}: weight {value!r} is not a number") from exc
+            if weight <= 0 or name in out:
+                raise ValueError(f"fusion_weights entry {chunk!r}: weights must be > 0 and names unique")
+            out[name] = weight
+        return out
+
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else alignrec_home() / "cache" / "embeddings"
+
+    def sasrec_config(self) -> SASRecConfig:
+        """The SASRec part alone (what ``train_sasrec`` needs)."""
+        return SASRecConfig(**{k: getattr(self, k) for k in SASRecConfig.__dataclass_fields__})

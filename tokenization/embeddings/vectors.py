@@ -1,0 +1,50 @@
+"""``ItemEmbeddings``: item vectors always paired with their item ids (the row order)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class ItemEmbeddings:
+    """``vectors[i]`` is the embedding of ``item_ids[i]``; float32 ``[N, D]``; ``meta`` says how it was made."""
+
+    item_ids: list[str]
+    vectors: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.item_ids = [str(i) for i in self.item_ids]
+        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.item_ids):
+            raise ValueError(
+                f"vectors must be [N, D] with N = len(item_ids) = {len(self.item_ids)}, got {self.vectors.shape}"
+            )
+        if len(set(self.item_ids)) != len(self.item_ids):
+            seen: set[str] = set()
+            dup = next(i for i in self.item_ids if i in seen or seen.add(i))
+            raise ValueError(f"duplicate item id {dup!r} in item embeddings; ids must be unique")
+        if not np.isfinite(self.vectors).all():
+            row = int(np.where(~np.isfinite(self.vectors).all(axis=1))[0][0])
+            raise ValueError(f"item {self.item_ids[row]!r} (row {row}) has a non-finite embedding")
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def reorder(self, item_ids: list[str], source: str = "embeddings") -> ItemEmbeddings:
+        """The same vectors in ``item_ids`` order; raises naming missing or extra ids."""
+        index = {item_id: row for row, item_id in enumerate(self.item_ids)}
+        missing = [i for i in item_ids if i not in index]
+        wanted = set(item_ids)
+        extra = [i for i in self.item_ids if i not in wanted]
+        if missing or extra:
+            raise ValueError(
+                f"{source}: ids do not match the catalogue: {len(missing)} missing (e.g. {missing[:3]}), "
+                f"{len(extra)} extra (e.g. {extra[:3]}); give exactly one vector per catalogue item"
+            )
+        rows = np.array([index[i] for i in item_ids], dtype=np.int64)
+        return ItemEmbeddings(list(item_ids), self.vectors[rows], dict(self.meta))
