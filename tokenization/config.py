@@ -1,0 +1,104 @@
+"""``TokenizerConfig``: RQ-VAE architecture, training, alignment loss and collision handling in one place.
+
+Field names are distinct from ``EmbeddingConfig`` so both parse from one command line / YAML file
+(``alignrec tokenize``); the alignment LLM is ``EmbeddingConfig.llm_dir``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MAX_AUTO_CODEBOOK = 256
+MIN_AUTO_CODEBOOK = 16
+
+
+def auto_codebook_size(num_items: int) -> int:
+    """Codebook size for a catalogue of ``num_items`` when ``codebook_size=0``.
+
+    Rule: the power of two nearest above ``sqrt(N)``, clipped to [16, 256]. Level 1 then has about
+    ``sqrt(N)`` items per code (k-means fills every code, so usage stays high), and ``C^L`` exceeds ``N``
+    by a wide margin for ``L >= 3`` (1.6k items -> 64, 4.3k -> 128, >= 33k -> 256 = the paper's 4 x 256).
+    """
+    if num_items < 1:
+        raise ValueError(f"cannot size a codebook for {num_items} items")
+    size = 2 ** math.ceil(math.log2(max(math.sqrt(num_items), 1.0)))
+    return int(min(MAX_AUTO_CODEBOOK, max(MIN_AUTO_CODEBOOK, size)))
+
+
+@dataclass
+class TokenizerConfig:
+    """RQ-VAE item tokenizer (Semantic Convergence): how items become code-token sequences."""
+
+    # --- architecture: capacity of the code space and of the MLP auto-encoder
+    num_levels: int = field(default=4, metadata={"help": "RQ levels L = code tokens per item (paper: 4)."})
+    codebook_size: int = field(
+        default=0,
+        metadata={"help": "Codes per level C; 0 = auto: next power of two >= sqrt(num_items), clipped to [16, 256]."},
+    )
+    hidden_dims: list[int] = field(
+        default_factory=lambda: [256, 128], metadata={"help": "MLP encoder widths (decoder mirrors them)."}
+    )
+    latent_dim: int = field(default=32, metadata={"help": "Quantised latent size; codebook vectors live here."})
+    beta: float = field(default=0.25, metadata={"help": "Commitment weight: pulls encoder outputs to their codes."})
+    # --- alignment loss (the paper's contribution)
+    align_weight: float = field(
+        default=0.5,
+        metadata={"help": "Weight of the LLM alignment loss (relative MSE between the projected quantised vector "
+                          "and the LLM's mean input-token embedding of the item text); 0 disables it."},
+    )
+    align_batch_size: int = field(default=512, metadata={"help": "Item texts per batch when computing LLM targets."})
+    # --- optimisation
+    rq_epochs: int = field(
+        default=150, metadata={"help": "Passes over the catalogue (150: 10k items train in < 60 s on 1 CPU thread)."}
+    )
+    rq_batch_size: int = field(default=1024, metadata={"help": "Items per step."})
+    rq_lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
+    rq_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    kmeans_init: bool = field(
+        default=True, metadata={"help": "Initialise each level's codebook by k-means on that level's residuals."}
+    )
+    kmeans_max_samples: int = field(default=20000, metadata={"help": "Items sampled for k-means initialisation."})
+    dead_code_steps: int = field(
+        default=10,
+        metadata={"help": "Re-seed a code from the batch's residuals when unused for this many steps; 0 disables. "
+                          "10 steps cover a full epoch up to 10 x rq_batch_size items; raise it for bigger "
+                          "catalogues. No resets in the last 10%% of steps, so re-seeded codes settle."},
+    )
+    rq_seed: int = field(default=42, metadata={"help": "Seed for init, k-means, shuffling and resets (same seed = same codes)."})
+    rq_device: str = field(default="cpu", metadata={"help": "torch device for RQ-VAE training."})
+    rq_num_threads: int = field(
+        default=0,
+        metadata={"help": "torch CPU threads while training; 0 = torch's default. 1 is often fastest for this small "
+                          "MLP on a busy machine."},
+    )
+    # --- assignment
+    cold_start_beam: int = field(
+        default=64, metadata={"help": "Candidate codes searched per cold-start item before giving up."}
+    )
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_levels <= 25:
+            raise ValueError(f"num_levels must be in 1..25 (one letter per level, one spare), got {self.num_levels}")
+        if self.codebook_size != 0 and self.codebook_size < 2:
+            raise ValueError(f"codebook_size must be 0 (auto) or >= 2, got {self.codebook_size}")
+        if not self.hidden_dims or any(h < 1 for h in self.hidden_dims):
+            raise ValueError(f"hidden_dims must be positive widths, got {self.hidden_dims}")
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if self.beta < 0 or self.align_weight < 0:
+            raise ValueError(f"beta and align_weight must be >= 0, got {self.beta}, {self.align_weight}")
+        if self.rq_epochs < 1 or self.rq_batch_size < 1 or self.rq_lr <= 0:
+            raise ValueError("rq_epochs and rq_batch_size must be >= 1 and rq_lr > 0")
+        if self.rq_num_threads < 0:
+            raise ValueError(f"rq_num_threads must be >= 0 (0 = torch default), got {self.rq_num_threads}")
+        if self.dead_code_steps < 0 or self.kmeans_max_samples < 1 or self.cold_start_beam < 1:
+            raise ValueError("dead_code_steps must be >= 0, kmeans_max_samples and cold_start_beam >= 1")
+
+    def codebook_sizes(self, num_items: int) -> list[int]:
+        size = self.codebook_size or auto_codebook_size(num_items)
+        return [size] * self.num_levels
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,117 @@
+"""Embeddings -> RQ-VAE -> collision-free assignment -> ``ItemTokenizer`` + report, saved to one folder.
+
+``fit_item_tokenizer`` is the core on plain arrays (tests, benchmarks, user vectors);
+``build_item_tokenizer`` adds the item embeddings and LLM alignment targets from ``tokenization.embeddings``
+and writes the artefacts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recdata.config import config_to_dict
+from recdata.io import atomic_write_json
+from tokenization.collisions import assign_unique_codes
+from tokenization.config import TokenizerConfig
+from tokenization.item_tokenizer import ItemTokenizer
+from tokenization.report import build_report, save_report
+from tokenization.rqvae import RQVAE
+from tokenization.rqvae_training import train_rqvae
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def encode_with_distances(model: RQVAE, vectors: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy codes ``[N, Lq]`` and squared distances of the last residual to every last-level code ``[N, C]``."""
+    device = next(model.parameters()).device
+    model.eval()
+    codes, dists = [], []
+    for start in range(0, len(vectors), batch_size):
+        x = torch.from_numpy(np.asarray(vectors[start : start + batch_size], dtype=np.float32)).to(device)
+        _, c, residuals = model.quantize(model.encode(x))
+        codes.append(c.cpu().numpy())
+        dists.append((torch.cdist(residuals[-1], model.codebooks[-1]) ** 2).cpu().numpy())
+    return np.concatenate(codes), np.concatenate(dists)
+
+
+def fit_item_tokenizer(
+    item_ids: list[str], vectors: np.ndarray, cfg: TokenizerConfig, targets: np.ndarray | None = None
+) -> tuple[ItemTokenizer, dict[str, Any]]:
+    """Train the RQ-VAE, assign unique codes, and return the tokenizer with its report."""
+    if len(item_ids) != len(vectors):
+        raise ValueError(f"{len(item_ids)} item ids but {len(vectors)} vectors; they must align row by row")
+    start = time.perf_counter()
+    result = train_rqvae(vectors, cfg, targets)
+    train_s = time.perf_counter() - start
+    model = result.model
+    raw, last_dists = encode_with_distances(model, vectors)
+    assignment = assign_unique_codes(raw, last_dists, model.cfg.codebook_sizes)
+    tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    tok = ItemTokenizer.from_codes(
+        item_ids,
+        assignment.codes,
+        assignment.codebook_sizes,
+        tensors=tensors,
+        model_config=model.cfg.to_dict(),
+        meta={"align_weight": cfg.align_weight, "embedding_dim": int(vectors.shape[1]),
+              "cold_start_beam": cfg.cold_start_beam},
+    )
+    final = result.history[-1] if result.history else {}
+    report = build_report(
+        model, vectors, raw, assignment,
+        extra={"train_seconds": round(train_s, 2), "dead_code_resets": result.resets, "final_losses": final,
+               "content_hash": tok.content_hash},
+    )
+    logger.info(
+        "tokenizer: %d items, sizes %s, level-1 usage %.1f%%, collisions %d -> %d (%d moved), recon %.4g",
+        len(tok), tok.codebook_sizes, report["level1_usage_pct"], report["collisions_before"],
+        report["collisions_after"], report["items_moved"], report["recon_mse"],
+    )
+    return tok, report
+
+
+def build_item_tokenizer(cfg: TokenizerConfig, split: Any, out_dir: str | Path, embedding_cfg: Any = None) -> ItemTokenizer:
+    """Full stage: embeddings (``tokenization.embeddings``) -> tokenizer saved in ``out_dir`` with its report.
+
+    ``out_dir`` receives the ``ItemTokenizer`` files, ``report.json``, ``code_usage.png`` and
+    ``resolved_config.json``.
+    """
+    from tokenization.embeddings import (
+        EmbeddingConfig,
+        compute_item_embeddings,
+        llm_text_targets,
+        render_catalogue,
+    )
+
+    embedding_cfg = embedding_cfg or EmbeddingConfig()
+    emb = compute_item_embeddings(embedding_cfg, split)
+    targets = None
+    meta_llm = None
+    if cfg.align_weight > 0:
+        items = split.dataset.item_table()
+        texts = render_catalogue(items, emb.item_ids, embedding_cfg.text_template)
+        llm_dir = embedding_cfg.llm_dir or None
+        targets = llm_text_targets(llm_dir, texts, cfg.align_batch_size, cache_dir=embedding_cfg.resolved_cache_dir(),
+                                   use_cache=embedding_cfg.use_cache)
+        meta_llm = str(llm_dir) if llm_dir else "default"
+    tok, report = fit_item_tokenizer(list(emb.item_ids), emb.vectors, cfg, targets)
+    tok.meta.update({"embeddings": _jsonable(emb.meta), "alignment_llm": meta_llm, "dataset": split.dataset.name,
+                     "dataset_fingerprint": split.dataset.fingerprint()})
+    out_dir = Path(out_dir)
+    tok.save_pretrained(out_dir)
+    save_report(report, out_dir)
+    atomic_write_json(out_dir / "resolved_config.json", config_to_dict(cfg, embedding_cfg))
+    return tok
+
+
+def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(meta, default=str))
