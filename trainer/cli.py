@@ -1,0 +1,70 @@
+"""``alignrec train``: start trainer/sft.py under the right launcher (a thin wrapper, one subprocess).
+
+    alignrec train --config CONFIG.yaml [sft flags...]                            # auto launcher
+    alignrec train --launcher deepspeed --num_gpus 4 --config C.yaml --deepspeed ds_configs/zero2.json
+
+Every flag except --launcher / --num_gpus / --dry_run goes to trainer/sft.py unchanged; the config is
+parsed here first, so a typo fails before any launcher starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+ENTRY = Path(__file__).resolve().parent / "sft.py"
+LAUNCHERS = ("auto", "python", "deepspeed", "torchrun")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="SFT the LLM on the alignment tasks (LoRA / QLoRA / full)",
+                              add_help=False)
+    p.set_defaults(handler=_run_train)
+
+
+def _launch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alignrec train", add_help=False)
+    p.add_argument("--launcher", choices=LAUNCHERS, default="auto",
+                   help="auto: deepspeed when --deepspeed is given and GPUs exist, torchrun for >1 GPU, else python")
+    p.add_argument("--num_gpus", type=int, default=0, help="processes per node (0 = all visible GPUs, or 1)")
+    p.add_argument("--dry_run", action="store_true", help="print the command instead of running it")
+    return p
+
+
+def build_command(launcher: str, num_gpus: int, rest: list[str]) -> list[str]:
+    import torch
+
+    gpus = torch.cuda.device_count()
+    n = num_gpus or max(gpus, 1)
+    wants_ds = any(a == "--deepspeed" or a.startswith("--deepspeed=") for a in rest)
+    if launcher == "auto":
+        launcher = "deepspeed" if wants_ds and gpus else "torchrun" if n > 1 else "python"
+    if launcher == "python":
+        return [sys.executable, str(ENTRY), *rest]
+    if launcher == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), str(ENTRY), *rest]
+    deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
+    return [deepspeed, "--num_gpus", str(n), str(ENTRY), *rest]
+
+
+def _run_train(args, argv: list[str]) -> int:
+    from trainer.config import parse_train_config
+    from trainer.launch import strip_local_rank
+
+    launch, rest = _launch_parser().parse_known_args(argv)
+    if "-h" in rest or "--help" in rest:
+        _launch_parser().print_help()
+        parse_train_config(["--help"])  # exits after printing every training flag
+    parse_train_config(strip_local_rank(rest))  # fail fast on typos / bad values
+    cmd = build_command(launch.launcher, launch.num_gpus, rest)
+    logger.info("launching: %s", " ".join(cmd))
+    if launch.dry_run:
+        print(" ".join(cmd))
+        return 0
+    return subprocess.call(cmd)

@@ -1,0 +1,176 @@
+"""Training configs: our model/data/run dataclasses next to TRL's ``SFTConfig`` (reused, not re-declared).
+
+``parse_train_config(argv)`` parses all four with ``recdata.config.parse_config`` (YAML via ``--config``, flags
+win, unknown keys raise). ``resolve_runtime(...)`` then fills the "auto" choices (precision, CPU settings).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from trl import SFTConfig
+
+from recdata.config import parse_config
+
+logger = logging.getLogger(__name__)
+
+MODEL_INITS = ("pretrained", "scratch")
+FINETUNE_MODES = ("lora", "qlora", "full")
+ROW_INITS = ("auto", "codebook", "mean")
+ROW_TRAINING = ("trainable_tokens", "modules_to_save")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class ModelArguments:
+    """Which LLM to start from and how to adapt it."""
+
+    model_name_or_path: str = field(
+        default="",
+        metadata={"help": "Local HF causal-LM folder. Empty: the converted SmolLM2-135M-Instruct "
+                  "(recdata.paths.default_llm_dir()). With model_init=scratch only its config is ignored."},
+    )
+    model_init: str = field(
+        default="pretrained",
+        metadata={"help": "pretrained: load weights from model_name_or_path. scratch: a small random Llama "
+                  "(TIGER-style, the CPU path) built from the scratch_* fields; use finetune_mode=full.",
+                  "choices": list(MODEL_INITS)},
+    )
+    tokenizer_name_or_path: str = field(
+        default="",
+        metadata={"help": "Folder of the HF tokenizer. Empty: model_name_or_path (or the default LLM folder)."},
+    )
+    # Scratch Llama: each field changes capacity / speed of the from-scratch model.
+    scratch_layers: int = field(default=4, metadata={"help": "scratch: number of decoder layers (depth)."})
+    scratch_hidden: int = field(default=256, metadata={"help": "scratch: hidden size (width of every layer)."})
+    scratch_heads: int = field(default=4, metadata={"help": "scratch: attention heads; must divide scratch_hidden."})
+    scratch_kv_heads: int = field(default=0, metadata={"help": "scratch: key/value heads (GQA); 0 = scratch_heads."})
+    scratch_intermediate: int = field(default=0, metadata={"help": "scratch: MLP width; 0 = 4 * scratch_hidden."})
+    scratch_max_positions: int = field(default=1024, metadata={"help": "scratch: longest sequence (RoPE table)."})
+    scratch_tie_embeddings: bool = field(default=True, metadata={"help": "scratch: tie input and output embeddings."})
+    finetune_mode: str = field(
+        default="lora",
+        metadata={"help": "lora | qlora (bitsandbytes 4-bit nf4 base, also on CPU) | full (every weight).",
+                  "choices": list(FINETUNE_MODES)},
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha (update scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(DEFAULT_LORA_TARGETS),
+        metadata={"help": "Module names that get LoRA adapters (default: all attention + MLP projections)."},
+    )
+    new_rows_init: str = field(
+        default="auto",
+        metadata={"help": "How the code-token rows start. codebook: the ItemTokenizer's codebook vectors through "
+                  "its alignment projection (error if it has none). mean: mean of existing rows + small noise. "
+                  "auto: codebook when available and of the model's width, else mean (logged).",
+                  "choices": list(ROW_INITS)},
+    )
+    new_rows_noise: float = field(
+        default=0.1, metadata={"help": "mean init: noise std as a fraction of the existing rows' std."}
+    )
+    new_rows_training: str = field(
+        default="trainable_tokens",
+        metadata={"help": "How LoRA trains the code-token rows. trainable_tokens: peft trainable_token_indices, "
+                  "stores and optimises only those rows (cheap). modules_to_save: full trainable copies of "
+                  "embed_tokens (and lm_head): every row adapts, but 2-3x the embedding memory plus Adam states.",
+                  "choices": list(ROW_TRAINING)},
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice("model_init", self.model_init, MODEL_INITS)
+        _check_choice("finetune_mode", self.finetune_mode, FINETUNE_MODES)
+        _check_choice("new_rows_init", self.new_rows_init, ROW_INITS)
+        _check_choice("new_rows_training", self.new_rows_training, ROW_TRAINING)
+        if self.model_init == "scratch" and self.finetune_mode != "full":
+            raise ValueError(
+                f"model_init=scratch trains a random model, so adapters make no sense: set finetune_mode=full "
+                f"(got {self.finetune_mode!r})"
+            )
+        if self.scratch_hidden % self.scratch_heads:
+            raise ValueError(f"scratch_heads={self.scratch_heads} must divide scratch_hidden={self.scratch_hidden}")
+        if self.lora_r < 1 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"need lora_r >= 1 and 0 <= lora_dropout < 1, got {self.lora_r}, {self.lora_dropout}")
+        if self.new_rows_noise < 0:
+            raise ValueError(f"new_rows_noise must be >= 0, got {self.new_rows_noise}")
+
+
+@dataclass
+class DataArguments:
+    """What to train on: the sft_tasks DatasetDict and the ItemTokenizer whose codes it uses."""
+
+    dataset_dir: str = field(
+        default="", metadata={"help": "Saved datasets.DatasetDict (train, validation; prompt, completion, task)."}
+    )
+    item_tokenizer_dir: str = field(default="", metadata={"help": "ItemTokenizer folder (save_pretrained)."})
+    eval_task: str = field(
+        default="seqrec", metadata={"help": "Validation rows of this task give the held-out loss ('' = all rows)."}
+    )
+    max_eval_samples: int = field(default=512, metadata={"help": "Cap on held-out rows (0 = no cap)."})
+    max_train_samples: int = field(default=0, metadata={"help": "Cap on training rows, for smoke runs (0 = all)."})
+
+    def __post_init__(self) -> None:
+        if not self.dataset_dir or not self.item_tokenizer_dir:
+            raise ValueError("dataset_dir and item_tokenizer_dir are required (flags or YAML keys)")
+        if self.max_eval_samples < 0 or self.max_train_samples < 0:
+            raise ValueError("max_eval_samples and max_train_samples must be >= 0")
+
+
+@dataclass
+class AlignRecTrainArguments:
+    """Our run-level choices that SFTConfig has no field for."""
+
+    precision: str = field(
+        default="auto",
+        metadata={"help": "auto: bf16 on a GPU that supports it, fp32 on CPU (also disables gradient "
+                  "checkpointing there). Overrides SFTConfig bf16/fp16.", "choices": list(PRECISIONS)},
+    )
+    merge: bool = field(default=False, metadata={"help": "After training, also write OUTPUT/merged: a full model."})
+    loss_curve: bool = field(default=True, metadata={"help": "Write OUTPUT/loss_curve.png at the end."})
+    tensorboard: bool = field(default=True, metadata={"help": "Also log to TensorBoard (adds it to report_to)."})
+
+    def __post_init__(self) -> None:
+        _check_choice("precision", self.precision, PRECISIONS)
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
+
+
+def parse_train_config(
+    argv: Sequence[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, AlignRecTrainArguments, SFTConfig]:
+    """Parse flags / ``--config`` YAML. Without CUDA, SFTConfig's bf16 default (True) would be rejected at parse
+    time, so CPU defaults go in underneath the YAML and the flags."""
+    cpu_defaults = {} if torch.cuda.is_available() else {"bf16": False, "use_cpu": True}
+    return parse_config([ModelArguments, DataArguments, AlignRecTrainArguments, SFTConfig], argv,
+                        config=cpu_defaults, config_source="--config / flags")
+
+
+def resolve_precision(precision: str) -> torch.dtype:
+    """The weights dtype: auto is bf16 on a bf16-capable GPU, else fp32 (CPU has no fast bf16)."""
+    if precision == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def resolve_runtime(run: AlignRecTrainArguments, sft: SFTConfig) -> torch.dtype:
+    """Make SFTConfig agree with the chosen precision and device; returns the weights dtype."""
+    dtype = resolve_precision(run.precision)
+    sft.bf16 = dtype == torch.bfloat16
+    sft.fp16 = dtype == torch.float16
+    if not torch.cuda.is_available():
+        if sft.activation_checkpointing and run.precision == "auto":
+            logger.info("CPU run: activation checkpointing off (precision=auto); set precision explicitly to keep it")
+            sft.activation_checkpointing = sft.gradient_checkpointing = False
+        sft.use_cpu = True
+    if run.tensorboard and "tensorboard" not in sft.report_to:
+        sft.report_to = [*sft.report_to, "tensorboard"]
+    return dtype

@@ -1,0 +1,215 @@
+"""Model set-up: load (or build from scratch), add the ItemTokenizer's code tokens, initialise their rows,
+and describe the trainable part (LoRA / QLoRA adapters + code-token rows, or every weight).
+
+The code tokens are appended in the ItemTokenizer's fixed grid order, so their ids are contiguous and the
+same for every run on the same base tokenizer; ``ItemTokenizer.code_token_ids`` re-checks that at load time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+)
+
+from recdata.paths import default_llm_dir, require
+from trainer.config import ModelArguments
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelBundle:
+    model: Any  # transformers PreTrainedModel (not yet peft-wrapped)
+    tokenizer: PreTrainedTokenizerBase
+    code_token_ids: list[int]
+    peft_config: Any  # peft.LoraConfig or None (full fine-tuning)
+    row_init: str  # what actually initialised the code-token rows: codebook | mean | random
+    embedding_rows: int  # input embedding rows after resizing (before any peft wrapping)
+
+
+def model_dir(args: ModelArguments) -> Path:
+    if args.model_name_or_path:
+        path = Path(args.model_name_or_path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model_name_or_path={path} is not a folder; pass a local HF model folder")
+        return path
+    return require(default_llm_dir(), "the default LLM (converted SmolLM2-135M-Instruct)")
+
+
+def load_tokenizer(args: ModelArguments) -> PreTrainedTokenizerBase:
+    path = Path(args.tokenizer_name_or_path) if args.tokenizer_name_or_path else model_dir(args)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token  # padding is masked out of the loss, any known token works
+    return tok
+
+
+def quantization_config(dtype: torch.dtype):
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+    )
+
+
+def build_scratch_llama(args: ModelArguments, vocab_size: int, tok: PreTrainedTokenizerBase, dtype: torch.dtype):
+    """A small random Llama (TIGER-style generative retrieval trained from scratch)."""
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=args.scratch_hidden,
+        intermediate_size=args.scratch_intermediate or 4 * args.scratch_hidden,
+        num_hidden_layers=args.scratch_layers,
+        num_attention_heads=args.scratch_heads,
+        num_key_value_heads=args.scratch_kv_heads or args.scratch_heads,
+        max_position_embeddings=args.scratch_max_positions,
+        tie_word_embeddings=args.scratch_tie_embeddings,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    return LlamaForCausalLM(config).to(dtype)
+
+
+def load_base_model(args: ModelArguments, dtype: torch.dtype, tok: PreTrainedTokenizerBase):
+    if args.model_init == "scratch":
+        return build_scratch_llama(args, len(tok), tok, dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if args.finetune_mode == "qlora":
+        kwargs["quantization_config"] = quantization_config(dtype)
+        kwargs["device_map"] = {"": torch.cuda.current_device() if torch.cuda.is_available() else "cpu"}
+    return AutoModelForCausalLM.from_pretrained(model_dir(args), **kwargs)
+
+
+def is_tied(model) -> bool:
+    out = model.get_output_embeddings()
+    return out is not None and out.weight is model.get_input_embeddings().weight  # HF ties by sharing the Parameter
+
+
+def gathered(params: list) -> contextlib.AbstractContextManager:
+    """Full (unpartitioned) parameters under DeepSpeed ZeRO-3, rank 0's edits broadcast on exit."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+    return contextlib.nullcontext()
+
+
+def check_zero3_rows(args: ModelArguments) -> None:
+    """peft's trainable-token rows under ZeRO-3 are CUDA-only (peft 0.21): fail early with the fix."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if (is_deepspeed_zero3_enabled() and not torch.cuda.is_available() and args.finetune_mode != "full"
+            and args.new_rows_training == "trainable_tokens"):
+        raise ValueError("DeepSpeed ZeRO-3 without CUDA cannot use new_rows_training=trainable_tokens (peft only "
+                         "implements its ZeRO-3 path on CUDA); set new_rows_training=modules_to_save or use ZeRO-2")
+
+
+@torch.no_grad()
+def init_code_rows(model, ids: list[int], item_tokenizer, mode: str, noise: float, seed: int = 0) -> str:
+    """Fill the new rows of the input (and untied output) embeddings; returns the init actually used."""
+    emb = model.get_input_embeddings().weight  # [V, d]
+    width = model.get_input_embeddings().embedding_dim  # (weight.shape is empty under ZeRO-3)
+    first = ids[0]
+    gen = torch.Generator().manual_seed(seed)
+    vectors = item_tokenizer.code_token_embeddings() if mode in ("auto", "codebook") else None
+    if vectors is not None and vectors.shape != (len(ids), width):
+        msg = (f"the ItemTokenizer's code embeddings have shape {tuple(vectors.shape)} but the model needs "
+               f"({len(ids)}, {width}): it was aligned with a different LLM width")
+        if mode == "codebook":
+            raise ValueError(msg + "; use new_rows_init=mean or re-train the tokenizer against this LLM")
+        logger.warning("%s; initialising code rows from the mean embedding instead (new_rows_init=auto)", msg)
+        vectors = None
+    if mode == "codebook" and vectors is None:
+        raise ValueError("new_rows_init=codebook but the ItemTokenizer has no alignment projection "
+                         "(trained without the alignment loss); use new_rows_init=mean or auto")
+    used = "codebook" if vectors is not None else "mean"
+    targets = [emb]
+    out = model.get_output_embeddings()
+    if out is not None and not is_tied(model):
+        targets.append(out.weight)
+    with gathered(targets):
+        _fill_rows(targets, first, len(ids), vectors, noise, gen)
+    return used
+
+
+def _fill_rows(targets: list, first: int, n: int, vectors: torch.Tensor | None, noise: float,
+               gen: torch.Generator) -> None:
+    for weight in targets:
+        old = weight[:first].float()  # [V_old, d]
+        std = old.std(dim=0)  # [d]
+        jitter = torch.randn(n, weight.shape[1], generator=gen) * std * noise  # [n_codes, d]
+        if vectors is not None:
+            rows = vectors.float().clone()
+            zero = rows.abs().sum(dim=1) == 0  # disambiguation-level codes carry no content
+            rows[zero] = jitter[zero]
+        else:
+            rows = old.mean(dim=0, keepdim=True) + jitter
+        weight[first:first + n] = rows.to(weight.dtype)
+
+
+def _leaf_name(model, module) -> str:
+    """Short module name peft matches on (``embed_tokens``, ``lm_head``, ``wte`` ...)."""
+    return next(name.rsplit(".", 1)[-1] for name, m in model.named_modules() if m is module)
+
+
+def build_peft_config(args: ModelArguments, code_ids: list[int], model):
+    if args.finetune_mode == "full":
+        return None
+    from peft import LoraConfig
+
+    names = [_leaf_name(model, model.get_input_embeddings())]
+    if not is_tied(model) and model.get_output_embeddings() is not None:
+        names.append(_leaf_name(model, model.get_output_embeddings()))
+    kwargs: dict[str, Any] = {}
+    if args.new_rows_training == "trainable_tokens":
+        # Only the code rows are stored and optimised; a tied output head follows the embedding automatically.
+        kwargs["trainable_token_indices"] = {name: list(code_ids) for name in names}
+    else:
+        kwargs["modules_to_save"] = names
+    return LoraConfig(
+        r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        target_modules=list(args.lora_target_modules), task_type="CAUSAL_LM", **kwargs,
+    )
+
+
+def add_code_tokens(model, tok: PreTrainedTokenizerBase, item_tokenizer) -> list[int]:
+    """Add the grid to the tokenizer (idempotent) and grow the embeddings to match."""
+    ids = item_tokenizer.add_to_tokenizer(tok)
+    if model.get_input_embeddings().num_embeddings < len(tok):
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+    return ids
+
+
+def setup_model(args: ModelArguments, item_tokenizer, dtype: torch.dtype, seed: int = 0) -> ModelBundle:
+    """Load or build the model, add code tokens, initialise their rows, build the peft config."""
+    check_zero3_rows(args)
+    tok = load_tokenizer(args)
+    if args.model_init == "scratch":
+        item_tokenizer.add_to_tokenizer(tok)  # size the random model to the final vocabulary directly
+    elif item_tokenizer.code_tokens()[0] in tok.get_vocab():
+        raise ValueError(
+            f"the tokenizer at {args.tokenizer_name_or_path or model_dir(args)} already holds code tokens: it is an "
+            "already-extended (trained) model; start from the base model folder, or use load_for_inference"
+        )
+    torch.manual_seed(seed)
+    model = load_base_model(args, dtype, tok)
+    ids = add_code_tokens(model, tok, item_tokenizer)
+    if args.model_init == "scratch":
+        row_init = "random"
+    else:
+        row_init = init_code_rows(model, ids, item_tokenizer, args.new_rows_init, args.new_rows_noise, seed)
+    model.config.pad_token_id = tok.pad_token_id
+    logger.info("code tokens at ids %d..%d (%d), rows init: %s", ids[0], ids[-1], len(ids), row_init)
+    rows = model.get_input_embeddings().num_embeddings
+    return ModelBundle(model, tok, ids, build_peft_config(args, ids, model), row_init, rows)

@@ -1,0 +1,42 @@
+"""Supervised fine-tuning of an LLM on the alignment tasks (LoRA, QLoRA or full; optional DeepSpeed).
+
+Commands (config keys are the flags; flags win over the YAML; unknown keys raise):
+
+    deepspeed trainer/sft.py --config CONFIG.yaml --deepspeed ds_configs/zero2.json
+    deepspeed --num_gpus 4 trainer/sft.py --config CONFIG.yaml --deepspeed ds_configs/zero3.json
+    torchrun --nproc_per_node 2 trainer/sft.py --config CONFIG.yaml
+    python trainer/sft.py --config CONFIG.yaml [--deepspeed ds_configs/zero2.json]   # single process, CPU ok
+    python trainer/sft.py --config CONFIG.yaml --resume_from_checkpoint last        # continue exactly
+
+Minimal flags: --dataset_dir (sft_tasks DatasetDict) --item_tokenizer_dir --output_dir. See --help.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: import from the repo root, not trainer/ (its names shadow)
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from trainer.launch import is_main_process, prepare_launch
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = prepare_launch(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.INFO if is_main_process() else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from trainer.config import parse_train_config
+    from trainer.train import run_sft
+
+    model_args, data_args, run_args, sft_args = parse_train_config(argv)
+    run_sft(model_args, data_args, run_args, sft_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""One SFT run: data + model set-up + TRL ``SFTTrainer`` + final artefacts. ``trainer/sft.py`` calls this."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import datasets
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig
+
+from recdata.config import config_to_dict
+from recdata.io import atomic_write_json
+from trainer.callbacks import LOSS_CURVE_FILE, METRICS_FILE, JsonlMetricsCallback, plot_loss_curve
+from trainer.config import AlignRecTrainArguments, DataArguments, ModelArguments, resolve_runtime
+from trainer.export import MANIFEST_FILE, build_manifest, merge_run, save_run
+from trainer.launch import is_main_process
+from trainer.model_setup import model_dir, setup_model
+from trainer.trl_trainer import AlignRecSFTTrainer
+
+logger = logging.getLogger(__name__)
+
+RESOLVED_CONFIG_FILE = "resolved_config.json"
+REQUIRED_COLUMNS = ("prompt", "completion")
+
+
+def load_task_datasets(data: DataArguments) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """Train rows and held-out rows (validation rows of ``eval_task``), validated against the contract."""
+    path = Path(data.dataset_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"dataset_dir={path} does not exist; build it with `alignrec tasks` (sft_tasks)")
+    dd = datasets.load_from_disk(str(path))
+    if not isinstance(dd, datasets.DatasetDict) or "train" not in dd:
+        raise ValueError(f"{path} must be a saved DatasetDict with a 'train' split (and 'validation')")
+    for name, split in dd.items():
+        missing = [c for c in REQUIRED_COLUMNS if c not in split.column_names]
+        if missing:
+            raise ValueError(f"{path} split {name!r} lacks columns {missing}; expected prompt, completion, task")
+    train = dd["train"]
+    if data.max_train_samples:
+        train = train.select(range(min(data.max_train_samples, len(train))))
+    if len(train) == 0:
+        raise ValueError(f"{path} split 'train' is empty")
+    evalset = dd.get("validation")
+    if evalset is not None and data.eval_task:
+        if "task" not in evalset.column_names:
+            raise ValueError(f"{path} validation has no 'task' column; set eval_task='' to evaluate on all rows")
+        evalset = evalset.filter(lambda t: t == data.eval_task, input_columns="task")
+        if len(evalset) == 0:
+            raise ValueError(f"{path} validation has no rows of task {data.eval_task!r}; set eval_task to one present")
+    if evalset is not None and data.max_eval_samples:
+        evalset = evalset.select(range(min(data.max_eval_samples, len(evalset))))
+    keep = list(REQUIRED_COLUMNS)
+    train = train.select_columns(keep)
+    return train, (evalset.select_columns(keep) if evalset is not None else None)
+
+
+def _resolve_resume(sft: SFTConfig) -> str | None:
+    value = sft.resume_from_checkpoint
+    if value in (None, "", "false", "False"):
+        return None
+    if value in ("last", "true", "True"):
+        last = get_last_checkpoint(sft.output_dir) if Path(sft.output_dir).is_dir() else None
+        if last is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint {value}: no checkpoint-* folder in {sft.output_dir}")
+        return last
+    if not Path(value).is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {value} is not a folder; pass a checkpoint-N folder")
+    return value
+
+
+def _guard_output_dir(output_dir: Path, item_hash: str, resume: str | None) -> None:
+    """Refuse to continue or overwrite a run trained with a different ItemTokenizer."""
+    import json
+
+    cfg_path = output_dir / RESOLVED_CONFIG_FILE
+    if cfg_path.is_file():
+        previous = json.loads(cfg_path.read_text(encoding="utf-8")).get("item_tokenizer_hash")
+        if previous and previous != item_hash and resume:
+            raise ValueError(
+                f"cannot resume {output_dir}: it was trained with ItemTokenizer {previous[:12]}, the given one is "
+                f"{item_hash[:12]}; pass the original item_tokenizer_dir or use a new output_dir"
+            )
+
+
+def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: AlignRecTrainArguments,
+            sft: SFTConfig, extra_callbacks: list | None = None) -> Path:
+    """Train and write the run folder; returns it. ``extra_callbacks``: more TrainerCallbacks (benchmarks)."""
+    from tokenization import ItemTokenizer
+
+    dtype = resolve_runtime(run_args, sft)
+    if sft.completion_only_loss is None:
+        sft.completion_only_loss = True  # the prompt is context, only the answer is supervised
+    output_dir = Path(sft.output_dir)
+    item_tokenizer = ItemTokenizer.from_pretrained(data_args.item_tokenizer_dir)
+    resume = _resolve_resume(sft)
+    _guard_output_dir(output_dir, item_tokenizer.content_hash, resume)
+    train, evalset = load_task_datasets(data_args)
+    if evalset is None or sft.eval_strategy == "no":
+        logger.warning("no held-out loss: %s", "no validation split" if evalset is None else "eval_strategy=no")
+        evalset = None
+    bundle = setup_model(model_args, item_tokenizer, dtype, seed=sft.seed)
+    base = "scratch" if model_args.model_init == "scratch" else str(model_dir(model_args).resolve())
+    resolved = {
+        **config_to_dict(model_args, data_args, run_args, sft),
+        "item_tokenizer_hash": item_tokenizer.content_hash, "base_model": base, "dtype": str(dtype),
+        "code_token_ids": [bundle.code_token_ids[0], bundle.code_token_ids[-1]], "rows_init": bundle.row_init,
+    }
+    if is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(output_dir / RESOLVED_CONFIG_FILE, resolved)
+    trainer = AlignRecSFTTrainer(
+        model=bundle.model, args=sft, train_dataset=train,
+        eval_dataset={data_args.eval_task or "validation": evalset} if evalset is not None else None,
+        processing_class=bundle.tokenizer, peft_config=bundle.peft_config,
+        callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *(extra_callbacks or [])],
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    kind = "full" if bundle.peft_config is None else "adapter"
+    manifest = build_manifest(kind, base, item_tokenizer, bundle.code_token_ids, bundle.embedding_rows,
+                              {"finetune_mode": model_args.finetune_mode, "model_init": model_args.model_init})
+    save_run(trainer, bundle.tokenizer, item_tokenizer, output_dir, manifest)
+    if trainer.is_world_process_zero():
+        if run_args.loss_curve:
+            plot_loss_curve(output_dir / METRICS_FILE, output_dir / LOSS_CURVE_FILE)
+        if run_args.merge:
+            merge_run(output_dir)
+    logger.info("run written to %s (%s)", output_dir, MANIFEST_FILE)
+    return output_dir
