@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,8 +60,11 @@ def _run_evaluate(args, argv: list[str]) -> int:
     return 0
 
 
-def run_evaluate(cfg: EvaluateConfig) -> dict:
-    """Load the model and split, score the model (and the baseline), write metrics.json + metrics.md."""
+def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) -> dict:
+    """Load the model and split, score the model (and the baselines), write metrics.json + metrics.md.
+
+    ``extra_recommenders``: more ``recommend_fn``s (name -> fn) scored on the same examples, e.g. SASRec.
+    """
     from inference.evaluate import evaluate_recommender, write_report
     from inference.popularity import popularity_recommender, train_popularity
     from inference.recommender import llm_recommender
@@ -81,12 +85,16 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     max_k = max(cfg.ks)
     recommenders = {"alignrec": llm_recommender(model, hf_tokenizer, item_tokenizer, max_k, cfg.num_beams,
                                                 cfg.exclude_history, cfg.batch_size)}
+    recommenders.update(extra_recommenders or {})
     if cfg.popularity_baseline:
         recommenders["popularity"] = popularity_recommender(split, max_k, cfg.exclude_history)
     reports = {}
     for name, fn in recommenders.items():
         logger.info("evaluating %s on %d %s examples", name, len(examples), cfg.part)
+        started = time.perf_counter()
         reports[name] = evaluate_recommender(fn, examples, cfg.ks, catalogue, popularity, batch_size=cfg.batch_size * 4)
+        seconds = time.perf_counter() - started
+        reports[name]["timing"] = {"seconds": seconds, "users_per_second": len(examples) / seconds if seconds else None}
     json_path, md_path = write_report(reports, cfg.out_dir, extra={"config": config_to_dict(cfg)},
                                       title=f"{Path(cfg.model_dir).name} on {cfg.part}")
     logger.info("wrote %s and %s", json_path, md_path)

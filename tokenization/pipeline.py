@@ -77,8 +77,13 @@ def fit_item_tokenizer(
     return tok, report
 
 
-def build_item_tokenizer(cfg: TokenizerConfig, split: Any, out_dir: str | Path, embedding_cfg: Any = None) -> ItemTokenizer:
+def build_item_tokenizer(
+    cfg: TokenizerConfig, split: Any, out_dir: str | Path, embedding_cfg: Any = None, embeddings: Any = None
+) -> ItemTokenizer:
     """Full stage: embeddings (``tokenization.embeddings``) -> tokenizer saved in ``out_dir`` with its report.
+
+    ``embeddings`` (an ``ItemEmbeddings``) skips computing them, e.g. when a pipeline stage already did;
+    ``embedding_cfg`` still names the text template and LLM of the alignment targets.
 
     ``out_dir`` receives the ``ItemTokenizer`` files, ``report.json``, ``code_usage.png`` and
     ``resolved_config.json``.
@@ -91,7 +96,7 @@ def build_item_tokenizer(cfg: TokenizerConfig, split: Any, out_dir: str | Path, 
     )
 
     embedding_cfg = embedding_cfg or EmbeddingConfig()
-    emb = compute_item_embeddings(embedding_cfg, split)
+    emb = embeddings if embeddings is not None else compute_item_embeddings(embedding_cfg, split)
     targets = None
     meta_llm = None
     if cfg.align_weight > 0:

@@ -45,8 +45,8 @@ class Stage:
     run: Callable[[StageContext], dict[str, Any]]
     depends_on: Sequence[str] = ()
     version: int = 1
-    # Resolves the user's section into the full config (defaults filled) that is hashed and passed on.
-    resolve: Callable[[dict[str, Any], Any], dict[str, Any]] = field(default=lambda section, run_cfg: dict(section))
+    # What is hashed besides the section itself (e.g. the size and mtime of source files).
+    extra_key: Callable[[dict[str, Any], Any], dict[str, Any]] = field(default=lambda section, run_config: {})
 
 
 @dataclass
@@ -97,7 +97,8 @@ def run_stages(
     for index, stage in enumerate(stages):
         if index > last:
             break
-        resolved = stage.resolve(sections.get(stage.name, {}), run_config)
+        section = dict(sections.get(stage.name, {}))
+        resolved = {"section": section, **stage.extra_key(section, run_config)}
         key = stage_key(stage, resolved, {d: keys[d] for d in stage.depends_on})
         keys[stage.name] = key
         out_dir = stage_dirs[stage.name]
@@ -124,7 +125,7 @@ def run_stages(
         (out_dir / ".partial_key").write_text(key + "\n")
         logger.info("stage %-9s running -> %s", stage.name, out_dir)
         started = time.time()
-        summary = stage.run(StageContext(run_dir, out_dir, resolved, run_config, stage_dirs))
+        summary = stage.run(StageContext(run_dir, out_dir, section, run_config, stage_dirs))
         seconds = time.time() - started
         atomic_write_json(
             out_dir / STAGE_FILE,

@@ -12,7 +12,7 @@ from recdata.split import SplitDataset
 from tokenization.embeddings.cache import EmbeddingCache, model_identity
 from tokenization.embeddings.config import EmbeddingConfig
 from tokenization.embeddings.fusion import fuse_embeddings
-from tokenization.embeddings.sasrec import train_sasrec
+from tokenization.embeddings.sasrec import SASRec, train_sasrec
 from tokenization.embeddings.text import encode_llm, encode_sentence, render_catalogue
 from tokenization.embeddings.user_provided import load_user_embeddings
 from tokenization.embeddings.vectors import ItemEmbeddings
@@ -20,17 +20,25 @@ from tokenization.embeddings.vectors import ItemEmbeddings
 logger = logging.getLogger(__name__)
 
 
-def compute_item_embeddings(cfg: EmbeddingConfig, split: SplitDataset) -> ItemEmbeddings:
-    """Item vectors in catalogue order (``split.dataset.item_ids()``), from the cache when the key matches."""
+def compute_item_embeddings(cfg: EmbeddingConfig, split: SplitDataset, sasrec: SASRec | None = None) -> ItemEmbeddings:
+    """Item vectors in catalogue order (``split.dataset.item_ids()``), from the cache when the key matches.
+
+    ``sasrec``: an already trained SASRec (e.g. the pipeline's CF baseline) whose item table is the CF part,
+    so the same model is not trained twice.
+    """
     if cfg.source == "fused":
         weights = cfg.fusion_weight_map()
-        parts = {name: _compute_part(name, cfg, split) for name in weights}
+        parts = {name: _compute_part(name, cfg, split, sasrec) for name in weights}
         return fuse_embeddings(parts, weights)
-    return _compute_part(cfg.source, cfg, split)
+    return _compute_part(cfg.source, cfg, split, sasrec)
 
 
-def _compute_part(source: str, cfg: EmbeddingConfig, split: SplitDataset) -> ItemEmbeddings:
+def _compute_part(source: str, cfg: EmbeddingConfig, split: SplitDataset, sasrec: SASRec | None) -> ItemEmbeddings:
     catalogue = split.dataset.item_ids()
+    if source == "cf" and sasrec is not None:
+        if list(sasrec.item_ids) != catalogue:
+            raise ValueError("the given SASRec was trained on another catalogue; train it on this split")
+        return ItemEmbeddings(catalogue, sasrec.item_embeddings(), {"kind": "cf-sasrec", "train_info": sasrec.train_info})
     if source == "file":
         return load_user_embeddings(cfg.file_path, cfg.file_ids_path or None, catalogue)
     cache = EmbeddingCache(cfg.resolved_cache_dir())
