@@ -32,9 +32,7 @@ def register(subparsers) -> None:
 
 
 def _load_inputs(cfg: TaskConfig):
-    from transformers import AutoTokenizer
-
-    from recdata.paths import default_llm_dir, require
+    from recdata.hf_tokenizer import load_hf_tokenizer
     from tokenization import ItemTokenizer
 
     for name in ("split_dir", "item_tokenizer_dir", "output_dir"):
@@ -42,8 +40,7 @@ def _load_inputs(cfg: TaskConfig):
             raise ValueError(f"{name} is required (flag --{name} or the YAML key {name})")
     split = SplitDataset.load(cfg.split_dir)
     item_tokenizer = ItemTokenizer.from_pretrained(cfg.item_tokenizer_dir)
-    hf_dir = Path(cfg.hf_tokenizer_dir) if cfg.hf_tokenizer_dir else require(default_llm_dir(), "the default LLM")
-    hf_tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
+    hf_tokenizer = load_hf_tokenizer(cfg.hf_tokenizer_dir or None)
     return split, item_tokenizer, hf_tokenizer
 
 

@@ -22,7 +22,7 @@ class TaskConfig:
     # ---- inputs / outputs (used by the CLI; the library takes objects) --------------------------------
     split_dir: str = field(default="", metadata={"help": "Saved SplitDataset folder (`alignrec data prepare`)."})
     item_tokenizer_dir: str = field(default="", metadata={"help": "Saved ItemTokenizer folder (`alignrec tokenize`)."})
-    hf_tokenizer_dir: str = field(
+    hf_tokenizer_dir: str = field(  # a folder, or `codes_only` (recdata.hf_tokenizer)
         default="", metadata={"help": "HF tokenizer/model folder; its chat template formats prompts. Empty: SmolLM2 default."}
     )
     output_dir: str = field(default="", metadata={"help": "Where the DatasetDict, preference pairs and stats.json go."})

@@ -77,12 +77,14 @@ def _run_tokenize(args, argv: list[str]) -> int:
 
 
 def _load_hf_tokenizer(spec: str):
-    from transformers import AutoTokenizer
 
+    from recdata.hf_tokenizer import CODES_ONLY, load_hf_tokenizer
     from recdata.paths import default_llm_dir, require
 
+    if spec == CODES_ONLY:
+        return load_hf_tokenizer(spec), spec
     path = require(Path(spec) if spec else default_llm_dir(), "HF tokenizer folder")
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True), str(path)
+    return load_hf_tokenizer(path), str(path)
 
 
 def _run_export(args, argv: list[str]) -> int:

@@ -42,7 +42,8 @@ class ModelArguments:
     )
     tokenizer_name_or_path: str = field(
         default="",
-        metadata={"help": "Folder of the HF tokenizer. Empty: model_name_or_path (or the default LLM folder)."},
+        metadata={"help": "Folder of the HF tokenizer, or `codes_only` (text erased, only item code tokens; for "
+                          "scratch models). Empty: model_name_or_path (or the default LLM folder)."},
     )
     # Scratch Llama: each field changes capacity / speed of the from-scratch model.
     scratch_layers: int = field(default=4, metadata={"help": "scratch: number of decoder layers (depth)."})

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerBase,
@@ -48,8 +47,9 @@ def model_dir(args: ModelArguments) -> Path:
 
 
 def load_tokenizer(args: ModelArguments) -> PreTrainedTokenizerBase:
-    path = Path(args.tokenizer_name_or_path) if args.tokenizer_name_or_path else model_dir(args)
-    tok = AutoTokenizer.from_pretrained(path)
+    from recdata.hf_tokenizer import load_hf_tokenizer
+
+    tok = load_hf_tokenizer(args.tokenizer_name_or_path or model_dir(args))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # padding is masked out of the loss, any known token works
     return tok
