@@ -23,9 +23,10 @@ def run_pipeline(
 ) -> Path:
     """Run the stages of ``config`` and write ``runs/<name>/report.md``; returns the report path."""
     from alignrec.pipeline.report import write_report
-    from alignrec.pipeline.stages import STAGES
+    from alignrec.pipeline.stages import STAGES, validate_sections
 
     run_cfg = config if isinstance(config, RunConfig) else load_run_config(config, name=name, runs_dir=runs_dir)
+    validate_sections(run_cfg.sections, run_cfg.source)
     results = run_stages(STAGES, run_cfg.run_dir, run_cfg.sections, run_cfg, start=start, until=until, force=force)
     for r in results:
         logger.info("%-10s %-12s %7.1f s", r.name, r.status, r.seconds)

@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -304,3 +305,41 @@ STAGES: list[Stage] = [
     Stage("cache", run_cache, ("data", "train")),
     Stage("export", run_export, ("data", "train")),
 ]
+
+
+# ---- up-front validation -------------------------------------------------------------------------------------
+PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline",), "train": TRAIN_LAUNCH_KEYS}
+INJECTED_KEYS = {
+    "data": ("output_dir",),
+    "tasks": TASK_INJECTED,
+    "train": ("dataset_dir", "item_tokenizer_dir", "output_dir"),
+    "evaluate": ("model_dir", "split_dir", "out_dir"),
+    "cache": ("split_dir", "out_dir", "model_dir"),
+}
+SECTION_CLASSES = {"data": _data_classes, "embeddings": _embedding_classes, "tokenizer": _tokenizer_classes,
+                   "tasks": _task_classes, "evaluate": _evaluate_classes, "cache": _cache_classes}
+
+
+def validate_sections(sections: dict[str, dict[str, Any]], source: str) -> None:
+    """Check every section's keys (and values, where no GPU is needed to check them) before any stage runs."""
+    for stage, section in sections.items():
+        injected = INJECTED_KEYS.get(stage, ())
+        clash = sorted(set(section) & set(injected))
+        if clash:
+            raise ValueError(f"{source}: section {stage!r} sets {clash}, which the pipeline fills itself; remove them")
+        body = {k: v for k, v in section.items() if k not in PIPELINE_ONLY_KEYS.get(stage, ())}
+        if stage == "train":
+            from trl import SFTConfig
+
+            from trainer.config import AlignRecTrainArguments, DataArguments, ModelArguments
+
+            known = {f.name for cls in (ModelArguments, DataArguments, AlignRecTrainArguments, SFTConfig) for f in fields(cls)}
+            unknown = sorted(set(body) - known)
+            if unknown:
+                raise ValueError(f"{source}: unknown key(s) {unknown} in section 'train'; see `python trainer/sft.py --help`")
+        elif stage == "export":
+            if body:
+                raise ValueError(f"{source}: section 'export' takes no keys, got {sorted(body)}")
+        elif stage in SECTION_CLASSES:
+            placeholders = {k: "placeholder" for k in injected}
+            parse_config(SECTION_CLASSES[stage](), [], config={**body, **placeholders}, config_source=f"{source} [{stage}]")
