@@ -1,26 +1,12 @@
-"""Inference fixtures: a coded catalogue on the tiny tokenizer/Llama, and a scripted bigram LM.
-
-Also makes ``import inference`` find the package rather than this ``tests/inference`` folder (pytest puts
-``tests/`` on ``sys.path``; same fix as tests/tokenization/conftest.py).
-"""
+"""Inference fixtures: a coded catalogue on the tiny tokenizer/Llama, and a scripted bigram LM."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-for _name in ("inference", "tokenization"):
-    _mod = sys.modules.get(_name)
-    if _mod is not None and getattr(_mod, "__file__", None) is None:
-        del sys.modules[_name]
 
 CODEBOOKS = [3, 3, 3]
 

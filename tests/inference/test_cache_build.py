@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cache_fakes import FakeRecommender, expected_recs, make_histories  # noqa: E402
-
 from inference.cache import CacheMismatchError, build_cache, iter_cache, read_manifest, verify_cache  # noqa: E402
 from recdata.io import sha256_file  # noqa: E402
+from tests.inference.cache_fakes import FakeRecommender, expected_recs, make_histories  # noqa: E402
 
 K = 4
 

@@ -9,10 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cache_fakes import expected_recs, make_histories  # noqa: E402
-
 from inference.cache import iter_cache, read_manifest  # noqa: E402
+from tests.inference.cache_fakes import expected_recs, make_histories  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -21,8 +19,8 @@ NUM_USERS, K, CHUNK = 120, 5, 4
 # The worker is what `alignrec cache build` does, with a slow fake recommender instead of a model.
 WORKER = f"""
 import sys
-sys.path.insert(0, {str(HERE)!r})
-from cache_fakes import FakeRecommender, make_histories
+sys.path.insert(0, {str(REPO)!r})
+from tests.inference.cache_fakes import FakeRecommender, make_histories
 from inference.cache import build_cache
 out_dir, log_path, sleep_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
 build_cache(FakeRecommender({K}, sleep_s=sleep_s, log_path=log_path), make_histories({NUM_USERS}), out_dir, k={K},

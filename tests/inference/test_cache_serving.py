@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cache_fakes import FakeRecommender, expected_recs, make_histories  # noqa: E402
-
 from inference.cache import CacheReader, build_cache, current_version_path, publish_cache  # noqa: E402
+from tests.inference.cache_fakes import FakeRecommender, expected_recs, make_histories  # noqa: E402
 
 K = 3
 

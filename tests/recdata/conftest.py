@@ -1,21 +1,10 @@
-"""Fixtures for the data-layer tests.
-
-pytest puts ``tests/`` on ``sys.path`` (rootdir conftest), where ``tests/recdata`` would shadow the real
-``recdata`` package as a namespace package; the repository root goes first so the real one wins.
-"""
+"""Fixtures for the data-layer tests: the same tiny data written in every supported layout."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if sys.path[0] != _ROOT:
-    sys.path.insert(0, _ROOT)
-
-from tests.recdata.recdata_sources import (  # noqa: E402
+from tests.recdata.recdata_sources import (
     write_amazon,
     write_lcrec,
     write_movielens,

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-# pytest puts tests/ on sys.path, where tests/sft_tasks and tests/tokenization would shadow the real packages
-# as namespace packages; the repo root must come first (pyproject `pythonpath = ["."]` would make this moot).
-_ROOT = str(Path(__file__).resolve().parents[2])
-if sys.path[0] != _ROOT:
-    sys.path.insert(0, _ROOT)
-for _name in ("sft_tasks", "tokenization"):
-    if _name in sys.modules and getattr(sys.modules[_name], "__file__", None) is None:
-        del sys.modules[_name]
-
-from sft_helpers import TINY_CODES, synthetic_split  # noqa: E402
+from tests.sft_tasks.sft_helpers import TINY_CODES, synthetic_split
 
 
 @pytest.fixture

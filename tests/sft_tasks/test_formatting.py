@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from sft_helpers import TINY_CODES, code_string
 
 from sft_tasks import PromptFormatter, TaskConfig, build_task_datasets, seqrec_prompt
 from sft_tasks.templates import SYSTEM_PROMPT
+from tests.sft_tasks.sft_helpers import TINY_CODES, code_string
 
 C1, C2 = code_string(TINY_CODES["i1"]), code_string(TINY_CODES["i2"])
 

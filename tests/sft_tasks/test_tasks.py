@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from sft_helpers import TINY_CODES, code_string
 
 from sft_tasks import TaskConfig
 from sft_tasks.context import TaskContext, Window
@@ -13,6 +12,7 @@ from sft_tasks.item_tasks import build_code2item, build_item2code
 from sft_tasks.negatives import build_binary, build_choice, build_preference, make_sampler
 from sft_tasks.queries import build_query2item, description_keywords
 from sft_tasks.sequential import build_fusion, build_seqrec, build_validation
+from tests.sft_tasks.sft_helpers import TINY_CODES, code_string
 
 C = {item: code_string(codes) for item, codes in TINY_CODES.items()}
 SYSTEM = "You are a recommender system. Items are written as code tokens."

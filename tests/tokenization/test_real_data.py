@@ -9,9 +9,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import shared_dataset_dir
 
 from alignrec.cli import main
+from tests.conftest import shared_dataset_dir
 from tokenization import ItemTokenizer
 
 

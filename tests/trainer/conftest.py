@@ -9,23 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-# tests/ is on sys.path (rootdir conftest) and tests/trainer, tests/tokenization would shadow the real packages
-# as namespace packages; the repo root must come first. (pyproject `pythonpath = ["."]` would make this moot.)
+from tests.conftest import build_tiny_llama  # noqa: F401  (re-exported for the trainer tests)
+
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if sys.path[0] != REPO_ROOT:
-    sys.path.insert(0, REPO_ROOT)
 
 CODEBOOK_SIZES = [4, 4]
-
-
-def build_tiny_llama(vocab_size: int, **kwargs):
-    """tests/conftest.py's builder (both files are named conftest, so it cannot be imported by name)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_root_conftest", Path(REPO_ROOT) / "tests" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_tiny_llama(vocab_size, **kwargs)
 
 
 def make_item_tokenizer(item_ids: list[str], aligned_dim: int | None = None, shift: int = 0):

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, logged
+
+from tests.trainer.conftest import REPO_ROOT, logged
 
 ENTRY = str(Path(REPO_ROOT) / "trainer" / "sft.py")
 

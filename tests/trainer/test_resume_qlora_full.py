@@ -6,7 +6,8 @@ import json
 import shutil
 
 import torch
-from conftest import logged, run_entry
+
+from tests.trainer.conftest import logged, run_entry
 
 
 def test_resume_reproduces_uninterrupted_run(monkeypatch, base_argv, tmp_path):

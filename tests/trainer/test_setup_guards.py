@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build_tiny_llama, make_item_tokenizer
+
+from tests.trainer.conftest import build_tiny_llama, make_item_tokenizer
 
 
 def test_yaml_cli_precedence_unknown_keys_and_local_rank(tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import logged, run_entry
+
+from tests.trainer.conftest import logged, run_entry
 
 
 def _initial_model(model_dir, item_tokenizer):
@@ -58,8 +59,7 @@ def test_lora_trains_code_rows_and_adapters_only(monkeypatch, base_argv, tmp_pat
 
 @pytest.mark.parametrize("rows", ["trainable_tokens", "modules_to_save"])
 def test_untied_output_rows_train(monkeypatch, base_argv, tmp_path, tiny_chat_tokenizer, item_tokenizer, rows):
-    from conftest import build_tiny_llama
-
+    from tests.trainer.conftest import build_tiny_llama
     from trainer import load_for_inference
 
     model_dir = tmp_path / "untied"
