@@ -62,6 +62,13 @@ def tiny_run(tmp_path, tiny_chat_tokenizer):
     return path, config, tmp_path / "runs" / "tiny"
 
 
+def _report_statuses(run_dir) -> dict[str, str]:
+    """{stage: 'ran' | 'skipped'} from the Stages table of report.md."""
+    section = (run_dir / "report.md").read_text().split("## Stages", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")][1:]
+    return {row[0]: row[1] for row in rows}
+
+
 def _stage_status(run_dir) -> dict[str, str]:
     return {p.parent.name: json.loads(p.read_text())["key"] for p in run_dir.glob("*/stage.json")}
 
@@ -110,17 +117,13 @@ def test_run_writes_every_artefact_then_skips(tiny_run):
     keys = _stage_status(run_dir)
     assert alignrec_main(["run", "--config", str(config_path)]) == 0
     assert _stage_status(run_dir) == keys
-    assert "| data | skipped |" in (run_dir / "report.md").read_text()
-    assert (run_dir / "report.md").read_text().count("| skipped |") == 8
+    assert set(_report_statuses(run_dir).values()) == {"skipped"}
 
-
-def test_changed_tokenizer_config_reruns_tokenizer_and_later_only(tiny_run, monkeypatch):
-    config_path, config, run_dir = tiny_run
-    assert alignrec_main(["run", "--config", str(config_path), "--until", "tasks"]) == 0
-    before = {p.parent.name: p.stat().st_mtime_ns for p in run_dir.glob("*/stage.json")}
+    # A changed tokenizer config re-runs the tokenizer and every later stage, and nothing before it.
     config["tokenizer"]["rq_epochs"] = 31
     config_path.write_text(yaml.safe_dump(config))
-    assert alignrec_main(["run", "--config", str(config_path), "--until", "tasks"]) == 0
-    after = {p.parent.name: p.stat().st_mtime_ns for p in run_dir.glob("*/stage.json")}
-    assert after["data"] == before["data"] and after["embeddings"] == before["embeddings"]
-    assert after["tokenizer"] != before["tokenizer"] and after["tasks"] != before["tasks"]
+    assert alignrec_main(["run", "--config", str(config_path)]) == 0
+    after = _stage_status(run_dir)
+    assert {s for s in after if after[s] == keys[s]} == {"data", "embeddings"}
+    assert _report_statuses(run_dir) == {"data": "skipped", "embeddings": "skipped", "tokenizer": "ran", "tasks": "ran",
+                        "train": "ran", "evaluate": "ran", "cache": "ran", "export": "ran"}
