@@ -5,8 +5,7 @@ Names are imported lazily so ``alignrec --help`` does not pay for importing torc
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from recdata.lazy import lazy_exports
 
 _EXPORTS = {
     "ItemTrie": "inference.trie",
@@ -31,16 +30,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'inference' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

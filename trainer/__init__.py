@@ -5,8 +5,7 @@ Names are imported lazily so ``alignrec --help`` does not pay for importing trl 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from recdata.lazy import lazy_exports
 
 _EXPORTS = {
     "AlignRecTrainArguments": "trainer.config",
@@ -20,9 +19,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'trainer' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
