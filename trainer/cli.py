@@ -49,7 +49,8 @@ def build_command(launcher: str, num_gpus: int, rest: list[str]) -> list[str]:
         return [sys.executable, str(ENTRY), *rest]
     if launcher == "torchrun":
         return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), str(ENTRY), *rest]
-    deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
+    beside = Path(sys.executable).with_name("deepspeed")  # this environment's launcher before any on PATH
+    deepspeed = str(beside) if beside.exists() else shutil.which("deepspeed") or "deepspeed"
     return [deepspeed, "--num_gpus", str(n), str(ENTRY), *rest]
 
 
