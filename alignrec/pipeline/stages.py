@@ -23,11 +23,25 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _build(classes: list[type], section: dict[str, Any], injected: dict[str, Any], stage: str) -> tuple[Any, ...]:
+# Keys a section may hold that the pipeline itself consumes (not the stage's own config).
+PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline",), "train": ("launcher", "num_gpus", "deepspeed")}
+
+
+def _check_injected(stage: str, section: dict[str, Any], injected: Any, source: str = "run config") -> None:
     clash = sorted(set(section) & set(injected))
     if clash:
-        raise ValueError(f"run config section {stage!r} sets {clash}, which the pipeline fills itself; remove them")
-    return parse_config(classes, [], config={**section, **injected}, config_source=f"section {stage!r}")
+        raise ValueError(f"{source}: section {stage!r} sets {clash}, which the pipeline fills itself; remove them")
+
+
+def _stage_keys(stage: str, section: dict[str, Any]) -> dict[str, Any]:
+    """The section without the pipeline-only keys: what the stage's own config dataclasses receive."""
+    return {k: v for k, v in section.items() if k not in PIPELINE_ONLY_KEYS.get(stage, ())}
+
+
+def _build(classes: list[type], section: dict[str, Any], injected: dict[str, Any], stage: str) -> tuple[Any, ...]:
+    body = _stage_keys(stage, section)
+    _check_injected(stage, body, injected)
+    return parse_config(classes, [], config={**body, **injected}, config_source=f"section {stage!r}")
 
 
 # ---- data -----------------------------------------------------------------------------------------------
@@ -67,9 +81,8 @@ def run_embeddings(ctx: StageContext) -> dict[str, Any]:
     from recdata import SplitDataset, atomic_write_json
     from tokenization.embeddings import compute_item_embeddings, full_ranking_metrics, train_sasrec
 
-    section = dict(ctx.config)
-    baseline = bool(section.pop("sasrec_baseline", True))
-    (cfg,) = _build(_embedding_classes(), section, {}, "embeddings")
+    baseline = bool(ctx.config.get("sasrec_baseline", True))
+    (cfg,) = _build(_embedding_classes(), ctx.config, {}, "embeddings")
     split = SplitDataset.load(ctx.upstream("data") / "split")
     sasrec = None
     summary: dict[str, Any] = {"source": cfg.source}
@@ -108,8 +121,7 @@ def run_tokenizer(ctx: StageContext) -> dict[str, Any]:
     from tokenization.pipeline import build_item_tokenizer
 
     (cfg,) = _build(_tokenizer_classes(), ctx.config, {}, "tokenizer")
-    emb_section = {k: v for k, v in ctx.run_config.sections.get("embeddings", {}).items() if k != "sasrec_baseline"}
-    (emb_cfg,) = _build(_embedding_classes(), emb_section, {}, "embeddings")
+    (emb_cfg,) = _build(_embedding_classes(), ctx.run_config.sections.get("embeddings", {}), {}, "embeddings")
     split = SplitDataset.load(ctx.upstream("data") / "split")
     embeddings = load_stage_embeddings(ctx.upstream("embeddings"))
     build_item_tokenizer(cfg, split, ctx.out_dir / "item_tokenizer", emb_cfg, embeddings=embeddings)
@@ -158,24 +170,19 @@ def train_model_dir(run_cfg: Any) -> str:
 
 
 # ---- train -------------------------------------------------------------------------------------------------
-TRAIN_LAUNCH_KEYS = ("launcher", "num_gpus", "deepspeed")
-
-
 def run_train(ctx: StageContext) -> dict[str, Any]:
     import yaml
 
-    section = dict(ctx.config)
-    launcher = section.pop("launcher", "deepspeed")
-    num_gpus = int(section.pop("num_gpus", 0) or 0)
-    ds_config = section.pop("deepspeed", None)
+    launcher = ctx.config.get("launcher", "deepspeed")
+    num_gpus = int(ctx.config.get("num_gpus", 0) or 0)
+    ds_config = ctx.config.get("deepspeed")
+    section = _stage_keys("train", ctx.config)
     injected = {
         "dataset_dir": str(ctx.upstream("tasks") / "dataset"),
         "item_tokenizer_dir": str(ctx.upstream("tokenizer") / "item_tokenizer"),
         "output_dir": str(ctx.out_dir / "model"),
     }
-    clash = sorted(set(section) & set(injected))
-    if clash:
-        raise ValueError(f"run config section 'train' sets {clash}, which the pipeline fills itself; remove them")
+    _check_injected("train", section, injected)
     config_file = ctx.out_dir / "train_config.yaml"
     config_file.write_text(yaml.safe_dump({**section, **injected}, sort_keys=True))
     args = ["--config", str(config_file)]
@@ -308,7 +315,6 @@ STAGES: list[Stage] = [
 
 
 # ---- up-front validation -------------------------------------------------------------------------------------
-PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline",), "train": TRAIN_LAUNCH_KEYS}
 INJECTED_KEYS = {
     "data": ("output_dir",),
     "tasks": TASK_INJECTED,
@@ -324,10 +330,8 @@ def validate_sections(sections: dict[str, dict[str, Any]], source: str) -> None:
     """Check every section's keys (and values, where no GPU is needed to check them) before any stage runs."""
     for stage, section in sections.items():
         injected = INJECTED_KEYS.get(stage, ())
-        clash = sorted(set(section) & set(injected))
-        if clash:
-            raise ValueError(f"{source}: section {stage!r} sets {clash}, which the pipeline fills itself; remove them")
-        body = {k: v for k, v in section.items() if k not in PIPELINE_ONLY_KEYS.get(stage, ())}
+        body = _stage_keys(stage, section)
+        _check_injected(stage, body, injected, source)
         if stage == "train":
             from trl import SFTConfig
 
