@@ -36,7 +36,7 @@ class BenchCacheConfig:
     lookups: int = field(default=100_000, metadata={"help": "Timed random lookups."})
     miss_rate: float = field(default=0.05, metadata={"help": "Share of lookups for users not in the cache."})
     work_dir: str | None = field(default=None, metadata={"help": "Scratch folder (default: a temp dir, deleted)."})
-    out: str = field(default="bench_cache.json", metadata={"help": "JSON results file."})
+    out: str = field(default="bench_results/bench_cache.json", metadata={"help": "JSON results file."})
 
     def __post_init__(self) -> None:
         if min(self.num_users, self.k, self.num_items, self.chunk_size, self.lookups) < 1:

@@ -43,7 +43,7 @@ def bench(name: str, cfg: DataConfig, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="bench_data.json", help="JSON file for the results.")
+    parser.add_argument("--out", default="bench_results/bench_data.json", help="JSON file for the results.")
     parser.add_argument("--repeats", type=int, default=3, help="Runs per dataset; the best time is reported.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

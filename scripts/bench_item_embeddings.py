@@ -32,7 +32,7 @@ logger = logging.getLogger("bench_item_embeddings")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset_dir", default="../shared/datasets/amazon18-scientific")
-    parser.add_argument("--out", default="bench_item_embeddings.json")
+    parser.add_argument("--out", default="bench_results/bench_item_embeddings.json")
     parser.add_argument("--max_history", type=int, default=20)
     parser.add_argument("--skip_text", action="store_true")
     parser.add_argument("--skip_sasrec", action="store_true")

@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--item_tokenizer_dir", default="", help="default: random unique codes, 4 x 256")
     parser.add_argument("--max_history", type=int, default=20)
     parser.add_argument("--stats_sample", type=int, default=10000, help="0 = exact token stats over everything")
-    parser.add_argument("--out", default="bench_sft_tasks.json")
+    parser.add_argument("--out", default="bench_results/bench_sft_tasks.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from transformers import AutoTokenizer

@@ -1,6 +1,6 @@
 """Benchmark the RQ-VAE item tokenizer on synthetic item embeddings (CPU): time and peak memory per phase.
 
-    .venv/bin/python scripts/bench_tokenizer.py --num_items 10000 --dim 384 --threads 1 --out runs/bench_tokenizer.json
+    .venv/bin/python scripts/bench_tokenizer.py --num_items 10000 --dim 384 --threads 1 --out bench_results/bench_tokenizer.json
 
 Items are drawn from a Gaussian mixture on the unit sphere (like sentence embeddings). Phases: RQ-VAE training
 (k-means init included), encoding + collision-free assignment, save/reload. Prints a table, writes JSON.
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch default)")
     p.add_argument("--epochs", type=int, default=None, help="override TokenizerConfig.rq_epochs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/bench_tokenizer.json")
+    p.add_argument("--out", default="bench_results/bench_tokenizer.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 

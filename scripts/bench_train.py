@@ -165,7 +165,7 @@ def main() -> None:
     p.add_argument("--max_length", type=int, default=256)
     p.add_argument("--history", type=int, default=10, help="items per prompt (4 code tokens each)")
     p.add_argument("--repeats", type=int, default=1, help="alternate ours/plain this many times; medians reported")
-    p.add_argument("--out", default="bench_train.json")
+    p.add_argument("--out", default="bench_results/bench_train.json")
     p.add_argument("--variant", choices=["ours", "plain"], help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
