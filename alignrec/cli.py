@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+
+from recdata.errors import UserError
 
 # Modules that contribute subcommands, in --help order. A module that is not present yet is skipped.
 STAGE_CLI_MODULES = (
@@ -26,6 +29,7 @@ STAGE_CLI_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignrec", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--debug", action="store_true", help="Show the full traceback of an error (or ALIGNREC_DEBUG=1).")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in STAGE_CLI_MODULES:
         try:
@@ -39,13 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand; a ``UserError`` becomes one line ``alignrec <command>: error: ...`` (``--debug``: traceback)."""
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.error(f"{args.command}: missing subcommand")
-    return int(handler(args, rest) or 0)
+    try:
+        return int(handler(args, rest) or 0)
+    except UserError as exc:
+        if args.debug or os.environ.get("ALIGNREC_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"alignrec {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

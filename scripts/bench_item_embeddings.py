@@ -17,13 +17,12 @@ from pathlib import Path
 
 import torch
 
+from alignrec.recommenders import full_ranking_metrics, train_sasrec
 from recdata import atomic_write_json, leave_one_out_split
 from recdata.loaders import load_dataset
 from tokenization.embeddings import (
     EmbeddingConfig,
     compute_item_embeddings,
-    full_ranking_metrics,
-    train_sasrec,
 )
 
 logger = logging.getLogger("bench_item_embeddings")

@@ -78,8 +78,9 @@ def _embedding_classes():
 def run_embeddings(ctx: StageContext) -> dict[str, Any]:
     import numpy as np
 
+    from alignrec.recommenders import full_ranking_metrics, train_sasrec
     from recdata import SplitDataset, atomic_write_json
-    from tokenization.embeddings import compute_item_embeddings, full_ranking_metrics, train_sasrec
+    from tokenization.embeddings import compute_item_embeddings
 
     baseline = bool(ctx.config.get("sasrec_baseline", True))
     (cfg,) = _build(_embedding_classes(), ctx.config, {}, "embeddings")
@@ -222,8 +223,8 @@ def _evaluate_classes():
 
 
 def run_evaluate(ctx: StageContext) -> dict[str, Any]:
+    from alignrec.recommenders import SASRec
     from inference.cli import run_evaluate as evaluate
-    from tokenization.embeddings import SASRec
 
     injected = {"model_dir": str(ctx.upstream("train") / "model"), "split_dir": str(ctx.upstream("data") / "split"),
                 "out_dir": str(ctx.out_dir)}

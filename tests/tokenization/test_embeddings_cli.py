@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from tokenization.embeddings import SASRec
+from alignrec.recommenders import SASRec
 from tokenization.embeddings.cli import register
 
 

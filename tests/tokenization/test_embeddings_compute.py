@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import tokenization.embeddings.compute as compute_mod
+from alignrec.recommenders import SASRec
 from tokenization.embeddings import (
     EmbeddingCache,
     EmbeddingConfig,
     ItemEmbeddings,
-    SASRec,
     compute_item_embeddings,
     l2_normalize,
 )

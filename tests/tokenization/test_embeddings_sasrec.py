@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from alignrec.recommenders import SASRec, SASRecConfig, full_ranking_metrics, train_sasrec, training_windows
 from recdata import RecDataset, leave_one_out_split
-from tokenization.embeddings import SASRec, SASRecConfig, full_ranking_metrics, train_sasrec, training_windows
 
 FAST = dict(sasrec_dim=16, sasrec_heads=2, sasrec_layers=1, sasrec_max_len=4, sasrec_batch_size=4,
             sasrec_lr=1e-2, sasrec_seed=0)
@@ -116,20 +116,23 @@ def test_full_ranking_metrics_exact(tiny_split, monkeypatch):
     model = SASRec(tiny_split.dataset.item_ids(), SASRecConfig(**FAST))
     scores = torch.tensor([[0.9, 0.8, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0],   # target i1 ranked 0
                            [0.9, 0.8, 0.7, 0.0, 0.0, 0.0, 0.0, 0.0]])  # target i3 ranked 2
-    monkeypatch.setattr(model, "score", lambda histories: scores)
-    out = full_ranking_metrics(model, [["i2"], ["i2"]], ["i1", "i3"], k=2)
+    monkeypatch.setattr(model, "score", lambda histories: scores.clone())
+    out = full_ranking_metrics(model, [["i2"], ["i2"]], ["i1", "i3"], k=2, exclude_history=False)
     assert out == {"recall@2": 0.5, "ndcg@2": 0.5}
-    out = full_ranking_metrics(model, [["i2"], ["i2"]], ["i1", "i3"], k=3)
+    out = full_ranking_metrics(model, [["i2"], ["i2"]], ["i1", "i3"], k=3, exclude_history=False)
     assert out["recall@3"] == 1.0 and out["ndcg@3"] == pytest.approx((1 + 1 / math.log2(4)) / 2)
+    # the default masks history items (as evaluation and the cache do): i2 leaves, i3 moves up to rank 1
+    out = full_ranking_metrics(model, [["i2"], ["i2"]], ["i1", "i3"], k=2)
+    assert out["recall@2"] == 1.0 and out["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 2)
     monkeypatch.setattr(model, "score", lambda histories: torch.zeros(1, 8))  # all tied: no optimistic credit
-    assert full_ranking_metrics(model, [["i2"]], ["i1"], k=7) == {"recall@7": 0.0, "ndcg@7": 0.0}
+    assert full_ranking_metrics(model, [["i2"]], ["i1"], k=6) == {"recall@6": 0.0, "ndcg@6": 0.0}
 
 
 def test_recommend_matches_scores_and_excludes_history(tiny_split):
     model = SASRec(tiny_split.dataset.item_ids(), SASRecConfig(**FAST))
     histories = [["i1", "i2", "i3"], ["i8"]]
     scores = model.score(histories)
-    recs = model.recommend(histories, k=8)
+    recs = model.recommend(histories, k=8, exclude_history=False)
     for row, rec in enumerate(recs):
         order = scores[row].argsort(descending=True).tolist()
         assert [item for item, _ in rec] == [model.item_ids[i] for i in order]
@@ -140,7 +143,7 @@ def test_recommend_matches_scores_and_excludes_history(tiny_split):
     # a history longer than max_len scores from its last max_len items
     long = ["i5", "i6", "i1", "i2", "i3", "i4"]
     torch.testing.assert_close(model.score([long]), model.score([long[-4:]]))
-    with pytest.raises(ValueError, match="item 'zz' is not in the SASRec catalogue"):
+    with pytest.raises(ValueError, match="item 'zz' is not in the catalogue of this SASRec"):
         model.recommend([["zz"]], k=2)
     with pytest.raises(ValueError, match="history 0 is empty"):
         model.recommend([[]], k=2)

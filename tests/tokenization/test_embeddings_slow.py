@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from alignrec.recommenders import full_ranking_metrics, train_sasrec
 from tests.conftest import shared_dataset_dir
 from tokenization.embeddings import (
     EmbeddingConfig,
     compute_item_embeddings,
     encode_sentence,
-    full_ranking_metrics,
     l2_normalize,
     llm_text_targets,
-    train_sasrec,
 )
 
 pytestmark = pytest.mark.slow

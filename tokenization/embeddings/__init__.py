@@ -2,9 +2,8 @@
 
 from tokenization.embeddings.cache import EmbeddingCache, cache_key, model_identity
 from tokenization.embeddings.compute import compute_item_embeddings
-from tokenization.embeddings.config import DEFAULT_TEMPLATE, EmbeddingConfig, SASRecConfig
+from tokenization.embeddings.config import DEFAULT_TEMPLATE, EmbeddingConfig
 from tokenization.embeddings.fusion import fuse_embeddings, l2_normalize
-from tokenization.embeddings.sasrec import SASRec, full_ranking_metrics, train_sasrec, training_windows
 from tokenization.embeddings.text import (
     encode_llm,
     encode_sentence,
@@ -21,14 +20,11 @@ __all__ = [
     "EmbeddingCache",
     "EmbeddingConfig",
     "ItemEmbeddings",
-    "SASRec",
-    "SASRecConfig",
     "cache_key",
     "compute_item_embeddings",
     "encode_llm",
     "encode_sentence",
     "fuse_embeddings",
-    "full_ranking_metrics",
     "l2_normalize",
     "llm_text_targets",
     "load_user_embeddings",
@@ -37,6 +33,4 @@ __all__ = [
     "read_id_list",
     "render_catalogue",
     "render_item_text",
-    "train_sasrec",
-    "training_windows",
 ]

@@ -57,8 +57,8 @@ def _run_embed(args, argv: list[str]) -> int:
 
 
 def _run_sasrec(args, argv: list[str]) -> int:
+    from alignrec.recommenders import SASRecConfig, full_ranking_metrics, train_sasrec
     from recdata.io import atomic_write_json
-    from tokenization.embeddings import SASRecConfig, full_ranking_metrics, train_sasrec
 
     run, cfg = parse_config([EmbedArgs, SASRecConfig], argv)
     split = _load_split(run.split_dir)

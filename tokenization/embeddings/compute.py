@@ -6,13 +6,13 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from alignrec.recommenders import SASRec, train_sasrec
 from recdata.io import sha256_json
 from recdata.paths import default_llm_dir, default_sentence_encoder_dir, require
 from recdata.split import SplitDataset
 from tokenization.embeddings.cache import EmbeddingCache, model_identity
 from tokenization.embeddings.config import EmbeddingConfig
 from tokenization.embeddings.fusion import fuse_embeddings
-from tokenization.embeddings.sasrec import SASRec, train_sasrec
 from tokenization.embeddings.text import encode_llm, encode_sentence, render_catalogue
 from tokenization.embeddings.user_provided import load_user_embeddings
 from tokenization.embeddings.vectors import ItemEmbeddings

@@ -1,8 +1,13 @@
-"""SASRec (Kang & McAuley 2018) in plain torch: the CF item encoder and the CF baseline of evaluation.
+"""SASRec (Kang & McAuley 2018) in plain torch: the CF item encoder, the CF baseline, the base to extend.
 
 Causal self-attention over the last ``max_len`` items, learned positions, pre-LayerNorm blocks, item
 embeddings shared between input and output. Trained on ``split.train_sequences()`` only; the valid
 targets are used for early stopping alone. Index 0 is padding; item ``item_ids[i]`` is index ``i + 1``.
+
+Extension points (override in a subclass, do not fork): ``item_inputs`` (what enters the blocks per item,
+e.g. + a knowledge vector), ``output_table`` (the item matrix scored against, e.g. knowledge-augmented),
+``final_states`` (the user state from the last hidden state, e.g. joined with user knowledge or passed
+through a scenario tower). ``context`` keyword arguments reach ``final_states`` and ``item_inputs``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import logging
 import math
 import os
 import random
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,11 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from alignrec.recommenders.base import DenseRecommender, train_with_early_stopping
+from alignrec.recommenders.sasrec_config import SASRecConfig
 from recdata.io import atomic_path, atomic_write_json
 from recdata.split import SplitDataset
-from tokenization.embeddings.config import SASRecConfig
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +53,13 @@ class _Block(nn.Module):
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
-class SASRec(nn.Module):
+class SASRec(DenseRecommender):
     """Sequences are RIGHT-padded: with a causal mask no real position ever attends to padding."""
 
     def __init__(self, item_ids: Sequence[str], cfg: SASRecConfig) -> None:
-        super().__init__()
-        self.item_ids = [str(i) for i in item_ids]
+        super().__init__(item_ids)
         self.index = {item_id: i + 1 for i, item_id in enumerate(self.item_ids)}
         self.cfg = cfg
-        self.train_info: dict = {}  # filled by train_sasrec: epochs, best valid NDCG@10, seconds
         self.item_emb = nn.Embedding(len(self.item_ids) + 1, cfg.sasrec_dim, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.sasrec_max_len, cfg.sasrec_dim)
         self.emb_drop = nn.Dropout(cfg.sasrec_dropout)
@@ -71,33 +73,52 @@ class SASRec(nn.Module):
             self.item_emb.weight[0].zero_()
 
     # ---- model ------------------------------------------------------------------------------------------
-    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
+    def item_inputs(self, seqs: torch.Tensor, **context) -> torch.Tensor:
+        """Extension point: per-position item input ``[batch, seq, dim]`` for right-padded indices ``seqs``."""
+        return self.item_emb(seqs) * math.sqrt(self.cfg.sasrec_dim)
+
+    def output_table(self) -> torch.Tensor:
+        """Extension point: the ``[num_items, dim]`` matrix that user states are scored against."""
+        return self.item_emb.weight[1:]
+
+    def final_states(self, hidden: torch.Tensor, **context) -> torch.Tensor:
+        """Extension point: user states ``[rows, dim]`` from hidden states ``[rows, dim]``."""
+        return hidden
+
+    def encode(self, seqs: torch.Tensor, **context) -> torch.Tensor:
         """``seqs`` [batch, seq] right-padded item indices -> hidden states [batch, seq, dim]."""
         positions = torch.arange(seqs.shape[1], device=seqs.device)
-        x = self.item_emb(seqs) * math.sqrt(self.cfg.sasrec_dim) + self.pos_emb(positions)
+        x = self.item_inputs(seqs, **context) + self.pos_emb(positions)
         x = self.emb_drop(x)
         for block in self.blocks:
             x = block(x)
         return self.ln(x)
 
-    def training_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Next-item loss at every non-padding position; ``targets`` [batch, seq], 0 = ignore."""
-        hidden = self.encode(inputs)[targets > 0]  # [positions, dim]
-        gold = targets[targets > 0]
+    def training_loss(self, inputs: torch.Tensor, targets: torch.Tensor, **context) -> torch.Tensor:
+        """Next-item loss at every non-padding position; ``targets`` [batch, seq], 0 = ignore.
+
+        ``context`` values are per-row tensors/lists; ``final_states`` receives them repeated per position
+        through ``rows`` (the batch row of each position).
+        """
+        mask = targets > 0
+        rows = mask.nonzero()[:, 0]  # [positions] batch row of each supervised position
+        hidden = self.final_states(self.encode(inputs, **context)[mask], rows=rows, **context)  # [positions, dim]
+        gold = targets[mask]
+        table = self.output_table()
         if self.cfg.sasrec_loss == "ce":
-            logits = hidden @ self.item_emb.weight[1:].T  # [positions, items]
-            return F.cross_entropy(logits, gold - 1)
-        neg = torch.randint(1, len(self.item_ids) + 1, gold.shape, device=gold.device)
-        pos_logit = (hidden * self.item_emb(gold)).sum(-1)
-        neg_logit = (hidden * self.item_emb(neg)).sum(-1)
+            return F.cross_entropy(hidden @ table.T, gold - 1)
+        neg = torch.randint(0, len(self.item_ids), gold.shape, device=gold.device)
+        pos_logit = (hidden * table[gold - 1]).sum(-1)
+        neg_logit = (hidden * table[neg]).sum(-1)
         return F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + \
             F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
 
     @torch.no_grad()
-    def score(self, histories: Sequence[Sequence[str]], batch_size: int = 256) -> torch.Tensor:
+    def score(self, histories: Sequence[Sequence[str]], batch_size: int = 256, **context) -> torch.Tensor:
         """Scores over the catalogue ``[len(histories), num_items]`` from each history's last position."""
         self.eval()
         device = self.item_emb.weight.device
+        table = self.output_table()
         out = []
         for start in range(0, len(histories), batch_size):
             chunk = histories[start:start + batch_size]
@@ -110,33 +131,19 @@ class SASRec(nn.Module):
                 seqs[row, :len(idx)] = torch.tensor(idx)
                 lengths.append(len(idx))
             width = max(lengths)
-            hidden = self.encode(seqs[:, :width].to(device))  # [batch, width, dim]
+            chunk_context = {k: v[start:start + batch_size] for k, v in context.items()}
+            hidden = self.encode(seqs[:, :width].to(device), **chunk_context)  # [batch, width, dim]
             last = hidden[torch.arange(len(chunk)), torch.tensor(lengths) - 1]  # [batch, dim]
-            out.append((last @ self.item_emb.weight[1:].T).float().cpu())
+            last = self.final_states(last, rows=torch.arange(len(chunk)), **chunk_context)
+            out.append((last @ table.T).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.item_ids))
-
-    def recommend(self, histories: Sequence[Sequence[str]], k: int = 10,
-                  exclude_history: bool = False) -> list[list[tuple[str, float]]]:
-        """Top-``k`` (item_id, score) per history, best first; optionally never recommend history items."""
-        scores = self.score(histories)
-        if exclude_history:
-            for row, history in enumerate(histories):
-                scores[row, [self._index_of(i) - 1 for i in history]] = -math.inf
-        top = scores.topk(min(k, scores.shape[1]), dim=1)
-        return [
-            [(self.item_ids[int(i)], float(s)) for s, i in zip(vals, idx, strict=True) if s > -math.inf]
-            for vals, idx in zip(top.values, top.indices, strict=True)
-        ]
 
     def item_embeddings(self) -> np.ndarray:
         """``[num_items, dim]`` float32, in ``item_ids`` order (padding row dropped)."""
-        return self.item_emb.weight[1:].detach().float().cpu().numpy().copy()
+        return self.output_table().detach().float().cpu().numpy().copy()
 
     def _index_of(self, item_id: str) -> int:
-        try:
-            return self.index[item_id]
-        except KeyError:
-            raise ValueError(f"item {item_id!r} is not in the SASRec catalogue ({len(self.item_ids)} items)") from None
+        return self.catalogue_positions([item_id])[0] + 1
 
     # ---- persistence ------------------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike) -> None:
@@ -203,36 +210,22 @@ def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: t
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
-def full_ranking_metrics(model: SASRec, histories: Sequence[Sequence[str]], targets: Sequence[str],
-                         k: int = 10) -> dict[str, float]:
-    """Recall@k and NDCG@k ranking the target among ALL catalogue items (nothing excluded, ties pessimistic)."""
-    if not histories:
-        return {f"recall@{k}": 0.0, f"ndcg@{k}": 0.0}
-    scores = model.score(histories)  # [examples, items]
-    gold = torch.tensor([model._index_of(t) - 1 for t in targets])
-    target = scores[torch.arange(len(gold)), gold].unsqueeze(1)  # [examples, 1]
-    rank = (scores >= target).sum(1) - 1  # 0 = best; ties count against the target (no optimistic ties)
-    hit = rank < k
-    ndcg = torch.where(hit, 1.0 / torch.log2(rank.float() + 2.0), torch.zeros(()))
-    return {f"recall@{k}": float(hit.float().mean()), f"ndcg@{k}": float(ndcg.mean())}
+def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.PathLike | None = None,
+                 model: SASRec | None = None) -> SASRec:
+    """Train on ``split.train_sequences()`` only; early-stop on valid NDCG@10 and restore the best weights.
 
-
-def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.PathLike | None = None) -> SASRec:
-    """Train on ``split.train_sequences()`` only; early-stop on valid NDCG@10 and restore the best weights."""
+    ``model``: an (extended) SASRec built by the caller; default a plain one over the split's catalogue.
+    """
     _seed_everything(cfg.sasrec_seed)
-    model = SASRec(split.dataset.item_ids(), cfg).to(cfg.sasrec_device)
+    model = (model or SASRec(split.dataset.item_ids(), cfg)).to(cfg.sasrec_device)
     inputs, targets = training_windows(split.train_sequences(), model.index, cfg.sasrec_max_len)
     lengths = (targets > 0).sum(1)  # [windows]
     valid = split.eval_examples("valid")
-    histories, gold = list(valid["history"]), list(valid["target"])
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.sasrec_lr, weight_decay=cfg.sasrec_weight_decay)
     generator = torch.Generator().manual_seed(cfg.sasrec_seed)
-    best, best_state, since_best = -1.0, None, 0
-    started = time.perf_counter()
-    logger.info("SASRec: %d items, %d training windows, %d valid examples", len(model.item_ids), len(inputs), len(gold))
-    bar = tqdm(range(1, cfg.sasrec_epochs + 1), desc="sasrec epochs")
-    for epoch in bar:
-        model.train()
+    logger.info("SASRec: %d items, %d training windows, %d valid examples", len(model.item_ids), len(inputs), len(valid))
+
+    def run_epoch(epoch: int) -> float:
         total, steps = 0.0, 0
         for batch in length_bucketed_batches(lengths, cfg.sasrec_batch_size, generator):
             x, y = inputs[batch], targets[batch]
@@ -242,27 +235,13 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
             loss.backward()
             optim.step()
             total, steps = total + loss.item(), steps + 1
-        record = {"epoch": epoch, "loss": total / steps, "seconds": round(time.perf_counter() - started, 2)}
-        if cfg.sasrec_patience and histories and epoch % cfg.sasrec_eval_every == 0:
-            record.update({f"valid_{k}": v for k, v in full_ranking_metrics(model, histories, gold).items()})
-            if record["valid_ndcg@10"] > best:
-                best, since_best = record["valid_ndcg@10"], 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                since_best += 1
-        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
-        logger.debug("sasrec %s", record)
-        if log_file:
-            with open(log_file, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-        if cfg.sasrec_patience and since_best >= cfg.sasrec_patience:
-            logger.info("SASRec early stop at epoch %d (best valid NDCG@10 %.4f)", epoch, best)
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.train_info = {"epochs": epoch, "best_valid_ndcg@10": best, "seconds": time.perf_counter() - started,
-                        "windows": len(inputs)}
-    return model.eval()
+        return total / steps
+
+    train_with_early_stopping(model, run_epoch, list(valid["history"]), list(valid["target"]),
+                              epochs=cfg.sasrec_epochs, patience=cfg.sasrec_patience,
+                              eval_every=cfg.sasrec_eval_every, log_file=log_file, desc="sasrec epochs")
+    model.train_info["windows"] = len(inputs)
+    return model
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,0 +1,26 @@
+"""Dense recommenders: one interface (``DenseRecommender``), one SASRec with extension points.
+
+Depends only on ``recdata`` and torch, so the tokenizer (item vectors), the evaluation (rows) and the pipeline
+all read them from here and data flows one way. See ``base.py`` for the interface.
+"""
+
+from alignrec.recommenders.base import (
+    DenseRecommender,
+    as_recommend_fn,
+    full_ranking_metrics,
+    train_with_early_stopping,
+)
+from alignrec.recommenders.sasrec import SASRec, length_bucketed_batches, train_sasrec, training_windows
+from alignrec.recommenders.sasrec_config import SASRecConfig
+
+__all__ = [
+    "DenseRecommender",
+    "SASRec",
+    "SASRecConfig",
+    "as_recommend_fn",
+    "full_ranking_metrics",
+    "length_bucketed_batches",
+    "train_sasrec",
+    "train_with_early_stopping",
+    "training_windows",
+]

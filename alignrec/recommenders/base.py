@@ -1,0 +1,155 @@
+"""The one interface of dense recommenders (SASRec, LEARN towers, knowledge SASRec, multi-scenario backbone).
+
+A dense recommender trains on ``split.train_sequences()`` only, scores the whole catalogue from a history and
+exposes an item table. That gives the three uses every one of them has, written once here:
+
+- ``recommend`` -> an evaluation row / cache (``as_recommend_fn``), with the same ``exclude_history`` rule;
+- ``item_embeddings`` -> tokenizer input (``embeddings.source``);
+- ``full_ranking_metrics`` + ``train_with_early_stopping`` -> model selection on the valid targets only.
+
+Subclasses implement ``score`` (and ``item_embeddings``); ``context`` carries per-row side inputs that a
+model may need (``user_ids`` for user knowledge, ``scenarios`` for multi-scenario), ignored by others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+RecommendList = list[list[tuple[str, float]]]
+
+
+class DenseRecommender(nn.Module):
+    """Catalogue ``item_ids`` (index ``i`` <-> ``item_ids[i]``), full-catalogue ``score`` and ``recommend``."""
+
+    item_ids: list[str]
+
+    def __init__(self, item_ids: Sequence[str]) -> None:
+        super().__init__()
+        self.item_ids = [str(i) for i in item_ids]
+        self.catalogue_index = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        self.train_info: dict[str, Any] = {}  # epochs, best valid NDCG@10, seconds: filled by training
+
+    def score(self, histories: Sequence[Sequence[str]], **context: Any) -> torch.Tensor:
+        """Scores ``[len(histories), len(item_ids)]`` (higher = better), on CPU, float32."""
+        raise NotImplementedError
+
+    def item_embeddings(self) -> np.ndarray:
+        """``[len(item_ids), dim]`` float32 in ``item_ids`` order: the vectors a tokenizer can read."""
+        raise NotImplementedError
+
+    def catalogue_positions(self, items: Sequence[str]) -> list[int]:
+        """0-based catalogue positions of ``items``; an unknown id is a ValueError naming it."""
+        try:
+            return [self.catalogue_index[i] for i in items]
+        except KeyError as exc:
+            raise ValueError(f"item {exc.args[0]!r} is not in the catalogue of this "
+                             f"{type(self).__name__} ({len(self.item_ids)} items)") from None
+
+    @torch.no_grad()
+    def recommend(self, histories: Sequence[Sequence[str]], k: int = 10, exclude_history: bool = True,
+                  **context: Any) -> RecommendList:
+        """Top-``k`` (item_id, score) per history, best first; ``exclude_history`` never returns a history item."""
+        scores = self.score(histories, **context)
+        if exclude_history:
+            for row, history in enumerate(histories):
+                scores[row, self.catalogue_positions(history)] = -math.inf
+        top = scores.topk(min(k, scores.shape[1]), dim=1)
+        return [
+            [(self.item_ids[int(i)], float(s)) for s, i in zip(vals, idx, strict=True) if s > -math.inf]
+            for vals, idx in zip(top.values, top.indices, strict=True)
+        ]
+
+
+def as_recommend_fn(model: DenseRecommender, k: int, exclude_history: bool = True,
+                    context_fn: Callable[[Sequence[str]], dict[str, Any]] | None = None):
+    """``recommend_fn(user_ids, histories)`` for ``inference.evaluate_recommender`` and the cache build."""
+
+    def recommend_fn(user_ids: Sequence[str], histories: Sequence[Sequence[str]]) -> RecommendList:
+        context = context_fn(user_ids) if context_fn else {}
+        return model.recommend(histories, k=k, exclude_history=exclude_history, **context)
+
+    return recommend_fn
+
+
+@torch.no_grad()
+def full_ranking_metrics(model: DenseRecommender, histories: Sequence[Sequence[str]], targets: Sequence[str],
+                         k: int = 10, exclude_history: bool = True, **context: Any) -> dict[str, float]:
+    """Recall@k / NDCG@k of each target among all catalogue items (ties count against the target).
+
+    ``exclude_history`` masks history items as the evaluation and the cache do, so model selection measures
+    what is served.
+    """
+    if not histories:
+        return {f"recall@{k}": 0.0, f"ndcg@{k}": 0.0}
+    scores = model.score(histories, **context)  # [examples, items]
+    gold = torch.tensor(model.catalogue_positions(targets))
+    if exclude_history:
+        for row, history in enumerate(histories):
+            keep = scores[row, gold[row]].clone()
+            scores[row, model.catalogue_positions(history)] = -math.inf
+            scores[row, gold[row]] = keep  # a target repeated from the history is still ranked
+    target = scores[torch.arange(len(gold)), gold].unsqueeze(1)  # [examples, 1]
+    rank = (scores >= target).sum(1) - 1  # 0 = best
+    hit = rank < k
+    ndcg = torch.where(hit, 1.0 / torch.log2(rank.float() + 2.0), torch.zeros(()))
+    return {f"recall@{k}": float(hit.float().mean()), f"ndcg@{k}": float(ndcg.mean())}
+
+
+def train_with_early_stopping(
+    model: DenseRecommender,
+    run_epoch: Callable[[int], float],
+    valid_histories: Sequence[Sequence[str]],
+    valid_targets: Sequence[str],
+    *,
+    epochs: int,
+    patience: int,
+    eval_every: int = 1,
+    log_file: str | os.PathLike | None = None,
+    desc: str = "epochs",
+    valid_context: dict[str, Any] | None = None,
+) -> DenseRecommender:
+    """Run ``run_epoch(epoch) -> mean loss``; keep the weights with the best valid NDCG@10 (valid targets only).
+
+    ``patience`` 0 trains every epoch and keeps the last weights. ``model.train_info`` gets the epochs run, the
+    best valid NDCG@10 and the seconds.
+    """
+    best, best_state, since_best, epoch = -1.0, None, 0, 0
+    started = time.perf_counter()
+    bar = tqdm(range(1, epochs + 1), desc=desc)
+    for epoch in bar:
+        model.train()
+        record: dict[str, Any] = {"epoch": epoch, "loss": run_epoch(epoch),
+                                  "seconds": round(time.perf_counter() - started, 2)}
+        if patience and valid_histories and epoch % eval_every == 0:
+            model.eval()
+            metrics = full_ranking_metrics(model, valid_histories, valid_targets, **(valid_context or {}))
+            record.update({f"valid_{k}": v for k, v in metrics.items()})
+            if record["valid_ndcg@10"] > best:
+                best, since_best = record["valid_ndcg@10"], 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                since_best += 1
+        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+        if log_file:
+            with open(log_file, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        if patience and since_best >= patience:
+            logger.info("%s: early stop at epoch %d (best valid NDCG@10 %.4f)", desc, epoch, best)
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.train_info = {"epochs": epoch, "best_valid_ndcg@10": best, "seconds": time.perf_counter() - started}
+    return model.eval()

@@ -1,0 +1,54 @@
+"""``SASRecConfig``: hyper-parameters of the one SASRec (CF item encoder, baseline, extension base)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SASREC_LOSSES = ("ce", "bce")
+
+
+@dataclass
+class SASRecConfig:
+    """SASRec hyper-parameters; also the CF baseline that evaluation compares against."""
+
+    sasrec_dim: int = field(default=64, metadata={"help": "Hidden size = item embedding size of the CF part."})
+    sasrec_layers: int = field(default=2, metadata={"help": "Self-attention blocks (more = more capacity, slower)."})
+    sasrec_heads: int = field(default=2, metadata={"help": "Attention heads; must divide sasrec_dim."})
+    sasrec_dropout: float = field(default=0.3, metadata={"help": "Dropout on embeddings, attention and FFN."})
+    sasrec_max_len: int = field(
+        default=50, metadata={"help": "Longest item window the model reads; longer sequences are cut into windows."}
+    )
+    sasrec_loss: str = field(
+        default="ce", metadata={"help": "'ce': full softmax over the catalogue (best on small catalogues); "
+                                        "'bce': one sampled negative per position (original SASRec)."}
+    )
+    sasrec_lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
+    sasrec_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    sasrec_batch_size: int = field(default=128, metadata={"help": "Training windows per step."})
+    sasrec_epochs: int = field(default=200, metadata={"help": "Maximum epochs (early stopping usually ends sooner)."})
+    sasrec_patience: int = field(
+        default=10, metadata={"help": "Stop after this many evaluations without a better valid NDCG@10; "
+                                      "0 disables early stopping (train all epochs, keep the last weights)."}
+    )
+    sasrec_eval_every: int = field(default=1, metadata={"help": "Evaluate on the valid targets every N epochs."})
+    sasrec_seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling and dropout."})
+    sasrec_device: str = field(default="cpu", metadata={"help": "torch device for SASRec ('cpu', 'cuda', ...)."})
+
+    def __post_init__(self) -> None:
+        validate_sasrec(self)
+
+
+def validate_sasrec(cfg: SASRecConfig) -> None:
+    positive = ("sasrec_dim", "sasrec_layers", "sasrec_heads", "sasrec_max_len", "sasrec_batch_size",
+                "sasrec_epochs", "sasrec_eval_every")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.sasrec_dim % cfg.sasrec_heads:
+        raise ValueError(f"sasrec_heads ({cfg.sasrec_heads}) must divide sasrec_dim ({cfg.sasrec_dim})")
+    if not 0.0 <= cfg.sasrec_dropout < 1.0:
+        raise ValueError(f"sasrec_dropout must be in [0, 1), got {cfg.sasrec_dropout}")
+    if cfg.sasrec_loss not in SASREC_LOSSES:
+        raise ValueError(f"sasrec_loss must be one of {SASREC_LOSSES}, got {cfg.sasrec_loss!r}")
+    if cfg.sasrec_lr <= 0 or cfg.sasrec_weight_decay < 0 or cfg.sasrec_patience < 0:
+        raise ValueError("sasrec_lr must be > 0, sasrec_weight_decay and sasrec_patience >= 0")
