@@ -11,6 +11,13 @@ from recdata.config import config_to_dict, parse_config
 
 logger = logging.getLogger(__name__)
 
+AUTO_BEAM_FACTOR = 1.5
+
+
+def auto_beams(max_k: int) -> int:
+    """Default beam width for a top-``max_k`` list: wider than K, so the K-th slot is not the beam's edge."""
+    return int(round(AUTO_BEAM_FACTOR * max_k))
+
 
 @dataclass
 class EvaluateConfig:
@@ -19,10 +26,13 @@ class EvaluateConfig:
     out_dir: str = field(metadata={"help": "Where metrics.json and metrics.md are written."})
     part: str = field(default="test", metadata={"help": "Targets to score: 'valid' or 'test'."})
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20], metadata={"help": "Cut-offs K for Recall/NDCG@K."})
-    num_beams: int = field(default=20, metadata={"help": "Beam width; must be >= max(ks) (beams are the candidates)."})
+    num_beams: int = field(
+        default=0, metadata={"help": f"Beam width, >= max(ks) (beams are the candidates); 0 = auto: "
+                                     f"{AUTO_BEAM_FACTOR} x max(ks) (a beam of exactly K limits Recall@K)."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Users per beam-search batch (one prefill each)."})
-    exclude_history: bool = field(default=False, metadata={"help": "Never recommend items in the user's history "
-                                                                   "(applied to the model and the baseline)."})
+    exclude_history: bool = field(default=True, metadata={"help": "Never recommend items in the user's history "
+                                                                  "(every row: model and baselines; as the cache)."})
     max_examples: int | None = field(default=None, metadata={"help": "Score only the first N examples (smoke runs)."})
     popularity_baseline: bool = field(default=True, metadata={"help": "Add the most-popular baseline to the table."})
     device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
@@ -32,6 +42,7 @@ class EvaluateConfig:
             raise ValueError(f"part must be 'valid' or 'test', got {self.part!r}")
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"ks must be positive integers, got {self.ks}")
+        self.num_beams = self.num_beams or auto_beams(max(self.ks))
         if self.num_beams < max(self.ks):
             raise ValueError(f"num_beams ({self.num_beams}) must be >= max(ks) ({max(self.ks)}); raise --num_beams")
         if self.batch_size < 1:

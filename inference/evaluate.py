@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 RecommendFn = Callable[[Sequence[str], Sequence[Sequence[str]]], list[list[tuple[str, float]]]]
 HISTORY_BUCKETS: tuple[tuple[str, int, int | None], ...] = (("1-3", 1, 3), ("4-9", 4, 9), (">=10", 10, None))
 POPULARITY_SHARES = (("head", 0.5), ("torso", 0.8))  # cumulative share of training interactions
+PER_USER_FILE = "per_user.json"
 
 
 def history_bucket(length: int) -> str:
@@ -89,6 +90,7 @@ def evaluate_recommender(
     per_example: dict[str, list[float]] = {f"{m}@{k}": [] for k in ks for m in ("recall", "ndcg")}
     hist_slice: list[str] = []
     pop_slice: list[str] = []
+    users: list[str] = []
     recommended_at = {k: set() for k in ks}
     invalid = duplicates = total = short = 0
     bar = tqdm(total=len(examples), desc="evaluate", unit="user", disable=not show_progress)
@@ -97,6 +99,7 @@ def evaluate_recommender(
         recs = recommend_fn(rows["user_id"], rows["history"])
         if len(recs) != len(rows["user_id"]):
             raise ValueError(f"recommend_fn returned {len(recs)} lists for {len(rows['user_id'])} users")
+        users.extend(str(u) for u in rows["user_id"])
         for history, target, rec in zip(rows["history"], rows["target"], recs, strict=True):
             ranked = [item for item, _ in rec][:max_k]
             total += len(ranked)
@@ -127,6 +130,8 @@ def evaluate_recommender(
             "history_length": _slice(arrays, hist_slice, [name for name, _, _ in HISTORY_BUCKETS]),
             "target_popularity": _slice(arrays, pop_slice, ["head", "torso", "tail", "unseen"]),
         },
+        # per example (one per user in leave-one-out): paired bootstrap over the same users, seeds tables
+        "per_user": {"user_id": users, **{name: v.tolist() for name, v in arrays.items()}},
     }
     if invalid:
         logger.warning("%d of %d recommended items are not in the catalogue", invalid, total)
@@ -166,10 +171,15 @@ def render_markdown(reports: Mapping[str, Mapping[str, Any]], title: str = "Eval
 
 def write_report(reports: Mapping[str, Mapping[str, Any]], out_dir: str | Path, extra: Mapping[str, Any] | None = None,
                  title: str = "Evaluation") -> tuple[Path, Path]:
-    """Atomically write ``metrics.json`` (reports + ``extra``, e.g. the resolved config) and ``metrics.md``."""
+    """Atomically write ``metrics.json`` (reports + ``extra``, e.g. the resolved config), ``metrics.md`` and
+    ``per_user.json`` (each recommender's per-user metrics, for paired bootstraps; see ``load_per_user``)."""
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / "metrics.json", out_dir / "metrics.md"
-    atomic_write_json(json_path, {"recommenders": dict(reports), **dict(extra or {})})
+    atomic_write_json(json_path, {"recommenders": {name: {k: v for k, v in rep.items() if k != "per_user"}
+                                                   for name, rep in reports.items()}, **dict(extra or {})})
+    per_user = {name: rep["per_user"] for name, rep in reports.items() if "per_user" in rep}
+    if per_user:
+        atomic_write_json(out_dir / PER_USER_FILE, per_user, indent=None)
     atomic_write_text(md_path, render_markdown(reports, title))
     return json_path, md_path
 
@@ -180,3 +190,13 @@ def _fmt(value: float | None) -> str:
 
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
+
+
+def load_per_user(out_dir: str | Path) -> dict[str, dict[str, list]]:
+    """``recommender -> {"user_id": [...], "ndcg@10": [...], ...}`` as ``write_report`` saved it."""
+    import json
+
+    path = Path(out_dir) / PER_USER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; re-run `alignrec evaluate` with this version")
+    return json.loads(path.read_text(encoding="utf-8"))

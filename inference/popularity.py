@@ -18,7 +18,7 @@ def train_popularity(split: SplitDataset) -> dict[str, int]:
     return dict(counts)
 
 
-def popularity_recommender(split: SplitDataset, k: int = 20, exclude_history: bool = False) -> RecommendFn:
+def popularity_recommender(split: SplitDataset, k: int = 20, exclude_history: bool = True) -> RecommendFn:
     """A ``recommend_fn(user_ids, histories)`` returning the top-``k`` training-popular items, count as score.
 
     Ties are broken by item id so results are deterministic; never-bought catalogue items fill the end.

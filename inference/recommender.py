@@ -122,7 +122,7 @@ def llm_recommender(
     item_tokenizer: Any,
     k: int,
     num_beams: int,
-    exclude_history: bool = False,
+    exclude_history: bool = True,
     batch_size: int = 8,
     prompt_fn: Any = None,
 ) -> Any:

@@ -17,7 +17,13 @@ from sft_tasks.context import TaskContext
 from sft_tasks.item_tasks import build_code2item, build_item2code
 from sft_tasks.negatives import build_binary, build_choice, build_preference, make_sampler
 from sft_tasks.queries import build_query2item
-from sft_tasks.sequential import build_fusion, build_seqrec, build_validation, seqrec_instruction
+from sft_tasks.sequential import (
+    build_fusion,
+    build_seqrec,
+    build_seqrec_full,
+    build_validation,
+    seqrec_instruction,
+)
 from sft_tasks.stats import dataset_stats, tokenizer_with_codes
 
 logger = logging.getLogger(__name__)
@@ -41,7 +47,7 @@ def _build_task(name: str, ctx: TaskContext, info: dict[str, Any]) -> ListTask:
         info[name] = {"negatives_by_prefix_level": dict(sorted(sampler.level_counts.items())),
                       "negative_shortfall": sampler.shortfall}
         return task
-    builders = {"seqrec": build_seqrec, "item2code": build_item2code, "code2item": build_code2item,
+    builders = {"seqrec": build_seqrec, "seqrec_full": build_seqrec_full, "item2code": build_item2code, "code2item": build_code2item,
                 "fusion": build_fusion, "query2item": build_query2item}
     return builders[name](ctx)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from sft_tasks.templates import TEMPLATES
 
-TASK_NAMES = ("seqrec", "item2code", "code2item", "fusion", "query2item", "binary", "choice")
+TASK_NAMES = ("seqrec", "seqrec_full", "item2code", "code2item", "fusion", "query2item", "binary", "choice")
 NEGATIVE_STRATEGIES = ("random", "popular", "hard")
 ITEM_TEXT_FIELDS = ("title", "brand", "categories", "description")
 

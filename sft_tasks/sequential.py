@@ -1,4 +1,5 @@
-"""Sequential tasks: ``seqrec`` (codes -> next code), ``fusion`` (titles <-> codes), and the validation set."""
+"""Sequential tasks: ``seqrec`` (codes -> next code), ``seqrec_full`` (a whole code sequence, loss on every item),
+``fusion`` (titles <-> codes), and the validation set."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from sft_tasks.context import TaskContext
 from sft_tasks.formatting import PromptFormatter
 from sft_tasks.templates import HISTORY_SEPARATOR, TEMPLATES
 
+VALIDATION_FEATURES = datasets.Features({
+    **FEATURES, "user_id": datasets.Value("string"), "history": datasets.Sequence(datasets.Value("string")),
+    "target": datasets.Value("string"),
+})
 _FORMATTERS: dict[tuple[int, str | None], PromptFormatter] = {}
 
 
@@ -47,6 +52,44 @@ def build_seqrec(ctx: TaskContext) -> ListTask:
     return ListTask("seqrec", prompts, [ctx.code[w.target] for w in ctx.windows], [w.user_id for w in ctx.windows])
 
 
+def full_sequence_windows(items: list[str], max_items: int) -> list[list[str]]:
+    """Cut a training sequence into windows of at most ``max_items`` items from its end, overlapping by one.
+
+    Every transition ``items[i-1] -> items[i]`` is supervised exactly once (as SASRec's training windows), and
+    the last window carries the most recent items, as the evaluation histories do.
+    """
+    out, end = [], len(items)
+    while end >= 2:
+        start = max(0, end - max_items)
+        out.append(items[start:end])
+        end = start + 1
+    return out[::-1]
+
+
+def build_seqrec_full(ctx: TaskContext) -> ListTask:
+    """Whole-sequence training for codes-only models: prompt = the first item, completion = every later item.
+
+    With completion-only loss this is a causal loss on every item's codes in one forward pass (what SASRec
+    does), ~``max_history`` times less compute per supervised item than one window per target. The prompt of
+    a window equals the seqrec prompt of its first item under the ``codes_only`` tokenizer (text is erased),
+    so inference is unchanged. Text tokenizers would see a format they are never prompted with: refused.
+    """
+    from recdata.hf_tokenizer import CODES_ONLY
+
+    if getattr(ctx.format.hf_tokenizer, "name_or_path", "") != CODES_ONLY:
+        from recdata.errors import ConfigError
+
+        raise ConfigError("task seqrec_full is for codes-only models (train.tokenizer_name_or_path: codes_only); "
+                          "text LLMs train on seqrec windows instead")
+    prompts, completions, users = [], [], []
+    for user_id, items in ctx.train_sequences:
+        for window in full_sequence_windows(list(items), ctx.max_history + 1):
+            prompts.append(ctx.format(seqrec_instruction(ctx.code[window[0]])))
+            completions.append(HISTORY_SEPARATOR.join(ctx.code[i] for i in window[1:]))
+            users.append(user_id)
+    return ListTask("seqrec_full", prompts, completions, users)
+
+
 def build_fusion(ctx: TaskContext) -> ListTask:
     """Two examples per window: titles -> next code, then codes -> next title."""
     t2c, c2t = ctx.templates("fusion_title2code"), ctx.templates("fusion_code2title")
@@ -70,11 +113,15 @@ def build_validation(ctx: TaskContext) -> datasets.Dataset:
     """``seqrec`` on the valid targets (history = everything before the target, truncated)."""
     examples = ctx.split.eval_examples("valid")
     index = ctx.cfg.validation_template_index
-    prompts, completions = [], []
+    prompts, completions, histories = [], [], []
     for history, target in zip(examples["history"], examples["target"], strict=True):
         history = history[-ctx.max_history:]
         prompts.append(ctx.format(seqrec_instruction(ctx.codes_text(history), index)))
         completions.append(ctx.code[target])
+        histories.append(list(history))
+    # user_id / history / target let the trainer's ranking validation rank the valid targets (never test ones)
     return datasets.Dataset.from_dict(
-        {"prompt": prompts, "completion": completions, "task": ["seqrec"] * len(prompts)}, features=FEATURES
+        {"prompt": prompts, "completion": completions, "task": ["seqrec"] * len(prompts),
+         "user_id": list(examples["user_id"]), "history": histories, "target": list(examples["target"])},
+        features=VALIDATION_FEATURES,
     )

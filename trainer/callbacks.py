@@ -68,10 +68,15 @@ def plot_loss_curve(metrics_path: str | os.PathLike, out_path: str | os.PathLike
 
     rows = read_metrics(metrics_path)
     series: dict[str, list[tuple[int, float]]] = {}
+    ranking: dict[str, list[tuple[int, float]]] = {}  # eval_ranking_*@10, on a second axis
     for row in rows:
         for key, value in row.items():
-            if (key == "loss" or (key.startswith("eval_") and key.endswith("loss"))) and isinstance(value, float | int):
+            if not isinstance(value, float | int):
+                continue
+            if key == "loss" or (key.startswith("eval_") and key.endswith("loss")):
                 series.setdefault(key, []).append((row["step"], float(value)))
+            elif key.startswith("eval_ranking_") and "@" in key:
+                ranking.setdefault(key, []).append((row["step"], float(value)))
     if not series:
         logger.warning("no loss values in %s; no loss curve written", metrics_path)
         return None
@@ -81,8 +86,17 @@ def plot_loss_curve(metrics_path: str | os.PathLike, out_path: str | os.PathLike
         ax.plot(steps, values, marker="o" if len(points) < 30 else None, label=key)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.legend()
     ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if ranking:
+        ax2 = ax.twinx()
+        for key, points in sorted(ranking.items()):
+            steps, values = zip(*points, strict=True)
+            ax2.plot(steps, values, linestyle="--", marker="s", label=key)
+        ax2.set_ylabel("validation ranking metric")
+        more = ax2.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.legend(handles, labels, fontsize=8)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")

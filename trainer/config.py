@@ -18,6 +18,7 @@ from recdata.config import parse_config
 logger = logging.getLogger(__name__)
 
 MODEL_INITS = ("pretrained", "scratch")
+SCRATCH_ARCHITECTURES = ("llama", "gpt2")
 FINETUNE_MODES = ("lora", "qlora", "full")
 ROW_INITS = ("auto", "codebook", "mean")
 ROW_TRAINING = ("trainable_tokens", "modules_to_save")
@@ -45,7 +46,17 @@ class ModelArguments:
         metadata={"help": "Folder of the HF tokenizer, or `codes_only` (text erased, only item code tokens; for "
                           "scratch models). Empty: model_name_or_path (or the default LLM folder)."},
     )
-    # Scratch Llama: each field changes capacity / speed of the from-scratch model.
+    # Scratch model: each field changes capacity / speed / regularisation of the from-scratch model.
+    scratch_architecture: str = field(
+        default="llama",
+        metadata={"help": "scratch: llama (RoPE, RMSNorm, SwiGLU; attention dropout only) or gpt2 (learned "
+                  "positions, GELU MLP; dropout on embeddings, residuals and attention: the regularised one).",
+                  "choices": list(SCRATCH_ARCHITECTURES)},
+    )
+    scratch_dropout: float = field(
+        default=0.0, metadata={"help": "scratch: dropout probability. gpt2: embedding, residual and attention "
+                                       "dropout; llama: attention dropout (it has no other)."}
+    )
     scratch_layers: int = field(default=4, metadata={"help": "scratch: number of decoder layers (depth)."})
     scratch_hidden: int = field(default=256, metadata={"help": "scratch: hidden size (width of every layer)."})
     scratch_heads: int = field(default=4, metadata={"help": "scratch: attention heads; must divide scratch_hidden."})
@@ -93,6 +104,9 @@ class ModelArguments:
                 f"model_init=scratch trains a random model, so adapters make no sense: set finetune_mode=full "
                 f"(got {self.finetune_mode!r})"
             )
+        _check_choice("scratch_architecture", self.scratch_architecture, SCRATCH_ARCHITECTURES)
+        if not 0.0 <= self.scratch_dropout < 1.0:
+            raise ValueError(f"scratch_dropout must be in [0, 1), got {self.scratch_dropout}")
         if self.scratch_hidden % self.scratch_heads:
             raise ValueError(f"scratch_heads={self.scratch_heads} must divide scratch_hidden={self.scratch_hidden}")
         if self.lora_r < 1 or not 0.0 <= self.lora_dropout < 1.0:
@@ -114,12 +128,23 @@ class DataArguments:
     )
     max_eval_samples: int = field(default=512, metadata={"help": "Cap on held-out rows (0 = no cap)."})
     max_train_samples: int = field(default=0, metadata={"help": "Cap on training rows, for smoke runs (0 = all)."})
+    ranking_eval_users: int = field(
+        default=0, metadata={"help": "Ranking validation: at every evaluation, constrained beam search for this "
+                                     "many valid users (a fixed seeded subset; valid targets only, never test) "
+                                     "logs eval_ranking_recall@10 / eval_ranking_ndcg@10. 0 = off."}
+    )
+    ranking_eval_beams: int = field(default=20, metadata={"help": "Ranking validation: beam width (>= 10)."})
+    ranking_eval_exclude_history: bool = field(
+        default=True, metadata={"help": "Ranking validation: never recommend history items (as evaluation does)."}
+    )
 
     def __post_init__(self) -> None:
         if not self.dataset_dir or not self.item_tokenizer_dir:
             raise ValueError("dataset_dir and item_tokenizer_dir are required (flags or YAML keys)")
-        if self.max_eval_samples < 0 or self.max_train_samples < 0:
-            raise ValueError("max_eval_samples and max_train_samples must be >= 0")
+        if self.max_eval_samples < 0 or self.max_train_samples < 0 or self.ranking_eval_users < 0:
+            raise ValueError("max_eval_samples, max_train_samples and ranking_eval_users must be >= 0")
+        if self.ranking_eval_beams < 10:
+            raise ValueError(f"ranking_eval_beams must be >= 10 (the metrics are @10), got {self.ranking_eval_beams}")
 
 
 @dataclass
@@ -134,9 +159,15 @@ class AlignRecTrainArguments:
     merge: bool = field(default=False, metadata={"help": "After training, also write OUTPUT/merged: a full model."})
     loss_curve: bool = field(default=True, metadata={"help": "Write OUTPUT/loss_curve.png at the end."})
     tensorboard: bool = field(default=True, metadata={"help": "Also log to TensorBoard (adds it to report_to)."})
+    early_stopping_patience: int = field(
+        default=0, metadata={"help": "Stop after this many evaluations without a better metric_for_best_model "
+                                     "(HF EarlyStoppingCallback; needs load_best_model_at_end). 0 = off."}
+    )
 
     def __post_init__(self) -> None:
         _check_choice("precision", self.precision, PRECISIONS)
+        if self.early_stopping_patience < 0:
+            raise ValueError(f"early_stopping_patience must be >= 0, got {self.early_stopping_patience}")
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:

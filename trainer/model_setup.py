@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerBase,
@@ -63,9 +65,23 @@ def quantization_config(dtype: torch.dtype):
     )
 
 
-def build_scratch_llama(args: ModelArguments, vocab_size: int, tok: PreTrainedTokenizerBase, dtype: torch.dtype):
-    """A small random Llama (TIGER-style generative retrieval trained from scratch)."""
+def build_scratch_model(args: ModelArguments, vocab_size: int, tok: PreTrainedTokenizerBase, dtype: torch.dtype):
+    """A small random decoder (TIGER-style generative retrieval trained from scratch): Llama or GPT-2.
+
+    GPT-2 is the regularised choice: HF Llama has attention dropout only, GPT-2 also drops embeddings and
+    residual branches, which a from-scratch model on a few thousand users needs (it overfits otherwise).
+    """
+    if args.scratch_architecture == "gpt2":
+        config = GPT2Config(
+            vocab_size=vocab_size, n_embd=args.scratch_hidden, n_layer=args.scratch_layers, n_head=args.scratch_heads,
+            n_inner=args.scratch_intermediate or 4 * args.scratch_hidden, n_positions=args.scratch_max_positions,
+            resid_pdrop=args.scratch_dropout, embd_pdrop=args.scratch_dropout, attn_pdrop=args.scratch_dropout,
+            tie_word_embeddings=args.scratch_tie_embeddings,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        )
+        return GPT2LMHeadModel(config).to(dtype)
     config = LlamaConfig(
+        attention_dropout=args.scratch_dropout,
         vocab_size=vocab_size,
         hidden_size=args.scratch_hidden,
         intermediate_size=args.scratch_intermediate or 4 * args.scratch_hidden,
@@ -81,7 +97,7 @@ def build_scratch_llama(args: ModelArguments, vocab_size: int, tok: PreTrainedTo
 
 def load_base_model(args: ModelArguments, dtype: torch.dtype, tok: PreTrainedTokenizerBase):
     if args.model_init == "scratch":
-        return build_scratch_llama(args, len(tok), tok, dtype)
+        return build_scratch_model(args, len(tok), tok, dtype)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if args.finetune_mode == "qlora":
         kwargs["quantization_config"] = quantization_config(dtype)

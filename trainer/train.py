@@ -16,6 +16,7 @@ from trainer.config import AlignRecTrainArguments, DataArguments, ModelArguments
 from trainer.export import MANIFEST_FILE, build_manifest, merge_run, save_run
 from trainer.launch import is_main_process
 from trainer.model_setup import model_dir, setup_model
+from trainer.ranking_validation import RankingValidationCallback, ranking_subset
 from trainer.trl_trainer import AlignRecSFTTrainer
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,12 @@ REQUIRED_COLUMNS = ("prompt", "completion")
 
 def load_task_datasets(data: DataArguments) -> tuple[datasets.Dataset, datasets.Dataset | None]:
     """Train rows and held-out rows (validation rows of ``eval_task``), validated against the contract."""
+    train, evalset, _ = load_task_splits(data)
+    return train, evalset
+
+
+def load_task_splits(data: DataArguments) -> tuple[datasets.Dataset, datasets.Dataset | None, datasets.Dataset | None]:
+    """``load_task_datasets`` plus the full validation split (for ranking validation; None when absent)."""
     path = Path(data.dataset_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"dataset_dir={path} does not exist; build it with `alignrec tasks` (sft_tasks)")
@@ -52,7 +59,7 @@ def load_task_datasets(data: DataArguments) -> tuple[datasets.Dataset, datasets.
         evalset = evalset.select(range(min(data.max_eval_samples, len(evalset))))
     keep = list(REQUIRED_COLUMNS)
     train = train.select_columns(keep)
-    return train, (evalset.select_columns(keep) if evalset is not None else None)
+    return train, (evalset.select_columns(keep) if evalset is not None else None), dd.get("validation")
 
 
 def _resolve_resume(sft: SFTConfig) -> str | None:
@@ -83,6 +90,31 @@ def _guard_output_dir(output_dir: Path, item_hash: str, resume: str | None) -> N
             )
 
 
+def selection_callbacks(data_args: DataArguments, run_args: AlignRecTrainArguments, sft: SFTConfig,
+                        validation: datasets.Dataset | None, item_tokenizer, hf_tokenizer) -> list:
+    """Ranking validation (valid users only) and early stopping, in the order the Trainer must call them."""
+    from transformers import EarlyStoppingCallback
+
+    callbacks: list = []
+    if data_args.ranking_eval_users:
+        if validation is None or sft.eval_strategy == "no":
+            from recdata.errors import ConfigError
+
+            raise ConfigError("ranking_eval_users needs a validation split and eval_strategy steps|epoch")
+        subset = ranking_subset(validation, data_args.ranking_eval_users, sft.seed)
+        callbacks.append(RankingValidationCallback(subset, item_tokenizer, hf_tokenizer,
+                                                   num_beams=data_args.ranking_eval_beams,
+                                                   exclude_history=data_args.ranking_eval_exclude_history))
+    if run_args.early_stopping_patience:
+        if not (sft.load_best_model_at_end and sft.metric_for_best_model):
+            from recdata.errors import ConfigError
+
+            raise ConfigError("early_stopping_patience needs load_best_model_at_end: true and metric_for_best_model "
+                              "(e.g. eval_ranking_ndcg@10 with ranking_eval_users > 0)")
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=run_args.early_stopping_patience))
+    return callbacks
+
+
 def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: AlignRecTrainArguments,
             sft: SFTConfig, extra_callbacks: list | None = None) -> Path:
     """Train and write the run folder; returns it. ``extra_callbacks``: more TrainerCallbacks (benchmarks)."""
@@ -95,7 +127,7 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
     item_tokenizer = ItemTokenizer.from_pretrained(data_args.item_tokenizer_dir)
     resume = _resolve_resume(sft)
     _guard_output_dir(output_dir, item_tokenizer.content_hash, resume)
-    train, evalset = load_task_datasets(data_args)
+    train, evalset, validation = load_task_splits(data_args)
     if evalset is None or sft.eval_strategy == "no":
         logger.warning("no held-out loss: %s", "no validation split" if evalset is None else "eval_strategy=no")
         evalset = None
@@ -109,12 +141,16 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(output_dir / RESOLVED_CONFIG_FILE, resolved)
+    ranking = selection_callbacks(data_args, run_args, sft, validation, item_tokenizer, bundle.tokenizer)
     trainer = AlignRecSFTTrainer(
         model=bundle.model, args=sft, train_dataset=train,
         eval_dataset={data_args.eval_task or "validation": evalset} if evalset is not None else None,
         processing_class=bundle.tokenizer, peft_config=bundle.peft_config,
-        callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *(extra_callbacks or [])],
+        callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *ranking, *(extra_callbacks or [])],
     )
+    for callback in ranking:
+        if isinstance(callback, RankingValidationCallback):
+            callback.bind(trainer)
     trainer.train(resume_from_checkpoint=resume)
     kind = "full" if bundle.peft_config is None else "adapter"
     manifest = build_manifest(kind, base, item_tokenizer, bundle.code_token_ids, bundle.embedding_rows,

@@ -304,12 +304,15 @@ def run_export(ctx: StageContext) -> dict[str, Any]:
 STAGES: list[Stage] = [
     Stage("data", run_data, (),
           extra_key=lambda section, run_cfg: {"source_files": _source_identity(section.get("path", ""))}),
-    Stage("embeddings", run_embeddings, ("data",)),
+    # version 2: SASRec model selection masks history items (as evaluation does)
+    Stage("embeddings", run_embeddings, ("data",), version=2),
     Stage("tokenizer", run_tokenizer, ("data", "embeddings")),
-    Stage("tasks", run_tasks, ("data", "tokenizer"),
+    # version 2: validation rows carry user_id / history / target (ranking validation)
+    Stage("tasks", run_tasks, ("data", "tokenizer"), version=2,
           extra_key=lambda section, run_cfg: {"hf_tokenizer": train_model_dir(run_cfg)}),
     Stage("train", run_train, ("tasks", "tokenizer")),
-    Stage("evaluate", run_evaluate, ("data", "train", "embeddings")),
+    # version 2: exclude_history true and num_beams auto (1.5 x max K) by default; per-user metrics saved
+    Stage("evaluate", run_evaluate, ("data", "train", "embeddings"), version=2),
     Stage("cache", run_cache, ("data", "train")),
     Stage("export", run_export, ("data", "train")),
 ]

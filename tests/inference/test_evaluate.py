@@ -8,7 +8,13 @@ import math
 import datasets
 import pytest
 
-from inference.evaluate import evaluate_recommender, history_bucket, popularity_buckets, write_report
+from inference.evaluate import (
+    evaluate_recommender,
+    history_bucket,
+    load_per_user,
+    popularity_buckets,
+    write_report,
+)
 from inference.metrics import ndcg_at_k, recall_at_k
 from inference.popularity import popularity_recommender, train_popularity
 
@@ -87,7 +93,7 @@ def test_popularity_recommender_on_tiny_split(tiny_split):
     counts = train_popularity(tiny_split)
     # training parts: u1 i1 i2 i3, u2 i2 i3, u3 i5, u4 i8 i4 i1 i2, u5 i3
     assert counts == {"i1": 2, "i2": 3, "i3": 3, "i4": 1, "i5": 1, "i8": 1}
-    fn = popularity_recommender(tiny_split, k=4)
+    fn = popularity_recommender(tiny_split, k=4, exclude_history=False)
     assert fn(["u"], [["i2"]]) == [[("i2", 3.0), ("i3", 3.0), ("i1", 2.0), ("i4", 1.0)]]
     excl = popularity_recommender(tiny_split, k=8, exclude_history=True)
     rec = excl(["u"], [["i2", "i4"]])[0]
@@ -98,8 +104,8 @@ def test_evaluate_popularity_baseline_and_write_report(tiny_split, tmp_path):
     examples = tiny_split.eval_examples("test")
     catalogue = tiny_split.dataset.item_ids()
     pop = train_popularity(tiny_split)
-    rep = evaluate_recommender(popularity_recommender(tiny_split, k=5), examples, (1, 5), catalogue, pop,
-                               show_progress=False)
+    rep = evaluate_recommender(popularity_recommender(tiny_split, k=5, exclude_history=False), examples, (1, 5),
+                               catalogue, pop, show_progress=False)
     # top-5 popular: i2 i3 i1 i4 i5; test targets: u1 i5 (rank 4), u2 i7, u3 i1 (rank 2), u4 i7, u5 i5 (rank 4)
     assert rep["overall"]["recall@5"] == pytest.approx(3 / 5)
     assert rep["overall"]["ndcg@5"] == pytest.approx((2 / math.log2(6) + 1 / math.log2(4)) / 5)
@@ -112,6 +118,10 @@ def test_evaluate_popularity_baseline_and_write_report(tiny_split, tmp_path):
     assert "| popularity | 5 | 0.0000 | 0.6000 |" in md
     assert "## Target popularity" in md and "| popularity | unseen |" in md
     assert not [p for p in (tmp_path / "eval").iterdir() if p.name.startswith(".")]  # no temp files left
+    per_user = load_per_user(tmp_path / "eval")["popularity"]
+    assert per_user["user_id"] == list(examples["user_id"])
+    assert per_user["recall@5"] == [1.0, 0.0, 1.0, 0.0, 1.0]  # u1 i5, u2 i7 (miss), u3 i1, u4 i7 (miss), u5 i5
+    assert "per_user" not in data["recommenders"]["popularity"]
 
 
 def test_evaluate_rejects_bad_input():
