@@ -43,6 +43,12 @@ class TokenizerConfig:
     latent_dim: int = field(default=32, metadata={"help": "Quantised latent size; codebook vectors live here."})
     beta: float = field(default=0.25, metadata={"help": "Commitment weight: pulls encoder outputs to their codes."})
     # --- alignment loss (the paper's contribution)
+    quantizer: str = field(
+        default="rqvae",
+        metadata={"help": "rqvae: MLP encoder + residual codebooks trained with reconstruction (+ alignment) loss. "
+                  "rkmeans: residual k-means on the standardised item vectors, no training (GRID: on par with "
+                  "RQ-VAE); needs align_weight 0.", "choices": ["rqvae", "rkmeans"]},
+    )
     align_weight: float = field(
         default=0.5,
         metadata={"help": "Weight of the LLM alignment loss (relative MSE between the projected quantised vector "
@@ -87,6 +93,10 @@ class TokenizerConfig:
             raise ValueError(f"hidden_dims must be positive widths, got {self.hidden_dims}")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if self.quantizer not in ("rqvae", "rkmeans"):
+            raise ValueError(f"quantizer must be rqvae or rkmeans, got {self.quantizer!r}")
+        if self.quantizer == "rkmeans" and self.align_weight > 0:
+            raise ValueError("quantizer=rkmeans trains nothing, so it has no alignment projection: set align_weight 0")
         if self.beta < 0 or self.align_weight < 0:
             raise ValueError(f"beta and align_weight must be >= 0, got {self.beta}, {self.align_weight}")
         if self.rq_epochs < 1 or self.rq_batch_size < 1 or self.rq_lr <= 0:

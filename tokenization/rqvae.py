@@ -45,6 +45,7 @@ class RQVAEConfig:
     latent_dim: int = 32
     beta: float = 0.25
     align_dim: int = 0  # LLM hidden size; 0 = no alignment projection
+    identity_encoder: bool = False  # residual k-means: quantise the standardised input itself (latent = in_dim)
 
     def __post_init__(self) -> None:
         if self.in_dim < 1 or self.latent_dim < 1:
@@ -53,6 +54,8 @@ class RQVAEConfig:
             raise ValueError(f"codebook_sizes must be a non-empty list of sizes >= 2, got {self.codebook_sizes}")
         self.codebook_sizes = [int(c) for c in self.codebook_sizes]
         self.hidden_dims = [int(h) for h in self.hidden_dims]
+        if self.identity_encoder and self.latent_dim != self.in_dim:
+            raise ValueError(f"identity_encoder needs latent_dim == in_dim, got {self.latent_dim} != {self.in_dim}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,8 +85,11 @@ class RQVAE(nn.Module):
     def __init__(self, cfg: RQVAEConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = _mlp([cfg.in_dim, *cfg.hidden_dims, cfg.latent_dim])
-        self.decoder = _mlp([cfg.latent_dim, *reversed(cfg.hidden_dims), cfg.in_dim])
+        if cfg.identity_encoder:  # residual k-means (GRID's RK-means): no encoder/decoder to train
+            self.encoder, self.decoder = nn.Identity(), nn.Identity()
+        else:
+            self.encoder = _mlp([cfg.in_dim, *cfg.hidden_dims, cfg.latent_dim])
+            self.decoder = _mlp([cfg.latent_dim, *reversed(cfg.hidden_dims), cfg.in_dim])
         self.codebooks = nn.ParameterList(
             [nn.Parameter(torch.randn(c, cfg.latent_dim) * 0.1) for c in cfg.codebook_sizes]
         )

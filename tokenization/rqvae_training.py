@@ -94,14 +94,16 @@ class DeadCodeTracker:
 
 
 def build_rqvae(cfg: TokenizerConfig, in_dim: int, num_items: int, align_dim: int = 0) -> RQVAE:
+    rkmeans = cfg.quantizer == "rkmeans"
     return RQVAE(
         RQVAEConfig(
             in_dim=in_dim,
             codebook_sizes=cfg.codebook_sizes(num_items),
-            hidden_dims=list(cfg.hidden_dims),
-            latent_dim=cfg.latent_dim,
+            hidden_dims=[] if rkmeans else list(cfg.hidden_dims),
+            latent_dim=in_dim if rkmeans else cfg.latent_dim,
             beta=cfg.beta,
             align_dim=align_dim if cfg.align_weight > 0 else 0,
+            identity_encoder=rkmeans,
         )
     )
 
@@ -138,9 +140,12 @@ def _train(vectors: np.ndarray, cfg: TokenizerConfig, targets: np.ndarray | None
     t_all = torch.from_numpy(targets).to(device) if cfg.align_weight > 0 else None
     rng = np.random.default_rng(cfg.rq_seed)
     model.set_input_stats(x_all)
-    if cfg.kmeans_init:
+    if cfg.kmeans_init or cfg.quantizer == "rkmeans":
         sample = rng.choice(n, size=min(n, cfg.kmeans_max_samples), replace=False)
         kmeans_init(model, x_all[torch.from_numpy(np.sort(sample)).to(device)], cfg.rq_seed)
+    if cfg.quantizer == "rkmeans":  # the codebooks are the per-level k-means centres; nothing is trained
+        model.eval()
+        return TrainResult(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.rq_lr, weight_decay=cfg.rq_weight_decay)
     batch = min(cfg.rq_batch_size, n)
     steps_per_epoch = -(-n // batch)

@@ -18,7 +18,7 @@ from recdata.config import parse_config
 logger = logging.getLogger(__name__)
 
 MODEL_INITS = ("pretrained", "scratch")
-SCRATCH_ARCHITECTURES = ("llama", "gpt2")
+SCRATCH_ARCHITECTURES = ("llama", "phi", "gpt2")
 FINETUNE_MODES = ("lora", "qlora", "full")
 ROW_INITS = ("auto", "codebook", "mean")
 ROW_TRAINING = ("trainable_tokens", "modules_to_save")
@@ -49,13 +49,15 @@ class ModelArguments:
     # Scratch model: each field changes capacity / speed / regularisation of the from-scratch model.
     scratch_architecture: str = field(
         default="llama",
-        metadata={"help": "scratch: llama (RoPE, RMSNorm, SwiGLU; attention dropout only) or gpt2 (learned "
-                  "positions, GELU MLP; dropout on embeddings, residuals and attention: the regularised one).",
+        metadata={"help": "scratch: llama (RoPE, RMSNorm, SwiGLU; attention dropout only), phi (RoPE, parallel "
+                  "attention + GELU MLP; dropout on embeddings, residuals and attention: the regularised one) or "
+                  "gpt2 (learned absolute positions, which do not extrapolate to histories longer than trained; "
+                  "dropout like phi).",
                   "choices": list(SCRATCH_ARCHITECTURES)},
     )
     scratch_dropout: float = field(
-        default=0.0, metadata={"help": "scratch: dropout probability. gpt2: embedding, residual and attention "
-                                       "dropout; llama: attention dropout (it has no other)."}
+        default=0.0, metadata={"help": "scratch: dropout probability. phi / gpt2: embedding, residual and "
+                                       "attention dropout; llama: attention dropout (it has no other)."}
     )
     scratch_layers: int = field(default=4, metadata={"help": "scratch: number of decoder layers (depth)."})
     scratch_hidden: int = field(default=256, metadata={"help": "scratch: hidden size (width of every layer)."})

@@ -20,6 +20,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
     PreTrainedTokenizerBase,
 )
 
@@ -66,11 +68,23 @@ def quantization_config(dtype: torch.dtype):
 
 
 def build_scratch_model(args: ModelArguments, vocab_size: int, tok: PreTrainedTokenizerBase, dtype: torch.dtype):
-    """A small random decoder (TIGER-style generative retrieval trained from scratch): Llama or GPT-2.
+    """A small random decoder (TIGER-style generative retrieval trained from scratch): Llama, Phi or GPT-2.
 
-    GPT-2 is the regularised choice: HF Llama has attention dropout only, GPT-2 also drops embeddings and
-    residual branches, which a from-scratch model on a few thousand users needs (it overfits otherwise).
+    Phi is the regularised choice: HF Llama has attention dropout only; Phi also drops embeddings and residual
+    branches, which a from-scratch model on a few thousand users needs (it overfits otherwise), and keeps
+    rotary positions (GPT-2's learned absolute positions fail on histories longer than the training windows).
     """
+    if args.scratch_architecture == "phi":
+        config = PhiConfig(
+            vocab_size=vocab_size, hidden_size=args.scratch_hidden, num_hidden_layers=args.scratch_layers,
+            num_attention_heads=args.scratch_heads, num_key_value_heads=args.scratch_kv_heads or args.scratch_heads,
+            intermediate_size=args.scratch_intermediate or 4 * args.scratch_hidden,
+            max_position_embeddings=args.scratch_max_positions, resid_pdrop=args.scratch_dropout,
+            embd_pdrop=args.scratch_dropout, attention_dropout=args.scratch_dropout,
+            tie_word_embeddings=args.scratch_tie_embeddings,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        )
+        return PhiForCausalLM(config).to(dtype)
     if args.scratch_architecture == "gpt2":
         config = GPT2Config(
             vocab_size=vocab_size, n_embd=args.scratch_hidden, n_layer=args.scratch_layers, n_head=args.scratch_heads,
