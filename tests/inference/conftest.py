@@ -18,10 +18,28 @@ def random_codes(num_items: int, codebook_sizes: list[int], seed: int = 0) -> np
     return grid[np.sort(pick)].astype(np.int64)
 
 
-@pytest.fixture
-def coded(tiny_hf_tokenizer, tiny_llama):
-    """(model, hf_tokenizer, item_tokenizer): 14 items with 3-level codes, tokens added, embeddings resized."""
+def tiny_decoder(architecture: str, vocab_size: int, tiny_llama):
+    """The tiny Llama, or a tiny Phi / GPT-2 (the other scratch architectures the trainer ships)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, PhiConfig, PhiForCausalLM
+
+    torch.manual_seed(0)
+    if architecture == "phi":
+        return PhiForCausalLM(PhiConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
+                                        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=512,
+                                        resid_pdrop=0.1, embd_pdrop=0.1, attention_dropout=0.1, pad_token_id=3))
+    if architecture == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=512,
+                                          pad_token_id=3))
+    return tiny_llama
+
+
+@pytest.fixture(params=["llama", "phi", "gpt2"])
+def coded(request, tiny_hf_tokenizer, tiny_llama):
+    """(model, hf_tokenizer, item_tokenizer) for each shipped architecture: 14 items with 3-level codes, tokens
+    added, embeddings resized."""
     from tokenization import ItemTokenizer
+
+    tiny_llama = tiny_decoder(request.param, len(tiny_hf_tokenizer), tiny_llama)
 
     item_ids = [f"item{i}" for i in range(14)]
     item_tok = ItemTokenizer.from_codes(item_ids, random_codes(14, CODEBOOKS), CODEBOOKS)
