@@ -24,7 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # Keys a section may hold that the pipeline itself consumes (not the stage's own config).
-PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline",), "train": ("launcher", "num_gpus", "deepspeed")}
+PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline",), "train": ("launcher", "num_gpus", "deepspeed"),
+                      "evaluate": ("sasrec_bce_baseline",)}
 
 
 def _check_injected(stage: str, section: dict[str, Any], injected: Any, source: str = "run config") -> None:
@@ -222,8 +223,25 @@ def _evaluate_classes():
     return [EvaluateConfig]
 
 
+def _bce_sasrec(ctx: StageContext):
+    """The BCE-loss SASRec (one sampled negative per position) that generative-recommendation papers report:
+    the embeddings section's SASRec hyper-parameters with ``sasrec_loss: bce``, trained here so adding the row
+    re-runs only this stage."""
+    import dataclasses
+
+    from alignrec.recommenders import train_sasrec
+    from recdata import SplitDataset
+
+    (emb_cfg,) = _build(_embedding_classes(), ctx.run_config.sections.get("embeddings", {}), {}, "embeddings")
+    split = SplitDataset.load(ctx.upstream("data") / "split")
+    model = train_sasrec(split, dataclasses.replace(emb_cfg.sasrec_config(), sasrec_loss="bce"),
+                         log_file=ctx.out_dir / "sasrec_bce_metrics.jsonl")
+    model.save_pretrained(ctx.out_dir / "sasrec_bce")
+    return model
+
+
 def run_evaluate(ctx: StageContext) -> dict[str, Any]:
-    from alignrec.recommenders import SASRec
+    from alignrec.recommenders import SASRec, as_recommend_fn
     from inference.cli import run_evaluate as evaluate
 
     injected = {"model_dir": str(ctx.upstream("train") / "model"), "split_dir": str(ctx.upstream("data") / "split"),
@@ -232,12 +250,10 @@ def run_evaluate(ctx: StageContext) -> dict[str, Any]:
     extra = {}
     sasrec_dir = ctx.upstream("embeddings") / "sasrec"
     if sasrec_dir.is_dir():
-        sasrec = SASRec.from_pretrained(sasrec_dir)
-
-        def sasrec_fn(user_ids, histories):
-            return sasrec.recommend(histories, k=max(cfg.ks), exclude_history=cfg.exclude_history)
-
-        extra["sasrec"] = sasrec_fn
+        extra["sasrec"] = as_recommend_fn(SASRec.from_pretrained(sasrec_dir), k=max(cfg.ks),
+                                          exclude_history=cfg.exclude_history)
+    if ctx.config.get("sasrec_bce_baseline", False):
+        extra["sasrec_bce"] = as_recommend_fn(_bce_sasrec(ctx), k=max(cfg.ks), exclude_history=cfg.exclude_history)
     reports = evaluate(cfg, extra_recommenders=extra)
     return {name: {"n": rep["n_examples"], **{k: rep["overall"][k] for k in ("recall@10", "ndcg@10") if k in rep["overall"]},
                    "invalid_rate": rep["invalid_rate"], "timing": rep.get("timing")}
