@@ -19,6 +19,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 ENTRY = Path(__file__).resolve().parent / "sft.py"
+DPO_ENTRY = Path(__file__).resolve().parent / "dpo.py"  # the preference stage launches it the same way
 LAUNCHERS = ("auto", "python", "deepspeed", "torchrun")
 
 
@@ -37,7 +38,7 @@ def _launch_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_command(launcher: str, num_gpus: int, rest: list[str]) -> list[str]:
+def build_command(launcher: str, num_gpus: int, rest: list[str], entry: Path = ENTRY) -> list[str]:
     import torch
 
     gpus = torch.cuda.device_count()
@@ -46,12 +47,12 @@ def build_command(launcher: str, num_gpus: int, rest: list[str]) -> list[str]:
     if launcher == "auto":
         launcher = "deepspeed" if wants_ds and gpus else "torchrun" if n > 1 else "python"
     if launcher == "python":
-        return [sys.executable, str(ENTRY), *rest]
+        return [sys.executable, str(entry), *rest]
     if launcher == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), str(ENTRY), *rest]
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), str(entry), *rest]
     beside = Path(sys.executable).with_name("deepspeed")  # this environment's launcher before any on PATH
     deepspeed = str(beside) if beside.exists() else shutil.which("deepspeed") or "deepspeed"
-    return [deepspeed, "--num_gpus", str(n), str(ENTRY), *rest]
+    return [deepspeed, "--num_gpus", str(n), str(entry), *rest]
 
 
 def _run_train(args, argv: list[str]) -> int:

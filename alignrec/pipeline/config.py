@@ -14,7 +14,7 @@ from typing import Any
 
 from recdata.config import load_yaml
 
-STAGE_NAMES = ("data", "embeddings", "tokenizer", "tasks", "train", "evaluate", "cache", "export")
+STAGE_NAMES = ("data", "embeddings", "tokenizer", "tasks", "train", "preference", "evaluate", "cache", "export")
 
 
 @dataclass

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrec.pipeline.runner import StageResult, read_stage_record
+from alignrec.pipeline.stages import SFT_ROW
 from recdata.io import atomic_write_text
 
 
@@ -27,6 +28,29 @@ def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
 
 def _link(run_dir: Path, path: Path, alt: str) -> list[str]:
     return [f"![{alt}]({path.relative_to(run_dir).as_posix()})", ""] if path.is_file() else []
+
+
+def _preference_lines(run_dir: Path, summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """DPO: how it trained, and SFT vs SFT+DPO on the evaluate stage's users (rows alignrec_sft / alignrec)."""
+    pref = summaries.get("preference")
+    if not pref:
+        return []
+    pairs = pref.get("pairs") or {}
+    lines = ["", "## Preference alignment (DPO on top of SFT)", ""]
+    lines += _table(["negatives", "per prompt", "train pairs", "beta", "wall time (s)", "first loss", "last loss",
+                     "last reward accuracy", "last held-out reward accuracy"],
+                    [[pairs.get("strategy"), pairs.get("negatives_per_prompt"), pairs.get("train_pairs"),
+                      pref.get("beta"), f"{pref.get('seconds', 0.0):.1f}", pref.get("first_loss"), pref.get("last_loss"),
+                      pref.get("last_reward_accuracy"), pref.get("last_eval_reward_accuracy")]])
+    metrics_json = run_dir / "evaluate" / "metrics.json"
+    reports = json.loads(metrics_json.read_text()).get("recommenders", {}) if metrics_json.is_file() else {}
+    if SFT_ROW in reports and "alignrec" in reports:
+        sft, dpo = reports[SFT_ROW]["overall"], reports["alignrec"]["overall"]
+        cols = [c for c in sorted(sft, key=lambda c: (c.split("@")[0], int(c.split("@")[1]))) if c in dpo]
+        lines += ["", f"Same {reports['alignrec']['n_examples']:,} users, same beam search (evaluate stage):", ""]
+        lines += _table(["model", *[c.replace("recall", "Recall").replace("ndcg", "NDCG") for c in cols]],
+                        [["SFT", *[sft[c] for c in cols]], ["SFT + DPO", *[dpo[c] for c in cols]]])
+    return lines + [""] + _link(run_dir, run_dir / "preference" / "model" / "loss_curve.png", "DPO loss curve")
 
 
 def write_report(run_dir: Path, results: list[StageResult], source: str) -> Path:
@@ -60,6 +84,8 @@ def write_report(run_dir: Path, results: list[StageResult], source: str) -> Path
                           train.get("last_loss"), train.get("last_eval_loss")]])
         lines += [""] + _link(run_dir, run_dir / "train" / "model" / "loss_curve.png", "loss curve")
 
+    lines += _preference_lines(run_dir, summaries)
+
     metrics_md = run_dir / "evaluate" / "metrics.md"
     if metrics_md.is_file():
         body = metrics_md.read_text().split("\n", 1)[1]  # drop its own title
@@ -80,6 +106,7 @@ def write_report(run_dir: Path, results: list[StageResult], source: str) -> Path
     lines += ["", "## Artefacts", ""]
     artefacts = [("split dataset", run_dir / "data" / "split"), ("item tokenizer", run_dir / "tokenizer" / "item_tokenizer"),
                  ("task datasets", run_dir / "tasks" / "dataset"), ("trained model", run_dir / "train" / "model"),
+                 ("preference pairs", run_dir / "preference" / "pairs"), ("DPO model", run_dir / "preference" / "model"),
                  ("metrics", run_dir / "evaluate" / "metrics.json"), ("cache shards", run_dir / "cache" / "build"),
                  ("serving store", run_dir / "cache" / "store"), ("vocabulary export", run_dir / "export" / "vocab")]
     lines += [f"- {what}: `{path}`" for what, path in artefacts if path.exists()]

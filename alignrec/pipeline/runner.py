@@ -5,6 +5,10 @@ summary) atomically. The key hashes the stage's resolved config, the keys of the
 per-stage code version, so a changed tokenizer config re-runs the tokenizer and everything downstream of it
 but nothing upstream. A stage whose key changed starts from an empty folder; one interrupted with the same
 key keeps its folder, so stages that checkpoint (training, cache build) resume.
+
+An optional stage (``enabled`` false for its section, e.g. ``preference`` without ``enabled: true``) is reported
+as ``off``: it does not run, its folder is left alone, and it drops out of the keys of the stages that read it, so
+turning it off gives every later stage the key it had before the optional stage existed.
 """
 
 from __future__ import annotations
@@ -47,12 +51,14 @@ class Stage:
     version: int = 1
     # What is hashed besides the section itself (e.g. the size and mtime of source files).
     extra_key: Callable[[dict[str, Any], Any], dict[str, Any]] = field(default=lambda section, run_config: {})
+    # Optional stages: whether this section turns the stage on (off: status "off", not part of downstream keys).
+    enabled: Callable[[dict[str, Any], Any], bool] = field(default=lambda section, run_config: True)
 
 
 @dataclass
 class StageResult:
     name: str
-    status: str  # "ran" | "skipped" | "not selected"
+    status: str  # "ran" | "skipped" | "not selected" | "off"
     seconds: float
     summary: dict[str, Any]
 
@@ -91,15 +97,19 @@ def run_stages(
         raise ValueError(f"--from {start} comes after --until {until}; stage order is {' -> '.join(names)}")
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    keys: dict[str, str] = {}
+    keys: dict[str, str | None] = {}
     stage_dirs = {s.name: run_dir / s.name for s in stages}
     results: list[StageResult] = []
     for index, stage in enumerate(stages):
         if index > last:
             break
         section = dict(sections.get(stage.name, {}))
+        if not stage.enabled(section, run_config):
+            keys[stage.name] = None
+            results.append(StageResult(stage.name, "off", 0.0, {}))
+            continue
         resolved = {"section": section, **stage.extra_key(section, run_config)}
-        key = stage_key(stage, resolved, {d: keys[d] for d in stage.depends_on})
+        key = stage_key(stage, resolved, {d: keys[d] for d in stage.depends_on if keys.get(d) is not None})
         keys[stage.name] = key
         out_dir = stage_dirs[stage.name]
         record = read_stage_record(out_dir)

@@ -1,4 +1,4 @@
-"""The eight stages of ``alignrec run``, each a thin call into its stage library.
+"""The stages of ``alignrec run`` (``preference`` is optional), each a thin call into its stage library.
 
 Every stage reads its section of the run config with the same dataclasses as its own subcommand; the keys
 that connect stages (``split_dir``, ``output_dir``, ...) are filled here from the run folder, and a user
@@ -25,7 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Keys a section may hold that the pipeline itself consumes (not the stage's own config).
 PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline",), "train": ("launcher", "num_gpus", "deepspeed"),
-                      "evaluate": ("sasrec_bce_baseline",)}
+                      "evaluate": ("sasrec_bce_baseline",),
+                      "preference": ("enabled", "pairs", "launcher", "num_gpus", "deepspeed")}
 
 
 def _check_injected(stage: str, section: dict[str, Any], injected: Any, source: str = "run config") -> None:
@@ -216,6 +217,31 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
     return summary
 
 
+# ---- preference (optional: DPO on top of SFT) ---------------------------------------------------------------
+PREFERENCE_INJECTED = ("sft_run_dir", "pairs_dir", "output_dir")
+
+
+def preference_enabled(sections: dict[str, dict[str, Any]]) -> bool:
+    """The preference stage runs only with ``preference: {enabled: true, ...}`` in the run config."""
+    value = (sections.get("preference") or {}).get("enabled", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"section 'preference': enabled must be true or false, got {value!r}")
+    return value
+
+
+def served_model_dir(ctx: StageContext) -> Path:
+    """The model evaluate, cache and export read: the DPO model when the preference stage is on, else SFT's."""
+    if preference_enabled(ctx.run_config.sections):
+        return ctx.upstream("preference") / "model"
+    return ctx.upstream("train") / "model"
+
+
+def run_preference(ctx: StageContext) -> dict[str, Any]:
+    from alignrec.pipeline.preference_stage import run_preference_stage
+
+    return run_preference_stage(ctx)
+
+
 # ---- evaluate ----------------------------------------------------------------------------------------------
 def _evaluate_classes():
     from inference.cli import EvaluateConfig
@@ -240,14 +266,28 @@ def _bce_sasrec(ctx: StageContext):
     return model
 
 
+SFT_ROW = "alignrec_sft"  # with the preference stage on, "alignrec" is SFT+DPO and this row the SFT model alone
+
+
+def _sft_recommender(model_dir: Path, cfg: Any):
+    from inference.recommender import llm_recommender
+    from trainer import load_for_inference
+
+    model, hf_tokenizer, item_tokenizer = load_for_inference(model_dir, device=cfg.device)
+    return llm_recommender(model, hf_tokenizer, item_tokenizer, max(cfg.ks), cfg.num_beams, cfg.exclude_history,
+                           cfg.batch_size)
+
+
 def run_evaluate(ctx: StageContext) -> dict[str, Any]:
     from alignrec.recommenders import SASRec, as_recommend_fn
     from inference.cli import run_evaluate as evaluate
 
-    injected = {"model_dir": str(ctx.upstream("train") / "model"), "split_dir": str(ctx.upstream("data") / "split"),
+    injected = {"model_dir": str(served_model_dir(ctx)), "split_dir": str(ctx.upstream("data") / "split"),
                 "out_dir": str(ctx.out_dir)}
     (cfg,) = _build(_evaluate_classes(), ctx.config, injected, "evaluate")
     extra = {}
+    if preference_enabled(ctx.run_config.sections):  # SFT vs SFT+DPO on the same users, side by side
+        extra[SFT_ROW] = _sft_recommender(ctx.upstream("train") / "model", cfg)
     sasrec_dir = ctx.upstream("embeddings") / "sasrec"
     if sasrec_dir.is_dir():
         extra["sasrec"] = as_recommend_fn(SASRec.from_pretrained(sasrec_dir), k=max(cfg.ks),
@@ -274,7 +314,7 @@ def run_cache(ctx: StageContext) -> dict[str, Any]:
 
     split_dir = str(ctx.upstream("data") / "split")
     injected = {"split_dir": split_dir, "out_dir": str(ctx.out_dir / "build"),
-                "model_dir": str(ctx.upstream("train") / "model")}
+                "model_dir": str(served_model_dir(ctx))}
     (cfg,) = _build(_cache_classes(), ctx.config, injected, "cache")
     started = time.time()
     manifest = run_build(cfg)
@@ -305,7 +345,7 @@ def run_export(ctx: StageContext) -> dict[str, Any]:
 
     if ctx.config:
         raise ValueError(f"run config section 'export' takes no keys yet, got {sorted(ctx.config)}")
-    model_dir = ctx.upstream("train") / "model"
+    model_dir = served_model_dir(ctx)
     item_tokenizer = ItemTokenizer.from_pretrained(model_dir / "item_tokenizer")
     hf_tokenizer = AutoTokenizer.from_pretrained(model_dir)
     out = ctx.out_dir / "vocab"
@@ -327,10 +367,12 @@ STAGES: list[Stage] = [
     Stage("tasks", run_tasks, ("data", "tokenizer"), version=2,
           extra_key=lambda section, run_cfg: {"hf_tokenizer": train_model_dir(run_cfg)}),
     Stage("train", run_train, ("tasks", "tokenizer")),
+    Stage("preference", run_preference, ("data", "tokenizer", "tasks", "train"),
+          enabled=lambda section, run_cfg: preference_enabled(run_cfg.sections)),
     # version 2: exclude_history true and num_beams auto (1.5 x max K) by default; per-user metrics saved
-    Stage("evaluate", run_evaluate, ("data", "train", "embeddings"), version=2),
-    Stage("cache", run_cache, ("data", "train")),
-    Stage("export", run_export, ("data", "train")),
+    Stage("evaluate", run_evaluate, ("data", "train", "embeddings", "preference"), version=2),
+    Stage("cache", run_cache, ("data", "train", "preference")),
+    Stage("export", run_export, ("data", "train", "preference")),
 ]
 
 
@@ -339,6 +381,7 @@ INJECTED_KEYS = {
     "data": ("output_dir",),
     "tasks": TASK_INJECTED,
     "train": ("dataset_dir", "item_tokenizer_dir", "output_dir"),
+    "preference": PREFERENCE_INJECTED,
     "evaluate": ("model_dir", "split_dir", "out_dir"),
     "cache": ("split_dir", "out_dir", "model_dir"),
 }
@@ -361,6 +404,10 @@ def validate_sections(sections: dict[str, dict[str, Any]], source: str) -> None:
             unknown = sorted(set(body) - known)
             if unknown:
                 raise ValueError(f"{source}: unknown key(s) {unknown} in section 'train'; see `python trainer/sft.py --help`")
+        elif stage == "preference":
+            from alignrec.pipeline.preference_stage import validate_preference_section
+
+            validate_preference_section(section, body, source)
         elif stage == "export":
             if body:
                 raise ValueError(f"{source}: section 'export' takes no keys, got {sorted(body)}")

@@ -75,3 +75,24 @@ def test_force_reruns_selected(tmp_path):
     calls.clear()
     run_stages(_stages(calls), tmp_path, {}, None, start="train", force=True)
     assert calls == ["train"]
+
+
+def test_optional_stage_off_leaves_downstream_keys_as_without_it(tmp_path):
+    """An 'off' stage does not run and drops out of the keys of the stages that read it."""
+    calls: list[str] = []
+    assert [r.status for r in run_stages(_stages(calls), tmp_path / "without", {}, None)] == ["ran"] * 4
+    train_key = (tmp_path / "without" / "train" / "stage.json").read_text()
+
+    def optional(on: bool):
+        stages = _stages(calls)
+        extra = Stage("extra", lambda ctx: calls.append("extra") or {}, depends_on=("tasks",),
+                      enabled=lambda section, run_cfg: on)
+        last = Stage("train", stages[3].run, depends_on=("tasks", "extra"))
+        return [*stages[:3], extra, last]
+
+    calls.clear()
+    off = run_stages(optional(False), tmp_path / "without", {}, None)
+    assert [r.status for r in off] == ["skipped", "skipped", "skipped", "off", "skipped"] and calls == []
+    assert (tmp_path / "without" / "train" / "stage.json").read_text() == train_key
+    on = run_stages(optional(True), tmp_path / "without", {}, None)
+    assert [r.status for r in on] == ["skipped", "skipped", "skipped", "ran", "ran"] and calls == ["extra", "train"]
