@@ -147,3 +147,21 @@ def test_entry_writes_run_folder_and_resumes_exactly(monkeypatch, base_argv, tmp
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
     for step in (4, 5, 6):
         assert abs(resumed[step] - full[step]) <= 1e-5, (step, resumed[step], full[step])
+
+
+@pytest.mark.slow
+def test_deepspeed_launcher_cpu(monkeypatch, base_argv, tmp_path, pairs_dir):
+    """Same entry under the deepspeed launcher (ZeRO-2, CPU gloo), as trainer/sft.py."""
+    from pathlib import Path
+
+    from tests.trainer.conftest import REPO_ROOT
+    from tests.trainer.test_deepspeed import _run
+
+    sft_dir = _sft_run(monkeypatch, base_argv, tmp_path, "lora")
+    deepspeed = str(Path(sys.executable).with_name("deepspeed"))
+    entry = str(Path(REPO_ROOT) / "trainer" / "dpo.py")
+    _run([deepspeed, "--num_gpus", "1", entry, "--sft_run_dir", str(sft_dir), "--pairs_dir", str(pairs_dir),
+          "--output_dir", str(tmp_path / "dpo"), *DPO_FLAGS, "--max_steps", "3",
+          "--deepspeed", str(Path(REPO_ROOT) / "ds_configs" / "zero2.json")], tmp_path)
+    assert sorted(logged(tmp_path / "dpo", "loss")) == [1, 2, 3]
+    assert json.loads((tmp_path / "dpo" / "alignrec_train.json").read_text())["kind"] == "adapter"
