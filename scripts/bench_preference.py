@@ -93,13 +93,13 @@ def per_user(model_dir: Path, examples, beams: int, batch_size: int, cache: Path
     return scores, seconds
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, samples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of b - a over the same users, with a 95% percentile interval from resampling users."""
-    rng = np.random.default_rng(seed)
-    diff = b - a
-    idx = rng.integers(0, len(diff), size=(samples, len(diff)))
-    means = diff[idx].mean(axis=1)
-    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+def bootstrap(examples, base: np.ndarray, new: np.ndarray) -> tuple[float, float, float]:
+    """``inference.significance.paired_bootstrap`` of new - base over the same users: (mean, low, high)."""
+    from inference.significance import paired_bootstrap
+
+    users = list(examples["user_id"])
+    out = paired_bootstrap(dict(zip(users, new.tolist(), strict=True)), dict(zip(users, base.tolist(), strict=True)))
+    return out["mean_diff"], out["low"], out["high"]
 
 
 def _subset(examples, n: int, seed: int = 0):
@@ -149,7 +149,7 @@ def main() -> int:
         scores, eval_s = per_user(sweep_dir / tag, valid, args.beams, args.batch_size, scores_at(tag, "valid"))
         rows[tag] = {"valid": {m: float(v.mean()) for m, v in scores.items()}, "dpo_seconds": seconds,
                      "eval_seconds": eval_s, "pairs": info.get("train_pairs"),
-                     "valid_delta_ci": {m: paired_bootstrap(sft_valid[m], scores[m]) for m in METRICS}}
+                     "valid_delta_ci": {m: bootstrap(valid, sft_valid[m], scores[m]) for m in METRICS}}
         logger.info("%s: %s", tag, rows[tag])
     best = max((t for t in rows if t != "sft"), key=lambda t: rows[t]["valid"]["ndcg@10"])
     if args.skip_test:
@@ -159,7 +159,7 @@ def main() -> int:
     best_test, _ = per_user(sweep_dir / best, test, args.beams, args.batch_size, scores_at(best, "test"))
     final = {"best": best, "n_test": len(test), "sft": {m: float(v.mean()) for m, v in sft_test.items()},
              "sft+dpo": {m: float(v.mean()) for m, v in best_test.items()},
-             "delta_ci": {m: paired_bootstrap(sft_test[m], best_test[m]) for m in METRICS}}
+             "delta_ci": {m: bootstrap(test, sft_test[m], best_test[m]) for m in METRICS}}
     lines = [f"# SFT vs SFT+DPO: {run_cfg.name}", "", f"Sweep on {len(valid)} valid users (selection by NDCG@10):", "",
              "| point | pairs | DPO s | valid R@10 | valid N@10 | dN@10 [95% CI] |", "|---|---|---|---|---|---|"]
     for tag, row in rows.items():

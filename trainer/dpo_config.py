@@ -34,12 +34,29 @@ class PreferenceArguments:
     )
     max_train_pairs: int = field(default=0, metadata={"help": "Cap on training pairs, for smoke runs (0 = all)."})
     max_eval_pairs: int = field(default=512, metadata={"help": "Cap on held-out pairs (0 = no cap)."})
+    # Ranking validation as in SFT (trainer.ranking_validation; same field names as DataArguments').
+    ranking_dataset_dir: str = field(
+        default="", metadata={"help": "Task DatasetDict whose 'validation' split (prompt, history, target: valid "
+                                      "targets only) feeds ranking validation; the pipeline fills it."}
+    )
+    ranking_eval_users: int = field(
+        default=0, metadata={"help": "Ranking validation: constrained beam search for this many valid users at every "
+                                     "evaluation (eval_ranking_recall@10 / eval_ranking_ndcg@10). 0 = off."}
+    )
+    ranking_eval_beams: int = field(default=20, metadata={"help": "Ranking validation: beam width (>= 10)."})
+    ranking_eval_exclude_history: bool = field(
+        default=True, metadata={"help": "Ranking validation: never recommend history items (as evaluation does)."}
+    )
 
     def __post_init__(self) -> None:
         if not self.sft_run_dir or not self.pairs_dir:
             raise ConfigError("sft_run_dir and pairs_dir are required (flags --sft_run_dir / --pairs_dir or YAML keys)")
-        if self.max_train_pairs < 0 or self.max_eval_pairs < 0:
-            raise ConfigError("max_train_pairs and max_eval_pairs must be >= 0")
+        if self.max_train_pairs < 0 or self.max_eval_pairs < 0 or self.ranking_eval_users < 0:
+            raise ConfigError("max_train_pairs, max_eval_pairs and ranking_eval_users must be >= 0")
+        if self.ranking_eval_users and not self.ranking_dataset_dir:
+            raise ConfigError("ranking_eval_users needs ranking_dataset_dir (the tasks DatasetDict with 'validation')")
+        if self.ranking_eval_beams < 10:
+            raise ConfigError(f"ranking_eval_beams must be >= 10 (the metrics are @10), got {self.ranking_eval_beams}")
 
 
 def parse_dpo_config(

@@ -24,7 +24,8 @@ from trainer.dpo_model import REF_ADAPTER, SftStart, load_sft_run
 from trainer.dpo_trainer import AlignRecDPOTrainer
 from trainer.export import MANIFEST_FILE, merge_run, save_run
 from trainer.launch import is_main_process
-from trainer.train import RESOLVED_CONFIG_FILE, _guard_output_dir, _resolve_resume
+from trainer.ranking_validation import RankingValidationCallback
+from trainer.train import RESOLVED_CONFIG_FILE, _guard_output_dir, _resolve_resume, selection_callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +63,41 @@ def load_pairs(args: PreferenceArguments) -> tuple[datasets.Dataset, datasets.Da
     return train.select_columns(keep), (held_out.select_columns(keep) if held_out is not None and len(held_out) else None)
 
 
+def _ranking_validation(pref: PreferenceArguments) -> datasets.Dataset | None:
+    if not pref.ranking_eval_users:
+        return None
+    path = Path(pref.ranking_dataset_dir)
+    if not path.is_dir():
+        raise InputFileError(f"ranking_dataset_dir={path} does not exist; pass the tasks stage's DatasetDict")
+    loaded = datasets.load_from_disk(str(path))
+    if not isinstance(loaded, datasets.DatasetDict) or "validation" not in loaded:
+        raise UserError(f"{path} has no 'validation' split for ranking validation; rebuild it with `alignrec tasks`")
+    return loaded["validation"]
+
+
 def build_dpo_trainer(pref: PreferenceArguments, run_args: AlignRecTrainArguments, dpo: DPOConfig,
                       callbacks: list | None = None) -> tuple[AlignRecDPOTrainer, SftStart]:
-    """Everything up to ``trainer.train()``: the tests inspect the reference at step 0 through this."""
+    """Everything up to ``trainer.train()``: the tests inspect the reference at step 0 through this.
+
+    Best-checkpoint selection is SFT's: ``ranking_eval_users`` adds ``trainer.ranking_validation``'s callback
+    (``metric_for_best_model: eval_ranking_ndcg@10``, ``load_best_model_at_end``, ``early_stopping_patience``).
+    """
     dtype = resolve_runtime(run_args, dpo)
     start = load_sft_run(pref.sft_run_dir, dtype)
     train, held_out = load_pairs(pref)
     if held_out is None or dpo.eval_strategy == "no":
         logger.warning("no held-out DPO metrics: %s", "no validation pairs" if held_out is None else "eval_strategy=no")
         held_out = None
+    # pref carries DataArguments' three ranking_eval_* fields, which is all selection_callbacks reads from it
+    ranking = selection_callbacks(pref, run_args, dpo, _ranking_validation(pref), start.item_tokenizer,
+                                  start.tokenizer)
     trainer = AlignRecDPOTrainer(
         model=start.model, ref_model=start.ref_model, args=dpo, train_dataset=train, eval_dataset=held_out,
-        processing_class=start.tokenizer, callbacks=list(callbacks or []),
+        processing_class=start.tokenizer, callbacks=[*(callbacks or []), *ranking],
     )
+    for callback in ranking:
+        if isinstance(callback, RankingValidationCallback):
+            callback.bind(trainer)
     kept = len(trainer.train_dataset)
     if kept == 0:
         raise UserError(f"every prompt of {pref.pairs_dir} is at least max_length={dpo.max_length} tokens long, so "

@@ -89,7 +89,7 @@ def run_preference_stage(ctx: StageContext) -> dict[str, Any]:
     save_preference_pairs(pairs, info, ctx.out_dir / "pairs")
     section = _stage_keys("preference", ctx.config)
     injected = {"sft_run_dir": str(ctx.upstream("train") / "model"), "pairs_dir": str(ctx.out_dir / "pairs"),
-                "output_dir": str(ctx.out_dir / "model")}
+                "output_dir": str(ctx.out_dir / "model"), "ranking_dataset_dir": str(ctx.upstream("tasks") / "dataset")}
     _check_injected("preference", section, injected)
     config_file = ctx.out_dir / "dpo_config.yaml"
     config_file.write_text(yaml.safe_dump({**section, **injected}, sort_keys=True))

@@ -218,7 +218,7 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
 
 
 # ---- preference (optional: DPO on top of SFT) ---------------------------------------------------------------
-PREFERENCE_INJECTED = ("sft_run_dir", "pairs_dir", "output_dir")
+PREFERENCE_INJECTED = ("sft_run_dir", "pairs_dir", "output_dir", "ranking_dataset_dir")
 
 
 def preference_enabled(sections: dict[str, dict[str, Any]]) -> bool:

@@ -32,6 +32,20 @@ def pairs_dir(tmp_path, tiny_split, item_tokenizer, tiny_chat_tokenizer):
     return save_preference_pairs(pairs, info, tmp_path / "pairs")
 
 
+@pytest.fixture
+def ranking_dir(tmp_path, tiny_split, item_tokenizer):
+    """A task DatasetDict whose validation rows carry prompt/history/target, as ranking validation reads them."""
+    import datasets
+
+    rows = tiny_split.eval_examples("valid")
+    prompts = ["Recommend the next item. History: " + " ".join(item_tokenizer.item_to_string(i) for i in h) + " Next:"
+               for h in rows["history"]]
+    valid = datasets.Dataset.from_dict({"prompt": prompts, "history": rows["history"], "target": rows["target"]})
+    path = tmp_path / "ranking"
+    datasets.DatasetDict({"validation": valid}).save_to_disk(str(path))
+    return path
+
+
 def _sft_run(monkeypatch, base_argv, tmp_path, mode: str):
     extra = SCRATCH if mode == "full" else []
     run_entry(monkeypatch, [*base_argv, *extra, "--output_dir", str(tmp_path / f"sft-{mode}"), "--max_steps", "6"])
@@ -119,7 +133,7 @@ def test_dpo_raises_margin_moves_policy_and_keeps_reference(monkeypatch, base_ar
     assert any("trainable_tokens" in k for k in saved)
 
 
-def test_entry_writes_run_folder_and_resumes_exactly(monkeypatch, base_argv, tmp_path, pairs_dir):
+def test_entry_writes_run_folder_and_resumes_exactly(monkeypatch, base_argv, tmp_path, pairs_dir, ranking_dir):
     from trainer import load_for_inference
     from trainer.dpo import main
 
@@ -127,12 +141,14 @@ def test_entry_writes_run_folder_and_resumes_exactly(monkeypatch, base_argv, tmp
     out = tmp_path / "dpo"
     argv = ["--sft_run_dir", str(sft_dir), "--pairs_dir", str(pairs_dir), "--output_dir", str(out), *DPO_FLAGS,
             "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3", "--loss_curve", "true",
-            "--eval_strategy", "steps", "--eval_steps", "3", "--per_device_eval_batch_size", "4"]
+            "--eval_strategy", "steps", "--eval_steps", "3", "--per_device_eval_batch_size", "4",
+            "--ranking_dataset_dir", str(ranking_dir), "--ranking_eval_users", "4", "--ranking_eval_beams", "10"]
     monkeypatch.setattr(sys, "argv", ["trainer/dpo.py", *argv])
     assert main() == 0
     full = logged(out, "loss")
     assert sorted(full) == [1, 2, 3, 4, 5, 6]
     assert sorted(logged(out, "eval_rewards/accuracies")) == [3, 6]  # held-out pairs on the valid targets
+    assert sorted(logged(out, "eval_ranking_ndcg@10")) == [3, 6]  # SFT's ranking validation (valid users only)
     manifest = json.loads((out / "alignrec_train.json").read_text())
     assert manifest["kind"] == "adapter" and manifest["preference"]["beta"] == 0.1
     assert (out / "loss_curve.png").is_file() and not (out / "ref").exists()  # one adapter in the run folder
