@@ -83,6 +83,10 @@ def build_dpo_trainer(pref: PreferenceArguments, run_args: AlignRecTrainArgument
     (``metric_for_best_model: eval_ranking_ndcg@10``, ``load_best_model_at_end``, ``early_stopping_patience``).
     """
     dtype = resolve_runtime(run_args, dpo)
+    if dpo.use_cpu and run_args.precision == "auto" and dpo.gradient_checkpointing:
+        # DPOConfig turns gradient_checkpointing on by default (not activation_checkpointing, which is what
+        # resolve_runtime looks at): off on CPU as for SFT, where recomputation only costs time
+        dpo.gradient_checkpointing = dpo.activation_checkpointing = False
     start = load_sft_run(pref.sft_run_dir, dtype)
     train, held_out = load_pairs(pref)
     if held_out is None or dpo.eval_strategy == "no":
