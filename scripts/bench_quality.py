@@ -116,11 +116,9 @@ def ablations(run_cfg: RunConfig, spec_path: str, until: str, only: set[str]) ->
 
 def seeds(run_cfg: RunConfig, seed_list: list[int], until: str) -> tuple[dict, str]:
     per_seed, pairs, diffs = [], [], {m: [] for m in ("recall@10", "ndcg@10")}
-    base = None
     for seed in seed_list:
         cfg = apply_overrides(run_cfg, dict.fromkeys(SEED_KEYS, seed), name=f"{run_cfg.name}__seed{seed}")
-        result = run_and_read(cfg, base, until)
-        base = base or cfg
+        result = run_and_read(cfg, run_cfg, until)  # the config's own run: a seed equal to it re-runs nothing
         rows = {name: row_of(rep) for name, rep in result["metrics"].items()}
         per_seed.append({"seed": seed, "rows": rows, **train_info(result)})
         users = load_per_user(Path(result["run_dir"]) / "evaluate")
