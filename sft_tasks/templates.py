@@ -70,7 +70,7 @@ QUERY_TEMPLATES: list[tuple[tuple[str, ...], str]] = [
     (("path",), "an item in the category {path}"),
 ]
 
-# Prompt for optional LLM-generated queries (sft_tasks/query_gen.py); answers are cached on disk.
+# Prompt for optional LLM-generated queries (sft_tasks/query_gen.py; generation + cache: recdata.llm_generation).
 QUERY_GENERATION_PROMPT = (
     "Write one short search query (at most 12 words) that a shopper looking for this product would type. "
     "Do not mention the product name.\nProduct: {item}"
