@@ -7,8 +7,8 @@
 
 ``extract`` writes factors.json, item_knowledge.jsonl, user_knowledge.jsonl, cost.json (LLM calls, generated
 tokens, seconds) and answers.cache.jsonl (rerun = resume). ``encode`` writes item/user_vectors.safetensors +
-id lists (``embeddings.source: knowledge`` reads the item file). ``train`` writes the prestored augmented
-vectors (augmented/), the evaluation table (metrics.md) with the SASRec and SASRec + knowledge rows.
+id lists (``embeddings.source: knowledge`` reads the item file). ``train`` writes the model and its prestored
+augmented vectors (model/augmented/), the evaluation table (metrics.md) with the SASRec and SASRec + knowledge rows.
 """
 
 from __future__ import annotations

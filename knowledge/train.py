@@ -39,7 +39,7 @@ def _evaluate(model: SASRec, split: SplitDataset, ks: list[int], part: str) -> d
 
 
 def train_knowledge_recommender(cfg: KnowledgeTrainConfig, split: SplitDataset, out_dir: Path) -> dict[str, Any]:
-    """Train (baseline +) knowledge model; write ``augmented/``, ``metrics.json`` / ``metrics.md``; return reports."""
+    """Train (baseline +) knowledge model; write ``model/`` (+ ``model/augmented/``), ``metrics.json`` / ``metrics.md``; return reports."""
     from inference.evaluate import write_report
 
     ks = cfg.k_list()
@@ -54,8 +54,8 @@ def train_knowledge_recommender(cfg: KnowledgeTrainConfig, split: SplitDataset, 
     train_sasrec(split, sasrec_cfg, log_file=out_dir / "knowledge_sasrec_metrics.jsonl", model=model)
     info["sasrec+knowledge"] = model.train_info
     model.prestore()
-    model.save_augmented(out_dir / "augmented")
-    served = model.use_augmented(out_dir / "augmented")  # the row is scored from the prestored files
+    model.save_pretrained(out_dir / "model")  # weights + model/augmented/ (prestored item / user vectors)
+    served = KnowledgeSASRec.from_pretrained(out_dir / "model")  # the row is scored from the prestored files
     reports["sasrec+knowledge"] = _evaluate(served, split, ks, "test")
     coverage = {"items_with_knowledge": int(model.item_has.sum()), "items": len(model.item_ids),
                 "users_with_knowledge": int(model.user_has.sum())}

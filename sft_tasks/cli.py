@@ -71,8 +71,8 @@ def _run_build(args, argv: list[str]) -> int:
 
 def run_queries(cfg: QueryGenConfig) -> dict[str, list[str]]:
     from recdata import atomic_write_json
-    from recdata.paths import default_llm_dir, require
     from recdata.llm_generation import hf_generator, model_fingerprint
+    from recdata.paths import default_llm_dir, require
     from sft_tasks.query_gen import generate_queries
 
     if not cfg.split_dir or not cfg.output_file:

@@ -15,6 +15,9 @@ PLAIN_FORMAT = "{system}\n\n### Instruction:\n{instruction}\n\n### Response:\n"
 
 HISTORY_SEPARATOR = ", "
 
+# Put in front of a seqrec instruction when user knowledge is on (TaskConfig.user_knowledge_dir).
+USER_KNOWLEDGE_TEMPLATE = "About this user: {knowledge}\n"
+
 TEMPLATES: dict[str, list[str]] = {
     "seqrec": [
         "The user has interacted with these items in order: {history}. Predict the next item.",

@@ -14,7 +14,7 @@ from typing import Any
 
 from recdata.config import load_yaml
 
-STAGE_NAMES = ("data", "embeddings", "tokenizer", "tasks", "train", "evaluate", "cache", "export")
+STAGE_NAMES = ("data", "knowledge", "embeddings", "tokenizer", "tasks", "train", "evaluate", "cache", "export")
 
 
 @dataclass

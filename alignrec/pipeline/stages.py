@@ -1,4 +1,4 @@
-"""The eight stages of ``alignrec run``, each a thin call into its stage library.
+"""The stages of ``alignrec run``, each a thin call into its stage library.
 
 Every stage reads its section of the run config with the same dataclasses as its own subcommand; the keys
 that connect stages (``split_dir``, ``output_dir``, ...) are filled here from the run folder, and a user
@@ -24,8 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # Keys a section may hold that the pipeline itself consumes (not the stage's own config).
-PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline",), "train": ("launcher", "num_gpus", "deepspeed"),
-                      "evaluate": ("sasrec_bce_baseline",)}
+PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline", "sasrec_knowledge"),
+                      "train": ("launcher", "num_gpus", "deepspeed"),
+                      "evaluate": ("sasrec_bce_baseline",),
+                      "knowledge": ("encoder", "encoder_dir"), "tasks": ("use_knowledge",)}
 
 
 def _check_injected(stage: str, section: dict[str, Any], injected: Any, source: str = "run config") -> None:
@@ -69,6 +71,52 @@ def run_data(ctx: StageContext) -> dict[str, Any]:
             "split": stats["split"], "drops": stats["drops"]}
 
 
+# ---- knowledge (optional: REKI extraction + encoding; an empty section skips it) -----------------------------
+def _knowledge_classes():
+    from knowledge import ExtractConfig
+
+    return [ExtractConfig]
+
+
+def run_knowledge(ctx: StageContext) -> dict[str, Any]:
+    if not ctx.config:
+        return {"enabled": False}
+    from knowledge import EncodeConfig
+    from knowledge.cli import run_encode, run_extract
+
+    injected = {"split_dir": str(ctx.upstream("data") / "split"), "out_dir": str(ctx.out_dir / "extract")}
+    if "cache_file" not in ctx.config:  # outside the stage folder: a changed config re-asks only new prompts
+        injected["cache_file"] = str(ctx.run_dir / "knowledge_answers.cache.jsonl")
+    (cfg,) = _build(_knowledge_classes(), ctx.config, injected, "knowledge")
+    cost = run_extract(cfg)
+    encoded = run_encode(EncodeConfig(knowledge_dir=cfg.out_dir, out_dir=str(ctx.out_dir / "vectors"),
+                                      encoder=ctx.config.get("encoder", "sentence"),
+                                      encoder_dir=ctx.config.get("encoder_dir", "")))
+    return {"enabled": True, "mode": cfg.mode, "cost": cost, "encoded": encoded}
+
+
+def _knowledge_vectors(ctx: StageContext) -> Path | None:
+    path = ctx.upstream("knowledge") / "vectors"
+    return path if (path / "item_vectors.safetensors").is_file() else None
+
+
+def _embedding_injected(ctx: StageContext, section: dict[str, Any]) -> dict[str, Any]:
+    """``knowledge_dir`` = this run's knowledge vectors, unless the section names its own."""
+    knowledge = _knowledge_vectors(ctx)
+    return {"knowledge_dir": str(knowledge)} if knowledge and "knowledge_dir" not in section else {}
+
+
+def _uses_knowledge(section: dict[str, Any]) -> bool:
+    """An embeddings section that reads the knowledge stage (source or fusion part, or the knowledge SASRec)."""
+    return section.get("source") == "knowledge" or "knowledge" in str(section.get("fusion_weights", "")) \
+        or bool(section.get("sasrec_knowledge"))
+
+
+def _knowledge_key(section: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
+    """The knowledge section joins the key only of stages that read it, so other runs keep their keys."""
+    return {"knowledge": run_cfg.sections.get("knowledge", {})} if _uses_knowledge(section) else {}
+
+
 # ---- embeddings (+ the SASRec baseline) -------------------------------------------------------------------
 def _embedding_classes():
     from tokenization.embeddings import EmbeddingConfig
@@ -84,7 +132,7 @@ def run_embeddings(ctx: StageContext) -> dict[str, Any]:
     from tokenization.embeddings import compute_item_embeddings
 
     baseline = bool(ctx.config.get("sasrec_baseline", True))
-    (cfg,) = _build(_embedding_classes(), ctx.config, {}, "embeddings")
+    (cfg,) = _build(_embedding_classes(), ctx.config, _embedding_injected(ctx, ctx.config), "embeddings")
     split = SplitDataset.load(ctx.upstream("data") / "split")
     sasrec = None
     summary: dict[str, Any] = {"source": cfg.source}
@@ -93,12 +141,32 @@ def run_embeddings(ctx: StageContext) -> dict[str, Any]:
         sasrec.save_pretrained(ctx.out_dir / "sasrec")
         valid = split.eval_examples("valid")
         summary["sasrec_valid"] = full_ranking_metrics(sasrec, list(valid["history"]), list(valid["target"]), k=10)
+    if ctx.config.get("sasrec_knowledge"):
+        summary["sasrec_knowledge_valid"] = _train_knowledge_sasrec(ctx, cfg, split)
     emb = compute_item_embeddings(cfg, split, sasrec=sasrec)
     np.save(ctx.out_dir / "vectors.npy", emb.vectors)
     atomic_write_json(ctx.out_dir / "item_ids.json", list(emb.item_ids), indent=None)
     atomic_write_json(ctx.out_dir / "meta.json", json.loads(json.dumps(emb.meta, default=str)))
     summary.update({"items": len(emb.item_ids), "dim": int(emb.vectors.shape[1])})
     return summary
+
+
+def _train_knowledge_sasrec(ctx: StageContext, cfg: Any, split: Any) -> dict[str, float]:
+    """"SASRec + knowledge" with the baseline's SASRec config, saved with its prestored vectors."""
+    from alignrec.recommenders import KnowledgeSASRec, full_ranking_metrics, train_sasrec
+    from knowledge import load_knowledge_vectors
+
+    if not cfg.knowledge_dir:
+        raise ValueError("embeddings.sasrec_knowledge needs knowledge vectors: fill the 'knowledge' section "
+                         "(or set embeddings.knowledge_dir)")
+    model = KnowledgeSASRec(split.dataset.item_ids(), cfg.sasrec_config(),
+                            load_knowledge_vectors(cfg.knowledge_dir, "item"),
+                            load_knowledge_vectors(cfg.knowledge_dir, "user"))
+    train_sasrec(split, cfg.sasrec_config(), log_file=ctx.out_dir / "sasrec_knowledge_metrics.jsonl", model=model)
+    model.save_pretrained(ctx.out_dir / "sasrec_knowledge")
+    valid = split.eval_examples("valid")
+    return full_ranking_metrics(model, list(valid["history"]), list(valid["target"]), k=10,
+                                **model.context_for(list(valid["user_id"])))
 
 
 def load_stage_embeddings(stage_dir: Path):
@@ -123,7 +191,8 @@ def run_tokenizer(ctx: StageContext) -> dict[str, Any]:
     from tokenization.pipeline import build_item_tokenizer
 
     (cfg,) = _build(_tokenizer_classes(), ctx.config, {}, "tokenizer")
-    (emb_cfg,) = _build(_embedding_classes(), ctx.run_config.sections.get("embeddings", {}), {}, "embeddings")
+    emb_section = ctx.run_config.sections.get("embeddings", {})
+    (emb_cfg,) = _build(_embedding_classes(), emb_section, _embedding_injected(ctx, emb_section), "embeddings")
     split = SplitDataset.load(ctx.upstream("data") / "split")
     embeddings = load_stage_embeddings(ctx.upstream("embeddings"))
     build_item_tokenizer(cfg, split, ctx.out_dir / "item_tokenizer", emb_cfg, embeddings=embeddings)
@@ -156,6 +225,8 @@ def run_tasks(ctx: StageContext) -> dict[str, Any]:
         "output_dir": str(ctx.out_dir / "dataset"),
         "hf_tokenizer_dir": train_model_dir(ctx.run_config),
     }
+    if ctx.config.get("use_knowledge"):
+        injected["user_knowledge_dir"] = str(ctx.upstream("knowledge") / "extract")
     (cfg,) = _build(_task_classes(), ctx.config, injected, "tasks")
     stats = run_build(cfg)
     train = stats["train"]
@@ -254,6 +325,13 @@ def run_evaluate(ctx: StageContext) -> dict[str, Any]:
                                           exclude_history=cfg.exclude_history)
     if ctx.config.get("sasrec_bce_baseline", False):
         extra["sasrec_bce"] = as_recommend_fn(_bce_sasrec(ctx), k=max(cfg.ks), exclude_history=cfg.exclude_history)
+    knowledge_dir = ctx.upstream("embeddings") / "sasrec_knowledge"
+    if knowledge_dir.is_dir():
+        from alignrec.recommenders import KnowledgeSASRec
+
+        knowledge_model = KnowledgeSASRec.from_pretrained(knowledge_dir)
+        extra["sasrec+knowledge"] = as_recommend_fn(knowledge_model, k=max(cfg.ks), exclude_history=cfg.exclude_history,
+                                                    context_fn=knowledge_model.context_for)
     reports = evaluate(cfg, extra_recommenders=extra)
     return {name: {"n": rep["n_examples"], **{k: rep["overall"][k] for k in ("recall@10", "ndcg@10") if k in rep["overall"]},
                    "invalid_rate": rep["invalid_rate"], "timing": rep.get("timing")}
@@ -320,12 +398,15 @@ def run_export(ctx: StageContext) -> dict[str, Any]:
 STAGES: list[Stage] = [
     Stage("data", run_data, (),
           extra_key=lambda section, run_cfg: {"source_files": _source_identity(section.get("path", ""))}),
+    Stage("knowledge", run_knowledge, ("data",)),
     # version 2: SASRec model selection masks history items (as evaluation does)
-    Stage("embeddings", run_embeddings, ("data",), version=2),
+    Stage("embeddings", run_embeddings, ("data",), version=2, extra_key=_knowledge_key),
     Stage("tokenizer", run_tokenizer, ("data", "embeddings")),
     # version 2: validation rows carry user_id / history / target (ranking validation)
     Stage("tasks", run_tasks, ("data", "tokenizer"), version=2,
-          extra_key=lambda section, run_cfg: {"hf_tokenizer": train_model_dir(run_cfg)}),
+          extra_key=lambda section, run_cfg: {"hf_tokenizer": train_model_dir(run_cfg),
+                                              **({"knowledge": run_cfg.sections.get("knowledge", {})}
+                                                 if section.get("use_knowledge") else {})}),
     Stage("train", run_train, ("tasks", "tokenizer")),
     # version 2: exclude_history true and num_beams auto (1.5 x max K) by default; per-user metrics saved
     Stage("evaluate", run_evaluate, ("data", "train", "embeddings"), version=2),
@@ -337,12 +418,13 @@ STAGES: list[Stage] = [
 # ---- up-front validation -------------------------------------------------------------------------------------
 INJECTED_KEYS = {
     "data": ("output_dir",),
+    "knowledge": ("split_dir", "out_dir"),
     "tasks": TASK_INJECTED,
     "train": ("dataset_dir", "item_tokenizer_dir", "output_dir"),
     "evaluate": ("model_dir", "split_dir", "out_dir"),
     "cache": ("split_dir", "out_dir", "model_dir"),
 }
-SECTION_CLASSES = {"data": _data_classes, "embeddings": _embedding_classes, "tokenizer": _tokenizer_classes,
+SECTION_CLASSES = {"data": _data_classes, "knowledge": _knowledge_classes, "embeddings": _embedding_classes, "tokenizer": _tokenizer_classes,
                    "tasks": _task_classes, "evaluate": _evaluate_classes, "cache": _cache_classes}
 
 
@@ -366,4 +448,9 @@ def validate_sections(sections: dict[str, dict[str, Any]], source: str) -> None:
                 raise ValueError(f"{source}: section 'export' takes no keys, got {sorted(body)}")
         elif stage in SECTION_CLASSES:
             placeholders = {k: "placeholder" for k in injected}
+            if stage == "embeddings" and _uses_knowledge(section) and "knowledge_dir" not in body:
+                if not sections.get("knowledge"):
+                    raise ValueError(f"{source}: section 'embeddings' reads knowledge vectors; fill the "
+                                     "'knowledge' section or set embeddings.knowledge_dir")
+                placeholders["knowledge_dir"] = "placeholder"
             parse_config(SECTION_CLASSES[stage](), [], config={**body, **placeholders}, config_source=f"{source} [{stage}]")

@@ -133,6 +133,36 @@ class KnowledgeSASRec(SASRec):
             atomic_write_json(tmp / "augmented.json", {"dim": self.cfg.sasrec_dim, "items": len(self.item_ids),
                                                        "users": len(self.user_ids)})
 
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """SASRec's files (weights incl. knowledge tables and adaptor) + ``knowledge.json`` + ``augmented/``."""
+        if self.prestored is None:
+            self.prestore()
+        super().save_pretrained(path)
+        atomic_write_json(Path(path) / "knowledge.json", {"user_ids": self.user_ids,
+                                                          "knowledge_dim": int(self.item_knowledge.shape[1]),
+                                                          **self.adaptor_args})
+        self.save_augmented(Path(path) / "augmented")
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu") -> KnowledgeSASRec:
+        """Load a saved model; it serves from the prestored ``augmented/`` vectors (the adaptor is not run)."""
+        import dataclasses
+
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / "knowledge.json").is_file():
+            raise FileNotFoundError(f"{path} is not a saved SASRec + knowledge (no knowledge.json); train one first")
+        meta = json.loads((path / "sasrec_config.json").read_text())
+        extra = json.loads((path / "knowledge.json").read_text())
+        fields = {f.name for f in dataclasses.fields(SASRecConfig)}
+        cfg = SASRecConfig(**{k: v for k, v in meta["config"].items() if k in fields})
+        dim, users = extra.pop("knowledge_dim"), extra.pop("user_ids")
+        empty = np.zeros((0, dim), np.float32)
+        model = cls(meta["item_ids"], cfg, ([], empty), (users, np.zeros((len(users), dim), np.float32)), **extra)
+        model.load_state_dict(load_file(str(path / "model.safetensors")))  # restores the knowledge tables too
+        return model.use_augmented(path / "augmented").to(device).eval()
+
     def use_augmented(self, path: str | os.PathLike) -> KnowledgeSASRec:
         """Serve from prestored vectors on disk (ids must match this model's catalogue and users)."""
         tables = {}
@@ -143,6 +173,12 @@ class KnowledgeSASRec(SASRec):
             tables[kind] = torch.cat([torch.zeros(1, vectors.shape[1]), torch.from_numpy(vectors)])
         self.prestored = tables
         return self
+
+    def _apply(self, fn, *args, **kwargs):  # keep prestored tables on the module's device
+        out = super()._apply(fn, *args, **kwargs)
+        if self.prestored is not None:
+            self.prestored = {k: fn(v) for k, v in self.prestored.items()}
+        return out
 
 
 def load_augmented(path: str | os.PathLike, kind: str) -> tuple[list[str], np.ndarray]:

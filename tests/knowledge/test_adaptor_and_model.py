@@ -86,3 +86,15 @@ def test_loss_decreases(tiny_split):
     with torch.no_grad():
         loss_after = float(model.eval().training_loss(x, y, **model.context_for(users)))
         assert loss_after < float(fresh.eval().training_loss(x, y, **fresh.context_for(users)))
+
+
+def test_save_and_load_serves_prestored_vectors(tmp_path, tiny_split):
+    model = _model(tiny_split)
+    train_sasrec(tiny_split, SASRecConfig(**FAST), model=model)
+    model.save_pretrained(tmp_path / "m")
+    loaded = KnowledgeSASRec.from_pretrained(tmp_path / "m")
+    assert loaded.prestored is not None and loaded.user_ids == model.user_ids
+    users = ["u1", "u2", "nobody"]
+    histories = [["i1"], ["i2", "i3"], ["i4"]]
+    assert torch.allclose(loaded.score(histories, **loaded.context_for(users)),
+                          model.score(histories, **model.context_for(users)), atol=1e-5)

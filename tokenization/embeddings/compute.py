@@ -41,6 +41,9 @@ def _compute_part(source: str, cfg: EmbeddingConfig, split: SplitDataset, sasrec
         return ItemEmbeddings(catalogue, sasrec.item_embeddings(), {"kind": "cf-sasrec", "train_info": sasrec.train_info})
     if source == "file":
         return load_user_embeddings(cfg.file_path, cfg.file_ids_path or None, catalogue)
+    if source == "knowledge":  # REKI item knowledge: ids live in the safetensors metadata ('item_ids')
+        emb = load_user_embeddings(Path(cfg.knowledge_dir) / "item_vectors.safetensors", None, catalogue)
+        return ItemEmbeddings(emb.item_ids, emb.vectors, {"kind": "knowledge", "knowledge_dir": cfg.knowledge_dir})
     cache = EmbeddingCache(cfg.resolved_cache_dir())
     if source == "text":
         texts = render_catalogue(split.dataset.item_table(), catalogue, cfg.text_template)
