@@ -81,7 +81,7 @@ def run_train(cfg: KnowledgeTrainConfig) -> dict[str, Any]:
     from knowledge.train import train_knowledge_recommender
     from recdata.split import SplitDataset
 
-    _require(cfg, "split_dir", "vectors_dir", "out_dir")
+    _require(cfg, "split_dir", "out_dir", *(("vectors_dir",) if cfg.knowledge_model else ()))
     out = claim_output_dir(cfg.out_dir, "knowledge train", inputs=[cfg.split_dir, cfg.vectors_dir],
                            overwrite=cfg.overwrite)
     result = train_knowledge_recommender(cfg, SplitDataset.load(cfg.split_dir), out)

@@ -131,6 +131,10 @@ class KnowledgeTrainConfig(SASRecConfig):
     adaptor_hidden: int = field(default=64, metadata={"help": "Hidden size of each expert MLP."})
     adaptor_dropout: float = field(default=0.1, metadata={"help": "Dropout inside the experts."})
     baseline: bool = field(default=True, metadata={"help": "Also train plain SASRec (same config) as the row beside."})
+    knowledge_model: bool = field(
+        default=True, metadata={"help": "Train SASRec + knowledge (false with baseline=true: the SASRec row alone, "
+                                        "e.g. to split a CPU budget into two jobs)."}
+    )
     ks: str = field(default="1,5,10,20", metadata={"help": "Cut-offs of the evaluation table."})
     overwrite: bool = field(default=False, metadata={"help": "Write into a non-empty folder alignrec did not create."})
 
@@ -143,6 +147,8 @@ class KnowledgeTrainConfig(SASRecConfig):
             raise ConfigError("experts_shared + experts_per_kind must be >= 1 (both >= 0)")
         if self.adaptor_hidden < 1 or not 0 <= self.adaptor_dropout < 1:
             raise ConfigError("adaptor_hidden must be >= 1 and adaptor_dropout in [0, 1)")
+        if not (self.baseline or self.knowledge_model):
+            raise ConfigError("baseline and knowledge_model are both false: nothing to train")
         self.k_list()
 
     def k_list(self) -> list[int]:

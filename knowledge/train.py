@@ -50,15 +50,17 @@ def train_knowledge_recommender(cfg: KnowledgeTrainConfig, split: SplitDataset, 
         base = train_sasrec(split, sasrec_cfg, log_file=out_dir / "sasrec_metrics.jsonl")
         reports["sasrec"] = _evaluate(base, split, ks, "test")
         info["sasrec"] = base.train_info
-    model = build_knowledge_sasrec(cfg, split)
-    train_sasrec(split, sasrec_cfg, log_file=out_dir / "knowledge_sasrec_metrics.jsonl", model=model)
-    info["sasrec+knowledge"] = model.train_info
-    model.prestore()
-    model.save_pretrained(out_dir / "model")  # weights + model/augmented/ (prestored item / user vectors)
-    served = KnowledgeSASRec.from_pretrained(out_dir / "model")  # the row is scored from the prestored files
-    reports["sasrec+knowledge"] = _evaluate(served, split, ks, "test")
-    coverage = {"items_with_knowledge": int(model.item_has.sum()), "items": len(model.item_ids),
-                "users_with_knowledge": int(model.user_has.sum())}
+    coverage: dict[str, Any] = {}
+    if cfg.knowledge_model:
+        model = build_knowledge_sasrec(cfg, split)
+        train_sasrec(split, sasrec_cfg, log_file=out_dir / "knowledge_sasrec_metrics.jsonl", model=model)
+        info["sasrec+knowledge"] = model.train_info
+        model.prestore()
+        model.save_pretrained(out_dir / "model")  # weights + model/augmented/ (prestored item / user vectors)
+        served = KnowledgeSASRec.from_pretrained(out_dir / "model")  # the row is scored from the prestored files
+        reports["sasrec+knowledge"] = _evaluate(served, split, ks, "test")
+        coverage = {"items_with_knowledge": int(model.item_has.sum()), "items": len(model.item_ids),
+                    "users_with_knowledge": int(model.user_has.sum())}
     write_report(reports, out_dir, extra={"config": dataclasses.asdict(cfg), "train_info": info,
                                           "knowledge_coverage": coverage},
                  title="SASRec vs SASRec + knowledge (test, full ranking, history excluded)")

@@ -81,3 +81,38 @@ def test_hf_generator_batched_left_padded_matches_one_by_one(tiny_model_dir):
     one = HFGenerator(tiny_model_dir, max_new_tokens=4, batch_size=1, device="cpu")
     assert [one([p])[0] for p in prompts] == batched  # left padding does not change greedy answers
     assert gen.format("hi").startswith("<|im_start|>user\nhi")  # the chat template wraps the prompt
+
+
+CHILD = """
+import os, signal, sys
+from recdata.llm_generation import generate_cached
+asked_log = sys.argv[2]
+def make():
+    def generate(prompts):
+        with open(asked_log, "a") as f:
+            f.write("".join(p + "\\n" for p in prompts))
+        if sum(1 for _ in open(asked_log)) > 4:
+            os.kill(os.getpid(), signal.SIGKILL)  # a real kill in the middle of the third chunk
+        return ["A:" + p for p in prompts]
+    return generate
+generate_cached({f"n{i}": f"prompt {i}" for i in range(10)}, sys.argv[1], "m", make, chunk=2)
+"""
+
+
+def test_sigkill_mid_run_then_resume(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cache, log = tmp_path / "answers.jsonl", tmp_path / "asked.txt"
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.run([sys.executable, "-c", CHILD, str(cache), str(log)], cwd=root,
+                           env={**os.environ, "PYTHONPATH": str(root)})
+    assert child.returncode == -9
+    assert len(read_cache(cache)) == 4  # the two chunks before the kill were on disk
+    asked: list[str] = []
+    result = generate_cached({f"n{i}": f"prompt {i}" for i in range(10)}, cache, "m", _scripted(asked), chunk=2)
+    assert result.complete and len(asked) == 6
+    answered_before = set(log.read_text().splitlines()[:4])
+    assert answered_before.isdisjoint(asked)  # nothing answered before the kill is asked again
