@@ -125,7 +125,7 @@ def extract_knowledge(cfg: ExtractConfig, split: SplitDataset, out_dir: Path, mo
 
     def ask(prompts: dict[str, str], desc: str):
         result = generate_cached(prompts, cache_file, model_id, generator, settings=settings,
-                                 chunk=max(cfg.batch_size, 16), max_seconds=cfg.max_seconds, desc=desc)
+                                 chunk=cfg.batch_size, max_seconds=cfg.max_seconds, desc=desc)
         if not result.complete:
             raise UserError(f"knowledge extract: the time budget (max_seconds={cfg.max_seconds}) ran out after "
                             f"{len(result.answers)} of {len(prompts)} {desc} prompts; rerun the same command to "
