@@ -1,7 +1,7 @@
 #!/bin/bash
 # Usage (after bench_knowledge_extract.sh): SPLIT=... OUT=... bash scripts/bench_knowledge_train.sh
 # REKI lift benchmark: encode the collective knowledge (MiniLM), then SASRec and SASRec + knowledge on amazon18-scientific
-# with the same SASRec config (12 epochs max, patience 3: sized for one <= 10 min job on 2 shared cores).
+# with the same SASRec config (12 epochs max, patience 3; not yet timed on real data).
 set -x
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
