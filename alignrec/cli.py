@@ -20,7 +20,7 @@ STAGE_CLI_MODULES = (
     "recdata.cli",
     "tokenization.cli",
     "sft_tasks.cli",
-    "knowledge.cli",
+    "alignrec.knowledge.cli",
     "trainer.cli",
     "inference.cli",
     "alignrec.pipeline_cli",

@@ -17,7 +17,7 @@ $PY -m alignrec.cli knowledge extract --split_dir $S --out_dir ${OUT:-bench_resu
   --cache_file ${OUT:-bench_results/knowledge}/sci_answers.jsonl
 date -u
 PYTHONPATH=. $PY - <<'PYEOF'
-from knowledge.prompts import factor_prompt, parse_factors
+from alignrec.knowledge.prompts import factor_prompt, parse_factors
 from recdata.llm_generation import HFGenerator
 from recdata.paths import default_llm_dir
 g = HFGenerator(default_llm_dir(), max_new_tokens=48, batch_size=1)

@@ -26,7 +26,7 @@ class Window:
 
 def load_user_knowledge(knowledge_dir: str) -> dict[str, str]:
     """``{user_id: text}`` from an `alignrec knowledge extract` folder (public API of the knowledge stage)."""
-    from knowledge import read_knowledge
+    from alignrec.knowledge import read_knowledge
 
     return read_knowledge(knowledge_dir, "user")
 

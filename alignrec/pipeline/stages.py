@@ -73,7 +73,7 @@ def run_data(ctx: StageContext) -> dict[str, Any]:
 
 # ---- knowledge (optional: REKI extraction + encoding; an empty section skips it) -----------------------------
 def _knowledge_classes():
-    from knowledge import ExtractConfig
+    from alignrec.knowledge import ExtractConfig
 
     return [ExtractConfig]
 
@@ -81,8 +81,8 @@ def _knowledge_classes():
 def run_knowledge(ctx: StageContext) -> dict[str, Any]:
     if not ctx.config:
         return {"enabled": False}
-    from knowledge import EncodeConfig
-    from knowledge.cli import run_encode, run_extract
+    from alignrec.knowledge import EncodeConfig
+    from alignrec.knowledge.cli import run_encode, run_extract
 
     injected = {"split_dir": str(ctx.upstream("data") / "split"), "out_dir": str(ctx.out_dir / "extract")}
     if "cache_file" not in ctx.config:  # outside the stage folder: a changed config re-asks only new prompts
@@ -153,8 +153,8 @@ def run_embeddings(ctx: StageContext) -> dict[str, Any]:
 
 def _train_knowledge_sasrec(ctx: StageContext, cfg: Any, split: Any) -> dict[str, float]:
     """"SASRec + knowledge" with the baseline's SASRec config, saved with its prestored vectors."""
+    from alignrec.knowledge import load_knowledge_vectors
     from alignrec.recommenders import KnowledgeSASRec, full_ranking_metrics, train_sasrec
-    from knowledge import load_knowledge_vectors
 
     if not cfg.knowledge_dir:
         raise ValueError("embeddings.sasrec_knowledge needs knowledge vectors: fill the 'knowledge' section "

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from knowledge import EncodeConfig, encode_knowledge, load_knowledge_vectors
-from knowledge.encode import save_vectors
+from alignrec.knowledge import EncodeConfig, encode_knowledge, load_knowledge_vectors
+from alignrec.knowledge.encode import save_vectors
 from tokenization.embeddings import EmbeddingConfig, compute_item_embeddings
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from knowledge import ExtractConfig, build_prompts, extract_knowledge, read_knowledge
+from alignrec.knowledge import ExtractConfig, build_prompts, extract_knowledge, read_knowledge
 from recdata.errors import UserError
 from tests.knowledge.conftest import scripted_generator
 

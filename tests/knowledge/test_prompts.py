@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from knowledge import prompts as P
+from alignrec.knowledge import prompts as P
 
 ITEM = {"title": "Pipette tips", "brand": "LabCo", "categories": "Lab > Pipettes", "description": "Sterile tips"}
 BARE = {"title": "Lab coat", "brand": "", "categories": "", "description": ""}

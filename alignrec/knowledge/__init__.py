@@ -5,9 +5,14 @@ encoder) -> ``train`` ("SASRec + knowledge" with the hybrid-expert adaptor, in `
 Online inference reads the prestored vectors only; it never calls the LLM.
 """
 
-from knowledge.config import EncodeConfig, ExtractConfig, KnowledgeTrainConfig
-from knowledge.encode import encode_knowledge, load_knowledge_vectors
-from knowledge.extract import build_prompts, extract_knowledge, read_knowledge, user_training_histories
+from alignrec.knowledge.config import EncodeConfig, ExtractConfig, KnowledgeTrainConfig
+from alignrec.knowledge.encode import encode_knowledge, load_knowledge_vectors
+from alignrec.knowledge.extract import (
+    build_prompts,
+    extract_knowledge,
+    read_knowledge,
+    user_training_histories,
+)
 
 __all__ = [
     "EncodeConfig",

@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from knowledge.config import EncodeConfig, ExtractConfig, KnowledgeTrainConfig
+from alignrec.knowledge.config import EncodeConfig, ExtractConfig, KnowledgeTrainConfig
 from recdata.config import parse_config
 from recdata.errors import ConfigError
 from recdata.io import atomic_write_json
@@ -47,7 +47,7 @@ def _require(cfg: Any, *names: str) -> None:
 
 def run_extract(cfg: ExtractConfig, make_generator=None) -> dict[str, Any]:
     """Library-callable body of ``knowledge extract``; ``make_generator`` overrides the HF model (tests)."""
-    from knowledge.extract import extract_knowledge
+    from alignrec.knowledge.extract import extract_knowledge
     from recdata.llm_generation import HFGenerator, model_fingerprint
     from recdata.paths import default_llm_dir, require
     from recdata.split import SplitDataset
@@ -68,7 +68,7 @@ def run_extract(cfg: ExtractConfig, make_generator=None) -> dict[str, Any]:
 
 
 def run_encode(cfg: EncodeConfig) -> dict[str, Any]:
-    from knowledge.encode import encode_knowledge
+    from alignrec.knowledge.encode import encode_knowledge
 
     _require(cfg, "knowledge_dir", "out_dir")
     out = claim_output_dir(cfg.out_dir, "knowledge encode", inputs=[cfg.knowledge_dir], overwrite=cfg.overwrite)
@@ -78,7 +78,7 @@ def run_encode(cfg: EncodeConfig) -> dict[str, Any]:
 
 
 def run_train(cfg: KnowledgeTrainConfig) -> dict[str, Any]:
-    from knowledge.train import train_knowledge_recommender
+    from alignrec.knowledge.train import train_knowledge_recommender
     from recdata.split import SplitDataset
 
     _require(cfg, "split_dir", "out_dir", *(("vectors_dir",) if cfg.knowledge_model else ()))

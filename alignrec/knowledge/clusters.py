@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from knowledge.config import ExtractConfig
+from alignrec.knowledge.config import ExtractConfig
 from recdata.dataset import RecDataset
 
 __all__ = ["cluster_item_vectors", "group_representatives", "kmeans_labels", "popular_items", "user_vectors"]

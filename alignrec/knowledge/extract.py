@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from knowledge import prompts as P
-from knowledge.clusters import (
+from alignrec.knowledge import prompts as P
+from alignrec.knowledge.clusters import (
     cluster_item_vectors,
     group_representatives,
     kmeans_labels,
     popular_items,
     user_vectors,
 )
-from knowledge.config import ExtractConfig
+from alignrec.knowledge.config import ExtractConfig
 from recdata.errors import UserError
 from recdata.io import atomic_write_json, atomic_write_text
 from recdata.llm_generation import Generator, generate_cached

@@ -11,10 +11,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from alignrec.knowledge.config import KnowledgeTrainConfig
+from alignrec.knowledge.encode import load_knowledge_vectors
 from alignrec.recommenders import SASRec, as_recommend_fn, train_sasrec
 from alignrec.recommenders.knowledge_sasrec import KnowledgeSASRec
-from knowledge.config import KnowledgeTrainConfig
-from knowledge.encode import load_knowledge_vectors
 from recdata.split import SplitDataset
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.config import EncodeConfig
-from knowledge.extract import KNOWLEDGE_FILES, read_knowledge
+from alignrec.knowledge.config import EncodeConfig
+from alignrec.knowledge.extract import KNOWLEDGE_FILES, read_knowledge
 from recdata.errors import InputFileError
 from recdata.io import atomic_path, atomic_write_json
 
