@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from recdata.config import config_to_dict, parse_config
-from recdata.io import atomic_path, atomic_write_json
+from recdata.io import atomic_write_json
+from recdata.outputs import check_not_overlapping, staged_output_dir
 from recdata.prepare import DataConfig, load_and_process, prepare_dataset
 from recdata.split import SplitDataset
 
@@ -30,6 +31,8 @@ class StatsArgs:
 @dataclass
 class PrepareArgs:
     output_dir: str = field(metadata={"help": "Folder to write the split dataset, stats.json and resolved_config.json."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Write into an existing non-empty folder that alignrec did not write (its other files are kept)."})
 
 
 def register(subparsers) -> None:
@@ -91,7 +94,9 @@ def run_prepare(cfg: DataConfig, prep: PrepareArgs) -> dict[str, Any]:
     split = prepare_dataset(cfg)
     stats = {**split.dataset.stats(), "split": split_stats(split), "protocol": split.protocol}
     out = Path(prep.output_dir)
-    with atomic_path(out, is_dir=True) as tmp:  # the whole folder appears at once
+    inputs = [cfg.path, cfg.item_path]
+    check_not_overlapping(out, inputs, "data prepare")  # before reading: never a half-written source
+    with staged_output_dir(out, "data prepare", inputs=inputs, overwrite=prep.overwrite) as tmp:
         split.save(tmp)
         atomic_write_json(tmp / "stats.json", stats)
         atomic_write_json(tmp / "resolved_config.json", config_to_dict(cfg, prep))

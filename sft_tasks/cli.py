@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from recdata import SplitDataset, parse_config
+from recdata.errors import UserError
 from sft_tasks.builder import build_tasks, compute_stats, save_task_build
 from sft_tasks.config import QueryGenConfig, TaskConfig
 from sft_tasks.stats import format_table
@@ -37,8 +38,10 @@ def _load_inputs(cfg: TaskConfig):
 
     for name in ("split_dir", "item_tokenizer_dir", "output_dir"):
         if not getattr(cfg, name):
-            raise ValueError(f"{name} is required (flag --{name} or the YAML key {name})")
+            raise UserError(f"{name} is required (flag --{name} or the YAML key {name})")
     split = SplitDataset.load(cfg.split_dir)
+    split.dataset.warn_untitled(cfg.split_dir, "the title tasks (item2code, code2item, query2item) show them without a "
+                                               "word; fix the titles in the source and re-run `alignrec data prepare`")
     item_tokenizer = ItemTokenizer.from_pretrained(cfg.item_tokenizer_dir)
     hf_tokenizer = load_hf_tokenizer(cfg.hf_tokenizer_dir or None)
     return split, item_tokenizer, hf_tokenizer
@@ -46,10 +49,17 @@ def _load_inputs(cfg: TaskConfig):
 
 def run_build(cfg: TaskConfig) -> dict:
     """Library-callable body of ``tasks build``; returns the stats written to ``stats.json``."""
+    from recdata.hf_tokenizer import CODES_ONLY
+    from recdata.outputs import check_not_overlapping
+
+    inputs = (cfg.split_dir, cfg.item_tokenizer_dir, cfg.query_file,
+              "" if cfg.hf_tokenizer_dir == CODES_ONLY else cfg.hf_tokenizer_dir)
+    if cfg.output_dir:
+        check_not_overlapping(cfg.output_dir, inputs, "tasks build")
     split, item_tokenizer, hf_tokenizer = _load_inputs(cfg)
     build = build_tasks(cfg, split, item_tokenizer, hf_tokenizer)
     stats = compute_stats(build, item_tokenizer, hf_tokenizer, cfg.stats_sample, cfg.seed)
-    save_task_build(build, cfg.output_dir, stats, (cfg,))
+    save_task_build(build, cfg.output_dir, stats, (cfg,), inputs=inputs, overwrite=cfg.overwrite)
     # Results for the person at the terminal go to stdout; progress goes to the log.
     print(format_table(stats["train"]))
     print(f"validation: {stats['validation']['total']['count']} seqrec examples; "
@@ -75,7 +85,7 @@ def run_queries(cfg: QueryGenConfig) -> dict[str, list[str]]:
     from sft_tasks.query_gen import generate_queries, hf_generator, model_fingerprint
 
     if not cfg.split_dir or not cfg.output_file:
-        raise ValueError("split_dir and output_file are required (flags --split_dir/--output_file or YAML keys)")
+        raise UserError("split_dir and output_file are required (flags --split_dir/--output_file or YAML keys)")
     dataset = SplitDataset.load(cfg.split_dir).dataset
     llm_dir = Path(cfg.llm_dir) if cfg.llm_dir else require(default_llm_dir(), "the default LLM")
     item_ids = dataset.item_ids()[: cfg.max_items or None]

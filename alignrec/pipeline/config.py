@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from recdata.config import load_yaml
+from recdata.errors import ConfigError
 
 STAGE_NAMES = ("data", "embeddings", "tokenizer", "tasks", "train", "evaluate", "cache", "export")
 
@@ -39,10 +42,39 @@ def _expand(value: Any) -> Any:
     return value
 
 
-def load_run_config(path: str | os.PathLike, name: str | None = None, runs_dir: str | None = None) -> RunConfig:
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
+    """``section.key=value`` (or ``name=value`` / ``runs_dir=value``) over the YAML; values parse as YAML
+    scalars (``3`` is an int, ``true`` a bool, ``[1, 2]`` a list)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for item in overrides:
+        target, sep, raw = item.partition("=")
+        if not sep or not target.strip():
+            raise ConfigError(f"{source} {item!r}: expected section.key=value, e.g. tokenizer.num_levels=3")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source} {item!r}: value {raw!r} is not a YAML scalar ({exc})") from exc
+        value = _expand(value)
+        section, dot, key = target.strip().partition(".")
+        if not dot:
+            if section not in ("name", "runs_dir"):
+                raise ConfigError(f"{source} {item!r}: give section.key=value (sections: {', '.join(STAGE_NAMES)})")
+            out[section] = value
+            continue
+        if section not in STAGE_NAMES:
+            raise ConfigError(f"{source} {item!r}: {section!r} is not a section; sections are {', '.join(STAGE_NAMES)}")
+        out[section] = {**(out.get(section) or {}), key: value}
+    return out
+
+
+def load_run_config(path: str | os.PathLike, name: str | None = None, runs_dir: str | None = None,
+                    overrides: list[str] | None = None) -> RunConfig:
     os.environ.setdefault("ALIGNREC_HOME", str(Path.home() / ".cache" / "alignrec"))
     data = _expand(load_yaml(path))
-    return run_config_from_dict(data, source=str(path), name=name, runs_dir=runs_dir)
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return run_config_from_dict(data, source=str(path) + (" + --set" if overrides else ""), name=name,
+                                runs_dir=runs_dir)
 
 
 def run_config_from_dict(
@@ -51,14 +83,14 @@ def run_config_from_dict(
     allowed = {"name", "runs_dir", *STAGE_NAMES}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ValueError(f"{source}: unknown top-level key(s) {unknown}; allowed: {sorted(allowed)}")
+        raise ConfigError(f"{source}: unknown top-level key(s) {unknown}; allowed: {sorted(allowed)}")
     for stage in STAGE_NAMES:
         section = data.get(stage) or {}
         if not isinstance(section, dict):
-            raise ValueError(f"{source}: section {stage!r} must be a mapping of config keys, got {type(section).__name__}")
+            raise ConfigError(f"{source}: section {stage!r} must be a mapping of config keys, got {type(section).__name__}")
     run_name = name or data.get("name")
     if not run_name:
-        raise ValueError(f"{source}: set `name:` (the run folder under runs_dir) or pass --name")
+        raise ConfigError(f"{source}: set `name:` (the run folder under runs_dir) or pass --name")
     return RunConfig(
         name=str(run_name),
         runs_dir=Path(runs_dir or data.get("runs_dir") or "runs"),
