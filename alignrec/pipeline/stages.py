@@ -407,7 +407,7 @@ def _validate_train_values(body: dict[str, Any], injected: Sequence[str], source
         try:
             parse_train_config(["--config", str(path)])
         except ConfigError as exc:
-            raise ConfigError(f"{source} [train]: {str(exc).replace(f"{path}: ", "")}") from exc
+            raise ConfigError(f"{source} [train]: {str(exc).replace(str(path) + ': ', '')}") from exc
 
 
 def validate_sections(sections: dict[str, dict[str, Any]], source: str) -> None:
