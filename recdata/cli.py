@@ -17,8 +17,6 @@ from typing import Any
 from recdata.config import config_to_dict, parse_config
 from recdata.io import atomic_write_json
 from recdata.outputs import check_not_overlapping, staged_output_dir
-from recdata.prepare import DataConfig, load_and_process, prepare_dataset
-from recdata.split import SplitDataset
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +72,7 @@ def format_stats(stats: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{width}}  {v}".rstrip() for k, v in rows)
 
 
-def split_stats(split: SplitDataset) -> dict[str, int]:
+def split_stats(split) -> dict[str, int]:
     return {
         "train_interactions": sum(len(items) for _, items in split.train_sequences()),
         "valid_examples": len(split.eval_examples("valid")),
@@ -83,14 +81,19 @@ def split_stats(split: SplitDataset) -> dict[str, int]:
 
 
 def _run_stats(args, argv: list[str]) -> int:
+    from recdata.prepare import DataConfig, load_and_process
+
     cfg, stats_args = parse_config([DataConfig, StatsArgs], _positional_path(list(argv)))
     stats = load_and_process(cfg).stats()
     sys.stdout.write((json.dumps(stats, indent=2) if stats_args.json else format_stats(stats)) + "\n")
     return 0
 
 
-def run_prepare(cfg: DataConfig, prep: PrepareArgs) -> dict[str, Any]:
-    """Library-callable body of ``data prepare``: load, clean, split, save; returns the statistics."""
+def run_prepare(cfg, prep: PrepareArgs) -> dict[str, Any]:
+    """Library-callable body of ``data prepare`` (``cfg``: a ``DataConfig``): load, clean, split, save; returns the
+    statistics."""
+    from recdata.prepare import prepare_dataset
+
     split = prepare_dataset(cfg)
     stats = {**split.dataset.stats(), "split": split_stats(split), "protocol": split.protocol}
     out = Path(prep.output_dir)
@@ -105,6 +108,8 @@ def run_prepare(cfg: DataConfig, prep: PrepareArgs) -> dict[str, Any]:
 
 
 def _run_prepare(args, argv: list[str]) -> int:
+    from recdata.prepare import DataConfig
+
     cfg, prep = parse_config([DataConfig, PrepareArgs], _positional_path(list(argv)))
     sys.stdout.write(format_stats(run_prepare(cfg, prep)) + "\n")
     return 0

@@ -41,10 +41,14 @@ def current_prog() -> str | None:
     return _PROG.get()
 
 
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """``--config FILE`` names no file: a usage error (exit 2) that is still a ``FileNotFoundError``."""
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config")
+        raise ConfigFileNotFoundError(f"config file {path} does not exist; pass an existing YAML file to --config")
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from recdata import SplitDataset, parse_config
+from recdata.config import parse_config
 from recdata.errors import UserError
-from sft_tasks.builder import build_tasks, compute_stats, save_task_build
-from sft_tasks.config import QueryGenConfig, TaskConfig
-from sft_tasks.stats import format_table
+
+if TYPE_CHECKING:  # the handlers import the task library, so `alignrec --help` stays fast
+    from sft_tasks.config import QueryGenConfig, TaskConfig
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +32,7 @@ def register(subparsers) -> None:
 
 
 def _load_inputs(cfg: TaskConfig):
+    from recdata import SplitDataset
     from recdata.hf_tokenizer import load_hf_tokenizer
     from tokenization import ItemTokenizer
 
@@ -49,8 +49,12 @@ def _load_inputs(cfg: TaskConfig):
 
 def run_build(cfg: TaskConfig) -> dict:
     """Library-callable body of ``tasks build``; returns the stats written to ``stats.json``."""
+    import numpy as np
+
     from recdata.hf_tokenizer import CODES_ONLY
     from recdata.outputs import check_not_overlapping
+    from sft_tasks.builder import build_tasks, compute_stats, save_task_build
+    from sft_tasks.stats import format_table
 
     inputs = (cfg.split_dir, cfg.item_tokenizer_dir, cfg.query_file,
               "" if cfg.hf_tokenizer_dir == CODES_ONLY else cfg.hf_tokenizer_dir)
@@ -74,13 +78,15 @@ def run_build(cfg: TaskConfig) -> dict:
 
 
 def _run_build(args, argv: list[str]) -> int:
+    from sft_tasks.config import TaskConfig
+
     (cfg,) = parse_config([TaskConfig], argv)
     run_build(cfg)
     return 0
 
 
 def run_queries(cfg: QueryGenConfig) -> dict[str, list[str]]:
-    from recdata import atomic_write_json
+    from recdata import SplitDataset, atomic_write_json
     from recdata.paths import default_llm_dir, require
     from sft_tasks.query_gen import generate_queries, hf_generator, model_fingerprint
 
@@ -101,6 +107,8 @@ def run_queries(cfg: QueryGenConfig) -> dict[str, list[str]]:
 
 
 def _run_queries(args, argv: list[str]) -> int:
+    from sft_tasks.config import QueryGenConfig
+
     (cfg,) = parse_config([QueryGenConfig], argv)
     run_queries(cfg)
     return 0
