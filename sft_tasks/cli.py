@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recdata.config import parse_config
-from recdata.errors import UserError
+from recdata.errors import ConfigError
 
 if TYPE_CHECKING:  # the handlers import the task library, so `alignrec --help` stays fast
     from sft_tasks.config import QueryGenConfig, TaskConfig
@@ -38,7 +38,7 @@ def _load_inputs(cfg: TaskConfig):
 
     for name in ("split_dir", "item_tokenizer_dir", "output_dir"):
         if not getattr(cfg, name):
-            raise UserError(f"{name} is required (flag --{name} or the YAML key {name})")
+            raise ConfigError(f"{name} is required (flag --{name} or the YAML key {name})")
     split = SplitDataset.load(cfg.split_dir)
     split.dataset.warn_untitled(cfg.split_dir, "the title tasks (item2code, code2item, query2item) show them without a "
                                                "word; fix the titles in the source and re-run `alignrec data prepare`")
@@ -91,7 +91,7 @@ def run_queries(cfg: QueryGenConfig) -> dict[str, list[str]]:
     from sft_tasks.query_gen import generate_queries, hf_generator, model_fingerprint
 
     if not cfg.split_dir or not cfg.output_file:
-        raise UserError("split_dir and output_file are required (flags --split_dir/--output_file or YAML keys)")
+        raise ConfigError("split_dir and output_file are required (flags --split_dir/--output_file or YAML keys)")
     dataset = SplitDataset.load(cfg.split_dir).dataset
     llm_dir = Path(cfg.llm_dir) if cfg.llm_dir else require(default_llm_dir(), "the default LLM")
     item_ids = dataset.item_ids()[: cfg.max_items or None]
