@@ -22,15 +22,18 @@ SPLITS = ("leave_one_out", "temporal")
 @dataclass
 class DataConfig:
     path: str = field(metadata={"help": "Dataset folder (or a CSV/TSV/Parquet interaction file for tabular)."})
-    format: str = field(default="auto", metadata={"help": f"Source layout, one of {list(FORMATS)}; auto detects it."})
+    format: str = field(default="auto", metadata={"help": f"Source layout, one of {list(FORMATS)}; auto detects it.",
+                                                        "choices": list(FORMATS)})
     name: str | None = field(default=None, metadata={"help": "Dataset name; picks the file prefix when a folder "
                                                               "holds several datasets (e.g. Scientific)."})
     item_text_fields: str | None = field(default=None, metadata={
         "help": "Map item text fields to source fields/columns, e.g. 'title=movie_title,categories=class'."})
     duplicate_items: str = field(default="error", metadata={
-        "help": "A repeated item record: 'error' or 'keep_first' (counted as duplicate_item_records)."})
+        "help": "A repeated item record: 'error' or 'keep_first' (counted as duplicate_item_records).",
+        "choices": ["error", "keep_first"]})
     unknown_items: str = field(default="error", metadata={
-        "help": "An interaction with an item missing from the catalogue: 'error' or 'drop' (counted)."})
+        "help": "An interaction with an item missing from the catalogue: 'error' or 'drop' (counted).",
+        "choices": ["error", "drop"]})
     user_column: str = field(default="user_id", metadata={"help": "tabular: user id column."})
     item_column: str = field(default="item_id", metadata={"help": "tabular: item id column of the interactions."})
     time_column: str = field(default="timestamp", metadata={
@@ -50,7 +53,8 @@ class DataConfig:
     keep_unused_items: bool = field(default=False, metadata={
         "help": "Keep catalogue items no user interacts with (default drops them, counted as unused_items)."})
     max_history: int = field(default=20, metadata={"help": "History length of eval examples and serving."})
-    split: str = field(default="leave_one_out", metadata={"help": f"Split protocol, one of {list(SPLITS)}."})
+    split: str = field(default="leave_one_out", metadata={"help": f"Split protocol, one of {list(SPLITS)}.",
+                                                                   "choices": list(SPLITS)})
     temporal_ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1], metadata={
         "help": "train/valid/test shares of the global temporal split (by target time)."})
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recdata.config import config_to_dict, parse_config
-from recdata.errors import UserError
+from recdata.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ class CacheBuildConfig:
     model_dir: str | None = field(default=None, metadata={"help": "Trained run folder (trainer output_dir or its "
                                                                   "merged/); required for --recommender model."})
     recommender: str = field(default="model", metadata={"help": "'model' (the trained LLM, beam search) or "
-                                                                "'popularity' (training-popularity baseline cache)."})
+                                                                "'popularity' (training-popularity baseline cache).",
+                                                        "choices": ["model", "popularity"]})
     k: int = field(default=20, metadata={"help": "Items cached per user."})
     num_beams: int | None = field(default=None, metadata={"help": "Beam width (>= k); default k."})
     batch_size: int = field(default=8, metadata={"help": "Users per beam-search batch."})
@@ -190,7 +191,7 @@ def _run_get(args, argv: list[str]) -> int:
     user_ids, flags = split_users(argv)
     (cfg,) = parse_config([CacheGetConfig], flags)
     if not user_ids:
-        raise SystemExit("alignrec cache get: give at least one USER id, e.g. `alignrec cache get u1 --store_dir S`")
+        raise ConfigError("give at least one USER id, e.g. `alignrec cache get u1 --store_dir S`")
     from inference.cache.reader import CacheReader
 
     with CacheReader(cfg.store_dir) as reader:

@@ -357,6 +357,7 @@ CASES: list[Case] = [
          r"c\b"),
     Case("cache-get-missing-store", lambda w: ["cache", "get", "u1", "--store_dir", str(w.case / "nope")], "error", 1,
          r"nope"),
+    Case("cache-get-no-user", lambda w: ["cache", "get", "--store_dir", str(w.case)], "error", 2, r"USER id"),
     Case("train-bad-mode", lambda w: ["train", "--dry_run", "--dataset_dir", str(w.case), "--output_dir",
                                       str(w.case / "m"), "--finetune_mode", "lorra"], "error", 2, r"lorra"),
     # ---- run -------------------------------------------------------------------------------------------------
