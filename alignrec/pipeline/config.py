@@ -42,39 +42,39 @@ def _expand(value: Any) -> Any:
     return value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
-    """``section.key=value`` (or ``name=value`` / ``runs_dir=value``) over the YAML; values parse as YAML
-    scalars (``3`` is an int, ``true`` a bool, ``[1, 2]`` a list)."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    for item in overrides:
+def parse_set_options(items: list[str], source: str = "--set") -> dict[str, Any]:
+    """``["tokenizer.num_levels=3", "name=l3"]`` -> ``{"tokenizer.num_levels": 3, "name": "l3"}``; values parse as
+    YAML scalars (``3`` is an int, ``true`` a bool, ``[1, 2]`` a list). Apply with ``variants.apply_overrides``."""
+    out: dict[str, Any] = {}
+    for item in items:
         target, sep, raw = item.partition("=")
-        if not sep or not target.strip():
+        target = target.strip()
+        if not sep or not target:
             raise ConfigError(f"{source} {item!r}: expected section.key=value, e.g. tokenizer.num_levels=3")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source} {item!r}: value {raw!r} is not a YAML scalar ({exc})") from exc
-        value = _expand(value)
-        section, dot, key = target.strip().partition(".")
-        if not dot:
-            if section not in ("name", "runs_dir"):
-                raise ConfigError(f"{source} {item!r}: give section.key=value (sections: {', '.join(STAGE_NAMES)})")
-            out[section] = value
-            continue
-        if section not in STAGE_NAMES:
+        section, dot, key = target.partition(".")
+        if not dot and section not in ("name", "runs_dir"):
+            raise ConfigError(f"{source} {item!r}: give section.key=value (sections: {', '.join(STAGE_NAMES)})")
+        if dot and (section not in STAGE_NAMES or not key):
             raise ConfigError(f"{source} {item!r}: {section!r} is not a section; sections are {', '.join(STAGE_NAMES)}")
-        out[section] = {**(out.get(section) or {}), key: value}
+        out[target] = _expand(value)
     return out
 
 
 def load_run_config(path: str | os.PathLike, name: str | None = None, runs_dir: str | None = None,
                     overrides: list[str] | None = None) -> RunConfig:
+    """The run config of ``path``; ``overrides``: ``alignrec run --set`` strings (see ``parse_set_options``)."""
+    from alignrec.pipeline.variants import apply_overrides
+
     os.environ.setdefault("ALIGNREC_HOME", str(Path.home() / ".cache" / "alignrec"))
     data = _expand(load_yaml(path))
-    if overrides:
-        data = apply_overrides(data, overrides)
-    return run_config_from_dict(data, source=str(path) + (" + --set" if overrides else ""), name=name,
-                                runs_dir=runs_dir)
+    sets = parse_set_options(overrides or [])
+    run_cfg = run_config_from_dict(data, source=str(path), name=name or sets.pop("name", None),
+                                   runs_dir=runs_dir or sets.pop("runs_dir", None))
+    return apply_overrides(run_cfg, sets) if sets else run_cfg
 
 
 def run_config_from_dict(
