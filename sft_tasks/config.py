@@ -26,6 +26,8 @@ class TaskConfig:
         default="", metadata={"help": "HF tokenizer/model folder; its chat template formats prompts. Empty: SmolLM2 default."}
     )
     output_dir: str = field(default="", metadata={"help": "Where the DatasetDict, preference pairs and stats.json go."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Write into an existing non-empty folder that alignrec did not write (its other files are kept)."})
 
     # ---- mixture ---------------------------------------------------------------------------------------
     weights: str = field(

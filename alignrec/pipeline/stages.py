@@ -12,12 +12,14 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from alignrec.pipeline.runner import Stage, StageContext
 from recdata.config import parse_config
+from recdata.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +35,7 @@ PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline", "sasrec_knowledge"),
 def _check_injected(stage: str, section: dict[str, Any], injected: Any, source: str = "run config") -> None:
     clash = sorted(set(section) & set(injected))
     if clash:
-        raise ValueError(f"{source}: section {stage!r} sets {clash}, which the pipeline fills itself; remove them")
+        raise ConfigError(f"{source}: section {stage!r} sets {clash}, which the pipeline fills itself; remove them")
 
 
 def _stage_keys(stage: str, section: dict[str, Any]) -> dict[str, Any]:
@@ -55,11 +57,57 @@ def _data_classes():
     return [DataConfig, PrepareArgs]
 
 
-def _source_identity(path: str) -> dict[str, Any]:
-    """Sizes and mtimes of the input files: a changed source file re-runs the data stage."""
-    root = Path(path)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
-    return {str(p.relative_to(root) if p != root else p.name): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+def _data_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
+    """The source files of the data stage (their content enters its key, see ``recdata.fingerprint``)."""
+    return {"path": section.get("path", ""), "item_path": section.get("item_path", "")}
+
+
+def _embedding_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
+    """User vectors and the text encoder folder the embeddings stage reads."""
+    from recdata.paths import default_llm_dir, default_sentence_encoder_dir
+
+    source = section.get("source", "text")
+    fusion = str(section.get("fusion_weights", "text=1.0,cf=1.0"))
+    out = {"file_path": section.get("file_path", ""), "file_ids_path": section.get("file_ids_path", "")}
+    if source == "text" or (source == "fused" and "text" in fusion):
+        if section.get("text_encoder", "sentence") == "sentence":
+            out["text_encoder"] = str(section.get("sentence_encoder_dir") or default_sentence_encoder_dir())
+        else:
+            out["text_encoder"] = str(section.get("llm_dir") or default_llm_dir())
+    return out
+
+
+def _tokenizer_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
+    """The LLM whose input embeddings are the alignment targets (when align_weight > 0)."""
+    from recdata.paths import default_llm_dir
+
+    if float(section.get("align_weight", 0.5) or 0) <= 0:
+        return {}
+    return {"alignment_llm": str(run_cfg.sections.get("embeddings", {}).get("llm_dir") or default_llm_dir())}
+
+
+def _tasks_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
+    from recdata.hf_tokenizer import CODES_ONLY
+
+    hf = train_model_dir(run_cfg)
+    return {"query_file": section.get("query_file", ""), "hf_tokenizer": "" if hf == CODES_ONLY else hf}
+
+
+def _train_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
+    """The base model and tokenizer folders and the DeepSpeed JSON (content, not path, enters the key)."""
+    from recdata.hf_tokenizer import CODES_ONLY
+    from recdata.paths import default_llm_dir
+
+    out: dict[str, str] = {}
+    if section.get("model_init", "pretrained") != "scratch":
+        out["model"] = str(section.get("model_name_or_path") or default_llm_dir())
+    tokenizer = str(section.get("tokenizer_name_or_path") or "")
+    if tokenizer and tokenizer != CODES_ONLY:
+        out["tokenizer"] = tokenizer
+    if section.get("deepspeed"):
+        ds_path = Path(section["deepspeed"])
+        out["deepspeed"] = str(ds_path if ds_path.is_absolute() else REPO_ROOT / ds_path)
+    return out
 
 
 def run_data(ctx: StageContext) -> dict[str, Any]:
@@ -275,7 +323,7 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
     started = time.time()
     code = subprocess.call(cmd, env=env, cwd=str(REPO_ROOT))
     if code != 0:
-        raise RuntimeError(f"training exited with status {code}; see the log above (command: {' '.join(cmd)})")
+        raise UserError(f"training exited with status {code}; see the log above (command: {' '.join(cmd)})")
     summary: dict[str, Any] = {"launcher": launcher, "seconds": time.time() - started, "command": cmd}
     metrics_file = ctx.out_dir / "model" / "metrics.jsonl"
     if metrics_file.is_file():
@@ -382,7 +430,7 @@ def run_export(ctx: StageContext) -> dict[str, Any]:
     from tokenization.vocab_export import export_vocab, validate_vocab
 
     if ctx.config:
-        raise ValueError(f"run config section 'export' takes no keys yet, got {sorted(ctx.config)}")
+        raise UserError(f"run config section 'export' takes no keys yet, got {sorted(ctx.config)}")
     model_dir = ctx.upstream("train") / "model"
     item_tokenizer = ItemTokenizer.from_pretrained(model_dir / "item_tokenizer")
     hf_tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -396,18 +444,17 @@ def run_export(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGES: list[Stage] = [
-    Stage("data", run_data, (),
-          extra_key=lambda section, run_cfg: {"source_files": _source_identity(section.get("path", ""))}),
+    Stage("data", run_data, (), inputs=_data_inputs),
     Stage("knowledge", run_knowledge, ("data",)),
     # version 2: SASRec model selection masks history items (as evaluation does)
-    Stage("embeddings", run_embeddings, ("data",), version=2, extra_key=_knowledge_key),
-    Stage("tokenizer", run_tokenizer, ("data", "embeddings")),
+    Stage("embeddings", run_embeddings, ("data",), version=2, inputs=_embedding_inputs, extra_key=_knowledge_key),
+    Stage("tokenizer", run_tokenizer, ("data", "embeddings"), inputs=_tokenizer_inputs),
     # version 2: validation rows carry user_id / history / target (ranking validation)
-    Stage("tasks", run_tasks, ("data", "tokenizer"), version=2,
+    Stage("tasks", run_tasks, ("data", "tokenizer"), version=2, inputs=_tasks_inputs,
           extra_key=lambda section, run_cfg: {"hf_tokenizer": train_model_dir(run_cfg),
                                               **({"knowledge": run_cfg.sections.get("knowledge", {})}
                                                  if section.get("use_knowledge") else {})}),
-    Stage("train", run_train, ("tasks", "tokenizer")),
+    Stage("train", run_train, ("tasks", "tokenizer"), inputs=_train_inputs),
     # version 2: exclude_history true and num_beams auto (1.5 x max K) by default; per-user metrics saved
     Stage("evaluate", run_evaluate, ("data", "train", "embeddings"), version=2),
     Stage("cache", run_cache, ("data", "train")),
@@ -428,6 +475,23 @@ SECTION_CLASSES = {"data": _data_classes, "knowledge": _knowledge_classes, "embe
                    "tasks": _task_classes, "evaluate": _evaluate_classes, "cache": _cache_classes}
 
 
+def _validate_train_values(body: dict[str, Any], injected: Sequence[str], source: str) -> None:
+    """Parse the train section exactly as the train stage will (values too: ``finetune_mode: lorra``)."""
+    import tempfile
+
+    import yaml
+
+    from trainer.config import parse_train_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.yaml"
+        path.write_text(yaml.safe_dump({**body, **{k: str(Path(tmp) / k) for k in injected}}))
+        try:
+            parse_train_config(["--config", str(path)])
+        except ConfigError as exc:
+            raise ConfigError(f"{source} [train]: {str(exc).replace(str(path) + ': ', '')}") from exc
+
+
 def validate_sections(sections: dict[str, dict[str, Any]], source: str) -> None:
     """Check every section's keys (and values, where no GPU is needed to check them) before any stage runs."""
     for stage, section in sections.items():
@@ -442,15 +506,16 @@ def validate_sections(sections: dict[str, dict[str, Any]], source: str) -> None:
             known = {f.name for cls in (ModelArguments, DataArguments, AlignRecTrainArguments, SFTConfig) for f in fields(cls)}
             unknown = sorted(set(body) - known)
             if unknown:
-                raise ValueError(f"{source}: unknown key(s) {unknown} in section 'train'; see `python trainer/sft.py --help`")
+                raise ConfigError(f"{source}: unknown key(s) {unknown} in section 'train'; see `alignrec train --help`")
+            _validate_train_values(body, injected, source)
         elif stage == "export":
             if body:
-                raise ValueError(f"{source}: section 'export' takes no keys, got {sorted(body)}")
+                raise ConfigError(f"{source}: section 'export' takes no keys, got {sorted(body)}")
         elif stage in SECTION_CLASSES:
             placeholders = {k: "placeholder" for k in injected}
             if stage == "embeddings" and _uses_knowledge(section) and "knowledge_dir" not in body:
                 if not sections.get("knowledge"):
-                    raise ValueError(f"{source}: section 'embeddings' reads knowledge vectors; fill the "
+                    raise ConfigError(f"{source}: section 'embeddings' reads knowledge vectors; fill the "
                                      "'knowledge' section or set embeddings.knowledge_dir")
                 placeholders["knowledge_dir"] = "placeholder"
             parse_config(SECTION_CLASSES[stage](), [], config={**body, **placeholders}, config_source=f"{source} [{stage}]")

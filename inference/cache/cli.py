@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recdata.config import config_to_dict, parse_config
+from recdata.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ class CacheBuildConfig:
     model_dir: str | None = field(default=None, metadata={"help": "Trained run folder (trainer output_dir or its "
                                                                   "merged/); required for --recommender model."})
     recommender: str = field(default="model", metadata={"help": "'model' (the trained LLM, beam search) or "
-                                                                "'popularity' (training-popularity baseline cache)."})
+                                                                "'popularity' (training-popularity baseline cache).",
+                                                        "choices": ["model", "popularity"]})
     k: int = field(default=20, metadata={"help": "Items cached per user."})
     num_beams: int | None = field(default=None, metadata={"help": "Beam width (>= k); default k."})
     batch_size: int = field(default=8, metadata={"help": "Users per beam-search batch."})
@@ -48,15 +50,15 @@ class CacheBuildConfig:
 
     def __post_init__(self) -> None:
         if self.recommender not in ("model", "popularity"):
-            raise ValueError(f"recommender must be 'model' or 'popularity', got {self.recommender!r}")
+            raise UserError(f"recommender must be 'model' or 'popularity', got {self.recommender!r}")
         if self.recommender == "model" and not self.model_dir:
-            raise ValueError("--model_dir is required with --recommender model (or use --recommender popularity)")
+            raise UserError("--model_dir is required with --recommender model (or use --recommender popularity)")
         if self.k < 1 or self.batch_size < 1 or self.chunk_size < 1:
-            raise ValueError(f"k, batch_size and chunk_size must be >= 1, got {self.k}, {self.batch_size}, "
+            raise UserError(f"k, batch_size and chunk_size must be >= 1, got {self.k}, {self.batch_size}, "
                              f"{self.chunk_size}")
         self.num_beams = self.num_beams or self.k
         if self.num_beams < self.k:
-            raise ValueError(f"num_beams ({self.num_beams}) must be >= k ({self.k}); raise --num_beams")
+            raise UserError(f"num_beams ({self.num_beams}) must be >= k ({self.k}); raise --num_beams")
 
 
 @dataclass
@@ -71,9 +73,9 @@ class CachePublishConfig:
 
     def __post_init__(self) -> None:
         if self.keep_versions < 1:
-            raise ValueError(f"keep_versions must be >= 1, got {self.keep_versions}")
+            raise UserError(f"keep_versions must be >= 1, got {self.keep_versions}")
         if self.fallback_k is not None and self.fallback_k < 1:
-            raise ValueError(f"fallback_k must be >= 1 when set, got {self.fallback_k}")
+            raise UserError(f"fallback_k must be >= 1 when set, got {self.fallback_k}")
 
 
 @dataclass
@@ -107,17 +109,19 @@ def load_histories(split_dir: str, users_file: str | None) -> dict[str, list[str
         if not user:
             continue
         if user not in histories:
-            raise ValueError(f"{users_file}:{line_no}: user {user!r} is not in {split_dir}; remove it or fix the id")
+            raise UserError(f"{users_file}:{line_no}: user {user!r} is not in {split_dir}; remove it or fix the id")
         wanted[user] = histories[user]
     if not wanted:
-        raise ValueError(f"{users_file} lists no user; put one user id per line")
+        raise UserError(f"{users_file} lists no user; put one user id per line")
     return wanted
 
 
 def run_build(cfg: CacheBuildConfig) -> dict | None:
     from inference.cache.build import build_cache
     from recdata.io import atomic_write_json
+    from recdata.outputs import check_not_overlapping
 
+    check_not_overlapping(cfg.out_dir, [cfg.split_dir, cfg.model_dir, cfg.base_cache, cfg.users_file], "cache build")
     histories = load_histories(cfg.split_dir, cfg.users_file)
     if cfg.recommender == "popularity":
         from inference import popularity_recommender
@@ -144,7 +148,9 @@ def run_build(cfg: CacheBuildConfig) -> dict | None:
 
 def run_publish(cfg: CachePublishConfig) -> Path:
     from inference.cache.store import publish_cache
+    from recdata.outputs import check_not_overlapping
 
+    check_not_overlapping(cfg.store_dir, [cfg.cache_dir, cfg.split_dir], "cache publish")
     popularity = None
     if cfg.split_dir:
         from inference import train_popularity
@@ -185,7 +191,7 @@ def _run_get(args, argv: list[str]) -> int:
     user_ids, flags = split_users(argv)
     (cfg,) = parse_config([CacheGetConfig], flags)
     if not user_ids:
-        raise SystemExit("alignrec cache get: give at least one USER id, e.g. `alignrec cache get u1 --store_dir S`")
+        raise ConfigError("give at least one USER id, e.g. `alignrec cache get u1 --store_dir S`")
     from inference.cache.reader import CacheReader
 
     with CacheReader(cfg.store_dir) as reader:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.cache.store import CURRENT_NAME, VERSIONS_DIR
+from recdata.errors import InputFileError
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class CacheReader:
             try:
                 st = os.stat(self._pointer)
             except FileNotFoundError:
-                raise FileNotFoundError(
+                raise InputFileError(
                     f"{self._pointer} not found: no cache is published in {self.store_dir}; run `alignrec cache publish`"
                 ) from None
             key = (st.st_ino, st.st_mtime_ns, st.st_size)

@@ -26,6 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from inference.cache.shards import iter_cache, verify_cache
+from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def publish_cache(
     items most often recommended in the cache itself. ``keep_versions`` >= 1 counts the live one.
     """
     if keep_versions < 1:
-        raise ValueError(f"keep_versions must be >= 1 (the live version), got {keep_versions}")
+        raise UserError(f"keep_versions must be >= 1 (the live version), got {keep_versions}")
     manifest = verify_cache(cache_dir)
     fallback_k = fallback_k or manifest["k"]
     store_dir = Path(store_dir)
@@ -81,7 +82,7 @@ def current_version_path(store_dir: str | Path) -> Path:
     store_dir = Path(store_dir)
     pointer = store_dir / CURRENT_NAME
     if not pointer.is_file():
-        raise FileNotFoundError(f"{pointer} not found: no cache is published in {store_dir}; run `alignrec cache publish`")
+        raise InputFileError(f"{pointer} not found: no cache is published in {store_dir}; run `alignrec cache publish`")
     return store_dir / VERSIONS_DIR / pointer.read_text(encoding="utf-8").strip()
 
 

@@ -21,11 +21,13 @@ class EmbeddingConfig(SASRecConfig):
     source: str = field(
         default="text", metadata={"help": f"One of {SOURCES}: item text, collaborative (SASRec trained on the "
                                           "training part), fused (weighted concat of parts), a user file, or "
-                                          "knowledge (item-knowledge vectors of `alignrec knowledge encode`)."}
+                                          "knowledge (item-knowledge vectors of `alignrec knowledge encode`).",
+                                "choices": list(SOURCES)}
     )
     text_encoder: str = field(
         default="sentence", metadata={"help": "'sentence': sentence encoder (all-MiniLM-L6-v2 by default); "
-                                              "'llm': frozen causal LLM, mean of last hidden states."}
+                                              "'llm': frozen causal LLM, mean of last hidden states.",
+                                      "choices": list(TEXT_ENCODERS)}
     )
     sentence_encoder_dir: str = field(
         default="", metadata={"help": "Sentence-transformers folder; empty = the installed all-MiniLM-L6-v2."}
