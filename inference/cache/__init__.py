@@ -1,5 +1,6 @@
-"""Offline top-K cache: sharded resumable build (Parquet), versioned SQLite publish, in-process reader."""
+"""Offline top-K cache: sharded resumable build (Parquet), versioned SQLite or Redis publish, one reader."""
 
+from inference.cache.backends import CacheStore, SQLiteStore, StoreVersion, VersionGoneError, open_store
 from inference.cache.build import BuildResult, CacheMismatchError, RecommendFn, build_cache, finalize_cache
 from inference.cache.reader import CacheReader, CacheResult, ReaderStats
 from inference.cache.shards import iter_cache, read_manifest, verify_cache
@@ -10,12 +11,17 @@ __all__ = [
     "CacheMismatchError",
     "CacheReader",
     "CacheResult",
+    "CacheStore",
     "ReaderStats",
     "RecommendFn",
+    "SQLiteStore",
+    "StoreVersion",
+    "VersionGoneError",
     "build_cache",
     "current_version_path",
     "finalize_cache",
     "iter_cache",
+    "open_store",
     "publish_cache",
     "read_manifest",
     "verify_cache",
