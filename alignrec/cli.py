@@ -22,6 +22,7 @@ STAGE_CLI_MODULES = (
     "sft_tasks.cli",
     "trainer.cli",
     "inference.cli",
+    "inference.serve.cli",
     "alignrec.pipeline_cli",
 )
 

@@ -26,6 +26,7 @@ class CacheResult:
     items: list[tuple[str, float]]  # best first; for a fallback, (item_id, popularity count)
     fallback: bool  # True: the user is not in the cache and ``items`` are the popular-items fallback
     version: str  # the published version (unique per publish) this result comes from
+    k: int = 0  # the cached K of that version (a fallback list may be shorter or longer)
 
 
 @dataclass
@@ -85,14 +86,14 @@ class CacheReader:
             else:
                 raise RuntimeError(f"the cache versions of {self.store.location} keep disappearing during lookups")
             self.stats.lookups += len(users)
-            out = []
+            out, k = [], int(live.meta["k"])
             for user, items in zip(users, rows, strict=True):
                 if items is None:
                     self.stats.misses += 1
-                    out.append(CacheResult(user, list(live.fallback), True, live.name))
+                    out.append(CacheResult(user, list(live.fallback), True, live.name, k))
                 else:
                     self.stats.hits += 1
-                    out.append(CacheResult(user, items, False, live.name))
+                    out.append(CacheResult(user, items, False, live.name, k))
             return out
 
     def close(self) -> None:
