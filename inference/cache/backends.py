@@ -28,7 +28,7 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class VersionGoneError(RuntimeError):
-    """The version a reader holds (or was about to open) was deleted by a later publish; re-read the pointer."""
+    """The version a reader holds (or was about to open) was replaced or deleted by a publish; re-read the pointer."""
 
 
 @dataclass
@@ -51,6 +51,10 @@ class CacheStore(ABC):
     """Where published versions live; ``location`` is what the user passed (folder or URL)."""
 
     location: str
+    # True when ``StoreVersion.lookup`` itself checks, atomically with the read, that its version is still the
+    # live one (raising ``VersionGoneError`` if not): the reader then skips its own pointer check (one round trip
+    # per lookup instead of two for Redis).
+    lookup_checks_pointer: bool = False
 
     @abstractmethod
     def pointer(self) -> Hashable:

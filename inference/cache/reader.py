@@ -3,8 +3,8 @@
 The reader works over any ``CacheStore`` (``backends``): a SQLite folder or a Redis URL. A lookup, or a
 batch of them, is answered from one open version only, so a result always comes whole from one version and
 every user of one ``get_many`` from the same one. Before a lookup the reader checks the store's pointer (a
-``stat`` of ``CURRENT`` for SQLite, about a microsecond; one ``GET`` for Redis); when a publish moved it,
-the reader opens the new version and closes the old one. A version deleted under the reader
+``stat`` of ``CURRENT`` for SQLite, about a microsecond; for Redis the lookup's own ``MULTI`` checks it);
+when a publish moved it, the reader opens the new version and closes the old one. A version deleted under the reader
 (``VersionGoneError``) makes it re-read the pointer, never answer from nothing.
 """
 
@@ -75,7 +75,7 @@ class CacheReader:
         """Every user answered from one version (the live one when the call starts)."""
         users = list(user_ids)
         with self._lock:
-            live = self._live()
+            live = self._live(check_pointer=not self.store.lookup_checks_pointer)
             for _ in range(5):
                 try:
                     rows = live.lookup(users)
@@ -109,10 +109,10 @@ class CacheReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _live(self) -> StoreVersion:
+    def _live(self, check_pointer: bool = True) -> StoreVersion:
         if self._version is None and self._token is not None:
             raise RuntimeError(f"CacheReader on {self.store.location} is closed")
-        if self.refresh_interval_s <= 0 or time.monotonic() >= self._next_check:
+        if check_pointer and (self.refresh_interval_s <= 0 or time.monotonic() >= self._next_check):
             self._refresh(force=False)
             self._next_check = time.monotonic() + self.refresh_interval_s
         return self._version

@@ -11,9 +11,10 @@ default ``alignrec``; several caches can share one Redis under different prefixe
 
 A publish writes the new version's keys with a 24 h TTL (a killed publish cleans up after itself), then in one
 ``MULTI`` lifts the TTL and points ``P:current`` at it. Versions beyond ``keep_versions`` get a TTL of
-``grace_s`` instead of being deleted, so a reader that read the old pointer a moment ago still finds its
-version; one that holds it past the grace gets ``VersionGoneError`` and follows the pointer. Each lookup is a
-``MULTI`` of ``EXISTS`` + ``HMGET`` on one version's hash, so a batch comes whole from one version.
+``grace_s`` instead of being deleted, so a service reading the key space directly that read the old pointer a
+moment ago still finds its version. ``CacheReader`` lookups are one ``MULTI`` of ``GET P:current`` + ``EXISTS``
++ ``HMGET`` on the held version's hash: rows are returned only while that version is the live one (else the
+reader follows the pointer and asks again), so a batch comes whole from one version, in one round trip.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ WRITE_BATCH = 5_000
 
 class RedisStore(CacheStore):
     """``redis://host:port/db[?prefix=P]`` (also ``rediss://``, ``unix://``): the key space described above."""
+
+    lookup_checks_pointer = True
 
     def __init__(self, url: str, socket_timeout_s: float = 5.0):
         try:
@@ -91,7 +94,7 @@ class RedisStore(CacheStore):
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{meta_key} / {fallback_key} in {self.location} are not a cache version's metadata "
                              f"({exc!r}); republish with `alignrec cache publish --target {self.location}`") from exc
-        return _RedisVersion(name, meta_dict, fallback_list, self.client, recs_key)
+        return _RedisVersion(name, meta_dict, fallback_list, self.client, recs_key, self.current_key)
 
     def close(self) -> None:
         self.client.close()
@@ -101,13 +104,15 @@ class RedisStore(CacheStore):
 class _RedisVersion(StoreVersion):
     client: Any = None
     recs_key: str = ""
+    current_key: str = ""
 
     def lookup(self, user_ids: Sequence[str]) -> list[Recs | None]:
-        pipe = self.client.pipeline(transaction=True)  # MULTI: the EXISTS and the HMGET see the same moment
-        pipe.exists(self.recs_key).hmget(self.recs_key, list(user_ids))
-        exists, values = pipe.execute()
-        if not exists:
-            raise VersionGoneError(f"version {self.name} expired from {self.recs_key.split(':v:')[0]}")
+        # One MULTI (one round trip): the pointer, the version's presence and the rows, all at the same moment.
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self.current_key).exists(self.recs_key).hmget(self.recs_key, list(user_ids))
+        current, exists, values = pipe.execute()
+        if current is None or current.decode("utf-8") != self.name or not exists:
+            raise VersionGoneError(f"version {self.name} is no longer the live one of {self.current_key}")
         return [None if v is None else [(i, s) for i, s in json.loads(v)] for v in values]
 
     def close(self) -> None:

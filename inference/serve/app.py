@@ -23,7 +23,7 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -51,6 +51,15 @@ def _store_errors() -> tuple[type[BaseException], ...]:
 
 
 STORE_ERRORS = _store_errors()
+
+
+USER_PARAMETERS = [
+    {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}},
+    {"name": "k", "in": "query", "required": False, "description": "Items to return (1..cached K; default: the "
+     "cached K).", "schema": {"type": "integer", "minimum": 1}},
+    {"name": "scenario", "in": "query", "required": False, "description": "Scenario of a multi-scenario store.",
+     "schema": {"type": "string"}},
+]
 
 
 class BatchRequest(BaseModel):
@@ -101,10 +110,12 @@ def create_app(cfg: ServeConfig, reader: CacheReader | None = None) -> FastAPI:
         metrics.served(results[0].version, len(results), sum(r.fallback for r in results))
         return results, k or cached_k
 
-    @app.get("/v1/users/{user_id}/recommendations")
-    async def recommendations(user_id: str, k: int | None = Query(None, ge=1, description="default: the cached K"),
-                              scenario: str | None = None) -> Response:
-        results, k = lookup([user_id], k, scenario)
+    # The hot path reads its two query parameters itself: FastAPI's per-request parameter solving measured about
+    # 45% of this endpoint's time (fastapi 0.165, CPU profile); the parameters are documented in openapi_extra.
+    @app.get("/v1/users/{user_id}/recommendations", openapi_extra={"parameters": USER_PARAMETERS})
+    async def recommendations(request: Request) -> Response:
+        query = request.query_params
+        results, k = lookup([request.path_params["user_id"]], _query_k(query.get("k")), query.get("scenario"))
         return _json({**_user_body(results[0], k), "version": results[0].version})
 
     @app.post("/v1/recommendations:batch")
@@ -150,6 +161,18 @@ def app_from_env() -> FastAPI:
     if not raw:
         raise RuntimeError(f"${CONFIG_ENV} is not set; start the server with `alignrec serve --store_dir S`")
     return create_app(ServeConfig(**json.loads(raw)))
+
+
+def _query_k(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        k = int(raw)
+    except ValueError:
+        raise ApiError(422, f"query k: must be an integer >= 1 (got {raw!r})") from None
+    if k < 1:
+        raise ApiError(422, f"query k: must be >= 1 (got {k})")
+    return k
 
 
 def _user_body(result: CacheResult, k: int) -> dict[str, Any]:

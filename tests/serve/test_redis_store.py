@@ -53,25 +53,28 @@ def test_switch_keeps_old_version_for_the_grace_period_then_expires_it(tmp_path,
     url = _url(redis_url, "grace")
     old = publish_cache_redis(build_tagged(tmp_path / "a", histories, "old", 1), url, keep_versions=1, grace_s=3.0,
                               progress=False)
-    pinned = CacheReader(url, refresh_interval_s=3600)  # holds the old version and does not look at the pointer
-    assert pinned.get("u1").items == [("old-u1-0", -0.0)]  # (its one pointer check is due on the first lookup)
-    fresh = CacheReader(url)
+    pinned = CacheReader(url, refresh_interval_s=3600)  # would not look at the pointer for an hour by itself
+    assert pinned.get("u1").items == [("old-u1-0", -0.0)]
     new = publish_cache_redis(build_tagged(tmp_path / "b", histories, "new", 1), url, keep_versions=1, grace_s=3.0,
                               progress=False)
     store = RedisStore(url)
     assert store.pointer() == new != old
     assert [v.decode() for v in store.client.zrange(store.versions_key, 0, -1)] == [new]
     assert all(0 < store.client.pttl(key) <= 3000 for key in store.version_keys(old))  # expiring, not deleted
-    assert fresh.get("u1").items == [("new-u1-0", -0.0)] and fresh.get("u1").version == new
-    assert pinned.get("u1").items == [("old-u1-0", -0.0)]  # still readable during the grace period
+    old_recs = store.version_keys(old)[0]
+    assert json.loads(store.client.hget(old_recs, "u1")) == [["old-u1-0", -0.0]]  # direct readers: still there
+    result = pinned.get("u1")  # the lookup's MULTI saw the pointer move: the reader followed it at once
+    assert (result.items, result.fallback, result.version) == ([("new-u1-0", -0.0)], False, new)
+    assert pinned.stats.reloads == 1
+    with pytest.raises(VersionGoneError):
+        store.open_version(old).lookup(["u1"])  # never answers from a version that is not the live one
     deadline = time.monotonic() + 20
     while store.client.exists(*store.version_keys(old)):
         assert time.monotonic() < deadline, "old version did not expire"
         time.sleep(0.05)
     with pytest.raises(VersionGoneError):
         store.open_version(old)
-    result = pinned.get("u1")  # its version is gone: it follows the pointer instead of falling back
-    assert (result.items, result.fallback, result.version) == ([("new-u1-0", -0.0)], False, new)
+    assert store.client.ttl(store.version_keys(new)[0]) == -1
 
 
 def test_keep_versions_and_prefixes_are_independent(tmp_path, redis_url):

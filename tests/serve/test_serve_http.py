@@ -90,9 +90,9 @@ def test_user_lookup_exact_and_unknown_user_falls_back(server):
 
 
 @pytest.mark.parametrize(("params", "message"), [
-    ({"k": 0}, "query k: Input should be greater than or equal to 1"),
-    ({"k": -3}, "greater than or equal to 1"),
-    ({"k": "ten"}, "query k: Input should be a valid integer"),
+    ({"k": 0}, "query k: must be >= 1 (got 0)"),
+    ({"k": -3}, "query k: must be >= 1 (got -3)"),
+    ({"k": "ten"}, "query k: must be an integer >= 1 (got 'ten')"),
     ({"k": K + 1}, f"k={K + 1} is above the cached K={K}"),
     ({"scenario": "home"}, "this store has no scenarios"),
 ])
