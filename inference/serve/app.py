@@ -15,6 +15,7 @@ exactly one version, named in it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from starlette.exceptions import HTTPException
 from inference.cache.reader import CacheReader, CacheResult
 from inference.serve.config import ServeConfig
 from inference.serve.metrics import ServeMetrics, endpoint_label
+from recdata.errors import UserError
 
 __all__ = ["CONFIG_ENV", "app_from_env", "create_app"]
 
@@ -96,10 +98,16 @@ def create_app(cfg: ServeConfig, reader: CacheReader | None = None) -> FastAPI:
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
 
     def lookup(user_ids: list[str], k: int | None, scenario: str | None) -> tuple[list[CacheResult], int]:
-        if scenario is not None:
-            raise ApiError(422, NO_SCENARIOS)
+        reader = holder["reader"]
+        by_scenario = {}
+        if scenario is not None:  # seam for per-scenario stores: used when the reader takes scenario=
+            if "scenario" not in inspect.signature(reader.get_many).parameters:
+                raise ApiError(422, NO_SCENARIOS)
+            by_scenario = {"scenario": scenario}
         try:
-            results = holder["reader"].get_many(user_ids)
+            results = reader.get_many(user_ids, **by_scenario)
+        except UserError as exc:  # e.g. a scenario the store does not have
+            raise ApiError(422, str(exc)) from exc
         except STORE_ERRORS as exc:
             logger.error("cache store %s unavailable: %s", cfg.store_dir, exc)
             raise ApiError(503, f"cache store unavailable: {exc}") from exc

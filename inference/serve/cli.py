@@ -70,4 +70,5 @@ def run_serve(cfg: ServeConfig) -> None:
 
         uvicorn.run("inference.serve.app:app_from_env", factory=True, host=cfg.host, port=cfg.port,
                     workers=cfg.workers, log_level=cfg.log_level, access_log=cfg.access_log,
-                    timeout_graceful_shutdown=cfg.drain_timeout_s, lifespan="on")
+                    timeout_graceful_shutdown=cfg.drain_timeout_s, lifespan="on",
+                    timeout_worker_healthcheck=cfg.worker_healthcheck_timeout_s)

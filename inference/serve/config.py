@@ -23,6 +23,10 @@ class ServeConfig:
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "Largest batch request body in bytes (more: 413)."})
     drain_timeout_s: int = field(default=10, metadata={"help": "On SIGTERM/SIGINT: stop accepting, finish "
                                                                "in-flight requests for at most this long, exit."})
+    worker_healthcheck_timeout_s: int = field(default=60, metadata={"help": "With --workers > 1: seconds a worker "
+                                                                        "may take to start (imports on a busy "
+                                                                        "machine) or to answer the supervisor's "
+                                                                        "ping before it is restarted."})
     access_log: bool = field(default=False, metadata={"help": "Log every request (costs throughput)."})
     log_level: str = field(default="info", metadata={"help": "uvicorn log level: debug, info, warning, error."})
 
@@ -36,6 +40,8 @@ class ServeConfig:
         if self.max_batch_users < 1 or self.max_body_bytes < 1024:
             raise ValueError(f"max_batch_users must be >= 1 and max_body_bytes >= 1024, got {self.max_batch_users}, "
                              f"{self.max_body_bytes}")
+        if self.worker_healthcheck_timeout_s < 1:
+            raise ValueError(f"worker_healthcheck_timeout_s must be >= 1, got {self.worker_healthcheck_timeout_s}")
         if self.drain_timeout_s < 0:
             raise ValueError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
         if self.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):

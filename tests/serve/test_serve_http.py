@@ -70,6 +70,8 @@ def server(request, tmp_path_factory):
         ctx = serve_process(store, *limits)
     with ctx as (base, _):
         yield Server(base, request.param, publish, metrics_dir)
+    if metrics_dir is not None:  # each drained worker dropped its live-gauge file (its version stops counting)
+        assert list(metrics_dir.glob("gauge_livemax_*.db")) == []
 
 
 def _items(body):
