@@ -17,7 +17,8 @@ class ServeConfig:
                                                       "summed across them."})
     refresh_interval_s: float = field(default=0.0, metadata={"help": "How often a worker checks for a newly "
                                                                      "published version: 0 = before every lookup "
-                                                                     "(a stat for SQLite, a GET for Redis)."})
+                                                                     "(a stat of CURRENT for SQLite); Redis lookups check "
+                                                                     "the pointer inside their own MULTI."})
     max_batch_users: int = field(default=1000, metadata={"help": "Most users in one POST "
                                                                  "/v1/recommendations:batch (more: 413)."})
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "Largest batch request body in bytes (more: 413)."})
