@@ -44,7 +44,8 @@ NO_SCENARIOS = "this store has no scenarios; drop the scenario parameter"
 
 
 def _store_errors() -> tuple[type[BaseException], ...]:
-    errors: tuple[type[BaseException], ...] = (OSError, RuntimeError, sqlite3.Error)
+    # Store-side failures (unreachable Redis, a version that cannot be opened) answer 503, never 500.
+    errors: tuple[type[BaseException], ...] = (OSError, RuntimeError, ValueError, sqlite3.Error)
     try:
         from redis.exceptions import RedisError
     except ModuleNotFoundError:

@@ -8,6 +8,7 @@ missing or corrupt store, graceful exit on SIGTERM.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -30,8 +31,9 @@ FALLBACK = [("i3", 9.0), ("i5", 4.0), ("i7", 4.0), ("i1", 2.0)]
 
 
 class Server:
-    def __init__(self, base: str, kind: str, publish, metrics_dir: Path | None):
+    def __init__(self, base: str, kind: str, publish, metrics_dir: Path | None, toggle_pointer):
         self.base, self.kind, self.publish, self.metrics_dir = base, kind, publish, metrics_dir
+        self.toggle_pointer = toggle_pointer  # (hide: bool): move the live-version pointer away / back
         self.http = httpx.Client(base_url=base, timeout=10)
 
     def metric(self, name: str, **labels: str) -> float:
@@ -56,7 +58,12 @@ def server(request, tmp_path_factory):
         def publish(path):
             return publish_cache(path, store, keep_versions=2, progress=False).stem
 
-        ctx = serve_process(store, "--workers", "2", *limits, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+        def toggle(hide: bool) -> None:
+            names = ("CURRENT", "CURRENT.hidden")
+            os.replace(store / names[not hide], store / names[hide])
+
+        ctx = serve_process(store, "--workers", "2", "--worker_healthcheck_timeout_s", "600", *limits,
+                            env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, ready_files=(metrics_dir, 2))
     else:
         from inference.cache.redis_store import publish_cache_redis
 
@@ -67,9 +74,15 @@ def server(request, tmp_path_factory):
         def publish(path):
             return publish_cache_redis(path, store, keep_versions=1, grace_s=30, progress=False)
 
+        def toggle(hide: bool) -> None:
+            from inference.cache.redis_store import RedisStore
+
+            keys = ("http:current", "http:current-hidden")
+            RedisStore(store).client.rename(keys[not hide], keys[hide])
+
         ctx = serve_process(store, *limits)
     with ctx as (base, _):
-        yield Server(base, request.param, publish, metrics_dir)
+        yield Server(base, request.param, publish, metrics_dir, toggle)
     if metrics_dir is not None:  # each drained worker dropped its live-gauge file (its version stops counting)
         assert list(metrics_dir.glob("gauge_livemax_*.db")) == []
 
@@ -159,6 +172,22 @@ def test_health_ready_unknown_route_and_metrics(server):
     if server.metrics_dir is not None:  # two workers, each with its own sample files, one summed /metrics
         pids = {p.stem.rsplit("_", 1)[1] for p in server.metrics_dir.glob("gauge_livemax_*.db")}
         assert len(pids) == 2
+
+
+def test_unreadable_store_is_503_not_500_and_recovers(server):
+    server.toggle_pointer(True)
+    try:
+        for _ in range(4):  # fresh connections: every worker sees it
+            r = httpx.get(f"{server.base}/v1/users/u0001/recommendations")
+            assert r.status_code == 503 and "cache store unavailable" in r.json()["error"], r.text
+            assert "no cache is published" in r.json()["error"]
+        assert httpx.get(f"{server.base}/readyz").status_code == 503
+        assert httpx.get(f"{server.base}/healthz").status_code == 200  # alive, just not ready
+    finally:
+        server.toggle_pointer(False)
+    for _ in range(4):
+        r = httpx.get(f"{server.base}/v1/users/u0001/recommendations")
+        assert r.status_code == 200 and _items(r.json()) == expected_recs("u0001", HISTORIES["u0001"], K)
 
 
 def test_publishes_during_a_request_stream_give_old_or_new_never_mixed_never_failed(server, tmp_path):
