@@ -4,6 +4,7 @@
     torchrun --nproc_per_node 4 -m alignrec.cli cache build ...      # shards = ranks (RANK / WORLD_SIZE)
     alignrec cache build ... --out_dir cache/v2 --base_cache cache/v1  # incremental refresh
     alignrec cache publish --cache_dir cache/v1 --store_dir serve/ --split_dir data/scientific
+    alignrec cache publish --cache_dir cache/v1 --target redis://127.0.0.1:6379/0 --split_dir data/scientific
     alignrec cache get u123 u456 --store_dir serve/
 """
 
@@ -64,7 +65,13 @@ class CacheBuildConfig:
 @dataclass
 class CachePublishConfig:
     cache_dir: str = field(metadata={"help": "Finished cache build folder (has manifest.json)."})
-    store_dir: str = field(metadata={"help": "Serving store: versions/*.sqlite + CURRENT pointer."})
+    store_dir: str | None = field(default=None, metadata={"help": "Serving store folder: versions/*.sqlite + "
+                                                                  "CURRENT pointer (or use --target)."})
+    target: str | None = field(default=None, metadata={"help": "Publish target instead of --store_dir: "
+                                                               "redis://host:port/db[?prefix=P] (versioned keys + "
+                                                               "an atomic pointer switch)."})
+    grace_s: float = field(default=300.0, metadata={"help": "Redis only: seconds an old version stays readable "
+                                                            "after the switch before it expires."})
     split_dir: str | None = field(default=None, metadata={"help": "SplitDataset whose training popularity is the "
                                                                   "fallback for unknown users; default: the items "
                                                                   "most often recommended in the cache."})
@@ -75,12 +82,20 @@ class CachePublishConfig:
         if self.keep_versions < 1:
             raise UserError(f"keep_versions must be >= 1, got {self.keep_versions}")
         if self.fallback_k is not None and self.fallback_k < 1:
-            raise UserError(f"fallback_k must be >= 1 when set, got {self.fallback_k}")
+            raise ConfigError(f"fallback_k must be >= 1 when set, got {self.fallback_k}")
+        if (self.store_dir is None) == (self.target is None):
+            raise ConfigError("give exactly one of --store_dir DIR (SQLite) or --target redis://host:port/db")
+        if self.target is not None and not self.target.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"--target must be a redis://, rediss:// or unix:// URL, got {self.target!r}; "
+                             "use --store_dir for a SQLite folder")
+        if self.grace_s <= 0:
+            raise ConfigError(f"grace_s must be > 0, got {self.grace_s}")
 
 
 @dataclass
 class CacheGetConfig:
-    store_dir: str = field(metadata={"help": "Serving store written by `alignrec cache publish`."})
+    store_dir: str = field(metadata={"help": "Serving store written by `alignrec cache publish`: a folder or "
+                                             "a redis://host:port/db[?prefix=P] URL."})
 
 
 def register_cache_commands(subparsers) -> None:
@@ -146,17 +161,24 @@ def run_build(cfg: CacheBuildConfig) -> dict | None:
     return result.manifest
 
 
-def run_publish(cfg: CachePublishConfig) -> Path:
+def run_publish(cfg: CachePublishConfig) -> Path | str:
+    """The new SQLite version file, or the new Redis version name."""
     from inference.cache.store import publish_cache
     from recdata.outputs import check_not_overlapping
 
-    check_not_overlapping(cfg.store_dir, [cfg.cache_dir, cfg.split_dir], "cache publish")
+    if cfg.store_dir:
+        check_not_overlapping(cfg.store_dir, [cfg.cache_dir, cfg.split_dir], "cache publish")
     popularity = None
     if cfg.split_dir:
         from inference import train_popularity
         from recdata import SplitDataset
 
         popularity = train_popularity(SplitDataset.load(cfg.split_dir))
+    if cfg.target is not None:
+        from inference.cache.redis_store import publish_cache_redis
+
+        return publish_cache_redis(cfg.cache_dir, cfg.target, popularity=popularity, fallback_k=cfg.fallback_k,
+                                   keep_versions=cfg.keep_versions, grace_s=cfg.grace_s)
     return publish_cache(cfg.cache_dir, cfg.store_dir, popularity=popularity, fallback_k=cfg.fallback_k,
                          keep_versions=cfg.keep_versions)
 
