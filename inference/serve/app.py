@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException
 from inference.cache.reader import CacheReader, CacheResult
 from inference.serve.config import ServeConfig
 from inference.serve.metrics import ServeMetrics, endpoint_label
-from recdata.errors import UserError
+from recdata.errors import InputFileError, UserError
 
 __all__ = ["CONFIG_ENV", "app_from_env", "create_app"]
 
@@ -107,9 +107,12 @@ def create_app(cfg: ServeConfig, reader: CacheReader | None = None) -> FastAPI:
             by_scenario = {"scenario": scenario}
         try:
             results = reader.get_many(user_ids, **by_scenario)
+        except (InputFileError, *STORE_ERRORS) as exc:  # the store itself (pointer gone, unreadable): not the client
+            logger.error("cache store %s unavailable: %s", cfg.store_dir, exc)
+            raise ApiError(503, f"cache store unavailable: {exc}") from exc
         except UserError as exc:  # e.g. a scenario the store does not have
             raise ApiError(422, str(exc)) from exc
-        except STORE_ERRORS as exc:
+        except Exception as exc:  # noqa: BLE001  (defensive: any other store failure is a 503, never a 500)
             logger.error("cache store %s unavailable: %s", cfg.store_dir, exc)
             raise ApiError(503, f"cache store unavailable: {exc}") from exc
         cached_k = results[0].k
