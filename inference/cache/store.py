@@ -119,7 +119,8 @@ def _write_db(
                         [(r, item, float(c)) for r, (item, c) in enumerate(ranked[:fallback_k], start=1)])
         meta = {key: manifest[key] for key in ("version", "k", "model", "adapter", "item_tokenizer_hash",
                                                 "created_at", "num_users", "num_rows", "base_version")}
-        meta.update(fallback_source=source, cache_dir=str(Path(cache_dir).resolve()))
+        meta.update(fallback_source=source, cache_dir=str(Path(cache_dir).resolve()) if "://" not in str(cache_dir)
+                    else str(cache_dir))
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
         con.commit()
         con.execute("PRAGMA journal_mode=WAL")  # persisted in the file: readers never block each other
