@@ -278,7 +278,7 @@ def _compute(source: _Source, plan: ChunkPlan, todo: np.ndarray, loc: Location, 
     packed = (source.dataset()
               .map_batches(_assign_batch, batch_format="pyarrow",
                            fn_kwargs={"first_users": plan.first_users(), "todo": todo})
-              .repartition(max(1, min(num_todo, 4 * options.num_actors)), keys=["chunk"], sort=True)
+              .repartition(_num_partitions(num_todo, options.num_actors), keys=["chunk"], sort=True)
               .map_batches(_pack_batch, batch_size=None, batch_format="pyarrow")
               .materialize())  # the shuffle finishes (and frees its CPUs) before the actors take theirs
     described = packed.map_batches(
@@ -297,6 +297,11 @@ def _compute(source: _Source, plan: ChunkPlan, todo: np.ndarray, loc: Location, 
             row = _description(row["chunk"], rel, loc.read_bytes(rel), computed=True)
         seen[row["chunk"]] = row
     return list(seen.values())
+
+
+def _num_partitions(num_chunks: int, num_actors: int) -> int:
+    """Enough partitions to feed every actor, each a block of at most ~64 whole chunks (well under Ray's 128 MB)."""
+    return max(1, min(num_chunks, max(4 * num_actors, -(-num_chunks // 64))))
 
 
 def _describe_existing(loc: Location, shard: str, plan: ChunkPlan) -> dict[int, dict[str, Any]]:

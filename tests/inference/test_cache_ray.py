@@ -33,11 +33,21 @@ QUIET = RayOptions(progress=False)
 def ray_cluster():
     """One local cluster for the module (start-up costs seconds of CPU); yields its address."""
     # Workers import this checkout: Ray puts the driver's working directory (the repo root under pytest) on
-    # their sys.path. A loaded CI machine can take over a minute to start a worker: allow five.
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _system_config={"worker_register_timeout_seconds": 300})
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    # their sys.path. A loaded 2-core machine can take minutes to start the raylet, its agents and workers.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_raylet_start_wait_time_s", os.environ.get("RAY_raylet_start_wait_time_s", "300"))
+        env.setenv("RAY_agent_register_timeout_ms", os.environ.get("RAY_agent_register_timeout_ms", "300000"))
+        for attempt in range(3):  # the node's own start-up wait is a fixed 30 s: retry rather than fail
+            try:
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                         _system_config={"worker_register_timeout_seconds": 300})
+                break
+            except Exception:  # noqa: BLE001 - ray raises a bare Exception for a slow node start
+                ray.shutdown()
+                if attempt == 2:
+                    raise
+        yield ray.get_runtime_context().gcs_address
+        ray.shutdown()
 
 
 def _rows(cache) -> dict[str, list[tuple[str, float]]]:
@@ -50,32 +60,6 @@ def _rows(cache) -> dict[str, list[tuple[str, float]]]:
 
 def _logged(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
-
-
-def test_equals_local_engine_row_for_row_with_a_tiny_llm(ray_cluster, tmp_path, coded):
-    """Same users, same model, same chunks -> the same rows (scores within 1e-5) and the same manifest."""
-    from inference import llm_recommender
-
-    model, hf_tok, item_tok = coded
-    items = list(item_tok.item_ids)
-    histories = {f"u{n:03d}": [items[(n * 5 + j) % len(items)] for j in range(1 + n % 3)] for n in range(60)}
-    kwargs = {"k": 3, "num_beams": 3, "exclude_history": True, "batch_size": 4}
-    local = build_cache(llm_recommender(model, hf_tok, item_tok, **kwargs), histories, tmp_path / "local", k=3,
-                        chunk_size=16, model="tiny", progress=False)
-    parquet = tmp_path / "histories.parquet"
-    pq.write_table(histories_table(histories), parquet)
-    result = build_cache_ray(lambda: llm_recommender(model, hf_tok, item_tok, **kwargs), str(parquet),
-                             tmp_path / "ray", k=3, chunk_size=16, model="tiny",
-                             options=RayOptions(num_actors=2, progress=False))
-    assert result.users_computed == len(histories) and result.chunks_total == 4
-    want, got = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
-    assert list(got) == list(want)  # same users in the same chunk order
-    for user in want:
-        assert [i for i, _ in got[user]] == [i for i, _ in want[user]], user
-        assert got[user] == pytest.approx(want[user], abs=1e-5)
-    assert not set(got["u007"]) & set(histories["u007"])  # exclude_history held in the actors too
-    same = ("num_users", "num_rows", "histories_hash", "num_shards", "chunk_size", "k", "model")
-    assert {key: result.manifest[key] for key in same} == {key: local.manifest[key] for key in same}
 
 
 def test_killed_actor_is_retried_and_every_user_is_stored_once(ray_cluster, tmp_path):
@@ -137,18 +121,42 @@ def test_rerun_after_the_job_is_killed_finishes_only_missing_chunks(ray_cluster,
     assert _rows(out) == {u: expected_recs(u, h, K) for u, h in histories.items()}
 
 
-def test_uri_and_subtree_filesystem_outputs_then_publish_from_the_uri(ray_cluster, tmp_path):
+def test_equals_local_engine_row_for_row_with_a_tiny_llm(ray_cluster, tmp_path, coded):
+    """Same users, same model, same chunks -> the same rows (scores within 1e-5) and the same manifest."""
+    from inference import llm_recommender
+
+    model, hf_tok, item_tok = coded
+    items = list(item_tok.item_ids)
+    histories = {f"u{n:03d}": [items[(n * 5 + j) % len(items)] for j in range(1 + n % 3)] for n in range(60)}
+    kwargs = {"k": 3, "num_beams": 3, "exclude_history": True, "batch_size": 4}
+    local = build_cache(llm_recommender(model, hf_tok, item_tok, **kwargs), histories, tmp_path / "local", k=3,
+                        chunk_size=16, model="tiny", progress=False)
+    parquet = tmp_path / "histories.parquet"
+    pq.write_table(histories_table(histories), parquet)
+    result = build_cache_ray(lambda: llm_recommender(model, hf_tok, item_tok, **kwargs), str(parquet),
+                             tmp_path / "ray", k=3, chunk_size=16, model="tiny",
+                             options=RayOptions(num_actors=2, progress=False))
+    assert result.users_computed == len(histories) and result.chunks_total == 4
+    want, got = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
+    assert list(got) == list(want)  # same users in the same chunk order
+    for user in want:
+        assert [i for i, _ in got[user]] == [i for i, _ in want[user]], user
+        assert got[user] == pytest.approx(want[user], abs=1e-5)
+    assert not set(got["u007"]) & set(histories["u007"])  # exclude_history held in the actors too
+    same = ("num_users", "num_rows", "histories_hash", "num_shards", "chunk_size", "k", "model")
+    assert {key: result.manifest[key] for key in same} == {key: local.manifest[key] for key in same}
+
+
+def test_subtree_filesystem_output_then_publish_from_a_file_uri(ray_cluster, tmp_path):
+    """Actors write through a pickled SubTreeFileSystem (no rename: one write per chunk); publish reads a URI."""
     histories = make_histories(300)
-    uri = (tmp_path / "uri-cache").as_uri()
-    build_cache_ray(FakeRecommenderFactory(K), histories, uri, k=K, chunk_size=CHUNK, options=QUIET)
     sub = pafs.SubTreeFileSystem(str(tmp_path / "bucket"), pafs.LocalFileSystem())
     build_cache_ray(FakeRecommenderFactory(K), histories, "caches/v1", k=K, chunk_size=CHUNK, options=QUIET,
                     filesystem=sub)
-    want = {u: expected_recs(u, h, K) for u, h in histories.items()}
-    assert _rows(uri) == want
     stored = tmp_path / "bucket" / "caches" / "v1"
-    assert _rows(stored) == want and not list(stored.rglob(".*.tmp"))  # write-once names, no temp files
-    db = publish_cache(uri, tmp_path / "store", progress=False)
+    assert _rows(stored.as_uri()) == {u: expected_recs(u, h, K) for u, h in histories.items()}
+    assert not list(stored.rglob(".*.tmp"))  # write-once names, no temp files
+    db = publish_cache(stored.as_uri(), tmp_path / "store", progress=False)
     import sqlite3
 
     with sqlite3.connect(db) as con:
