@@ -224,7 +224,7 @@ def claim_config(loc: Location, config: dict[str, Any], overwrite: bool) -> dict
             return stored
         loc.fs.delete_dir_contents(loc.root)
     elif loc.has_entries():
-        raise ValueError(f"{loc.uri} is not empty and holds no cache build; choose an empty or new out_dir")
+        raise UserError(f"{loc.uri} is not empty and holds no cache build; choose an empty or new out_dir")
     write_json(loc, layout.BUILD_CONFIG_NAME, config)
     return config
 
