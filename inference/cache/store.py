@@ -138,7 +138,8 @@ def version_meta(manifest: Mapping[str, Any], fallback_source: str, cache_dir: s
     """What every published version records about its build (the same keys in every store)."""
     meta = {key: manifest[key] for key in ("version", "k", "model", "adapter", "item_tokenizer_hash",
                                             "created_at", "num_users", "num_rows", "base_version")}
-    meta.update(fallback_source=fallback_source, cache_dir=str(Path(cache_dir).resolve()))
+    meta.update(fallback_source=fallback_source,  # a URI (file://, s3://) is kept as given
+                cache_dir=str(cache_dir) if "://" in str(cache_dir) else str(Path(cache_dir).resolve()))
     return meta
 
 
