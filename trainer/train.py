@@ -146,6 +146,7 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
         model=bundle.model, args=sft, train_dataset=train,
         eval_dataset={data_args.eval_task or "validation": evalset} if evalset is not None else None,
         processing_class=bundle.tokenizer, peft_config=bundle.peft_config,
+        code_rows_learning_rate=run_args.code_rows_learning_rate,
         callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *ranking, *(extra_callbacks or [])],
     )
     for callback in ranking:
