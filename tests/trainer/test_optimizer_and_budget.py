@@ -1,4 +1,4 @@
-"""``code_rows_learning_rate``: the code-token rows get their own optimizer group and really step at that rate."""
+"""Run-level trainer options: ``code_rows_learning_rate`` (own optimizer group) and ``max_train_seconds``."""
 
 from __future__ import annotations
 
@@ -61,3 +61,11 @@ def test_negative_rate_is_rejected():
 
     with pytest.raises(ValueError, match="code_rows_learning_rate"):
         AlignRecTrainArguments(code_rows_learning_rate=-1.0)
+
+
+def test_max_train_seconds_stops_after_the_first_step_and_saves(monkeypatch, base_argv, tmp_path):
+    from tests.trainer.conftest import logged
+
+    run_entry(monkeypatch, [*base_argv, "--max_steps", "5", "--max_train_seconds", "1e-9"])
+    assert sorted(logged(tmp_path / "run", "loss")) == [1]  # stopped after step 1 of 5
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
