@@ -140,7 +140,7 @@ def _tokenizer_fingerprint(model_dir: str) -> dict[str, Any]:
 
 def prepare(config_path: Path, out: Path, *, dry_run: bool = False, python_version: str = "",
             skip_wheels: tuple[str, ...] = (), no_wheels: bool = False, no_weights: bool = False,
-            chunk_mib: float = 56.0) -> dict[str, Any]:
+            chunk_mib: float = 60.0) -> dict[str, Any]:
     """Build everything on CPU into ``out/work`` and write the chunks + manifest into ``out``."""
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
