@@ -29,7 +29,8 @@ __all__ = ["CHECK_SECTIONS", "PIPELINE_SECTIONS", "dry_run_overrides", "prepare"
 logger = logging.getLogger(__name__)
 
 PIPELINE_SECTIONS = ("data", "embeddings", "tokenizer", "tasks")  # run here, on CPU
-CHECK_SECTIONS = ("embeddings", "train", "evaluate", "check")  # read on the GPU machine
+CHECK_SECTIONS = ("embeddings", "train", "evaluate")  # read on the GPU machine
+DECODE = {"decode_users": 512, "decode_batch_sizes": [32, 128, 256]}  # the decode benchmark on the GPU
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DRY_ITEMS, DRY_USERS = 30, 48
 
@@ -110,7 +111,7 @@ def dry_run_overrides(config: dict[str, Any], work: Path) -> dict[str, Any]:
     cfg["train"].pop("num_train_epochs", None)
     cfg["evaluate"] = {**cfg["evaluate"], "ks": [1, 5, 10], "num_beams": 10, "batch_size": 8, "max_examples": 16,
                        "device": "cpu"}
-    cfg["check"] = {**cfg["check"], "decode_batch_sizes": [4, 8], "decode_users": 8, "device": "cpu"}
+    cfg["check"] = {"decode_batch_sizes": [4, 8], "decode_users": 8, "device": "cpu"}
     return cfg
 
 
@@ -155,7 +156,7 @@ def prepare(config_path: Path, out: Path, *, dry_run: bool = False, python_versi
     shutil.copytree(run_dir / "data" / "split", prepared / "split")
     shutil.copytree(run_dir / "tokenizer" / "item_tokenizer", prepared / "item_tokenizer")
     shutil.copytree(run_dir / "tasks" / "dataset", prepared / "tasks")
-    check_cfg = {k: cfg.get(k, {}) for k in CHECK_SECTIONS}
+    check_cfg = {**{k: cfg.get(k, {}) for k in CHECK_SECTIONS}, "check": cfg.get("check", DECODE)}
     info = {"dry_run": dry_run, "prepared_python": platform.python_version(),
             "tokenizer": _tokenizer_fingerprint(cfg["train"].get("model_name_or_path", ""))}
     (prepared / "check_config.json").write_text(json.dumps({**check_cfg, "info": info}, indent=1))
