@@ -99,6 +99,7 @@ def dry_run_overrides(config: dict[str, Any], work: Path) -> dict[str, Any]:
     cfg["data"] = {"path": str(work / "source"), "format": "lcrec_json", "max_history": 10}
     cfg["embeddings"] = {"source": "file", "file_path": str(work / "vectors.npy"),
                          "file_ids_path": str(work / "vector_ids.json"), "cache_dir": str(work / "emb_cache"),
+                         "llm_dir": str(work / "tiny_model"),  # alignment targets from the tiny model, not SmolLM2
                          "sasrec_dim": 16, "sasrec_heads": 1, "sasrec_layers": 1, "sasrec_epochs": 2,
                          "sasrec_patience": 2, "sasrec_baseline": False}
     cfg["tokenizer"] = {"num_levels": 2, "codebook_size": 8, "rq_epochs": 20, "align_weight": 0.5,

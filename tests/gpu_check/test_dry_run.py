@@ -12,7 +12,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_dry_run_prepares_transfers_trains_evaluates_and_benchmarks(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable}
+    # an empty ALIGNREC_HOME: the dry run needs neither SmolLM2 nor MiniLM nor any other installed asset
+    env = {**os.environ, "PYTHON": sys.executable, "ALIGNREC_HOME": str(tmp_path / "empty_home")}
     done = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_check.sh"), "--dry_run", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
