@@ -36,6 +36,8 @@ class EvaluateConfig:
     max_examples: int | None = field(default=None, metadata={"help": "Score only the first N examples (smoke runs)."})
     popularity_baseline: bool = field(default=True, metadata={"help": "Add the most-popular baseline to the table."})
     device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Write into an existing non-empty folder that alignrec did not write (its other files are kept)."})
 
     def __post_init__(self) -> None:
         if self.part not in ("valid", "test"):
@@ -80,8 +82,10 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
     from inference.popularity import popularity_recommender, train_popularity
     from inference.recommender import llm_recommender
     from recdata import SplitDataset
+    from recdata.outputs import claim_output_dir
     from trainer import load_for_inference
 
+    claim_output_dir(cfg.out_dir, "evaluate", inputs=[cfg.model_dir, cfg.split_dir], overwrite=cfg.overwrite)
     split = SplitDataset.load(cfg.split_dir)
     examples = split.eval_examples(cfg.part)
     if cfg.max_examples is not None:

@@ -99,7 +99,7 @@ def ablations(run_cfg: RunConfig, spec_path: str, until: str, only: set[str]) ->
             continue
         cfg = apply_overrides(base, dict(variant.get("set") or {}), name=f"{run_cfg.name}__{name}")
         logger.info("variant %s: %s", name, variant.get("set"))
-        result = run_and_read(cfg, base if name != "base" else None, until)
+        result = run_and_read(cfg, base, until)  # reuse the base run's (or the base variant's) finished stages
         if name == "base":
             base = cfg
         ours = result["metrics"]["alignrec"]
@@ -116,11 +116,9 @@ def ablations(run_cfg: RunConfig, spec_path: str, until: str, only: set[str]) ->
 
 def seeds(run_cfg: RunConfig, seed_list: list[int], until: str) -> tuple[dict, str]:
     per_seed, pairs, diffs = [], [], {m: [] for m in ("recall@10", "ndcg@10")}
-    base = None
     for seed in seed_list:
         cfg = apply_overrides(run_cfg, dict.fromkeys(SEED_KEYS, seed), name=f"{run_cfg.name}__seed{seed}")
-        result = run_and_read(cfg, base, until)
-        base = base or cfg
+        result = run_and_read(cfg, run_cfg, until)  # the config's own run: a seed equal to it re-runs nothing
         rows = {name: row_of(rep) for name, rep in result["metrics"].items()}
         per_seed.append({"seed": seed, "rows": rows, **train_info(result)})
         users = load_per_user(Path(result["run_dir"]) / "evaluate")
@@ -170,9 +168,19 @@ def main() -> int:
     parser.add_argument("--runs_dir", default=None, help="where variant runs go (default the config's runs_dir)")
     parser.add_argument("--out", default=None, help="JSON output (default bench_results/quality_<name>[_mode].json)")
     parser.add_argument("--until", default="evaluate", help="last stage to run (default evaluate: no cache/export)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override for every run of this call (YAML value; null removes the key); repeatable")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_cfg = load_run_config(args.config, runs_dir=args.runs_dir)
+    if args.set:
+        import yaml
+
+        pairs = [item.partition("=") for item in args.set]
+        bad = [item for item, (_, sep, _) in zip(args.set, pairs, strict=True) if not sep]
+        if bad:
+            parser.error(f"--set {bad[0]!r} must look like section.key=value")
+        run_cfg = apply_overrides(run_cfg, {k: yaml.safe_load(v) for k, _, v in pairs})
     if args.ablations:
         data, markdown = ablations(run_cfg, args.ablations, args.until, {s for s in args.only.split(",") if s})
         suffix = "_ablations"

@@ -24,6 +24,18 @@ class Window:
     target: str
 
 
+def load_user_knowledge(knowledge_dir: str) -> dict[str, str]:
+    """``{user_id: text}`` from an `alignrec knowledge extract` folder (public API of the knowledge stage)."""
+    from alignrec.knowledge import read_knowledge
+
+    return read_knowledge(knowledge_dir, "user")
+
+
+def clip_words(text: str, limit: int) -> str:
+    words = text.split()
+    return " ".join(words[:limit]) + (" ..." if limit and len(words) > limit else "")
+
+
 def sliding_windows(train_sequences: list[tuple[str, list[str]]], max_history: int) -> list[Window]:
     """target = items[i] with history items[:i][-max_history:] for every i >= 1 of each training part."""
     out = []
@@ -58,6 +70,12 @@ class TaskContext:
         self.user_train_items = {u: frozenset(items) for u, items in self.train_sequences}
         self.windows = sliding_windows(self.train_sequences, self.max_history)
         self.popularity = Counter(i for _, items in self.train_sequences for i in items)
+        self.user_knowledge = load_user_knowledge(cfg.user_knowledge_dir) if cfg.user_knowledge_dir else {}
+
+    def knowledge(self, user_id: str) -> str | None:
+        """The user's (training-part) knowledge text cut to ``user_knowledge_words``; None when off or unknown."""
+        text = self.user_knowledge.get(user_id)
+        return clip_words(text, self.cfg.user_knowledge_words) if text else None
 
     def templates(self, task: str) -> list[str]:
         options = TEMPLATES[task]

@@ -17,6 +17,7 @@ from typing import Any
 import datasets
 
 from recdata import SplitDataset, atomic_path, atomic_write_json
+from recdata.errors import ConfigError
 from sft_tasks.config import TaskConfig
 from sft_tasks.context import TaskContext
 from sft_tasks.negatives import PREFERENCE_FEATURES, build_preference, make_sampler
@@ -50,7 +51,7 @@ def build_preference_pairs(cfg: TaskConfig, split: SplitDataset, item_tokenizer:
                            hf_tokenizer: Any) -> tuple[datasets.DatasetDict, dict[str, Any]]:
     """``DatasetDict(train, validation)`` of pairs and how they were drawn (counts per shared-prefix level)."""
     if cfg.preference_negatives < 1:
-        raise ValueError("preference_negatives must be >= 1 to build preference pairs (it is the number of "
+        raise ConfigError("preference_negatives must be >= 1 to build preference pairs (it is the number of "
                          "rejected items per prompt)")
     ctx = TaskContext(cfg, split, item_tokenizer, hf_tokenizer)
     sampler = make_sampler(ctx)

@@ -10,7 +10,7 @@ import datasets
 from sft_tasks.base import FEATURES, ListTask
 from sft_tasks.context import TaskContext
 from sft_tasks.formatting import PromptFormatter
-from sft_tasks.templates import HISTORY_SEPARATOR, TEMPLATES
+from sft_tasks.templates import HISTORY_SEPARATOR, TEMPLATES, USER_KNOWLEDGE_TEMPLATE
 
 VALIDATION_FEATURES = datasets.Features({
     **FEATURES, "user_id": datasets.Value("string"), "history": datasets.Sequence(datasets.Value("string")),
@@ -27,28 +27,32 @@ def _formatter(hf_tokenizer: Any) -> PromptFormatter:
     return _FORMATTERS[key]
 
 
-def seqrec_instruction(history_codes: str, template_index: int = 0) -> str:
+def seqrec_instruction(history_codes: str, template_index: int = 0, user_knowledge: str | None = None) -> str:
     options = TEMPLATES["seqrec"]
     if not 0 <= template_index < len(options):
         raise ValueError(f"template_index must be in [0, {len(options)}), got {template_index}")
-    return options[template_index].format(history=history_codes)
+    prefix = USER_KNOWLEDGE_TEMPLATE.format(knowledge=user_knowledge) if user_knowledge else ""
+    return prefix + options[template_index].format(history=history_codes)
 
 
-def seqrec_prompt(history: list[str], item_tokenizer: Any, hf_tokenizer: Any, template_index: int = 0) -> str:
+def seqrec_prompt(history: list[str], item_tokenizer: Any, hf_tokenizer: Any, template_index: int = 0,
+                  user_knowledge: str | None = None) -> str:
     """The exact prompt ``seqrec`` trains on for ``history`` (oldest first; truncate before calling).
 
-    The expected completion is ``item_tokenizer.item_to_string(target)``.
+    ``user_knowledge``: the user's knowledge text when the tasks were built with ``user_knowledge_dir``
+    (already cut to ``user_knowledge_words``). The expected completion is ``item_tokenizer.item_to_string(target)``.
     """
     if not history:
         raise ValueError("seqrec_prompt needs a non-empty history; a user with no items has nothing to condition on")
     codes = HISTORY_SEPARATOR.join(item_tokenizer.item_to_string(i) for i in history)
-    return _formatter(hf_tokenizer)(seqrec_instruction(codes, template_index))
+    return _formatter(hf_tokenizer)(seqrec_instruction(codes, template_index, user_knowledge))
 
 
 def build_seqrec(ctx: TaskContext) -> ListTask:
     n_templates = len(ctx.templates("seqrec"))
     choice = ctx.rng("seqrec").integers(0, n_templates, size=len(ctx.windows))
-    prompts = [ctx.format(seqrec_instruction(ctx.codes_text(w.history), int(t))) for w, t in zip(ctx.windows, choice, strict=True)]
+    prompts = [ctx.format(seqrec_instruction(ctx.codes_text(w.history), int(t), ctx.knowledge(w.user_id)))
+               for w, t in zip(ctx.windows, choice, strict=True)]
     return ListTask("seqrec", prompts, [ctx.code[w.target] for w in ctx.windows], [w.user_id for w in ctx.windows])
 
 
@@ -114,9 +118,9 @@ def build_validation(ctx: TaskContext) -> datasets.Dataset:
     examples = ctx.split.eval_examples("valid")
     index = ctx.cfg.validation_template_index
     prompts, completions, histories = [], [], []
-    for history, target in zip(examples["history"], examples["target"], strict=True):
+    for user_id, history, target in zip(examples["user_id"], examples["history"], examples["target"], strict=True):
         history = history[-ctx.max_history:]
-        prompts.append(ctx.format(seqrec_instruction(ctx.codes_text(history), index)))
+        prompts.append(ctx.format(seqrec_instruction(ctx.codes_text(history), index, ctx.knowledge(user_id))))
         completions.append(ctx.code[target])
         histories.append(list(history))
     # user_id / history / target let the trainer's ranking validation rank the valid targets (never test ones)

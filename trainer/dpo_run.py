@@ -118,7 +118,8 @@ def run_dpo(pref: PreferenceArguments, run_args: AlignRecTrainArguments, dpo: DP
     validation for best-checkpoint selection, with ``load_best_model_at_end`` / ``metric_for_best_model``)."""
     output_dir = Path(dpo.output_dir)
     if is_main_process():
-        claim_output_dir(output_dir, "trainer/dpo.py", inputs=[pref.sft_run_dir, pref.pairs_dir])
+        claim_output_dir(output_dir, "trainer/dpo.py", inputs=[pref.sft_run_dir, pref.pairs_dir],
+                         overwrite=run_args.overwrite)
     resume = _resolve_resume(dpo)
     callbacks = [JsonlMetricsCallback(output_dir / METRICS_FILE), *(extra_callbacks or [])]
     trainer, start = build_dpo_trainer(pref, run_args, dpo, callbacks)

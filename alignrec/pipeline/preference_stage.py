@@ -29,6 +29,7 @@ from alignrec.pipeline.stages import (
     preference_enabled,
     train_model_dir,
 )
+from recdata.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _pair_config(ctx: StageContext):
     """The tasks section (negative strategy, seed, history ...) with the preference section's ``pairs`` overrides."""
     pairs = ctx.config.get("pairs") or {}
     if not isinstance(pairs, dict):
-        raise ValueError(f"section 'preference': pairs must be a mapping of TaskConfig keys, got {pairs!r}")
+        raise ConfigError(f"section 'preference': pairs must be a mapping of TaskConfig keys, got {pairs!r}")
     injected = {
         "split_dir": str(ctx.upstream("data") / "split"),
         "item_tokenizer_dir": str(ctx.upstream("tokenizer") / "item_tokenizer"),
@@ -107,7 +108,7 @@ def run_preference_stage(ctx: StageContext) -> dict[str, Any]:
     started = time.time()
     code = subprocess.call(cmd, env=env, cwd=str(REPO_ROOT))
     if code != 0:
-        raise RuntimeError(f"DPO exited with status {code}; see the log above (command: {' '.join(cmd)})")
+        raise UserError(f"DPO exited with status {code}; see the log above (command: {' '.join(cmd)})")
     beta = yaml.safe_load(config_file.read_text()).get("beta", 0.1)
     return {"launcher": launcher, "seconds": time.time() - started, "command": cmd, "beta": beta,
             "pairs": {k: info[k] for k in ("strategy", "negatives_per_prompt", "train_pairs", "validation_pairs")},
@@ -126,11 +127,11 @@ def validate_preference_section(section: dict[str, Any], body: dict[str, Any], s
     known = {f.name for cls in (PreferenceArguments, AlignRecTrainArguments, DPOConfig) for f in fields(cls)}
     unknown = sorted(set(body) - known)
     if unknown:
-        raise ValueError(f"{source}: unknown key(s) {unknown} in section 'preference'; see `python trainer/dpo.py --help`")
+        raise ConfigError(f"{source}: unknown key(s) {unknown} in section 'preference'; see `python trainer/dpo.py --help`")
     pairs = section.get("pairs") or {}
     if not isinstance(pairs, dict):
-        raise ValueError(f"{source}: section 'preference': pairs must be a mapping of TaskConfig keys")
+        raise ConfigError(f"{source}: section 'preference': pairs must be a mapping of TaskConfig keys")
     _check_injected("preference.pairs", pairs, TASK_INJECTED, source)
     unknown = sorted(set(pairs) - {f.name for f in fields(TaskConfig)})
     if unknown:
-        raise ValueError(f"{source}: unknown key(s) {unknown} in section 'preference.pairs' (TaskConfig keys)")
+        raise ConfigError(f"{source}: unknown key(s) {unknown} in section 'preference.pairs' (TaskConfig keys)")

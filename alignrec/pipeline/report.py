@@ -54,7 +54,8 @@ def _preference_lines(run_dir: Path, summaries: dict[str, dict[str, Any]]) -> li
 
 
 def write_report(run_dir: Path, results: list[StageResult], source: str) -> Path:
-    records = {r.name: read_stage_record(run_dir / r.name) or {} for r in results}
+    off = {r.name for r in results if r.status == "off"}  # an off stage's folder is left alone, never reported
+    records = {r.name: {} if r.name in off else read_stage_record(run_dir / r.name) or {} for r in results}
     summaries = {name: rec.get("summary", {}) for name, rec in records.items()}
     lines = [f"# alignrec run `{run_dir.name}`", "", f"Config: `{source}`", "", "## Stages", ""]
     lines += _table(["stage", "this run", "wall time of its last run (s)"],
@@ -109,7 +110,8 @@ def write_report(run_dir: Path, results: list[StageResult], source: str) -> Path
                  ("preference pairs", run_dir / "preference" / "pairs"), ("DPO model", run_dir / "preference" / "model"),
                  ("metrics", run_dir / "evaluate" / "metrics.json"), ("cache shards", run_dir / "cache" / "build"),
                  ("serving store", run_dir / "cache" / "store"), ("vocabulary export", run_dir / "export" / "vocab")]
-    lines += [f"- {what}: `{path}`" for what, path in artefacts if path.exists()]
+    lines += [f"- {what}: `{path}`" for what, path in artefacts
+              if path.exists() and path.relative_to(run_dir).parts[0] not in off]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     (run_dir / "report.json").write_text(json.dumps(summaries, indent=2, default=str))

@@ -13,6 +13,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from recdata.errors import UserError
+
 FORMAT_VERSION = 1
 BUILD_CONFIG_NAME = "build_config.json"
 MANIFEST_NAME = "manifest.json"
@@ -31,8 +33,22 @@ def histories_hash(user_hashes: Mapping[str, str]) -> str:
     """Hash of the whole input (every user and their history hash), order independent."""
     digest = hashlib.sha256()
     for user in sorted(user_hashes):
-        digest.update(f"{user}\t{user_hashes[user]}\n".encode())
+        digest.update(user_line(user, user_hashes[user]))
     return digest.hexdigest()
+
+
+def user_line(user_id: str, hist_hash: str) -> bytes:
+    """The bytes one user adds to ``histories_hash`` and ``users_digest`` (``inference.cache.plan`` builds the
+    same bytes with Arrow for millions of users at once)."""
+    return f"{user_id}\t{hist_hash}\n".encode()
+
+
+def users_digest(user_hashes: Mapping[str, str]) -> str:
+    """Short hash of one chunk's ``{user_id: history_hash}`` (users sorted): what the plan expects a chunk to hold."""
+    digest = hashlib.sha256()
+    for user in sorted(user_hashes):
+        digest.update(user_line(user, user_hashes[user]))
+    return digest.hexdigest()[:32]
 
 
 def shard_of(user_id: str, num_shards: int) -> int:
@@ -64,14 +80,14 @@ def resolve_shard(shard_index: int | None, num_shards: int | None) -> tuple[int,
         elif num_shards == 1:
             shard_index = 0
         else:
-            raise ValueError(
+            raise UserError(
                 f"num_shards is {num_shards} but no shard index was given: pass --shard_index 0..{num_shards - 1} "
                 "in each process (or launch with torchrun/deepspeed, which set RANK)"
             )
     if num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+        raise UserError(f"num_shards must be >= 1, got {num_shards}")
     if not 0 <= shard_index < num_shards:
-        raise ValueError(
+        raise UserError(
             f"shard_index {shard_index} is outside [0, {num_shards}); pass --shard_index in 0..{num_shards - 1} "
             "(or check the RANK / WORLD_SIZE environment variables)"
         )

@@ -58,3 +58,6 @@ def test_sft_then_dpo_then_evaluate(tmp_path, tiny_chat_tokenizer):
     metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
     assert metrics["config"]["EvaluateConfig"]["model_dir"] == str(run_dir / "train" / "model")
     assert set(metrics["recommenders"]) == {"alignrec", "sasrec", "popularity"}
+    report = (run_dir / "report.md").read_text()
+    assert "## Preference alignment" not in report and "DPO model" not in report  # its left-alone folder is not reported
+    assert (run_dir / "preference" / "model").is_dir()  # ... and not deleted either

@@ -117,13 +117,14 @@ def test_run_writes_every_artefact_then_skips(tiny_run):
     keys = _stage_status(run_dir)
     assert alignrec_main(["run", "--config", str(config_path)]) == 0
     assert _stage_status(run_dir) == keys
-    assert set(_report_statuses(run_dir).values()) == {"skipped"}
+    statuses = _report_statuses(run_dir)
+    assert statuses.pop("preference") == "off" and set(statuses.values()) == {"skipped"}  # optional, off by default
 
     # A changed tokenizer config re-runs the tokenizer and every later stage, and nothing before it.
     config["tokenizer"]["rq_epochs"] = 31
     config_path.write_text(yaml.safe_dump(config))
     assert alignrec_main(["run", "--config", str(config_path)]) == 0
     after = _stage_status(run_dir)
-    assert {s for s in after if after[s] == keys[s]} == {"data", "embeddings"}
-    assert _report_statuses(run_dir) == {"data": "skipped", "embeddings": "skipped", "tokenizer": "ran", "tasks": "ran",
-                        "train": "ran", "evaluate": "ran", "cache": "ran", "export": "ran"}
+    assert {s for s in after if after[s] == keys[s]} == {"data", "knowledge", "embeddings"}
+    assert _report_statuses(run_dir) == {"data": "skipped", "knowledge": "skipped", "embeddings": "skipped", "tokenizer": "ran", "tasks": "ran",
+                        "train": "ran", "preference": "off", "evaluate": "ran", "cache": "ran", "export": "ran"}

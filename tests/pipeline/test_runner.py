@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alignrec.pipeline.runner import Stage, run_stages
+from recdata.errors import UserError
 
 
 def _stages(calls: list[str], fail_at: str | None = None):
@@ -46,7 +47,7 @@ def test_changed_tokenizer_config_reruns_it_and_downstream_only(tmp_path):
 
 def test_from_and_until(tmp_path):
     calls: list[str] = []
-    with pytest.raises(RuntimeError, match="no complete output"):
+    with pytest.raises(UserError, match="no complete output"):
         run_stages(_stages(calls), tmp_path, {}, None, start="tasks")
     run_stages(_stages(calls), tmp_path, {}, None, until="tokenizer")
     assert calls == ["data", "tokenizer"]
@@ -96,3 +97,23 @@ def test_optional_stage_off_leaves_downstream_keys_as_without_it(tmp_path):
     assert (tmp_path / "without" / "train" / "stage.json").read_text() == train_key
     on = run_stages(optional(True), tmp_path / "without", {}, None)
     assert [r.status for r in on] == ["skipped", "skipped", "skipped", "ran", "ran"] and calls == ["extra", "train"]
+
+
+def test_plan_reports_an_off_stage_and_from_after_it_needs_nothing_from_it(tmp_path):
+    """plan_stages (``--dry_run`` / ``--status``) says ``off``; ``--from`` a later stage does not ask for its output."""
+    from alignrec.pipeline.runner import plan_stages
+    from alignrec.pipeline_cli import format_plan
+
+    calls: list[str] = []
+    base = _stages(calls)
+    stages = [*base[:3], Stage("extra", lambda ctx: {}, depends_on=("tasks",), enabled=lambda section, run_cfg: False),
+              Stage("train", base[3].run, depends_on=("tasks", "extra"))]
+    without = plan_stages(base, tmp_path, {}, None)
+    plans = plan_stages(stages, tmp_path, {}, None)
+    assert [p.state for p in plans] == ["missing", "missing", "missing", "off", "missing"]
+    assert plans[3].key == "" and plans[4].key == without[3].key and plans[4].upstream_keys == {"tasks": without[2].key}
+    lines = format_plan(plans, dry_run=True).splitlines()
+    assert lines[3].split()[:2] == ["extra", "off"] and lines[4].split()[:3] == ["train", "would", "run"]
+    run_stages(stages, tmp_path, {}, None, until="tasks")
+    assert [r.status for r in run_stages(stages, tmp_path, {}, None, start="train")] == \
+        ["not selected"] * 3 + ["off", "ran"]
