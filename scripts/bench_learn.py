@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("dataset")
     parser.add_argument("--cold_item_fraction", type=float, default=0.1)
     parser.add_argument("--cold_item_seed", type=int, default=0)
-    parser.add_argument("--models", default="learn,sasrec,popularity")
+    parser.add_argument("--models", default="popularity,learn,sasrec")
     parser.add_argument("--out", default=None)
     args, rest = parser.parse_known_args()  # the rest: EmbeddingConfig flags, e.g. --learn_dim 128
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -48,41 +48,32 @@ def main() -> int:
     examples = split.eval_examples("test")
     catalogue = split.dataset.item_ids()
     popularity = train_popularity(split)
-    result = {"dataset": name, "split": split_stats(split), "flags": rest,
-              "rows": {}}
-    fns = {}
-    models = args.models.split(",")
-    if "learn" in models:
-        content = text_embeddings(cfg, split)
-        result["encoder"] = {"first_run_with_model_load": content.meta.get("encode"), **_encoder_speed(cfg, split)}
+    out = Path(args.out or f"bench_results/learn_{name}.json")
+    result = {"dataset": name, "split": split_stats(split), "flags": rest, "rows": {}}
+    for row in args.models.split(","):  # each row is scored and written as soon as it is trained
         started = time.perf_counter()
-        learn = train_learn(split, cfg.learn_config(), content.vectors)
-        result["learn_train"] = {**learn.train_info, "wall_seconds": time.perf_counter() - started}
-        fns["learn"] = as_recommend_fn(learn, k=max(KS))
-    if "sasrec" in models:
-        started = time.perf_counter()
-        sasrec = train_sasrec(split, cfg.sasrec_config())
-        result["sasrec_train"] = {**sasrec.train_info, "wall_seconds": time.perf_counter() - started}
-        fns["sasrec"] = as_recommend_fn(sasrec, k=max(KS))
-    if "popularity" in models:
-        fns["popularity"] = popularity_recommender(split, max(KS), exclude_history=True)
-    for row, fn in fns.items():
+        if row == "learn":
+            content = text_embeddings(cfg, split)
+            result["encoder"] = {"first_run_with_model_load": content.meta.get("encode"), **_encoder_speed(cfg, split)}
+            started = time.perf_counter()
+            model = train_learn(split, cfg.learn_config(), content.vectors)
+        elif row == "sasrec":
+            model = train_sasrec(split, cfg.sasrec_config())
+        elif row == "popularity":
+            model = None
+        else:
+            raise SystemExit(f"unknown model {row!r}; use learn, sasrec, popularity")
+        if model is not None:
+            result[f"{row}_train"] = {**model.train_info, "wall_seconds": time.perf_counter() - started}
+            fn = as_recommend_fn(model, k=max(KS))
+        else:
+            fn = popularity_recommender(split, max(KS), exclude_history=True)
         rep = evaluate_recommender(fn, examples, KS, catalogue, popularity, batch_size=256, show_progress=False)
         cold = rep["slices"]["target_popularity"]["unseen"]
         result["rows"][row] = {"n": rep["n_examples"], **{m: rep["overall"][m] for m in rep["overall"]},
                                "cold_n": cold["n"], **{f"cold_{m}": cold[m] for m in rep["overall"]}}
-    lines = [f"# {name}: test, full ranking, exclude_history, cold fraction {args.cold_item_fraction}", "",
-             "| recommender | R@10 | N@10 | R@20 | cold R@10 | cold N@10 | cold R@20 | train s |", "|" + "---|" * 8]
-    for row, r in result["rows"].items():
-        train = result.get(f"{row}_train", {}).get("wall_seconds")
-        lines.append(f"| {row} | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} | {r['recall@20']:.4f} | "
-                     f"{_f(r['cold_recall@10'])} | {_f(r['cold_ndcg@10'])} | {_f(r['cold_recall@20'])} | "
-                     f"{'-' if train is None else f'{train:.0f}'} |")
-    lines.append(f"\nn test = {len(examples)}, cold test targets = {next(iter(result['rows'].values()))['cold_n']}; "
-                 f"encoder: {result.get('encoder')}")
-    print("\n".join(lines))
-    out = Path(args.out or f"bench_results/learn_{name}.json")
-    atomic_write_json(out, result)
+        atomic_write_json(out, result)
+        print(_table(result, args.cold_item_fraction), flush=True)
     return 0
 
 
@@ -102,6 +93,19 @@ def _encoder_speed(cfg: EmbeddingConfig, split, sample: int = 1024) -> dict:
     seconds = time.perf_counter() - started
     return {"items": len(texts), "seconds": round(seconds, 2), "items_per_second": round(len(texts) / seconds, 1),
             "max_tokens": cfg.text_max_length}
+
+
+def _table(result: dict, fraction: float) -> str:
+    lines = [f"# {result['dataset']}: test, full ranking, exclude_history, cold fraction {fraction}", "",
+             "| recommender | R@10 | N@10 | R@20 | cold R@10 | cold N@10 | cold R@20 | train s |", "|" + "---|" * 8]
+    for row, r in result["rows"].items():
+        train = result.get(f"{row}_train", {}).get("wall_seconds")
+        lines.append(f"| {row} | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} | {r['recall@20']:.4f} | "
+                     f"{_f(r['cold_recall@10'])} | {_f(r['cold_ndcg@10'])} | {_f(r['cold_recall@20'])} | "
+                     f"{'-' if train is None else f'{train:.0f}'} |")
+    first = next(iter(result["rows"].values()))
+    lines.append(f"\nn test = {first['n']}, cold test targets = {first['cold_n']}; encoder: {result.get('encoder')}")
+    return "\n".join(lines)
 
 
 def _f(value) -> str:
