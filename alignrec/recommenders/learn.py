@@ -11,7 +11,7 @@ that open-world knowledge and the collaborative signal:
 Trained with a contrastive next-item loss on ``split.train_sequences()`` only (valid targets: early stopping
 alone): the full softmax over every catalogue item's tower output when the catalogue is small (exact, and the
 item tower over 5k items costs less than the user tower), or InfoNCE with in-batch + shared uniformly sampled
-negatives when it is not. Scores are cosine(user, item). An item the towers never saw in training (a cold
+negatives when it is not (no logQ correction of the in-batch popularity bias: the full softmax is the default). Scores are cosine(user, item). An item the towers never saw in training (a cold
 item) still has a content vector, so it gets an item vector and can be retrieved: what an ID model lacks.
 """
 
