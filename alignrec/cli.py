@@ -24,6 +24,7 @@ STAGE_CLI_MODULES = (
     "trainer.cli",
     "inference.cli",
     "inference.recommend_cli",
+    "inference.serve.cli",
     "alignrec.pipeline_cli",
 )
 

@@ -24,6 +24,7 @@ from typing import Any
 from recdata.errors import ConfigError, UserError
 from recdata.fingerprint import content_fingerprint
 from recdata.io import atomic_write_json, sha256_json
+from recdata.outputs import claim_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def run_stages(
             same_key_partial = partial.is_file() and partial.read_text().strip() == key and not force
             if not same_key_partial:
                 shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        claim_output_dir(out_dir, f"alignrec run ({stage.name} stage)")  # the stage folder is alignrec's own
         (out_dir / ".partial_key").write_text(key + "\n")
         logger.info("stage %-9s running -> %s", stage.name, out_dir)
         started = time.time()

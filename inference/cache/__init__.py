@@ -1,4 +1,4 @@
-"""Offline top-K cache: sharded resumable build (Parquet), versioned SQLite publish, in-process reader.
+"""Offline top-K cache: sharded resumable build (Parquet), versioned SQLite or Redis publish, one reader.
 
 Names are imported lazily (PEP 562) so ``alignrec --help`` does not import pyarrow / torch.
 """
@@ -9,6 +9,11 @@ from recdata.lazy import lazy_exports
 
 _EXPORTS = {
     "BuildResult": "inference.cache.build",
+    "CacheStore": "inference.cache.backends",
+    "SQLiteStore": "inference.cache.backends",
+    "StoreVersion": "inference.cache.backends",
+    "VersionGoneError": "inference.cache.backends",
+    "open_store": "inference.cache.backends",
     "CacheMismatchError": "inference.cache.build",
     "CacheReader": "inference.cache.reader",
     "CacheResult": "inference.cache.reader",

@@ -63,8 +63,7 @@ def publish_cache(
     store_dir = Path(store_dir)
     versions = store_dir / VERSIONS_DIR
     versions.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    target = versions / f"v-{stamp}-{manifest['version']}.sqlite"
+    target = versions / f"{version_name(manifest)}.sqlite"
 
     with atomic_path(target) as tmp:
         frequency = _write_db(tmp, cache_dir, manifest, popularity, fallback_k, progress)
@@ -113,13 +112,10 @@ def _write_db(
         seen += len(rows)
         if seen != manifest["num_users"]:
             raise RuntimeError(f"cache {cache_dir} yielded {seen} users, its manifest says {manifest['num_users']}")
-        source = "train_popularity" if popularity is not None else "cache_frequency"
-        ranked = sorted((popularity if popularity is not None else counts).items(), key=lambda kv: (-kv[1], kv[0]))
+        fallback, source = fallback_items(popularity, counts, fallback_k)
         con.executemany("INSERT INTO fallback VALUES (?, ?, ?)",
-                        [(r, item, float(c)) for r, (item, c) in enumerate(ranked[:fallback_k], start=1)])
-        meta = {key: manifest[key] for key in ("version", "k", "model", "adapter", "item_tokenizer_hash",
-                                                "created_at", "num_users", "num_rows", "base_version")}
-        meta.update(fallback_source=source, cache_dir=str(Path(cache_dir).resolve()))
+                        [(r, item, score) for r, (item, score) in enumerate(fallback, start=1)])
+        meta = version_meta(manifest, source, cache_dir)
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
         con.commit()
         con.execute("PRAGMA journal_mode=WAL")  # persisted in the file: readers never block each other
@@ -128,6 +124,29 @@ def _write_db(
     finally:
         con.close()
     return source
+
+
+def fallback_items(popularity: Mapping[str, int] | None, rec_counts: Mapping[str, int],
+                   fallback_k: int) -> tuple[list[tuple[str, float]], str]:
+    """The documented fallback: ``fallback_k`` most popular training items, else most recommended; ties by id."""
+    source = "train_popularity" if popularity is not None else "cache_frequency"
+    ranked = sorted((popularity if popularity is not None else rec_counts).items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(item, float(c)) for item, c in ranked[:fallback_k]], source
+
+
+def version_meta(manifest: Mapping[str, Any], fallback_source: str, cache_dir: str | Path) -> dict[str, Any]:
+    """What every published version records about its build (the same keys in every store)."""
+    meta = {key: manifest[key] for key in ("version", "k", "model", "adapter", "item_tokenizer_hash",
+                                            "created_at", "num_users", "num_rows", "base_version")}
+    meta.update(fallback_source=fallback_source,  # a URI (file://, s3://) is kept as given
+                cache_dir=str(cache_dir) if "://" in str(cache_dir) else str(Path(cache_dir).resolve()))
+    return meta
+
+
+def version_name(manifest: Mapping[str, Any]) -> str:
+    """Unique per publish: ``v-<utc publish time>-<build version>`` (sorts by publish time)."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"v-{stamp}-{manifest['version']}"
 
 
 def _collect_garbage(versions: Path, keep: int, live: str) -> None:

@@ -37,7 +37,7 @@ def test_extract_errors_are_one_line(tmp_path, tiny_split, capsys):
     tiny_split.save(tmp_path / "split")
     assert main(["knowledge", "extract", "--split_dir", str(tmp_path / "split"), "--out_dir", str(tmp_path / "k"),
                  "--mode", "collective", "--max_items", "3"]) == 2
-    assert capsys.readouterr().err.strip().startswith("alignrec knowledge: error: max_items")
+    assert capsys.readouterr().err.strip().startswith("alignrec knowledge extract: error: max_items")
 
 
 def test_run_with_knowledge_source_end_to_end(tmp_path, tiny_chat_tokenizer, tiny_model_dir):
