@@ -44,12 +44,13 @@ class SplitDataset:
         return zip(seqs["user_id"], seqs["item_ids"], seqs["split"], strict=True)
 
     def train_sequences(self) -> list[tuple[str, list[str]]]:
-        """(user_id, training items) for every user; the training part is always a prefix."""
-        out = []
-        for user_id, items, labels in self._rows():
-            n_train = sum(1 for label in labels if label == "train")
-            out.append((user_id, list(items[:n_train])))
-        return out
+        """(user_id, items labelled "train") for every user, in order.
+
+        The training part is a prefix, except that ``recdata.cold_items`` may relabel some of it "cold"
+        (withheld): those items are skipped here, so no training code ever sees them.
+        """
+        return [(user_id, [item for item, label in zip(items, labels, strict=True) if label == "train"])
+                for user_id, items, labels in self._rows()]
 
     def eval_examples(self, part: str) -> datasets.Dataset:
         """(user_id, history, target) for each interaction labelled ``part``; history truncated."""
