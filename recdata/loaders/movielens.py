@@ -28,6 +28,8 @@ def load_movielens(path: str | Path, options: LoadOptions | None = None) -> RecD
             raise FileNotFoundError(f"{folder}: MovieLens layout needs ratings.dat and movies.dat; {f.name} is missing")
     if options.item_text_fields:
         raise ValueError("item_text_fields does not apply to MovieLens .dat (fixed Title and Genres columns)")
+    if options.scenario_column or options.domain_column or options.scenario_item_field:
+        raise ValueError("MovieLens .dat files carry no scenario; convert them to tabular with a scenario column")
 
     ids, lines, titles, genres = [], [], [], []
     for lineno, line in iter_lines(movies_file, ENCODING):
