@@ -13,7 +13,7 @@ from sft_tasks.builder import (
 from sft_tasks.config import TASK_NAMES, QueryGenConfig, TaskConfig
 from sft_tasks.formatting import PromptFormatter
 from sft_tasks.negatives import NegativeSampler
-from sft_tasks.sequential import seqrec_prompt
+from sft_tasks.sequential import seqrec_prompt, seqrec_scenario_prompt
 
 __all__ = [
     "TASK_NAMES",
@@ -31,4 +31,5 @@ __all__ = [
     "compute_stats",
     "save_task_build",
     "seqrec_prompt",
+    "seqrec_scenario_prompt",
 ]
