@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from recdata import SplitDataset
+from recdata.errors import UserError
 
 RecommendFn = Callable[[Sequence[str], Sequence[Sequence[str]]], list[list[tuple[str, float]]]]
 
@@ -46,7 +47,7 @@ def popularity_recommender(split: SplitDataset, k: int = 20, exclude_history: bo
             elif scenario in by_scenario:
                 order, score = by_scenario[scenario]
             else:
-                raise ValueError(f"unknown scenario {scenario!r}; this dataset has {sorted(by_scenario)}")
+                raise UserError(f"unknown scenario {scenario!r}; this dataset has {sorted(by_scenario)}")
             seen = set(history) if exclude_history else set()
             top = []
             for item in order:

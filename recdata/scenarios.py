@@ -16,6 +16,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from recdata.errors import UserError
+
 SCENARIO_COLUMN = "scenarios"
 
 
@@ -70,9 +72,9 @@ def validate_scenarios(user_ids: Sequence[str], item_seqs: Sequence[Sequence[str
     """Every interaction has one non-empty label; raise naming the user otherwise."""
     for user, seq, scens in zip(user_ids, item_seqs, scen_seqs, strict=True):
         if len(seq) != len(scens):
-            raise ValueError(f"{where}: user {user!r} has {len(seq)} items but {len(scens)} scenario labels; "
+            raise UserError(f"{where}: user {user!r} has {len(seq)} items but {len(scens)} scenario labels; "
                              "the scenarios column must hold one label per interaction")
         for item, scen in zip(seq, scens, strict=True):
             if not scen:
-                raise ValueError(f"{where}: user {user!r}'s interaction with item {item!r} has no scenario; every "
+                raise UserError(f"{where}: user {user!r}'s interaction with item {item!r} has no scenario; every "
                                  "interaction needs one (is the item missing from the catalogue?)")

@@ -21,6 +21,7 @@ import numpy as np
 
 from recdata import scenarios as scen
 from recdata.dataset import RecDataset
+from recdata.errors import UserError
 from recdata.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class SplitDataset:
 
     def _require_scenarios(self) -> None:
         if not self.has_scenarios:
-            raise ValueError(f"{self.dataset.name} has no scenario labels; prepare it with scenario_column or "
+            raise UserError(f"{self.dataset.name} has no scenario labels; prepare it with scenario_column or "
                              "scenario_item_field")
 
     def train_scenario_sequences(self) -> list[tuple[str, list[str], list[str]]]:
@@ -141,7 +142,7 @@ class SplitDataset:
         self._require_scenarios()
         catalogue = set(self.scenario_catalogues().get(scenario, []))
         if not catalogue:
-            raise ValueError(f"scenario {scenario!r} is not in {self.dataset.name}; scenarios: {self.scenario_names()}")
+            raise UserError(f"scenario {scenario!r} is not in {self.dataset.name}; scenarios: {self.scenario_names()}")
         cols = self.dataset.sequences.to_dict()
         out: dict[str, list] = {k: [] for k in cols}
         for row in range(len(cols["user_id"])):

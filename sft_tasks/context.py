@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from recdata import SplitDataset
+from recdata.errors import UserError
 from sft_tasks.base import task_seed
 from sft_tasks.config import TaskConfig
 from sft_tasks.formatting import PromptFormatter
@@ -73,7 +74,7 @@ class TaskContext:
         labels = None
         if cfg.scenario_prompts:
             if not split.has_scenarios:
-                raise ValueError(f"scenario_prompts is set but dataset {split.dataset.name!r} has no scenario labels; "
+                raise UserError(f"scenario_prompts is set but dataset {split.dataset.name!r} has no scenario labels; "
                                  "prepare it with scenario_column or scenario_item_field, or unset scenario_prompts")
             labels = [scens for _, _, scens in split.train_scenario_sequences()]
         self.windows = sliding_windows(self.train_sequences, self.max_history, labels)

@@ -2,6 +2,7 @@
 
 from inference.cache.build import BuildResult, CacheMismatchError, RecommendFn, build_cache, finalize_cache
 from inference.cache.reader import CacheReader, CacheResult, ReaderStats
+from inference.cache.scenarios import SCENARIO_MODES, expand_scenarios, scenario_key, scenario_users
 from inference.cache.shards import iter_cache, read_manifest, verify_cache
 from inference.cache.store import current_version_path, publish_cache
 
@@ -12,11 +13,15 @@ __all__ = [
     "CacheResult",
     "ReaderStats",
     "RecommendFn",
+    "SCENARIO_MODES",
     "build_cache",
     "current_version_path",
+    "expand_scenarios",
     "finalize_cache",
     "iter_cache",
     "publish_cache",
     "read_manifest",
+    "scenario_key",
+    "scenario_users",
     "verify_cache",
 ]

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference.cache.scenarios import scenario_key
 from inference.cache.store import CURRENT_NAME, VERSIONS_DIR
+from recdata.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class CacheResult:
     items: list[tuple[str, float]]  # best first; for a fallback, (item_id, popularity count)
     fallback: bool  # True: the user is not in the cache and ``items`` are the popular-items fallback
     version: str  # the published version (file stem, unique per publish) this result comes from
+    scenario: str | None = None  # the scenario asked for (per-scenario stores), else None
 
 
 @dataclass
@@ -43,6 +46,7 @@ class _Version:
     meta: dict[str, Any]
     fallback: list[tuple[str, float]]
     pointer_key: tuple[int, int, int] = field(default=(0, 0, 0))
+    scenario_fallback: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # per-scenario stores
 
 
 class CacheReader:
@@ -73,19 +77,34 @@ class CacheReader:
     def metadata(self) -> dict[str, Any]:
         return dict(self._live().meta)
 
-    def get(self, user_id: str) -> CacheResult:
+    @property
+    def scenarios(self) -> list[str]:
+        """Scenarios of a per-scenario store ([] for a per-user one)."""
+        return list(self._live().meta.get("scenarios") or [])
+
+    def get(self, user_id: str, scenario: str | None = None) -> CacheResult:
+        """The user's cached top-K; on a per-scenario store, ``scenario`` is required and picks the list (a
+        missing (user, scenario) pair gets that scenario's fallback)."""
         with self._lock:
             live = self._live()
-            row = live.con.execute("SELECT items FROM recs WHERE user_id = ?", (user_id,)).fetchone()
+            scenarios = live.meta.get("scenarios") or []
+            if scenario is None and scenarios:
+                raise UserError(f"the cache in {self.store_dir} is per scenario; pass a scenario, one of {scenarios}")
+            if scenario is not None and scenario not in scenarios:
+                what = f"one of {scenarios}" if scenarios else "none: this store is per user (pass no scenario)"
+                raise UserError(f"scenario {scenario!r} is not in the cache of {self.store_dir}; scenarios: {what}")
+            key = user_id if scenario is None else scenario_key(user_id, scenario)
+            row = live.con.execute("SELECT items FROM recs WHERE user_id = ?", (key,)).fetchone()
             self.stats.lookups += 1
             if row is None:
                 self.stats.misses += 1
-                return CacheResult(user_id, list(live.fallback), True, live.name)
+                fallback = live.fallback if scenario is None else live.scenario_fallback.get(scenario, [])
+                return CacheResult(user_id, list(fallback), True, live.name, scenario)
             self.stats.hits += 1
-            return CacheResult(user_id, [(i, s) for i, s in json.loads(row[0])], False, live.name)
+            return CacheResult(user_id, [(i, s) for i, s in json.loads(row[0])], False, live.name, scenario)
 
-    def get_many(self, user_ids: Iterable[str]) -> list[CacheResult]:
-        return [self.get(u) for u in user_ids]
+    def get_many(self, user_ids: Iterable[str], scenario: str | None = None) -> list[CacheResult]:
+        return [self.get(u, scenario) for u in user_ids]
 
     def close(self) -> None:
         with self._lock:
@@ -144,7 +163,12 @@ def _open_version(path: Path, pointer_key: tuple[int, int, int]) -> _Version:
     try:
         meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")}
         fallback = [(i, s) for i, s in con.execute("SELECT item_id, score FROM fallback ORDER BY rank")]
+        per_scenario: dict[str, list[tuple[str, float]]] = {}
+        if meta.get("scenarios"):
+            for name, item, score in con.execute(
+                    "SELECT scenario, item_id, score FROM scenario_fallback ORDER BY scenario, rank"):
+                per_scenario.setdefault(name, []).append((item, score))
     except sqlite3.Error:
         con.close()
         raise
-    return _Version(path.stem, con, meta, fallback, pointer_key)
+    return _Version(path.stem, con, meta, fallback, pointer_key, per_scenario)

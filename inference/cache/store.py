@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from inference.cache.scenarios import ranked_fallback, split_scenario_key
 from inference.cache.shards import iter_cache, verify_cache
 from recdata.io import atomic_path, atomic_write_text
 
@@ -39,6 +40,11 @@ CREATE TABLE recs (user_id TEXT PRIMARY KEY, items TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE fallback (rank INTEGER PRIMARY KEY, item_id TEXT NOT NULL, score REAL NOT NULL);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
+# per-scenario caches (manifest "scenarios"): recs keys are user + SCENARIO_SEP + scenario, one fallback per scenario
+SCENARIO_SCHEMA = """
+CREATE TABLE scenario_fallback (scenario TEXT NOT NULL, rank INTEGER NOT NULL, item_id TEXT NOT NULL,
+                                score REAL NOT NULL, PRIMARY KEY (scenario, rank)) WITHOUT ROWID;
+"""
 
 
 def publish_cache(
@@ -48,12 +54,15 @@ def publish_cache(
     fallback_k: int | None = None,
     keep_versions: int = 2,
     progress: bool = True,
+    scenario_popularity: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Path:
     """Publish ``cache_dir`` (a finished build) as the live version of ``store_dir``; returns the new file.
 
     Fallback for users missing from the cache: the ``fallback_k`` (default: the cache's k) most popular
     items of ``popularity`` (training interaction counts, the documented choice), or, when not given, the
     items most often recommended in the cache itself. ``keep_versions`` >= 1 counts the live one.
+    A per-scenario build also gets one fallback per scenario: ``scenario_popularity[scenario]`` (training
+    interactions labelled with it), or the items most often cached for that scenario.
     """
     if keep_versions < 1:
         raise ValueError(f"keep_versions must be >= 1 (the live version), got {keep_versions}")
@@ -66,7 +75,7 @@ def publish_cache(
     target = versions / f"v-{stamp}-{manifest['version']}.sqlite"
 
     with atomic_path(target) as tmp:
-        frequency = _write_db(tmp, cache_dir, manifest, popularity, fallback_k, progress)
+        frequency = _write_db(tmp, cache_dir, manifest, popularity, fallback_k, progress, scenario_popularity)
     logger.info("compiled %s (%d users, %.1f MB)", target.name, manifest["num_users"], target.stat().st_size / 1e6)
     with open(store_dir / LOCK_NAME, "a") as lock:  # one swap + garbage collection at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -87,7 +96,7 @@ def current_version_path(store_dir: str | Path) -> Path:
 
 def _write_db(
     path: Path, cache_dir: str | Path, manifest: Mapping[str, Any], popularity: Mapping[str, int] | None,
-    fallback_k: int, progress: bool,
+    fallback_k: int, progress: bool, scenario_popularity: Mapping[str, Mapping[str, int]] | None = None,
 ) -> str:
     path.unlink(missing_ok=True)  # atomic_path made an empty placeholder; SQLite wants a fresh file
     con = sqlite3.connect(path)
@@ -96,6 +105,10 @@ def _write_db(
         con.execute("PRAGMA synchronous=OFF")
         con.executescript(SCHEMA)
         counts: Counter[str] = Counter()
+        scenario_names = manifest.get("scenarios")
+        if scenario_names:
+            con.executescript(SCENARIO_SCHEMA)
+        per_scenario: dict[str, Counter[str]] = {}
         seen = 0
         rows = []
         bar = tqdm(iter_cache(cache_dir, verify=False), total=manifest["num_users"], desc="publish", unit="user",
@@ -104,6 +117,8 @@ def _write_db(
             rows.append((user, json.dumps(recs, separators=(",", ":"), ensure_ascii=False)))
             if popularity is None:
                 counts.update(item for item, _ in recs)
+            if scenario_names and scenario_popularity is None:  # fallback: items most often cached per scenario
+                per_scenario.setdefault(split_scenario_key(user)[1], Counter()).update(item for item, _ in recs)
             if len(rows) >= 10_000:
                 con.executemany("INSERT INTO recs VALUES (?, ?)", rows)
                 seen += len(rows)
@@ -116,8 +131,14 @@ def _write_db(
         ranked = sorted((popularity if popularity is not None else counts).items(), key=lambda kv: (-kv[1], kv[0]))
         con.executemany("INSERT INTO fallback VALUES (?, ?, ?)",
                         [(r, item, float(c)) for r, (item, c) in enumerate(ranked[:fallback_k], start=1)])
+        if scenario_names:
+            tables = scenario_popularity if scenario_popularity is not None else per_scenario
+            con.executemany("INSERT INTO scenario_fallback VALUES (?, ?, ?, ?)", [
+                (name, r, item, score) for name in scenario_names
+                for r, (item, score) in enumerate(ranked_fallback(tables.get(name, {}), fallback_k), start=1)])
         meta = {key: manifest[key] for key in ("version", "k", "model", "adapter", "item_tokenizer_hash",
                                                 "created_at", "num_users", "num_rows", "base_version")}
+        meta["scenarios"] = scenario_names or None
         meta.update(fallback_source=source, cache_dir=str(Path(cache_dir).resolve()))
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
         con.commit()

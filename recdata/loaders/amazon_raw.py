@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from recdata.dataset import RecDataset
+from recdata.errors import ConfigError
 from recdata.loaders.common import (
     LoadOptions,
     build_items,
@@ -86,7 +87,7 @@ def load_amazon_raw(path: str | Path, options: LoadOptions | None = None) -> Rec
     name = options.name or _stem(meta_file)[len("meta_"):]
     fields = parse_item_text_fields(options.item_text_fields, DEFAULT_FIELDS)
     if scenario_column(options):
-        raise ValueError("scenario_column does not apply to Amazon raw reviews; use scenario_item_field=<meta field>")
+        raise ConfigError("scenario_column does not apply to Amazon raw reviews; use scenario_item_field=<meta field>")
 
     users, asins, times, ratings = [], [], [], []
     for lineno, line in iter_lines(reviews_file):

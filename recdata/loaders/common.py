@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from recdata.dataset import ITEM_TEXT_FIELDS, RecDataset
+from recdata.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +111,10 @@ def build_items(item_ids: Sequence[str], columns: dict[str, Sequence[str]]) -> d
 def scenario_column(options: LoadOptions) -> str:
     """The per-interaction scenario column (``scenario_column``, or its older name ``domain_column``)."""
     if options.scenario_column and options.domain_column and options.scenario_column != options.domain_column:
-        raise ValueError(f"scenario_column={options.scenario_column!r} and domain_column={options.domain_column!r} "
+        raise ConfigError(f"scenario_column={options.scenario_column!r} and domain_column={options.domain_column!r} "
                          "name the same thing; set only scenario_column")
     if (options.scenario_column or options.domain_column) and options.scenario_item_field:
-        raise ValueError("set either scenario_column (a per-interaction label) or scenario_item_field (an item "
+        raise ConfigError("set either scenario_column (a per-interaction label) or scenario_item_field (an item "
                          "field), not both")
     return options.scenario_column or options.domain_column
 
@@ -124,7 +125,7 @@ def item_scenarios(item_ids: Sequence[str], values: Sequence[Any], field: str, s
     for item_id, value in zip(item_ids, values, strict=True):
         label = join_text(value, " ").strip()
         if not label:
-            raise ValueError(f"{source}: item {item_id!r} has no {field!r} value, so its interactions have no "
+            raise UserError(f"{source}: item {item_id!r} has no {field!r} value, so its interactions have no "
                              f"scenario; fill the field or unset scenario_item_field")
         out[str(item_id)] = label
     return out
@@ -203,7 +204,7 @@ def sequences_from_log(
         labels = np.asarray([str(s).strip() for s in scenarios], dtype=object)
         empty = np.flatnonzero(labels == "")
         if len(empty):
-            raise ValueError(f"{source}: interaction {int(empty[0]) + 1} (user {str(users[empty[0]])!r}) has an empty "
+            raise UserError(f"{source}: interaction {int(empty[0]) + 1} (user {str(users[empty[0]])!r}) has an empty "
                              f"scenario ({len(empty)} such); fill the scenario column or unset it")
         columns["scenarios"] = [c.tolist() for c in np.split(labels[order], bounds)] if n else []
     return build_sequences(columns)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from recdata.dataset import RecDataset
+from recdata.errors import ConfigError
 from recdata.loaders.common import (
     LoadOptions,
     build_items,
@@ -88,7 +89,7 @@ def load_lcrec_json(path: str | Path, options: LoadOptions | None = None) -> Rec
     name = options.name or inter_file.name[: -len(".inter.json")]
     fields = parse_item_text_fields(options.item_text_fields, DEFAULT_FIELDS)
     if scenario_column(options):
-        raise ValueError("scenario_column does not apply to LC-Rec JSON (interactions carry no columns); use "
+        raise ConfigError("scenario_column does not apply to LC-Rec JSON (interactions carry no columns); use "
                          "scenario_item_field=<item field>, e.g. domain")
 
     raw_items = read_json_object(item_file, "item")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recdata.dataset import RecDataset
+from recdata.errors import ConfigError
 from recdata.loaders.common import (
     LoadOptions,
     build_items,
@@ -29,7 +30,7 @@ def load_movielens(path: str | Path, options: LoadOptions | None = None) -> RecD
     if options.item_text_fields:
         raise ValueError("item_text_fields does not apply to MovieLens .dat (fixed Title and Genres columns)")
     if options.scenario_column or options.domain_column or options.scenario_item_field:
-        raise ValueError("MovieLens .dat files carry no scenario; convert them to tabular with a scenario column")
+        raise ConfigError("MovieLens .dat files carry no scenario; convert them to tabular with a scenario column")
 
     ids, lines, titles, genres = [], [], [], []
     for lineno, line in iter_lines(movies_file, ENCODING):
