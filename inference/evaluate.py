@@ -163,17 +163,19 @@ def render_markdown(reports: Mapping[str, Mapping[str, Any]], title: str = "Eval
             "invalid rate", f"coverage@{ks[-1]}"]
     lines = [f"# {title}", "", _row(head), _row(["---"] * len(head))]
     for name, rep in reports.items():
+        if "overall" not in rep:  # a within-scenario-only row (e.g. a per-scenario router): scenario table only
+            continue
         lines.append(_row([name, str(rep["n_examples"]), *[_fmt(rep["overall"][c]) for c in metric_cols],
                            _fmt(rep["invalid_rate"]), _fmt(rep["coverage"][f"@{ks[-1]}"])]))
     for family, caption in (("history_length", "History length (items before the target)"),
                             ("target_popularity", "Target popularity (training interactions)"),
                             ("target_scenario", "Target scenario (ranking within the whole catalogue)")):
-        if not any(family in rep["slices"] for rep in reports.values()):
+        if not any(family in rep.get("slices", {}) for rep in reports.values()):
             continue
         lines += ["", f"## {caption}", "", _row(["recommender", "bucket", "n", *head[2:2 + len(metric_cols)]]),
                   _row(["---"] * (3 + len(metric_cols)))]
         for name, rep in reports.items():
-            for bucket, vals in rep["slices"].get(family, {}).items():
+            for bucket, vals in rep.get("slices", {}).get(family, {}).items():
                 lines.append(_row([name, bucket, str(vals["n"]), *[_fmt(vals[c]) for c in metric_cols]]))
     if any("within_scenario" in rep for rep in reports.values()):
         lines += ["", render_scenario_table(reports, ks).rstrip("\n")]

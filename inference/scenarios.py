@@ -9,6 +9,7 @@ one model per scenario (e.g. a SASRec trained on each scenario's subsequences).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 
 RecommendList = list[list[tuple[str, float]]]
@@ -61,3 +62,12 @@ def scenario_router(
         return out
 
     return recommend_fn
+
+
+def takes_scenarios(recommend_fn: Callable[..., RecommendList]) -> bool:
+    """True when ``recommend_fn`` accepts ``scenarios=`` (so it can rank within a scenario's catalogue)."""
+    try:
+        params = inspect.signature(recommend_fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "scenarios" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
