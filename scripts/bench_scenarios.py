@@ -38,12 +38,13 @@ def main() -> int:
     parser.add_argument("--scenario_column", default="")
     parser.add_argument("--kcore", type=int, default=5)
     parser.add_argument("--rows", default="popularity,sasrec_all,sasrec_per_scenario")
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench_results/scenarios.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logger = logging.getLogger("bench_scenarios")
     torch.set_num_threads(args.threads)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
 
@@ -60,12 +61,29 @@ def main() -> int:
     sasrec_cfg = SASRecConfig(sasrec_epochs=args.epochs, sasrec_patience=args.patience)
     pop_fn = popularity_recommender(split, k=max(KS), exclude_history=True)
 
+    def write() -> str:
+        """Results so far (after every row, so a job cut by its time limit still leaves its finished rows)."""
+        table = render_scenario_table(reports, KS) if reports else ""
+        scen = stats.get("scenarios", {})
+        header = (f"# Per-scenario evaluation: {stats['name']} (kcore {args.kcore}; {stats['users']:,} users, "
+                  f"{stats['items']:,} items, {stats['interactions']:,} interactions; "
+                  + ", ".join(f"{s}: {v['items']:,} items / {v['interactions']:,} interactions" for s, v in scen.items())
+                  + f"; {len(test):,} test targets)\n\n")
+        rounded = {k: round(v, 1) for k, v in seconds.items()}
+        markdown = header + table + "\nWall seconds: " + ", ".join(f"{k} {v}" for k, v in rounded.items()) + "\n"
+        out = Path(args.out)
+        slim = {name: {k: v for k, v in rep.items() if k != "per_user"} for name, rep in reports.items()}
+        atomic_write_json(out, {"args": vars(args), "stats": stats, "reports": slim, "seconds": rounded})
+        atomic_write_text(out.with_suffix(".md"), markdown)
+        return markdown
+
     def both(name: str, fn) -> None:
         start = time.perf_counter()
         rep = evaluate_recommender(fn, test, KS, catalogue, popularity, show_progress=False)
         rep["within_scenario"] = evaluate_within_scenario(fn, test, catalogues, KS, popularity, show_progress=False)
         reports[name] = rep
         seconds[f"{name}_eval"] = time.perf_counter() - start
+        write()
 
     if "popularity" in rows:
         both("popularity", pop_fn)
@@ -73,8 +91,10 @@ def main() -> int:
         start = time.perf_counter()
         model = train_sasrec(split, sasrec_cfg)
         seconds["sasrec_all_train"] = time.perf_counter() - start
+        logger.info("SASRec on all data: %s", model.train_info)
         both("sasrec_all", as_recommend_fn(model, max(KS), exclude_history=True, scenario_items=catalogues))
         reports["sasrec_all"]["train_info"] = dict(model.train_info)
+        write()
     if "sasrec_per_scenario" in rows:
         fns, info = {}, {}
         for scenario in split.scenario_names():
@@ -83,6 +103,7 @@ def main() -> int:
             seconds[f"sasrec_{scenario}_train"] = time.perf_counter() - start
             fns[scenario] = as_recommend_fn(model, max(KS), exclude_history=True)
             info[scenario] = dict(model.train_info)
+            logger.info("per-scenario SASRec %s: %s", scenario, info[scenario])
         router = scenario_router(fns, catalogues, fallback=pop_fn)
         start = time.perf_counter()
         reports["sasrec_per_scenario"] = {
@@ -90,19 +111,7 @@ def main() -> int:
             "within_scenario": evaluate_within_scenario(router, test, catalogues, KS, popularity, show_progress=False),
         }
         seconds["sasrec_per_scenario_eval"] = time.perf_counter() - start
-
-    seconds = {k: round(v, 1) for k, v in seconds.items()}
-    table = render_scenario_table(reports, KS)
-    scen = stats.get("scenarios", {})
-    header = (f"# Per-scenario evaluation: {stats['name']} (kcore {args.kcore}; {stats['users']:,} users, "
-              f"{stats['items']:,} items, {stats['interactions']:,} interactions; "
-              + ", ".join(f"{s}: {v['items']:,} items / {v['interactions']:,} interactions" for s, v in scen.items())
-              + f"; {len(test):,} test targets)\n\n")
-    markdown = header + table + "\nWall seconds: " + ", ".join(f"{k} {v}" for k, v in seconds.items()) + "\n"
-    out = Path(args.out)
-    atomic_write_json(out, {"args": vars(args), "stats": stats, "reports": reports, "seconds": seconds})
-    atomic_write_text(out.with_suffix(".md"), markdown)
-    print(markdown)
+    print(write())
     return 0
 
 
