@@ -66,7 +66,8 @@ class SplitDataset:
         rows: dict[str, list] = {"user_id": [], "history": [], "target": []}
         if with_scen:
             rows.update(target_scenario=[], history_scenarios=[])
-        labels_of = self.dataset.sequences["scenarios"] if with_scen else None
+        # list(): indexing a datasets Column per row re-reads Arrow each time (quadratic on real data)
+        labels_of = list(self.dataset.sequences["scenarios"]) if with_scen else None
         for row, (user_id, items, labels) in enumerate(self._rows()):
             for pos, label in enumerate(labels):
                 if label == part and pos > 0:
@@ -103,7 +104,7 @@ class SplitDataset:
     def train_scenario_sequences(self) -> list[tuple[str, list[str], list[str]]]:
         """(user_id, training items, their scenarios) for every user: ``train_sequences`` with labels."""
         self._require_scenarios()
-        labels_of = self.dataset.sequences["scenarios"]
+        labels_of = list(self.dataset.sequences["scenarios"])  # materialised: per-row Column indexing is slow
         return [(user, items, list(labels_of[row][:len(items)]))
                 for row, (user, items) in enumerate(self.train_sequences())]
 
