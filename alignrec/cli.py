@@ -20,8 +20,11 @@ STAGE_CLI_MODULES = (
     "recdata.cli",
     "tokenization.cli",
     "sft_tasks.cli",
+    "alignrec.knowledge.cli",
     "trainer.cli",
     "inference.cli",
+    "inference.recommend_cli",
+    "inference.serve.cli",
     "alignrec.pipeline_cli",
 )
 
@@ -42,20 +45,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_name(args: argparse.Namespace) -> str:
+    """``data prepare`` from the parsed namespace: the command and every nested ``*_command`` choice."""
+    nested = [v for k, v in vars(args).items() if k.endswith("_command") and k != "command" and v]
+    return " ".join([args.command, *nested])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand; a ``UserError`` becomes one line ``alignrec <command>: error: ...`` (``--debug``: traceback)."""
+    from recdata.config import command_prog
+
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.error(f"{args.command}: missing subcommand")
+    name = command_name(args)
     try:
-        return int(handler(args, rest) or 0)
+        with command_prog(f"alignrec {name}"):
+            return int(handler(args, rest) or 0)
     except UserError as exc:
         if args.debug or os.environ.get("ALIGNREC_DEBUG", "") not in ("", "0"):
             raise
-        print(f"alignrec {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split("\n"))  # one line, whatever the message holds
+        print(f"alignrec {name}: error: {message}", file=sys.stderr)
         return exc.exit_code
 
 

@@ -1,9 +1,16 @@
-"""``alignrec run --config CONFIG.yaml [--from STAGE] [--until STAGE] [--force]``: the whole pipeline."""
+"""``alignrec run --config CONFIG.yaml``: the whole pipeline, each stage skipped when nothing it reads changed.
+
+    alignrec run --config configs/demo_ml100k.yaml                       # run / resume
+    alignrec run --config C.yaml --set tokenizer.num_levels=3 --set name=l3   # override YAML values
+    alignrec run --config C.yaml --dry_run                               # what would run, and why
+    alignrec run --config C.yaml --status                                # stages done / stale / missing
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 logger = logging.getLogger(__name__)
 
@@ -16,22 +23,60 @@ def register(subparsers) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     from alignrec.pipeline.config import STAGE_NAMES
+    from recdata.errors import ConfigError
 
     p = argparse.ArgumentParser(prog="alignrec run", description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True, help="run config YAML (see configs/)")
+
+    def error(message: str) -> None:
+        raise ConfigError(f"{message} (see --help)")
+
+    p.error = error  # type: ignore[method-assign]
+    p.add_argument("--config", required=True, metavar="FILE.yaml", help="run config YAML (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (repeatable), e.g. --set tokenizer.num_levels=3 --set name=l3; "
+                        "values parse as YAML (3, true, [1, 2])")
     p.add_argument("--from", dest="start", choices=STAGE_NAMES, help="first stage to run (earlier ones must be done)")
     p.add_argument("--until", choices=STAGE_NAMES, help="last stage to run")
     p.add_argument("--force", action="store_true", help="re-run the selected stages even when unchanged")
+    p.add_argument("--dry_run", action="store_true",
+                   help="validate the config and print which stages would run and why; run nothing")
+    p.add_argument("--status", action="store_true", help="print every stage as done / stale / missing, and why")
     p.add_argument("--name", help="run name (default: `name` in the config)")
     p.add_argument("--runs_dir", help="folder of runs (default: `runs_dir` in the config, else runs/)")
     return p
 
 
+def format_plan(plans, start: str | None = None, until: str | None = None, force: bool = False,
+                dry_run: bool = False) -> str:
+    """One line per stage: state, what a run would do (dry run), and the reason."""
+    from alignrec.pipeline import select_range
+
+    first, last = select_range([p.name for p in plans], start, until)
+    width = max(len(p.name) for p in plans)
+    lines = []
+    for index, plan in enumerate(plans):
+        if not dry_run:
+            action = plan.state
+        elif index < first or index > last:
+            action = "not selected" if plan.state == "done" or index > last else "BLOCKS (not done)"
+        elif plan.state == "done":
+            action = "would run (--force)" if force else "skip"
+        else:
+            action = "would run"
+        lines.append(f"{plan.name:<{width}}  {action:<19} {plan.reason}")
+    return "\n".join(lines)
+
+
 def _run(args, argv: list[str]) -> int:
-    from alignrec.pipeline import run_pipeline
+    from alignrec.pipeline import pipeline_plan, run_pipeline
 
     opts = _parser().parse_args(argv)
+    if opts.dry_run or opts.status:
+        run_cfg, plans = pipeline_plan(opts.config, name=opts.name, runs_dir=opts.runs_dir, overrides=opts.overrides)
+        sys.stdout.write(f"run {run_cfg.run_dir} ({run_cfg.source})\n")
+        sys.stdout.write(format_plan(plans, opts.start, opts.until, opts.force, dry_run=opts.dry_run) + "\n")
+        return 0
     report = run_pipeline(opts.config, start=opts.start, until=opts.until, force=opts.force, name=opts.name,
-                          runs_dir=opts.runs_dir)
+                          runs_dir=opts.runs_dir, overrides=opts.overrides)
     print(f"report: {report}")
     return 0

@@ -43,6 +43,8 @@ class EvaluateConfig:
     scenario_prompts: bool = field(default=False, metadata={
         "help": "The model was trained with tasks.scenario_prompts: its prompts name the target scenario (needs "
                 "a split with scenarios; the model is then scored within the target's scenario only)."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Write into an existing non-empty folder that alignrec did not write (its other files are kept)."})
 
     def __post_init__(self) -> None:
         if self.part not in ("valid", "test"):
@@ -89,8 +91,10 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
     from inference.scenarios import takes_scenarios
     from recdata import SplitDataset
     from recdata.errors import UserError
+    from recdata.outputs import claim_output_dir
     from trainer import load_for_inference
 
+    claim_output_dir(cfg.out_dir, "evaluate", inputs=[cfg.model_dir, cfg.split_dir], overwrite=cfg.overwrite)
     split = SplitDataset.load(cfg.split_dir)
     examples = split.eval_examples(cfg.part)
     if cfg.max_examples is not None:

@@ -201,7 +201,8 @@ def evaluate_within_scenario(
     must return items of scenario ``s`` only (anything else counts as invalid and a miss).
 
     Reuses ``evaluate_recommender`` per scenario (catalogue = that scenario's items); ``overall`` is the mean
-    over all examples (each example counts once, as in the whole-catalogue report).
+    over all examples (each example counts once, as in the whole-catalogue report); ``per_user`` is in the
+    order of ``examples``, like ``evaluate_recommender``'s (``write_report`` saves it as ``<name>/within_scenario``).
     """
     if "target_scenario" not in examples.column_names:
         raise ValueError("examples lack 'target_scenario'; build them from a split with scenarios "
@@ -212,8 +213,9 @@ def evaluate_within_scenario(
         raise ValueError(f"target scenario(s) {unknown} have no catalogue; scenario_catalogues has "
                          f"{sorted(scenario_catalogues)}")
     by_scenario: dict[str, dict[str, Any]] = {}
+    rows_of: dict[str, list[int]] = {}
     for name in sorted(set(labels)):
-        rows = [i for i, label in enumerate(labels) if label == name]
+        rows = rows_of[name] = [i for i, label in enumerate(labels) if label == name]
 
         def scoped(user_ids, histories, _name=name):
             return recommend_fn(user_ids, histories, scenarios=[_name] * len(user_ids))
@@ -225,6 +227,11 @@ def evaluate_within_scenario(
     overall = {m: sum(r["overall"][m] * r["n_examples"] for r in by_scenario.values()) / n for m in first["overall"]}
     invalid = sum(r["invalid_outputs"] for r in by_scenario.values())
     total = sum(r["total_outputs"] for r in by_scenario.values())
+    per_user: dict[str, list] = {column: [None] * n for column in first["per_user"]}
+    for name, r in by_scenario.items():
+        for column, values in r["per_user"].items():
+            for row, value in zip(rows_of[name], values, strict=True):
+                per_user[column][row] = value
     return {
         "ranking": WITHIN_SCENARIO,
         "n_examples": n,
@@ -233,6 +240,7 @@ def evaluate_within_scenario(
         "invalid_rate": invalid / total if total else 0.0,
         "by_scenario": {name: {"n": r["n_examples"], **r["overall"], "invalid_rate": r["invalid_rate"],
                                "catalogue_size": len(scenario_catalogues[name])} for name, r in by_scenario.items()},
+        "per_user": per_user,
     }
 
 
@@ -269,13 +277,23 @@ def write_report(reports: Mapping[str, Mapping[str, Any]], out_dir: str | Path, 
     ``per_user.json`` (each recommender's per-user metrics, for paired bootstraps; see ``load_per_user``)."""
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / "metrics.json", out_dir / "metrics.md"
-    atomic_write_json(json_path, {"recommenders": {name: {k: v for k, v in rep.items() if k != "per_user"}
-                                                   for name, rep in reports.items()}, **dict(extra or {})})
+    atomic_write_json(json_path, {"recommenders": {name: _without_per_user(rep) for name, rep in reports.items()},
+                                  **dict(extra or {})})
     per_user = {name: rep["per_user"] for name, rep in reports.items() if "per_user" in rep}
+    per_user.update({f"{name}/{WITHIN_SCENARIO}": rep[WITHIN_SCENARIO]["per_user"] for name, rep in reports.items()
+                     if "per_user" in rep.get(WITHIN_SCENARIO, {})})
     if per_user:
         atomic_write_json(out_dir / PER_USER_FILE, per_user, indent=None)
     atomic_write_text(md_path, render_markdown(reports, title))
     return json_path, md_path
+
+
+def _without_per_user(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A report for ``metrics.json``: per-user tables go to ``per_user.json`` (also a within-scenario one)."""
+    out = {k: v for k, v in report.items() if k != "per_user"}
+    if isinstance(out.get(WITHIN_SCENARIO), Mapping):
+        out[WITHIN_SCENARIO] = {k: v for k, v in out[WITHIN_SCENARIO].items() if k != "per_user"}
+    return out
 
 
 def _fmt(value: float | None) -> str:

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from recdata.config import config_to_dict, parse_config
-from recdata.io import atomic_path, atomic_write_json
-from recdata.prepare import DataConfig, load_and_process, prepare_dataset
-from recdata.split import SplitDataset
+from recdata.io import atomic_write_json
+from recdata.outputs import check_not_overlapping, staged_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +30,8 @@ class StatsArgs:
 @dataclass
 class PrepareArgs:
     output_dir: str = field(metadata={"help": "Folder to write the split dataset, stats.json and resolved_config.json."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Write into an existing non-empty folder that alignrec did not write (its other files are kept)."})
 
 
 def register(subparsers) -> None:
@@ -77,7 +78,7 @@ def format_stats(stats: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{width}}  {v}".rstrip() for k, v in rows)
 
 
-def split_stats(split: SplitDataset) -> dict[str, int]:
+def split_stats(split) -> dict[str, int]:
     return {
         "train_interactions": sum(len(items) for _, items in split.train_sequences()),
         "valid_examples": len(split.eval_examples("valid")),
@@ -86,18 +87,25 @@ def split_stats(split: SplitDataset) -> dict[str, int]:
 
 
 def _run_stats(args, argv: list[str]) -> int:
+    from recdata.prepare import DataConfig, load_and_process
+
     cfg, stats_args = parse_config([DataConfig, StatsArgs], _positional_path(list(argv)))
     stats = load_and_process(cfg).stats()
     sys.stdout.write((json.dumps(stats, indent=2) if stats_args.json else format_stats(stats)) + "\n")
     return 0
 
 
-def run_prepare(cfg: DataConfig, prep: PrepareArgs) -> dict[str, Any]:
-    """Library-callable body of ``data prepare``: load, clean, split, save; returns the statistics."""
+def run_prepare(cfg, prep: PrepareArgs) -> dict[str, Any]:
+    """Library-callable body of ``data prepare`` (``cfg``: a ``DataConfig``): load, clean, split, save; returns the
+    statistics."""
+    from recdata.prepare import prepare_dataset
+
     split = prepare_dataset(cfg)
     stats = {**split.dataset.stats(), "split": split_stats(split), "protocol": split.protocol}
     out = Path(prep.output_dir)
-    with atomic_path(out, is_dir=True) as tmp:  # the whole folder appears at once
+    inputs = [cfg.path, cfg.item_path]
+    check_not_overlapping(out, inputs, "data prepare")  # before reading: never a half-written source
+    with staged_output_dir(out, "data prepare", inputs=inputs, overwrite=prep.overwrite) as tmp:
         split.save(tmp)
         atomic_write_json(tmp / "stats.json", stats)
         atomic_write_json(tmp / "resolved_config.json", config_to_dict(cfg, prep))
@@ -106,6 +114,8 @@ def run_prepare(cfg: DataConfig, prep: PrepareArgs) -> dict[str, Any]:
 
 
 def _run_prepare(args, argv: list[str]) -> int:
+    from recdata.prepare import DataConfig
+
     cfg, prep = parse_config([DataConfig, PrepareArgs], _positional_path(list(argv)))
     sys.stdout.write(format_stats(run_prepare(cfg, prep)) + "\n")
     return 0

@@ -1,37 +1,118 @@
 """Config parsing shared by every entry point: dataclasses + ``HfArgumentParser`` + optional YAML.
 
 Precedence: dataclass defaults < ``--config FILE.yaml`` < command-line flags. Unknown YAML keys raise, naming
-the file and the keys, so a typo never silently falls back to a default.
+the file and the keys, so a typo never silently falls back to a default. YAML values are checked against the
+field's type and choices as strictly as a flag would be (``num_levels: 3.7`` is an error, not a later TypeError).
+Every problem is a ``ConfigError`` (exit 2, one line), never argparse's usage dump or a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import dataclasses
 import enum
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from recdata.errors import ConfigError
+
+# The running subcommand ("alignrec data prepare"), set by ``alignrec.cli``: the prog of every usage line.
+_PROG: contextvars.ContextVar[str | None] = contextvars.ContextVar("alignrec_prog", default=None)
+
+
+@contextlib.contextmanager
+def command_prog(prog: str) -> Iterator[None]:
+    """Within this block, ``parse_config`` names ``prog`` in its usage line and ``--help``."""
+    token = _PROG.set(prog)
+    try:
+        yield
+    finally:
+        _PROG.reset(token)
+
+
+def current_prog() -> str | None:
+    return _PROG.get()
+
+
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """``--config FILE`` names no file: a usage error (exit 2) that is still a ``FileNotFoundError``."""
+
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist; pass an existing YAML file to --config")
-    with open(path, encoding="utf-8") as f:
-        try:
+        raise ConfigFileNotFoundError(f"config file {path} does not exist; pass an existing YAML file to --config")
+    try:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"config file {path} is not valid YAML: {exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {where} is not valid YAML ({problem}); fix the syntax") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping of field: value, got {type(data).__name__}")
+        raise ConfigError(f"config file {path} must hold a mapping of field: value, got {type(data).__name__}")
     return data
+
+
+def _raise_config_error(message: str) -> None:
+    raise ConfigError(f"{message} (see --help)")
+
+
+def _type_name(typ: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string"}.get(typ, getattr(typ, "__name__", str(typ)))
+
+
+def _check_value(action: argparse.Action, key: str, value: Any, source: str) -> Any:
+    """``value`` (from YAML or a dict) as the flag would parse it; ConfigError naming ``key`` when it cannot be."""
+    from transformers.hf_argparser import string_to_bool
+
+    if value is None:
+        if action.default is None or action.required:
+            return value
+        raise ConfigError(f"{source}: {key}: null is not allowed (default {action.default!r}); give a value or remove "
+                          "the key")
+    many = action.nargs in ("+", "*")
+    if many and not isinstance(value, list):
+        raise ConfigError(f"{source}: {key}: {value!r} must be a list (YAML [a, b] or one '- a' per line)")
+    out = []
+    for item in value if many else [value]:
+        typ = action.type
+        if typ is string_to_bool:
+            if isinstance(item, str) and item.lower() in ("true", "false", "yes", "no", "1", "0"):
+                item = string_to_bool(item)
+            ok = isinstance(item, bool)
+            expected = "true or false"
+        elif typ is int:
+            ok = isinstance(item, int) and not isinstance(item, bool)
+            expected = _type_name(int)
+        elif typ is float:
+            ok = isinstance(item, (int, float)) and not isinstance(item, bool)
+            item = float(item) if ok else item
+            expected = _type_name(float)
+        elif typ is str:
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                item = str(item)  # YAML reads `name: 2024` as a number
+            ok, expected = True, ""  # some str fields take structured YAML (weights: {seqrec: 1}); __post_init__ checks
+        else:
+            ok, expected = True, ""
+        if not ok:
+            raise ConfigError(f"{source}: {key}: {item!r} is not {expected}; fix the value")
+        if action.choices is not None and item not in action.choices:
+            raise ConfigError(f"{source}: {key}: {item!r} is not one of {list(action.choices)}")
+        out.append(item)
+    return out if many else out[0]
 
 
 def parse_config(
@@ -41,30 +122,56 @@ def parse_config(
     config_source: str = "<dict>",
 ) -> tuple[Any, ...]:
     """Parse ``argv`` (plus ``--config YAML`` or an in-memory ``config`` dict) into the given dataclasses."""
-    from transformers import HfArgumentParser
-
+    parser = build_parser(dataclass_types)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
+    pre.error = _raise_config_error  # type: ignore[method-assign]
     known, rest = pre.parse_known_args(list(argv) if argv is not None else None)
     values: dict[str, Any] = dict(config or {})
     if known.config:
         values.update(load_yaml(known.config))
         config_source = known.config
 
-    parser = HfArgumentParser(list(dataclass_types))
-    parser.epilog = "All flags may also be given in a YAML file with --config FILE.yaml (flags win)."
-    dests = {action.dest for action in parser._actions}
+    dests = {action.dest for action in parser._actions} - {"help", "config"}
     unknown = sorted(set(values) - dests)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown config key(s) {unknown} in {config_source}; valid keys are the flags listed by --help"
         )
     if values:
+        checked: set[str] = set()
         for action in parser._actions:
             if action.dest in values:
                 action.required = False
+                if action.dest not in checked and action.type is not None:  # --no_X shares the dest, has no type
+                    values[action.dest] = _check_value(action, action.dest, values[action.dest], config_source)
+                    checked.add(action.dest)
         parser.set_defaults(**values)
-    return tuple(parser.parse_args_into_dataclasses(args=rest))
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=rest)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:  # a dataclass __post_init__ rejected a value
+        where = f" (flags + {config_source})" if values else ""
+        raise ConfigError(f"{exc}{where}") from exc
+    return tuple(parsed[: len(dataclass_types)])  # drop the trailing Namespace holding --config
+
+
+def build_parser(dataclass_types: Sequence[type]) -> argparse.ArgumentParser:
+    """The ``HfArgumentParser`` of ``parse_config``: prog of the running command, ``--config`` listed, argparse
+    errors raised as ``ConfigError``, booleans shown as ``{true,false}``."""
+    from transformers import HfArgumentParser
+    from transformers.hf_argparser import string_to_bool
+
+    parser = HfArgumentParser(list(dataclass_types), prog=current_prog())
+    parser.error = _raise_config_error  # type: ignore[method-assign]
+    parser.add_argument("--config", metavar="FILE.yaml", default=None,
+                        help="Read any of these flags from a YAML file of key: value (flags given here win).")
+    for action in parser._actions:
+        if action.type is string_to_bool:
+            action.metavar = "{true,false}"
+    parser.epilog = "All flags may also be given in a YAML file with --config FILE.yaml (flags win)."
+    return parser
 
 
 def config_to_dict(*configs: Any) -> dict[str, Any]:

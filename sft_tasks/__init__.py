@@ -1,35 +1,31 @@
 """Alignment tasks (stage two): seqrec, item2code/code2item, fusion, query2item and negative-sampling tasks,
-mixed by explicit weights into a TRL prompt-completion ``DatasetDict`` (train, validation)."""
+mixed by explicit weights into a TRL prompt-completion ``DatasetDict`` (train, validation).
 
-from sft_tasks.base import ListTask, Task, TaskMixture
-from sft_tasks.builder import (
-    TaskBuild,
-    build_preference_dataset,
-    build_task_datasets,
-    build_tasks,
-    compute_stats,
-    save_task_build,
-)
-from sft_tasks.config import TASK_NAMES, QueryGenConfig, TaskConfig
-from sft_tasks.formatting import PromptFormatter
-from sft_tasks.negatives import NegativeSampler
-from sft_tasks.sequential import seqrec_prompt, seqrec_scenario_prompt
+Names are imported lazily (PEP 562) so ``alignrec --help`` does not pay for importing datasets / torch.
+"""
 
-__all__ = [
-    "TASK_NAMES",
-    "ListTask",
-    "NegativeSampler",
-    "PromptFormatter",
-    "QueryGenConfig",
-    "Task",
-    "TaskBuild",
-    "TaskConfig",
-    "TaskMixture",
-    "build_preference_dataset",
-    "build_task_datasets",
-    "build_tasks",
-    "compute_stats",
-    "save_task_build",
-    "seqrec_prompt",
-    "seqrec_scenario_prompt",
-]
+from __future__ import annotations
+
+from recdata.lazy import lazy_exports
+
+_EXPORTS = {
+    "TASK_NAMES": "sft_tasks.config",
+    "ListTask": "sft_tasks.base",
+    "NegativeSampler": "sft_tasks.negatives",
+    "PromptFormatter": "sft_tasks.formatting",
+    "QueryGenConfig": "sft_tasks.config",
+    "Task": "sft_tasks.base",
+    "TaskBuild": "sft_tasks.builder",
+    "TaskConfig": "sft_tasks.config",
+    "TaskMixture": "sft_tasks.base",
+    "build_preference_dataset": "sft_tasks.builder",
+    "build_task_datasets": "sft_tasks.builder",
+    "build_tasks": "sft_tasks.builder",
+    "compute_stats": "sft_tasks.builder",
+    "save_task_build": "sft_tasks.builder",
+    "seqrec_prompt": "sft_tasks.sequential",
+    "seqrec_scenario_prompt": "sft_tasks.sequential",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,7 +10,8 @@ from typing import Any
 
 import datasets
 
-from recdata import SplitDataset, atomic_path, atomic_write_json, config_to_dict
+from recdata import SplitDataset, atomic_write_json, config_to_dict
+from recdata.outputs import staged_output_dir
 from sft_tasks.base import ListTask, TaskMixture
 from sft_tasks.config import TaskConfig
 from sft_tasks.context import TaskContext
@@ -106,10 +107,15 @@ def compute_stats(build: TaskBuild, item_tokenizer: Any, hf_tokenizer: Any, samp
     return stats
 
 
-def save_task_build(build: TaskBuild, out_dir: str | Path, stats: dict[str, Any], configs: tuple = ()) -> Path:
-    """Atomically write the DatasetDict (``out_dir`` root), ``preference/``, ``stats.json``, the config."""
+def save_task_build(build: TaskBuild, out_dir: str | Path, stats: dict[str, Any], configs: tuple = (),
+                    inputs: tuple = (), overwrite: bool = False) -> Path:
+    """Atomically write the DatasetDict (``out_dir`` root), ``preference/``, ``stats.json``, the config.
+
+    ``out_dir`` is claimed with ``recdata.outputs.staged_output_dir``: never one of ``inputs``, never a foreign
+    folder unless ``overwrite``, and files the build does not write are kept.
+    """
     out_dir = Path(out_dir)
-    with atomic_path(out_dir, is_dir=True) as tmp:
+    with staged_output_dir(out_dir, "tasks build", inputs=inputs, overwrite=overwrite) as tmp:
         build.datasets.save_to_disk(str(tmp))
         if build.preference is not None:
             build.preference.save_to_disk(str(tmp / PREFERENCE_DIR))

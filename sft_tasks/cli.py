@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from recdata.config import parse_config
+from recdata.errors import ConfigError
 
-from recdata import SplitDataset, parse_config
-from sft_tasks.builder import build_tasks, compute_stats, save_task_build
-from sft_tasks.config import QueryGenConfig, TaskConfig
-from sft_tasks.stats import format_table
+if TYPE_CHECKING:  # the handlers import the task library, so `alignrec --help` stays fast
+    from sft_tasks.config import QueryGenConfig, TaskConfig
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +32,16 @@ def register(subparsers) -> None:
 
 
 def _load_inputs(cfg: TaskConfig):
+    from recdata import SplitDataset
     from recdata.hf_tokenizer import load_hf_tokenizer
     from tokenization import ItemTokenizer
 
     for name in ("split_dir", "item_tokenizer_dir", "output_dir"):
         if not getattr(cfg, name):
-            raise ValueError(f"{name} is required (flag --{name} or the YAML key {name})")
+            raise ConfigError(f"{name} is required (flag --{name} or the YAML key {name})")
     split = SplitDataset.load(cfg.split_dir)
+    split.dataset.warn_untitled(cfg.split_dir, "the title tasks (item2code, code2item, query2item) show them without a "
+                                               "word; fix the titles in the source and re-run `alignrec data prepare`")
     item_tokenizer = ItemTokenizer.from_pretrained(cfg.item_tokenizer_dir)
     hf_tokenizer = load_hf_tokenizer(cfg.hf_tokenizer_dir or None)
     return split, item_tokenizer, hf_tokenizer
@@ -46,10 +49,21 @@ def _load_inputs(cfg: TaskConfig):
 
 def run_build(cfg: TaskConfig) -> dict:
     """Library-callable body of ``tasks build``; returns the stats written to ``stats.json``."""
+    import numpy as np
+
+    from recdata.hf_tokenizer import CODES_ONLY
+    from recdata.outputs import check_not_overlapping
+    from sft_tasks.builder import build_tasks, compute_stats, save_task_build
+    from sft_tasks.stats import format_table
+
+    inputs = (cfg.split_dir, cfg.item_tokenizer_dir, cfg.query_file,
+              "" if cfg.hf_tokenizer_dir == CODES_ONLY else cfg.hf_tokenizer_dir)
+    if cfg.output_dir:
+        check_not_overlapping(cfg.output_dir, inputs, "tasks build")
     split, item_tokenizer, hf_tokenizer = _load_inputs(cfg)
     build = build_tasks(cfg, split, item_tokenizer, hf_tokenizer)
     stats = compute_stats(build, item_tokenizer, hf_tokenizer, cfg.stats_sample, cfg.seed)
-    save_task_build(build, cfg.output_dir, stats, (cfg,))
+    save_task_build(build, cfg.output_dir, stats, (cfg,), inputs=inputs, overwrite=cfg.overwrite)
     # Results for the person at the terminal go to stdout; progress goes to the log.
     print(format_table(stats["train"]))
     print(f"validation: {stats['validation']['total']['count']} seqrec examples; "
@@ -64,18 +78,21 @@ def run_build(cfg: TaskConfig) -> dict:
 
 
 def _run_build(args, argv: list[str]) -> int:
+    from sft_tasks.config import TaskConfig
+
     (cfg,) = parse_config([TaskConfig], argv)
     run_build(cfg)
     return 0
 
 
 def run_queries(cfg: QueryGenConfig) -> dict[str, list[str]]:
-    from recdata import atomic_write_json
+    from recdata import SplitDataset, atomic_write_json
+    from recdata.llm_generation import hf_generator, model_fingerprint
     from recdata.paths import default_llm_dir, require
-    from sft_tasks.query_gen import generate_queries, hf_generator, model_fingerprint
+    from sft_tasks.query_gen import generate_queries
 
     if not cfg.split_dir or not cfg.output_file:
-        raise ValueError("split_dir and output_file are required (flags --split_dir/--output_file or YAML keys)")
+        raise ConfigError("split_dir and output_file are required (flags --split_dir/--output_file or YAML keys)")
     dataset = SplitDataset.load(cfg.split_dir).dataset
     llm_dir = Path(cfg.llm_dir) if cfg.llm_dir else require(default_llm_dir(), "the default LLM")
     item_ids = dataset.item_ids()[: cfg.max_items or None]
@@ -91,6 +108,8 @@ def run_queries(cfg: QueryGenConfig) -> dict[str, list[str]]:
 
 
 def _run_queries(args, argv: list[str]) -> int:
+    from sft_tasks.config import QueryGenConfig
+
     (cfg,) = parse_config([QueryGenConfig], argv)
     run_queries(cfg)
     return 0

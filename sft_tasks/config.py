@@ -26,6 +26,8 @@ class TaskConfig:
         default="", metadata={"help": "HF tokenizer/model folder; its chat template formats prompts. Empty: SmolLM2 default."}
     )
     output_dir: str = field(default="", metadata={"help": "Where the DatasetDict, preference pairs and stats.json go."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Write into an existing non-empty folder that alignrec did not write (its other files are kept)."})
 
     # ---- mixture ---------------------------------------------------------------------------------------
     weights: str = field(
@@ -70,6 +72,16 @@ class TaskConfig:
         default="",
         metadata={"help": "Optional JSON {item_id: [query, ...]} of LLM-generated queries (`alignrec tasks queries`) "
                           "added to the attribute queries."},
+    )
+
+    # ---- user knowledge (REKI) ---------------------------------------------------------------------------
+    user_knowledge_dir: str = field(
+        default="",
+        metadata={"help": "Optional output folder of `alignrec knowledge extract`: its user-preference text (built "
+                          "from each user's training part only) is put in front of the seqrec prompts."},
+    )
+    user_knowledge_words: int = field(
+        default=48, metadata={"help": "The user-knowledge text is cut to this many words in a prompt."}
     )
 
     # ---- negatives -------------------------------------------------------------------------------------
@@ -118,7 +130,7 @@ class TaskConfig:
             )
         for name in ("mixture_size", "max_history", "max_templates", "query_keywords", "queries_per_item",
                      "binary_negatives", "preference_negatives", "preview", "max_description_words",
-                     "max_title_words", "stats_sample"):
+                     "max_title_words", "stats_sample", "user_knowledge_words"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.hard_prefix_levels < 1:

@@ -30,6 +30,18 @@ class Window:
     target_scenario: str = ""
 
 
+def load_user_knowledge(knowledge_dir: str) -> dict[str, str]:
+    """``{user_id: text}`` from an `alignrec knowledge extract` folder (public API of the knowledge stage)."""
+    from alignrec.knowledge import read_knowledge
+
+    return read_knowledge(knowledge_dir, "user")
+
+
+def clip_words(text: str, limit: int) -> str:
+    words = text.split()
+    return " ".join(words[:limit]) + (" ..." if limit and len(words) > limit else "")
+
+
 def sliding_windows(train_sequences: list[tuple[str, list[str]]], max_history: int,
                     scenarios: list[list[str]] | None = None) -> list[Window]:
     """target = items[i] with history items[:i][-max_history:] for every i >= 1 of each training part.
@@ -79,6 +91,12 @@ class TaskContext:
             labels = [scens for _, _, scens in split.train_scenario_sequences()]
         self.windows = sliding_windows(self.train_sequences, self.max_history, labels)
         self.popularity = Counter(i for _, items in self.train_sequences for i in items)
+        self.user_knowledge = load_user_knowledge(cfg.user_knowledge_dir) if cfg.user_knowledge_dir else {}
+
+    def knowledge(self, user_id: str) -> str | None:
+        """The user's (training-part) knowledge text cut to ``user_knowledge_words``; None when off or unknown."""
+        text = self.user_knowledge.get(user_id)
+        return clip_words(text, self.cfg.user_knowledge_words) if text else None
 
     def templates(self, task: str) -> list[str]:
         options = TEMPLATES[task]

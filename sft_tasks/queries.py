@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recdata.errors import InputFileError, UserError
 from sft_tasks.base import ListTask
 from sft_tasks.context import TaskContext
 from sft_tasks.formatting import category_path
@@ -80,16 +81,16 @@ def load_query_file(path: str | Path, known_items: set[str]) -> dict[str, list[s
     """Read ``{item_id: [query, ...]}``; unknown ids or non-string queries raise naming the entry."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"query_file {path} does not exist; create it with `alignrec tasks queries` or unset it")
+        raise InputFileError(f"query_file {path} does not exist; create it with `alignrec tasks queries` or unset it")
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object {{item_id: [query, ...]}}, got {type(data).__name__}")
+        raise UserError(f"{path}: expected a JSON object {{item_id: [query, ...]}}, got {type(data).__name__}")
     out: dict[str, list[str]] = {}
     for item_id, queries in data.items():
         if item_id not in known_items:
-            raise ValueError(f"{path}: item {item_id!r} is not in the dataset's coded catalogue; regenerate the file")
+            raise UserError(f"{path}: item {item_id!r} is not in the dataset's coded catalogue; regenerate the file")
         if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
-            raise ValueError(f"{path}: item {item_id!r} must map to a list of strings, got {queries!r}")
+            raise UserError(f"{path}: item {item_id!r} must map to a list of strings, got {queries!r}")
         out[item_id] = [q.strip() for q in queries if q.strip()]
     return out
 

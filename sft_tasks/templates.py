@@ -16,6 +16,9 @@ PLAIN_FORMAT = "{system}\n\n### Instruction:\n{instruction}\n\n### Response:\n"
 HISTORY_SEPARATOR = ", "
 SCENARIO_TAG = "{item} ({scenario})"  # a history item tagged with its interaction's scenario
 
+# Put in front of a seqrec instruction when user knowledge is on (TaskConfig.user_knowledge_dir).
+USER_KNOWLEDGE_TEMPLATE = "About this user: {knowledge}\n"
+
 TEMPLATES: dict[str, list[str]] = {
     "seqrec": [
         "The user has interacted with these items in order: {history}. Predict the next item.",
@@ -79,7 +82,7 @@ QUERY_TEMPLATES: list[tuple[tuple[str, ...], str]] = [
     (("path",), "an item in the category {path}"),
 ]
 
-# Prompt for optional LLM-generated queries (sft_tasks/query_gen.py); answers are cached on disk.
+# Prompt for optional LLM-generated queries (sft_tasks/query_gen.py; generation + cache: recdata.llm_generation).
 QUERY_GENERATION_PROMPT = (
     "Write one short search query (at most 12 words) that a shopper looking for this product would type. "
     "Do not mention the product name.\nProduct: {item}"

@@ -1,31 +1,32 @@
-"""Alignment tokenization: item embeddings -> RQ-VAE -> collision-free ``ItemTokenizer`` -> vocab export."""
+"""Alignment tokenization: item embeddings -> RQ-VAE -> collision-free ``ItemTokenizer`` -> vocab export.
 
-from tokenization.collisions import AssignmentResult, assign_cold_start, assign_unique_codes, count_collisions
-from tokenization.config import TokenizerConfig, auto_codebook_size
-from tokenization.item_tokenizer import ItemTokenizer
-from tokenization.pipeline import build_item_tokenizer, fit_item_tokenizer
-from tokenization.report import build_report, level_stats, save_report
-from tokenization.rqvae import RQVAE, RQVAEConfig
-from tokenization.rqvae_training import TrainResult, train_rqvae
-from tokenization.vocab_export import export_vocab, validate_vocab
+Names are imported lazily (PEP 562) so ``alignrec --help`` does not pay for importing datasets / torch.
+"""
 
-__all__ = [
-    "RQVAE",
-    "AssignmentResult",
-    "ItemTokenizer",
-    "RQVAEConfig",
-    "TokenizerConfig",
-    "TrainResult",
-    "assign_cold_start",
-    "assign_unique_codes",
-    "auto_codebook_size",
-    "build_item_tokenizer",
-    "build_report",
-    "count_collisions",
-    "export_vocab",
-    "fit_item_tokenizer",
-    "level_stats",
-    "save_report",
-    "train_rqvae",
-    "validate_vocab",
-]
+from __future__ import annotations
+
+from recdata.lazy import lazy_exports
+
+_EXPORTS = {
+    "RQVAE": "tokenization.rqvae",
+    "AssignmentResult": "tokenization.collisions",
+    "ItemTokenizer": "tokenization.item_tokenizer",
+    "RQVAEConfig": "tokenization.rqvae",
+    "TokenizerConfig": "tokenization.config",
+    "TrainResult": "tokenization.rqvae_training",
+    "assign_cold_start": "tokenization.collisions",
+    "assign_unique_codes": "tokenization.collisions",
+    "auto_codebook_size": "tokenization.config",
+    "build_item_tokenizer": "tokenization.pipeline",
+    "build_report": "tokenization.report",
+    "count_collisions": "tokenization.collisions",
+    "export_vocab": "tokenization.vocab_export",
+    "fit_item_tokenizer": "tokenization.pipeline",
+    "level_stats": "tokenization.report",
+    "save_report": "tokenization.report",
+    "train_rqvae": "tokenization.rqvae_training",
+    "validate_vocab": "tokenization.vocab_export",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

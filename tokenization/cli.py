@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from recdata.config import parse_config
+from recdata.errors import InputFileError
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +22,16 @@ logger = logging.getLogger(__name__)
 class TokenizeArgs:
     split_dir: str = field(metadata={"help": "Split dataset folder written by `alignrec data prepare`."})
     output_dir: str = field(metadata={"help": "Folder for the ItemTokenizer, report.json, code_usage.png."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Write into an existing non-empty folder that alignrec did not write (its other files are kept)."})
 
 
 @dataclass
 class VocabExportArgs:
     tokenizer_dir: str = field(metadata={"help": "ItemTokenizer folder (output_dir of `alignrec tokenize`)."})
     output_dir: str = field(metadata={"help": "Folder for items.jsonl, items.parquet, tokens.json, manifest.json."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Write into an existing non-empty folder that alignrec did not write (its other files are kept)."})
     hf_tokenizer_dir: str = field(
         default="",
         metadata={"help": "HF tokenizer whose ids tokens.json records (code tokens are added if absent); empty = "
@@ -66,7 +70,12 @@ def _run_tokenize(args, argv: list[str]) -> int:
 
     run, cfg, emb_cfg = parse_config([TokenizeArgs, TokenizerConfig, EmbeddingConfig], argv)
     if not Path(run.split_dir).is_dir():
-        raise FileNotFoundError(f"--split_dir {run.split_dir} does not exist; create it with `alignrec data prepare`")
+        raise InputFileError(f"--split_dir {run.split_dir} does not exist; create it with `alignrec data prepare`")
+    from recdata.outputs import claim_output_dir
+
+    claim_output_dir(run.output_dir, "tokenize", overwrite=run.overwrite,
+                     inputs=[run.split_dir, emb_cfg.file_path, emb_cfg.file_ids_path, emb_cfg.sentence_encoder_dir,
+                             emb_cfg.llm_dir])
     split = SplitDataset.load(run.split_dir)
     tok = build_item_tokenizer(cfg, split, run.output_dir, emb_cfg)
     report = json.loads((Path(run.output_dir) / "report.json").read_text(encoding="utf-8"))
@@ -88,10 +97,13 @@ def _load_hf_tokenizer(spec: str):
 
 
 def _run_export(args, argv: list[str]) -> int:
+    from recdata.outputs import claim_output_dir
     from tokenization.item_tokenizer import ItemTokenizer
     from tokenization.vocab_export import export_vocab
 
     (cfg,) = parse_config([VocabExportArgs], argv)
+    hf_input = cfg.hf_tokenizer_dir if cfg.hf_tokenizer_dir.lower() not in ("none", "codes_only") else ""
+    claim_output_dir(cfg.output_dir, "vocab export", inputs=[cfg.tokenizer_dir, hf_input], overwrite=cfg.overwrite)
     tok = ItemTokenizer.from_pretrained(cfg.tokenizer_dir)
     hf, hf_path = (None, None) if cfg.hf_tokenizer_dir.lower() == "none" else _load_hf_tokenizer(cfg.hf_tokenizer_dir)
     if hf is not None:
@@ -114,10 +126,6 @@ def _run_validate(args, argv: list[str]) -> int:
         from recdata.dataset import RecDataset
 
         expected = RecDataset.load(cfg.dataset_dir).item_ids()
-    try:
-        summary = validate_vocab(cfg.vocab_dir, expected)
-    except ValueError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+    summary = validate_vocab(cfg.vocab_dir, expected)  # a UserError: one line, exit 1
     print(json.dumps(summary, indent=2))
     return 0

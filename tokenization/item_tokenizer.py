@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_path, atomic_write_json, atomic_write_text, sha256_file, sha256_json
 
 logger = logging.getLogger(__name__)
@@ -99,22 +100,22 @@ class ItemTokenizer:
     def _validate(self) -> None:
         n = len(self.item_ids)
         if self.codes.ndim != 2 or self.codes.shape[0] != n:
-            raise ValueError(f"codes must have shape (num_items={n}, num_levels), got {self.codes.shape}")
+            raise UserError(f"codes must have shape (num_items={n}, num_levels), got {self.codes.shape}")
         levels = self.codes.shape[1]
         if len(self.codebook_sizes) != levels:
-            raise ValueError(f"codebook_sizes has {len(self.codebook_sizes)} entries but codes have {levels} levels")
+            raise UserError(f"codebook_sizes has {len(self.codebook_sizes)} entries but codes have {levels} levels")
         if not 1 <= levels <= len(LEVEL_LETTERS):
-            raise ValueError(f"num_levels must be in 1..{len(LEVEL_LETTERS)}, got {levels}")
+            raise UserError(f"num_levels must be in 1..{len(LEVEL_LETTERS)}, got {levels}")
         if any(c < 1 for c in self.codebook_sizes):
-            raise ValueError(f"codebook sizes must be >= 1, got {self.codebook_sizes}")
+            raise UserError(f"codebook sizes must be >= 1, got {self.codebook_sizes}")
         if len(set(self.item_ids)) != n:
             dup = next(i for i, c in Counter(self.item_ids).items() if c > 1)
-            raise ValueError(f"item id {dup!r} appears more than once; item ids must be unique")
+            raise UserError(f"item id {dup!r} appears more than once; item ids must be unique")
         for level, size in enumerate(self.codebook_sizes):
             bad = np.flatnonzero((self.codes[:, level] < 0) | (self.codes[:, level] >= size))
             if bad.size:
                 i = int(bad[0])
-                raise ValueError(
+                raise UserError(
                     f"item {self.item_ids[i]!r} has code {int(self.codes[i, level])} at level {level}, "
                     f"outside [0, {size}); fix the codes or the codebook size"
                 )
@@ -123,7 +124,7 @@ class ItemTokenizer:
             if (counts > 1).any():
                 row = self.codes[first[np.argmax(counts)]]
                 clash = [self.item_ids[i] for i in np.flatnonzero((self.codes == row).all(axis=1))[:5]]
-                raise ValueError(
+                raise UserError(
                     f"codes are not one-to-one: items {clash} share code {tuple(int(c) for c in row)}; "
                     "run collision-free assignment (tokenization.collisions.assign_unique_codes) first"
                 )
@@ -192,7 +193,7 @@ class ItemTokenizer:
         present = [t for t in tokens if t in vocab]
         if present:
             if len(present) != len(tokens):
-                raise ValueError(
+                raise UserError(
                     f"the tokenizer already holds {len(present)} of the {len(tokens)} code tokens (e.g. "
                     f"{present[0]!r}) but not all; it was extended with a different grid. Start from the base "
                     "tokenizer, or load the one saved with this ItemTokenizer"
@@ -210,7 +211,7 @@ class ItemTokenizer:
         vocab = hf_tokenizer.get_vocab()
         missing = [t for t in tokens if t not in vocab]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"tokenizer lacks {len(missing)} of {len(tokens)} code tokens (first {missing[0]!r}); call "
                 "ItemTokenizer.add_to_tokenizer on it, or load the tokenizer saved with this ItemTokenizer"
             )
@@ -218,7 +219,7 @@ class ItemTokenizer:
         expected = list(range(ids[0], ids[0] + len(ids)))
         if ids != expected:
             bad = next(i for i, (a, b) in enumerate(zip(ids, expected, strict=True)) if a != b)
-            raise ValueError(
+            raise UserError(
                 f"code tokens are not contiguous in the tokenizer: {tokens[bad]!r} has id {ids[bad]}, expected "
                 f"{expected[bad]}; this tokenizer was extended with a different ItemTokenizer grid"
             )
@@ -254,7 +255,7 @@ class ItemTokenizer:
             if level < lq:
                 book = self.tensors[f"codebooks.{level}"].float()  # [C, latent]
                 if book.shape[0] != size:
-                    raise ValueError(f"codebook {level} has {book.shape[0]} codes but the grid says {size}")
+                    raise UserError(f"codebook {level} has {book.shape[0]} codes but the grid says {size}")
                 emb = book @ weight.T  # [C, llm_dim]
                 if bias is not None:
                     emb = emb + bias.float() / lq
@@ -267,7 +268,7 @@ class ItemTokenizer:
     def rqvae(self):
         """Rebuild the RQ-VAE that produced the codes (needs ``tensors`` and ``model_config``)."""
         if not self.tensors or self.model_config is None:
-            raise ValueError("this ItemTokenizer has no RQ-VAE weights (built with from_codes); cannot encode items")
+            raise UserError("this ItemTokenizer has no RQ-VAE weights (built with from_codes); cannot encode items")
         from tokenization.rqvae import RQVAE, RQVAEConfig
 
         model = RQVAE(RQVAEConfig(**self.model_config))
@@ -287,9 +288,9 @@ class ItemTokenizer:
         new_ids = [str(i) for i in item_ids]
         clash = [i for i in new_ids if i in self._row]
         if clash:
-            raise ValueError(f"items {clash[:5]} already have codes; cold-start assignment is for new items only")
+            raise UserError(f"items {clash[:5]} already have codes; cold-start assignment is for new items only")
         if len(set(new_ids)) != len(new_ids):
-            raise ValueError("cold-start item ids must be unique")
+            raise UserError("cold-start item ids must be unique")
         beam = beam or int(self.meta.get("cold_start_beam", 64))
         new_codes = assign_cold_start(self.rqvae(), self.codes, self.codebook_sizes, embeddings, new_ids, beam)
         return ItemTokenizer(
@@ -341,18 +342,18 @@ class ItemTokenizer:
         path = Path(path)
         manifest_path = path / MANIFEST_FILE
         if not manifest_path.is_file():
-            raise FileNotFoundError(
+            raise InputFileError(
                 f"{manifest_path} not found: {path} is not a complete ItemTokenizer folder (the manifest is "
                 "written last, so an interrupted save lacks it); re-run `alignrec tokenize`"
             )
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{manifest_path}: format_version {manifest.get('format_version')} != {FORMAT_VERSION}")
+            raise UserError(f"{manifest_path}: format_version {manifest.get('format_version')} != {FORMAT_VERSION}")
         for name, digest in manifest["files"].items():
             if not (path / name).is_file():
-                raise FileNotFoundError(f"{path / name} listed in {manifest_path} is missing")
+                raise InputFileError(f"{path / name} listed in {manifest_path} is missing")
             if sha256_file(path / name) != digest:
-                raise ValueError(f"{path / name} does not match its sha256 in {manifest_path}; the folder was modified")
+                raise UserError(f"{path / name} does not match its sha256 in {manifest_path}; the folder was modified")
         config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
         item_ids, rows = _read_codes(path / CODES_FILE, int(config["num_levels"]))
         tensors = None
@@ -363,7 +364,7 @@ class ItemTokenizer:
         codes = np.asarray(rows, dtype=np.int64).reshape(len(rows), config["num_levels"])
         tok = cls(item_ids, codes, config["codebook_sizes"], tensors, config.get("model_config"), config.get("meta"))
         if tok.content_hash != manifest["content_hash"]:
-            raise ValueError(f"{path}: content hash {tok.content_hash} != manifest {manifest['content_hash']}")
+            raise UserError(f"{path}: content hash {tok.content_hash} != manifest {manifest['content_hash']}")
         return tok
 
 
@@ -379,7 +380,7 @@ def _read_codes(path: Path, num_levels: int) -> tuple[list[str], list[list[int]]
                 item_ids.append(str(rec["item_id"]))
                 rows.append([int(c) for c in rec["codes"]])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{path}:{lineno}: expected {{'item_id': str, 'codes': [int, ...]}}: {exc}") from exc
+                raise UserError(f"{path}:{lineno}: expected {{'item_id': str, 'codes': [int, ...]}}: {exc}") from exc
             if len(rows[-1]) != num_levels:
-                raise ValueError(f"{path}:{lineno}: item {item_ids[-1]!r} has {len(rows[-1])} codes, expected {num_levels}")
+                raise UserError(f"{path}:{lineno}: item {item_ids[-1]!r} has {len(rows[-1])} codes, expected {num_levels}")
     return item_ids, rows

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from recdata.config import config_to_dict
+from recdata.errors import UserError
 from recdata.io import atomic_write_json
 from tokenization.collisions import assign_unique_codes
 from tokenization.config import TokenizerConfig
@@ -46,7 +47,7 @@ def fit_item_tokenizer(
 ) -> tuple[ItemTokenizer, dict[str, Any]]:
     """Train the RQ-VAE, assign unique codes, and return the tokenizer with its report."""
     if len(item_ids) != len(vectors):
-        raise ValueError(f"{len(item_ids)} item ids but {len(vectors)} vectors; they must align row by row")
+        raise UserError(f"{len(item_ids)} item ids but {len(vectors)} vectors; they must align row by row")
     start = time.perf_counter()
     result = train_rqvae(vectors, cfg, targets)
     train_s = time.perf_counter() - start
@@ -74,7 +75,28 @@ def fit_item_tokenizer(
         len(tok), tok.codebook_sizes, report["level1_usage_pct"], report["collisions_before"],
         report["collisions_after"], report["items_moved"], report["recon_mse"],
     )
+    warn_degenerate(vectors, tok, report, cfg)
     return tok, report
+
+
+def warn_degenerate(vectors: np.ndarray, tok: ItemTokenizer, report: dict[str, Any], cfg: TokenizerConfig) -> None:
+    """Say what the assignment had to do when the inputs were poor: colliding items, an added level, a
+    code grid far larger than the catalogue needs (counts in every message)."""
+    n = len(tok)
+    distinct = len(np.unique(np.asarray(vectors), axis=0))
+    collided = int(report["collisions_before"])
+    if collided and (report.get("disambiguation_level") or collided * 10 > n or distinct < n):
+        logger.warning(
+            "%d of %d items shared a full RQ code with another item and were moved%s; the embeddings hold only %d "
+            "distinct vectors: check the embedding source (identical texts, a constant file)", collided, n,
+            " and a disambiguation level was added" if report.get("disambiguation_level") else "", distinct)
+    grid = sum(tok.codebook_sizes)
+    used = int(sum(len(np.unique(tok.codes[:, level])) for level in range(tok.num_levels)))
+    if cfg.codebook_size and used * 4 < grid:  # auto sizes are ours; an explicit size the user should hear about
+        logger.warning(
+            "codebook sizes %s = %d code tokens for %d items, but only %d (%.1f%%) are used; every unused token "
+            "still enlarges the LLM vocabulary: set codebook_size 0 (auto picks %d here)", tok.codebook_sizes, grid, n,
+            used, 100.0 * used / grid, TokenizerConfig().codebook_sizes(n)[0])
 
 
 def build_item_tokenizer(

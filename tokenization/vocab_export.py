@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
 from tokenization.item_tokenizer import LEVEL_LETTERS, ItemTokenizer, code_token, mapping_hash
 
@@ -100,14 +101,22 @@ def validate_vocab(path: str | Path, expected_item_ids: list[str] | None = None)
     path = Path(path)
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path} not found: not a complete vocab export (the manifest is written last)")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        raise InputFileError(f"{manifest_path} not found: not a complete vocab export (the manifest is written last)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{manifest_path} is not valid JSON ({exc}); re-run `alignrec vocab export`") from exc
+    required = ("format_version", "num_items", "codebook_sizes", "content_hash", "files")
+    absent = [key for key in required if key not in manifest] if isinstance(manifest, dict) else list(required)
+    if absent or not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("codebook_sizes"), list):
+        raise UserError(f"{manifest_path} lacks or mistypes key(s) {absent or ['files', 'codebook_sizes']}; it is not "
+                        "a manifest written by `alignrec vocab export`: re-run the export")
     problems: list[str] = []
     if manifest.get("format_version") != VOCAB_FORMAT_VERSION:
         problems.append(f"manifest format_version {manifest.get('format_version')} != {VOCAB_FORMAT_VERSION}")
     for name in FILES:
         if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name} is missing; re-run `alignrec vocab export`")
+            raise InputFileError(f"{path / name} is missing; re-run `alignrec vocab export`")
         if sha256_file(path / name) != manifest["files"].get(name):
             problems.append(f"{name}: sha256 differs from the manifest (file modified after export)")
     sizes = [int(c) for c in manifest["codebook_sizes"]]
@@ -120,7 +129,7 @@ def validate_vocab(path: str | Path, expected_item_ids: list[str] | None = None)
                 codes.append([int(c) for c in rec["codes"]])
                 strings.append(rec["string"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{path / 'items.jsonl'}:{lineno}: malformed row ({exc})") from exc
+                raise UserError(f"{path / 'items.jsonl'}:{lineno}: malformed row ({exc})") from exc
             if len(codes[-1]) != len(sizes):
                 problems.append(f"items.jsonl:{lineno}: item {item_ids[-1]!r} has {len(codes[-1])} codes, expected {len(sizes)}")
                 codes[-1] = (codes[-1] + [0] * len(sizes))[: len(sizes)]
@@ -162,7 +171,11 @@ def validate_vocab(path: str | Path, expected_item_ids: list[str] | None = None)
         missing = sorted(set(expected_item_ids) - set(item_ids))
         if missing:
             problems.append(f"{len(missing)} catalogue items have no code (e.g. {missing[:5]})")
+        extra = sorted(set(item_ids) - set(expected_item_ids))
+        if extra:
+            problems.append(f"{len(extra)} exported items are not in the given dataset (e.g. {extra[:5]}): the export "
+                            "was made for another catalogue")
     if problems:
-        raise ValueError(f"vocab export {path} is invalid:\n  - " + "\n  - ".join(problems))
+        raise UserError(f"vocab export {path} is invalid ({len(problems)} problem(s)): " + "; ".join(problems))
     return {"ok": True, "path": str(path), "num_items": len(item_ids), "num_code_tokens": len(grid),
             "content_hash": manifest["content_hash"]}

@@ -37,6 +37,23 @@ def _launch_parser() -> argparse.ArgumentParser:
     return p
 
 
+def print_short_help() -> None:
+    """Our options first (launcher, model, data, run); SFTConfig's ~200 flags only behind --help_all."""
+    from recdata.config import build_parser
+    from trainer.config import AlignRecTrainArguments, DataArguments, ModelArguments
+
+    launch = _launch_parser()
+    launch.usage = "alignrec train [--launcher L] [--num_gpus N] [--dry_run] --config C.yaml [flags ...]"
+    launch.print_help()
+    print()
+    ours = build_parser([ModelArguments, DataArguments, AlignRecTrainArguments])
+    ours.prog, ours.usage, ours.epilog = "alignrec train", argparse.SUPPRESS, None
+    ours.print_help()
+    print("\nTrainer arguments: every trl SFTConfig / transformers TrainingArguments flag is accepted too "
+          "(--output_dir, --learning_rate, --num_train_epochs, --per_device_train_batch_size, --eval_strategy, "
+          "--deepspeed, ...); `alignrec train --help_all` lists all of them.")
+
+
 def build_command(launcher: str, num_gpus: int, rest: list[str]) -> list[str]:
     import torch
 
@@ -59,9 +76,11 @@ def _run_train(args, argv: list[str]) -> int:
     from trainer.launch import strip_local_rank
 
     launch, rest = _launch_parser().parse_known_args(argv)
+    if "--help_all" in rest:
+        parse_train_config(["--help"])  # exits after printing every training flag (SFTConfig's too)
     if "-h" in rest or "--help" in rest:
-        _launch_parser().print_help()
-        parse_train_config(["--help"])  # exits after printing every training flag
+        print_short_help()
+        return 0
     parse_train_config(strip_local_rank(rest))  # fail fast on typos / bad values
     cmd = build_command(launch.launcher, launch.num_gpus, rest)
     logger.info("launching: %s", " ".join(cmd))

@@ -159,6 +159,8 @@ class AlignRecTrainArguments:
                   "checkpointing there). Overrides SFTConfig bf16/fp16.", "choices": list(PRECISIONS)},
     )
     merge: bool = field(default=False, metadata={"help": "After training, also write OUTPUT/merged: a full model."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Train into an existing non-empty output_dir that alignrec did not write (its other files are kept)."})
     loss_curve: bool = field(default=True, metadata={"help": "Write OUTPUT/loss_curve.png at the end."})
     tensorboard: bool = field(default=True, metadata={"help": "Also log to TensorBoard (adds it to report_to)."})
     early_stopping_patience: int = field(

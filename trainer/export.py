@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def build_manifest(kind: str, base_model: str, item_tokenizer, code_ids: list[in
 def read_manifest(output_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(output_dir) / MANIFEST_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise InputFileError(
             f"{path} not found: {output_dir} is not a finished alignrec training run (the manifest is written last; "
             "an interrupted run can be continued with --resume_from_checkpoint)"
         )
@@ -48,7 +49,7 @@ def read_manifest(output_dir: str | os.PathLike) -> dict[str, Any]:
 def check_item_tokenizer(manifest: dict[str, Any], item_tokenizer, where: str) -> None:
     """Guard: the ItemTokenizer must be the one the weights were trained with."""
     if manifest["item_tokenizer_hash"] != item_tokenizer.content_hash:
-        raise ValueError(
+        raise UserError(
             f"ItemTokenizer mismatch for {where}: trained with hash {manifest['item_tokenizer_hash'][:12]}, got "
             f"{item_tokenizer.content_hash[:12]}; use the item_tokenizer/ copy saved in the run folder, or retrain"
         )
@@ -58,7 +59,7 @@ def check_code_ids(manifest: dict[str, Any], hf_tokenizer, item_tokenizer, where
     """Guard: the tokenizer must hold the code tokens at the ids the weights were trained with."""
     ids = item_tokenizer.code_token_ids(hf_tokenizer)  # raises if missing / not contiguous
     if [ids[0], ids[-1]] != list(manifest["code_token_ids"]):
-        raise ValueError(
+        raise UserError(
             f"tokenizer mismatch for {where}: code tokens at ids {ids[0]}..{ids[-1]} but the weights expect "
             f"{manifest['code_token_ids'][0]}..{manifest['code_token_ids'][1]}; load the tokenizer saved in the run"
         )
@@ -110,7 +111,7 @@ def load_for_inference(output_dir: str | os.PathLike, device: str | torch.device
 
         base_dir = Path(manifest["base_model"])
         if not base_dir.is_dir():
-            raise FileNotFoundError(
+            raise InputFileError(
                 f"{output_dir} holds a LoRA adapter over {base_dir}, which is missing; restore that folder or "
                 "train with --merge to get a self-contained model"
             )
@@ -119,7 +120,7 @@ def load_for_inference(output_dir: str | os.PathLike, device: str | torch.device
         model = PeftModel.from_pretrained(base, output_dir)
     rows = model.get_input_embeddings().weight.shape[0]
     if rows != manifest["embedding_rows"]:
-        raise ValueError(f"{output_dir}: model has {rows} embedding rows, manifest says {manifest['embedding_rows']}")
+        raise UserError(f"{output_dir}: model has {rows} embedding rows, manifest says {manifest['embedding_rows']}")
     model.to(device).eval()
     return model, hf_tokenizer, saved
 

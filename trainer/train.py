@@ -139,7 +139,10 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
         "code_token_ids": [bundle.code_token_ids[0], bundle.code_token_ids[-1]], "rows_init": bundle.row_init,
     }
     if is_main_process():
-        output_dir.mkdir(parents=True, exist_ok=True)
+        from recdata.outputs import claim_output_dir
+
+        claim_output_dir(output_dir, "train", overwrite=run_args.overwrite, inputs=[
+            data_args.dataset_dir, data_args.item_tokenizer_dir, model_args.model_name_or_path])
         atomic_write_json(output_dir / RESOLVED_CONFIG_FILE, resolved)
     ranking = selection_callbacks(data_args, run_args, sft, validation, item_tokenizer, bundle.tokenizer)
     trainer = AlignRecSFTTrainer(

@@ -6,11 +6,35 @@ import logging
 from pathlib import Path
 
 from alignrec.pipeline.config import RunConfig, load_run_config
-from alignrec.pipeline.runner import Stage, StageResult, run_stages
+from alignrec.pipeline.runner import Stage, StagePlan, StageResult, plan_stages, run_stages, select_range
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunConfig", "Stage", "StageResult", "load_run_config", "run_pipeline", "run_stages"]
+__all__ = ["RunConfig", "Stage", "StagePlan", "StageResult", "load_run_config", "pipeline_plan", "plan_stages",
+           "run_pipeline", "run_stages", "select_range"]
+
+
+def _claim_run_dir(run_cfg: RunConfig) -> None:
+    """``runs/<name>`` is the pipeline's: refuse a user's folder; adopt one written before the marker existed."""
+    from recdata.outputs import MARKER, claim_output_dir, is_owned
+
+    run_dir = run_cfg.run_dir
+    legacy = run_dir.is_dir() and not is_owned(run_dir) and any(run_dir.glob("*/stage.json"))
+    if legacy:
+        (run_dir / MARKER).write_text('{"command": "run"}\n', encoding="utf-8")
+    data = run_cfg.sections.get("data", {})
+    claim_output_dir(run_dir, "run", inputs=[data.get("path"), data.get("item_path")])
+
+
+def pipeline_plan(config: str | Path | RunConfig, name: str | None = None, runs_dir: str | None = None,
+                  overrides: list[str] | None = None) -> tuple[RunConfig, list[StagePlan]]:
+    """The validated run config and every stage's state (done / stale / missing) and reason; runs nothing."""
+    from alignrec.pipeline.stages import STAGES, validate_sections
+
+    run_cfg = config if isinstance(config, RunConfig) else load_run_config(config, name=name, runs_dir=runs_dir,
+                                                                           overrides=overrides)
+    validate_sections(run_cfg.sections, run_cfg.source)
+    return run_cfg, plan_stages(STAGES, run_cfg.run_dir, run_cfg.sections, run_cfg)
 
 
 def run_pipeline(
@@ -20,13 +44,19 @@ def run_pipeline(
     force: bool = False,
     name: str | None = None,
     runs_dir: str | None = None,
+    overrides: list[str] | None = None,
 ) -> Path:
-    """Run the stages of ``config`` and write ``runs/<name>/report.md``; returns the report path."""
+    """Run the stages of ``config`` and write ``runs/<name>/report.md``; returns the report path.
+
+    ``overrides``: ``section.key=value`` strings (``alignrec run --set``), applied before validation.
+    """
     from alignrec.pipeline.report import write_report
     from alignrec.pipeline.stages import STAGES, validate_sections
 
-    run_cfg = config if isinstance(config, RunConfig) else load_run_config(config, name=name, runs_dir=runs_dir)
+    run_cfg = config if isinstance(config, RunConfig) else load_run_config(config, name=name, runs_dir=runs_dir,
+                                                                           overrides=overrides)
     validate_sections(run_cfg.sections, run_cfg.source)
+    _claim_run_dir(run_cfg)
     results = run_stages(STAGES, run_cfg.run_dir, run_cfg.sections, run_cfg, start=start, until=until, force=force)
     for r in results:
         logger.info("%-10s %-12s %7.1f s", r.name, r.status, r.seconds)

@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recdata.config import load_yaml
+import yaml
 
-STAGE_NAMES = ("data", "embeddings", "tokenizer", "tasks", "train", "evaluate", "cache", "export")
+from recdata.config import load_yaml
+from recdata.errors import ConfigError
+
+STAGE_NAMES = ("data", "knowledge", "embeddings", "tokenizer", "tasks", "train", "evaluate", "cache", "export")
 
 
 @dataclass
@@ -39,10 +42,39 @@ def _expand(value: Any) -> Any:
     return value
 
 
-def load_run_config(path: str | os.PathLike, name: str | None = None, runs_dir: str | None = None) -> RunConfig:
+def parse_set_options(items: list[str], source: str = "--set") -> dict[str, Any]:
+    """``["tokenizer.num_levels=3", "name=l3"]`` -> ``{"tokenizer.num_levels": 3, "name": "l3"}``; values parse as
+    YAML scalars (``3`` is an int, ``true`` a bool, ``[1, 2]`` a list). Apply with ``variants.apply_overrides``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        target, sep, raw = item.partition("=")
+        target = target.strip()
+        if not sep or not target:
+            raise ConfigError(f"{source} {item!r}: expected section.key=value, e.g. tokenizer.num_levels=3")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source} {item!r}: value {raw!r} is not a YAML scalar ({exc})") from exc
+        section, dot, key = target.partition(".")
+        if not dot and section not in ("name", "runs_dir"):
+            raise ConfigError(f"{source} {item!r}: give section.key=value (sections: {', '.join(STAGE_NAMES)})")
+        if dot and (section not in STAGE_NAMES or not key):
+            raise ConfigError(f"{source} {item!r}: {section!r} is not a section; sections are {', '.join(STAGE_NAMES)}")
+        out[target] = _expand(value)
+    return out
+
+
+def load_run_config(path: str | os.PathLike, name: str | None = None, runs_dir: str | None = None,
+                    overrides: list[str] | None = None) -> RunConfig:
+    """The run config of ``path``; ``overrides``: ``alignrec run --set`` strings (see ``parse_set_options``)."""
+    from alignrec.pipeline.variants import apply_overrides
+
     os.environ.setdefault("ALIGNREC_HOME", str(Path.home() / ".cache" / "alignrec"))
     data = _expand(load_yaml(path))
-    return run_config_from_dict(data, source=str(path), name=name, runs_dir=runs_dir)
+    sets = parse_set_options(overrides or [])
+    run_cfg = run_config_from_dict(data, source=str(path), name=name or sets.pop("name", None),
+                                   runs_dir=runs_dir or sets.pop("runs_dir", None))
+    return apply_overrides(run_cfg, sets) if sets else run_cfg
 
 
 def run_config_from_dict(
@@ -51,14 +83,14 @@ def run_config_from_dict(
     allowed = {"name", "runs_dir", *STAGE_NAMES}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ValueError(f"{source}: unknown top-level key(s) {unknown}; allowed: {sorted(allowed)}")
+        raise ConfigError(f"{source}: unknown top-level key(s) {unknown}; allowed: {sorted(allowed)}")
     for stage in STAGE_NAMES:
         section = data.get(stage) or {}
         if not isinstance(section, dict):
-            raise ValueError(f"{source}: section {stage!r} must be a mapping of config keys, got {type(section).__name__}")
+            raise ConfigError(f"{source}: section {stage!r} must be a mapping of config keys, got {type(section).__name__}")
     run_name = name or data.get("name")
     if not run_name:
-        raise ValueError(f"{source}: set `name:` (the run folder under runs_dir) or pass --name")
+        raise ConfigError(f"{source}: set `name:` (the run folder under runs_dir) or pass --name")
     return RunConfig(
         name=str(run_name),
         runs_dir=Path(runs_dir or data.get("runs_dir") or "runs"),

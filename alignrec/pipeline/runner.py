@@ -1,9 +1,12 @@
 """Run pipeline stages in order, skipping those whose inputs and config are unchanged.
 
 Each stage writes into ``runs/<name>/<stage>/`` and finishes by writing ``stage.json`` (its key, timing and a
-summary) atomically. The key hashes the stage's resolved config, the keys of the stages it reads from and a
-per-stage code version, so a changed tokenizer config re-runs the tokenizer and everything downstream of it
-but nothing upstream. A stage whose key changed starts from an empty folder; one interrupted with the same
+summary) atomically. The key hashes the stage's resolved config, the *content* of every file or folder it reads
+from outside the run (``Stage.inputs``: data sources, user vectors, query files, model folders, the DeepSpeed
+JSON; see ``recdata.fingerprint``), the keys of the stages it reads from and a per-stage code version, so a
+changed tokenizer config or an edited ``file_path`` re-runs that stage and everything downstream of it but
+nothing upstream. ``plan_stages`` computes the same keys without running anything and says why each stage
+would run (``alignrec run --dry_run`` / ``--status``). A stage whose key changed starts from an empty folder; one interrupted with the same
 key keeps its folder, so stages that checkpoint (training, cache build) resume.
 """
 
@@ -18,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recdata.errors import ConfigError, UserError
+from recdata.fingerprint import content_fingerprint
 from recdata.io import atomic_write_json, sha256_json
+from recdata.outputs import claim_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +51,23 @@ class Stage:
     run: Callable[[StageContext], dict[str, Any]]
     depends_on: Sequence[str] = ()
     version: int = 1
-    # What is hashed besides the section itself (e.g. the size and mtime of source files).
+    # What is hashed besides the section itself (values only; files go in ``inputs``).
     extra_key: Callable[[dict[str, Any], Any], dict[str, Any]] = field(default=lambda section, run_config: {})
+    # Files / folders outside the run that the stage reads, {label: path}: their content enters the key.
+    inputs: Callable[[dict[str, Any], Any], dict[str, str]] = field(default=lambda section, run_config: {})
+
+
+@dataclass
+class StagePlan:
+    """What ``run_stages`` would do with one stage: ``state`` done | stale | missing, and why."""
+
+    name: str
+    key: str
+    state: str
+    reason: str
+    resolved: dict[str, Any]
+    input_paths: dict[str, str]
+    record: dict[str, Any] | None
 
 
 @dataclass
@@ -59,6 +80,76 @@ class StageResult:
 
 def stage_key(stage: Stage, resolved: dict[str, Any], upstream_keys: dict[str, str]) -> str:
     return sha256_json({"stage": stage.name, "version": stage.version, "config": resolved, "upstream": upstream_keys})
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the values that differ between two JSON-like trees."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _diff(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [] if old == new else [prefix or "(value)"]
+
+
+def _why_stale(stage: Stage, record: dict[str, Any], resolved: dict[str, Any], upstream: dict[str, str],
+               input_paths: dict[str, str]) -> str:
+    if record.get("version", stage.version) != stage.version:
+        return f"code version {record.get('version')} -> {stage.version}"
+    changed_up = [d for d, k in upstream.items() if (record.get("upstream_keys") or {}).get(d) not in (None, k)]
+    old = record.get("config") or {}
+    changed = _diff(old.get("section", {}), resolved.get("section", {}))
+    inputs = [f"{label} ({input_paths.get(label) or 'unset'})" for label in
+              _diff(old.get("inputs", {}), resolved.get("inputs", {}))]
+    extra = _diff({k: v for k, v in old.items() if k not in ("section", "inputs")},
+                  {k: v for k, v in resolved.items() if k not in ("section", "inputs")})
+    parts = []
+    if changed:
+        parts.append("config changed: " + ", ".join(changed))
+    if inputs:
+        parts.append("input content changed: " + ", ".join(inputs))
+    if extra:
+        parts.append("changed: " + ", ".join(extra))
+    if changed_up:
+        parts.append("upstream stage changed: " + ", ".join(changed_up))
+    return "; ".join(parts) or "key changed"
+
+
+def plan_stages(stages: Sequence[Stage], run_dir: Path, sections: dict[str, dict[str, Any]],
+                run_config: Any) -> list[StagePlan]:
+    """Every stage's key and state (done / stale / missing) with the reason, without running anything."""
+    keys: dict[str, str] = {}
+    plans = []
+    for stage in stages:
+        section = dict(sections.get(stage.name, {}))
+        input_paths = {k: str(v) for k, v in stage.inputs(section, run_config).items() if v}
+        resolved: dict[str, Any] = {"section": section, **stage.extra_key(section, run_config)}
+        if input_paths:
+            resolved["inputs"] = {label: content_fingerprint(path) for label, path in input_paths.items()}
+        upstream = {d: keys[d] for d in stage.depends_on}
+        key = stage_key(stage, resolved, upstream)
+        keys[stage.name] = key
+        record = read_stage_record(run_dir / stage.name)
+        if record is None or record.get("status") != "complete":
+            state, reason = "missing", "no complete output" if record is None else "interrupted"
+        elif record.get("key") == key:
+            state, reason = "done", "unchanged"
+        else:
+            state, reason = "stale", _why_stale(stage, record, resolved, upstream, input_paths)
+        plans.append(StagePlan(stage.name, key, state, reason, resolved, input_paths, record))
+    return plans
+
+
+def select_range(names: Sequence[str], start: str | None, until: str | None) -> tuple[int, int]:
+    """Indices of the first and last selected stage; ConfigError naming a bad --from / --until."""
+    for label, value in (("--from", start), ("--until", until)):
+        if value is not None and value not in names:
+            raise ConfigError(f"{label} {value!r} is not a stage; stages are: {', '.join(names)}")
+    first = names.index(start) if start else 0
+    last = names.index(until) if until else len(names) - 1
+    if first > last:
+        raise ConfigError(f"--from {start} comes after --until {until}; stage order is {' -> '.join(names)}")
+    return first, last
 
 
 def read_stage_record(stage_dir: Path) -> dict[str, Any] | None:
@@ -82,36 +173,28 @@ def run_stages(
 ) -> list[StageResult]:
     """Run ``stages`` from ``start`` to ``until`` (inclusive); stages outside the range must already be done."""
     names = [s.name for s in stages]
-    for label, value in (("--from", start), ("--until", until)):
-        if value is not None and value not in names:
-            raise ValueError(f"{label} {value!r} is not a stage; stages are: {', '.join(names)}")
-    first = names.index(start) if start else 0
-    last = names.index(until) if until else len(names) - 1
-    if first > last:
-        raise ValueError(f"--from {start} comes after --until {until}; stage order is {' -> '.join(names)}")
-
+    first, last = select_range(names, start, until)
     run_dir.mkdir(parents=True, exist_ok=True)
-    keys: dict[str, str] = {}
     stage_dirs = {s.name: run_dir / s.name for s in stages}
     results: list[StageResult] = []
-    for index, stage in enumerate(stages):
+    plans = plan_stages(stages, run_dir, sections, run_config)
+    for index, (stage, plan) in enumerate(zip(stages, plans, strict=True)):
         if index > last:
             break
         section = dict(sections.get(stage.name, {}))
-        resolved = {"section": section, **stage.extra_key(section, run_config)}
-        key = stage_key(stage, resolved, {d: keys[d] for d in stage.depends_on})
-        keys[stage.name] = key
+        key, resolved, record = plan.key, plan.resolved, plan.record
         out_dir = stage_dirs[stage.name]
-        record = read_stage_record(out_dir)
-        done = record is not None and record.get("key") == key and record.get("status") == "complete"
+        done = plan.state == "done"
         if index < first:
             if not done:
-                raise RuntimeError(
+                raise UserError(
                     f"stage {stage.name!r} has no complete output for the current config in {out_dir}; "
                     f"run without --from (or with --from {stage.name}) first"
                 )
             results.append(StageResult(stage.name, "not selected", 0.0, record.get("summary", {})))
             continue
+        if not done:
+            logger.info("stage %-9s will run: %s", stage.name, plan.reason)
         if done and not force:
             logger.info("stage %-9s skipped (unchanged, key %s)", stage.name, key[:12])
             results.append(StageResult(stage.name, "skipped", 0.0, record.get("summary", {})))
@@ -121,7 +204,7 @@ def run_stages(
             same_key_partial = partial.is_file() and partial.read_text().strip() == key and not force
             if not same_key_partial:
                 shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        claim_output_dir(out_dir, f"alignrec run ({stage.name} stage)")  # the stage folder is alignrec's own
         (out_dir / ".partial_key").write_text(key + "\n")
         logger.info("stage %-9s running -> %s", stage.name, out_dir)
         started = time.time()
@@ -130,6 +213,8 @@ def run_stages(
         atomic_write_json(
             out_dir / STAGE_FILE,
             {"key": key, "status": "complete", "stage": stage.name, "config": resolved, "upstream": list(stage.depends_on),
+             "upstream_keys": {d: next(p.key for p in plans if p.name == d) for d in stage.depends_on},
+             "version": stage.version, "input_paths": plan.input_paths,
              "started": started, "seconds": seconds, "summary": summary},
         )
         logger.info("stage %-9s done in %.1f s", stage.name, seconds)

@@ -1,4 +1,4 @@
-"""The eight stages of ``alignrec run``, each a thin call into its stage library.
+"""The stages of ``alignrec run``, each a thin call into its stage library.
 
 Every stage reads its section of the run config with the same dataclasses as its own subcommand; the keys
 that connect stages (``split_dir``, ``output_dir``, ...) are filled here from the run folder, and a user
@@ -12,26 +12,30 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from alignrec.pipeline.runner import Stage, StageContext
 from recdata.config import parse_config
+from recdata.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # Keys a section may hold that the pipeline itself consumes (not the stage's own config).
-PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline",), "train": ("launcher", "num_gpus", "deepspeed"),
-                      "evaluate": ("sasrec_bce_baseline",)}
+PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline", "sasrec_knowledge"),
+                      "train": ("launcher", "num_gpus", "deepspeed"),
+                      "evaluate": ("sasrec_bce_baseline",),
+                      "knowledge": ("encoder", "encoder_dir"), "tasks": ("use_knowledge",)}
 
 
 def _check_injected(stage: str, section: dict[str, Any], injected: Any, source: str = "run config") -> None:
     clash = sorted(set(section) & set(injected))
     if clash:
-        raise ValueError(f"{source}: section {stage!r} sets {clash}, which the pipeline fills itself; remove them")
+        raise ConfigError(f"{source}: section {stage!r} sets {clash}, which the pipeline fills itself; remove them")
 
 
 def _stage_keys(stage: str, section: dict[str, Any]) -> dict[str, Any]:
@@ -53,11 +57,57 @@ def _data_classes():
     return [DataConfig, PrepareArgs]
 
 
-def _source_identity(path: str) -> dict[str, Any]:
-    """Sizes and mtimes of the input files: a changed source file re-runs the data stage."""
-    root = Path(path)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
-    return {str(p.relative_to(root) if p != root else p.name): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+def _data_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
+    """The source files of the data stage (their content enters its key, see ``recdata.fingerprint``)."""
+    return {"path": section.get("path", ""), "item_path": section.get("item_path", "")}
+
+
+def _embedding_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
+    """User vectors and the text encoder folder the embeddings stage reads."""
+    from recdata.paths import default_llm_dir, default_sentence_encoder_dir
+
+    source = section.get("source", "text")
+    fusion = str(section.get("fusion_weights", "text=1.0,cf=1.0"))
+    out = {"file_path": section.get("file_path", ""), "file_ids_path": section.get("file_ids_path", "")}
+    if source == "text" or (source == "fused" and "text" in fusion):
+        if section.get("text_encoder", "sentence") == "sentence":
+            out["text_encoder"] = str(section.get("sentence_encoder_dir") or default_sentence_encoder_dir())
+        else:
+            out["text_encoder"] = str(section.get("llm_dir") or default_llm_dir())
+    return out
+
+
+def _tokenizer_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
+    """The LLM whose input embeddings are the alignment targets (when align_weight > 0)."""
+    from recdata.paths import default_llm_dir
+
+    if float(section.get("align_weight", 0.5) or 0) <= 0:
+        return {}
+    return {"alignment_llm": str(run_cfg.sections.get("embeddings", {}).get("llm_dir") or default_llm_dir())}
+
+
+def _tasks_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
+    from recdata.hf_tokenizer import CODES_ONLY
+
+    hf = train_model_dir(run_cfg)
+    return {"query_file": section.get("query_file", ""), "hf_tokenizer": "" if hf == CODES_ONLY else hf}
+
+
+def _train_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
+    """The base model and tokenizer folders and the DeepSpeed JSON (content, not path, enters the key)."""
+    from recdata.hf_tokenizer import CODES_ONLY
+    from recdata.paths import default_llm_dir
+
+    out: dict[str, str] = {}
+    if section.get("model_init", "pretrained") != "scratch":
+        out["model"] = str(section.get("model_name_or_path") or default_llm_dir())
+    tokenizer = str(section.get("tokenizer_name_or_path") or "")
+    if tokenizer and tokenizer != CODES_ONLY:
+        out["tokenizer"] = tokenizer
+    if section.get("deepspeed"):
+        ds_path = Path(section["deepspeed"])
+        out["deepspeed"] = str(ds_path if ds_path.is_absolute() else REPO_ROOT / ds_path)
+    return out
 
 
 def run_data(ctx: StageContext) -> dict[str, Any]:
@@ -67,6 +117,52 @@ def run_data(ctx: StageContext) -> dict[str, Any]:
     stats = run_prepare(cfg, prep)
     return {"users": stats["users"], "items": stats["items"], "interactions": stats["interactions"],
             "split": stats["split"], "drops": stats["drops"]}
+
+
+# ---- knowledge (optional: REKI extraction + encoding; an empty section skips it) -----------------------------
+def _knowledge_classes():
+    from alignrec.knowledge import ExtractConfig
+
+    return [ExtractConfig]
+
+
+def run_knowledge(ctx: StageContext) -> dict[str, Any]:
+    if not ctx.config:
+        return {"enabled": False}
+    from alignrec.knowledge import EncodeConfig
+    from alignrec.knowledge.cli import run_encode, run_extract
+
+    injected = {"split_dir": str(ctx.upstream("data") / "split"), "out_dir": str(ctx.out_dir / "extract")}
+    if "cache_file" not in ctx.config:  # outside the stage folder: a changed config re-asks only new prompts
+        injected["cache_file"] = str(ctx.run_dir / "knowledge_answers.cache.jsonl")
+    (cfg,) = _build(_knowledge_classes(), ctx.config, injected, "knowledge")
+    cost = run_extract(cfg)
+    encoded = run_encode(EncodeConfig(knowledge_dir=cfg.out_dir, out_dir=str(ctx.out_dir / "vectors"),
+                                      encoder=ctx.config.get("encoder", "sentence"),
+                                      encoder_dir=ctx.config.get("encoder_dir", "")))
+    return {"enabled": True, "mode": cfg.mode, "cost": cost, "encoded": encoded}
+
+
+def _knowledge_vectors(ctx: StageContext) -> Path | None:
+    path = ctx.upstream("knowledge") / "vectors"
+    return path if (path / "item_vectors.safetensors").is_file() else None
+
+
+def _embedding_injected(ctx: StageContext, section: dict[str, Any]) -> dict[str, Any]:
+    """``knowledge_dir`` = this run's knowledge vectors, unless the section names its own."""
+    knowledge = _knowledge_vectors(ctx)
+    return {"knowledge_dir": str(knowledge)} if knowledge and "knowledge_dir" not in section else {}
+
+
+def _uses_knowledge(section: dict[str, Any]) -> bool:
+    """An embeddings section that reads the knowledge stage (source or fusion part, or the knowledge SASRec)."""
+    return section.get("source") == "knowledge" or "knowledge" in str(section.get("fusion_weights", "")) \
+        or bool(section.get("sasrec_knowledge"))
+
+
+def _knowledge_key(section: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
+    """The knowledge section joins the key only of stages that read it, so other runs keep their keys."""
+    return {"knowledge": run_cfg.sections.get("knowledge", {})} if _uses_knowledge(section) else {}
 
 
 # ---- embeddings (+ the SASRec baseline) -------------------------------------------------------------------
@@ -84,7 +180,7 @@ def run_embeddings(ctx: StageContext) -> dict[str, Any]:
     from tokenization.embeddings import compute_item_embeddings
 
     baseline = bool(ctx.config.get("sasrec_baseline", True))
-    (cfg,) = _build(_embedding_classes(), ctx.config, {}, "embeddings")
+    (cfg,) = _build(_embedding_classes(), ctx.config, _embedding_injected(ctx, ctx.config), "embeddings")
     split = SplitDataset.load(ctx.upstream("data") / "split")
     sasrec = None
     summary: dict[str, Any] = {"source": cfg.source}
@@ -93,12 +189,32 @@ def run_embeddings(ctx: StageContext) -> dict[str, Any]:
         sasrec.save_pretrained(ctx.out_dir / "sasrec")
         valid = split.eval_examples("valid")
         summary["sasrec_valid"] = full_ranking_metrics(sasrec, list(valid["history"]), list(valid["target"]), k=10)
+    if ctx.config.get("sasrec_knowledge"):
+        summary["sasrec_knowledge_valid"] = _train_knowledge_sasrec(ctx, cfg, split)
     emb = compute_item_embeddings(cfg, split, sasrec=sasrec)
     np.save(ctx.out_dir / "vectors.npy", emb.vectors)
     atomic_write_json(ctx.out_dir / "item_ids.json", list(emb.item_ids), indent=None)
     atomic_write_json(ctx.out_dir / "meta.json", json.loads(json.dumps(emb.meta, default=str)))
     summary.update({"items": len(emb.item_ids), "dim": int(emb.vectors.shape[1])})
     return summary
+
+
+def _train_knowledge_sasrec(ctx: StageContext, cfg: Any, split: Any) -> dict[str, float]:
+    """"SASRec + knowledge" with the baseline's SASRec config, saved with its prestored vectors."""
+    from alignrec.knowledge import load_knowledge_vectors
+    from alignrec.recommenders import KnowledgeSASRec, full_ranking_metrics, train_sasrec
+
+    if not cfg.knowledge_dir:
+        raise ValueError("embeddings.sasrec_knowledge needs knowledge vectors: fill the 'knowledge' section "
+                         "(or set embeddings.knowledge_dir)")
+    model = KnowledgeSASRec(split.dataset.item_ids(), cfg.sasrec_config(),
+                            load_knowledge_vectors(cfg.knowledge_dir, "item"),
+                            load_knowledge_vectors(cfg.knowledge_dir, "user"))
+    train_sasrec(split, cfg.sasrec_config(), log_file=ctx.out_dir / "sasrec_knowledge_metrics.jsonl", model=model)
+    model.save_pretrained(ctx.out_dir / "sasrec_knowledge")
+    valid = split.eval_examples("valid")
+    return full_ranking_metrics(model, list(valid["history"]), list(valid["target"]), k=10,
+                                **model.context_for(list(valid["user_id"])))
 
 
 def load_stage_embeddings(stage_dir: Path):
@@ -123,7 +239,8 @@ def run_tokenizer(ctx: StageContext) -> dict[str, Any]:
     from tokenization.pipeline import build_item_tokenizer
 
     (cfg,) = _build(_tokenizer_classes(), ctx.config, {}, "tokenizer")
-    (emb_cfg,) = _build(_embedding_classes(), ctx.run_config.sections.get("embeddings", {}), {}, "embeddings")
+    emb_section = ctx.run_config.sections.get("embeddings", {})
+    (emb_cfg,) = _build(_embedding_classes(), emb_section, _embedding_injected(ctx, emb_section), "embeddings")
     split = SplitDataset.load(ctx.upstream("data") / "split")
     embeddings = load_stage_embeddings(ctx.upstream("embeddings"))
     build_item_tokenizer(cfg, split, ctx.out_dir / "item_tokenizer", emb_cfg, embeddings=embeddings)
@@ -156,6 +273,8 @@ def run_tasks(ctx: StageContext) -> dict[str, Any]:
         "output_dir": str(ctx.out_dir / "dataset"),
         "hf_tokenizer_dir": train_model_dir(ctx.run_config),
     }
+    if ctx.config.get("use_knowledge"):
+        injected["user_knowledge_dir"] = str(ctx.upstream("knowledge") / "extract")
     (cfg,) = _build(_task_classes(), ctx.config, injected, "tasks")
     stats = run_build(cfg)
     train = stats["train"]
@@ -204,7 +323,7 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
     started = time.time()
     code = subprocess.call(cmd, env=env, cwd=str(REPO_ROOT))
     if code != 0:
-        raise RuntimeError(f"training exited with status {code}; see the log above (command: {' '.join(cmd)})")
+        raise UserError(f"training exited with status {code}; see the log above (command: {' '.join(cmd)})")
     summary: dict[str, Any] = {"launcher": launcher, "seconds": time.time() - started, "command": cmd}
     metrics_file = ctx.out_dir / "model" / "metrics.jsonl"
     if metrics_file.is_file():
@@ -258,6 +377,13 @@ def run_evaluate(ctx: StageContext) -> dict[str, Any]:
                                           scenario_items=split.scenario_catalogues() if split.has_scenarios else None)
     if ctx.config.get("sasrec_bce_baseline", False):
         extra["sasrec_bce"] = as_recommend_fn(_bce_sasrec(ctx), k=max(cfg.ks), exclude_history=cfg.exclude_history)
+    knowledge_dir = ctx.upstream("embeddings") / "sasrec_knowledge"
+    if knowledge_dir.is_dir():
+        from alignrec.recommenders import KnowledgeSASRec
+
+        knowledge_model = KnowledgeSASRec.from_pretrained(knowledge_dir)
+        extra["sasrec+knowledge"] = as_recommend_fn(knowledge_model, k=max(cfg.ks), exclude_history=cfg.exclude_history,
+                                                    context_fn=knowledge_model.context_for)
     reports = evaluate(cfg, extra_recommenders=extra)
     return {name: {"n": rep["n_examples"], **{k: rep["overall"][k] for k in ("recall@10", "ndcg@10") if k in rep["overall"]},
                    "invalid_rate": rep["invalid_rate"], "timing": rep.get("timing")}
@@ -308,7 +434,7 @@ def run_export(ctx: StageContext) -> dict[str, Any]:
     from tokenization.vocab_export import export_vocab, validate_vocab
 
     if ctx.config:
-        raise ValueError(f"run config section 'export' takes no keys yet, got {sorted(ctx.config)}")
+        raise UserError(f"run config section 'export' takes no keys yet, got {sorted(ctx.config)}")
     model_dir = ctx.upstream("train") / "model"
     item_tokenizer = ItemTokenizer.from_pretrained(model_dir / "item_tokenizer")
     hf_tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -322,15 +448,17 @@ def run_export(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGES: list[Stage] = [
-    Stage("data", run_data, (),
-          extra_key=lambda section, run_cfg: {"source_files": _source_identity(section.get("path", ""))}),
+    Stage("data", run_data, (), inputs=_data_inputs),
+    Stage("knowledge", run_knowledge, ("data",)),
     # version 2: SASRec model selection masks history items (as evaluation does)
-    Stage("embeddings", run_embeddings, ("data",), version=2),
-    Stage("tokenizer", run_tokenizer, ("data", "embeddings")),
+    Stage("embeddings", run_embeddings, ("data",), version=2, inputs=_embedding_inputs, extra_key=_knowledge_key),
+    Stage("tokenizer", run_tokenizer, ("data", "embeddings"), inputs=_tokenizer_inputs),
     # version 2: validation rows carry user_id / history / target (ranking validation)
-    Stage("tasks", run_tasks, ("data", "tokenizer"), version=2,
-          extra_key=lambda section, run_cfg: {"hf_tokenizer": train_model_dir(run_cfg)}),
-    Stage("train", run_train, ("tasks", "tokenizer")),
+    Stage("tasks", run_tasks, ("data", "tokenizer"), version=2, inputs=_tasks_inputs,
+          extra_key=lambda section, run_cfg: {"hf_tokenizer": train_model_dir(run_cfg),
+                                              **({"knowledge": run_cfg.sections.get("knowledge", {})}
+                                                 if section.get("use_knowledge") else {})}),
+    Stage("train", run_train, ("tasks", "tokenizer"), inputs=_train_inputs),
     # version 2: exclude_history true and num_beams auto (1.5 x max K) by default; per-user metrics saved
     Stage("evaluate", run_evaluate, ("data", "train", "embeddings"), version=2),
     Stage("cache", run_cache, ("data", "train")),
@@ -341,13 +469,31 @@ STAGES: list[Stage] = [
 # ---- up-front validation -------------------------------------------------------------------------------------
 INJECTED_KEYS = {
     "data": ("output_dir",),
+    "knowledge": ("split_dir", "out_dir"),
     "tasks": TASK_INJECTED,
     "train": ("dataset_dir", "item_tokenizer_dir", "output_dir"),
     "evaluate": ("model_dir", "split_dir", "out_dir"),
     "cache": ("split_dir", "out_dir", "model_dir"),
 }
-SECTION_CLASSES = {"data": _data_classes, "embeddings": _embedding_classes, "tokenizer": _tokenizer_classes,
+SECTION_CLASSES = {"data": _data_classes, "knowledge": _knowledge_classes, "embeddings": _embedding_classes, "tokenizer": _tokenizer_classes,
                    "tasks": _task_classes, "evaluate": _evaluate_classes, "cache": _cache_classes}
+
+
+def _validate_train_values(body: dict[str, Any], injected: Sequence[str], source: str) -> None:
+    """Parse the train section exactly as the train stage will (values too: ``finetune_mode: lorra``)."""
+    import tempfile
+
+    import yaml
+
+    from trainer.config import parse_train_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.yaml"
+        path.write_text(yaml.safe_dump({**body, **{k: str(Path(tmp) / k) for k in injected}}))
+        try:
+            parse_train_config(["--config", str(path)])
+        except ConfigError as exc:
+            raise ConfigError(f"{source} [train]: {str(exc).replace(str(path) + ': ', '')}") from exc
 
 
 def validate_sections(sections: dict[str, dict[str, Any]], source: str) -> None:
@@ -364,10 +510,16 @@ def validate_sections(sections: dict[str, dict[str, Any]], source: str) -> None:
             known = {f.name for cls in (ModelArguments, DataArguments, AlignRecTrainArguments, SFTConfig) for f in fields(cls)}
             unknown = sorted(set(body) - known)
             if unknown:
-                raise ValueError(f"{source}: unknown key(s) {unknown} in section 'train'; see `python trainer/sft.py --help`")
+                raise ConfigError(f"{source}: unknown key(s) {unknown} in section 'train'; see `alignrec train --help`")
+            _validate_train_values(body, injected, source)
         elif stage == "export":
             if body:
-                raise ValueError(f"{source}: section 'export' takes no keys, got {sorted(body)}")
+                raise ConfigError(f"{source}: section 'export' takes no keys, got {sorted(body)}")
         elif stage in SECTION_CLASSES:
             placeholders = {k: "placeholder" for k in injected}
+            if stage == "embeddings" and _uses_knowledge(section) and "knowledge_dir" not in body:
+                if not sections.get("knowledge"):
+                    raise ConfigError(f"{source}: section 'embeddings' reads knowledge vectors; fill the "
+                                     "'knowledge' section or set embeddings.knowledge_dir")
+                placeholders["knowledge_dir"] = "placeholder"
             parse_config(SECTION_CLASSES[stage](), [], config={**body, **placeholders}, config_source=f"{source} [{stage}]")

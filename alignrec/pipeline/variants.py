@@ -17,6 +17,7 @@ from typing import Any
 
 from alignrec.pipeline.config import STAGE_NAMES, RunConfig
 from alignrec.pipeline.runner import read_stage_record
+from recdata.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def apply_overrides(run_cfg: RunConfig, overrides: Mapping[str, Any], name: str 
     for dotted, value in overrides.items():
         section, _, key = dotted.partition(".")
         if section not in STAGE_NAMES or not key:
-            raise ValueError(f"override {dotted!r} must look like section.key with a section in {list(STAGE_NAMES)}")
+            raise ConfigError(f"override {dotted!r} must look like section.key with a section in {list(STAGE_NAMES)}")
         if value is None:
             sections.setdefault(section, {}).pop(key, None)
         else:

@@ -10,16 +10,21 @@ from alignrec.recommenders.base import (
     full_ranking_metrics,
     train_with_early_stopping,
 )
+from alignrec.recommenders.knowledge_adaptor import HybridExpertAdaptor
+from alignrec.recommenders.knowledge_sasrec import KnowledgeSASRec, load_augmented
 from alignrec.recommenders.sasrec import SASRec, length_bucketed_batches, train_sasrec, training_windows
 from alignrec.recommenders.sasrec_config import SASRecConfig
 
 __all__ = [
     "DenseRecommender",
+    "HybridExpertAdaptor",
+    "KnowledgeSASRec",
     "SASRec",
     "SASRecConfig",
     "as_recommend_fn",
     "full_ranking_metrics",
     "length_bucketed_batches",
+    "load_augmented",
     "train_sasrec",
     "train_with_early_stopping",
     "training_windows",

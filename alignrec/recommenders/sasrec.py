@@ -85,6 +85,13 @@ class SASRec(DenseRecommender):
         """Extension point: user states ``[rows, dim]`` from hidden states ``[rows, dim]``."""
         return hidden
 
+    def context_for(self, user_ids: Sequence[str]) -> dict:
+        """Extension point: per-row ``context`` for these users (training windows, valid rows, evaluation).
+
+        Values are tensors or lists with one entry per row; plain SASRec needs none.
+        """
+        return {}
+
     def encode(self, seqs: torch.Tensor, **context) -> torch.Tensor:
         """``seqs`` [batch, seq] right-padded item indices -> hidden states [batch, seq, dim]."""
         positions = torch.arange(seqs.shape[1], device=seqs.device)
@@ -171,13 +178,14 @@ class SASRec(DenseRecommender):
 
 # ---- training data ----------------------------------------------------------------------------------------
 def training_windows(train_sequences: Sequence[tuple[str, Sequence[str]]], index: dict[str, int],
-                     max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+                     max_len: int, with_users: bool = False):
     """Right-padded (inputs, targets) ``[windows, max_len]``: targets are inputs shifted by one.
 
     A sequence longer than ``max_len + 1`` is cut into windows from its end, so every training transition
-    is a target exactly once. Sequences shorter than 2 give no transition.
+    is a target exactly once. Sequences shorter than 2 give no transition. ``with_users`` adds a third
+    element: the user id of each window (for per-user ``context``).
     """
-    inputs, targets = [], []
+    inputs, targets, users = [], [], []
     for user_id, items in train_sequences:
         try:
             idx = [index[i] for i in items]
@@ -189,10 +197,12 @@ def training_windows(train_sequences: Sequence[tuple[str, Sequence[str]]], index
             window = idx[start:end]
             inputs.append(window[:-1] + [0] * (max_len + 1 - len(window)))
             targets.append(window[1:] + [0] * (max_len + 1 - len(window)))
+            users.append(user_id)
             end = start + 1  # the next window's last target is this window's first input
     if not inputs:
         raise ValueError("no training transition: every training sequence has fewer than 2 items")
-    return torch.tensor(inputs, dtype=torch.long), torch.tensor(targets, dtype=torch.long)
+    windows = torch.tensor(inputs, dtype=torch.long), torch.tensor(targets, dtype=torch.long)
+    return (*windows, users) if with_users else windows
 
 
 def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
@@ -218,7 +228,9 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
     """
     _seed_everything(cfg.sasrec_seed)
     model = (model or SASRec(split.dataset.item_ids(), cfg)).to(cfg.sasrec_device)
-    inputs, targets = training_windows(split.train_sequences(), model.index, cfg.sasrec_max_len)
+    inputs, targets, users = training_windows(split.train_sequences(), model.index, cfg.sasrec_max_len,
+                                              with_users=True)
+    context = model.context_for(users)  # per-window side inputs ({} for plain SASRec)
     lengths = (targets > 0).sum(1)  # [windows]
     valid = split.eval_examples("valid")
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.sasrec_lr, weight_decay=cfg.sasrec_weight_decay)
@@ -230,7 +242,9 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
         for batch in length_bucketed_batches(lengths, cfg.sasrec_batch_size, generator):
             x, y = inputs[batch], targets[batch]
             width = int((y > 0).sum(1).max())  # drop all-padding columns (right padding)
-            loss = model.training_loss(x[:, :width].to(cfg.sasrec_device), y[:, :width].to(cfg.sasrec_device))
+            batch_context = {k: _take(v, batch, cfg.sasrec_device) for k, v in context.items()}
+            loss = model.training_loss(x[:, :width].to(cfg.sasrec_device), y[:, :width].to(cfg.sasrec_device),
+                                       **batch_context)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -239,9 +253,17 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
 
     train_with_early_stopping(model, run_epoch, list(valid["history"]), list(valid["target"]),
                               epochs=cfg.sasrec_epochs, patience=cfg.sasrec_patience,
-                              eval_every=cfg.sasrec_eval_every, log_file=log_file, desc="sasrec epochs")
+                              eval_every=cfg.sasrec_eval_every, log_file=log_file, desc="sasrec epochs",
+                              valid_context=model.context_for(list(valid["user_id"])))
     model.train_info["windows"] = len(inputs)
     return model
+
+
+def _take(value, rows: torch.Tensor, device: str):
+    """Rows of a per-window context value (tensor -> device, list -> list)."""
+    if isinstance(value, torch.Tensor):
+        return value[rows].to(device)
+    return [value[int(i)] for i in rows]
 
 
 def _seed_everything(seed: int) -> None:

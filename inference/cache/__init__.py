@@ -1,27 +1,36 @@
-"""Offline top-K cache: sharded resumable build (Parquet), versioned SQLite publish, in-process reader."""
+"""Offline top-K cache: sharded resumable build (Parquet), versioned SQLite or Redis publish, one reader.
 
-from inference.cache.build import BuildResult, CacheMismatchError, RecommendFn, build_cache, finalize_cache
-from inference.cache.reader import CacheReader, CacheResult, ReaderStats
-from inference.cache.scenarios import SCENARIO_MODES, expand_scenarios, scenario_key, scenario_users
-from inference.cache.shards import iter_cache, read_manifest, verify_cache
-from inference.cache.store import current_version_path, publish_cache
+Names are imported lazily (PEP 562) so ``alignrec --help`` does not import pyarrow / torch.
+"""
 
-__all__ = [
-    "BuildResult",
-    "CacheMismatchError",
-    "CacheReader",
-    "CacheResult",
-    "ReaderStats",
-    "RecommendFn",
-    "SCENARIO_MODES",
-    "build_cache",
-    "current_version_path",
-    "expand_scenarios",
-    "finalize_cache",
-    "iter_cache",
-    "publish_cache",
-    "read_manifest",
-    "scenario_key",
-    "scenario_users",
-    "verify_cache",
-]
+from __future__ import annotations
+
+from recdata.lazy import lazy_exports
+
+_EXPORTS = {
+    "BuildResult": "inference.cache.build",
+    "CacheStore": "inference.cache.backends",
+    "SQLiteStore": "inference.cache.backends",
+    "StoreVersion": "inference.cache.backends",
+    "VersionGoneError": "inference.cache.backends",
+    "open_store": "inference.cache.backends",
+    "CacheMismatchError": "inference.cache.build",
+    "CacheReader": "inference.cache.reader",
+    "CacheResult": "inference.cache.reader",
+    "ReaderStats": "inference.cache.reader",
+    "RecommendFn": "inference.cache.build",
+    "SCENARIO_MODES": "inference.cache.scenarios",
+    "expand_scenarios": "inference.cache.scenarios",
+    "scenario_key": "inference.cache.scenarios",
+    "scenario_users": "inference.cache.scenarios",
+    "build_cache": "inference.cache.build",
+    "current_version_path": "inference.cache.store",
+    "finalize_cache": "inference.cache.build",
+    "iter_cache": "inference.cache.shards",
+    "publish_cache": "inference.cache.store",
+    "read_manifest": "inference.cache.shards",
+    "verify_cache": "inference.cache.shards",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from inference.cache import layout
 from inference.cache.shards import Recs, chunk_users, iter_cache, read_manifest, write_chunk
+from recdata.errors import UserError
 from recdata.io import atomic_write_json, sha256_file, sha256_json
 
 logger = logging.getLogger(__name__)
@@ -90,9 +91,9 @@ def build_cache(
         scenario_names = sorted({s for names in scenario_users.values() for s in names})
         histories, recommend_fn = expand_scenarios(histories, scenario_users, recommend_fn)
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise UserError(f"k must be >= 1, got {k}")
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise UserError(f"chunk_size must be >= 1, got {chunk_size}")
     shard_index, num_shards = layout.resolve_shard(shard_index, num_shards)
     user_hashes = _validate_histories(histories)
     out_dir = Path(out_dir)
@@ -165,13 +166,13 @@ def finalize_cache(out_dir: str | Path) -> dict[str, Any] | None:
 
 def _validate_histories(histories: Mapping[str, Sequence[str]]) -> dict[str, str]:
     if not histories:
-        raise ValueError("histories is empty: there is no user to build a cache for")
+        raise UserError("histories is empty: there is no user to build a cache for")
     hashes = {}
     for user, history in histories.items():
         if not isinstance(user, str) or not user:
-            raise ValueError(f"user ids must be non-empty strings, got {user!r}")
+            raise UserError(f"user ids must be non-empty strings, got {user!r}")
         if isinstance(history, str) or not all(isinstance(i, str) for i in history):
-            raise ValueError(f"history of user {user!r} must be a list of item id strings, got {history!r:.80}")
+            raise UserError(f"history of user {user!r} must be a list of item id strings, got {history!r:.80}")
         hashes[user] = layout.history_hash(history)
     return hashes
 
@@ -180,19 +181,19 @@ def _recommend(recommend_fn: RecommendFn, users: list[str], histories: list[list
     """Call ``recommend_fn`` and validate its answer, so a bad recommender never writes a bad cache."""
     out = recommend_fn(users, histories)
     if len(out) != len(users):
-        raise ValueError(f"recommend_fn returned {len(out)} lists for {len(users)} users; it must return one per user")
+        raise UserError(f"recommend_fn returned {len(out)} lists for {len(users)} users; it must return one per user")
     checked = {}
     for user, recs in zip(users, out, strict=True):
         try:
             items = [(item, float(score)) for item, score in recs]
         except (TypeError, ValueError):
-            raise ValueError(f"recommend_fn returned {recs!r:.200} for user {user!r}; expected a list of "
+            raise UserError(f"recommend_fn returned {recs!r:.200} for user {user!r}; expected a list of "
                              "(item_id: str, finite score)") from None
         if len(items) > k:
-            raise ValueError(f"recommend_fn returned {len(items)} items for user {user!r}, more than k={k}")
+            raise UserError(f"recommend_fn returned {len(items)} items for user {user!r}, more than k={k}")
         ids = {item for item, _ in items}
         if len(ids) != len(items):
-            raise ValueError(f"recommend_fn returned duplicate items for user {user!r}: {[i for i, _ in items]}")
+            raise UserError(f"recommend_fn returned duplicate items for user {user!r}: {[i for i, _ in items]}")
         checked[user] = items
     flat_items = [item for recs in checked.values() for item, _ in recs]
     flat_scores = np.fromiter((s for recs in checked.values() for _, s in recs), dtype=np.float64, count=len(flat_items))
@@ -200,7 +201,7 @@ def _recommend(recommend_fn: RecommendFn, users: list[str], histories: list[list
         for user, recs in checked.items():  # slow path only to name the culprit
             for entry in recs:
                 if not isinstance(entry[0], str) or not math.isfinite(entry[1]):
-                    raise ValueError(f"recommend_fn returned {entry!r} for user {user!r}; expected (item_id: str, "
+                    raise UserError(f"recommend_fn returned {entry!r} for user {user!r}; expected (item_id: str, "
                                      "finite score)")
     return checked
 
@@ -224,7 +225,7 @@ def _claim_config(out_dir: Path, config: dict[str, Any], overwrite: bool) -> dic
             logger.warning("overwriting cache %s (%s)", out_dir, ", ".join(diffs))
             shutil.rmtree(out_dir)
         elif out_dir.is_dir() and any(not p.name.startswith(".") for p in out_dir.iterdir()):
-            raise ValueError(f"{out_dir} is not empty and holds no cache build; choose an empty or new out_dir")
+            raise UserError(f"{out_dir} is not empty and holds no cache build; choose an empty or new out_dir")
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / f".{layout.BUILD_CONFIG_NAME}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -4,6 +4,7 @@
     torchrun --nproc_per_node 4 -m alignrec.cli cache build ...      # shards = ranks (RANK / WORLD_SIZE)
     alignrec cache build ... --out_dir cache/v2 --base_cache cache/v1  # incremental refresh
     alignrec cache publish --cache_dir cache/v1 --store_dir serve/ --split_dir data/scientific
+    alignrec cache publish --cache_dir cache/v1 --target redis://127.0.0.1:6379/0 --split_dir data/scientific
     alignrec cache get u123 u456 --store_dir serve/
     alignrec cache build ... --scenarios active        # one top-K per (user, scenario the user was active in)
     alignrec cache get u123 --store_dir serve/ --scenario kitchen
@@ -32,7 +33,8 @@ class CacheBuildConfig:
     model_dir: str | None = field(default=None, metadata={"help": "Trained run folder (trainer output_dir or its "
                                                                   "merged/); required for --recommender model."})
     recommender: str = field(default="model", metadata={"help": "'model' (the trained LLM, beam search) or "
-                                                                "'popularity' (training-popularity baseline cache)."})
+                                                                "'popularity' (training-popularity baseline cache).",
+                                                        "choices": ["model", "popularity"]})
     k: int = field(default=20, metadata={"help": "Items cached per user."})
     num_beams: int | None = field(default=None, metadata={"help": "Beam width (>= k); default k."})
     batch_size: int = field(default=8, metadata={"help": "Users per beam-search batch."})
@@ -63,21 +65,27 @@ class CacheBuildConfig:
         if self.scenario_prompts and self.scenarios == "none":
             raise ConfigError("scenario_prompts needs a per-scenario cache: set --scenarios all or active")
         if self.recommender not in ("model", "popularity"):
-            raise ValueError(f"recommender must be 'model' or 'popularity', got {self.recommender!r}")
+            raise UserError(f"recommender must be 'model' or 'popularity', got {self.recommender!r}")
         if self.recommender == "model" and not self.model_dir:
-            raise ValueError("--model_dir is required with --recommender model (or use --recommender popularity)")
+            raise UserError("--model_dir is required with --recommender model (or use --recommender popularity)")
         if self.k < 1 or self.batch_size < 1 or self.chunk_size < 1:
-            raise ValueError(f"k, batch_size and chunk_size must be >= 1, got {self.k}, {self.batch_size}, "
+            raise UserError(f"k, batch_size and chunk_size must be >= 1, got {self.k}, {self.batch_size}, "
                              f"{self.chunk_size}")
         self.num_beams = self.num_beams or self.k
         if self.num_beams < self.k:
-            raise ValueError(f"num_beams ({self.num_beams}) must be >= k ({self.k}); raise --num_beams")
+            raise UserError(f"num_beams ({self.num_beams}) must be >= k ({self.k}); raise --num_beams")
 
 
 @dataclass
 class CachePublishConfig:
     cache_dir: str = field(metadata={"help": "Finished cache build folder (has manifest.json)."})
-    store_dir: str = field(metadata={"help": "Serving store: versions/*.sqlite + CURRENT pointer."})
+    store_dir: str | None = field(default=None, metadata={"help": "Serving store folder: versions/*.sqlite + "
+                                                                  "CURRENT pointer (or use --target)."})
+    target: str | None = field(default=None, metadata={"help": "Publish target instead of --store_dir: "
+                                                               "redis://host:port/db[?prefix=P] (versioned keys + "
+                                                               "an atomic pointer switch)."})
+    grace_s: float = field(default=300.0, metadata={"help": "Redis only: seconds an old version stays readable "
+                                                            "after the switch before it expires."})
     split_dir: str | None = field(default=None, metadata={"help": "SplitDataset whose training popularity is the "
                                                                   "fallback for unknown users; default: the items "
                                                                   "most often recommended in the cache."})
@@ -86,14 +94,22 @@ class CachePublishConfig:
 
     def __post_init__(self) -> None:
         if self.keep_versions < 1:
-            raise ValueError(f"keep_versions must be >= 1, got {self.keep_versions}")
+            raise UserError(f"keep_versions must be >= 1, got {self.keep_versions}")
         if self.fallback_k is not None and self.fallback_k < 1:
-            raise ValueError(f"fallback_k must be >= 1 when set, got {self.fallback_k}")
+            raise ConfigError(f"fallback_k must be >= 1 when set, got {self.fallback_k}")
+        if (self.store_dir is None) == (self.target is None):
+            raise ConfigError("give exactly one of --store_dir DIR (SQLite) or --target redis://host:port/db")
+        if self.target is not None and not self.target.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"--target must be a redis://, rediss:// or unix:// URL, got {self.target!r}; "
+                             "use --store_dir for a SQLite folder")
+        if self.grace_s <= 0:
+            raise ConfigError(f"grace_s must be > 0, got {self.grace_s}")
 
 
 @dataclass
 class CacheGetConfig:
-    store_dir: str = field(metadata={"help": "Serving store written by `alignrec cache publish`."})
+    store_dir: str = field(metadata={"help": "Serving store written by `alignrec cache publish`: a folder or "
+                                             "a redis://host:port/db[?prefix=P] URL."})
     scenario: str | None = field(default=None, metadata={"help": "Scenario of a per-scenario store (required there)."})
 
 
@@ -123,17 +139,19 @@ def load_histories(split_dir: str, users_file: str | None) -> dict[str, list[str
         if not user:
             continue
         if user not in histories:
-            raise ValueError(f"{users_file}:{line_no}: user {user!r} is not in {split_dir}; remove it or fix the id")
+            raise UserError(f"{users_file}:{line_no}: user {user!r} is not in {split_dir}; remove it or fix the id")
         wanted[user] = histories[user]
     if not wanted:
-        raise ValueError(f"{users_file} lists no user; put one user id per line")
+        raise UserError(f"{users_file} lists no user; put one user id per line")
     return wanted
 
 
 def run_build(cfg: CacheBuildConfig) -> dict | None:
     from inference.cache.build import build_cache
     from recdata.io import atomic_write_json
+    from recdata.outputs import check_not_overlapping
 
+    check_not_overlapping(cfg.out_dir, [cfg.split_dir, cfg.model_dir, cfg.base_cache, cfg.users_file], "cache build")
     histories = load_histories(cfg.split_dir, cfg.users_file)
     served, scenario_kw = None, {}
     if cfg.scenarios != "none":
@@ -173,9 +191,13 @@ def run_build(cfg: CacheBuildConfig) -> dict | None:
     return result.manifest
 
 
-def run_publish(cfg: CachePublishConfig) -> Path:
+def run_publish(cfg: CachePublishConfig) -> Path | str:
+    """The new SQLite version file, or the new Redis version name."""
     from inference.cache.store import publish_cache
+    from recdata.outputs import check_not_overlapping
 
+    if cfg.store_dir:
+        check_not_overlapping(cfg.store_dir, [cfg.cache_dir, cfg.split_dir], "cache publish")
     popularity = scenario_popularity = None
     if cfg.split_dir:
         from inference import train_popularity
@@ -184,6 +206,12 @@ def run_publish(cfg: CachePublishConfig) -> Path:
         split = SplitDataset.load(cfg.split_dir)
         popularity = train_popularity(split)
         scenario_popularity = split.train_scenario_popularity() if split.has_scenarios else None
+    if cfg.target is not None:
+        from inference.cache.redis_store import publish_cache_redis
+
+        return publish_cache_redis(cfg.cache_dir, cfg.target, popularity=popularity, fallback_k=cfg.fallback_k,
+                                   keep_versions=cfg.keep_versions, grace_s=cfg.grace_s,
+                                   scenario_popularity=scenario_popularity)
     return publish_cache(cfg.cache_dir, cfg.store_dir, popularity=popularity, fallback_k=cfg.fallback_k,
                          keep_versions=cfg.keep_versions, scenario_popularity=scenario_popularity)
 
@@ -218,7 +246,7 @@ def _run_get(args, argv: list[str]) -> int:
     user_ids, flags = split_users(argv)
     (cfg,) = parse_config([CacheGetConfig], flags)
     if not user_ids:
-        raise SystemExit("alignrec cache get: give at least one USER id, e.g. `alignrec cache get u1 --store_dir S`")
+        raise ConfigError("give at least one USER id, e.g. `alignrec cache get u1 --store_dir S`")
     from inference.cache.reader import CacheReader
 
     with CacheReader(cfg.store_dir) as reader:

@@ -13,6 +13,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from recdata.errors import UserError
+
 FORMAT_VERSION = 1
 BUILD_CONFIG_NAME = "build_config.json"
 MANIFEST_NAME = "manifest.json"
@@ -64,14 +66,14 @@ def resolve_shard(shard_index: int | None, num_shards: int | None) -> tuple[int,
         elif num_shards == 1:
             shard_index = 0
         else:
-            raise ValueError(
+            raise UserError(
                 f"num_shards is {num_shards} but no shard index was given: pass --shard_index 0..{num_shards - 1} "
                 "in each process (or launch with torchrun/deepspeed, which set RANK)"
             )
     if num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+        raise UserError(f"num_shards must be >= 1, got {num_shards}")
     if not 0 <= shard_index < num_shards:
-        raise ValueError(
+        raise UserError(
             f"shard_index {shard_index} is outside [0, {num_shards}); pass --shard_index in 0..{num_shards - 1} "
             "(or check the RANK / WORLD_SIZE environment variables)"
         )

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from recdata.errors import InputFileError
 from recdata.io import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def weights_fingerprint(model_dir: str | os.PathLike) -> str:
     model_dir = Path(model_dir)
     files = sorted({p for pattern in WEIGHT_PATTERNS for p in model_dir.glob(pattern)})
     if not files:
-        raise FileNotFoundError(f"no weight files ({', '.join(WEIGHT_PATTERNS)}) in {model_dir}; is it a run folder?")
+        raise InputFileError(f"no weight files ({', '.join(WEIGHT_PATTERNS)}) in {model_dir}; is it a run folder?")
     digest = hashlib.sha256()
     for path in files:
         digest.update(f"{path.name}:{sha256_file(path)}\n".encode())

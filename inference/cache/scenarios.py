@@ -11,7 +11,8 @@ the scenarios each user is served in; ``scenario_users`` makes that the document
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+
+from recdata.errors import ConfigError, UserError
 
 SCENARIO_SEP = "\x1f"  # ASCII unit separator: never part of a user id or a scenario name (checked)
 SCENARIO_MODES = ("none", "all", "active")
@@ -35,7 +36,7 @@ def scenario_users(user_scenarios: Mapping[str, Sequence[str]], scenarios: Seque
                    users: Iterable[str] | None = None) -> dict[str, list[str]]:
     """``{user: scenarios to serve}``: ``all`` = every scenario, ``active`` = the user's own (``user_scenarios``)."""
     if mode not in ("all", "active"):
-        raise ValueError(f"scenario mode must be 'all' or 'active', got {mode!r}")
+        raise ConfigError(f"scenario mode must be 'all' or 'active', got {mode!r}")
     wanted = list(users) if users is not None else list(user_scenarios)
     if mode == "all":
         return {u: sorted(scenarios) for u in wanted}
@@ -52,7 +53,7 @@ def expand_scenarios(
     for user, history in histories.items():
         for scenario in served.get(user, []):
             if SCENARIO_SEP in user or SCENARIO_SEP in scenario or not scenario:
-                raise ValueError(f"user {user!r} / scenario {scenario!r}: ids must be non-empty and must not contain "
+                raise UserError(f"user {user!r} / scenario {scenario!r}: ids must be non-empty and must not contain "
                                  "the ASCII unit separator (\\x1f), which joins them in cache keys")
             pairs[scenario_key(user, scenario)] = list(history)
 
@@ -61,9 +62,3 @@ def expand_scenarios(
         return recommend_fn([u for u, _ in split], key_histories, scenarios=[s for _, s in split])
 
     return pairs, per_key
-
-
-def ranked_fallback(counts: Mapping[str, Any], k: int) -> list[tuple[str, float]]:
-    """The ``k`` most frequent items, ties by item id."""
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [(item, float(c)) for item, c in ranked[:k]]

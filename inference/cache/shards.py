@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from inference.cache.layout import MANIFEST_NAME, USERS_META_KEY
+from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_write_bytes, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def read_chunk(path: Path) -> Iterator[tuple[str, str, Recs]]:
     for user, rank, item, score in zip(cols["user_id"], cols["rank"], cols["item_id"], cols["score"], strict=True):
         recs = by_user.get(user)
         if recs is None or rank != len(recs) + 1:
-            raise ValueError(f"cache chunk {path} is corrupt: user {user!r} row rank {rank} out of order")
+            raise UserError(f"cache chunk {path} is corrupt: user {user!r} row rank {rank} out of order")
         recs.append((item, score))
     for user, hist_hash in users.items():
         yield user, hist_hash, by_user[user]
@@ -75,7 +76,7 @@ def read_manifest(cache_dir: str | Path) -> dict[str, Any]:
     """The manifest of a finished build; a missing one means the build is incomplete."""
     path = Path(cache_dir) / MANIFEST_NAME
     if not path.is_file():
-        raise FileNotFoundError(
+        raise InputFileError(
             f"{path} not found: the cache build in {cache_dir} is missing or unfinished; run (or rerun, it resumes) "
             "`alignrec cache build` for every shard first"
         )
@@ -92,10 +93,10 @@ def verify_cache(cache_dir: str | Path, manifest: Mapping[str, Any] | None = Non
     manifest = manifest or read_manifest(cache_dir)
     for path, entry in manifest_files(cache_dir, manifest):
         if not path.is_file():
-            raise FileNotFoundError(f"cache file {path} listed in the manifest is missing; rebuild the cache")
+            raise InputFileError(f"cache file {path} listed in the manifest is missing; rebuild the cache")
         digest = sha256_file(path)
         if digest != entry["sha256"]:
-            raise ValueError(
+            raise UserError(
                 f"cache file {path} has sha256 {digest[:12]}..., the manifest says {entry['sha256'][:12]}...; "
                 "the file was modified after the build; rebuild the cache (cache build --overwrite)"
             )
@@ -111,4 +112,4 @@ def iter_cache(cache_dir: str | Path, verify: bool = True) -> Iterator[tuple[str
             n_rows += len(recs)
             yield user, hist_hash, recs
         if n_rows != entry["num_rows"]:
-            raise ValueError(f"cache file {path} has {n_rows} rows, the manifest says {entry['num_rows']}")
+            raise UserError(f"cache file {path} has {n_rows} rows, the manifest says {entry['num_rows']}")

@@ -19,14 +19,15 @@ import json
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from inference.cache.scenarios import ranked_fallback, split_scenario_key
+from inference.cache.scenarios import split_scenario_key
 from inference.cache.shards import iter_cache, verify_cache
+from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -65,14 +66,13 @@ def publish_cache(
     interactions labelled with it), or the items most often cached for that scenario.
     """
     if keep_versions < 1:
-        raise ValueError(f"keep_versions must be >= 1 (the live version), got {keep_versions}")
+        raise UserError(f"keep_versions must be >= 1 (the live version), got {keep_versions}")
     manifest = verify_cache(cache_dir)
     fallback_k = fallback_k or manifest["k"]
     store_dir = Path(store_dir)
     versions = store_dir / VERSIONS_DIR
     versions.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    target = versions / f"v-{stamp}-{manifest['version']}.sqlite"
+    target = versions / f"{version_name(manifest)}.sqlite"
 
     with atomic_path(target) as tmp:
         frequency = _write_db(tmp, cache_dir, manifest, popularity, fallback_k, progress, scenario_popularity)
@@ -90,7 +90,7 @@ def current_version_path(store_dir: str | Path) -> Path:
     store_dir = Path(store_dir)
     pointer = store_dir / CURRENT_NAME
     if not pointer.is_file():
-        raise FileNotFoundError(f"{pointer} not found: no cache is published in {store_dir}; run `alignrec cache publish`")
+        raise InputFileError(f"{pointer} not found: no cache is published in {store_dir}; run `alignrec cache publish`")
     return store_dir / VERSIONS_DIR / pointer.read_text(encoding="utf-8").strip()
 
 
@@ -127,19 +127,15 @@ def _write_db(
         seen += len(rows)
         if seen != manifest["num_users"]:
             raise RuntimeError(f"cache {cache_dir} yielded {seen} users, its manifest says {manifest['num_users']}")
-        source = "train_popularity" if popularity is not None else "cache_frequency"
-        ranked = sorted((popularity if popularity is not None else counts).items(), key=lambda kv: (-kv[1], kv[0]))
+        fallback, source = fallback_items(popularity, counts, fallback_k)
         con.executemany("INSERT INTO fallback VALUES (?, ?, ?)",
-                        [(r, item, float(c)) for r, (item, c) in enumerate(ranked[:fallback_k], start=1)])
+                        [(r, item, score) for r, (item, score) in enumerate(fallback, start=1)])
         if scenario_names:
-            tables = scenario_popularity if scenario_popularity is not None else per_scenario
+            fallbacks = scenario_fallbacks(scenario_names, scenario_popularity, per_scenario, fallback_k)
             con.executemany("INSERT INTO scenario_fallback VALUES (?, ?, ?, ?)", [
-                (name, r, item, score) for name in scenario_names
-                for r, (item, score) in enumerate(ranked_fallback(tables.get(name, {}), fallback_k), start=1)])
-        meta = {key: manifest[key] for key in ("version", "k", "model", "adapter", "item_tokenizer_hash",
-                                                "created_at", "num_users", "num_rows", "base_version")}
-        meta["scenarios"] = scenario_names or None
-        meta.update(fallback_source=source, cache_dir=str(Path(cache_dir).resolve()))
+                (name, r, item, score) for name, ranked in fallbacks.items()
+                for r, (item, score) in enumerate(ranked, start=1)])
+        meta = version_meta(manifest, source, cache_dir)
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
         con.commit()
         con.execute("PRAGMA journal_mode=WAL")  # persisted in the file: readers never block each other
@@ -148,6 +144,37 @@ def _write_db(
     finally:
         con.close()
     return source
+
+
+def fallback_items(popularity: Mapping[str, int] | None, rec_counts: Mapping[str, int],
+                   fallback_k: int) -> tuple[list[tuple[str, float]], str]:
+    """The documented fallback: ``fallback_k`` most popular training items, else most recommended; ties by id."""
+    source = "train_popularity" if popularity is not None else "cache_frequency"
+    ranked = sorted((popularity if popularity is not None else rec_counts).items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(item, float(c)) for item, c in ranked[:fallback_k]], source
+
+
+def scenario_fallbacks(scenarios: Sequence[str], scenario_popularity: Mapping[str, Mapping[str, int]] | None,
+                       cached_counts: Mapping[str, Mapping[str, int]], fallback_k: int) -> dict[str, list[tuple[str, float]]]:
+    """One fallback per scenario of a per-scenario build: its ``fallback_k`` most popular training items
+    (``scenario_popularity[scenario]``), else the items most often cached for it (``cached_counts``); ties by id."""
+    tables = scenario_popularity if scenario_popularity is not None else cached_counts
+    return {name: fallback_items(tables.get(name, {}), {}, fallback_k)[0] for name in scenarios}
+
+
+def version_meta(manifest: Mapping[str, Any], fallback_source: str, cache_dir: str | Path) -> dict[str, Any]:
+    """What every published version records about its build (the same keys in every store)."""
+    meta = {key: manifest[key] for key in ("version", "k", "model", "adapter", "item_tokenizer_hash",
+                                            "created_at", "num_users", "num_rows", "base_version")}
+    meta["scenarios"] = manifest.get("scenarios") or None  # per-scenario builds: keys are user + "\x1f" + scenario
+    meta.update(fallback_source=fallback_source, cache_dir=str(Path(cache_dir).resolve()))
+    return meta
+
+
+def version_name(manifest: Mapping[str, Any]) -> str:
+    """Unique per publish: ``v-<utc publish time>-<build version>`` (sorts by publish time)."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"v-{stamp}-{manifest['version']}"
 
 
 def _collect_garbage(versions: Path, keep: int, live: str) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recdata.dataset import RecDataset
+from recdata.errors import InputFileError, UserError
 from recdata.loaders.amazon_raw import load_amazon_raw
 from recdata.loaders.common import LoadOptions
 from recdata.loaders.lcrec_json import load_lcrec_json
@@ -40,11 +41,11 @@ def detect_format(path: str | Path) -> str:
     """The layout of ``path`` from its contents; ambiguous or unknown folders raise listing what was found."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise InputFileError(f"{path} does not exist")
     if path.is_file():
         if path.name.endswith(EXTENSIONS):
             return "tabular"
-        raise ValueError(f"{path} is a file of unknown type; pass a folder or a CSV/TSV/Parquet file.\n{ACCEPTED_LAYOUTS}")
+        raise UserError(f"{path} is a file of unknown type; pass a folder or a CSV/TSV/Parquet file.\n{ACCEPTED_LAYOUTS}")
     names = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
     checks = {
         "saved": "meta.json" in names and "sequences.parquet" in names,
@@ -60,16 +61,16 @@ def detect_format(path: str | Path) -> str:
         return hits[0]
     shown = names[:20] + (["..."] if len(names) > 20 else [])
     what = f"matches several layouts {hits}; set format explicitly" if hits else "matches no known layout"
-    raise ValueError(f"{path} {what}. Found: {shown}\n{ACCEPTED_LAYOUTS}")
+    raise UserError(f"{path} {what}. Found: {shown}\n{ACCEPTED_LAYOUTS}")
 
 
 def load_dataset(path: str | Path, format: str = "auto", options: LoadOptions | None = None) -> RecDataset:
     """Load ``path`` in ``format`` (``auto`` detects it); a saved dataset folder loads as saved."""
     if format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; choose one of {list(FORMATS)}")
+        raise UserError(f"unknown format {format!r}; choose one of {list(FORMATS)}")
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise InputFileError(f"{path} does not exist")
     fmt = detect_format(path) if format == "auto" else format
     if fmt == "saved":
         return RecDataset.load(path)

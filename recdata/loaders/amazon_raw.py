@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from recdata.dataset import RecDataset
-from recdata.errors import ConfigError
+from recdata.errors import ConfigError, InputFileError
 from recdata.loaders.common import (
     LoadOptions,
     build_items,
@@ -52,7 +52,7 @@ def find_pair(folder: Path, name: str | None) -> tuple[Path, Path]:
         metas = [p for p in metas if _stem(p) == f"meta_{name}"]
         reviews = [p for p in reviews if _stem(p) in (name, f"{name}_5", f"reviews_{name}_5", f"reviews_{name}")]
     if len(metas) != 1 or len(reviews) != 1:
-        raise FileNotFoundError(
+        raise InputFileError(
             f"{folder}: Amazon raw layout needs one reviews file (<Category>_5.json[.gz]) and one "
             f"meta_<Category>.json[.gz]; found reviews {[p.name for p in reviews]}, meta {[p.name for p in metas]}"
             "; set name=<Category> to choose"

@@ -56,18 +56,55 @@ def open_text(path: str | Path, encoding: str = "utf-8") -> io.TextIOBase:
     return open(path, encoding=encoding, newline="")
 
 
+def not_utf8(path: str | Path, exc: UnicodeDecodeError, lineno: int | None = None) -> UserError:
+    """The error for a file that is not in the expected encoding (a bare UnicodeDecodeError names no file)."""
+    where = f"{path}:{lineno}" if lineno is not None else str(path)
+    return UserError(f"{where}: not valid {exc.encoding.upper()} text (byte "
+                     f"{exc.object[exc.start:exc.start + 1]!r} at offset {exc.start}); re-save the file as UTF-8 "
+                     "(e.g. iconv -f latin1 -t utf-8)")
+
+
 def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     """(1-based line number, line without newline) for each non-blank line."""
     with open_text(path, encoding) as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield lineno, line
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, start=1):
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield lineno, line
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, exc, lineno + 1) from None
 
 
-def malformed(path: str | Path, lineno: int | None, what: str, fix: str) -> ValueError:
+def text_problem(value: Any) -> str | None:
+    """Why ``value`` is not usable item text ('a dict', 'a list of numbers'), or None when it is text.
+
+    Strings, None and (nested) lists of strings are text; ``join_text`` renders the rest with ``str()``, which
+    puts ``"{'a': 1}"`` into a prompt: loaders count such values and warn.
+    """
+    if value is None or isinstance(value, str):
+        return None
+    if isinstance(value, (list, tuple)):
+        inner = [text_problem(v) for v in value]
+        bad = next((p for p in inner if p), None)
+        return f"a list holding {bad}" if bad else None
+    return f"a {type(value).__name__}"
+
+
+def warn_non_text(counts: dict[str, list[tuple[str, Any]]], source: str) -> None:
+    """One warning per item field with values that were not text: count and the first example."""
+    for field, bad in counts.items():
+        if bad:
+            item_id, value = bad[0]
+            logger.warning("%s: %d item(s) have a %s that is not text (e.g. item %r: %r is %s); stored as its str() "
+                           "form; fix the source or map another field with item_text_fields", source, len(bad), field,
+                           item_id, value, text_problem(value))
+
+
+def malformed(path: str | Path, lineno: int | None, what: str, fix: str) -> UserError:
     where = f"{path}:{lineno}" if lineno is not None else str(path)
-    return ValueError(f"{where}: {what}; {fix}")
+    return UserError(f"{where}: {what}; {fix}")
 
 
 def parse_item_text_fields(spec: str | dict[str, str] | None, defaults: dict[str, str]) -> dict[str, str]:
@@ -85,7 +122,7 @@ def parse_item_text_fields(spec: str | dict[str, str] | None, defaults: dict[str
             if not part.strip():
                 continue
             if "=" not in part:
-                raise ValueError(
+                raise UserError(
                     f"item_text_fields entry {part!r} is not FIELD=SOURCE; e.g. 'title=movie_title,categories=class'"
                 )
             key, value = part.split("=", 1)
@@ -93,7 +130,7 @@ def parse_item_text_fields(spec: str | dict[str, str] | None, defaults: dict[str
         spec = pairs
     unknown = sorted(set(spec) - set(ITEM_TEXT_FIELDS))
     if unknown:
-        raise ValueError(f"item_text_fields names unknown field(s) {unknown}; valid fields are {list(ITEM_TEXT_FIELDS)}")
+        raise UserError(f"item_text_fields names unknown field(s) {unknown}; valid fields are {list(ITEM_TEXT_FIELDS)}")
     mapping.update({k: str(v or "") for k, v in spec.items()})
     return mapping
 
@@ -219,7 +256,7 @@ def make_dataset(
     ``scenario_of`` (``{item_id: scenario}`` from an item field) labels every interaction with its item's scenario.
     """
     if len(items) == 0:
-        raise ValueError(f"{source}: the item catalogue is empty; check the item file path, format and field names")
+        raise UserError(f"{source}: the item catalogue is empty; check the item file path, format and field names")
     if scenario_of is not None:
         sequences = with_item_scenarios(sequences, scenario_of)
     ds = RecDataset(items=items, sequences=sequences, name=name, drops={k: v for k, v in (drops or {}).items() if v})
@@ -237,14 +274,14 @@ def unique_item_rows(
     file and the error names both lines.
     """
     if policy not in ("error", "keep_first"):
-        raise ValueError(f"duplicate_items must be 'error' or 'keep_first', got {policy!r}")
+        raise UserError(f"duplicate_items must be 'error' or 'keep_first', got {policy!r}")
     first: dict[str, int] = {}
     keep: list[int] = []
     for pos, value in enumerate(ids):
         if value in first:
             if policy == "error":
                 where = f"{source}:{lines[pos]} (first seen at line {lines[first[value]]})" if lines else source
-                raise ValueError(
+                raise UserError(
                     f"{where}: duplicate item id {value!r}; item ids must be unique: remove or merge the repeated "
                     "record, or set duplicate_items=keep_first to keep the first record (counted in drops)"
                 )

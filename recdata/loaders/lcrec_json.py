@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from recdata.dataset import RecDataset
-from recdata.errors import ConfigError
+from recdata.errors import ConfigError, InputFileError, UserError
 from recdata.loaders.common import (
     LoadOptions,
     build_items,
@@ -19,8 +19,11 @@ from recdata.loaders.common import (
     item_scenarios,
     join_text,
     make_dataset,
+    not_utf8,
     parse_item_text_fields,
     scenario_column,
+    text_problem,
+    warn_non_text,
 )
 
 DEFAULT_FIELDS = {"title": "title", "description": "description", "brand": "brand", "categories": "categories"}
@@ -50,19 +53,22 @@ def _key_line(text: str, key: str, occurrence: int) -> int | None:
 
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
     """A top-level JSON object; malformed JSON and repeated top-level keys raise naming file and line."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg}, column {exc.colno}); fix the file") from exc
+        raise UserError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg}, column {exc.colno}); fix the file") from exc
     except _DuplicateKey as exc:
         line = _key_line(text, exc.key, 1)
         where = f"{path}:{line}" if line else str(path)
-        raise ValueError(
+        raise UserError(
             f"{where}: duplicate {what} id {exc.key!r} (JSON would silently keep only the last); merge the records"
         ) from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object keyed by {what} id, got {type(data).__name__}")
+        raise UserError(f"{path}: expected a JSON object keyed by {what} id, got {type(data).__name__}")
     return data
 
 
@@ -72,14 +78,14 @@ def find_pair(folder: Path, name: str | None) -> tuple[Path, Path]:
         inters = [p for p in inters if p.name == f"{name}.inter.json"]
     if len(inters) != 1:
         found = [p.name for p in sorted(folder.glob("*.inter.json"))]
-        raise FileNotFoundError(
+        raise InputFileError(
             f"{folder}: expected exactly one <Name>.inter.json{f' with Name={name!r}' if name else ''}, found {found}; "
             "set name=<Name> to choose"
         )
     prefix = inters[0].name[: -len(".inter.json")]
     item_file = folder / f"{prefix}.item.json"
     if not item_file.is_file():
-        raise FileNotFoundError(f"{folder}: {inters[0].name} has no matching {item_file.name}")
+        raise InputFileError(f"{folder}: {inters[0].name} has no matching {item_file.name}")
     return inters[0], item_file
 
 
@@ -95,19 +101,30 @@ def load_lcrec_json(path: str | Path, options: LoadOptions | None = None) -> Rec
     raw_items = read_json_object(item_file, "item")
     item_ids = list(raw_items)
     columns: dict[str, list[str]] = {f: [] for f in fields}
+    non_text: dict[str, list[tuple[str, object]]] = {f: [] for f in fields}
     for item_id in item_ids:
         record = raw_items[item_id]
         if not isinstance(record, dict):
-            raise ValueError(f"{item_file}: item {item_id!r} is {type(record).__name__}, expected an object of text fields")
+            raise UserError(f"{item_file}: item {item_id!r} is {type(record).__name__}, expected an object of text fields")
         for field, src in fields.items():
-            columns[field].append(join_text(record.get(src), ", ") if src else "")
+            value = record.get(src) if src else None
+            if text_problem(value):
+                non_text[field].append((item_id, value))
+            columns[field].append(join_text(value, ", ") if src else "")
+    warn_non_text(non_text, str(item_file))
     items = build_items(item_ids, columns)  # repeated keys were rejected by read_json_object
 
     raw_seqs = read_json_object(inter_file, "user")
     users, seqs = [], []
     for user_id, seq in raw_seqs.items():
         if not isinstance(seq, list):
-            raise ValueError(f"{inter_file}: user {user_id!r} maps to {type(seq).__name__}, expected a list of item ids")
+            raise UserError(f"{inter_file}: user {user_id!r} maps to {type(seq).__name__}, expected a list of item ids")
+        for position, item in enumerate(seq):
+            if not isinstance(item, (str, int)) or isinstance(item, bool):
+                shown = "null" if item is None else json.dumps(item)
+                what = "null" if item is None else f"{shown} (a {type(item).__name__})"
+                raise UserError(f"{inter_file}: user {user_id!r}, position {position}: item id is {what}; each user "
+                                "maps to a flat list of item ids (strings or integers)")
         users.append(str(user_id))
         seqs.append([str(i) for i in seq])
     sequences = build_sequences({"user_id": users, "item_ids": seqs})

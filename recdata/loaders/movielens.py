@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recdata.dataset import RecDataset
-from recdata.errors import ConfigError
+from recdata.errors import ConfigError, InputFileError, UserError
 from recdata.loaders.common import (
     LoadOptions,
     build_items,
@@ -26,9 +26,9 @@ def load_movielens(path: str | Path, options: LoadOptions | None = None) -> RecD
     ratings_file, movies_file = folder / "ratings.dat", folder / "movies.dat"
     for f in (ratings_file, movies_file):
         if not f.is_file():
-            raise FileNotFoundError(f"{folder}: MovieLens layout needs ratings.dat and movies.dat; {f.name} is missing")
+            raise InputFileError(f"{folder}: MovieLens layout needs ratings.dat and movies.dat; {f.name} is missing")
     if options.item_text_fields:
-        raise ValueError("item_text_fields does not apply to MovieLens .dat (fixed Title and Genres columns)")
+        raise UserError("item_text_fields does not apply to MovieLens .dat (fixed Title and Genres columns)")
     if options.scenario_column or options.domain_column or options.scenario_item_field:
         raise ConfigError("MovieLens .dat files carry no scenario; convert them to tabular with a scenario column")
 
@@ -51,7 +51,7 @@ def load_movielens(path: str | Path, options: LoadOptions | None = None) -> RecD
         parts = line.split("::")
         try:
             if len(parts) != 4 or not parts[0] or not parts[1]:
-                raise ValueError("wrong field count")
+                raise UserError("wrong field count")
             ratings.append(float(parts[2]))
             times.append(int(parts[3]))
         except ValueError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recdata.dataset import RecDataset
+from recdata.errors import InputFileError
 from recdata.loaders.common import (
     LoadOptions,
     build_items,
@@ -65,10 +66,10 @@ def find_pair(folder: Path, name: str | None) -> tuple[Path, Path]:
     inters = sorted(p for p in folder.glob("*.inter") if not name or p.stem == name)
     if len(inters) != 1:
         found = [p.name for p in sorted(folder.glob("*.inter"))]
-        raise FileNotFoundError(f"{folder}: expected exactly one <Name>.inter, found {found}; set name=<Name> to choose")
+        raise InputFileError(f"{folder}: expected exactly one <Name>.inter, found {found}; set name=<Name> to choose")
     item_file = inters[0].with_suffix(".item")
     if not item_file.is_file():
-        raise FileNotFoundError(f"{folder}: {inters[0].name} has no matching {item_file.name}")
+        raise InputFileError(f"{folder}: {inters[0].name} has no matching {item_file.name}")
     return inters[0], item_file
 
 

@@ -14,11 +14,13 @@ import numpy as np
 import pandas as pd
 
 from recdata.dataset import ITEM_TEXT_FIELDS, RecDataset
+from recdata.errors import InputFileError, UserError
 from recdata.loaders.common import (
     LoadOptions,
     build_items,
     item_scenarios,
     make_dataset,
+    not_utf8,
     parse_item_text_fields,
     scenario_column,
     sequences_from_log,
@@ -31,14 +33,14 @@ EXTENSIONS = (".csv", ".tsv", ".parquet", ".csv.gz", ".tsv.gz")
 def find_table(folder: Path, stem: str) -> Path | None:
     hits = [folder / f"{stem}{ext}" for ext in EXTENSIONS if (folder / f"{stem}{ext}").is_file()]
     if len(hits) > 1:
-        raise FileNotFoundError(f"{folder}: several {stem} tables {[h.name for h in hits]}; keep one")
+        raise InputFileError(f"{folder}: several {stem} tables {[h.name for h in hits]}; keep one")
     return hits[0] if hits else None
 
 
 def read_table(path: Path) -> pd.DataFrame:
     """All columns as strings (ids stay exactly as written); CSV errors name the file and line."""
     if not path.is_file():
-        raise FileNotFoundError(f"table {path} does not exist")
+        raise InputFileError(f"table {path} does not exist")
     if path.name.endswith(".parquet"):
         df = pd.read_parquet(path)
         return df.astype({c: "string" for c in df.columns})
@@ -46,7 +48,9 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, sep=sep, dtype="string", keep_default_na=False, na_values=[""])
     except pd.errors.ParserError as exc:
-        raise ValueError(f"{path}: malformed line ({exc}); fix the quoting or field count of that line") from None
+        raise UserError(f"{path}: malformed line ({exc}); fix the quoting or field count of that line") from None
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
 
 
 def _line(path: Path, row: int) -> str:
@@ -57,7 +61,7 @@ def _line(path: Path, row: int) -> str:
 def _require(df: pd.DataFrame, path: Path, columns: dict[str, str]) -> None:
     missing = {opt: col for opt, col in columns.items() if col and col not in df.columns}
     if missing:
-        raise ValueError(
+        raise UserError(
             f"{path}: column(s) {sorted(missing.values())} not found (set by {sorted(missing)}); "
             f"the file has {list(df.columns)}"
         )
@@ -67,7 +71,7 @@ def _non_null(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
     values = df[col]
     nulls = np.flatnonzero(values.isna().to_numpy())
     if len(nulls):
-        raise ValueError(f"{_line(path, int(nulls[0]))}: empty {col!r} ({len(nulls)} such rows); fill or remove them")
+        raise UserError(f"{_line(path, int(nulls[0]))}: empty {col!r} ({len(nulls)} such rows); fill or remove them")
     return values.str.strip()
 
 
@@ -79,7 +83,7 @@ def _times(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
     parsed = numeric if is_numeric else pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if len(bad):
-        raise ValueError(f"{_line(path, int(bad[0]))}: time {values.iloc[bad[0]]!r} is neither a number nor a date; "
+        raise UserError(f"{_line(path, int(bad[0]))}: time {values.iloc[bad[0]]!r} is neither a number nor a date; "
                          "fix it or set time_column='' to keep file order")
     if is_numeric:
         return numeric.to_numpy(dtype=np.float64).astype(np.int64)
@@ -91,13 +95,13 @@ def resolve_paths(path: Path, options: LoadOptions) -> tuple[Path, Path]:
         inter = find_table(path, "interactions")
         items = Path(options.item_path) if options.item_path else find_table(path, "items")
         if inter is None or items is None:
-            raise FileNotFoundError(
+            raise InputFileError(
                 f"{path}: tabular layout needs interactions.<csv|tsv|parquet> and items.<csv|tsv|parquet> "
                 "(or pass the interaction file as path and item_path)"
             )
         return inter, items
     if not options.item_path:
-        raise ValueError(f"{path}: a tabular interaction file needs item_path (the item table with id and text)")
+        raise UserError(f"{path}: a tabular interaction file needs item_path (the item table with id and text)")
     return path, Path(options.item_path)
 
 
@@ -111,7 +115,7 @@ def load_tabular(path: str | Path, options: LoadOptions | None = None) -> RecDat
     text_cols = {f: c for f, c in fields.items() if c}
     absent = sorted(f"{f}={c}" for f, c in text_cols.items() if c not in item_df.columns)
     if absent and options.item_text_fields:
-        raise ValueError(f"{item_file}: item_text_fields names column(s) {absent} not in {list(item_df.columns)}")
+        raise UserError(f"{item_file}: item_text_fields names column(s) {absent} not in {list(item_df.columns)}")
     ids = _non_null(item_df, options.item_id_column, item_file).tolist()
     lines = list(range(2, len(ids) + 2))
     keep = unique_item_rows(ids, str(item_file), options.duplicate_items, lines)
@@ -136,7 +140,7 @@ def load_tabular(path: str | Path, options: LoadOptions | None = None) -> RecDat
         ratings = pd.to_numeric(_non_null(df, options.rating_column, inter_file), errors="coerce")
         bad = np.flatnonzero(ratings.isna().to_numpy())
         if len(bad):
-            raise ValueError(f"{_line(inter_file, int(bad[0]))}: non-numeric rating; fix it or unset rating_column")
+            raise UserError(f"{_line(inter_file, int(bad[0]))}: non-numeric rating; fix it or unset rating_column")
         ratings = ratings.to_numpy(dtype=np.float64)
     scenarios = _non_null(df, scen_col, inter_file).tolist() if scen_col else None
     sequences = sequences_from_log(users, item_seq, times, ratings, scenarios, source=str(inter_file))

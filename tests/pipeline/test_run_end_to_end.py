@@ -124,6 +124,6 @@ def test_run_writes_every_artefact_then_skips(tiny_run):
     config_path.write_text(yaml.safe_dump(config))
     assert alignrec_main(["run", "--config", str(config_path)]) == 0
     after = _stage_status(run_dir)
-    assert {s for s in after if after[s] == keys[s]} == {"data", "embeddings"}
-    assert _report_statuses(run_dir) == {"data": "skipped", "embeddings": "skipped", "tokenizer": "ran", "tasks": "ran",
+    assert {s for s in after if after[s] == keys[s]} == {"data", "knowledge", "embeddings"}
+    assert _report_statuses(run_dir) == {"data": "skipped", "knowledge": "skipped", "embeddings": "skipped", "tokenizer": "ran", "tasks": "ran",
                         "train": "ran", "evaluate": "ran", "cache": "ran", "export": "ran"}

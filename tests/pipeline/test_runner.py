@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alignrec.pipeline.runner import Stage, run_stages
+from recdata.errors import UserError
 
 
 def _stages(calls: list[str], fail_at: str | None = None):
@@ -46,7 +47,7 @@ def test_changed_tokenizer_config_reruns_it_and_downstream_only(tmp_path):
 
 def test_from_and_until(tmp_path):
     calls: list[str] = []
-    with pytest.raises(RuntimeError, match="no complete output"):
+    with pytest.raises(UserError, match="no complete output"):
         run_stages(_stages(calls), tmp_path, {}, None, start="tasks")
     run_stages(_stages(calls), tmp_path, {}, None, until="tokenizer")
     assert calls == ["data", "tokenizer"]

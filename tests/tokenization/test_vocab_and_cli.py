@@ -30,10 +30,13 @@ def test_export_contents_and_validate(tmp_path, item_tok, tiny_hf_tokenizer):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["content_hash"] == item_tok.content_hash and manifest["num_code_tokens"] == 7
     assert manifest["aligned_with"]["llm"] == "tiny" and manifest["aligned_with"]["tokenizer"]["first_code_token_id"] == ids[0]
-    summary = validate_vocab(out, expected_item_ids=["i1", "i4"])
+    summary = validate_vocab(out, expected_item_ids=["i4", "i3", "i2", "i1"])
     assert summary["ok"] and summary["num_items"] == 4
     with pytest.raises(ValueError, match=r"1 catalogue items have no code \(e.g. \['i9'\]\)"):
-        validate_vocab(out, expected_item_ids=["i1", "i9"])
+        validate_vocab(out, expected_item_ids=["i1", "i2", "i3", "i4", "i9"])
+    # an export made for another (bigger) catalogue is not ok for this dataset either (issue 11)
+    with pytest.raises(ValueError, match=r"2 exported items are not in the given dataset \(e.g. \['i2', 'i3'\]\)"):
+        validate_vocab(out, expected_item_ids=["i1", "i4"])
 
 
 def _rewrite(out, name, text):

@@ -1,36 +1,31 @@
-"""Item embeddings for the RQ-VAE: text (sentence encoder / frozen LLM), collaborative (SASRec), fused, file."""
+"""Item embeddings for the RQ-VAE: text (sentence encoder / frozen LLM), collaborative (SASRec), fused, file.
 
-from tokenization.embeddings.cache import EmbeddingCache, cache_key, model_identity
-from tokenization.embeddings.compute import compute_item_embeddings
-from tokenization.embeddings.config import DEFAULT_TEMPLATE, EmbeddingConfig
-from tokenization.embeddings.fusion import fuse_embeddings, l2_normalize
-from tokenization.embeddings.text import (
-    encode_llm,
-    encode_sentence,
-    llm_text_targets,
-    mean_pool_hidden,
-    render_catalogue,
-    render_item_text,
-)
-from tokenization.embeddings.user_provided import load_user_embeddings, read_id_list
-from tokenization.embeddings.vectors import ItemEmbeddings
+Names are imported lazily (PEP 562) so ``alignrec --help`` does not pay for importing datasets / torch.
+"""
 
-__all__ = [
-    "DEFAULT_TEMPLATE",
-    "EmbeddingCache",
-    "EmbeddingConfig",
-    "ItemEmbeddings",
-    "cache_key",
-    "compute_item_embeddings",
-    "encode_llm",
-    "encode_sentence",
-    "fuse_embeddings",
-    "l2_normalize",
-    "llm_text_targets",
-    "load_user_embeddings",
-    "mean_pool_hidden",
-    "model_identity",
-    "read_id_list",
-    "render_catalogue",
-    "render_item_text",
-]
+from __future__ import annotations
+
+from recdata.lazy import lazy_exports
+
+_EXPORTS = {
+    "DEFAULT_TEMPLATE": "tokenization.embeddings.config",
+    "EmbeddingCache": "tokenization.embeddings.cache",
+    "EmbeddingConfig": "tokenization.embeddings.config",
+    "ItemEmbeddings": "tokenization.embeddings.vectors",
+    "cache_key": "tokenization.embeddings.cache",
+    "compute_item_embeddings": "tokenization.embeddings.compute",
+    "encode_llm": "tokenization.embeddings.text",
+    "encode_sentence": "tokenization.embeddings.text",
+    "fuse_embeddings": "tokenization.embeddings.fusion",
+    "l2_normalize": "tokenization.embeddings.fusion",
+    "llm_text_targets": "tokenization.embeddings.text",
+    "load_user_embeddings": "tokenization.embeddings.user_provided",
+    "mean_pool_hidden": "tokenization.embeddings.text",
+    "model_identity": "tokenization.embeddings.cache",
+    "read_id_list": "tokenization.embeddings.user_provided",
+    "render_catalogue": "tokenization.embeddings.text",
+    "render_item_text": "tokenization.embeddings.text",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recdata.config import config_to_dict, parse_config
+from recdata.errors import InputFileError
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,8 @@ logger = logging.getLogger(__name__)
 class EmbedArgs:
     split_dir: str = field(metadata={"help": "Split dataset folder written by `alignrec data prepare`."})
     output_dir: str = field(metadata={"help": "Folder for vectors.npy, item_ids.json, meta.json, resolved_config.json."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Write into an existing non-empty folder that alignrec did not write (its other files are kept)."})
 
 
 def register(subparsers) -> None:
@@ -35,19 +38,22 @@ def _load_split(split_dir: str):
     from recdata.split import SplitDataset
 
     if not Path(split_dir).is_dir():
-        raise FileNotFoundError(f"--split_dir {split_dir} does not exist; create it with `alignrec data prepare`")
+        raise InputFileError(f"--split_dir {split_dir} does not exist; create it with `alignrec data prepare`")
     return SplitDataset.load(split_dir)
 
 
 def _run_embed(args, argv: list[str]) -> int:
     import numpy as np
 
-    from recdata.io import atomic_path, atomic_write_json
+    from recdata.io import atomic_write_json
+    from recdata.outputs import check_not_overlapping, staged_output_dir
     from tokenization.embeddings import EmbeddingConfig, compute_item_embeddings
 
     run, cfg = parse_config([EmbedArgs, EmbeddingConfig], argv)
+    inputs = [run.split_dir, cfg.file_path, cfg.file_ids_path, cfg.sentence_encoder_dir, cfg.llm_dir]
+    check_not_overlapping(run.output_dir, inputs, "embed")
     emb = compute_item_embeddings(cfg, _load_split(run.split_dir))
-    with atomic_path(run.output_dir, is_dir=True) as tmp:
+    with staged_output_dir(run.output_dir, "embed", inputs=inputs, overwrite=run.overwrite) as tmp:
         np.save(tmp / "vectors.npy", emb.vectors)
         atomic_write_json(tmp / "item_ids.json", emb.item_ids, indent=None)
         atomic_write_json(tmp / "resolved_config.json", config_to_dict(run, cfg))
@@ -59,11 +65,11 @@ def _run_embed(args, argv: list[str]) -> int:
 def _run_sasrec(args, argv: list[str]) -> int:
     from alignrec.recommenders import SASRecConfig, full_ranking_metrics, train_sasrec
     from recdata.io import atomic_write_json
+    from recdata.outputs import claim_output_dir
 
     run, cfg = parse_config([EmbedArgs, SASRecConfig], argv)
     split = _load_split(run.split_dir)
-    out = Path(run.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output_dir(run.output_dir, "sasrec", inputs=[run.split_dir], overwrite=run.overwrite)
     (out / "metrics.jsonl").unlink(missing_ok=True)
     model = train_sasrec(split, cfg, log_file=out / "metrics.jsonl")
     result = dict(model.train_info)

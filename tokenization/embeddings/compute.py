@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from alignrec.recommenders import SASRec, train_sasrec
+from recdata.errors import UserError
 from recdata.io import sha256_json
 from recdata.paths import default_llm_dir, default_sentence_encoder_dir, require
 from recdata.split import SplitDataset
@@ -37,10 +38,13 @@ def _compute_part(source: str, cfg: EmbeddingConfig, split: SplitDataset, sasrec
     catalogue = split.dataset.item_ids()
     if source == "cf" and sasrec is not None:
         if list(sasrec.item_ids) != catalogue:
-            raise ValueError("the given SASRec was trained on another catalogue; train it on this split")
+            raise UserError("the given SASRec was trained on another catalogue; train it on this split")
         return ItemEmbeddings(catalogue, sasrec.item_embeddings(), {"kind": "cf-sasrec", "train_info": sasrec.train_info})
     if source == "file":
         return load_user_embeddings(cfg.file_path, cfg.file_ids_path or None, catalogue)
+    if source == "knowledge":  # REKI item knowledge: ids live in the safetensors metadata ('item_ids')
+        emb = load_user_embeddings(Path(cfg.knowledge_dir) / "item_vectors.safetensors", None, catalogue)
+        return ItemEmbeddings(emb.item_ids, emb.vectors, {"kind": "knowledge", "knowledge_dir": cfg.knowledge_dir})
     cache = EmbeddingCache(cfg.resolved_cache_dir())
     if source == "text":
         texts = render_catalogue(split.dataset.item_table(), catalogue, cfg.text_template)

@@ -8,7 +8,8 @@ from pathlib import Path
 from alignrec.recommenders.sasrec_config import SASRecConfig, validate_sasrec
 from recdata.paths import alignrec_home
 
-SOURCES = ("text", "cf", "fused", "file")
+SOURCES = ("text", "cf", "fused", "file", "knowledge")
+FUSION_PARTS = ("text", "cf", "file", "knowledge")
 TEXT_ENCODERS = ("sentence", "llm")
 DEFAULT_TEMPLATE = "Title: {title}\nBrand: {brand}\nCategories: {categories}\nDescription: {description}"
 
@@ -19,11 +20,14 @@ class EmbeddingConfig(SASRecConfig):
 
     source: str = field(
         default="text", metadata={"help": f"One of {SOURCES}: item text, collaborative (SASRec trained on the "
-                                          "training part), fused (weighted concat of parts) or a user file."}
+                                          "training part), fused (weighted concat of parts), a user file, or "
+                                          "knowledge (item-knowledge vectors of `alignrec knowledge encode`).",
+                                "choices": list(SOURCES)}
     )
     text_encoder: str = field(
         default="sentence", metadata={"help": "'sentence': sentence encoder (all-MiniLM-L6-v2 by default); "
-                                              "'llm': frozen causal LLM, mean of last hidden states."}
+                                              "'llm': frozen causal LLM, mean of last hidden states.",
+                                      "choices": list(TEXT_ENCODERS)}
     )
     sentence_encoder_dir: str = field(
         default="", metadata={"help": "Sentence-transformers folder; empty = the installed all-MiniLM-L6-v2."}
@@ -40,12 +44,16 @@ class EmbeddingConfig(SASRecConfig):
     fusion_weights: str = field(
         default="text=1.0,cf=1.0",
         metadata={"help": "source=weight list for 'fused': each part is L2-normalised per item, multiplied by its "
-                          "weight and concatenated (parts: text, cf, file)."},
+                          "weight and concatenated (parts: text, cf, file, knowledge)."},
     )
     file_path: str = field(default="", metadata={"help": "User vectors (.npy [N, D] or .safetensors) for 'file'."})
     file_ids_path: str = field(
         default="", metadata={"help": "Item ids, one per line or a JSON list, in the row order of file_path "
                                       "(optional for .safetensors that store 'item_ids' in their metadata)."}
+    )
+    knowledge_dir: str = field(
+        default="", metadata={"help": "Output folder of `alignrec knowledge encode` (its item_vectors.safetensors) "
+                                      "for source 'knowledge' or a 'knowledge' fusion part."}
     )
     cache_dir: str = field(default="", metadata={"help": "Embedding cache root; empty = $ALIGNREC_HOME/cache/embeddings."})
     use_cache: bool = field(default=True, metadata={"help": "Reuse cached vectors with the same key; write new ones."})
@@ -66,6 +74,10 @@ class EmbeddingConfig(SASRecConfig):
         needs_file = self.source == "file" or (self.source == "fused" and "file" in weights)
         if needs_file and not self.file_path:
             raise ValueError("source 'file' (or a 'file' fusion part) needs --file_path pointing at .npy/.safetensors")
+        needs_knowledge = self.source == "knowledge" or (self.source == "fused" and "knowledge" in weights)
+        if needs_knowledge and not self.knowledge_dir:
+            raise ValueError("source 'knowledge' (or a 'knowledge' fusion part) needs --knowledge_dir: the output "
+                             "folder of `alignrec knowledge encode`")
 
     def fusion_weight_map(self) -> dict[str, float]:
         """Parse ``fusion_weights`` ('text=1.0,cf=0.5') into an ordered dict, validating names and values."""
@@ -73,8 +85,9 @@ class EmbeddingConfig(SASRecConfig):
         for chunk in filter(None, (c.strip() for c in self.fusion_weights.split(","))):
             name, sep, value = chunk.partition("=")
             name = name.strip()
-            if not sep or name not in ("text", "cf", "file"):
-                raise ValueError(f"fusion_weights entry {chunk!r} must look like text=1.0, cf=0.5 or file=1.0")
+            if not sep or name not in FUSION_PARTS:
+                raise ValueError(f"fusion_weights entry {chunk!r} must look like text=1.0, cf=0.5, file=1.0 or "
+                                 "knowledge=1.0")
             try:
                 weight = float(value)
             except ValueError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from recdata.errors import UserError
 from tokenization.embeddings.vectors import ItemEmbeddings
 
 
@@ -20,7 +21,7 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 def fuse_embeddings(parts: dict[str, ItemEmbeddings], weights: dict[str, float]) -> ItemEmbeddings:
     """Concatenate ``w * normalize(part)`` in ``weights`` order, rows aligned to the first part's ids."""
     if set(parts) != set(weights):
-        raise ValueError(f"fusion parts {sorted(parts)} and weights {sorted(weights)} must name the same sources")
+        raise UserError(f"fusion parts {sorted(parts)} and weights {sorted(weights)} must name the same sources")
     names = list(weights)
     item_ids = parts[names[0]].item_ids
     blocks = []

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recdata.dataset import ITEM_TEXT_FIELDS
+from recdata.errors import InputFileError, UserError
 from recdata.io import sha256_json
 from recdata.paths import default_llm_dir, require
 from tokenization.embeddings.cache import EmbeddingCache, model_identity
@@ -34,10 +35,10 @@ def template_fields(template: str) -> list[str]:
     try:
         names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as exc:
-        raise ValueError(f"text template {template!r} is not a valid str.format template: {exc}") from exc
+        raise UserError(f"text template {template!r} is not a valid str.format template: {exc}") from exc
     unknown = sorted({n for n in names if n not in TEMPLATE_FIELDS})
     if unknown or any(n == "" for n in names):
-        raise ValueError(f"text template uses unknown field(s) {unknown or ['{}']}; allowed: {list(TEMPLATE_FIELDS)}")
+        raise UserError(f"text template uses unknown field(s) {unknown or ['{}']}; allowed: {list(TEMPLATE_FIELDS)}")
     return names
 
 
@@ -60,7 +61,7 @@ def render_catalogue(items: dict[str, dict[str, str]], item_ids: Sequence[str], 
     for item_id in item_ids:
         text = render_item_text(items[item_id], template)
         if not text:
-            raise ValueError(f"item {item_id!r} renders to an empty text with template {template!r}; "
+            raise UserError(f"item {item_id!r} renders to an empty text with template {template!r}; "
                              "use a template with fields this item has (title, description, ...)")
         texts.append(text)
     return texts
@@ -134,12 +135,12 @@ def load_input_embeddings(llm_dir: str | os.PathLike) -> torch.Tensor:
     else:
         single = llm_dir / "model.safetensors"
         if not single.is_file():
-            raise FileNotFoundError(f"{llm_dir} has no model.safetensors(.index.json); convert the LLM to safetensors")
+            raise InputFileError(f"{llm_dir} has no model.safetensors(.index.json); convert the LLM to safetensors")
         with safe_open(str(single), framework="pt") as f:
             candidates = {k: single for k in f.keys()}
     keys = [k for k in candidates if k.endswith("embed_tokens.weight") or k.endswith("wte.weight")]
     if not keys:
-        raise ValueError(f"{llm_dir}: no input embedding tensor (*embed_tokens.weight / *wte.weight) in the weights")
+        raise UserError(f"{llm_dir}: no input embedding tensor (*embed_tokens.weight / *wte.weight) in the weights")
     with safe_open(str(candidates[keys[0]]), framework="pt") as f:
         return f.get_tensor(keys[0]).float()
 
@@ -166,9 +167,9 @@ def llm_text_targets(llm_dir: str | os.PathLike | None, texts: Sequence[str], ba
         ids = tokenizer(list(texts[start:start + batch_size]), add_special_tokens=False)["input_ids"]
         for offset, row in enumerate(ids):
             if not row:
-                raise ValueError(f"text {start + offset} ({texts[start + offset]!r}) has no tokens; give a non-empty text")
+                raise UserError(f"text {start + offset} ({texts[start + offset]!r}) has no tokens; give a non-empty text")
             if max(row) >= table.shape[0]:
-                raise ValueError(f"{llm_dir}: tokenizer id {max(row)} >= embedding rows {table.shape[0]}")
+                raise UserError(f"{llm_dir}: tokenizer id {max(row)} >= embedding rows {table.shape[0]}")
             out[start + offset] = table[torch.tensor(row)].mean(0).numpy()
     if use_cache:
         cache.put("llm-targets", parts, ItemEmbeddings([str(i) for i in range(len(texts))], out,

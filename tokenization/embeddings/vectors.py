@@ -7,6 +7,17 @@ from typing import Any
 
 import numpy as np
 
+from recdata.errors import UserError
+
+
+def overflowing_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows whose squared norm is not finite in float32: finite values (x1e38) that k-means and every
+    distance computation would turn into inf/nan."""
+    v = np.asarray(vectors, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", v, v)  # [N] float32, like torch.cdist in the RQ-VAE
+    return np.flatnonzero(~np.isfinite(sq))
+
 
 @dataclass
 class ItemEmbeddings:
@@ -20,16 +31,21 @@ class ItemEmbeddings:
         self.item_ids = [str(i) for i in self.item_ids]
         self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.item_ids):
-            raise ValueError(
+            raise UserError(
                 f"vectors must be [N, D] with N = len(item_ids) = {len(self.item_ids)}, got {self.vectors.shape}"
             )
         if len(set(self.item_ids)) != len(self.item_ids):
             seen: set[str] = set()
             dup = next(i for i in self.item_ids if i in seen or seen.add(i))
-            raise ValueError(f"duplicate item id {dup!r} in item embeddings; ids must be unique")
+            raise UserError(f"duplicate item id {dup!r} in item embeddings; ids must be unique")
         if not np.isfinite(self.vectors).all():
             row = int(np.where(~np.isfinite(self.vectors).all(axis=1))[0][0])
-            raise ValueError(f"item {self.item_ids[row]!r} (row {row}) has a non-finite embedding")
+            raise UserError(f"item {self.item_ids[row]!r} (row {row}) has a non-finite embedding")
+        overflow = overflowing_rows(self.vectors)
+        if len(overflow):
+            row = int(overflow[0])
+            raise UserError(f"{len(overflow)} item embedding(s) are too large for float32 distances (item "
+                            f"{self.item_ids[row]!r}, row {row}); rescale them (e.g. L2-normalise)")
 
     @property
     def dim(self) -> int:
@@ -42,7 +58,7 @@ class ItemEmbeddings:
         wanted = set(item_ids)
         extra = [i for i in self.item_ids if i not in wanted]
         if missing or extra:
-            raise ValueError(
+            raise UserError(
                 f"{source}: ids do not match the catalogue: {len(missing)} missing (e.g. {missing[:3]}), "
                 f"{len(extra)} extra (e.g. {extra[:3]}); give exactly one vector per catalogue item"
             )

@@ -1,0 +1,81 @@
+"""Knowledge encoding: each answer -> one vector with a frozen text encoder, stored as safetensors + id lists.
+
+Collective answers are shared by a cluster's members, so each distinct text is encoded once. The item file
+stores its ids in the safetensors metadata under ``item_ids``, the layout ``tokenization.embeddings``
+reads, so ``embeddings.source: knowledge`` loads it as is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignrec.knowledge.config import EncodeConfig
+from alignrec.knowledge.extract import KNOWLEDGE_FILES, read_knowledge
+from recdata.errors import InputFileError
+from recdata.io import atomic_path, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["encode_knowledge", "encode_texts", "load_knowledge_vectors", "save_vectors"]
+
+
+def encode_texts(texts: list[str], cfg: EncodeConfig) -> np.ndarray:
+    """``[len(texts), D]`` float32 with ``cfg.encoder`` (an empty answer encodes as the empty string)."""
+    from recdata.paths import default_llm_dir, default_sentence_encoder_dir
+    from tokenization.embeddings import encode_llm, encode_sentence
+
+    if cfg.encoder == "sentence":
+        model_dir = Path(cfg.encoder_dir) if cfg.encoder_dir else default_sentence_encoder_dir()
+        return encode_sentence(texts, model_dir, cfg.batch_size, cfg.device, cfg.max_length)
+    model_dir = Path(cfg.encoder_dir) if cfg.encoder_dir else default_llm_dir()
+    return encode_llm([t or " " for t in texts], model_dir, cfg.batch_size, cfg.max_length, cfg.device)
+
+
+def save_vectors(path: Path, kind: str, ids: list[str], vectors: np.ndarray, meta: dict[str, Any]) -> None:
+    """``<kind>_vectors.safetensors`` (tensor ``vectors``, metadata ``<kind>_ids``) + ``<kind>_ids.txt``."""
+    from safetensors.numpy import save_file
+
+    with atomic_path(path / f"{kind}_vectors.safetensors") as tmp:
+        save_file({"vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, str(tmp),
+                  metadata={f"{kind}_ids": json.dumps(ids), "meta": json.dumps(meta)})
+    with atomic_path(path / f"{kind}_ids.txt") as tmp:
+        tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+
+
+def load_knowledge_vectors(vectors_dir: str | Path, kind: str) -> tuple[list[str], np.ndarray]:
+    """``(ids, vectors [n, D])`` written by ``alignrec knowledge encode``."""
+    from safetensors import safe_open
+
+    file = Path(vectors_dir) / f"{kind}_vectors.safetensors"
+    if not file.is_file():
+        raise InputFileError(f"{file} does not exist; run `alignrec knowledge encode` (with {kind} knowledge) first")
+    with safe_open(str(file), framework="np") as f:
+        ids = [str(i) for i in json.loads((f.metadata() or {})[f"{kind}_ids"])]
+        vectors = f.get_tensor("vectors")
+    return ids, vectors
+
+
+def encode_knowledge(cfg: EncodeConfig, out_dir: Path) -> dict[str, Any]:
+    """Encode every kind present in ``cfg.knowledge_dir``; returns counts per kind."""
+    summary: dict[str, Any] = {"encoder": cfg.encoder, "encoder_dir": cfg.encoder_dir or "default"}
+    kinds = [k for k, name in KNOWLEDGE_FILES.items() if (Path(cfg.knowledge_dir) / name).is_file()]
+    if not kinds:
+        raise InputFileError(f"{cfg.knowledge_dir} holds no {' / '.join(KNOWLEDGE_FILES.values())}; "
+                             "run `alignrec knowledge extract` into it first")
+    for kind in kinds:
+        texts = read_knowledge(cfg.knowledge_dir, kind)
+        ids = list(texts)
+        unique = sorted(set(texts.values()))
+        logger.info("%s knowledge: %d members, %d distinct texts", kind, len(ids), len(unique))
+        vectors = encode_texts(unique, cfg)  # [distinct, D]
+        row = {t: r for r, t in enumerate(unique)}
+        member_vectors = vectors[[row[texts[i]] for i in ids]]  # [members, D]
+        save_vectors(out_dir, kind, ids, member_vectors, {"encoder": cfg.encoder})
+        summary[kind] = {"members": len(ids), "distinct_texts": len(unique), "dim": int(vectors.shape[1])}
+    atomic_write_json(out_dir / "encode.json", summary)
+    return summary

@@ -1,0 +1,196 @@
+""""SASRec + knowledge" (REKI / KAR): LLM knowledge vectors, through the hybrid-expert adaptor, lift SASRec.
+
+Built on the one SASRec's extension points, not a fork:
+
+- ``item_inputs`` / ``output_table``: every item's embedding is its SASRec embedding + its augmented
+  (adaptor-mapped) item-knowledge vector, at the input and in the scored table alike (SASRec ties them);
+- ``final_states``: the user state is the last hidden state + the user's augmented preference vector;
+- ``context_for``: maps ``user_ids`` to rows of the user-knowledge table (0 = no knowledge).
+
+Items / users without knowledge (individual mode on a sample) get a zero augmentation, never the adaptor's
+bias. The adaptor trains jointly with SASRec; ``prestore()`` then runs it once over every item and user and
+freezes the results, so serving reads the prestored vectors (``save_augmented`` / ``load_augmented``:
+safetensors + id lists) and never runs the adaptor or the LLM.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alignrec.recommenders.knowledge_adaptor import HybridExpertAdaptor
+from alignrec.recommenders.sasrec import SASRec
+from alignrec.recommenders.sasrec_config import SASRecConfig
+from recdata.io import atomic_path, atomic_write_json
+
+__all__ = ["KnowledgeSASRec", "load_augmented"]
+
+
+def _table(ids: Sequence[str], vectors: np.ndarray, wanted: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[len(wanted) + 1, dim]`` knowledge rows in ``wanted`` order (row 0 = padding) and a has-knowledge mask."""
+    row = {str(i): r for r, i in enumerate(ids)}
+    table = torch.zeros(len(wanted) + 1, vectors.shape[1])
+    has = torch.zeros(len(wanted) + 1, dtype=torch.bool)
+    for position, item_id in enumerate(wanted, start=1):
+        if item_id in row:
+            table[position] = torch.from_numpy(np.asarray(vectors[row[item_id]], dtype=np.float32))
+            has[position] = True
+    return table, has
+
+
+class KnowledgeSASRec(SASRec):
+    """SASRec whose item and user representations add adaptor-mapped LLM knowledge vectors.
+
+    ``item_knowledge`` / ``user_knowledge``: ``(ids, vectors [n, K])`` from ``alignrec knowledge encode``
+    (item and user vectors must share the text encoder, hence ``K``). Ids outside the catalogue are ignored.
+    """
+
+    def __init__(self, item_ids: Sequence[str], cfg: SASRecConfig,
+                 item_knowledge: tuple[Sequence[str], np.ndarray],
+                 user_knowledge: tuple[Sequence[str], np.ndarray],
+                 experts_shared: int = 2, experts_per_kind: int = 2, adaptor_hidden: int = 128,
+                 adaptor_dropout: float = 0.1) -> None:
+        super().__init__(item_ids, cfg)
+        item_vectors, user_vectors = np.asarray(item_knowledge[1]), np.asarray(user_knowledge[1])
+        if item_vectors.ndim != 2 or user_vectors.ndim != 2 or item_vectors.shape[1] != user_vectors.shape[1]:
+            raise ValueError(f"item and user knowledge must be [n, K] with the same K, got {item_vectors.shape} and "
+                             f"{user_vectors.shape}; encode both with the same text encoder")
+        self.user_ids = [str(u) for u in user_knowledge[0]]
+        self.user_row = {u: r for r, u in enumerate(self.user_ids, start=1)}
+        item_table, item_has = _table(item_knowledge[0], item_vectors, self.item_ids)
+        user_table, user_has = _table(self.user_ids, user_vectors, self.user_ids)
+        self.register_buffer("item_knowledge", item_table)  # [items + 1, K]
+        self.register_buffer("item_has", item_has)  # [items + 1]
+        self.register_buffer("user_knowledge", user_table)  # [users + 1, K]
+        self.register_buffer("user_has", user_has)  # [users + 1]
+        self.adaptor_args = {"experts_shared": experts_shared, "experts_per_kind": experts_per_kind,
+                             "adaptor_hidden": adaptor_hidden, "adaptor_dropout": adaptor_dropout}
+        # Output scaled like SASRec's item embeddings (std dim^-0.5), so knowledge starts as a perturbation.
+        self.adaptor = HybridExpertAdaptor(item_vectors.shape[1], cfg.sasrec_dim, ("item", "user"), experts_shared,
+                                           experts_per_kind, adaptor_hidden, adaptor_dropout,
+                                           out_scale=cfg.sasrec_dim ** -0.5)
+        self.prestored: dict[str, torch.Tensor] | None = None
+
+    # ---- augmented vectors ---------------------------------------------------------------------------------
+    def augmented(self, kind: str) -> torch.Tensor:
+        """``[rows + 1, dim]`` augmented vectors of every item / user (row 0 and rows without knowledge = 0)."""
+        if self.prestored is not None:
+            return self.prestored[kind]
+        knowledge, has = (self.item_knowledge, self.item_has) if kind == "item" else (self.user_knowledge, self.user_has)
+        out, _ = self.adaptor(knowledge, kind)  # [rows + 1, dim]
+        return out * has.unsqueeze(-1).to(out.dtype)
+
+    @torch.no_grad()
+    def prestore(self) -> KnowledgeSASRec:
+        """Run the adaptor once over every item and user and serve those vectors from now on."""
+        self.eval()
+        self.prestored = None
+        self.prestored = {kind: self.augmented(kind).detach().clone() for kind in ("item", "user")}
+        return self
+
+    def _items(self) -> torch.Tensor:
+        return self.item_emb.weight + self.augmented("item")  # [items + 1, dim]
+
+    # ---- extension points ----------------------------------------------------------------------------------
+    def item_inputs(self, seqs: torch.Tensor, **context) -> torch.Tensor:
+        return self._items()[seqs] * math.sqrt(self.cfg.sasrec_dim)  # [batch, seq, dim]
+
+    def output_table(self) -> torch.Tensor:
+        return self._items()[1:]
+
+    def final_states(self, hidden: torch.Tensor, rows: torch.Tensor | None = None,
+                     user_index: torch.Tensor | None = None, **context) -> torch.Tensor:
+        if user_index is None:
+            return hidden
+        users = user_index.to(hidden.device)
+        if rows is not None:
+            users = users[rows.to(hidden.device)]
+        return hidden + self.augmented("user")[users]  # [rows, dim]
+
+    def context_for(self, user_ids: Sequence[str]) -> dict:
+        """``user_index``: the user-knowledge row of each user (0 = unknown user: no augmentation)."""
+        return {"user_index": torch.tensor([self.user_row.get(str(u), 0) for u in user_ids], dtype=torch.long)}
+
+    # ---- persistence ---------------------------------------------------------------------------------------
+    def save_augmented(self, path: str | os.PathLike) -> None:
+        """Prestored vectors: ``item_vectors.safetensors`` / ``user_vectors.safetensors`` + id lists, atomically."""
+        from safetensors.torch import save_file
+
+        if self.prestored is None:
+            self.prestore()
+        with atomic_path(path, is_dir=True) as tmp:
+            for kind, ids in (("item", self.item_ids), ("user", self.user_ids)):
+                rows = self.prestored[kind][1:].contiguous().cpu()  # [n, dim] in ids order
+                save_file({"vectors": rows}, str(tmp / f"{kind}_vectors.safetensors"),
+                          metadata={f"{kind}_ids": json.dumps(ids), "kind": f"augmented-{kind}"})
+                (tmp / f"{kind}_ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+            atomic_write_json(tmp / "augmented.json", {"dim": self.cfg.sasrec_dim, "items": len(self.item_ids),
+                                                       "users": len(self.user_ids)})
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """SASRec's files (weights incl. knowledge tables and adaptor) + ``knowledge.json`` + ``augmented/``."""
+        if self.prestored is None:
+            self.prestore()
+        super().save_pretrained(path)
+        atomic_write_json(Path(path) / "knowledge.json", {"user_ids": self.user_ids,
+                                                          "knowledge_dim": int(self.item_knowledge.shape[1]),
+                                                          **self.adaptor_args})
+        self.save_augmented(Path(path) / "augmented")
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu") -> KnowledgeSASRec:
+        """Load a saved model; it serves from the prestored ``augmented/`` vectors (the adaptor is not run)."""
+        import dataclasses
+
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / "knowledge.json").is_file():
+            raise FileNotFoundError(f"{path} is not a saved SASRec + knowledge (no knowledge.json); train one first")
+        meta = json.loads((path / "sasrec_config.json").read_text())
+        extra = json.loads((path / "knowledge.json").read_text())
+        fields = {f.name for f in dataclasses.fields(SASRecConfig)}
+        cfg = SASRecConfig(**{k: v for k, v in meta["config"].items() if k in fields})
+        dim, users = extra.pop("knowledge_dim"), extra.pop("user_ids")
+        empty = np.zeros((0, dim), np.float32)
+        model = cls(meta["item_ids"], cfg, ([], empty), (users, np.zeros((len(users), dim), np.float32)), **extra)
+        model.load_state_dict(load_file(str(path / "model.safetensors")))  # restores the knowledge tables too
+        return model.use_augmented(path / "augmented").to(device).eval()
+
+    def use_augmented(self, path: str | os.PathLike) -> KnowledgeSASRec:
+        """Serve from prestored vectors on disk (ids must match this model's catalogue and users)."""
+        tables = {}
+        for kind, ids in (("item", self.item_ids), ("user", self.user_ids)):
+            stored_ids, vectors = load_augmented(path, kind)
+            if stored_ids != ids:
+                raise ValueError(f"{path}: {kind} ids differ from this model's {kind}s; prestore from this model")
+            tables[kind] = torch.cat([torch.zeros(1, vectors.shape[1]), torch.from_numpy(vectors)])
+        self.prestored = tables
+        return self
+
+    def _apply(self, fn, *args, **kwargs):  # keep prestored tables on the module's device
+        out = super()._apply(fn, *args, **kwargs)
+        if self.prestored is not None:
+            self.prestored = {k: fn(v) for k, v in self.prestored.items()}
+        return out
+
+
+def load_augmented(path: str | os.PathLike, kind: str) -> tuple[list[str], np.ndarray]:
+    """``(ids, vectors [n, dim])`` of prestored ``kind`` ('item' | 'user') vectors in ``path``."""
+    from safetensors import safe_open
+
+    file = Path(path) / f"{kind}_vectors.safetensors"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist; write it with `alignrec knowledge train`")
+    with safe_open(str(file), framework="np") as f:
+        vectors = f.get_tensor("vectors")
+    ids = (Path(path) / f"{kind}_ids.txt").read_text(encoding="utf-8").splitlines()
+    if len(ids) != vectors.shape[0]:
+        raise ValueError(f"{file}: {vectors.shape[0]} vectors but {len(ids)} ids in {kind}_ids.txt")
+    return ids, vectors

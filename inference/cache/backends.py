@@ -1,0 +1,177 @@
+"""The store interface ``CacheReader`` reads through, and its SQLite implementation.
+
+A *store* holds published versions and a pointer to the live one. The reader needs four things from it, so
+that is the whole interface: a cheap token that changes when the pointer moves (``pointer``), the version the
+token names (``resolve``), opening that version (``open_version``) and closing. A *version* answers a batch
+of lookups from itself only (``lookup``); a version deleted under a reader raises ``VersionGoneError`` and the
+reader re-reads the pointer instead of answering from nothing. A per-scenario version (meta ``scenarios``)
+keys its rows ``user + "\x1f" + scenario`` (``inference.cache.scenarios``) and holds one fallback per scenario,
+loaded with the version; ``lookup(user_ids, scenario)`` does the keying. ``open_store`` picks the implementation from the
+location: a folder (SQLite, ``inference.cache.store``) or a ``redis://`` URL (``inference.cache.redis_store``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inference.cache.scenarios import scenario_key
+from inference.cache.store import CURRENT_NAME, VERSIONS_DIR
+
+__all__ = ["CacheStore", "SQLiteStore", "StoreVersion", "VersionGoneError", "is_redis_url", "open_store"]
+
+Recs = list[tuple[str, float]]
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class VersionGoneError(RuntimeError):
+    """The version a reader holds (or was about to open) was replaced or deleted by a publish; re-read the pointer."""
+
+
+@dataclass
+class StoreVersion(ABC):
+    """One published version: its name (unique per publish), metadata and popular-items fallback(s)."""
+
+    name: str
+    meta: dict[str, Any]
+    fallback: Recs
+    scenario_fallback: dict[str, Recs] = field(default_factory=dict)  # per-scenario versions: scenario -> fallback
+
+    @property
+    def scenarios(self) -> list[str]:
+        """The scenarios of a per-scenario version ([] for a per-user one)."""
+        return list(self.meta.get("scenarios") or [])
+
+    def fallback_for(self, scenario: str | None) -> Recs:
+        """The fallback of a user missing from the cache (for ``scenario`` on a per-scenario version)."""
+        return self.fallback if scenario is None else self.scenario_fallback.get(scenario, [])
+
+    @staticmethod
+    def row_keys(user_ids: Sequence[str], scenario: str | None) -> list[str]:
+        """The stored row keys of ``user_ids`` (with ``scenario``: the (user, scenario) keys)."""
+        return list(user_ids) if scenario is None else [scenario_key(u, scenario) for u in user_ids]
+
+    @abstractmethod
+    def lookup(self, user_ids: Sequence[str], scenario: str | None = None) -> list[Recs | None]:
+        """Cached top-K of each user (in ``scenario``) from this version only (None: not in the cache)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class CacheStore(ABC):
+    """Where published versions live; ``location`` is what the user passed (folder or URL)."""
+
+    location: str
+    # True when ``StoreVersion.lookup`` itself checks, atomically with the read, that its version is still the
+    # live one (raising ``VersionGoneError`` if not): the reader then skips its own pointer check (one round trip
+    # per lookup instead of two for Redis).
+    lookup_checks_pointer: bool = False
+
+    @abstractmethod
+    def pointer(self) -> Hashable:
+        """A cheap token that changes whenever the live-version pointer changes."""
+
+    @abstractmethod
+    def resolve(self, token: Hashable) -> str:
+        """The name of the version ``token`` points at."""
+
+    @abstractmethod
+    def open_version(self, name: str) -> StoreVersion: ...
+
+    def close(self) -> None:  # noqa: B027 - stores without connections have nothing to close
+        pass
+
+
+def is_redis_url(location: str | os.PathLike) -> bool:
+    return isinstance(location, str) and location.startswith(REDIS_SCHEMES)
+
+
+def open_store(location: str | os.PathLike | CacheStore) -> CacheStore:
+    """A store object for a folder (SQLite), a ``redis://host:port/db[?prefix=P]`` URL, or a store itself."""
+    if isinstance(location, CacheStore):
+        return location
+    if is_redis_url(location):
+        from inference.cache.redis_store import RedisStore
+
+        return RedisStore(str(location))
+    return SQLiteStore(location)
+
+
+class SQLiteStore(CacheStore):
+    """``store_dir/CURRENT`` + ``store_dir/versions/*.sqlite`` as written by ``publish_cache``.
+
+    The pointer token is ``stat(CURRENT)`` (about a microsecond), so checking it on every lookup is cheap.
+    """
+
+    def __init__(self, store_dir: str | os.PathLike):
+        self.store_dir = Path(store_dir)
+        self.location = str(store_dir)
+        self._pointer = self.store_dir / CURRENT_NAME
+
+    def pointer(self) -> tuple[int, int, int]:
+        try:
+            st = os.stat(self._pointer)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{self._pointer} not found: no cache is published in {self.store_dir}; run `alignrec cache publish`"
+            ) from None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def resolve(self, token: Hashable) -> str:
+        return Path(self._pointer.read_text(encoding="utf-8").strip()).stem
+
+    def open_version(self, name: str) -> _SQLiteVersion:
+        path = self.store_dir / VERSIONS_DIR / f"{name}.sqlite"
+        if not path.is_file():
+            raise VersionGoneError(f"{path} does not exist")
+        try:
+            con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise VersionGoneError(f"{path}: {exc}") from exc  # unlinked between the check and the open
+        try:
+            meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")}
+            fallback = [(i, s) for i, s in con.execute("SELECT item_id, score FROM fallback ORDER BY rank")]
+            per_scenario: dict[str, Recs] = {}
+            if meta.get("scenarios"):
+                for scenario, item, score in con.execute(
+                        "SELECT scenario, item_id, score FROM scenario_fallback ORDER BY scenario, rank"):
+                    per_scenario.setdefault(scenario, []).append((item, score))
+            con.execute("SELECT items FROM recs LIMIT 1").fetchall()
+        except (sqlite3.Error, ValueError) as exc:
+            con.close()
+            if not path.exists():
+                raise VersionGoneError(f"{path} was deleted while being opened") from exc
+            raise ValueError(f"{path} is not a readable cache version ({exc}); republish it with "
+                             "`alignrec cache publish`") from exc
+        if "k" not in meta:
+            con.close()
+            raise ValueError(f"{path} has no 'k' in its meta table; republish it with `alignrec cache publish`")
+        return _SQLiteVersion(name, meta, fallback, per_scenario, con)
+
+
+@dataclass
+class _SQLiteVersion(StoreVersion):
+    con: sqlite3.Connection | None = None
+
+    def lookup(self, user_ids: Sequence[str], scenario: str | None = None) -> list[Recs | None]:
+        # One open connection per version: the file stays readable after a publish unlinks it (POSIX).
+        keys = self.row_keys(user_ids, scenario)
+        found: dict[str, Recs] = {}
+        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+            part = keys[start : start + 500]
+            query = f"SELECT user_id, items FROM recs WHERE user_id IN ({','.join('?' * len(part))})"
+            for key, items in self.con.execute(query, part):
+                found[key] = [(i, s) for i, s in json.loads(items)]
+        return [found.get(key) for key in keys]
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None

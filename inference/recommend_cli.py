@@ -1,0 +1,114 @@
+"""``alignrec recommend``: an ad-hoc top-K for one history, with item titles, to check a model by eye.
+
+    alignrec recommend --model_dir runs/demo/train/model --history 50,172,133
+    alignrec recommend --model_dir runs/demo/train/model --user 42 --k 5
+    alignrec recommend --model_dir M --split_dir runs/demo/data/split --history 50,172 --json
+
+Titles (and ``--user`` histories) come from the split dataset: ``--split_dir``, or the pipeline's own
+``<run>/data/split`` when ``--model_dir`` is ``<run>/train/model``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recdata.config import parse_config
+from recdata.errors import ConfigError, InputFileError, UserError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RecommendArgs:
+    model_dir: str = field(metadata={"help": "Trained run folder (trainer output_dir, or its merged/ folder)."})
+    history: str = field(default="", metadata={"help": "Comma-separated item ids, oldest first (e.g. 50,172,133)."})
+    user: str = field(default="", metadata={"help": "A user id of the split: recommend from their serving history "
+                                                    "(last max_history items)."})
+    split_dir: str = field(default="", metadata={"help": "Split dataset for titles and --user; default "
+                                                         "<run>/data/split when model_dir is <run>/train/model."})
+    k: int = field(default=10, metadata={"help": "Items to recommend."})
+    num_beams: int = field(default=0, metadata={"help": "Beam width (>= k); 0 = max(k, 20)."})
+    exclude_history: bool = field(default=True, metadata={"help": "Never recommend an item of the history."})
+    json: bool = field(default=False, metadata={"help": "Print JSON instead of a table."})
+    device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
+
+    def __post_init__(self) -> None:
+        if bool(self.history.strip()) == bool(self.user.strip()):
+            raise ConfigError("give exactly one of --history ITEM,ITEM,... or --user USER_ID")
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+        self.num_beams = self.num_beams or max(self.k, 20)
+        if self.num_beams < self.k:
+            raise ConfigError(f"num_beams ({self.num_beams}) must be >= k ({self.k}); raise --num_beams")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("recommend", help="Top-K for one history or user, with titles (check a model by eye).",
+                              add_help=False)
+    p.set_defaults(handler=_run_recommend)
+
+
+def find_split_dir(cfg: RecommendArgs) -> Path | None:
+    if cfg.split_dir:
+        if not Path(cfg.split_dir).is_dir():
+            raise InputFileError(f"--split_dir {cfg.split_dir} does not exist; pass a `data prepare` output folder")
+        return Path(cfg.split_dir)
+    beside = Path(cfg.model_dir).resolve().parent.parent / "data" / "split"  # <run>/train/model -> <run>/data/split
+    return beside if (beside / "split.json").is_file() else None
+
+
+def recommend_for(cfg: RecommendArgs) -> dict:
+    """{"history": [...], "recommendations": [{"rank", "item_id", "score", "title"}]} for ``cfg``."""
+    from inference.recommender import llm_recommender
+    from recdata import SplitDataset
+    from trainer import load_for_inference
+
+    split_dir = find_split_dir(cfg)
+    split = SplitDataset.load(split_dir) if split_dir else None
+    if cfg.user:
+        if split is None:
+            raise ConfigError("--user needs the split dataset: pass --split_dir")
+        histories = split.serving_histories()
+        if cfg.user not in histories:
+            raise UserError(f"user {cfg.user!r} is not in {split_dir} ({len(histories)} users, e.g. "
+                            f"{sorted(histories)[:3]}); check the id")
+        history = histories[cfg.user]
+    else:
+        history = [i.strip() for i in cfg.history.split(",") if i.strip()]
+    model, hf_tokenizer, item_tokenizer = load_for_inference(cfg.model_dir, device=cfg.device)
+    known = set(item_tokenizer.item_ids)
+    unknown = [i for i in history if i not in known]
+    if unknown:
+        raise UserError(f"{len(unknown)} history item(s) have no code in {cfg.model_dir} (e.g. {unknown[:3]}); "
+                        "use item ids of the catalogue the model was trained on")
+    titles = {row["item_id"]: row["title"] for row in split.dataset.items} if split is not None else {}
+    if split is None:
+        logger.warning("no split dataset found (pass --split_dir): showing item ids without titles")
+    fn = llm_recommender(model, hf_tokenizer, item_tokenizer, cfg.k, cfg.num_beams, cfg.exclude_history, 1)
+    (ranked,) = fn([cfg.user or "adhoc"], [history])
+    return {
+        "user": cfg.user or None,
+        "history": [{"item_id": i, "title": titles.get(i, "")} for i in history],
+        "recommendations": [{"rank": r, "item_id": i, "score": float(s), "title": titles.get(i, "")}
+                            for r, (i, s) in enumerate(ranked, start=1)],
+    }
+
+
+def format_table(result: dict) -> str:
+    lines = [f"history ({len(result['history'])} items, oldest first):"]
+    lines += [f"  {h['item_id']:>10}  {h['title']}" for h in result["history"]]
+    lines.append("recommendations:")
+    lines.append(f"  {'rank':>4}  {'item_id':>10}  {'log-prob':>9}  title")
+    lines += [f"  {r['rank']:>4}  {r['item_id']:>10}  {r['score']:>9.3f}  {r['title']}" for r in result["recommendations"]]
+    return "\n".join(lines)
+
+
+def _run_recommend(args, argv: list[str]) -> int:
+    (cfg,) = parse_config([RecommendArgs], argv)
+    result = recommend_for(cfg)
+    sys.stdout.write((json.dumps(result, indent=2, ensure_ascii=False) if cfg.json else format_table(result)) + "\n")
+    return 0

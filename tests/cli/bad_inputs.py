@@ -1,0 +1,447 @@
+"""The bad-input table: what a new user gets wrong, run through the real CLI (``alignrec.cli.main``) on tiny data.
+
+Each ``Case`` builds its broken input in a fresh folder, runs one command in-process and says what a careful
+user expects: an ``error`` (exit code, ONE stderr line ``alignrec <command>: error: ...`` matching ``match``, no
+traceback) or a ``warn`` (exit 0 and a logged warning matching ``match``, e.g. with the count).
+
+``python -m tests.cli.bad_inputs`` runs the table and prints the census (clear / unclear / traceback / silent)
+that issue 11 reports before and after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import shutil
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tests.recdata.recdata_sources import EXPECTED, ITEMS, write_lcrec
+
+FOUR_IDS = ["i1", "i2", "i3", "i4"]  # the catalogue after data prepare (i5 is unused and pruned)
+TOKENIZE_FAST = ["--align_weight", "0", "--rq_epochs", "2", "--num_levels", "2", "--codebook_size", "4",
+                 "--rq_batch_size", "4", "--kmeans_init", "false", "--use_cache", "false"]
+
+
+@dataclass
+class Workspace:
+    """Shared, read-only artefacts (built once) plus a fresh folder ``case`` per case."""
+
+    root: Path
+    src: Path  # LC-Rec JSON source (4 used items, 1 unused)
+    split: Path  # `data prepare` output
+    vectors: Path  # [4, 8] float32 item vectors for `--source file`
+    ids: Path  # their ids, one per line
+    tok: Path  # `tokenize` output
+    vocab: Path  # `vocab export` output
+    case: Path = Path()
+
+    def fresh(self, name: str) -> Workspace:
+        case = self.root / "cases" / name
+        shutil.rmtree(case, ignore_errors=True)
+        case.mkdir(parents=True)
+        return Workspace(self.root, self.src, self.split, self.vectors, self.ids, self.tok, self.vocab, case)
+
+    def file_args(self, vectors: Path | None = None, ids: Path | None = None) -> list[str]:
+        return ["--source", "file", "--file_path", str(vectors or self.vectors), "--file_ids_path", str(ids or self.ids)]
+
+
+@dataclass
+class Case:
+    id: str
+    argv: Callable[[Workspace], list[str]]
+    expect: str  # "error" | "warn"
+    code: int  # expected exit status (0 for warn)
+    match: str  # regex the error line / a warning must contain (names the file / item / key)
+    setup: Callable[[Workspace], None] | None = None
+
+
+@dataclass
+class Outcome:
+    code: int | None
+    stderr: str
+    warnings: list[str]
+    traceback: str
+
+
+def run_cli(argv: list[str]) -> Outcome:
+    """``alignrec.cli.main(argv)`` in-process: exit code, stderr, WARNING+ log lines, escaped traceback."""
+    from alignrec.cli import main
+
+    records: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                records.append(record.getMessage())
+
+    handler = _Collect()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    err = io.StringIO()
+    code: int | None = None
+    tb = ""
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = main(argv)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if not isinstance(exc.code, int) and exc.code is not None:
+                    err.write(str(exc.code) + "\n")
+    except Exception:  # the census counts what escapes main() as a raw traceback
+        tb = traceback.format_exc()
+    finally:
+        root.removeHandler(handler)
+    return Outcome(code, err.getvalue(), records, tb)
+
+
+PROGRESS = re.compile(r"\d+%\||\d+/\d+ \[")  # tqdm bars (datasets' "Saving the dataset", RQ-VAE epochs)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """Non-empty stderr lines that are not progress bars."""
+    lines = (part for line in stderr.splitlines() for part in line.split("\r"))
+    return [line for line in lines if line.strip() and not PROGRESS.search(line)]
+
+
+def classify(case: Case, out: Outcome) -> str:
+    """clear | unclear | traceback | silent (see module docstring)."""
+    if out.traceback:
+        return "traceback"
+    lines = error_lines(out.stderr)
+    if out.code not in (0, None):
+        one_line = len(lines) == 1 and re.match(r"alignrec [\w -]+: error: ", lines[0]) is not None
+        named = any(re.search(case.match, line) for line in lines)
+        return "clear" if one_line and named else "unclear"
+    if any(re.search(case.match, w) for w in out.warnings):
+        return "clear" if case.expect == "warn" else "silent"
+    return "silent"
+
+
+# ---- case builders -------------------------------------------------------------------------------------------
+def _src_with(ws: Workspace, inter: dict | None = None, items: dict | None = None, raw_items: bytes | None = None) -> Path:
+    src = write_lcrec(ws.case / "src")
+    if inter is not None:
+        (src / "Tiny.inter.json").write_text(json.dumps(inter))
+    if items is not None:
+        (src / "Tiny.item.json").write_text(json.dumps(items))
+    if raw_items is not None:
+        (src / "Tiny.item.json").write_bytes(raw_items)
+    return src
+
+
+def _prepare(src: str | Path, out: str | Path, *extra: str) -> list[str]:
+    return ["data", "prepare", "--path", str(src), "--output_dir", str(out), *extra]
+
+
+def _yaml(ws: Workspace, text: str, name: str = "c.yaml") -> str:
+    path = ws.case / name
+    path.write_text(text)
+    return str(path)
+
+
+def _npy(ws: Workspace, array: np.ndarray, name: str = "v.npy", allow_pickle: bool = False) -> Path:
+    path = ws.case / name
+    np.save(path, array, allow_pickle=allow_pickle)
+    return path
+
+
+def _ids(ws: Workspace, ids: list[str], name: str = "ids.txt") -> Path:
+    path = ws.case / name
+    path.write_text("".join(i + "\n" for i in ids))
+    return path
+
+
+def _embed(ws: Workspace, vectors: Path | None = None, ids: Path | None = None, out: Path | None = None) -> list[str]:
+    return ["embed", "--split_dir", str(ws.split), "--output_dir", str(out or ws.case / "emb"),
+            *ws.file_args(vectors, ids), "--use_cache", "false"]
+
+
+def _tokenize(ws: Workspace, *extra: str, vectors: Path | None = None) -> list[str]:
+    return ["tokenize", "--split_dir", str(ws.split), "--output_dir", str(ws.case / "tok"), *ws.file_args(vectors),
+            *TOKENIZE_FAST, *extra]
+
+
+def _tasks(ws: Workspace, *extra: str, split: Path | None = None) -> list[str]:
+    return ["tasks", "build", "--split_dir", str(split or ws.split), "--item_tokenizer_dir", str(ws.tok),
+            "--hf_tokenizer_dir", "codes_only", "--output_dir", str(ws.case / "tasks"), "--stats_sample", "0", *extra]
+
+
+def _foreign(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notes.txt").write_text("my notes\n")
+    return folder
+
+
+def _copy_vocab(ws: Workspace) -> Path:
+    out = ws.case / "vocab"
+    shutil.copytree(ws.vocab, out)
+    return out
+
+
+def _drop_manifest_files(ws: Workspace) -> None:
+    vocab = _copy_vocab(ws)
+    manifest = json.loads((vocab / "manifest.json").read_text())
+    del manifest["files"]
+    (vocab / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _dataset_missing_item(ws: Workspace) -> None:
+    """A prepared dataset whose catalogue lacks i4 (the vocab export has codes for i1..i4)."""
+    inter = {"u1": ["i1", "i2", "i3"], "u2": ["i2", "i3", "i1"], "u3": ["i3", "i2", "i1"]}
+    from alignrec.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(_prepare(_src_with(ws, inter=inter), ws.case / "ds3"))
+
+
+def _split_with_blank_title(ws: Workspace) -> None:
+    items = {k: dict(v) for k, v in ITEMS.items()}
+    items["i1"]["title"] = ""
+    items["i2"]["title"] = "  "
+    from alignrec.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(_prepare(_src_with(ws, items=items), ws.case / "split_blank"))
+
+
+def _run_yaml(ws: Workspace, sections: str) -> list[str]:
+    data = f"name: t\nruns_dir: {ws.case / 'runs'}\ndata:\n  path: {ws.src}\n{sections}"
+    return ["run", "--config", _yaml(ws, data, "run.yaml")]
+
+
+def _items_with(key: str, value) -> dict:
+    items = {k: dict(v) for k, v in ITEMS.items()}
+    items[key]["title"] = value
+    return items
+
+
+TITLE_DICT = _items_with("i2", {"a": 1})
+TITLE_NUMBER_LIST = _items_with("i3", [1, 2])
+NO_TITLE = _items_with("i1", "")
+LATIN1_ITEMS = json.dumps(ITEMS).replace("Gloves", "Gl\u00f6ves").encode("latin-1")
+NESTED = {**EXPECTED, "u1": [["1", "2"], "i1", "i3", "i2"]}
+WITH_NULL = {**EXPECTED, "u1": [None, "i1", "i3", "i2"]}
+UNKNOWN_ITEM = {**EXPECTED, "u1": ["i1", "i3", "i2", "i9"]}
+IDENTICAL = np.ones((4, 8), dtype=np.float32)
+
+CASES: list[Case] = [
+    # ---- data prepare / stats --------------------------------------------------------------------------------
+    Case("data-missing-path", lambda w: _prepare(w.case / "nope", w.case / "out"), "error", 1, r"nope"),
+    Case("data-nested-list", lambda w: _prepare(_src_with(w, inter=NESTED), w.case / "out"), "error", 1,
+         r"Tiny\.inter\.json.*u1.*(list|position)"),
+    Case("data-null-in-list", lambda w: _prepare(_src_with(w, inter=WITH_NULL), w.case / "out"), "error", 1,
+         r"Tiny\.inter\.json.*u1.*position 0.*null"),
+    Case("data-latin1-bytes", lambda w: _prepare(_src_with(w, raw_items=LATIN1_ITEMS), w.case / "out"), "error", 1,
+         r"Tiny\.item\.json.*UTF-8"),
+    Case("data-title-dict", lambda w: _prepare(_src_with(w, items=TITLE_DICT), w.case / "out"), "warn", 0,
+         r"1 item.*title.*not (a )?(string|text)"),
+    Case("data-title-list-of-numbers", lambda w: _prepare(_src_with(w, items=TITLE_NUMBER_LIST), w.case / "out"),
+         "warn", 0, r"1 item.*title.*not (a )?(string|text)"),
+    Case("data-no-title", lambda w: _prepare(_src_with(w, items=NO_TITLE), w.case / "out"), "warn", 0,
+         r"1 item.* no title"),
+    Case("data-unknown-item", lambda w: _prepare(_src_with(w, inter=UNKNOWN_ITEM), w.case / "out"), "error", 1,
+         r"i9"),
+    Case("data-malformed-json", lambda w: _prepare(_src_with(w, raw_items=b'{"i1": {"title" "x"}}'), w.case / "o"),
+         "error", 1, r"Tiny\.item\.json:1: malformed JSON"),
+    Case("data-yaml-float-for-int", lambda w: _prepare(w.src, w.case / "out", "--config", _yaml(w, "kcore: 2.5\n")),
+         "error", 2, r"kcore"),
+    Case("data-yaml-unknown-key", lambda w: _prepare(w.src, w.case / "out", "--config", _yaml(w, "kcor: 5\n")),
+         "error", 2, r"kcor"),
+    Case("data-yaml-not-mapping", lambda w: _prepare(w.src, w.case / "out", "--config", _yaml(w, "- a\n- b\n")),
+         "error", 2, r"c\.yaml"),
+    Case("data-yaml-syntax", lambda w: _prepare(w.src, w.case / "out", "--config", _yaml(w, "kcore: [1\n")),
+         "error", 2, r"c\.yaml"),
+    Case("data-config-missing", lambda w: _prepare(w.src, w.case / "out", "--config", str(w.case / "no.yaml")),
+         "error", 2, r"no\.yaml"),
+    Case("data-flag-bad-choice", lambda w: _prepare(w.src, w.case / "out", "--split", "random"), "error", 2,
+         r"split.*random"),
+    Case("data-flag-not-int", lambda w: _prepare(w.src, w.case / "out", "--kcore", "x"), "error", 2, r"kcore"),
+    Case("data-yaml-bad-choice", lambda w: _prepare(w.src, w.case / "out", "--config", _yaml(w, "format: csvv\n")),
+         "error", 2, r"format.*csvv"),
+    Case("data-temporal-ratios", lambda w: _prepare(w.src, w.case / "out", "--temporal_ratios", "0.5", "0.5"),
+         "error", 2, r"temporal_ratios"),
+    Case("data-all-filtered", lambda w: _prepare(w.src, w.case / "out", "--min_user_interactions", "9"), "error", 1,
+         r"no user is left"),
+    Case("data-output-is-input", lambda w: _prepare(shutil.copytree(w.src, w.case / "d"), w.case / "d"), "error", 1,
+         r"input"),
+    Case("data-output-inside-input", lambda w: _prepare(shutil.copytree(w.src, w.case / "d"), w.case / "d" / "o"),
+         "error", 1, r"inside"),
+    Case("data-output-foreign", lambda w: _prepare(w.src, _foreign(w.case / "out")), "error", 1,
+         r"out.*not written by alignrec"),
+    Case("data-stats-missing", lambda w: ["data", "stats", str(w.case / "nope")], "error", 1, r"nope"),
+    Case("data-missing-required", lambda w: ["data", "prepare", "--path", str(w.src)], "error", 2, r"output_dir"),
+    # ---- embed -----------------------------------------------------------------------------------------------
+    Case("embed-output-is-split", lambda w: _embed(_own_split(w), out=w.split), "error", 1, r"input"),
+    Case("embed-output-foreign", lambda w: _embed(w, out=_foreign(w.case / "emb")), "error", 1,
+         r"not written by alignrec"),
+    Case("embed-missing-split", lambda w: ["embed", "--split_dir", str(w.case / "nope"), "--output_dir",
+                                           str(w.case / "e"), *w.file_args()], "error", 1, r"nope"),
+    Case("embed-string-npy", lambda w: _embed(w, _npy(w, np.array([["a"] * 8] * 4))), "error", 1,
+         r"v\.npy.*(dtype|numbers)"),
+    Case("embed-object-npy", lambda w: _embed(w, _npy(w, np.array([[1, "a"]] * 4, dtype=object),
+                                                       allow_pickle=True)), "error", 1, r"v\.npy"),
+    Case("embed-truncated-npy", lambda w: _embed(w, _truncated(w)), "error", 1, r"v\.npy"),
+    Case("embed-huge-vectors", lambda w: _embed(w, _npy(w, np.full((4, 8), 3e38, dtype=np.float32))), "error", 1,
+         r"v\.npy.*(large|overflow)"),
+    Case("embed-nan-vector", lambda w: _embed(w, _npy(w, _with_nan())), "error", 1, r"v\.npy.*i3"),
+    Case("embed-ids-too-few", lambda w: _embed(w, ids=_ids(w, FOUR_IDS[:3])), "error", 1, r"ids\.txt"),
+    Case("embed-ids-duplicate", lambda w: _embed(w, ids=_ids(w, ["i1", "i2", "i2", "i4"])), "error", 1, r"'i2'"),
+    Case("embed-ids-unknown", lambda w: _embed(w, ids=_ids(w, ["i1", "i2", "i3", "zz"])), "error", 1, r"zz"),
+    Case("embed-3d-array", lambda w: _embed(w, _npy(w, np.zeros((4, 2, 4), np.float32))), "error", 1, r"v\.npy"),
+    Case("embed-missing-file", lambda w: _embed(w, w.case / "none.npy"), "error", 1, r"none\.npy"),
+    Case("embed-bad-source", lambda w: ["embed", "--split_dir", str(w.split), "--output_dir", str(w.case / "e"),
+                                        "--source", "foo"], "error", 2, r"source.*foo"),
+    Case("embed-wrong-suffix", lambda w: _embed(w, _ids(w, ["x"], "v.txt")), "error", 1, r"v\.txt"),
+    # ---- tokenize --------------------------------------------------------------------------------------------
+    Case("tok-yaml-float-levels", lambda w: _tokenize(w, "--config", _yaml(w, "num_levels: 3.7\n")), "error", 2,
+         r"num_levels.*3\.7"),
+    Case("tok-identical-vectors", lambda w: _tokenize(w, vectors=_npy(w, IDENTICAL)), "warn", 0,
+         r"[34] of 4 items"),
+    Case("tok-huge-codebook", lambda w: _tokenize(w, "--codebook_size", "256"), "warn", 0, r"512 code tokens for 4 items"),
+    Case("tok-zero-levels", lambda w: _tokenize(w, "--num_levels", "0"), "error", 2, r"num_levels"),
+    Case("tok-output-is-split", lambda w: ["tokenize", "--split_dir", str(_own_split(w).split), "--output_dir",
+                                           str(w.split), *w.file_args(), *TOKENIZE_FAST], "error", 1, r"input"),
+    Case("tok-missing-split", lambda w: ["tokenize", "--split_dir", str(w.case / "nope"), "--output_dir",
+                                         str(w.case / "t")], "error", 1, r"nope"),
+    # ---- tasks -----------------------------------------------------------------------------------------------
+    Case("tasks-missing-tokenizer", lambda w: ["tasks", "build", "--split_dir", str(w.split), "--item_tokenizer_dir",
+                                               str(w.case / "nope"), "--hf_tokenizer_dir", "codes_only",
+                                               "--output_dir", str(w.case / "t")], "error", 1, r"nope"),
+    Case("tasks-output-foreign", lambda w: _tasks(w) if _foreign(w.case / "tasks") else [], "error", 1,
+         r"not written by alignrec"),
+    Case("tasks-output-is-split", lambda w: [*_tasks(_own_split(w))[:-4], "--output_dir", str(w.split)], "error", 1,
+         r"input"),
+    Case("tasks-bad-weights", lambda w: _tasks(w, "--weights", '{"foo": 1}'), "error", 2, r"foo"),
+    Case("tasks-missing-query-file", lambda w: _tasks(w, "--query_file", str(w.case / "q.json")), "error", 1,
+         r"q\.json"),
+    Case("tasks-blank-titles", lambda w: _tasks(w, split=w.case / "split_blank"), "warn", 0, r"2 item.* no title",
+         setup=_split_with_blank_title),
+    # ---- vocab -----------------------------------------------------------------------------------------------
+    Case("vocab-extra-items", lambda w: ["vocab", "validate", str(w.vocab), "--dataset_dir", str(w.case / "ds3")],
+         "error", 1, r"i4", setup=_dataset_missing_item),
+    Case("vocab-manifest-no-files", lambda w: ["vocab", "validate", str(w.case / "vocab")], "error", 1,
+         r"manifest\.json.*files", setup=_drop_manifest_files),
+    Case("vocab-validate-missing", lambda w: ["vocab", "validate", str(w.case / "nope")], "error", 1, r"nope"),
+    Case("vocab-export-foreign", lambda w: ["vocab", "export", "--tokenizer_dir", str(w.tok), "--output_dir",
+                                            str(_foreign(w.case / "v")), "--hf_tokenizer_dir", "none"], "error", 1,
+         r"not written by alignrec"),
+    Case("vocab-export-into-tokenizer", lambda w: ["vocab", "export", "--tokenizer_dir", str(_own_tok(w)),
+                                                   "--output_dir", str(w.tok / "x"), "--hf_tokenizer_dir", "none"],
+         "error", 1, r"inside"),
+    Case("vocab-export-missing-tok", lambda w: ["vocab", "export", "--tokenizer_dir", str(w.case / "nope"),
+                                                "--output_dir", str(w.case / "v"), "--hf_tokenizer_dir", "none"],
+         "error", 1, r"nope"),
+    # ---- evaluate / cache / train ----------------------------------------------------------------------------
+    Case("eval-beams-below-k", lambda w: ["evaluate", "--model_dir", str(w.case), "--split_dir", str(w.split),
+                                          "--out_dir", str(w.case / "e"), "--num_beams", "5"], "error", 2, r"num_beams"),
+    Case("eval-bad-part", lambda w: ["evaluate", "--model_dir", str(w.case), "--split_dir", str(w.split), "--out_dir",
+                                     str(w.case / "e"), "--part", "train"], "error", 2, r"part"),
+    Case("eval-missing-model", lambda w: ["evaluate", "--model_dir", str(w.case / "nope"), "--split_dir", str(w.split),
+                                          "--out_dir", str(w.case / "e")], "error", 1, r"nope"),
+    Case("cache-unknown-user", lambda w: ["cache", "build", "--split_dir", str(w.split), "--out_dir",
+                                          str(w.case / "c"), "--recommender", "popularity", "--users_file",
+                                          str(_ids(w, ["u1", "ghost"], "users.txt"))], "error", 1, r"ghost"),
+    Case("cache-output-foreign", lambda w: ["cache", "build", "--split_dir", str(w.split), "--out_dir",
+                                            str(_foreign(w.case / "c")), "--recommender", "popularity"], "error", 1,
+         r"c\b"),
+    Case("cache-get-missing-store", lambda w: ["cache", "get", "u1", "--store_dir", str(w.case / "nope")], "error", 1,
+         r"nope"),
+    Case("cache-get-no-user", lambda w: ["cache", "get", "--store_dir", str(w.case)], "error", 2, r"USER id"),
+    Case("train-bad-mode", lambda w: ["train", "--dry_run", "--dataset_dir", str(w.case), "--output_dir",
+                                      str(w.case / "m"), "--finetune_mode", "lorra"], "error", 2, r"lorra"),
+    # ---- run -------------------------------------------------------------------------------------------------
+    Case("run-finetune-lorra", lambda w: _run_yaml(w, "train:\n  finetune_mode: lorra\n"), "error", 2, r"lorra"),
+    Case("run-float-levels", lambda w: _run_yaml(w, "tokenizer:\n  num_levels: 3.7\n"), "error", 2, r"num_levels"),
+    Case("run-unknown-top-key", lambda w: _run_yaml(w, "tokeniser:\n  num_levels: 3\n"), "error", 2, r"tokeniser"),
+    Case("run-injected-key", lambda w: _run_yaml(w, "tasks:\n  split_dir: x\n"), "error", 2, r"split_dir"),
+    Case("run-bad-from", lambda w: [*_run_yaml(w, ""), "--from", "nope"], "error", 2, r"nope"),
+    Case("run-missing-config", lambda w: ["run", "--config", str(w.case / "no.yaml")], "error", 2, r"no\.yaml"),
+]
+
+
+def _own_split(ws: Workspace) -> Workspace:
+    """Point ``ws.split`` at a private copy: a case that may destroy its input must not destroy the shared one."""
+    ws.split = Path(shutil.copytree(ws.split, ws.case / "split_copy"))
+    return ws
+
+
+def _own_tok(ws: Workspace) -> Path:
+    ws.tok = Path(shutil.copytree(ws.tok, ws.case / "tok_copy"))
+    return ws.tok
+
+
+def _truncated(ws: Workspace) -> Path:
+    path = _npy(ws, np.ones((4, 8), np.float32))
+    path.write_bytes(path.read_bytes()[:-20])
+    return path
+
+
+def _with_nan() -> np.ndarray:
+    array = np.ones((4, 8), np.float32)
+    array[2, 3] = np.nan
+    return array
+
+
+def build_workspace(root: Path) -> Workspace:
+    """The shared artefacts every case reads: source, split, vectors, tokenizer, vocab export."""
+    from alignrec.cli import main
+
+    root.mkdir(parents=True, exist_ok=True)
+    src = write_lcrec(root / "src")
+    vectors = root / "vectors.npy"
+    np.save(vectors, np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32))
+    ids = root / "ids.txt"
+    ids.write_text("".join(i + "\n" for i in FOUR_IDS))
+    ws = Workspace(root, src, root / "split", vectors, ids, root / "tok", root / "vocab")
+    with contextlib.redirect_stdout(io.StringIO()):
+        for argv in (_prepare(src, ws.split),
+                     ["tokenize", "--split_dir", str(ws.split), "--output_dir", str(ws.tok), *ws.file_args(),
+                      *TOKENIZE_FAST],
+                     ["vocab", "export", "--tokenizer_dir", str(ws.tok), "--output_dir", str(ws.vocab),
+                      "--hf_tokenizer_dir", "none"]):
+            code = main(argv)
+            if code:
+                raise RuntimeError(f"workspace step failed ({code}): {argv}")
+    return ws
+
+
+def run_case(case: Case, ws: Workspace) -> Outcome:
+    ws = ws.fresh(case.id)
+    if case.setup is not None:
+        case.setup(ws)
+    return run_cli(case.argv(ws))
+
+
+def census(only: str | None = None) -> dict[str, list[str]]:
+    """Run every case; {kind: [case ids]}."""
+    kinds: dict[str, list[str]] = {"clear": [], "unclear": [], "traceback": [], "silent": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = build_workspace(Path(tmp))
+        for case in CASES:
+            if only and only not in case.id:
+                continue
+            out = run_case(case, ws)
+            kind = classify(case, out)
+            kinds[kind].append(case.id)
+            detail = (out.traceback.strip().splitlines() or [""])[-1] if out.traceback else \
+                " | ".join(error_lines(out.stderr)[-2:]) or "; ".join(out.warnings[-1:])
+            print(f"{kind:9s} {case.id:30s} exit={out.code} {detail[:160]}", file=sys.__stdout__, flush=True)
+    return kinds
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    result = census(sys.argv[1] if len(sys.argv) > 1 else None)
+    total = sum(len(v) for v in result.values())
+    print(f"\n{total} cases: " + ", ".join(f"{k} {len(v)}" for k, v in result.items()), file=sys.__stdout__)

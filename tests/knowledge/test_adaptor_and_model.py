@@ -1,0 +1,100 @@
+"""Hybrid-expert adaptor (gates sum to 1, shapes) and SASRec + knowledge (joint training, prestored vectors)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alignrec.recommenders import HybridExpertAdaptor, KnowledgeSASRec, SASRecConfig, train_sasrec
+
+FAST = {"sasrec_dim": 16, "sasrec_heads": 2, "sasrec_layers": 1, "sasrec_max_len": 8, "sasrec_epochs": 3,
+        "sasrec_patience": 0, "sasrec_dropout": 0.0}
+
+
+@pytest.mark.parametrize(("shared", "per_kind"), [(2, 2), (0, 3), (1, 0)])
+def test_adaptor_gates_sum_to_one_and_shapes(shared, per_kind):
+    torch.manual_seed(0)
+    adaptor = HybridExpertAdaptor(in_dim=12, out_dim=5, shared=shared, per_kind=per_kind, hidden=8)
+    x = torch.randn(7, 12)
+    for kind in ("item", "user"):
+        out, gates = adaptor(x, kind)
+        assert out.shape == (7, 5) and gates.shape == (7, shared + per_kind)
+        assert torch.allclose(gates.sum(-1), torch.ones(7)) and (gates >= 0).all()
+    with pytest.raises(ValueError, match="unknown knowledge kind"):
+        adaptor(x, "scenario")
+
+
+def test_adaptor_output_is_the_gate_weighted_expert_mix():
+    torch.manual_seed(0)
+    adaptor = HybridExpertAdaptor(in_dim=4, out_dim=3, shared=1, per_kind=1, hidden=6, dropout=0.0).eval()
+    x = torch.randn(2, 4)
+    out, gates = adaptor(x, "user")
+    z = adaptor.norm(x)
+    reference = gates[:, :1] * adaptor.shared[0](z) + gates[:, 1:] * adaptor.own["user"][0](z)
+    assert torch.allclose(out, reference, atol=1e-6)
+    assert not torch.allclose(adaptor(x, "item")[0], out)  # kinds have their own gate and experts
+
+
+def _model(split, dim=6, missing_user=None):
+    rng = np.random.default_rng(0)
+    items = split.dataset.item_ids()
+    users = [u for u, _ in split.train_sequences() if u != missing_user]
+    return KnowledgeSASRec(items, SASRecConfig(**FAST), (items, rng.normal(size=(len(items), dim))),
+                           (users, rng.normal(size=(len(users), dim))), adaptor_hidden=8)
+
+
+def test_joint_training_moves_the_adaptor_and_prestored_scores_match(tmp_path, tiny_split):
+    model = _model(tiny_split)
+    before = {k: v.clone() for k, v in model.adaptor.state_dict().items()}
+    train_sasrec(tiny_split, SASRecConfig(**FAST), model=model)
+    assert any(not torch.equal(before[k], v) for k, v in model.adaptor.state_dict().items())  # trained jointly
+    valid = tiny_split.eval_examples("valid")
+    histories, users = list(valid["history"]), list(valid["user_id"])
+    live = model.score(histories, **model.context_for(users))
+    model.save_augmented(tmp_path / "aug")
+    model.prestored = None
+    model.use_augmented(tmp_path / "aug")
+    for p in model.adaptor.parameters():  # serving never runs the adaptor
+        p.data.fill_(float("nan"))
+    assert torch.allclose(model.score(histories, **model.context_for(users)), live, atol=1e-5)
+    assert (tmp_path / "aug" / "user_ids.txt").read_text().split() == model.user_ids
+
+
+def test_user_knowledge_changes_scores_and_unknown_users_get_none(tiny_split):
+    model = _model(tiny_split, missing_user="u1").eval()
+    with torch.no_grad():
+        for p in model.adaptor.parameters():
+            p.add_(0.5)  # make the augmentation clearly non-zero
+    histories = [["i1", "i2"], ["i1", "i2"]]
+    with_user = model.score(histories, **model.context_for(["u2", "u1"]))
+    plain = model.score(histories)  # no context: the user state is the hidden state alone
+    assert not torch.allclose(with_user[0], plain[0])
+    assert torch.allclose(with_user[1], plain[1])  # u1 has no knowledge: no augmentation
+    assert int(model.user_has.sum()) == 4 and model.context_for(["u1"])["user_index"].tolist() == [0]
+
+
+def test_loss_decreases(tiny_split):
+    model = _model(tiny_split)
+    cfg = SASRecConfig(**{**FAST, "sasrec_epochs": 30, "sasrec_lr": 5e-3})
+    train_sasrec(tiny_split, cfg, model=model)
+    from alignrec.recommenders import training_windows
+
+    x, y, users = training_windows(tiny_split.train_sequences(), model.index, 8, with_users=True)
+    torch.manual_seed(0)
+    fresh = _model(tiny_split)
+    with torch.no_grad():
+        loss_after = float(model.eval().training_loss(x, y, **model.context_for(users)))
+        assert loss_after < float(fresh.eval().training_loss(x, y, **fresh.context_for(users)))
+
+
+def test_save_and_load_serves_prestored_vectors(tmp_path, tiny_split):
+    model = _model(tiny_split)
+    train_sasrec(tiny_split, SASRecConfig(**FAST), model=model)
+    model.save_pretrained(tmp_path / "m")
+    loaded = KnowledgeSASRec.from_pretrained(tmp_path / "m")
+    assert loaded.prestored is not None and loaded.user_ids == model.user_ids
+    users = ["u1", "u2", "nobody"]
+    histories = [["i1"], ["i2", "i3"], ["i4"]]
+    assert torch.allclose(loaded.score(histories, **loaded.context_for(users)),
+                          model.score(histories, **model.context_for(users)), atol=1e-5)

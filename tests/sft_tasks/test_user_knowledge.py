@@ -1,0 +1,39 @@
+"""User-knowledge text (REKI, `alignrec knowledge extract`) in front of the seqrec prompts: exact, train = inference."""
+
+from __future__ import annotations
+
+import json
+
+from sft_tasks import TaskConfig
+from sft_tasks.context import TaskContext
+from sft_tasks.sequential import build_seqrec, build_validation, seqrec_prompt
+from tests.sft_tasks.sft_helpers import TINY_CODES, code_string
+
+C = {item: code_string(codes) for item, codes in TINY_CODES.items()}
+SYSTEM = "You are a recommender system. Items are written as code tokens."
+
+
+def _knowledge_dir(tmp_path):
+    rows = [{"user_id": "u1", "text": "likes lab glassware and sterile tips", "group": None},
+            {"user_id": "u4", "text": "one two three four five six", "group": None}]
+    (tmp_path / "user_knowledge.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+def test_seqrec_prompts_carry_user_knowledge(tmp_path, tiny_split, tiny_item_tokenizer, tiny_hf_tokenizer):
+    cfg = TaskConfig(max_templates=1, queries_per_item=0, query_keywords=0,
+                     user_knowledge_dir=str(_knowledge_dir(tmp_path)), user_knowledge_words=4)
+    ctx = TaskContext(cfg, tiny_split, tiny_item_tokenizer, tiny_hf_tokenizer)
+    task = build_seqrec(ctx)
+    assert task.example(1)["prompt"] == (
+        f"{SYSTEM}\n\n### Instruction:\nAbout this user: likes lab glassware and ...\n"
+        f"The user has interacted with these items in order: {C['i1']}, {C['i2']}. Predict the next item."
+        "\n\n### Response:\n")
+    assert "About this user: one two three four ...\n" in task.example(3)["prompt"]  # cut to 4 words
+    assert "About this user" not in task.example(2)["prompt"]  # u2 has no knowledge
+    validation = build_validation(ctx)
+    valid = tiny_split.eval_examples("valid")
+    for row, (user, history) in enumerate(zip(valid["user_id"], valid["history"], strict=True)):
+        expected = seqrec_prompt(list(history), tiny_item_tokenizer, tiny_hf_tokenizer,
+                                 user_knowledge=ctx.knowledge(user))
+        assert validation[row]["prompt"] == expected  # inference builds the same prompt
