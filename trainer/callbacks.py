@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -57,6 +58,32 @@ class JsonlMetricsCallback(TrainerCallback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+
+
+class TimeLimitCallback(TrainerCallback):
+    """Stop after ``seconds`` of training; every rank takes the same decision (rank clocks may differ)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        over = time.monotonic() - self.started > self.seconds
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            import torch
+
+            flag = torch.tensor([int(over)], device=args.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over = bool(flag.item())
+        if over and not control.should_training_stop:
+            logger.warning("max_train_seconds=%s reached at step %d: stopping and saving", self.seconds, state.global_step)
+            control.should_training_stop = True
+        return control
 
 
 def plot_loss_curve(metrics_path: str | os.PathLike, out_path: str | os.PathLike) -> Path | None:

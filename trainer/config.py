@@ -167,11 +167,28 @@ class AlignRecTrainArguments:
         default=0, metadata={"help": "Stop after this many evaluations without a better metric_for_best_model "
                                      "(HF EarlyStoppingCallback; needs load_best_model_at_end). 0 = off."}
     )
+    code_rows_learning_rate: float = field(
+        default=0.0,
+        metadata={"help": "Learning rate of the code-token rows (peft trainable-token rows or modules_to_save "
+                  "embedding copies; in full fine-tuning the embedding matrices); 0 = learning_rate. The new "
+                  "rows start far from where the tasks need them while LoRA wants small steps, so a short run "
+                  "gives them their own, higher rate (same schedule)."},
+    )
+
+    max_train_seconds: float = field(
+        default=0.0,
+        metadata={"help": "Stop training after this many seconds of training (checked after every step, agreed by "
+                  "all ranks), then save as at a normal end; 0 = no limit. A guard for fixed-budget runs."},
+    )
 
     def __post_init__(self) -> None:
         _check_choice("precision", self.precision, PRECISIONS)
         if self.early_stopping_patience < 0:
             raise ValueError(f"early_stopping_patience must be >= 0, got {self.early_stopping_patience}")
+        if self.max_train_seconds < 0:
+            raise ValueError(f"max_train_seconds must be >= 0 (0 = no limit), got {self.max_train_seconds}")
+        if self.code_rows_learning_rate < 0:
+            raise ValueError(f"code_rows_learning_rate must be >= 0 (0 = learning_rate), got {self.code_rows_learning_rate}")
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:

@@ -11,7 +11,13 @@ from trl import SFTConfig
 
 from recdata.config import config_to_dict
 from recdata.io import atomic_write_json
-from trainer.callbacks import LOSS_CURVE_FILE, METRICS_FILE, JsonlMetricsCallback, plot_loss_curve
+from trainer.callbacks import (
+    LOSS_CURVE_FILE,
+    METRICS_FILE,
+    JsonlMetricsCallback,
+    TimeLimitCallback,
+    plot_loss_curve,
+)
 from trainer.config import AlignRecTrainArguments, DataArguments, ModelArguments, resolve_runtime
 from trainer.export import MANIFEST_FILE, build_manifest, merge_run, save_run
 from trainer.launch import is_main_process
@@ -149,7 +155,9 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
         model=bundle.model, args=sft, train_dataset=train,
         eval_dataset={data_args.eval_task or "validation": evalset} if evalset is not None else None,
         processing_class=bundle.tokenizer, peft_config=bundle.peft_config,
-        callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *ranking, *(extra_callbacks or [])],
+        code_rows_learning_rate=run_args.code_rows_learning_rate,
+        callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *ranking, *(extra_callbacks or []),
+                   *([TimeLimitCallback(run_args.max_train_seconds)] if run_args.max_train_seconds else [])],
     )
     for callback in ranking:
         if isinstance(callback, RankingValidationCallback):

@@ -1,16 +1,25 @@
-"""``SFTTrainer`` with one fix for code-token rows trained through peft ``trainable_token_indices``.
+"""``SFTTrainer`` with two additions for the code-token rows.
 
-TRL 1.x computes the loss with a fused LM head that multiplies by ``lm_head.weight`` directly. When peft wraps
-``lm_head`` in a ``TrainableTokensWrapper`` (tied embeddings, or an untied head with trainable rows), that
-weight is the frozen base matrix: the trained code-token rows would be ignored on the output side (and the
-wrapper has no ``bias``, so TRL crashes first). In that case the loss comes from the model's own forward
-(full logits; fine for small vocabularies, costs memory at 49k x seq x batch).
+1. Loss path. TRL 1.x computes the loss with a fused LM head that multiplies by ``lm_head.weight`` directly.
+   When peft wraps ``lm_head`` in a ``TrainableTokensWrapper`` (tied embeddings, or an untied head with
+   trainable rows), that weight is the frozen base matrix: the trained code-token rows would be ignored on the
+   output side (and the wrapper has no ``bias``, so TRL crashes first). In that case the loss comes from the
+   model's own forward (full logits; fine for small vocabularies, costs memory at 49k x seq x batch).
+2. Optimizer. ``code_rows_learning_rate`` puts the code-token rows in their own parameter group with that
+   rate; the scheduler scales every group alike, and DeepSpeed (ZeRO-1/2/3 with the HF optimizer) keeps
+   per-group rates.
 """
 
 from __future__ import annotations
 
+import torch
 from transformers import Trainer
 from trl import SFTTrainer
+
+__all__ = ["AlignRecSFTTrainer", "code_row_parameters", "output_head_is_wrapped", "split_param_group"]
+
+TRAINABLE_TOKENS_PARAM = "trainable_tokens_delta"  # peft TrainableTokensLayer's ParameterDict
+MODULES_TO_SAVE_PARAM = "modules_to_save"  # peft ModulesToSaveWrapper copies (we only put embeddings there)
 
 
 def output_head_is_wrapped(model) -> bool:
@@ -20,9 +29,56 @@ def output_head_is_wrapped(model) -> bool:
     return get is not None and isinstance(get(), TrainableTokensWrapper)
 
 
+def code_row_parameters(model) -> list[torch.nn.Parameter]:
+    """The trainable parameters that hold code-token rows: peft trainable-token deltas, else peft
+    ``modules_to_save`` embedding copies, else (full fine-tuning) the input and output embedding matrices."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    for marker in (TRAINABLE_TOKENS_PARAM, MODULES_TO_SAVE_PARAM):
+        found = [p for n, p in named if marker in n]
+        if found:
+            return found
+    embeddings = [model.get_input_embeddings(), model.get_output_embeddings()]
+    unique = {id(m.weight): m.weight for m in embeddings if m is not None and m.weight.requires_grad}
+    return list(unique.values())
+
+
+def split_param_group(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], lr: float) -> int:
+    """Move ``params`` out of their groups into new groups (same settings, rate ``lr``); returns how many moved.
+
+    Only valid before the first step (no optimizer state yet), which is when ``create_optimizer`` runs.
+    """
+    if optimizer.state:
+        raise RuntimeError("split_param_group must run before the first optimizer step")
+    wanted = {id(p) for p in params}
+    moved_groups = []
+    for group in optimizer.param_groups:
+        take = [p for p in group["params"] if id(p) in wanted]
+        if take:
+            group["params"] = [p for p in group["params"] if id(p) not in wanted]
+            moved_groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": take, "lr": lr})
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+    for group in moved_groups:
+        optimizer.add_param_group(group)
+    return sum(len(g["params"]) for g in moved_groups)
+
+
 class AlignRecSFTTrainer(SFTTrainer):
+    def __init__(self, *args, code_rows_learning_rate: float = 0.0, **kwargs) -> None:
+        self.code_rows_learning_rate = code_rows_learning_rate
+        super().__init__(*args, **kwargs)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not output_head_is_wrapped(self.model):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs["use_cache"] = False
         return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    def create_optimizer(self, model=None):
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if fresh and self.code_rows_learning_rate:
+            rows = code_row_parameters(self.model if model is None else model)
+            if not rows:
+                raise ValueError("code_rows_learning_rate is set but the model has no trainable code-token rows")
+            split_param_group(optimizer, rows, self.code_rows_learning_rate)
+        return optimizer

@@ -23,6 +23,7 @@ from typing import Any
 
 from inference.cache.scenarios import scenario_key
 from inference.cache.store import CURRENT_NAME, VERSIONS_DIR
+from recdata.errors import InputFileError, UserError
 
 __all__ = ["CacheStore", "SQLiteStore", "StoreVersion", "VersionGoneError", "is_redis_url", "open_store"]
 
@@ -119,7 +120,7 @@ class SQLiteStore(CacheStore):
         try:
             st = os.stat(self._pointer)
         except FileNotFoundError:
-            raise FileNotFoundError(
+            raise InputFileError(
                 f"{self._pointer} not found: no cache is published in {self.store_dir}; run `alignrec cache publish`"
             ) from None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -148,11 +149,11 @@ class SQLiteStore(CacheStore):
             con.close()
             if not path.exists():
                 raise VersionGoneError(f"{path} was deleted while being opened") from exc
-            raise ValueError(f"{path} is not a readable cache version ({exc}); republish it with "
+            raise UserError(f"{path} is not a readable cache version ({exc}); republish it with "
                              "`alignrec cache publish`") from exc
         if "k" not in meta:
             con.close()
-            raise ValueError(f"{path} has no 'k' in its meta table; republish it with `alignrec cache publish`")
+            raise UserError(f"{path} has no 'k' in its meta table; republish it with `alignrec cache publish`")
         return _SQLiteVersion(name, meta, fallback, per_scenario, con)
 
 

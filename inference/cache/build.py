@@ -23,9 +23,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from inference.cache import layout
+from inference.cache.location import Location, open_location
 from inference.cache.shards import Recs, chunk_users, iter_cache, read_manifest, write_chunk
 from recdata.errors import UserError
-from recdata.io import atomic_write_json, sha256_file, sha256_json
+from recdata.io import sha256_file, sha256_json
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def build_cache(
     }
     if base_manifest is not None:
         _check_reusable(base_cache, base_manifest, config)
-    config = _claim_config(out_dir, config, overwrite)
+    config = claim_config(open_location(out_dir), config, overwrite)
 
     chunks = layout.plan_shard(list(user_hashes), shard_index, num_shards, chunk_size)
     shard_dir = out_dir / layout.shard_dir_name(shard_index, num_shards)
@@ -139,29 +140,43 @@ def build_cache(
     return result
 
 
-def finalize_cache(out_dir: str | Path) -> dict[str, Any] | None:
+def finalize_cache(out_dir: str | Path | Location) -> dict[str, Any] | None:
     """Write ``manifest.json`` once every shard is done (idempotent); None while shards are missing."""
-    out_dir = Path(out_dir)
-    config = json.loads((out_dir / layout.BUILD_CONFIG_NAME).read_text(encoding="utf-8"))
+    loc = open_location(out_dir)
+    config = json.loads(loc.read_text(layout.BUILD_CONFIG_NAME))
     shards = []
-    for shard_dir in layout.list_shard_dirs(out_dir, config["num_shards"]):
-        done = shard_dir / layout.SHARD_DONE_NAME
-        if not done.is_file():
+    for index in range(config["num_shards"]):
+        done = f"{layout.shard_dir_name(index, config['num_shards'])}/{layout.SHARD_DONE_NAME}"
+        if not loc.is_file(done):
             return None
-        shards.append(json.loads(done.read_text(encoding="utf-8")))
+        shards.append(json.loads(loc.read_text(done)))
     num_users = sum(s["num_users"] for s in shards)
     if num_users != config["num_users"]:
-        raise RuntimeError(f"cache {out_dir}: shards hold {num_users} users, the build expects {config['num_users']}")
+        raise RuntimeError(f"cache {loc.uri}: shards hold {num_users} users, the build expects {config['num_users']}")
     manifest = {
         **config,
         "version": sha256_json(config)[:16],
         "num_rows": sum(s["num_rows"] for s in shards),
         "shards": shards,
     }
-    atomic_write_json(out_dir / layout.MANIFEST_NAME, manifest)
-    logger.info("cache %s complete: %d users, %d rows, version %s", out_dir, num_users, manifest["num_rows"],
+    write_json(loc, layout.MANIFEST_NAME, manifest)
+    logger.info("cache %s complete: %d users, %d rows, version %s", loc.uri, num_users, manifest["num_rows"],
                 manifest["version"])
     return manifest
+
+
+def write_json(loc: Location, rel: str, obj: Any) -> None:
+    """``recdata.io.atomic_write_json``'s format, committed with the location's protocol."""
+    loc.write_once(rel, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def write_shard_done(loc: Location, shard_index: int, num_shards: int, files: list[dict[str, Any]]) -> None:
+    """``_SHARD_DONE.json`` of a shard whose chunk ``files`` (name, num_users, num_rows, sha256, in order) exist."""
+    shard = layout.shard_dir_name(shard_index, num_shards)
+    write_json(loc, f"{shard}/{layout.SHARD_DONE_NAME}", {
+        "index": shard_index, "dir": shard, "num_users": sum(f["num_users"] for f in files),
+        "num_rows": sum(f["num_rows"] for f in files), "files": files,
+    })
 
 
 def _validate_histories(histories: Mapping[str, Sequence[str]]) -> dict[str, str]:
@@ -206,23 +221,49 @@ def _recommend(recommend_fn: RecommendFn, users: list[str], histories: list[list
     return checked
 
 
-def _claim_config(out_dir: Path, config: dict[str, Any], overwrite: bool) -> dict[str, Any]:
-    """Create ``build_config.json`` exactly once (atomic no-replace), or check the existing one matches."""
+def claim_config(loc: Location, config: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    """Create ``build_config.json`` exactly once, or check that the existing one matches (else refuse/overwrite).
+
+    Local folders use an atomic no-replace link, so concurrent shard processes agree on one config; other
+    filesystems (one Ray driver per build) read, compare and write once.
+    """
+    local = loc.local_dir
+    if local is not None:
+        return _claim_local_config(local, config, overwrite)
+    if loc.is_file(layout.BUILD_CONFIG_NAME):
+        stored = json.loads(loc.read_text(layout.BUILD_CONFIG_NAME))
+        if _config_diffs(stored, config, loc.uri, overwrite) is None:
+            return stored
+        loc.fs.delete_dir_contents(loc.root)
+    elif loc.has_entries():
+        raise UserError(f"{loc.uri} is not empty and holds no cache build; choose an empty or new out_dir")
+    write_json(loc, layout.BUILD_CONFIG_NAME, config)
+    return config
+
+
+def _config_diffs(stored: dict[str, Any], config: dict[str, Any], where: str, overwrite: bool) -> dict | None:
+    """None when ``stored`` has the same identity; raise unless ``overwrite``; else the differences."""
+    diffs = {key: (stored.get(key), config[key]) for key in IDENTITY_KEYS if stored.get(key) != config[key]}
+    if not diffs:
+        return None
+    if not overwrite:
+        detail = ", ".join(f"{key}: cached {old!r} vs now {new!r}" for key, (old, new) in diffs.items())
+        raise CacheMismatchError(
+            f"{where} holds a cache built with other settings or inputs ({detail}); pass --overwrite to "
+            "replace it (with several shard processes, delete the folder before launching instead) or "
+            "choose another out_dir"
+        )
+    logger.warning("overwriting cache %s (%s)", where, ", ".join(diffs))
+    return diffs
+
+
+def _claim_local_config(out_dir: Path, config: dict[str, Any], overwrite: bool) -> dict[str, Any]:
     path = out_dir / layout.BUILD_CONFIG_NAME
     for _ in range(3):
         if path.is_file():
             stored = json.loads(path.read_text(encoding="utf-8"))
-            diffs = {key: (stored.get(key), config[key]) for key in IDENTITY_KEYS if stored.get(key) != config[key]}
-            if not diffs:
+            if _config_diffs(stored, config, str(out_dir), overwrite) is None:
                 return stored
-            if not overwrite:
-                detail = ", ".join(f"{key}: cached {old!r} vs now {new!r}" for key, (old, new) in diffs.items())
-                raise CacheMismatchError(
-                    f"{out_dir} holds a cache built with other settings or inputs ({detail}); pass --overwrite to "
-                    "replace it (with several shard processes, delete the folder before launching instead) or "
-                    "choose another out_dir"
-                )
-            logger.warning("overwriting cache %s (%s)", out_dir, ", ".join(diffs))
             shutil.rmtree(out_dir)
         elif out_dir.is_dir() and any(not p.name.startswith(".") for p in out_dir.iterdir()):
             raise UserError(f"{out_dir} is not empty and holds no cache build; choose an empty or new out_dir")
@@ -266,7 +307,4 @@ def _mark_shard_done(shard_dir: Path, shard_index: int, num_shards: int, chunks:
         path = shard_dir / layout.chunk_file_name(chunk_index)
         files.append({"name": path.name, "num_users": len(users), "num_rows": pq.read_metadata(path).num_rows,
                       "sha256": sha256_file(path)})
-    atomic_write_json(shard_dir / layout.SHARD_DONE_NAME, {
-        "index": shard_index, "dir": shard_dir.name, "num_users": sum(len(c) for c in chunks),
-        "num_rows": sum(f["num_rows"] for f in files), "files": files,
-    })
+    write_shard_done(open_location(shard_dir.parent), shard_index, num_shards, files)

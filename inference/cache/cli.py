@@ -2,6 +2,8 @@
 
     alignrec cache build --model_dir runs/sft --split_dir data/scientific --out_dir cache/v1 --k 20
     torchrun --nproc_per_node 4 -m alignrec.cli cache build ...      # shards = ranks (RANK / WORLD_SIZE)
+    alignrec cache build --engine ray --ray_address auto --num_actors 8 --gpus_per_actor 1 \
+        --histories s3://bucket/histories/ --out_dir s3://bucket/cache/v1 --model_dir /shared/runs/sft
     alignrec cache build ... --out_dir cache/v2 --base_cache cache/v1  # incremental refresh
     alignrec cache publish --cache_dir cache/v1 --store_dir serve/ --split_dir data/scientific
     alignrec cache publish --cache_dir cache/v1 --target redis://127.0.0.1:6379/0 --split_dir data/scientific
@@ -26,10 +28,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class CacheBuildConfig:
-    split_dir: str = field(metadata={"help": "Saved SplitDataset folder; users and histories come from "
-                                             "serving_histories() (last max_history items of each sequence)."})
-    out_dir: str = field(metadata={"help": "Cache build folder (Parquet shards + manifest). Rerun the same command "
+    out_dir: str = field(metadata={"help": "Cache build folder (Parquet shards + manifest); with --engine ray also a "
+                                           "pyarrow/fsspec URI (file://, s3://, gs://, ...). Rerun the same command "
                                            "to resume after a crash."})
+    split_dir: str | None = field(default=None, metadata={
+        "help": "Saved SplitDataset folder; users and histories come from serving_histories() (last max_history "
+                "items of each sequence). Required unless --histories is given."})
     model_dir: str | None = field(default=None, metadata={"help": "Trained run folder (trainer output_dir or its "
                                                                   "merged/); required for --recommender model."})
     recommender: str = field(default="model", metadata={"help": "'model' (the trained LLM, beam search) or "
@@ -56,8 +60,23 @@ class CacheBuildConfig:
                 "has interactions in (cost = users x scenarios served)."})
     scenario_prompts: bool = field(default=False, metadata={
         "help": "The model was trained with tasks.scenario_prompts: build scenario-naming prompts."})
+    engine: str = field(default="local", metadata={
+        "help": "'local': this process computes its shard (torchrun/deepspeed ranks for several); 'ray': a Ray "
+                "Data actor pool computes every chunk (needs the ray extra: pip install 'alignrec[ray]')."})
+    histories: str | None = field(default=None, metadata={
+        "help": "--engine ray: Parquet file/folder/URI with columns user_id (string) and history (list of item "
+                "ids), read in blocks by Ray tasks instead of loading --split_dir on the driver."})
+    ray_address: str = field(default="local", metadata={
+        "help": "--engine ray: 'local' starts a cluster on this machine, 'auto' joins the running one (ray start), "
+                "or a host:port / ray:// address."})
+    num_actors: int = field(default=1, metadata={"help": "--engine ray: model replicas (one per GPU on a GPU "
+                                                         "cluster)."})
+    gpus_per_actor: float = field(default=0.0, metadata={"help": "--engine ray: GPUs reserved per actor (0 = CPU)."})
+    cpus_per_actor: float = field(default=1.0, metadata={"help": "--engine ray: CPUs reserved per actor; also its "
+                                                                 "torch thread count."})
 
     def __post_init__(self) -> None:
+        self._check_engine()
         from inference.cache.scenarios import SCENARIO_MODES
 
         if self.scenarios not in SCENARIO_MODES:
@@ -75,10 +94,37 @@ class CacheBuildConfig:
         if self.num_beams < self.k:
             raise UserError(f"num_beams ({self.num_beams}) must be >= k ({self.k}); raise --num_beams")
 
+    def _check_engine(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.split_dir is None and self.histories is None:
+            raise ConfigError("give --split_dir (or, with --engine ray, --histories PARQUET)")
+        if self.recommender == "popularity" and not self.split_dir:
+            raise ConfigError("--recommender popularity needs --split_dir (its training popularity)")
+        if self.engine == "local":
+            if self.histories is not None or "://" in self.out_dir:
+                raise ConfigError("--histories and URI out_dirs need --engine ray; the local engine reads --split_dir "
+                                  "and writes a local folder")
+            return
+        ray_only = {"num_shards": self.num_shards, "shard_index": self.shard_index, "base_cache": self.base_cache}
+        given = [f"--{key}" for key, value in ray_only.items() if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} belong(s) to the local engine: with --engine ray, Ray spreads the "
+                              "chunks over the actors (and incremental refresh is local-only for now)")
+        if self.scenarios != "none":
+            raise ConfigError("--scenarios belongs to the local engine for now (per-scenario keys are expanded from "
+                              "--split_dir); drop --engine ray")
+        if self.histories is not None and self.users_file is not None:
+            raise ConfigError("--users_file filters --split_dir; with --histories, write only the wanted users")
+        if self.num_actors < 1 or self.gpus_per_actor < 0 or self.cpus_per_actor <= 0:
+            raise ConfigError(f"num_actors must be >= 1, gpus_per_actor >= 0, cpus_per_actor > 0; got "
+                              f"{self.num_actors}, {self.gpus_per_actor}, {self.cpus_per_actor}")
+
 
 @dataclass
 class CachePublishConfig:
-    cache_dir: str = field(metadata={"help": "Finished cache build folder (has manifest.json)."})
+    cache_dir: str = field(metadata={"help": "Finished cache build folder or URI (file://, s3://, ...; has "
+                                             "manifest.json)."})
     store_dir: str | None = field(default=None, metadata={"help": "Serving store folder: versions/*.sqlite + "
                                                                   "CURRENT pointer (or use --target)."})
     target: str | None = field(default=None, metadata={"help": "Publish target instead of --store_dir: "
@@ -147,6 +193,8 @@ def load_histories(split_dir: str, users_file: str | None) -> dict[str, list[str
 
 
 def run_build(cfg: CacheBuildConfig) -> dict | None:
+    if cfg.engine == "ray":
+        return run_build_ray(cfg)
     from inference.cache.build import build_cache
     from recdata.io import atomic_write_json
     from recdata.outputs import check_not_overlapping
@@ -188,6 +236,36 @@ def run_build(cfg: CacheBuildConfig) -> dict | None:
                 result.users_reused)
     if result.manifest is None:
         logger.info("other shards are still missing; the last shard to finish writes manifest.json")
+    return result.manifest
+
+
+def run_build_ray(cfg: CacheBuildConfig) -> dict:
+    """``--engine ray``: the same cache from a Ray Data actor pool (``inference.cache.ray_build``)."""
+    try:
+        from inference.cache.ray_build import RayOptions, build_cache_ray
+    except ImportError as exc:
+        raise ConfigError(f"--engine ray needs the ray extra ({exc}); pip install 'alignrec[ray]'") from None
+    from inference.cache.build import write_json
+    from inference.cache.location import open_location
+    from inference.cache.model_recommender import ModelRecommenderFactory, PopularityRecommenderFactory
+
+    histories = cfg.histories if cfg.histories is not None else load_histories(cfg.split_dir, cfg.users_file)
+    if cfg.recommender == "popularity":
+        factory = PopularityRecommenderFactory(cfg.split_dir, cfg.k, cfg.exclude_history)
+        identity = {"model": f"popularity:{Path(cfg.split_dir).resolve()}", "adapter": "", "item_tokenizer_hash": ""}
+    else:
+        from inference.cache.model_recommender import model_identity
+
+        factory = ModelRecommenderFactory(str(Path(cfg.model_dir).resolve()), cfg.k, cfg.num_beams, cfg.batch_size,
+                                          cfg.exclude_history, cfg.device)
+        identity = model_identity(cfg.model_dir)
+    options = RayOptions(address=cfg.ray_address, num_actors=cfg.num_actors, gpus_per_actor=cfg.gpus_per_actor,
+                         cpus_per_actor=cfg.cpus_per_actor)
+    result = build_cache_ray(factory, histories, cfg.out_dir, cfg.k, options=options, chunk_size=cfg.chunk_size,
+                             overwrite=cfg.overwrite, **identity)
+    write_json(open_location(cfg.out_dir), "shard-00000-of-00001/resolved_config.json", config_to_dict(cfg))
+    logger.info("ray build: %d chunks (%d resumed), %d users computed", result.chunks_total, result.chunks_skipped,
+                result.users_computed)
     return result.manifest
 
 

@@ -33,8 +33,22 @@ def histories_hash(user_hashes: Mapping[str, str]) -> str:
     """Hash of the whole input (every user and their history hash), order independent."""
     digest = hashlib.sha256()
     for user in sorted(user_hashes):
-        digest.update(f"{user}\t{user_hashes[user]}\n".encode())
+        digest.update(user_line(user, user_hashes[user]))
     return digest.hexdigest()
+
+
+def user_line(user_id: str, hist_hash: str) -> bytes:
+    """The bytes one user adds to ``histories_hash`` and ``users_digest`` (``inference.cache.plan`` builds the
+    same bytes with Arrow for millions of users at once)."""
+    return f"{user_id}\t{hist_hash}\n".encode()
+
+
+def users_digest(user_hashes: Mapping[str, str]) -> str:
+    """Short hash of one chunk's ``{user_id: history_hash}`` (users sorted): what the plan expects a chunk to hold."""
+    digest = hashlib.sha256()
+    for user in sorted(user_hashes):
+        digest.update(user_line(user, user_hashes[user]))
+    return digest.hexdigest()[:32]
 
 
 def shard_of(user_id: str, num_shards: int) -> int:

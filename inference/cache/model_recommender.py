@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,40 @@ def model_recommend_fn(
     logger.info("cache recommender: %s (item tokenizer %s)", identity["adapter"] or identity["model"],
                 identity["item_tokenizer_hash"][:12])
     return fn, identity
+
+
+@dataclass(frozen=True)
+class ModelRecommenderFactory:
+    """Picklable recipe for ``recommend_fn``: each Ray actor calls it once and keeps the loaded model.
+
+    The fields are ``model_recommend_fn``'s arguments; ``model_dir`` must be readable at the same path on every
+    node (a shared or synced folder).
+    """
+
+    model_dir: str
+    k: int
+    num_beams: int
+    batch_size: int
+    exclude_history: bool = True
+    device: str | None = None
+
+    def __call__(self) -> Any:
+        fn, _ = model_recommend_fn(self.model_dir, self.k, self.num_beams, self.batch_size, self.exclude_history,
+                                   self.device)
+        return fn
+
+
+@dataclass(frozen=True)
+class PopularityRecommenderFactory:
+    """Picklable recipe for the training-popularity baseline ``recommend_fn`` (``--recommender popularity``)."""
+
+    split_dir: str
+    k: int
+    exclude_history: bool = True
+
+    def __call__(self) -> Any:
+        from inference import popularity_recommender
+        from recdata import SplitDataset
+
+        return popularity_recommender(SplitDataset.load(self.split_dir), k=self.k,
+                                      exclude_history=self.exclude_history)

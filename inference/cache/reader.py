@@ -24,6 +24,11 @@ from inference.cache.backends import CacheStore, StoreVersion, VersionGoneError,
 from recdata.errors import UserError
 
 
+class ScenarioError(UserError):
+    """The caller's mistake about scenarios: a scenario the live version does not have, or none on a per-scenario
+    store (the HTTP server answers 422; store-side failures are other errors)."""
+
+
 @dataclass(frozen=True)
 class CacheResult:
     user_id: str
@@ -87,7 +92,7 @@ class CacheReader:
         """Every user answered from one version (the live one when the call starts).
 
         On a per-scenario store ``scenario`` is required; a missing (user, scenario) pair gets that scenario's
-        fallback. A ``scenario`` the live version does not have is a ``UserError`` naming the ones it has.
+        fallback. A ``scenario`` the live version does not have is a ``ScenarioError`` naming the ones it has.
         """
         users = list(user_ids)
         with self._lock:
@@ -117,10 +122,11 @@ class CacheReader:
     def _check_scenario(self, live: StoreVersion, scenario: str | None) -> None:
         scenarios = live.scenarios
         if scenario is None and scenarios:
-            raise UserError(f"the cache in {self.store.location} is per scenario; pass a scenario, one of {scenarios}")
+            raise ScenarioError(f"the cache in {self.store.location} is per scenario; pass a scenario, one of {scenarios}")
         if scenario is not None and scenario not in scenarios:
-            what = f"one of {scenarios}" if scenarios else "none: this store is per user (pass no scenario)"
-            raise UserError(f"scenario {scenario!r} is not in the cache of {self.store.location}; scenarios: {what}")
+            what = (f"its scenarios are {scenarios}" if scenarios
+                    else "this store has no scenarios (one list per user); drop the scenario")
+            raise ScenarioError(f"scenario {scenario!r} is not in the cache of {self.store.location}: {what}")
 
     def close(self) -> None:
         with self._lock:

@@ -38,6 +38,7 @@ from inference.cache.backends import CacheStore, Recs, StoreVersion, VersionGone
 from inference.cache.scenarios import split_scenario_key
 from inference.cache.shards import iter_cache, verify_cache
 from inference.cache.store import fallback_items, scenario_fallbacks, version_meta, version_name
+from recdata.errors import ConfigError, InputFileError, UserError
 
 __all__ = ["RedisStore", "publish_cache_redis"]
 
@@ -85,7 +86,7 @@ class RedisStore(CacheStore):
     def pointer(self) -> str:
         value = self.client.get(self.current_key)
         if value is None:
-            raise FileNotFoundError(f"no cache is published in {self.location} (key {self.current_key!r} is missing); "
+            raise InputFileError(f"no cache is published in {self.location} (key {self.current_key!r} is missing); "
                                     f"run `alignrec cache publish --target {self.location}`")
         return value.decode("utf-8")
 
@@ -108,7 +109,7 @@ class RedisStore(CacheStore):
             if meta_dict.get("scenarios") and scenario_fallback is None:
                 raise KeyError(f"{self.scenario_fallback_key(name)} is missing for a per-scenario version")
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise ValueError(f"{meta_key} / {fallback_key} in {self.location} are not a cache version's metadata "
+            raise UserError(f"{meta_key} / {fallback_key} in {self.location} are not a cache version's metadata "
                              f"({exc!r}); republish with `alignrec cache publish --target {self.location}`") from exc
         return _RedisVersion(name, meta_dict, fallback_list, per_scenario, self.client, recs_key, self.current_key)
 
@@ -151,9 +152,9 @@ def publish_cache_redis(
     ``grace_s`` seconds after the switch.
     """
     if keep_versions < 1:
-        raise ValueError(f"keep_versions must be >= 1 (the live version), got {keep_versions}")
+        raise ConfigError(f"keep_versions must be >= 1 (the live version), got {keep_versions}")
     if grace_s <= 0:
-        raise ValueError(f"grace_s must be > 0 (seconds an old version stays readable), got {grace_s}")
+        raise ConfigError(f"grace_s must be > 0 (seconds an old version stays readable), got {grace_s}")
     manifest = verify_cache(cache_dir)
     store = RedisStore(url)
     client = store.client

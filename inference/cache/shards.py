@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from inference.cache.layout import MANIFEST_NAME, USERS_META_KEY
+from inference.cache.location import Location, open_location
 from recdata.errors import InputFileError, UserError
-from recdata.io import atomic_write_bytes, sha256_file
+from recdata.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,13 @@ CHUNK_SCHEMA = pa.schema(
 
 def write_chunk(path: Path, users: Sequence[str], user_hashes: Mapping[str, str], recs: Sequence[Recs]) -> int:
     """Write one chunk atomically (temp file + rename); returns its row count."""
+    data, num_rows = encode_chunk(users, user_hashes, recs)
+    atomic_write_bytes(path, data)
+    return num_rows
+
+
+def encode_chunk(users: Sequence[str], user_hashes: Mapping[str, str], recs: Sequence[Recs]) -> tuple[bytes, int]:
+    """The Parquet bytes of one chunk and its row count (deterministic: same input, same bytes)."""
     lengths = np.fromiter((len(r) for r in recs), dtype=np.int64, count=len(recs))
     columns = [
         pa.array(np.repeat(np.asarray(users, dtype=object), lengths), pa.string()),
@@ -43,22 +52,22 @@ def write_chunk(path: Path, users: Sequence[str], user_hashes: Mapping[str, str]
     table = pa.table(columns, schema=CHUNK_SCHEMA.with_metadata(meta))
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
-    return int(lengths.sum())
+    return sink.getvalue().to_pybytes(), int(lengths.sum())
 
 
-def chunk_users(path: Path) -> dict[str, str] | None:
-    """``{user_id: history_hash}`` stored in a chunk's footer, or None if the file is unreadable."""
+def chunk_users(path: str | os.PathLike | pa.NativeFile, name: str | None = None) -> dict[str, str] | None:
+    """``{user_id: history_hash}`` stored in a chunk's footer (a path or an open file), or None if unreadable."""
     try:
         meta = pq.read_schema(path).metadata or {}
         return json.loads(meta[USERS_META_KEY])
     except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
-        logger.warning("cache chunk %s is unreadable (%s); it will be recomputed", path, exc)
+        logger.warning("cache chunk %s is unreadable (%s); it will be recomputed", name or path, exc)
         return None
 
 
-def read_chunk(path: Path) -> Iterator[tuple[str, str, Recs]]:
+def read_chunk(path: str | os.PathLike | pa.NativeFile, name: str | None = None) -> Iterator[tuple[str, str, Recs]]:
     """Yield ``(user_id, history_hash, [(item_id, score), ...])`` in the chunk's user order."""
+    path_name = name or path
     table = pq.read_table(path)
     users = json.loads(table.schema.metadata[USERS_META_KEY])
     by_user: dict[str, Recs] = {u: [] for u in users}
@@ -66,50 +75,54 @@ def read_chunk(path: Path) -> Iterator[tuple[str, str, Recs]]:
     for user, rank, item, score in zip(cols["user_id"], cols["rank"], cols["item_id"], cols["score"], strict=True):
         recs = by_user.get(user)
         if recs is None or rank != len(recs) + 1:
-            raise UserError(f"cache chunk {path} is corrupt: user {user!r} row rank {rank} out of order")
+            raise UserError(f"cache chunk {path_name} is corrupt: user {user!r} row rank {rank} out of order")
         recs.append((item, score))
     for user, hist_hash in users.items():
         yield user, hist_hash, by_user[user]
 
 
-def read_manifest(cache_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a finished build; a missing one means the build is incomplete."""
-    path = Path(cache_dir) / MANIFEST_NAME
-    if not path.is_file():
+def read_manifest(cache_dir: str | os.PathLike | Location) -> dict[str, Any]:
+    """The manifest of a finished build (a folder or URI); a missing one means the build is incomplete."""
+    loc = open_location(cache_dir)
+    if not loc.is_file(MANIFEST_NAME):
         raise InputFileError(
-            f"{path} not found: the cache build in {cache_dir} is missing or unfinished; run (or rerun, it resumes) "
-            "`alignrec cache build` for every shard first"
+            f"{loc.display(MANIFEST_NAME)} not found: the cache build in {loc.uri} is missing or unfinished; run (or "
+            "rerun, it resumes) `alignrec cache build` for every shard first"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(loc.read_text(MANIFEST_NAME))
 
 
-def manifest_files(cache_dir: str | Path, manifest: Mapping[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
-    cache_dir = Path(cache_dir)
-    return [(cache_dir / shard["dir"] / f["name"], f) for shard in manifest["shards"] for f in shard["files"]]
+def manifest_files(manifest: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(path relative to the build folder, file entry)`` of every chunk the manifest lists, in order."""
+    return [(f"{shard['dir']}/{f['name']}", f) for shard in manifest["shards"] for f in shard["files"]]
 
 
-def verify_cache(cache_dir: str | Path, manifest: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def verify_cache(cache_dir: str | os.PathLike | Location, manifest: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Check every chunk file against the manifest's sha256; raise naming the first bad file."""
-    manifest = manifest or read_manifest(cache_dir)
-    for path, entry in manifest_files(cache_dir, manifest):
-        if not path.is_file():
-            raise InputFileError(f"cache file {path} listed in the manifest is missing; rebuild the cache")
-        digest = sha256_file(path)
+    loc = open_location(cache_dir)
+    manifest = manifest or read_manifest(loc)
+    for rel, entry in manifest_files(manifest):
+        if not loc.is_file(rel):
+            raise InputFileError(f"cache file {loc.display(rel)} listed in the manifest is missing; rebuild the cache")
+        digest = loc.sha256(rel)
         if digest != entry["sha256"]:
             raise UserError(
-                f"cache file {path} has sha256 {digest[:12]}..., the manifest says {entry['sha256'][:12]}...; "
-                "the file was modified after the build; rebuild the cache (cache build --overwrite)"
+                f"cache file {loc.display(rel)} has sha256 {digest[:12]}..., the manifest says "
+                f"{entry['sha256'][:12]}...; the file was modified after the build; rebuild the cache "
+                "(cache build --overwrite)"
             )
     return dict(manifest)
 
 
-def iter_cache(cache_dir: str | Path, verify: bool = True) -> Iterator[tuple[str, str, Recs]]:
-    """Every ``(user_id, history_hash, recs)`` of a finished cache build, shard by shard."""
-    manifest = verify_cache(cache_dir) if verify else read_manifest(cache_dir)
-    for path, entry in manifest_files(cache_dir, manifest):
+def iter_cache(cache_dir: str | os.PathLike | Location, verify: bool = True) -> Iterator[tuple[str, str, Recs]]:
+    """Every ``(user_id, history_hash, recs)`` of a finished cache build (a folder or URI), shard by shard."""
+    loc = open_location(cache_dir)
+    manifest = verify_cache(loc) if verify else read_manifest(loc)
+    for rel, entry in manifest_files(manifest):
         n_rows = 0
-        for user, hist_hash, recs in read_chunk(path):
-            n_rows += len(recs)
-            yield user, hist_hash, recs
+        with loc.open_input_file(rel) as f:
+            for user, hist_hash, recs in read_chunk(f, name=loc.display(rel)):
+                n_rows += len(recs)
+                yield user, hist_hash, recs
         if n_rows != entry["num_rows"]:
-            raise UserError(f"cache file {path} has {n_rows} rows, the manifest says {entry['num_rows']}")
+            raise UserError(f"cache file {loc.display(rel)} has {n_rows} rows, the manifest says {entry['num_rows']}")

@@ -167,7 +167,8 @@ def version_meta(manifest: Mapping[str, Any], fallback_source: str, cache_dir: s
     meta = {key: manifest[key] for key in ("version", "k", "model", "adapter", "item_tokenizer_hash",
                                             "created_at", "num_users", "num_rows", "base_version")}
     meta["scenarios"] = manifest.get("scenarios") or None  # per-scenario builds: keys are user + "\x1f" + scenario
-    meta.update(fallback_source=fallback_source, cache_dir=str(Path(cache_dir).resolve()))
+    meta.update(fallback_source=fallback_source,  # a URI (file://, s3://) is kept as given
+                cache_dir=str(cache_dir) if "://" in str(cache_dir) else str(Path(cache_dir).resolve()))
     return meta
 
 

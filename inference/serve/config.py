@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from recdata.errors import ConfigError
+
 __all__ = ["ServeConfig"]
 
 
@@ -33,17 +35,17 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
-            raise ValueError(f"port must be in 1..65535, got {self.port}")
+            raise ConfigError(f"port must be in 1..65535, got {self.port}")
         if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.refresh_interval_s < 0:
-            raise ValueError(f"refresh_interval_s must be >= 0, got {self.refresh_interval_s}")
+            raise ConfigError(f"refresh_interval_s must be >= 0, got {self.refresh_interval_s}")
         if self.max_batch_users < 1 or self.max_body_bytes < 1024:
-            raise ValueError(f"max_batch_users must be >= 1 and max_body_bytes >= 1024, got {self.max_batch_users}, "
+            raise ConfigError(f"max_batch_users must be >= 1 and max_body_bytes >= 1024, got {self.max_batch_users}, "
                              f"{self.max_body_bytes}")
         if self.worker_healthcheck_timeout_s < 1:
-            raise ValueError(f"worker_healthcheck_timeout_s must be >= 1, got {self.worker_healthcheck_timeout_s}")
+            raise ConfigError(f"worker_healthcheck_timeout_s must be >= 1, got {self.worker_healthcheck_timeout_s}")
         if self.drain_timeout_s < 0:
-            raise ValueError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
+            raise ConfigError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
         if self.log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
-            raise ValueError(f"log_level must be one of debug, info, warning, error, got {self.log_level!r}")
+            raise ConfigError(f"log_level must be one of debug, info, warning, error, got {self.log_level!r}")

@@ -43,3 +43,45 @@ class FakeRecommender:
     @property
     def users_seen(self) -> list[str]:
         return [u for call in self.calls for u in call]
+
+
+class FakeRecommenderFactory:
+    """Picklable factory for the Ray engine: each actor gets its own ``FakeRecommender``.
+
+    ``kill_after_calls``: the first actor to finish that many calls SIGKILLs itself at its next call (a marker
+    file created with O_EXCL makes it happen once per build, whichever actor and retry); completed calls are
+    appended to ``log_path`` so a test can count how often each user was computed.
+    """
+
+    def __init__(self, k: int, log_path=None, sleep_s: float = 0.0, kill_after_calls: int | None = None,
+                 kill_marker=None):
+        self.k, self.log_path, self.sleep_s = k, log_path, sleep_s
+        self.kill_after_calls, self.kill_marker = kill_after_calls, kill_marker
+
+    def __call__(self):
+        return _KillableRecommender(self)
+
+
+class _KillableRecommender(FakeRecommender):
+    def __init__(self, factory: FakeRecommenderFactory):
+        super().__init__(factory.k, sleep_s=factory.sleep_s, log_path=factory.log_path)
+        self.factory = factory
+
+    def __call__(self, user_ids, histories):
+        f = self.factory
+        if f.kill_after_calls is not None and len(self.calls) >= f.kill_after_calls and _claim_once(f.kill_marker):
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)  # the actor dies mid-chunk, nothing of this chunk is written
+        return super().__call__(user_ids, histories)
+
+
+def _claim_once(marker) -> bool:
+    import os
+
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False

@@ -100,5 +100,5 @@ def test_plain_cache_rejects_a_scenario(tmp_path, tiny_split):
     publish_cache(tmp_path / "c", tmp_path / "s", progress=False)
     with CacheReader(tmp_path / "s") as reader:
         assert reader.scenarios == [] and not reader.get("u1").fallback
-        with pytest.raises(UserError, match="this store is per user"):
+        with pytest.raises(UserError, match="this store has no scenarios"):
             reader.get("u1", "food")

@@ -187,5 +187,7 @@ def test_cli_builds_launcher_commands_and_validates_first(capsys):
     assert ds[1:4] == ["--num_gpus", "1", str(ENTRY)] and ds[0].endswith("deepspeed")
     assert main(["train", "--dry_run", "--dataset_dir", "d", "--item_tokenizer_dir", "t", "--max_steps", "3"]) == 0
     assert capsys.readouterr().out.strip().endswith(f"{ENTRY} --dataset_dir d --item_tokenizer_dir t --max_steps 3")
-    with pytest.raises(ValueError, match="not used by the HfArgumentParser"):
-        main(["train", "--dry_run", "--dataset_dir", "d", "--item_tokenizer_dir", "t", "--bogus", "1"])
+    # a bad flag is a one-line config error (exit 2) before any launcher starts
+    assert main(["train", "--dry_run", "--dataset_dir", "d", "--item_tokenizer_dir", "t", "--bogus", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("alignrec train: error:") and "--bogus" in err and "\n" not in err
