@@ -79,10 +79,13 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 
 def split_stats(split) -> dict[str, int]:
+    from recdata.cold_items import cold_item_stats, uses_cold_protocol
+
     return {
         "train_interactions": sum(len(items) for _, items in split.train_sequences()),
         "valid_examples": len(split.eval_examples("valid")),
         "test_examples": len(split.eval_examples("test")),
+        **(cold_item_stats(split) if uses_cold_protocol(split) else {}),
     }
 
 

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field
 
 from recdata import processing
+from recdata.cold_items import cold_item_split
 from recdata.dataset import RecDataset
 from recdata.errors import UserError
 from recdata.loaders import FORMATS, LoadOptions, detect_format, load_dataset
@@ -62,6 +63,10 @@ class DataConfig:
                                                                    "choices": list(SPLITS)})
     temporal_ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1], metadata={
         "help": "train/valid/test shares of the global temporal split (by target time)."})
+    cold_item_fraction: float = field(default=0.0, metadata={
+        "help": "Cold-item protocol: this seeded share of catalogue items loses every training interaction "
+                "(they stay as valid/test targets and in evaluation histories); 0 = off, 0.05-0.1 typical."})
+    cold_item_seed: int = field(default=0, metadata={"help": "Seed that draws the cold items."})
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -78,6 +83,8 @@ class DataConfig:
             raise UserError(f"min_user_interactions={self.min_user_interactions} must be >= 1")
         if self.max_history < 1:
             raise UserError(f"max_history={self.max_history} must be >= 1")
+        if not 0.0 <= self.cold_item_fraction < 1.0:
+            raise UserError(f"cold_item_fraction={self.cold_item_fraction} must be in [0, 1) (0 turns it off)")
         ratios = list(self.temporal_ratios)
         if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
             raise UserError(f"temporal_ratios={ratios} must be three non-negative numbers summing to 1")
@@ -127,6 +134,8 @@ def prepare_dataset(cfg: DataConfig) -> SplitDataset:
     if "split" in ds.sequences.column_names:
         ds = RecDataset(items=ds.items, sequences=ds.sequences.remove_columns("split"), name=ds.name, drops=ds.drops)
     if cfg.split == "temporal":
-        return temporal_split(ds, tuple(cfg.temporal_ratios), cfg.max_history)
-    return leave_one_out_split(ds, cfg.max_history)
+        split = temporal_split(ds, tuple(cfg.temporal_ratios), cfg.max_history)
+    else:
+        split = leave_one_out_split(ds, cfg.max_history)
+    return cold_item_split(split, cfg.cold_item_fraction, cfg.cold_item_seed) if cfg.cold_item_fraction else split
 

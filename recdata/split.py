@@ -48,12 +48,13 @@ class SplitDataset:
         return zip(seqs["user_id"], seqs["item_ids"], seqs["split"], strict=True)
 
     def train_sequences(self) -> list[tuple[str, list[str]]]:
-        """(user_id, training items) for every user; the training part is always a prefix."""
-        out = []
-        for user_id, items, labels in self._rows():
-            n_train = sum(1 for label in labels if label == "train")
-            out.append((user_id, list(items[:n_train])))
-        return out
+        """(user_id, items labelled "train") for every user, in order.
+
+        The training part is a prefix, except that ``recdata.cold_items`` may relabel some of it "cold"
+        (withheld): those items are skipped here, so no training code ever sees them.
+        """
+        return [(user_id, [item for item, label in zip(items, labels, strict=True) if label == "train"])
+                for user_id, items, labels in self._rows()]
 
     def eval_examples(self, part: str) -> datasets.Dataset:
         """(user_id, history, target) for each interaction labelled ``part``; history truncated.
@@ -102,11 +103,15 @@ class SplitDataset:
                              "scenario_item_field")
 
     def train_scenario_sequences(self) -> list[tuple[str, list[str], list[str]]]:
-        """(user_id, training items, their scenarios) for every user: ``train_sequences`` with labels."""
+        """(user_id, training items, their scenarios) for every user: ``train_sequences`` with labels (items
+        labelled "train" only, so cold-item relabelling keeps them aligned)."""
         self._require_scenarios()
-        labels_of = list(self.dataset.sequences["scenarios"])  # materialised: per-row Column indexing is slow
-        return [(user, items, list(labels_of[row][:len(items)]))
-                for row, (user, items) in enumerate(self.train_sequences())]
+        scenarios_of = list(self.dataset.sequences["scenarios"])  # materialised: per-row Column indexing is slow
+        out = []
+        for row, (user_id, items, labels) in enumerate(self._rows()):
+            train = [pos for pos, label in enumerate(labels) if label == "train"]
+            out.append((user_id, [items[p] for p in train], [scenarios_of[row][p] for p in train]))
+        return out
 
     def scenario_catalogues(self) -> dict[str, list[str]]:
         """``{scenario: item ids}`` (catalogue order): the items labelled with the scenario anywhere in the data,

@@ -3,6 +3,7 @@
     alignrec tokenize --split_dir runs/data/scientific --output_dir runs/tok/scientific [--config tok.yaml]
     alignrec vocab export --tokenizer_dir runs/tok/scientific --output_dir runs/vocab/scientific
     alignrec vocab validate runs/vocab/scientific [--dataset_dir runs/data/scientific]
+    alignrec assign-codes --tokenizer_dir T --embeddings_dir E --output_dir T2     (tokenization/assign_cli.py)
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def register(subparsers) -> None:
     from tokenization.embeddings.cli import register as register_embedding_commands
 
     register_embedding_commands(subparsers)
+    from tokenization.assign_cli import register as register_assign_command
+
+    register_assign_command(subparsers)
 
 
 def _run_tokenize(args, argv: list[str]) -> int:

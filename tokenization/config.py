@@ -83,6 +83,13 @@ class TokenizerConfig:
     cold_start_beam: int = field(
         default=64, metadata={"help": "Candidate codes searched per cold-start item before giving up."}
     )
+    cold_items: str = field(
+        default="auto",
+        metadata={"help": "Items without training interactions: 'assign' fits the RQ-VAE on the other (warm) items "
+                          "and gives them codes with ItemTokenizer.assign_new_items from their vectors; 'fit' "
+                          "fits on every item; 'auto' = 'assign' when the split uses the cold-item protocol "
+                          "(data.cold_item_fraction > 0), else 'fit'."},
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_levels <= 25:
@@ -103,6 +110,8 @@ class TokenizerConfig:
             raise ValueError("rq_epochs and rq_batch_size must be >= 1 and rq_lr > 0")
         if self.rq_num_threads < 0:
             raise ValueError(f"rq_num_threads must be >= 0 (0 = torch default), got {self.rq_num_threads}")
+        if self.cold_items not in ("auto", "assign", "fit"):
+            raise ValueError(f"cold_items must be 'auto', 'assign' or 'fit', got {self.cold_items!r}")
         if self.dead_code_steps < 0 or self.kmeans_max_samples < 1 or self.cold_start_beam < 1:
             raise ValueError("dead_code_steps must be >= 0, kmeans_max_samples and cold_start_beam >= 1")
 

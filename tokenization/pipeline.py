@@ -128,7 +128,19 @@ def build_item_tokenizer(
         targets = llm_text_targets(llm_dir, texts, cfg.align_batch_size, cache_dir=embedding_cfg.resolved_cache_dir(),
                                    use_cache=embedding_cfg.use_cache)
         meta_llm = str(llm_dir) if llm_dir else "default"
-    tok, report = fit_item_tokenizer(list(emb.item_ids), emb.vectors, cfg, targets)
+    cold = _cold_items(cfg, split, emb.item_ids)
+    if cold:  # fit on warm items only; cold items get free codes from their vectors, as new items would
+        cold_set = set(cold)
+        warm_rows = np.array([i for i, item in enumerate(emb.item_ids) if item not in cold_set], dtype=np.int64)
+        row_of = {item: i for i, item in enumerate(emb.item_ids)}
+        cold_rows = np.array([row_of[item] for item in cold], dtype=np.int64)
+        tok, report = fit_item_tokenizer([emb.item_ids[i] for i in warm_rows], emb.vectors[warm_rows], cfg,
+                                         None if targets is None else targets[warm_rows])
+        tok = tok.assign_new_items(cold, emb.vectors[cold_rows])
+        report.update({"cold_items_assigned": len(cold), "content_hash": tok.content_hash})
+        logger.info("tokenizer: fitted on %d warm items, %d cold items assigned codes", len(warm_rows), len(cold))
+    else:
+        tok, report = fit_item_tokenizer(list(emb.item_ids), emb.vectors, cfg, targets)
     tok.meta.update({"embeddings": _jsonable(emb.meta), "alignment_llm": meta_llm, "dataset": split.dataset.name,
                      "dataset_fingerprint": split.dataset.fingerprint()})
     out_dir = Path(out_dir)
@@ -136,6 +148,16 @@ def build_item_tokenizer(
     save_report(report, out_dir)
     atomic_write_json(out_dir / "resolved_config.json", config_to_dict(cfg, embedding_cfg))
     return tok
+
+
+def _cold_items(cfg: TokenizerConfig, split: Any, item_ids: list[str]) -> list[str]:
+    """Items that get codes by cold-start assignment (see ``TokenizerConfig.cold_items``), in ``item_ids`` order."""
+    from recdata.cold_items import items_without_training, uses_cold_protocol
+
+    if cfg.cold_items == "fit" or (cfg.cold_items == "auto" and not uses_cold_protocol(split)):
+        return []
+    cold = set(items_without_training(split))
+    return [item for item in item_ids if item in cold]
 
 
 def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # Keys a section may hold that the pipeline itself consumes (not the stage's own config).
-PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline", "sasrec_knowledge"),
+PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline", "sasrec_knowledge", "learn_baseline"),
                       "train": ("launcher", "num_gpus", "deepspeed"),
                       "evaluate": ("sasrec_bce_baseline",),
                       "knowledge": ("encoder", "encoder_dir"), "tasks": ("use_knowledge",)}
@@ -191,7 +191,8 @@ def run_embeddings(ctx: StageContext) -> dict[str, Any]:
         summary["sasrec_valid"] = full_ranking_metrics(sasrec, list(valid["history"]), list(valid["target"]), k=10)
     if ctx.config.get("sasrec_knowledge"):
         summary["sasrec_knowledge_valid"] = _train_knowledge_sasrec(ctx, cfg, split)
-    emb = compute_item_embeddings(cfg, split, sasrec=sasrec)
+    learn = _train_learn_stage(ctx, cfg, split, summary)
+    emb = compute_item_embeddings(cfg, split, sasrec=sasrec, learn=learn)
     np.save(ctx.out_dir / "vectors.npy", emb.vectors)
     atomic_write_json(ctx.out_dir / "item_ids.json", list(emb.item_ids), indent=None)
     atomic_write_json(ctx.out_dir / "meta.json", json.loads(json.dumps(emb.meta, default=str)))
@@ -215,6 +216,22 @@ def _train_knowledge_sasrec(ctx: StageContext, cfg: Any, split: Any) -> dict[str
     valid = split.eval_examples("valid")
     return full_ranking_metrics(model, list(valid["history"]), list(valid["target"]), k=10,
                                 **model.context_for(list(valid["user_id"])))
+
+
+def _train_learn_stage(ctx: StageContext, cfg: Any, split: Any, summary: dict[str, Any]):
+    """LEARN towers when ``source`` uses them or ``learn_baseline: true`` (the LEARN evaluation row); resumable."""
+    from alignrec.recommenders import full_ranking_metrics, train_learn
+    from tokenization.embeddings import text_embeddings
+
+    uses = cfg.source == "learn" or (cfg.source == "fused" and "learn" in cfg.fusion_weight_map())
+    if not (uses or bool(ctx.config.get("learn_baseline", False))):
+        return None
+    learn = train_learn(split, cfg.learn_config(), text_embeddings(cfg, split).vectors,
+                        log_file=ctx.out_dir / "learn_metrics.jsonl", checkpoint_path=ctx.out_dir / "learn_checkpoint.pt")
+    learn.save_pretrained(ctx.out_dir / "learn")
+    valid = split.eval_examples("valid")
+    summary["learn_valid"] = full_ranking_metrics(learn, list(valid["history"]), list(valid["target"]), k=10)
+    return learn
 
 
 def load_stage_embeddings(stage_dir: Path):
@@ -384,6 +401,12 @@ def run_evaluate(ctx: StageContext) -> dict[str, Any]:
         knowledge_model = KnowledgeSASRec.from_pretrained(knowledge_dir)
         extra["sasrec+knowledge"] = as_recommend_fn(knowledge_model, k=max(cfg.ks), exclude_history=cfg.exclude_history,
                                                     context_fn=knowledge_model.context_for)
+    learn_dir = ctx.upstream("embeddings") / "learn"
+    if learn_dir.is_dir():
+        from alignrec.recommenders import LEARN
+
+        extra["learn"] = as_recommend_fn(LEARN.from_pretrained(learn_dir), k=max(cfg.ks),
+                                         exclude_history=cfg.exclude_history)
     reports = evaluate(cfg, extra_recommenders=extra)
     return {name: {"n": rep["n_examples"], **{k: rep["overall"][k] for k in ("recall@10", "ndcg@10") if k in rep["overall"]},
                    "invalid_rate": rep["invalid_rate"], "timing": rep.get("timing")}

@@ -1,4 +1,4 @@
-"""Dense recommenders: one interface (``DenseRecommender``), one SASRec with extension points.
+"""Dense recommenders: one interface (``DenseRecommender``), one SASRec with extension points, LEARN towers.
 
 Depends only on ``recdata`` and torch, so the tokenizer (item vectors), the evaluation (rows) and the pipeline
 all read them from here and data flows one way. See ``base.py`` for the interface.
@@ -6,25 +6,39 @@ all read them from here and data flows one way. See ``base.py`` for the interfac
 
 from alignrec.recommenders.base import (
     DenseRecommender,
+    EpochCheckpoint,
     as_recommend_fn,
     full_ranking_metrics,
     train_with_early_stopping,
 )
 from alignrec.recommenders.knowledge_adaptor import HybridExpertAdaptor
 from alignrec.recommenders.knowledge_sasrec import KnowledgeSASRec, load_augmented
-from alignrec.recommenders.sasrec import SASRec, length_bucketed_batches, train_sasrec, training_windows
+from alignrec.recommenders.learn import LEARN, train_learn
+from alignrec.recommenders.learn_config import LEARNConfig
+from alignrec.recommenders.sasrec import (
+    CausalBlock,
+    SASRec,
+    length_bucketed_batches,
+    train_sasrec,
+    training_windows,
+)
 from alignrec.recommenders.sasrec_config import SASRecConfig
 
 __all__ = [
+    "LEARN",
+    "CausalBlock",
     "DenseRecommender",
+    "EpochCheckpoint",
     "HybridExpertAdaptor",
     "KnowledgeSASRec",
+    "LEARNConfig",
     "SASRec",
     "SASRecConfig",
     "as_recommend_fn",
     "full_ranking_metrics",
     "length_bucketed_batches",
     "load_augmented",
+    "train_learn",
     "train_sasrec",
     "train_with_early_stopping",
     "training_windows",

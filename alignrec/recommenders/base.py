@@ -19,12 +19,15 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from recdata.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +138,42 @@ def full_ranking_metrics(model: DenseRecommender, histories: Sequence[Sequence[s
     return {f"recall@{k}": float(hit.float().mean()), f"ndcg@{k}": float(ndcg.mean())}
 
 
+class EpochCheckpoint:
+    """One resumable file per training run: weights, optimizer, torch RNG and the early-stopping loop state.
+
+    Written atomically after every epoch (a crash leaves the previous epoch's file), so a rerun with the same
+    ``path`` continues where it stopped and ends with the same weights as an uninterrupted run.
+    """
+
+    def __init__(self, path: str | os.PathLike, optimizer: torch.optim.Optimizer | None = None,
+                 identity: str = "") -> None:
+        self.path = Path(path)
+        self.optimizer = optimizer
+        self.identity = identity  # e.g. a hash of config + data: a checkpoint of another run is refused
+
+    def save(self, model: nn.Module, loop: dict[str, Any]) -> None:
+        state = {"model": model.state_dict(), "loop": loop, "rng": torch.get_rng_state(), "identity": self.identity,
+                 "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None}
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+    def load(self, model: nn.Module) -> dict[str, Any] | None:
+        """Restore model / optimizer / RNG from the file and return the loop state; None when there is none."""
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if state.get("identity") != self.identity:
+            from recdata.errors import UserError
+
+            raise UserError(f"checkpoint {self.path} belongs to a run with another config or data; delete it "
+                            "to start over, or use a new output folder")
+        model.load_state_dict(state["model"])
+        if self.optimizer is not None and state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        return state["loop"]
+
+
 def train_with_early_stopping(
     model: DenseRecommender,
     run_epoch: Callable[[int], float],
@@ -147,15 +186,24 @@ def train_with_early_stopping(
     log_file: str | os.PathLike | None = None,
     desc: str = "epochs",
     valid_context: dict[str, Any] | None = None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> DenseRecommender:
     """Run ``run_epoch(epoch) -> mean loss``; keep the weights with the best valid NDCG@10 (valid targets only).
 
     ``patience`` 0 trains every epoch and keeps the last weights. ``model.train_info`` gets the epochs run, the
-    best valid NDCG@10 and the seconds.
+    best valid NDCG@10 and the seconds. ``checkpoint``: saved after every epoch and, when present at the start,
+    resumed from (``run_epoch`` must then not depend on state outside the model, the checkpoint's optimizer and
+    torch's RNG, e.g. seed its shuffling from ``epoch``).
     """
-    best, best_state, since_best, epoch = -1.0, None, 0, 0
-    started = time.perf_counter()
-    bar = tqdm(range(1, epochs + 1), desc=desc)
+    best, best_state, since_best, epoch, start, offset = -1.0, None, 0, 0, 1, 0.0
+    if checkpoint is not None and (loop := checkpoint.load(model)) is not None:
+        best, best_state, since_best = loop["best"], loop["best_state"], loop["since_best"]
+        epoch, start, offset = loop["epoch"], loop["epoch"] + 1, loop["seconds"]
+        logger.info("%s: resumed after epoch %d from %s", desc, epoch, checkpoint.path)
+        if patience and since_best >= patience:  # the saved run had already stopped early
+            start = epochs + 1
+    started = time.perf_counter() - offset
+    bar = tqdm(range(start, epochs + 1), desc=desc, initial=min(start, epochs + 1) - 1, total=epochs)
     for epoch in bar:
         model.train()
         record: dict[str, Any] = {"epoch": epoch, "loss": run_epoch(epoch),
@@ -173,6 +221,9 @@ def train_with_early_stopping(
         if log_file:
             with open(log_file, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+        if checkpoint is not None:
+            checkpoint.save(model, {"epoch": epoch, "best": best, "best_state": best_state, "since_best": since_best,
+                                    "seconds": time.perf_counter() - started})
         if patience and since_best >= patience:
             logger.info("%s: early stop at epoch %d (best valid NDCG@10 %.4f)", desc, epoch, best)
             break

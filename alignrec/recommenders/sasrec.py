@@ -34,8 +34,8 @@ from recdata.split import SplitDataset
 logger = logging.getLogger(__name__)
 
 
-class _Block(nn.Module):
-    """Pre-LN causal self-attention + position-wise feed-forward."""
+class CausalBlock(nn.Module):
+    """Pre-LN causal self-attention + position-wise feed-forward (also LEARN's user tower)."""
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -53,6 +53,9 @@ class _Block(nn.Module):
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
+_Block = CausalBlock  # the former private name, kept for branches that import it
+
+
 class SASRec(DenseRecommender):
     """Sequences are RIGHT-padded: with a causal mask no real position ever attends to padding."""
 
@@ -64,7 +67,7 @@ class SASRec(DenseRecommender):
         self.pos_emb = nn.Embedding(cfg.sasrec_max_len, cfg.sasrec_dim)
         self.emb_drop = nn.Dropout(cfg.sasrec_dropout)
         self.blocks = nn.ModuleList(
-            [_Block(cfg.sasrec_dim, cfg.sasrec_heads, cfg.sasrec_dropout) for _ in range(cfg.sasrec_layers)]
+            [CausalBlock(cfg.sasrec_dim, cfg.sasrec_heads, cfg.sasrec_dropout) for _ in range(cfg.sasrec_layers)]
         )
         self.ln = nn.LayerNorm(cfg.sasrec_dim)
         nn.init.normal_(self.item_emb.weight, std=cfg.sasrec_dim ** -0.5)

@@ -1,4 +1,4 @@
-"""Item embeddings for the RQ-VAE: text (sentence encoder / frozen LLM), collaborative (SASRec), fused, file.
+"""Item embeddings for the RQ-VAE: text (sentence encoder / frozen LLM), collaborative (SASRec), LEARN, fused, file.
 
 Names are imported lazily (PEP 562) so ``alignrec --help`` does not pay for importing datasets / torch.
 """
@@ -25,6 +25,8 @@ _EXPORTS = {
     "read_id_list": "tokenization.embeddings.user_provided",
     "render_catalogue": "tokenization.embeddings.text",
     "render_item_text": "tokenization.embeddings.text",
+    "text_embeddings": "tokenization.embeddings.compute",
+    "train_learn_cached": "tokenization.embeddings.compute",
 }
 
 __all__ = sorted(_EXPORTS)

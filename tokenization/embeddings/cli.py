@@ -2,6 +2,7 @@
 
     alignrec embed --split_dir runs/data/scientific --output_dir runs/emb/scientific --source fused
     alignrec sasrec --split_dir runs/data/scientific --output_dir runs/sasrec/scientific [--config sasrec.yaml]
+    alignrec learn --split_dir runs/data/scientific --output_dir runs/learn/scientific     (learn_cli.py)
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ class EmbedArgs:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("embed", help="Item embeddings (text / SASRec CF / fused / file) to a folder.",
+    p = subparsers.add_parser("embed", help="Item embeddings (text / SASRec CF / LEARN / fused / file) to a folder.",
                               add_help=False)
     p.set_defaults(handler=_run_embed)
     p = subparsers.add_parser("sasrec", help="Train the SASRec CF baseline; save it with valid/test metrics.",
                               add_help=False)
     p.set_defaults(handler=_run_sasrec)
+    from tokenization.embeddings.learn_cli import register as register_learn
+
+    register_learn(subparsers)
 
 
 def _load_split(split_dir: str):

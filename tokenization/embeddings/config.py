@@ -1,27 +1,30 @@
-"""``EmbeddingConfig``: which item vectors feed the RQ-VAE (text, collaborative, fused or user file)."""
+"""``EmbeddingConfig``: which item vectors feed the RQ-VAE (text, collaborative, LEARN, fused or user file)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alignrec.recommenders.learn_config import LEARNConfig, validate_learn
 from alignrec.recommenders.sasrec_config import SASRecConfig, validate_sasrec
 from recdata.paths import alignrec_home
 
-SOURCES = ("text", "cf", "fused", "file", "knowledge")
-FUSION_PARTS = ("text", "cf", "file", "knowledge")
+SOURCES = ("text", "cf", "learn", "fused", "file", "knowledge")
+FUSION_PARTS = ("text", "cf", "learn", "file", "knowledge")
 TEXT_ENCODERS = ("sentence", "llm")
 DEFAULT_TEMPLATE = "Title: {title}\nBrand: {brand}\nCategories: {categories}\nDescription: {description}"
 
 
 @dataclass
-class EmbeddingConfig(SASRecConfig):
+class EmbeddingConfig(LEARNConfig, SASRecConfig):
     """Where item vectors come from and how they are cached."""
 
     source: str = field(
         default="text", metadata={"help": f"One of {SOURCES}: item text, collaborative (SASRec trained on the "
-                                          "training part), fused (weighted concat of parts), a user file, or "
-                                          "knowledge (item-knowledge vectors of `alignrec knowledge encode`).",
+                                          "training part), learn (LEARN item tower over the text vectors, "
+                                          "trained on the training part), fused (weighted concat of parts), a "
+                                          "user file, or knowledge (item-knowledge vectors of `alignrec knowledge "
+                                          "encode`).",
                                 "choices": list(SOURCES)}
     )
     text_encoder: str = field(
@@ -44,7 +47,7 @@ class EmbeddingConfig(SASRecConfig):
     fusion_weights: str = field(
         default="text=1.0,cf=1.0",
         metadata={"help": "source=weight list for 'fused': each part is L2-normalised per item, multiplied by its "
-                          "weight and concatenated (parts: text, cf, file, knowledge)."},
+                          "weight and concatenated (parts: text, cf, learn, file, knowledge)."},
     )
     file_path: str = field(default="", metadata={"help": "User vectors (.npy [N, D] or .safetensors) for 'file'."})
     file_ids_path: str = field(
@@ -60,6 +63,7 @@ class EmbeddingConfig(SASRecConfig):
 
     def __post_init__(self) -> None:
         validate_sasrec(self)
+        validate_learn(self)
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if self.text_encoder not in TEXT_ENCODERS:
@@ -86,8 +90,8 @@ class EmbeddingConfig(SASRecConfig):
             name, sep, value = chunk.partition("=")
             name = name.strip()
             if not sep or name not in FUSION_PARTS:
-                raise ValueError(f"fusion_weights entry {chunk!r} must look like text=1.0, cf=0.5, file=1.0 or "
-                                 "knowledge=1.0")
+                raise ValueError(f"fusion_weights entry {chunk!r} must look like text=1.0, cf=0.5, learn=1.0, "
+                                 "file=1.0 or knowledge=1.0")
             try:
                 weight = float(value)
             except ValueError as exc:
@@ -103,3 +107,7 @@ class EmbeddingConfig(SASRecConfig):
     def sasrec_config(self) -> SASRecConfig:
         """The SASRec part alone (what ``train_sasrec`` needs)."""
         return SASRecConfig(**{k: getattr(self, k) for k in SASRecConfig.__dataclass_fields__})
+
+    def learn_config(self) -> LEARNConfig:
+        """The LEARN towers' part alone (what ``train_learn`` needs)."""
+        return LEARNConfig(**{k: getattr(self, k) for k in LEARNConfig.__dataclass_fields__})
