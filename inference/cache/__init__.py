@@ -20,6 +20,7 @@ _EXPORTS = {
     "ReaderStats": "inference.cache.reader",
     "RecommendFn": "inference.cache.build",
     "SCENARIO_MODES": "inference.cache.scenarios",
+    "ScenarioError": "inference.cache.reader",
     "expand_scenarios": "inference.cache.scenarios",
     "scenario_key": "inference.cache.scenarios",
     "scenario_users": "inference.cache.scenarios",

@@ -9,6 +9,10 @@ A version is written completely under a temp name, renamed into ``versions/``, a
 replaced (``os.replace``). Readers open the version ``CURRENT`` names, so they see the old or the new
 version, never a mix. Old versions beyond ``keep_versions`` are deleted; a reader still holding one keeps
 reading it (POSIX unlink semantics) and moves to the new one on its next lookup.
+
+A per-scenario build (manifest ``scenarios``) has rows keyed ``user + "\x1f" + scenario`` and one more table,
+``scenario_fallback`` (one popular-items list per scenario, ``scenario_fallbacks``), which the Redis store
+mirrors as one key.
 """
 
 from __future__ import annotations
