@@ -40,10 +40,13 @@ def constrained_beam_search(
     trie: ItemTrie,
     num_beams: int,
     exclude: Sequence[Sequence[int]] | None = None,
+    allowed: Sequence[Sequence[int] | None] | None = None,
 ) -> BeamSearchOutput:
     """Top ``num_beams`` catalogue items per row of left-padded ``input_ids [batch, prompt_len]``.
 
-    ``exclude[row]`` lists item indices (into the trie's rows) that row may not return.
+    ``exclude[row]`` lists item indices (into the trie's rows) that row may not return. ``allowed[row]`` (None =
+    unrestricted) lists the only item indices that row may return, e.g. a scenario's catalogue: a per-row mask
+    over the trie, applied at every depth like the exclusion.
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
@@ -53,9 +56,15 @@ def constrained_beam_search(
         raise ValueError("prompts must be left-padded (the last position of every row must be a real token)")
     if exclude is not None and len(exclude) != input_ids.shape[0]:
         raise ValueError(f"exclude has {len(exclude)} rows for a batch of {input_ids.shape[0]} prompts")
+    if allowed is not None and len(allowed) != input_ids.shape[0]:
+        raise ValueError(f"allowed has {len(allowed)} rows for a batch of {input_ids.shape[0]} prompts")
     device = _model_device(model)
     batch = input_ids.shape[0]
     excluded = trie.excluded_nodes(exclude) if exclude is not None else None
+    live = None
+    if allowed is not None and any(a is not None for a in allowed):
+        restricted, live = trie.allowed_nodes(allowed, exclude)
+        restricted, live = restricted.to(device).view(batch, 1, 1), [k.to(device) for k in live]
     trie = trie.to(device)  # lookups run where the logits are, no per-step host copies
     excluded = [e.to(device) for e in excluded] if excluded is not None else None
     rows = torch.arange(batch, device=device).unsqueeze(1)  # [batch, 1]
@@ -79,6 +88,9 @@ def constrained_beam_search(
         if excluded is not None and excluded[depth + 1].numel():
             keys = rows.unsqueeze(-1) * trie.num_nodes[depth + 1] + child
             valid &= ~torch.isin(keys, excluded[depth + 1])
+        if live is not None:  # restricted rows keep only children with an allowed, non-excluded item below
+            keys = rows.unsqueeze(-1) * trie.num_nodes[depth + 1] + child  # [batch, states, width]
+            valid &= torch.isin(keys, live[depth + 1]) | ~restricted
         step = logp.view(batch, states, -1).gather(-1, tokens)  # [batch, states, width]
         cand = (scores.unsqueeze(-1) + step).masked_fill(~valid, NEG_INF).view(batch, states * width)
         take = min(num_beams, states * width)

@@ -36,6 +36,13 @@ class EvaluateConfig:
     max_examples: int | None = field(default=None, metadata={"help": "Score only the first N examples (smoke runs)."})
     popularity_baseline: bool = field(default=True, metadata={"help": "Add the most-popular baseline to the table."})
     device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
+    within_scenario: bool = field(default=True, metadata={
+        "help": "On a split with scenarios, also rank each target within its scenario's catalogue (every "
+                "recommender that takes scenarios=); the by-target-scenario slice of the whole-catalogue "
+                "ranking is always reported."})
+    scenario_prompts: bool = field(default=False, metadata={
+        "help": "The model was trained with tasks.scenario_prompts: its prompts name the target scenario (needs "
+                "a split with scenarios; the model is then scored within the target's scenario only)."})
     overwrite: bool = field(default=False, metadata={
         "help": "Write into an existing non-empty folder that alignrec did not write (its other files are kept)."})
 
@@ -78,10 +85,12 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
 
     ``extra_recommenders``: more ``recommend_fn``s (name -> fn) scored on the same examples, e.g. SASRec.
     """
-    from inference.evaluate import evaluate_recommender, write_report
+    from inference.evaluate import evaluate_recommender, evaluate_within_scenario, write_report
     from inference.popularity import popularity_recommender, train_popularity
     from inference.recommender import llm_recommender
+    from inference.scenarios import takes_scenarios
     from recdata import SplitDataset
+    from recdata.errors import UserError
     from recdata.outputs import claim_output_dir
     from trainer import load_for_inference
 
@@ -98,8 +107,15 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
         raise ValueError(f"{len(uncoded)} catalogue item(s) of {cfg.split_dir} have no code in {cfg.model_dir} "
                          f"(e.g. {uncoded[0]!r}); tokenize the same dataset the model was trained on")
     max_k = max(cfg.ks)
+    scenario_kw = {}
+    if split.has_scenarios:
+        scenario_kw = {"scenario_items": split.scenario_catalogues(), "scenario_prompts": cfg.scenario_prompts,
+                       "item_scenario": split.item_scenario()}
+    elif cfg.scenario_prompts:
+        raise UserError(f"--scenario_prompts: {cfg.split_dir} has no scenario labels; prepare it with scenario_column "
+                        "or scenario_item_field")
     recommenders = {"alignrec": llm_recommender(model, hf_tokenizer, item_tokenizer, max_k, cfg.num_beams,
-                                                cfg.exclude_history, cfg.batch_size)}
+                                                cfg.exclude_history, cfg.batch_size, **scenario_kw)}
     recommenders.update(extra_recommenders or {})
     if cfg.popularity_baseline:
         recommenders["popularity"] = popularity_recommender(split, max_k, cfg.exclude_history)
@@ -107,7 +123,12 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
     for name, fn in recommenders.items():
         logger.info("evaluating %s on %d %s examples", name, len(examples), cfg.part)
         started = time.perf_counter()
-        reports[name] = evaluate_recommender(fn, examples, cfg.ks, catalogue, popularity, batch_size=cfg.batch_size * 4)
+        whole = not (cfg.scenario_prompts and name == "alignrec")  # scenario prompts need a target scenario
+        reports[name] = (evaluate_recommender(fn, examples, cfg.ks, catalogue, popularity,
+                                              batch_size=cfg.batch_size * 4) if whole else {"ks": sorted(cfg.ks)})
+        if split.has_scenarios and cfg.within_scenario and takes_scenarios(fn):
+            reports[name]["within_scenario"] = evaluate_within_scenario(
+                fn, examples, scenario_kw["scenario_items"], cfg.ks, popularity, batch_size=cfg.batch_size * 4)
         seconds = time.perf_counter() - started
         reports[name]["timing"] = {"seconds": seconds, "users_per_second": len(examples) / seconds if seconds else None}
     json_path, md_path = write_report(reports, cfg.out_dir, extra={"config": config_to_dict(cfg)},

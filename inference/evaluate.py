@@ -6,6 +6,9 @@ Slices (fixed so runs compare across datasets):
 - target popularity by training interaction count: ``head`` = the most-bought items that together make the
   first 50% of training interactions, ``torso`` = the next 30% (to 80%), ``tail`` = the rest bought at least
   once, ``unseen`` = never bought in training. Thresholds are on counts, so tied items share a bucket.
+- target scenario (when the examples carry ``target_scenario``): ranking within the whole catalogue, by the
+  scenario of the target. ``evaluate_within_scenario`` adds the other ranking: within the target's scenario
+  catalogue (the recommender is asked for that scenario's items only), labelled ``within_scenario``.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def evaluate_recommender(
     hist_slice: list[str] = []
     pop_slice: list[str] = []
     users: list[str] = []
+    scen_slice: list[str] = list(examples["target_scenario"]) if "target_scenario" in examples.column_names else []
     recommended_at = {k: set() for k in ks}
     invalid = duplicates = total = short = 0
     bar = tqdm(total=len(examples), desc="evaluate", unit="user", disable=not show_progress)
@@ -133,6 +137,8 @@ def evaluate_recommender(
         # per example (one per user in leave-one-out): paired bootstrap over the same users, seeds tables
         "per_user": {"user_id": users, **{name: v.tolist() for name, v in arrays.items()}},
     }
+    if scen_slice:  # ranking within the whole catalogue, by target scenario
+        report["slices"]["target_scenario"] = _slice(arrays, scen_slice, sorted(set(scen_slice)))
     if invalid:
         logger.warning("%d of %d recommended items are not in the catalogue", invalid, total)
     return report
@@ -157,15 +163,111 @@ def render_markdown(reports: Mapping[str, Mapping[str, Any]], title: str = "Eval
             "invalid rate", f"coverage@{ks[-1]}"]
     lines = [f"# {title}", "", _row(head), _row(["---"] * len(head))]
     for name, rep in reports.items():
+        if "overall" not in rep:  # a within-scenario-only row (e.g. a per-scenario router): scenario table only
+            continue
         lines.append(_row([name, str(rep["n_examples"]), *[_fmt(rep["overall"][c]) for c in metric_cols],
                            _fmt(rep["invalid_rate"]), _fmt(rep["coverage"][f"@{ks[-1]}"])]))
     for family, caption in (("history_length", "History length (items before the target)"),
-                            ("target_popularity", "Target popularity (training interactions)")):
+                            ("target_popularity", "Target popularity (training interactions)"),
+                            ("target_scenario", "Target scenario (ranking within the whole catalogue)")):
+        if not any(family in rep.get("slices", {}) for rep in reports.values()):
+            continue
         lines += ["", f"## {caption}", "", _row(["recommender", "bucket", "n", *head[2:2 + len(metric_cols)]]),
                   _row(["---"] * (3 + len(metric_cols)))]
         for name, rep in reports.items():
-            for bucket, vals in rep["slices"][family].items():
+            for bucket, vals in rep.get("slices", {}).get(family, {}).items():
                 lines.append(_row([name, bucket, str(vals["n"]), *[_fmt(vals[c]) for c in metric_cols]]))
+    if any("within_scenario" in rep for rep in reports.values()):
+        lines += ["", render_scenario_table(reports, ks).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+# ---- multi-scenario: ranking within the target's scenario catalogue ------------------------------------------
+WITHIN_SCENARIO = "within_scenario"
+WHOLE_CATALOGUE = "whole_catalogue"
+
+
+def evaluate_within_scenario(
+    recommend_fn: Callable[..., list[list[tuple[str, float]]]],
+    examples: datasets.Dataset,
+    scenario_catalogues: Mapping[str, Sequence[str]],
+    ks: Sequence[int] = (1, 5, 10, 20),
+    train_popularity: Mapping[str, int] | None = None,
+    *,
+    batch_size: int = 64,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Rank each target within its scenario's catalogue: ``recommend_fn(user_ids, histories, scenarios=[s, ...])``
+    must return items of scenario ``s`` only (anything else counts as invalid and a miss).
+
+    Reuses ``evaluate_recommender`` per scenario (catalogue = that scenario's items); ``overall`` is the mean
+    over all examples (each example counts once, as in the whole-catalogue report); ``per_user`` is in the
+    order of ``examples``, like ``evaluate_recommender``'s (``write_report`` saves it as ``<name>/within_scenario``).
+    """
+    if "target_scenario" not in examples.column_names:
+        raise ValueError("examples lack 'target_scenario'; build them from a split with scenarios "
+                         "(data prepare with scenario_column or scenario_item_field)")
+    labels = list(examples["target_scenario"])
+    unknown = sorted(set(labels) - set(scenario_catalogues))
+    if unknown:
+        raise ValueError(f"target scenario(s) {unknown} have no catalogue; scenario_catalogues has "
+                         f"{sorted(scenario_catalogues)}")
+    by_scenario: dict[str, dict[str, Any]] = {}
+    rows_of: dict[str, list[int]] = {}
+    for name in sorted(set(labels)):
+        rows = rows_of[name] = [i for i, label in enumerate(labels) if label == name]
+
+        def scoped(user_ids, histories, _name=name):
+            return recommend_fn(user_ids, histories, scenarios=[_name] * len(user_ids))
+
+        by_scenario[name] = evaluate_recommender(scoped, examples.select(rows), ks, scenario_catalogues[name],
+                                                 train_popularity, batch_size=batch_size, show_progress=show_progress)
+    n = len(labels)
+    first = next(iter(by_scenario.values()))
+    overall = {m: sum(r["overall"][m] * r["n_examples"] for r in by_scenario.values()) / n for m in first["overall"]}
+    invalid = sum(r["invalid_outputs"] for r in by_scenario.values())
+    total = sum(r["total_outputs"] for r in by_scenario.values())
+    per_user: dict[str, list] = {column: [None] * n for column in first["per_user"]}
+    for name, r in by_scenario.items():
+        for column, values in r["per_user"].items():
+            for row, value in zip(rows_of[name], values, strict=True):
+                per_user[column][row] = value
+    return {
+        "ranking": WITHIN_SCENARIO,
+        "n_examples": n,
+        "ks": first["ks"],
+        "overall": overall,
+        "invalid_rate": invalid / total if total else 0.0,
+        "by_scenario": {name: {"n": r["n_examples"], **r["overall"], "invalid_rate": r["invalid_rate"],
+                               "catalogue_size": len(scenario_catalogues[name])} for name, r in by_scenario.items()},
+        "per_user": per_user,
+    }
+
+
+def render_scenario_table(reports: Mapping[str, Mapping[str, Any]], ks: Sequence[int] | None = None) -> str:
+    """Per-scenario table: one row per (recommender, ranking, scenario), ``all`` first.
+
+    A report may hold the whole-catalogue ranking (``overall`` + ``slices.target_scenario``), the within-scenario
+    ranking (``within_scenario``, from ``evaluate_within_scenario``) or both; a missing one is left out.
+    """
+    ks = list(ks or next(iter(reports.values())).get("ks") or next(iter(reports.values()))[WITHIN_SCENARIO]["ks"])
+    cols = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
+    head = ["recommender", "ranking", "scenario", "n",
+            *[c.replace("recall", "Recall").replace("ndcg", "NDCG") for c in cols]]
+    lines = ["## Per scenario (whole catalogue vs within the target's scenario catalogue)", "",
+             _row(head), _row(["---"] * len(head))]
+    for name, rep in reports.items():
+        if rep.get("overall") is not None and "target_scenario" in rep.get("slices", {}):
+            lines.append(_row([name, WHOLE_CATALOGUE, "all", str(rep["n_examples"]),
+                               *[_fmt(rep["overall"][c]) for c in cols]]))
+            for scen, vals in rep["slices"]["target_scenario"].items():
+                lines.append(_row([name, WHOLE_CATALOGUE, scen, str(vals["n"]), *[_fmt(vals[c]) for c in cols]]))
+        within = rep.get(WITHIN_SCENARIO)
+        if within:
+            lines.append(_row([name, WITHIN_SCENARIO, "all", str(within["n_examples"]),
+                               *[_fmt(within["overall"][c]) for c in cols]]))
+            for scen, vals in within["by_scenario"].items():
+                lines.append(_row([name, WITHIN_SCENARIO, scen, str(vals["n"]), *[_fmt(vals[c]) for c in cols]]))
     return "\n".join(lines) + "\n"
 
 
@@ -175,13 +277,23 @@ def write_report(reports: Mapping[str, Mapping[str, Any]], out_dir: str | Path, 
     ``per_user.json`` (each recommender's per-user metrics, for paired bootstraps; see ``load_per_user``)."""
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / "metrics.json", out_dir / "metrics.md"
-    atomic_write_json(json_path, {"recommenders": {name: {k: v for k, v in rep.items() if k != "per_user"}
-                                                   for name, rep in reports.items()}, **dict(extra or {})})
+    atomic_write_json(json_path, {"recommenders": {name: _without_per_user(rep) for name, rep in reports.items()},
+                                  **dict(extra or {})})
     per_user = {name: rep["per_user"] for name, rep in reports.items() if "per_user" in rep}
+    per_user.update({f"{name}/{WITHIN_SCENARIO}": rep[WITHIN_SCENARIO]["per_user"] for name, rep in reports.items()
+                     if "per_user" in rep.get(WITHIN_SCENARIO, {})})
     if per_user:
         atomic_write_json(out_dir / PER_USER_FILE, per_user, indent=None)
     atomic_write_text(md_path, render_markdown(reports, title))
     return json_path, md_path
+
+
+def _without_per_user(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A report for ``metrics.json``: per-user tables go to ``per_user.json`` (also a within-scenario one)."""
+    out = {k: v for k, v in report.items() if k != "per_user"}
+    if isinstance(out.get(WITHIN_SCENARIO), Mapping):
+        out[WITHIN_SCENARIO] = {k: v for k, v in out[WITHIN_SCENARIO].items() if k != "per_user"}
+    return out
 
 
 def _fmt(value: float | None) -> str:

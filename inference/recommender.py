@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,11 +71,14 @@ def recommend(
     trie: ItemTrie | None = None,
     add_special_tokens: bool = False,
     show_progress: bool = False,
+    allowed: Sequence[Iterable[str] | None] | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Top-``k`` (item_id, log-prob) per prompt, best first, from a trie-constrained beam search.
 
     ``exclude[i]`` lists item ids prompt ``i`` may not return (ids unknown to ``item_tokenizer`` cannot be
-    returned anyway and are ignored). A row can hold fewer than ``k`` items only when fewer than ``k``
+    returned anyway and are ignored). ``allowed[i]`` (None = all) lists the only item ids prompt ``i`` may
+    return, e.g. a scenario's catalogue; pass the same list object for rows of one scenario (it is resolved
+    to trie rows once per object). A row can hold fewer than ``k`` items only when fewer than ``k``
     catalogue items remain after exclusion or every other beam died; it never holds an invalid item.
     Prompts are batched by token length (less padding) and results returned in input order.
     """
@@ -87,6 +90,8 @@ def recommend(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if exclude is not None and len(exclude) != len(prompts):
         raise ValueError(f"exclude has {len(exclude)} entries for {len(prompts)} prompts; give one list per prompt")
+    if allowed is not None and len(allowed) != len(prompts):
+        raise ValueError(f"allowed has {len(allowed)} entries for {len(prompts)} prompts; give one per prompt")
     if not prompts:
         return []
     trie = trie if trie is not None else build_item_trie(item_tokenizer, hf_tokenizer)
@@ -94,6 +99,16 @@ def recommend(
     if trie.num_items != len(item_ids):
         raise ValueError(f"the trie holds {trie.num_items} items but the item tokenizer {len(item_ids)}; rebuild the trie")
     row_of = {item: i for i, item in enumerate(item_ids)}
+    resolved: dict[int, np.ndarray] = {}  # id(allowed list) -> trie rows, so a shared scenario list is resolved once
+
+    def rows_of(items: Iterable[str] | None) -> np.ndarray | None:
+        if items is None:
+            return None
+        if id(items) not in resolved:
+            resolved[id(items)] = np.asarray([row_of[i] for i in items if i in row_of], dtype=np.int64)
+        return resolved[id(items)]
+
+    allowed_rows = [rows_of(a) for a in allowed] if allowed is not None else None
     encoded = tokenize_prompts(hf_tokenizer, prompts, add_special_tokens)
     order = np.argsort([len(ids) for ids in encoded], kind="stable")
     was_training = model.training
@@ -107,7 +122,8 @@ def recommend(
             excl = None
             if exclude is not None:
                 excl = [[row_of[item] for item in exclude[i] if item in row_of] for i in idx]
-            out = constrained_beam_search(model, input_ids, mask, trie, num_beams, excl)
+            allow = [allowed_rows[i] for i in idx] if allowed_rows is not None else None
+            out = constrained_beam_search(model, input_ids, mask, trie, num_beams, excl, allow)
             for row, i in enumerate(idx):
                 pairs = zip(out.items[row, :k].tolist(), out.scores[row, :k].tolist(), strict=True)
                 results[i] = [(item_ids[item], score) for item, score in pairs if item >= 0]
@@ -125,22 +141,50 @@ def llm_recommender(
     exclude_history: bool = True,
     batch_size: int = 8,
     prompt_fn: Any = None,
+    *,
+    scenario_items: Mapping[str, Sequence[str]] | None = None,
+    scenario_prompts: bool = False,
+    item_scenario: Mapping[str, str] | None = None,
 ) -> Any:
     """A ``recommend_fn(user_ids, histories)`` (the evaluation / cache interface) over ``recommend``.
 
     ``prompt_fn(history, item_tokenizer, hf_tokenizer) -> str`` defaults to ``sft_tasks.seqrec_prompt``, the
     exact prompt the seqrec task trained on.
+
+    Multi-scenario: with ``scenario_items`` (``{scenario: item ids}``) the function also takes
+    ``scenarios=[s, ...]`` and the beam search of row ``i`` is restricted to ``scenarios[i]``'s items.
+    ``scenario_prompts`` (a model trained with ``TaskConfig.scenario_prompts``) builds
+    ``sft_tasks.seqrec_scenario_prompt`` instead, tagging history items with ``item_scenario[item]``.
     """
+    if scenario_prompts and (scenario_items is None or item_scenario is None):
+        raise ValueError("scenario_prompts needs scenario_items (the target scenario) and item_scenario (history tags)")
     if prompt_fn is None:
         from sft_tasks import seqrec_prompt as prompt_fn
     trie = build_item_trie(item_tokenizer, hf_tokenizer)
+    catalogues = {name: list(items) for name, items in (scenario_items or {}).items()}
 
-    def recommend_fn(user_ids: Sequence[str], histories: Sequence[Sequence[str]]) -> list[list[tuple[str, float]]]:
+    def recommend_fn(user_ids: Sequence[str], histories: Sequence[Sequence[str]],
+                     scenarios: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
         if len(user_ids) != len(histories):
             raise ValueError(f"got {len(user_ids)} user ids but {len(histories)} histories")
-        prompts = [prompt_fn(list(h), item_tokenizer, hf_tokenizer) for h in histories]
+        if scenarios is not None:
+            unknown = sorted(set(scenarios) - set(catalogues))
+            if unknown or len(scenarios) != len(histories):
+                raise ValueError(f"scenarios must name one of {sorted(catalogues)} per row; got {len(scenarios)} "
+                                 f"for {len(histories)} rows, unknown {unknown}")
+        if scenario_prompts:
+            if scenarios is None:
+                raise ValueError("this model was trained with scenario prompts: pass scenarios=[...] (the target "
+                                 "scenario of each row)")
+            from sft_tasks import seqrec_scenario_prompt
+
+            prompts = [seqrec_scenario_prompt(list(h), [item_scenario.get(i, "") for i in h], s, item_tokenizer,
+                                              hf_tokenizer) for h, s in zip(histories, scenarios, strict=True)]
+        else:
+            prompts = [prompt_fn(list(h), item_tokenizer, hf_tokenizer) for h in histories]
         return recommend(model, hf_tokenizer, item_tokenizer, prompts, k, num_beams,
                          exclude=[list(h) for h in histories] if exclude_history else None,
-                         batch_size=batch_size, trie=trie)
+                         batch_size=batch_size, trie=trie,
+                         allowed=[catalogues[s] for s in scenarios] if scenarios is not None else None)
 
     return recommend_fn

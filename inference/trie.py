@@ -123,6 +123,33 @@ class ItemTrie:
             out.append(uniq[counts == self.leaf_count[d][uniq % self.num_nodes[d]]])
         return out
 
+    def allowed_nodes(
+        self, allowed: Sequence[Sequence[int] | None], exclude: Sequence[Sequence[int]] | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per-row item restriction (e.g. a scenario's catalogue) as a mask over the trie.
+
+        ``allowed[row]`` lists the item indices that row may return, or None for no restriction. Returns
+        ``restricted [batch]`` (bool) and, per depth, the sorted keys ``row * n_d + node`` of nodes with at least
+        one allowed item that ``exclude[row]`` does not remove, so a restricted row never spends a beam on a
+        prefix that can only end outside its set (the counterpart of ``excluded_nodes``).
+        """
+        restricted = torch.tensor([a is not None for a in allowed], dtype=torch.bool)
+        rows, items = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for r, a in enumerate(allowed):
+            if a is None:
+                continue
+            keep = np.unique(np.asarray(a, dtype=np.int64).reshape(-1))
+            if exclude is not None and len(exclude[r]):
+                keep = np.setdiff1d(keep, np.asarray(exclude[r], dtype=np.int64).reshape(-1), assume_unique=False)
+            rows.append(np.full(len(keep), r, dtype=np.int64))
+            items.append(keep)
+        row_arr, item_arr = torch.from_numpy(np.concatenate(rows)), torch.from_numpy(np.concatenate(items))
+        if item_arr.numel() and (int(item_arr.min()) < 0 or int(item_arr.max()) >= self.num_items):
+            raise ValueError(f"allowed item index out of range [0, {self.num_items}): "
+                             f"{int(item_arr.min())}..{int(item_arr.max())}")
+        keys = [torch.unique(row_arr * self.num_nodes[d] + self.item_nodes[d][item_arr]) for d in range(self.code_len + 1)]
+        return restricted, keys
+
     def to(self, device: torch.device | str) -> ItemTrie:
         """This trie with its tensors on ``device`` (copies are cached, the trie itself is never mutated)."""
         device = torch.device(device)

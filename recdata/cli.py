@@ -2,6 +2,7 @@
 
     alignrec data stats ../shared/datasets/amazon18-scientific          # table
     alignrec data stats ~/.cache/alignrec/data/ml-100k --kcore 5 --json  # JSON
+    alignrec data stats ../shared/datasets/amazon-food-kitchen --scenario_item_field domain  # + per scenario
     alignrec data prepare --path ../shared/datasets/amazon18-scientific --output_dir runs/data/scientific
 """
 
@@ -63,6 +64,11 @@ def format_stats(stats: dict[str, Any]) -> str:
         rows.append(("sequence length", f"mean {seq['mean']:.2f}"))
         rows.append(("  percentiles", "  ".join(f"{k} {seq[k]:g}" for k in
                                                   ("min", "p25", "p50", "p75", "p90", "p99", "max"))))
+    scenarios = stats.get("scenarios") or {}
+    if scenarios:
+        rows.append(("scenarios", f"{len(scenarios)} (users / items / interactions)"))
+        rows.extend((f"  {name}", f"{v['users']:,} / {v['items']:,} / {v['interactions']:,}")
+                    for name, v in scenarios.items())
     for key, value in (stats.get("split") or {}).items():
         rows.append((key, f"{value:,}"))
     drops = stats.get("drops") or {}

@@ -16,11 +16,12 @@ import pyarrow.parquet as pq
 
 from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_path, atomic_write_json
+from recdata.scenarios import has_scenarios, scenario_names, scenario_stats, validate_scenarios
 
 logger = logging.getLogger(__name__)
 
 ITEM_TEXT_FIELDS = ("title", "description", "brand", "categories")
-OPTIONAL_SEQUENCE_FIELDS = ("timestamps", "ratings", "domain", "split")
+OPTIONAL_SEQUENCE_FIELDS = ("timestamps", "ratings", "domain", "scenarios", "split")
 FORMAT_VERSION = 1
 
 
@@ -87,6 +88,9 @@ class RecDataset:
                         f"{where}: user {user_id!r} interacts with item {item_id!r} which is not in the catalogue; "
                         "add it to the item file or drop the interaction"
                     )
+        if self.has_scenarios:
+            seqs = self.sequences
+            validate_scenarios(seqs["user_id"], seqs["item_ids"], seqs["scenarios"], where)
         return self
 
     # ---- views --------------------------------------------------------------------------------------
@@ -96,6 +100,14 @@ class RecDataset:
     def item_table(self) -> dict[str, dict[str, str]]:
         return {row["item_id"]: row for row in self.items}
 
+    @property
+    def has_scenarios(self) -> bool:
+        """True when every interaction carries a scenario label (the ``scenarios`` column)."""
+        return has_scenarios(self.sequences)
+
+    def scenario_names(self) -> list[str]:
+        """Sorted scenario labels ([] when the dataset has none)."""
+        return scenario_names(self.sequences["scenarios"]) if self.has_scenarios else []
     def untitled_items(self) -> list[str]:
         """Ids of items whose title is empty or blank (text tasks and text embeddings show them nameless)."""
         return [i for i, t in zip(self.items["item_id"], self.items["title"], strict=True) if not str(t).strip()]
@@ -127,6 +139,9 @@ class RecDataset:
                 "mean": float(lengths.mean()),
                 **{k: float(v) for k, v in zip(["min", "p25", "p50", "p75", "p90", "p99", "max"], pct, strict=True)},
             }
+        if self.has_scenarios:
+            seqs = self.sequences
+            out["scenarios"] = scenario_stats(seqs["user_id"], seqs["item_ids"], seqs["scenarios"])
         out["drops"] = dict(self.drops)
         return out
 

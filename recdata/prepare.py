@@ -40,7 +40,12 @@ class DataConfig:
     time_column: str = field(default="timestamp", metadata={
         "help": "tabular: time column (unix seconds or dates); '' keeps file order and disables temporal split."})
     rating_column: str = field(default="", metadata={"help": "tabular: rating column ('' = none)."})
-    domain_column: str = field(default="", metadata={"help": "tabular: scenario/domain column ('' = none)."})
+    domain_column: str = field(default="", metadata={"help": "Older name of scenario_column (same meaning)."})
+    scenario_column: str = field(default="", metadata={
+        "help": "tabular / recbole: per-interaction scenario column ('' = none); a user may span several scenarios."})
+    scenario_item_field: str = field(default="", metadata={
+        "help": "Item field whose value is the scenario of every interaction with that item (e.g. 'domain' for "
+                "lcrec_json, a column of the item table for tabular / recbole, a meta field for amazon_raw)."})
     item_path: str = field(default="", metadata={"help": "tabular: the item table (default <folder>/items.<ext>)."})
     item_id_column: str = field(default="item_id", metadata={"help": "tabular: item id column of the item table."})
     min_rating: float | None = field(default=None, metadata={
@@ -89,7 +94,8 @@ class DataConfig:
             name=self.name, item_text_fields=self.item_text_fields, duplicate_items=self.duplicate_items,
             user_column=self.user_column, item_column=self.item_column, time_column=self.time_column,
             rating_column=self.rating_column, domain_column=self.domain_column, item_path=self.item_path,
-            item_id_column=self.item_id_column,
+            item_id_column=self.item_id_column, scenario_column=self.scenario_column,
+            scenario_item_field=self.scenario_item_field,
         )
 
 

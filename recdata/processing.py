@@ -22,7 +22,7 @@ from recdata.loaders.common import build_items, build_sequences
 
 logger = logging.getLogger(__name__)
 
-ALIGNED = ("item_ids", "timestamps", "ratings")  # per-interaction columns, filtered together
+ALIGNED = ("item_ids", "timestamps", "ratings", "scenarios")  # per-interaction columns, filtered together
 
 
 def _count(ds: RecDataset, counts: dict[str, int]) -> dict[str, int]:

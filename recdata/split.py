@@ -4,6 +4,9 @@ A label per interaction keeps one representation for both protocols: leave-one-o
 test target, the second-to-last the valid target) and a global temporal split (targets cut at the 80% / 90%
 quantiles of interaction time). Training code reads only ``train_sequences()``, so no valid or test target
 can reach a training example.
+
+With per-interaction scenarios (``recdata.scenarios``) the split is still leave-one-out on the merged sequence;
+each evaluation example gains its ``target_scenario`` and its ``history_scenarios``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from recdata import scenarios as scen
 from recdata.dataset import RecDataset
 from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_write_json
@@ -53,22 +57,112 @@ class SplitDataset:
                 for user_id, items, labels in self._rows()]
 
     def eval_examples(self, part: str) -> datasets.Dataset:
-        """(user_id, history, target) for each interaction labelled ``part``; history truncated."""
+        """(user_id, history, target) for each interaction labelled ``part``; history truncated.
+
+        With scenarios, also ``target_scenario`` (the target interaction's label) and ``history_scenarios``.
+        """
         if part not in ("valid", "test"):
             raise UserError(f"part must be 'valid' or 'test', got {part!r}")
+        with_scen = self.has_scenarios
         rows: dict[str, list] = {"user_id": [], "history": [], "target": []}
-        for user_id, items, labels in self._rows():
+        if with_scen:
+            rows.update(target_scenario=[], history_scenarios=[])
+        # list(): indexing a datasets Column per row re-reads Arrow each time (quadratic on real data)
+        labels_of = list(self.dataset.sequences["scenarios"]) if with_scen else None
+        for row, (user_id, items, labels) in enumerate(self._rows()):
             for pos, label in enumerate(labels):
                 if label == part and pos > 0:
+                    start = max(0, pos - self.max_history)
                     rows["user_id"].append(user_id)
-                    rows["history"].append(list(items[max(0, pos - self.max_history):pos]))
+                    rows["history"].append(list(items[start:pos]))
                     rows["target"].append(items[pos])
-        features = datasets.Features({
+                    if with_scen:
+                        rows["target_scenario"].append(labels_of[row][pos])
+                        rows["history_scenarios"].append(list(labels_of[row][start:pos]))
+        feats = {
             "user_id": datasets.Value("string"),
             "history": datasets.Sequence(datasets.Value("string")),
             "target": datasets.Value("string"),
-        })
-        return datasets.Dataset.from_dict(rows, features=features)
+        }
+        if with_scen:
+            feats.update(target_scenario=datasets.Value("string"),
+                         history_scenarios=datasets.Sequence(datasets.Value("string")))
+        return datasets.Dataset.from_dict(rows, features=datasets.Features(feats))
+
+    # ---- scenarios (recdata.scenarios) ------------------------------------------------------------------
+    @property
+    def has_scenarios(self) -> bool:
+        return self.dataset.has_scenarios
+
+    def scenario_names(self) -> list[str]:
+        return self.dataset.scenario_names()
+
+    def _require_scenarios(self) -> None:
+        if not self.has_scenarios:
+            raise UserError(f"{self.dataset.name} has no scenario labels; prepare it with scenario_column or "
+                             "scenario_item_field")
+
+    def train_scenario_sequences(self) -> list[tuple[str, list[str], list[str]]]:
+        """(user_id, training items, their scenarios) for every user: ``train_sequences`` with labels (items
+        labelled "train" only, so cold-item relabelling keeps them aligned)."""
+        self._require_scenarios()
+        scenarios_of = list(self.dataset.sequences["scenarios"])  # materialised: per-row Column indexing is slow
+        out = []
+        for row, (user_id, items, labels) in enumerate(self._rows()):
+            train = [pos for pos, label in enumerate(labels) if label == "train"]
+            out.append((user_id, [items[p] for p in train], [scenarios_of[row][p] for p in train]))
+        return out
+
+    def scenario_catalogues(self) -> dict[str, list[str]]:
+        """``{scenario: item ids}`` (catalogue order): the items labelled with the scenario anywhere in the data,
+        like the full catalogue itself (an item's scenario is catalogue metadata, not a training signal)."""
+        self._require_scenarios()
+        seqs = self.dataset.sequences
+        return scen.scenario_catalogues(self.dataset.item_ids(), seqs["item_ids"], seqs["scenarios"])
+
+    def item_scenario(self) -> dict[str, str]:
+        """``{item_id: scenario}`` (most frequent label of the item); used to tag histories at inference."""
+        self._require_scenarios()
+        return scen.item_scenario(self.dataset.sequences["item_ids"], self.dataset.sequences["scenarios"])
+
+    def user_scenarios(self) -> dict[str, list[str]]:
+        """``{user_id: sorted scenarios}`` the user has interactions in (the whole sequence: what serving knows)."""
+        self._require_scenarios()
+        seqs = self.dataset.sequences
+        return {u: sorted(set(s)) for u, s in zip(seqs["user_id"], seqs["scenarios"], strict=True)}
+
+    def train_scenario_popularity(self) -> dict[str, dict[str, int]]:
+        """``{scenario: {item_id: training interactions labelled with it}}`` (the per-scenario popularity)."""
+        counts: dict[str, dict[str, int]] = {}
+        for _, items, labels in self.train_scenario_sequences():
+            for item, label in zip(items, labels, strict=True):
+                table = counts.setdefault(label, {})
+                table[item] = table.get(item, 0) + 1
+        return counts
+
+    def scenario_split(self, scenario: str) -> SplitDataset:
+        """The split restricted to one scenario: each user's interactions labelled ``scenario`` (their split
+        labels kept), catalogue = the scenario's catalogue. Users with none are left out. This is what a
+        per-scenario model trains on (its train part is a prefix, its valid/test targets are the global ones
+        that fall in the scenario)."""
+        self._require_scenarios()
+        catalogue = set(self.scenario_catalogues().get(scenario, []))
+        if not catalogue:
+            raise UserError(f"scenario {scenario!r} is not in {self.dataset.name}; scenarios: {self.scenario_names()}")
+        cols = self.dataset.sequences.to_dict()
+        out: dict[str, list] = {k: [] for k in cols}
+        for row in range(len(cols["user_id"])):
+            keep = [pos for pos, s in enumerate(cols["scenarios"][row]) if s == scenario]
+            if not keep:
+                continue
+            for k, values in cols.items():
+                value = values[row]
+                out[k].append([value[p] for p in keep] if isinstance(value, list) else value)
+        seqs = datasets.Dataset.from_dict(out, features=self.dataset.sequences.features)
+        items = self.dataset.items.filter(lambda r: r["item_id"] in catalogue)
+        items = datasets.Dataset.from_dict(items.to_dict(), features=items.features)  # no lazy index mapping
+        ds = RecDataset(items=items, sequences=seqs, name=f"{self.dataset.name}[{scenario}]", drops=self.dataset.drops)
+        return SplitDataset(ds, max_history=self.max_history, protocol=self.protocol)
 
     def serving_histories(self) -> dict[str, list[str]]:
         """The last ``max_history`` items of each whole sequence: what an online cache recommends from."""

@@ -24,6 +24,7 @@ _EXPORTS = {
     "compute_stats": "sft_tasks.builder",
     "save_task_build": "sft_tasks.builder",
     "seqrec_prompt": "sft_tasks.sequential",
+    "seqrec_scenario_prompt": "sft_tasks.sequential",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -43,6 +43,11 @@ class TaskConfig:
     max_history: int = field(
         default=0, metadata={"help": "Items kept in a history (most recent); 0 = the split's max_history."}
     )
+    scenario_prompts: bool = field(
+        default=False, metadata={"help": "seqrec and validation prompts name the target's scenario ('the next item in "
+                                         "kitchen') and tag each history item with its scenario; needs a split "
+                                         "with scenarios. Inference must then use seqrec_scenario_prompt."}
+    )
     max_templates: int = field(
         default=0, metadata={"help": "Use only the first N paraphrases of each task (1 = a single prompt); 0 = all."}
     )

@@ -9,19 +9,25 @@ from typing import Any
 import numpy as np
 
 from recdata import SplitDataset
+from recdata.errors import UserError
 from sft_tasks.base import task_seed
 from sft_tasks.config import TaskConfig
 from sft_tasks.formatting import PromptFormatter
-from sft_tasks.templates import HISTORY_SEPARATOR, TEMPLATES
+from sft_tasks.templates import HISTORY_SEPARATOR, SCENARIO_TAG, TEMPLATES
 
 
 @dataclass(frozen=True)
 class Window:
-    """One sliding-window training example: the history before ``target`` (truncated) and the target."""
+    """One sliding-window training example: the history before ``target`` (truncated) and the target.
+
+    With scenarios, ``history_scenarios`` / ``target_scenario`` are the labels of those interactions.
+    """
 
     user_id: str
     history: tuple[str, ...]
     target: str
+    history_scenarios: tuple[str, ...] = ()
+    target_scenario: str = ""
 
 
 def load_user_knowledge(knowledge_dir: str) -> dict[str, str]:
@@ -36,12 +42,21 @@ def clip_words(text: str, limit: int) -> str:
     return " ".join(words[:limit]) + (" ..." if limit and len(words) > limit else "")
 
 
-def sliding_windows(train_sequences: list[tuple[str, list[str]]], max_history: int) -> list[Window]:
-    """target = items[i] with history items[:i][-max_history:] for every i >= 1 of each training part."""
+def sliding_windows(train_sequences: list[tuple[str, list[str]]], max_history: int,
+                    scenarios: list[list[str]] | None = None) -> list[Window]:
+    """target = items[i] with history items[:i][-max_history:] for every i >= 1 of each training part.
+
+    ``scenarios[u]`` (aligned with user ``u``'s training items) labels the windows.
+    """
     out = []
-    for user_id, items in train_sequences:
+    for u, (user_id, items) in enumerate(train_sequences):
+        labels = scenarios[u] if scenarios is not None else None
         for i in range(1, len(items)):
-            out.append(Window(user_id, tuple(items[max(0, i - max_history):i]), items[i]))
+            start = max(0, i - max_history)
+            if labels is None:
+                out.append(Window(user_id, tuple(items[start:i]), items[i]))
+            else:
+                out.append(Window(user_id, tuple(items[start:i]), items[i], tuple(labels[start:i]), labels[i]))
     return out
 
 
@@ -68,7 +83,13 @@ class TaskContext:
         self.code = {i: item_tokenizer.item_to_string(i) for i in self.item_ids}
         self.train_sequences = split.train_sequences()
         self.user_train_items = {u: frozenset(items) for u, items in self.train_sequences}
-        self.windows = sliding_windows(self.train_sequences, self.max_history)
+        labels = None
+        if cfg.scenario_prompts:
+            if not split.has_scenarios:
+                raise UserError(f"scenario_prompts is set but dataset {split.dataset.name!r} has no scenario labels; "
+                                 "prepare it with scenario_column or scenario_item_field, or unset scenario_prompts")
+            labels = [scens for _, _, scens in split.train_scenario_sequences()]
+        self.windows = sliding_windows(self.train_sequences, self.max_history, labels)
         self.popularity = Counter(i for _, items in self.train_sequences for i in items)
         self.user_knowledge = load_user_knowledge(cfg.user_knowledge_dir) if cfg.user_knowledge_dir else {}
 
@@ -87,6 +108,10 @@ class TaskContext:
     def codes_text(self, item_ids: tuple[str, ...] | list[str]) -> str:
         return HISTORY_SEPARATOR.join(self.code[i] for i in item_ids)
 
+    def tagged_codes_text(self, item_ids: tuple[str, ...] | list[str], scenarios: tuple[str, ...] | list[str]) -> str:
+        """History codes, each tagged with its interaction's scenario (``scenario_prompts``)."""
+        return scenario_history_text([self.code[i] for i in item_ids], scenarios)
+
     def titles_text(self, item_ids: tuple[str, ...] | list[str]) -> str:
         return HISTORY_SEPARATOR.join(f'"{self.short_title(i)}"' for i in item_ids)
 
@@ -94,3 +119,10 @@ class TaskContext:
         words = self.items[item_id]["title"].split()
         limit = self.cfg.max_title_words
         return " ".join(words[:limit]) + " ..." if limit and len(words) > limit else " ".join(words)
+
+
+def scenario_history_text(codes: list[str], scenarios: tuple[str, ...] | list[str]) -> str:
+    """``"<a_1><b_2> (food), <a_3><b_4> (kitchen)"``: one definition for training and inference prompts."""
+    if len(codes) != len(scenarios):
+        raise ValueError(f"{len(codes)} history items but {len(scenarios)} scenario labels; give one per item")
+    return HISTORY_SEPARATOR.join(SCENARIO_TAG.format(item=c, scenario=s) for c, s in zip(codes, scenarios, strict=True))

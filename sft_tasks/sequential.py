@@ -1,5 +1,9 @@
 """Sequential tasks: ``seqrec`` (codes -> next code), ``seqrec_full`` (a whole code sequence, loss on every item),
-``fusion`` (titles <-> codes), and the validation set."""
+``fusion`` (titles <-> codes), and the validation set.
+
+With ``TaskConfig.scenario_prompts`` the seqrec and validation prompts name the target scenario and tag history
+items by scenario (``seqrec_scenario_prompt`` is the matching inference prompt); the other tasks are unchanged.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 import datasets
 
 from sft_tasks.base import FEATURES, ListTask
-from sft_tasks.context import TaskContext
+from sft_tasks.context import TaskContext, scenario_history_text
 from sft_tasks.formatting import PromptFormatter
 from sft_tasks.templates import HISTORY_SEPARATOR, TEMPLATES, USER_KNOWLEDGE_TEMPLATE
 
@@ -27,12 +31,15 @@ def _formatter(hf_tokenizer: Any) -> PromptFormatter:
     return _FORMATTERS[key]
 
 
+def _knowledge_prefix(user_knowledge: str | None) -> str:
+    return USER_KNOWLEDGE_TEMPLATE.format(knowledge=user_knowledge) if user_knowledge else ""
+
+
 def seqrec_instruction(history_codes: str, template_index: int = 0, user_knowledge: str | None = None) -> str:
     options = TEMPLATES["seqrec"]
     if not 0 <= template_index < len(options):
         raise ValueError(f"template_index must be in [0, {len(options)}), got {template_index}")
-    prefix = USER_KNOWLEDGE_TEMPLATE.format(knowledge=user_knowledge) if user_knowledge else ""
-    return prefix + options[template_index].format(history=history_codes)
+    return _knowledge_prefix(user_knowledge) + options[template_index].format(history=history_codes)
 
 
 def seqrec_prompt(history: list[str], item_tokenizer: Any, hf_tokenizer: Any, template_index: int = 0,
@@ -48,10 +55,41 @@ def seqrec_prompt(history: list[str], item_tokenizer: Any, hf_tokenizer: Any, te
     return _formatter(hf_tokenizer)(seqrec_instruction(codes, template_index, user_knowledge))
 
 
+def seqrec_scenario_instruction(history_text: str, scenario: str, template_index: int = 0,
+                                user_knowledge: str | None = None) -> str:
+    options = TEMPLATES["seqrec_scenario"]
+    if not 0 <= template_index < len(options):
+        raise ValueError(f"template_index must be in [0, {len(options)}), got {template_index}")
+    return _knowledge_prefix(user_knowledge) + options[template_index].format(history=history_text, scenario=scenario)
+
+
+def seqrec_scenario_prompt(history: list[str], history_scenarios: list[str], target_scenario: str,
+                           item_tokenizer: Any, hf_tokenizer: Any, template_index: int = 0,
+                           user_knowledge: str | None = None) -> str:
+    """The exact prompt ``seqrec`` trains on with ``scenario_prompts``: it names ``target_scenario`` and tags
+    each history item with its scenario (``history_scenarios``, aligned with ``history``); ``user_knowledge`` as
+    in ``seqrec_prompt``."""
+    if not history:
+        raise ValueError("seqrec_scenario_prompt needs a non-empty history")
+    text = scenario_history_text([item_tokenizer.item_to_string(i) for i in history], history_scenarios)
+    return _formatter(hf_tokenizer)(seqrec_scenario_instruction(text, target_scenario, template_index, user_knowledge))
+
+
+def _window_instruction(ctx: TaskContext, user_id: str, history, target_scenario: str, history_scenarios,
+                        index: int) -> str:
+    """The seqrec instruction of one window: scenario-naming with ``scenario_prompts``, user knowledge if built."""
+    knowledge = ctx.knowledge(user_id)
+    if ctx.cfg.scenario_prompts:
+        return seqrec_scenario_instruction(ctx.tagged_codes_text(history, history_scenarios), target_scenario, index,
+                                           knowledge)
+    return seqrec_instruction(ctx.codes_text(history), index, knowledge)
+
+
 def build_seqrec(ctx: TaskContext) -> ListTask:
-    n_templates = len(ctx.templates("seqrec"))
+    n_templates = len(ctx.templates("seqrec_scenario" if ctx.cfg.scenario_prompts else "seqrec"))
     choice = ctx.rng("seqrec").integers(0, n_templates, size=len(ctx.windows))
-    prompts = [ctx.format(seqrec_instruction(ctx.codes_text(w.history), int(t), ctx.knowledge(w.user_id)))
+    prompts = [ctx.format(_window_instruction(ctx, w.user_id, w.history, w.target_scenario, w.history_scenarios,
+                                              int(t)))
                for w, t in zip(ctx.windows, choice, strict=True)]
     return ListTask("seqrec", prompts, [ctx.code[w.target] for w in ctx.windows], [w.user_id for w in ctx.windows])
 
@@ -118,9 +156,13 @@ def build_validation(ctx: TaskContext) -> datasets.Dataset:
     examples = ctx.split.eval_examples("valid")
     index = ctx.cfg.validation_template_index
     prompts, completions, histories = [], [], []
-    for user_id, history, target in zip(examples["user_id"], examples["history"], examples["target"], strict=True):
-        history = history[-ctx.max_history:]
-        prompts.append(ctx.format(seqrec_instruction(ctx.codes_text(history), index, ctx.knowledge(user_id))))
+    scen = ctx.cfg.scenario_prompts
+    targets_scen = examples["target_scenario"] if scen else [""] * len(examples)
+    history_scen = examples["history_scenarios"] if scen else [[]] * len(examples)
+    for user_id, history, target, t_scen, h_scen in zip(examples["user_id"], examples["history"], examples["target"],
+                                                         targets_scen, history_scen, strict=True):
+        history, h_scen = history[-ctx.max_history:], h_scen[-ctx.max_history:]
+        prompts.append(ctx.format(_window_instruction(ctx, user_id, history, t_scen, h_scen, index)))
         completions.append(ctx.code[target])
         histories.append(list(history))
     # user_id / history / target let the trainer's ranking validation rank the valid targets (never test ones)

@@ -1,7 +1,7 @@
 """Every prompt the alignment tasks use, in one place: several paraphrases per task.
 
 Placeholders: ``{history}`` (items joined by ", "), ``{item}`` (item text), ``{code}`` (an item's code
-string), ``{query}``, ``{candidate}``, ``{candidates}``. Index 0 of ``seqrec`` is what inference uses by
+string), ``{query}``, ``{candidate}``, ``{candidates}``, ``{scenario}`` (a target scenario name). Index 0 of ``seqrec`` is what inference uses by
 default, so change it only together with a retrained model.
 """
 
@@ -14,6 +14,7 @@ SYSTEM_PROMPT = "You are a recommender system. Items are written as code tokens.
 PLAIN_FORMAT = "{system}\n\n### Instruction:\n{instruction}\n\n### Response:\n"
 
 HISTORY_SEPARATOR = ", "
+SCENARIO_TAG = "{item} ({scenario})"  # a history item tagged with its interaction's scenario
 
 # Put in front of a seqrec instruction when user knowledge is on (TaskConfig.user_knowledge_dir).
 USER_KNOWLEDGE_TEMPLATE = "About this user: {knowledge}\n"
@@ -24,6 +25,14 @@ TEMPLATES: dict[str, list[str]] = {
         "Here is a user's interaction history, oldest first: {history}. Which item will the user choose next?",
         "Given the purchase sequence {history}, recommend the next item for this user.",
         "A user bought {history}, in this order. What do they buy next?",
+    ],
+    # scenario_prompts: the seqrec task naming the target scenario, history items tagged by scenario
+    "seqrec_scenario": [
+        "The user has interacted with these items in order: {history}. Predict the next item in {scenario}.",
+        "Here is a user's interaction history, oldest first: {history}. Which item in {scenario} will the user "
+        "choose next?",
+        "Given the purchase sequence {history}, recommend the next {scenario} item for this user.",
+        "A user bought {history}, in this order. What do they buy next in {scenario}?",
     ],
     "item2code": [
         "Which item code corresponds to this item? {item}",

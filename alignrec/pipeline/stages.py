@@ -438,8 +438,12 @@ def run_evaluate(ctx: StageContext) -> dict[str, Any]:
         extra[SFT_ROW] = _sft_recommender(ctx.upstream("train") / "model", cfg)
     sasrec_dir = ctx.upstream("embeddings") / "sasrec"
     if sasrec_dir.is_dir():
+        from recdata import SplitDataset
+
+        split = SplitDataset.load(cfg.split_dir)  # with scenarios, SASRec is also ranked within each scenario
         extra["sasrec"] = as_recommend_fn(SASRec.from_pretrained(sasrec_dir), k=max(cfg.ks),
-                                          exclude_history=cfg.exclude_history)
+                                          exclude_history=cfg.exclude_history,
+                                          scenario_items=split.scenario_catalogues() if split.has_scenarios else None)
     if ctx.config.get("sasrec_bce_baseline", False):
         extra["sasrec_bce"] = as_recommend_fn(_bce_sasrec(ctx), k=max(cfg.ks), exclude_history=cfg.exclude_history)
     knowledge_dir = ctx.upstream("embeddings") / "sasrec_knowledge"

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,17 @@ class DenseRecommender(nn.Module):
 
     @torch.no_grad()
     def recommend(self, histories: Sequence[Sequence[str]], k: int = 10, exclude_history: bool = True,
-                  **context: Any) -> RecommendList:
-        """Top-``k`` (item_id, score) per history, best first; ``exclude_history`` never returns a history item."""
+                  allowed: torch.Tensor | None = None, **context: Any) -> RecommendList:
+        """Top-``k`` (item_id, score) per history, best first; ``exclude_history`` never returns a history item.
+
+        ``allowed`` (bool ``[len(histories), len(item_ids)]``): the items each row may return (e.g. a scenario's
+        catalogue); the others are never returned.
+        """
         scores = self.score(histories, **context)
+        if allowed is not None:
+            if tuple(allowed.shape) != tuple(scores.shape):
+                raise ValueError(f"allowed has shape {tuple(allowed.shape)}, scores {tuple(scores.shape)}")
+            scores = scores.masked_fill(~allowed, -math.inf)
         if exclude_history:
             for row, history in enumerate(histories):
                 scores[row, self.catalogue_positions(history)] = -math.inf
@@ -77,12 +85,31 @@ class DenseRecommender(nn.Module):
 
 
 def as_recommend_fn(model: DenseRecommender, k: int, exclude_history: bool = True,
-                    context_fn: Callable[[Sequence[str]], dict[str, Any]] | None = None):
-    """``recommend_fn(user_ids, histories)`` for ``inference.evaluate_recommender`` and the cache build."""
+                    context_fn: Callable[[Sequence[str]], dict[str, Any]] | None = None,
+                    scenario_items: Mapping[str, Sequence[str]] | None = None):
+    """``recommend_fn(user_ids, histories)`` for ``inference.evaluate_recommender`` and the cache build.
 
-    def recommend_fn(user_ids: Sequence[str], histories: Sequence[Sequence[str]]) -> RecommendList:
+    With ``scenario_items`` (``{scenario: item ids}``) the function also takes ``scenarios=[s, ...]``: row ``i``
+    then returns items of ``scenarios[i]`` only, and the names reach ``score`` as ``context["scenarios"]``
+    (a scenario-aware model reads them in ``final_states``; others ignore them).
+    """
+    masks = {}
+    for name, items in (scenario_items or {}).items():
+        mask = torch.zeros(len(model.item_ids), dtype=torch.bool)
+        mask[[model.catalogue_index[i] for i in items if i in model.catalogue_index]] = True
+        masks[name] = mask
+
+    def recommend_fn(user_ids: Sequence[str], histories: Sequence[Sequence[str]],
+                     scenarios: Sequence[str] | None = None) -> RecommendList:
         context = context_fn(user_ids) if context_fn else {}
-        return model.recommend(histories, k=k, exclude_history=exclude_history, **context)
+        if scenarios is None:
+            return model.recommend(histories, k=k, exclude_history=exclude_history, **context)
+        unknown = sorted(set(scenarios) - set(masks))
+        if unknown:
+            raise ValueError(f"scenario(s) {unknown} unknown to this recommender; it serves {sorted(masks)}")
+        allowed = torch.stack([masks[s] for s in scenarios]) if scenarios else None
+        return model.recommend(histories, k=k, exclude_history=exclude_history, allowed=allowed,
+                               scenarios=list(scenarios), **context)
 
     return recommend_fn
 

@@ -4,7 +4,9 @@ A *store* holds published versions and a pointer to the live one. The reader nee
 that is the whole interface: a cheap token that changes when the pointer moves (``pointer``), the version the
 token names (``resolve``), opening that version (``open_version``) and closing. A *version* answers a batch
 of lookups from itself only (``lookup``); a version deleted under a reader raises ``VersionGoneError`` and the
-reader re-reads the pointer instead of answering from nothing. ``open_store`` picks the implementation from the
+reader re-reads the pointer instead of answering from nothing. A per-scenario version (meta ``scenarios``)
+keys its rows ``user + "\x1f" + scenario`` (``inference.cache.scenarios``) and holds one fallback per scenario,
+loaded with the version; ``lookup(user_ids, scenario)`` does the keying. ``open_store`` picks the implementation from the
 location: a folder (SQLite, ``inference.cache.store``) or a ``redis://`` URL (``inference.cache.redis_store``).
 """
 
@@ -15,10 +17,11 @@ import os
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference.cache.scenarios import scenario_key
 from inference.cache.store import CURRENT_NAME, VERSIONS_DIR
 from recdata.errors import InputFileError, UserError
 
@@ -34,15 +37,30 @@ class VersionGoneError(RuntimeError):
 
 @dataclass
 class StoreVersion(ABC):
-    """One published version: its name (unique per publish), metadata and popular-items fallback."""
+    """One published version: its name (unique per publish), metadata and popular-items fallback(s)."""
 
     name: str
     meta: dict[str, Any]
     fallback: Recs
+    scenario_fallback: dict[str, Recs] = field(default_factory=dict)  # per-scenario versions: scenario -> fallback
+
+    @property
+    def scenarios(self) -> list[str]:
+        """The scenarios of a per-scenario version ([] for a per-user one)."""
+        return list(self.meta.get("scenarios") or [])
+
+    def fallback_for(self, scenario: str | None) -> Recs:
+        """The fallback of a user missing from the cache (for ``scenario`` on a per-scenario version)."""
+        return self.fallback if scenario is None else self.scenario_fallback.get(scenario, [])
+
+    @staticmethod
+    def row_keys(user_ids: Sequence[str], scenario: str | None) -> list[str]:
+        """The stored row keys of ``user_ids`` (with ``scenario``: the (user, scenario) keys)."""
+        return list(user_ids) if scenario is None else [scenario_key(u, scenario) for u in user_ids]
 
     @abstractmethod
-    def lookup(self, user_ids: Sequence[str]) -> list[Recs | None]:
-        """Cached top-K of each user from this version only (None: not in the cache)."""
+    def lookup(self, user_ids: Sequence[str], scenario: str | None = None) -> list[Recs | None]:
+        """Cached top-K of each user (in ``scenario``) from this version only (None: not in the cache)."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -121,6 +139,11 @@ class SQLiteStore(CacheStore):
         try:
             meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")}
             fallback = [(i, s) for i, s in con.execute("SELECT item_id, score FROM fallback ORDER BY rank")]
+            per_scenario: dict[str, Recs] = {}
+            if meta.get("scenarios"):
+                for scenario, item, score in con.execute(
+                        "SELECT scenario, item_id, score FROM scenario_fallback ORDER BY scenario, rank"):
+                    per_scenario.setdefault(scenario, []).append((item, score))
             con.execute("SELECT items FROM recs LIMIT 1").fetchall()
         except (sqlite3.Error, ValueError) as exc:
             con.close()
@@ -131,22 +154,23 @@ class SQLiteStore(CacheStore):
         if "k" not in meta:
             con.close()
             raise UserError(f"{path} has no 'k' in its meta table; republish it with `alignrec cache publish`")
-        return _SQLiteVersion(name, meta, fallback, con)
+        return _SQLiteVersion(name, meta, fallback, per_scenario, con)
 
 
 @dataclass
 class _SQLiteVersion(StoreVersion):
     con: sqlite3.Connection | None = None
 
-    def lookup(self, user_ids: Sequence[str]) -> list[Recs | None]:
+    def lookup(self, user_ids: Sequence[str], scenario: str | None = None) -> list[Recs | None]:
         # One open connection per version: the file stays readable after a publish unlinks it (POSIX).
+        keys = self.row_keys(user_ids, scenario)
         found: dict[str, Recs] = {}
-        for start in range(0, len(user_ids), 500):  # stay under SQLite's bound-parameter limit
-            part = list(user_ids[start : start + 500])
+        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+            part = keys[start : start + 500]
             query = f"SELECT user_id, items FROM recs WHERE user_id IN ({','.join('?' * len(part))})"
-            for user, items in self.con.execute(query, part):
-                found[user] = [(i, s) for i, s in json.loads(items)]
-        return [found.get(u) for u in user_ids]
+            for key, items in self.con.execute(query, part):
+                found[key] = [(i, s) for i, s in json.loads(items)]
+        return [found.get(key) for key in keys]
 
     def close(self) -> None:
         if self.con is not None:

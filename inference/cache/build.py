@@ -35,10 +35,10 @@ RecommendFn = Callable[[list[str], list[list[str]]], list[list[tuple[str, float]
 # Build-config keys that must match for a rerun to resume (everything except the creation time).
 IDENTITY_KEYS = (
     "format_version", "k", "model", "adapter", "item_tokenizer_hash", "num_shards", "chunk_size",
-    "num_users", "histories_hash", "base_version",
+    "num_users", "histories_hash", "base_version", "scenarios",
 )
 # Keys a base cache must share with a refresh for its rows to be reusable.
-REUSE_KEYS = ("k", "model", "adapter", "item_tokenizer_hash")
+REUSE_KEYS = ("k", "model", "adapter", "item_tokenizer_hash", "scenarios")
 
 
 class CacheMismatchError(ValueError):
@@ -72,6 +72,7 @@ def build_cache(
     base_cache: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    scenario_users: Mapping[str, Sequence[str]] | None = None,
 ) -> BuildResult:
     """Compute and store the top-``k`` of this shard's users; finish the manifest if this was the last shard.
 
@@ -79,7 +80,17 @@ def build_cache(
     ``base_cache``: a finished earlier build; users whose history hash is unchanged are copied from it
     instead of recomputed (incremental refresh), new users are computed, users absent from ``histories``
     are dropped. ``overwrite`` replaces a folder built with other settings instead of refusing.
+
+    ``scenario_users`` (``{user: scenarios to serve}``, see ``inference.cache.scenarios``): a per-scenario cache,
+    one top-K per (user, scenario) from the scenario-aware ``recommend_fn(user_ids, histories, scenarios=...)``;
+    ``num_users`` then counts (user, scenario) pairs and the manifest lists the scenarios.
     """
+    scenario_names = None
+    if scenario_users is not None:
+        from inference.cache.scenarios import expand_scenarios
+
+        scenario_names = sorted({s for names in scenario_users.values() for s in names})
+        histories, recommend_fn = expand_scenarios(histories, scenario_users, recommend_fn)
     if k < 1:
         raise UserError(f"k must be >= 1, got {k}")
     if chunk_size < 1:
@@ -94,6 +105,7 @@ def build_cache(
         "item_tokenizer_hash": item_tokenizer_hash, "num_shards": num_shards, "chunk_size": chunk_size,
         "num_users": len(user_hashes), "histories_hash": layout.histories_hash(user_hashes),
         "base_version": base_manifest["version"] if base_manifest else None,
+        "scenarios": scenario_names,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if base_manifest is not None:

@@ -8,6 +8,8 @@
     alignrec cache publish --cache_dir cache/v1 --store_dir serve/ --split_dir data/scientific
     alignrec cache publish --cache_dir cache/v1 --target redis://127.0.0.1:6379/0 --split_dir data/scientific
     alignrec cache get u123 u456 --store_dir serve/
+    alignrec cache build ... --scenarios active        # one top-K per (user, scenario the user was active in)
+    alignrec cache get u123 --store_dir serve/ --scenario kitchen
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class CacheBuildConfig:
     exclude_history: bool = field(default=True, metadata={"help": "Never recommend items already in the user's "
                                                                   "history (what a served list should do)."})
     device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
+    scenarios: str = field(default="none", metadata={
+        "help": "Per-scenario cache (split with scenarios): 'none' = one list per user over the whole catalogue; "
+                "'all' = one list per (user, scenario) for every scenario; 'active' = only the scenarios the user "
+                "has interactions in (cost = users x scenarios served)."})
+    scenario_prompts: bool = field(default=False, metadata={
+        "help": "The model was trained with tasks.scenario_prompts: build scenario-naming prompts."})
     engine: str = field(default="local", metadata={
         "help": "'local': this process computes its shard (torchrun/deepspeed ranks for several); 'ray': a Ray "
                 "Data actor pool computes every chunk (needs the ray extra: pip install 'alignrec[ray]')."})
@@ -69,6 +77,12 @@ class CacheBuildConfig:
 
     def __post_init__(self) -> None:
         self._check_engine()
+        from inference.cache.scenarios import SCENARIO_MODES
+
+        if self.scenarios not in SCENARIO_MODES:
+            raise ConfigError(f"scenarios must be one of {list(SCENARIO_MODES)}, got {self.scenarios!r}")
+        if self.scenario_prompts and self.scenarios == "none":
+            raise ConfigError("scenario_prompts needs a per-scenario cache: set --scenarios all or active")
         if self.recommender not in ("model", "popularity"):
             raise UserError(f"recommender must be 'model' or 'popularity', got {self.recommender!r}")
         if self.recommender == "model" and not self.model_dir:
@@ -97,6 +111,9 @@ class CacheBuildConfig:
         if given:
             raise ConfigError(f"{', '.join(given)} belong(s) to the local engine: with --engine ray, Ray spreads the "
                               "chunks over the actors (and incremental refresh is local-only for now)")
+        if self.scenarios != "none":
+            raise ConfigError("--scenarios belongs to the local engine for now (per-scenario keys are expanded from "
+                              "--split_dir); drop --engine ray")
         if self.histories is not None and self.users_file is not None:
             raise ConfigError("--users_file filters --split_dir; with --histories, write only the wanted users")
         if self.num_actors < 1 or self.gpus_per_actor < 0 or self.cpus_per_actor <= 0:
@@ -139,6 +156,7 @@ class CachePublishConfig:
 class CacheGetConfig:
     store_dir: str = field(metadata={"help": "Serving store written by `alignrec cache publish`: a folder or "
                                              "a redis://host:port/db[?prefix=P] URL."})
+    scenario: str | None = field(default=None, metadata={"help": "Scenario of a per-scenario store (required there)."})
 
 
 def register_cache_commands(subparsers) -> None:
@@ -151,7 +169,7 @@ def register_cache_commands(subparsers) -> None:
                              add_help=False)
     publish.set_defaults(handler=_run_publish)
     get = sub.add_parser("get", help="Print the cached top-K of USER(s) as JSON lines.", add_help=False,
-                         usage="alignrec cache get USER [USER ...] --store_dir DIR")
+                         usage="alignrec cache get USER [USER ...] --store_dir DIR [--scenario NAME]")
     get.set_defaults(handler=_run_get)
 
 
@@ -183,6 +201,20 @@ def run_build(cfg: CacheBuildConfig) -> dict | None:
 
     check_not_overlapping(cfg.out_dir, [cfg.split_dir, cfg.model_dir, cfg.base_cache, cfg.users_file], "cache build")
     histories = load_histories(cfg.split_dir, cfg.users_file)
+    served, scenario_kw = None, {}
+    if cfg.scenarios != "none":
+        from inference.cache.scenarios import scenario_users
+        from recdata import SplitDataset
+
+        split = SplitDataset.load(cfg.split_dir)
+        if not split.has_scenarios:
+            raise UserError(f"--scenarios {cfg.scenarios}: {cfg.split_dir} has no scenario labels; prepare it with "
+                             "scenario_column or scenario_item_field")
+        served = scenario_users(split.user_scenarios(), split.scenario_names(), cfg.scenarios, users=histories)
+        scenario_kw = {"scenario_items": split.scenario_catalogues(), "scenario_prompts": cfg.scenario_prompts,
+                       "item_scenario": split.item_scenario()}
+        logger.info("per-scenario cache (%s): %d (user, scenario) pairs for %d users", cfg.scenarios,
+                    sum(len(v) for v in served.values()), len(served))
     if cfg.recommender == "popularity":
         from inference import popularity_recommender
         from recdata import SplitDataset
@@ -193,9 +225,10 @@ def run_build(cfg: CacheBuildConfig) -> dict | None:
         from inference.cache.model_recommender import model_recommend_fn
 
         fn, identity = model_recommend_fn(cfg.model_dir, cfg.k, cfg.num_beams, cfg.batch_size, cfg.exclude_history,
-                                          cfg.device)
+                                          cfg.device, **scenario_kw)
     result = build_cache(fn, histories, cfg.out_dir, cfg.k, cfg.shard_index, cfg.num_shards,
-                         chunk_size=cfg.chunk_size, base_cache=cfg.base_cache, overwrite=cfg.overwrite, **identity)
+                         chunk_size=cfg.chunk_size, base_cache=cfg.base_cache, overwrite=cfg.overwrite,
+                         scenario_users=served, **identity)
     shard_dir = Path(cfg.out_dir) / f"shard-{result.shard_index:05d}-of-{result.num_shards:05d}"
     atomic_write_json(shard_dir / "resolved_config.json", config_to_dict(cfg))
     logger.info("shard %d/%d: %d chunks (%d resumed), %d users computed, %d reused", result.shard_index,
@@ -243,19 +276,22 @@ def run_publish(cfg: CachePublishConfig) -> Path | str:
 
     if cfg.store_dir:
         check_not_overlapping(cfg.store_dir, [cfg.cache_dir, cfg.split_dir], "cache publish")
-    popularity = None
+    popularity = scenario_popularity = None
     if cfg.split_dir:
         from inference import train_popularity
         from recdata import SplitDataset
 
-        popularity = train_popularity(SplitDataset.load(cfg.split_dir))
+        split = SplitDataset.load(cfg.split_dir)
+        popularity = train_popularity(split)
+        scenario_popularity = split.train_scenario_popularity() if split.has_scenarios else None
     if cfg.target is not None:
         from inference.cache.redis_store import publish_cache_redis
 
         return publish_cache_redis(cfg.cache_dir, cfg.target, popularity=popularity, fallback_k=cfg.fallback_k,
-                                   keep_versions=cfg.keep_versions, grace_s=cfg.grace_s)
+                                   keep_versions=cfg.keep_versions, grace_s=cfg.grace_s,
+                                   scenario_popularity=scenario_popularity)
     return publish_cache(cfg.cache_dir, cfg.store_dir, popularity=popularity, fallback_k=cfg.fallback_k,
-                         keep_versions=cfg.keep_versions)
+                         keep_versions=cfg.keep_versions, scenario_popularity=scenario_popularity)
 
 
 def _run_build(args, argv: list[str]) -> int:
@@ -292,9 +328,12 @@ def _run_get(args, argv: list[str]) -> int:
     from inference.cache.reader import CacheReader
 
     with CacheReader(cfg.store_dir) as reader:
-        for result in reader.get_many(user_ids):
-            sys.stdout.write(json.dumps({"user_id": result.user_id, "items": result.items, "fallback": result.fallback,
-                                         "version": result.version}, ensure_ascii=False) + "\n")
+        for result in reader.get_many(user_ids, scenario=cfg.scenario):
+            line = {"user_id": result.user_id, "items": result.items, "fallback": result.fallback,
+                    "version": result.version}
+            if result.scenario is not None:
+                line["scenario"] = result.scenario
+            sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
         if reader.stats.misses:
             logger.warning("%d of %d users not in the cache: answered with the popular-items fallback",
                            reader.stats.misses, reader.stats.lookups)

@@ -46,16 +46,19 @@ def model_identity(model_dir: str | os.PathLike) -> dict[str, str]:
 
 def model_recommend_fn(
     model_dir: str | os.PathLike, k: int, num_beams: int, batch_size: int, exclude_history: bool,
-    device: str | None = None,
+    device: str | None = None, **scenario_kw: Any,
 ) -> tuple[Any, dict[str, str]]:
-    """Load a run with ``trainer.load_for_inference`` and wrap it as ``recommend_fn`` (seqrec prompt + beams)."""
+    """Load a run with ``trainer.load_for_inference`` and wrap it as ``recommend_fn`` (seqrec prompt + beams).
+
+    ``scenario_kw`` (``scenario_items``, ``scenario_prompts``, ``item_scenario``) go to ``llm_recommender``.
+    """
     from inference import llm_recommender
     from trainer import load_for_inference
 
     identity = model_identity(model_dir)
     model, hf_tokenizer, item_tokenizer = load_for_inference(model_dir, device=device)
     fn = llm_recommender(model, hf_tokenizer, item_tokenizer, k=k, num_beams=num_beams,
-                         exclude_history=exclude_history, batch_size=batch_size)
+                         exclude_history=exclude_history, batch_size=batch_size, **scenario_kw)
     logger.info("cache recommender: %s (item tokenizer %s)", identity["adapter"] or identity["model"],
                 identity["item_tokenizer_hash"][:12])
     return fn, identity

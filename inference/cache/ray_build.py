@@ -125,6 +125,7 @@ def build_cache_ray(
             "format_version": layout.FORMAT_VERSION, "k": k, "model": model, "adapter": adapter,
             "item_tokenizer_hash": item_tokenizer_hash, "num_shards": NUM_SHARDS, "chunk_size": chunk_size,
             "num_users": plan.num_users, "histories_hash": plan.histories_hash, "base_version": None,
+            "scenarios": None,  # per-scenario caches are built by the local engine only (for now)
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         claim_config(loc, config, overwrite)

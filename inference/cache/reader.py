@@ -6,6 +6,9 @@ every user of one ``get_many`` from the same one. Before a lookup the reader che
 ``stat`` of ``CURRENT`` for SQLite, about a microsecond; for Redis the lookup's own ``MULTI`` checks it);
 when a publish moved it, the reader opens the new version and closes the old one. A version deleted under the reader
 (``VersionGoneError``) makes it re-read the pointer, never answer from nothing.
+
+A per-scenario store (``inference.cache.scenarios``: one top-K per (user, scenario), a fallback per scenario)
+is read through the same calls with ``scenario=``; a per-user store is read without it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from inference.cache.backends import CacheStore, StoreVersion, VersionGoneError, open_store
+from recdata.errors import UserError
+
+
+class ScenarioError(UserError):
+    """The caller's mistake about scenarios: a scenario the live version does not have, or none on a per-scenario
+    store (the HTTP server answers 422; store-side failures are other errors)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,7 @@ class CacheResult:
     fallback: bool  # True: the user is not in the cache and ``items`` are the popular-items fallback
     version: str  # the published version (unique per publish) this result comes from
     k: int = 0  # the cached K of that version (a fallback list may be shorter or longer)
+    scenario: str | None = None  # the scenario asked for (per-scenario stores), else None
 
 
 @dataclass
@@ -68,17 +78,29 @@ class CacheReader:
         with self._lock:
             return dict(self._live().meta)
 
-    def get(self, user_id: str) -> CacheResult:
-        return self.get_many([user_id])[0]
+    @property
+    def scenarios(self) -> list[str]:
+        """Scenarios of a per-scenario store ([] for a per-user one)."""
+        with self._lock:
+            return self._live().scenarios
 
-    def get_many(self, user_ids: Iterable[str]) -> list[CacheResult]:
-        """Every user answered from one version (the live one when the call starts)."""
+    def get(self, user_id: str, scenario: str | None = None) -> CacheResult:
+        """The user's cached top-K; on a per-scenario store ``scenario`` is required and picks the list."""
+        return self.get_many([user_id], scenario)[0]
+
+    def get_many(self, user_ids: Iterable[str], scenario: str | None = None) -> list[CacheResult]:
+        """Every user answered from one version (the live one when the call starts).
+
+        On a per-scenario store ``scenario`` is required; a missing (user, scenario) pair gets that scenario's
+        fallback. A ``scenario`` the live version does not have is a ``ScenarioError`` naming the ones it has.
+        """
         users = list(user_ids)
         with self._lock:
             live = self._live(check_pointer=not self.store.lookup_checks_pointer)
             for _ in range(5):
                 try:
-                    rows = live.lookup(users)
+                    self._check_scenario(live, scenario)
+                    rows = live.lookup(users, scenario)
                     break
                 except VersionGoneError:  # deleted under us (Redis grace period over): follow the pointer
                     self._refresh(force=True)
@@ -87,14 +109,24 @@ class CacheReader:
                 raise RuntimeError(f"the cache versions of {self.store.location} keep disappearing during lookups")
             self.stats.lookups += len(users)
             out, k = [], int(live.meta["k"])
+            fallback = live.fallback_for(scenario)
             for user, items in zip(users, rows, strict=True):
                 if items is None:
                     self.stats.misses += 1
-                    out.append(CacheResult(user, list(live.fallback), True, live.name, k))
+                    out.append(CacheResult(user, list(fallback), True, live.name, k, scenario))
                 else:
                     self.stats.hits += 1
-                    out.append(CacheResult(user, items, False, live.name, k))
+                    out.append(CacheResult(user, items, False, live.name, k, scenario))
             return out
+
+    def _check_scenario(self, live: StoreVersion, scenario: str | None) -> None:
+        scenarios = live.scenarios
+        if scenario is None and scenarios:
+            raise ScenarioError(f"the cache in {self.store.location} is per scenario; pass a scenario, one of {scenarios}")
+        if scenario is not None and scenario not in scenarios:
+            what = (f"its scenarios are {scenarios}" if scenarios
+                    else "this store has no scenarios (one list per user); drop the scenario")
+            raise ScenarioError(f"scenario {scenario!r} is not in the cache of {self.store.location}: {what}")
 
     def close(self) -> None:
         with self._lock:

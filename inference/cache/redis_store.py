@@ -8,6 +8,9 @@ default ``alignrec``; several caches can share one Redis under different prefixe
     P:v:<version>:recs        hash user_id -> JSON [[item_id, score], ...] (best first), like the SQLite store
     P:v:<version>:meta        JSON metadata of the build (the same keys as the SQLite ``meta`` table)
     P:v:<version>:fallback    JSON [[item_id, score], ...]: the popular-items fallback for unknown users
+    P:v:<version>:scenario_fallback  per-scenario versions only: JSON {scenario: [[item_id, score], ...]}
+
+A per-scenario version (meta ``scenarios``) keys its hash fields ``user + "\x1f" + scenario``, like SQLite.
 
 A publish writes the new version's keys with a 24 h TTL (a killed publish cleans up after itself), then in one
 ``MULTI`` lifts the TTL and points ``P:current`` at it. Versions beyond ``keep_versions`` get a TTL of
@@ -32,8 +35,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from tqdm.auto import tqdm
 
 from inference.cache.backends import CacheStore, Recs, StoreVersion, VersionGoneError
+from inference.cache.scenarios import split_scenario_key
 from inference.cache.shards import iter_cache, verify_cache
-from inference.cache.store import fallback_items, version_meta, version_name
+from inference.cache.store import fallback_items, scenario_fallbacks, version_meta, version_name
 from recdata.errors import ConfigError, InputFileError, UserError
 
 __all__ = ["RedisStore", "publish_cache_redis"]
@@ -71,6 +75,14 @@ class RedisStore(CacheStore):
         base = f"{self.prefix}:v:{name}"
         return f"{base}:recs", f"{base}:meta", f"{base}:fallback"
 
+    def scenario_fallback_key(self, name: str) -> str:
+        """The per-scenario fallbacks of version ``name`` (present for per-scenario versions only)."""
+        return f"{self.prefix}:v:{name}:scenario_fallback"
+
+    def all_version_keys(self, name: str) -> tuple[str, ...]:
+        """Every key a version may have (what a publish persists and a retirement expires)."""
+        return (*self.version_keys(name), self.scenario_fallback_key(name))
+
     def pointer(self) -> str:
         value = self.client.get(self.current_key)
         if value is None:
@@ -84,18 +96,22 @@ class RedisStore(CacheStore):
     def open_version(self, name: str) -> _RedisVersion:
         recs_key, meta_key, fallback_key = self.version_keys(name)
         pipe = self.client.pipeline(transaction=True)
-        pipe.exists(recs_key).get(meta_key).get(fallback_key)
-        exists, meta, fallback = pipe.execute()
+        pipe.exists(recs_key).get(meta_key).get(fallback_key).get(self.scenario_fallback_key(name))
+        exists, meta, fallback, scenario_fallback = pipe.execute()
         if not exists or meta is None or fallback is None:
             raise VersionGoneError(f"version {name} is not (or no longer) in {self.location}")
         try:
             meta_dict = json.loads(meta)
             fallback_list = [(str(i), float(s)) for i, s in json.loads(fallback)]
             meta_dict["k"]  # noqa: B018 - every version records its k
-        except (ValueError, TypeError, KeyError) as exc:
+            per_scenario = {str(scenario): [(str(i), float(s)) for i, s in ranked]
+                            for scenario, ranked in json.loads(scenario_fallback or "{}").items()}
+            if meta_dict.get("scenarios") and scenario_fallback is None:
+                raise KeyError(f"{self.scenario_fallback_key(name)} is missing for a per-scenario version")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise UserError(f"{meta_key} / {fallback_key} in {self.location} are not a cache version's metadata "
                              f"({exc!r}); republish with `alignrec cache publish --target {self.location}`") from exc
-        return _RedisVersion(name, meta_dict, fallback_list, self.client, recs_key, self.current_key)
+        return _RedisVersion(name, meta_dict, fallback_list, per_scenario, self.client, recs_key, self.current_key)
 
     def close(self) -> None:
         self.client.close()
@@ -107,10 +123,10 @@ class _RedisVersion(StoreVersion):
     recs_key: str = ""
     current_key: str = ""
 
-    def lookup(self, user_ids: Sequence[str]) -> list[Recs | None]:
+    def lookup(self, user_ids: Sequence[str], scenario: str | None = None) -> list[Recs | None]:
         # One MULTI (one round trip): the pointer, the version's presence and the rows, all at the same moment.
         pipe = self.client.pipeline(transaction=True)
-        pipe.get(self.current_key).exists(self.recs_key).hmget(self.recs_key, list(user_ids))
+        pipe.get(self.current_key).exists(self.recs_key).hmget(self.recs_key, self.row_keys(user_ids, scenario))
         current, exists, values = pipe.execute()
         if current is None or current.decode("utf-8") != self.name or not exists:
             raise VersionGoneError(f"version {self.name} is no longer the live one of {self.current_key}")
@@ -128,10 +144,11 @@ def publish_cache_redis(
     keep_versions: int = 2,
     grace_s: float = 300.0,
     progress: bool = True,
+    scenario_popularity: Mapping[str, Mapping[str, int]] | None = None,
 ) -> str:
     """Publish ``cache_dir`` as the live version of the Redis key space at ``url``; returns the version name.
 
-    Same fallback rule as ``publish_cache``. Versions beyond ``keep_versions`` (live one included) expire
+    Same fallback rules as ``publish_cache`` (one per scenario for a per-scenario build). Versions beyond ``keep_versions`` (live one included) expire
     ``grace_s`` seconds after the switch.
     """
     if keep_versions < 1:
@@ -144,6 +161,8 @@ def publish_cache_redis(
     name = version_name(manifest)
     recs_key, meta_key, fallback_key = store.version_keys(name)
     counts: Counter[str] = Counter()
+    scenario_names = manifest.get("scenarios")
+    per_scenario: dict[str, Counter[str]] = {}
     batch: dict[str, str] = {}
 
     def flush() -> None:
@@ -156,6 +175,8 @@ def publish_cache_redis(
         batch[user] = json.dumps(recs, separators=(",", ":"), ensure_ascii=False)
         if popularity is None:
             counts.update(item for item, _ in recs)
+        if scenario_names and scenario_popularity is None:  # fallback: items most often cached per scenario
+            per_scenario.setdefault(split_scenario_key(user)[1], Counter()).update(item for item, _ in recs)
         if len(batch) >= WRITE_BATCH:
             flush()
     if batch:
@@ -163,14 +184,19 @@ def publish_cache_redis(
     stored = client.hlen(recs_key)
     if stored != manifest["num_users"]:
         raise RuntimeError(f"{recs_key} holds {stored} users, the manifest of {cache_dir} says {manifest['num_users']}")
-    fallback, source = fallback_items(popularity, counts, fallback_k or manifest["k"])
+    fallback_k = fallback_k or manifest["k"]
+    fallback, source = fallback_items(popularity, counts, fallback_k)
     meta = version_meta(manifest, source, cache_dir)
     client.set(meta_key, json.dumps(meta), px=PENDING_TTL_MS)
     client.set(fallback_key, json.dumps(fallback), px=PENDING_TTL_MS)
+    if scenario_names:
+        fallbacks = scenario_fallbacks(scenario_names, scenario_popularity, per_scenario, fallback_k)
+        client.set(store.scenario_fallback_key(name), json.dumps(fallbacks), px=PENDING_TTL_MS)
 
     with client.lock(store.lock_key, timeout=120, blocking_timeout=300):  # one switch + expiry at a time
         switch = client.pipeline(transaction=True)
-        switch.persist(recs_key).persist(meta_key).persist(fallback_key)
+        for key in store.all_version_keys(name):
+            switch.persist(key)
         switch.set(store.current_key, name).zadd(store.versions_key, {name: time.time()})
         switch.execute()
         logger.info("published %s as the live cache version of %s (%d users, fallback: %s)", name, url,
@@ -180,7 +206,7 @@ def publish_cache_redis(
         if retire:
             expire = client.pipeline(transaction=True)
             for old in retire:
-                for key in store.version_keys(old):
+                for key in store.all_version_keys(old):
                     expire.pexpire(key, int(grace_s * 1000))
                 expire.zrem(store.versions_key, old)
             expire.execute()

@@ -9,6 +9,10 @@ A version is written completely under a temp name, renamed into ``versions/``, a
 replaced (``os.replace``). Readers open the version ``CURRENT`` names, so they see the old or the new
 version, never a mix. Old versions beyond ``keep_versions`` are deleted; a reader still holding one keeps
 reading it (POSIX unlink semantics) and moves to the new one on its next lookup.
+
+A per-scenario build (manifest ``scenarios``) has rows keyed ``user + "\x1f" + scenario`` and one more table,
+``scenario_fallback`` (one popular-items list per scenario, ``scenario_fallbacks``), which the Redis store
+mirrors as one key.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import json
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from inference.cache.scenarios import split_scenario_key
 from inference.cache.shards import iter_cache, verify_cache
 from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_path, atomic_write_text
@@ -40,6 +45,11 @@ CREATE TABLE recs (user_id TEXT PRIMARY KEY, items TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE fallback (rank INTEGER PRIMARY KEY, item_id TEXT NOT NULL, score REAL NOT NULL);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
+# per-scenario caches (manifest "scenarios"): recs keys are user + SCENARIO_SEP + scenario, one fallback per scenario
+SCENARIO_SCHEMA = """
+CREATE TABLE scenario_fallback (scenario TEXT NOT NULL, rank INTEGER NOT NULL, item_id TEXT NOT NULL,
+                                score REAL NOT NULL, PRIMARY KEY (scenario, rank)) WITHOUT ROWID;
+"""
 
 
 def publish_cache(
@@ -49,12 +59,15 @@ def publish_cache(
     fallback_k: int | None = None,
     keep_versions: int = 2,
     progress: bool = True,
+    scenario_popularity: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Path:
     """Publish ``cache_dir`` (a finished build) as the live version of ``store_dir``; returns the new file.
 
     Fallback for users missing from the cache: the ``fallback_k`` (default: the cache's k) most popular
     items of ``popularity`` (training interaction counts, the documented choice), or, when not given, the
     items most often recommended in the cache itself. ``keep_versions`` >= 1 counts the live one.
+    A per-scenario build also gets one fallback per scenario: ``scenario_popularity[scenario]`` (training
+    interactions labelled with it), or the items most often cached for that scenario.
     """
     if keep_versions < 1:
         raise UserError(f"keep_versions must be >= 1 (the live version), got {keep_versions}")
@@ -66,7 +79,7 @@ def publish_cache(
     target = versions / f"{version_name(manifest)}.sqlite"
 
     with atomic_path(target) as tmp:
-        frequency = _write_db(tmp, cache_dir, manifest, popularity, fallback_k, progress)
+        frequency = _write_db(tmp, cache_dir, manifest, popularity, fallback_k, progress, scenario_popularity)
     logger.info("compiled %s (%d users, %.1f MB)", target.name, manifest["num_users"], target.stat().st_size / 1e6)
     with open(store_dir / LOCK_NAME, "a") as lock:  # one swap + garbage collection at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -87,7 +100,7 @@ def current_version_path(store_dir: str | Path) -> Path:
 
 def _write_db(
     path: Path, cache_dir: str | Path, manifest: Mapping[str, Any], popularity: Mapping[str, int] | None,
-    fallback_k: int, progress: bool,
+    fallback_k: int, progress: bool, scenario_popularity: Mapping[str, Mapping[str, int]] | None = None,
 ) -> str:
     path.unlink(missing_ok=True)  # atomic_path made an empty placeholder; SQLite wants a fresh file
     con = sqlite3.connect(path)
@@ -96,6 +109,10 @@ def _write_db(
         con.execute("PRAGMA synchronous=OFF")
         con.executescript(SCHEMA)
         counts: Counter[str] = Counter()
+        scenario_names = manifest.get("scenarios")
+        if scenario_names:
+            con.executescript(SCENARIO_SCHEMA)
+        per_scenario: dict[str, Counter[str]] = {}
         seen = 0
         rows = []
         bar = tqdm(iter_cache(cache_dir, verify=False), total=manifest["num_users"], desc="publish", unit="user",
@@ -104,6 +121,8 @@ def _write_db(
             rows.append((user, json.dumps(recs, separators=(",", ":"), ensure_ascii=False)))
             if popularity is None:
                 counts.update(item for item, _ in recs)
+            if scenario_names and scenario_popularity is None:  # fallback: items most often cached per scenario
+                per_scenario.setdefault(split_scenario_key(user)[1], Counter()).update(item for item, _ in recs)
             if len(rows) >= 10_000:
                 con.executemany("INSERT INTO recs VALUES (?, ?)", rows)
                 seen += len(rows)
@@ -115,6 +134,11 @@ def _write_db(
         fallback, source = fallback_items(popularity, counts, fallback_k)
         con.executemany("INSERT INTO fallback VALUES (?, ?, ?)",
                         [(r, item, score) for r, (item, score) in enumerate(fallback, start=1)])
+        if scenario_names:
+            fallbacks = scenario_fallbacks(scenario_names, scenario_popularity, per_scenario, fallback_k)
+            con.executemany("INSERT INTO scenario_fallback VALUES (?, ?, ?, ?)", [
+                (name, r, item, score) for name, ranked in fallbacks.items()
+                for r, (item, score) in enumerate(ranked, start=1)])
         meta = version_meta(manifest, source, cache_dir)
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
         con.commit()
@@ -134,10 +158,19 @@ def fallback_items(popularity: Mapping[str, int] | None, rec_counts: Mapping[str
     return [(item, float(c)) for item, c in ranked[:fallback_k]], source
 
 
+def scenario_fallbacks(scenarios: Sequence[str], scenario_popularity: Mapping[str, Mapping[str, int]] | None,
+                       cached_counts: Mapping[str, Mapping[str, int]], fallback_k: int) -> dict[str, list[tuple[str, float]]]:
+    """One fallback per scenario of a per-scenario build: its ``fallback_k`` most popular training items
+    (``scenario_popularity[scenario]``), else the items most often cached for it (``cached_counts``); ties by id."""
+    tables = scenario_popularity if scenario_popularity is not None else cached_counts
+    return {name: fallback_items(tables.get(name, {}), {}, fallback_k)[0] for name in scenarios}
+
+
 def version_meta(manifest: Mapping[str, Any], fallback_source: str, cache_dir: str | Path) -> dict[str, Any]:
     """What every published version records about its build (the same keys in every store)."""
     meta = {key: manifest[key] for key in ("version", "k", "model", "adapter", "item_tokenizer_hash",
                                             "created_at", "num_users", "num_rows", "base_version")}
+    meta["scenarios"] = manifest.get("scenarios") or None  # per-scenario builds: keys are user + "\x1f" + scenario
     meta.update(fallback_source=fallback_source,  # a URI (file://, s3://) is kept as given
                 cache_dir=str(cache_dir) if "://" in str(cache_dir) else str(Path(cache_dir).resolve()))
     return meta

@@ -30,7 +30,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
-from inference.cache.reader import CacheReader, CacheResult
+from inference.cache.reader import CacheReader, CacheResult, ScenarioError
 from inference.serve.config import ServeConfig
 from inference.serve.metrics import ServeMetrics, endpoint_label
 from recdata.errors import InputFileError, UserError
@@ -107,6 +107,8 @@ def create_app(cfg: ServeConfig, reader: CacheReader | None = None) -> FastAPI:
             by_scenario = {"scenario": scenario}
         try:
             results = reader.get_many(user_ids, **by_scenario)
+        except ScenarioError as exc:  # a scenario the store does not have, or none on a per-scenario store
+            raise ApiError(422, str(exc)) from exc
         except (InputFileError, *STORE_ERRORS) as exc:  # the store itself (pointer gone, unreadable): not the client
             logger.error("cache store %s unavailable: %s", cfg.store_dir, exc)
             raise ApiError(503, f"cache store unavailable: {exc}") from exc
@@ -188,7 +190,8 @@ def _query_k(raw: str | None) -> int | None:
 
 
 def _user_body(result: CacheResult, k: int) -> dict[str, Any]:
-    return {"user_id": result.user_id, "fallback": result.fallback,
+    scenario = {} if result.scenario is None else {"scenario": result.scenario}
+    return {"user_id": result.user_id, **scenario, "fallback": result.fallback,
             "items": [{"item_id": i, "score": s, "rank": r} for r, (i, s) in enumerate(result.items[:k], start=1)]}
 
 

@@ -3,7 +3,8 @@ unixReviewTime, overall) + ``meta_<Category>.json[.gz]`` (asin, title, descripti
 
 Meta lines may be python literals (``{'asin': ...}``, as in some dumps); they are parsed with
 ``ast.literal_eval``. The catalogue keeps only reviewed items; the other meta records are counted in
-``drops["unused_items"]``.
+``drops["unused_items"]``. ``scenario_item_field`` (e.g. ``main_cat``) names a meta field that labels every
+interaction with that item.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from recdata.dataset import RecDataset
-from recdata.errors import InputFileError
+from recdata.errors import ConfigError, InputFileError
 from recdata.loaders.common import (
     LoadOptions,
     build_items,
+    item_scenarios,
     iter_lines,
     join_text,
     make_dataset,
     malformed,
     parse_item_text_fields,
+    scenario_column,
     sequences_from_log,
     unique_item_rows,
 )
@@ -83,6 +86,8 @@ def load_amazon_raw(path: str | Path, options: LoadOptions | None = None) -> Rec
     reviews_file, meta_file = find_pair(Path(path), options.name)
     name = options.name or _stem(meta_file)[len("meta_"):]
     fields = parse_item_text_fields(options.item_text_fields, DEFAULT_FIELDS)
+    if scenario_column(options):
+        raise ConfigError("scenario_column does not apply to Amazon raw reviews; use scenario_item_field=<meta field>")
 
     users, asins, times, ratings = [], [], [], []
     for lineno, line in iter_lines(reviews_file):
@@ -120,4 +125,9 @@ def load_amazon_raw(path: str | Path, options: LoadOptions | None = None) -> Rec
     items = build_items([ids[i] for i in keep], columns)
     sequences = sequences_from_log(users, asins, times, ratings, source=str(reviews_file))
     drops = {"duplicate_item_records": len(ids) - len(keep), "unused_items": unused}
-    return make_dataset(items, sequences, name, f"{reviews_file} + {meta_file.name}", drops)
+    scenario_of = None
+    if options.scenario_item_field:
+        field = options.scenario_item_field
+        scenario_of = item_scenarios([ids[i] for i in keep], [records[i].get(field) for i in keep], field,
+                                     str(meta_file))
+    return make_dataset(items, sequences, name, f"{reviews_file} + {meta_file.name}", drops, scenario_of=scenario_of)

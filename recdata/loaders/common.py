@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from recdata.dataset import ITEM_TEXT_FIELDS, RecDataset
-from recdata.errors import UserError
+from recdata.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ class LoadOptions:
     item_column: str = "item_id"
     time_column: str = "timestamp"
     rating_column: str = ""
-    domain_column: str = ""
+    domain_column: str = ""  # older name of scenario_column (same meaning: a per-interaction label)
+    scenario_column: str = ""  # tabular / RecBole: per-interaction scenario column ("" = none)
+    scenario_item_field: str = ""  # item field every interaction with the item takes its scenario from
     item_path: str = ""
     item_id_column: str = "item_id"
 
@@ -143,7 +145,41 @@ def build_items(item_ids: Sequence[str], columns: dict[str, Sequence[str]]) -> d
     return datasets.Dataset.from_dict(data, features=ITEM_FEATURES)
 
 
-def sequence_features(has_timestamps: bool, has_ratings: bool, has_domain: bool) -> datasets.Features:
+def scenario_column(options: LoadOptions) -> str:
+    """The per-interaction scenario column (``scenario_column``, or its older name ``domain_column``)."""
+    if options.scenario_column and options.domain_column and options.scenario_column != options.domain_column:
+        raise ConfigError(f"scenario_column={options.scenario_column!r} and domain_column={options.domain_column!r} "
+                         "name the same thing; set only scenario_column")
+    if (options.scenario_column or options.domain_column) and options.scenario_item_field:
+        raise ConfigError("set either scenario_column (a per-interaction label) or scenario_item_field (an item "
+                         "field), not both")
+    return options.scenario_column or options.domain_column
+
+
+def item_scenarios(item_ids: Sequence[str], values: Sequence[Any], field: str, source: str) -> dict[str, str]:
+    """``{item_id: scenario}`` from an item field; an item without a value is an error naming it."""
+    out = {}
+    for item_id, value in zip(item_ids, values, strict=True):
+        label = join_text(value, " ").strip()
+        if not label:
+            raise UserError(f"{source}: item {item_id!r} has no {field!r} value, so its interactions have no "
+                             f"scenario; fill the field or unset scenario_item_field")
+        out[str(item_id)] = label
+    return out
+
+
+def with_item_scenarios(sequences: datasets.Dataset, scenario_of: dict[str, str]) -> datasets.Dataset:
+    """Add the per-interaction ``scenarios`` column: each interaction takes its item's scenario.
+
+    An item missing from the catalogue gets '' here; ``handle_unknown_items`` then raises or drops it.
+    """
+    columns = sequences.to_dict()
+    columns["scenarios"] = [[scenario_of.get(i, "") for i in seq] for seq in columns["item_ids"]]
+    return build_sequences(columns)
+
+
+def sequence_features(has_timestamps: bool, has_ratings: bool, has_domain: bool,
+                      has_scenarios: bool = False) -> datasets.Features:
     feats: dict[str, Any] = {
         "user_id": datasets.Value("string"),
         "item_ids": datasets.Sequence(datasets.Value("string")),
@@ -154,12 +190,15 @@ def sequence_features(has_timestamps: bool, has_ratings: bool, has_domain: bool)
         feats["ratings"] = datasets.Sequence(datasets.Value("float64"))
     if has_domain:
         feats["domain"] = datasets.Value("string")
+    if has_scenarios:
+        feats["scenarios"] = datasets.Sequence(datasets.Value("string"))
     return datasets.Features(feats)
 
 
 def build_sequences(columns: dict[str, list]) -> datasets.Dataset:
-    """A sequences table from ready per-user columns (user_id, item_ids[, timestamps, ratings, domain])."""
-    feats = sequence_features("timestamps" in columns, "ratings" in columns, "domain" in columns)
+    """A sequences table from ready per-user columns (user_id, item_ids[, timestamps, ratings, domain, scenarios])."""
+    feats = sequence_features("timestamps" in columns, "ratings" in columns, "domain" in columns,
+                              "scenarios" in columns)
     return datasets.Dataset.from_dict({k: columns[k] for k in feats}, features=feats)
 
 
@@ -168,13 +207,15 @@ def sequences_from_log(
     items: Sequence[Any],
     timestamps: Sequence[int] | None = None,
     ratings: Sequence[float] | None = None,
-    domains: Sequence[Any] | None = None,
+    scenarios: Sequence[Any] | None = None,
     source: str = "<log>",
 ) -> datasets.Dataset:
     """Group a flat interaction log into per-user chronological sequences.
 
     Users keep the order of their first appearance; each user's interactions are sorted by timestamp with
     ties kept in file order (a stable sort), so reloading the same file always gives the same sequences.
+    ``scenarios`` (one label per interaction) becomes the ``scenarios`` column, aligned with ``item_ids``:
+    a user may have interactions in any number of scenarios.
     """
     n = len(users)
     user_codes, user_ids = pd.factorize(pd.Series(users, dtype="string"), sort=False)
@@ -196,27 +237,28 @@ def sequences_from_log(
     if ratings is not None:
         r = np.asarray(ratings, dtype=np.float64)[order]
         columns["ratings"] = [c.tolist() for c in np.split(r, bounds)] if n else []
-    if domains is not None:
-        dom = np.asarray([str(d) for d in domains], dtype=object)[order]
-        per_user = []
-        for user_id, chunk in zip(columns["user_id"], np.split(dom, bounds) if n else [], strict=True):
-            values = set(chunk.tolist())
-            if len(values) > 1:
-                raise UserError(
-                    f"{source}: user {user_id!r} has interactions in several domains {sorted(values)}; a sequence "
-                    "has one domain, so give each (user, domain) pair its own user id"
-                )
-            per_user.append(chunk[0])
-        columns["domain"] = per_user
+    if scenarios is not None:
+        labels = np.asarray([str(s).strip() for s in scenarios], dtype=object)
+        empty = np.flatnonzero(labels == "")
+        if len(empty):
+            raise UserError(f"{source}: interaction {int(empty[0]) + 1} (user {str(users[empty[0]])!r}) has an empty "
+                             f"scenario ({len(empty)} such); fill the scenario column or unset it")
+        columns["scenarios"] = [c.tolist() for c in np.split(labels[order], bounds)] if n else []
     return build_sequences(columns)
 
 
 def make_dataset(
-    items: datasets.Dataset, sequences: datasets.Dataset, name: str, source: str, drops: dict[str, int] | None = None
+    items: datasets.Dataset, sequences: datasets.Dataset, name: str, source: str, drops: dict[str, int] | None = None,
+    scenario_of: dict[str, str] | None = None,
 ) -> RecDataset:
-    """Wrap loader output; an empty catalogue is rejected here, naming the file to check."""
+    """Wrap loader output; an empty catalogue is rejected here, naming the file to check.
+
+    ``scenario_of`` (``{item_id: scenario}`` from an item field) labels every interaction with its item's scenario.
+    """
     if len(items) == 0:
         raise UserError(f"{source}: the item catalogue is empty; check the item file path, format and field names")
+    if scenario_of is not None:
+        sequences = with_item_scenarios(sequences, scenario_of)
     ds = RecDataset(items=items, sequences=sequences, name=name, drops={k: v for k, v in (drops or {}).items() if v})
     logger.info("loaded %s: %d users, %d items, %d interactions from %s",
                 name, len(sequences), len(items), ds.num_interactions(), source)

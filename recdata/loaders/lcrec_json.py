@@ -1,5 +1,7 @@
 """LC-Rec / LETTER JSON: ``X.inter.json`` ``{user: [item, ...]}`` (chronological) + ``X.item.json``
-``{item: {title, description, brand, categories}}``. Ids are kept as the strings of the file (0-based idx)."""
+``{item: {title, description, brand, categories}}``. Ids are kept as the strings of the file (0-based idx).
+
+``scenario_item_field`` (e.g. ``domain``) names an extra item field that labels every interaction with that item."""
 
 from __future__ import annotations
 
@@ -9,15 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from recdata.dataset import RecDataset
-from recdata.errors import InputFileError, UserError
+from recdata.errors import ConfigError, InputFileError, UserError
 from recdata.loaders.common import (
     LoadOptions,
     build_items,
     build_sequences,
+    item_scenarios,
     join_text,
     make_dataset,
     not_utf8,
     parse_item_text_fields,
+    scenario_column,
     text_problem,
     warn_non_text,
 )
@@ -90,6 +94,9 @@ def load_lcrec_json(path: str | Path, options: LoadOptions | None = None) -> Rec
     inter_file, item_file = find_pair(Path(path), options.name)
     name = options.name or inter_file.name[: -len(".inter.json")]
     fields = parse_item_text_fields(options.item_text_fields, DEFAULT_FIELDS)
+    if scenario_column(options):
+        raise ConfigError("scenario_column does not apply to LC-Rec JSON (interactions carry no columns); use "
+                         "scenario_item_field=<item field>, e.g. domain")
 
     raw_items = read_json_object(item_file, "item")
     item_ids = list(raw_items)
@@ -121,5 +128,9 @@ def load_lcrec_json(path: str | Path, options: LoadOptions | None = None) -> Rec
         users.append(str(user_id))
         seqs.append([str(i) for i in seq])
     sequences = build_sequences({"user_id": users, "item_ids": seqs})
-    return make_dataset(items, sequences, name, f"{inter_file} + {item_file.name}")
+    scenario_of = None
+    if options.scenario_item_field:
+        field = options.scenario_item_field
+        scenario_of = item_scenarios(item_ids, [raw_items[i].get(field) for i in item_ids], field, str(item_file))
+    return make_dataset(items, sequences, name, f"{inter_file} + {item_file.name}", scenario_of=scenario_of)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recdata.dataset import RecDataset
-from recdata.errors import InputFileError, UserError
+from recdata.errors import ConfigError, InputFileError, UserError
 from recdata.loaders.common import (
     LoadOptions,
     build_items,
@@ -29,6 +29,8 @@ def load_movielens(path: str | Path, options: LoadOptions | None = None) -> RecD
             raise InputFileError(f"{folder}: MovieLens layout needs ratings.dat and movies.dat; {f.name} is missing")
     if options.item_text_fields:
         raise UserError("item_text_fields does not apply to MovieLens .dat (fixed Title and Genres columns)")
+    if options.scenario_column or options.domain_column or options.scenario_item_field:
+        raise ConfigError("MovieLens .dat files carry no scenario; convert them to tabular with a scenario column")
 
     ids, lines, titles, genres = [], [], [], []
     for lineno, line in iter_lines(movies_file, ENCODING):

@@ -2,7 +2,8 @@
 
 ML-100K maps ``movie_title`` + ``release_year`` to title ("Toy Story (1995)") and ``class`` (a space-separated
 token_seq) to categories ("Animation, Children's, Comedy"). Interactions are sorted per user by timestamp,
-ties kept in file order.
+ties kept in file order. A scenario comes from an ``.inter`` column (``scenario_column``) or an ``.item``
+column (``scenario_item_field``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from recdata.errors import InputFileError
 from recdata.loaders.common import (
     LoadOptions,
     build_items,
+    item_scenarios,
     iter_lines,
     make_dataset,
     malformed,
     parse_item_text_fields,
+    scenario_column,
     sequences_from_log,
     unique_item_rows,
 )
@@ -98,8 +101,16 @@ def load_recbole(path: str | Path, options: LoadOptions | None = None) -> RecDat
                 value = f"{value} ({row[year_field].strip()})"
             columns[field].append(value)
     items = build_items([ids[i] for i in keep], columns)
+    scenario_of = None
+    if options.scenario_item_field:
+        if options.scenario_item_field not in header:
+            raise malformed(item_file, 1, f"no {options.scenario_item_field!r} column (scenario_item_field)",
+                            f"the header has {sorted(header)}")
+        scenario_of = item_scenarios([ids[i] for i in keep], [records[i][options.scenario_item_field] for i in keep],
+                                     options.scenario_item_field, str(item_file))
+    scen_col = scenario_column(options)
 
-    users, item_seq, times, ratings = [], [], [], []
+    users, item_seq, times, ratings, scenarios = [], [], [], [], []
     has_time = has_rating = None
     for lineno, row in _rows(inter_file):
         if has_time is None:
@@ -107,11 +118,15 @@ def load_recbole(path: str | Path, options: LoadOptions | None = None) -> RecDat
             if missing:
                 raise malformed(inter_file, 1, f"no {missing} column(s)", "the header needs user_id:token item_id:token")
             has_time, has_rating = "timestamp" in row, "rating" in row
+            if scen_col and scen_col not in row:
+                raise malformed(inter_file, 1, f"no {scen_col!r} column (scenario_column)", f"the header has {sorted(row)}")
         user, item = row["user_id"].strip(), row["item_id"].strip()
         if not user or not item:
             raise malformed(inter_file, lineno, "empty user_id or item_id", "fill in or remove the line")
         users.append(user)
         item_seq.append(item)
+        if scen_col:
+            scenarios.append(row[scen_col])
         try:
             if has_time:
                 times.append(int(float(row["timestamp"])))
@@ -120,5 +135,6 @@ def load_recbole(path: str | Path, options: LoadOptions | None = None) -> RecDat
         except ValueError as exc:
             raise malformed(inter_file, lineno, f"non-numeric timestamp/rating ({exc})", "fix the value") from None
     sequences = sequences_from_log(users, item_seq, times if has_time else None, ratings if has_rating else None,
-                                   source=str(inter_file))
-    return make_dataset(items, sequences, name, f"{inter_file} + {item_file.name}", {"duplicate_item_records": len(ids) - len(keep)})
+                                   scenarios if scen_col else None, source=str(inter_file))
+    return make_dataset(items, sequences, name, f"{inter_file} + {item_file.name}",
+                        {"duplicate_item_records": len(ids) - len(keep)}, scenario_of=scenario_of)

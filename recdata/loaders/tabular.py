@@ -1,5 +1,6 @@
-"""Generic CSV / TSV / Parquet with named columns: an interaction table (user, item[, time, rating, domain])
-and an item table (id + text columns). ``path`` is the interaction file, or a folder holding
+"""Generic CSV / TSV / Parquet with named columns: an interaction table (user, item[, time, rating, scenario])
+and an item table (id + text columns[, scenario]). A scenario comes per interaction (``scenario_column``) or
+per item (``scenario_item_field``, a column of the item table). ``path`` is the interaction file, or a folder holding
 ``interactions.<ext>`` and ``items.<ext>``; ``item_path`` overrides the item file.
 
 Times may be integers (unix seconds) or date strings (parsed as UTC, stored as unix seconds).
@@ -17,9 +18,11 @@ from recdata.errors import InputFileError, UserError
 from recdata.loaders.common import (
     LoadOptions,
     build_items,
+    item_scenarios,
     make_dataset,
     not_utf8,
     parse_item_text_fields,
+    scenario_column,
     sequences_from_log,
     unique_item_rows,
 )
@@ -118,11 +121,17 @@ def load_tabular(path: str | Path, options: LoadOptions | None = None) -> RecDat
     keep = unique_item_rows(ids, str(item_file), options.duplicate_items, lines)
     columns = {f: item_df[c].fillna("").iloc[keep].tolist() for f, c in text_cols.items() if c in item_df.columns}
     items = build_items([ids[i] for i in keep], columns)
+    scenario_of = None
+    if options.scenario_item_field:
+        _require(item_df, item_file, {"scenario_item_field": options.scenario_item_field})
+        values = item_df[options.scenario_item_field].fillna("").iloc[keep].tolist()
+        scenario_of = item_scenarios([ids[i] for i in keep], values, options.scenario_item_field, str(item_file))
+    scen_col = scenario_column(options)
 
     df = read_table(inter_file)
     _require(df, inter_file, {"user_column": options.user_column, "item_column": options.item_column,
                               "time_column": options.time_column, "rating_column": options.rating_column,
-                              "domain_column": options.domain_column})
+                              "scenario_column": scen_col})
     users = _non_null(df, options.user_column, inter_file).tolist()
     item_seq = _non_null(df, options.item_column, inter_file).tolist()
     times = _times(df, options.time_column, inter_file) if options.time_column else None
@@ -133,8 +142,8 @@ def load_tabular(path: str | Path, options: LoadOptions | None = None) -> RecDat
         if len(bad):
             raise UserError(f"{_line(inter_file, int(bad[0]))}: non-numeric rating; fix it or unset rating_column")
         ratings = ratings.to_numpy(dtype=np.float64)
-    domains = _non_null(df, options.domain_column, inter_file).tolist() if options.domain_column else None
-    sequences = sequences_from_log(users, item_seq, times, ratings, domains, source=str(inter_file))
+    scenarios = _non_null(df, scen_col, inter_file).tolist() if scen_col else None
+    sequences = sequences_from_log(users, item_seq, times, ratings, scenarios, source=str(inter_file))
     name = options.name or (Path(path).name if Path(path).is_dir() else inter_file.name.split(".")[0])
     return make_dataset(items, sequences, name, f"{inter_file} + {item_file.name}",
-                        {"duplicate_item_records": len(ids) - len(keep)})
+                        {"duplicate_item_records": len(ids) - len(keep)}, scenario_of=scenario_of)

@@ -207,16 +207,15 @@ def test_tabular_missing_column_lists_columns(tiny_sources):
         load_dataset(tiny_sources["tabular"], options=LoadOptions(user_column="uid", item_column="iid"))
 
 
-def test_tabular_user_in_two_domains(tiny_sources):
+def test_tabular_empty_scenario_label_names_the_line(tiny_sources):
     folder = tiny_sources["tabular"]
-    _append_line(folder / "interactions.csv", "u1,i4,50,4.0")
     import pandas as pd
 
     df = pd.read_csv(folder / "interactions.csv")
-    df["dom"] = ["a"] * (len(df) - 1) + ["b"]
+    df["dom"] = ["a"] * (len(df) - 1) + [" "]
     df.to_csv(folder / "interactions.csv", index=False)
-    with pytest.raises(ValueError, match=r"user 'u1' has interactions in several domains \['a', 'b'\]"):
-        load_dataset(folder, options=LoadOptions(**TABULAR_OPTIONS, domain_column="dom"))
+    with pytest.raises(ValueError, match="empty scenario"):
+        load_dataset(folder, options=LoadOptions(**TABULAR_OPTIONS, scenario_column="dom"))
 
 
 def test_missing_path():

@@ -90,8 +90,8 @@ def test_tabular_parquet_dates_and_domain(tmp_path):
     df.to_parquet(folder / "interactions.parquet")
     ds = load_dataset(folder, options=LoadOptions(**TABULAR_OPTIONS, domain_column="dom"))
     assert dict(zip(ds.sequences["user_id"], ds.sequences["timestamps"], strict=True)) == EXPECTED_TS
-    assert dict(zip(ds.sequences["user_id"], ds.sequences["domain"], strict=True)) == {"u1": "books", "u2": "books",
-                                                                                        "u3": "toys"}
+    by_user = dict(zip(ds.sequences["user_id"], ds.sequences["scenarios"], strict=True))  # domain_column = old name
+    assert by_user == {"u1": ["books"] * 3, "u2": ["books"] * 4, "u3": ["toys"] * 3}
 
 
 def test_tabular_file_path_needs_item_path(tiny_sources):

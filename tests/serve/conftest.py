@@ -39,6 +39,20 @@ def build_tagged(path: Path, histories: dict[str, list[str]], tag: str | None, k
     return path
 
 
+SCENARIO_SERVED = {"u1": ["food", "kitchen"], "u2": ["kitchen"], "u3": ["food"]}
+SCENARIO_POPULARITY = {"food": {"f9": 3, "f8": 1}, "kitchen": {"k9": 2, "k8": 2}}
+
+
+def build_scenario_cache(path: Path, k: int) -> Path:
+    """A finished per-scenario build: (user, scenario) rows ``<scenario>-<user>-<rank>``, served as SCENARIO_SERVED."""
+    def fn(users, hists, scenarios):
+        return [[(f"{s}-{u}-{r}", -float(r)) for r in range(k)] for u, s in zip(users, scenarios, strict=True)]
+
+    histories = {user: ["i1", "i2"] for user in SCENARIO_SERVED}
+    build_cache(fn, histories, path, k=k, progress=False, chunk_size=2, scenario_users=SCENARIO_SERVED)
+    return path
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> Iterator[str]:
     """A private redis-server (no persistence) for the session; skips with the reason when it cannot run."""

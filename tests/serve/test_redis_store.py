@@ -9,8 +9,9 @@ import pytest
 
 from inference.cache import CacheReader, VersionGoneError, publish_cache
 from inference.cache.cli import CachePublishConfig
+from recdata.errors import UserError
 from tests.inference.cache_fakes import expected_recs, make_histories
-from tests.serve.conftest import build_tagged
+from tests.serve.conftest import SCENARIO_POPULARITY, build_scenario_cache, build_tagged
 
 pytest.importorskip("redis", reason="the redis client is part of the serve extra: pip install 'alignrec[serve]'")
 from inference.cache.redis_store import RedisStore, publish_cache_redis  # noqa: E402
@@ -116,3 +117,29 @@ def test_cli_publish_target_redis(tmp_path, redis_url, capsys):
     line = json.loads(capsys.readouterr().out)
     assert [tuple(x) for x in line["items"]] == expected_recs("u0002", histories["u0002"], K)
     assert line["version"] == RedisStore(url).pointer()
+
+
+def test_redis_per_scenario_store_equals_sqlite(tmp_path, redis_url):
+    """Scenario-keyed rows and one fallback per scenario survive the Redis store exactly as the SQLite one."""
+    cache = build_scenario_cache(tmp_path / "c", K)
+    publish_cache(cache, tmp_path / "store", scenario_popularity=SCENARIO_POPULARITY, fallback_k=2, progress=False)
+    url = _url(redis_url, "scen")
+    name = publish_cache_redis(cache, url, scenario_popularity=SCENARIO_POPULARITY, fallback_k=2, progress=False)
+    with CacheReader(tmp_path / "store") as lite, CacheReader(url) as red:
+        assert red.scenarios == lite.scenarios == ["food", "kitchen"]
+        got = red.get("u1", "kitchen")
+        assert got.items == [("kitchen-u1-0", -0.0), ("kitchen-u1-1", -1.0), ("kitchen-u1-2", -2.0)]
+        assert not got.fallback and got.scenario == "kitchen" and got.version == name
+        cold = red.get_many(["u2", "nobody"], scenario="food")  # u2 is served in kitchen only: the food fallback
+        assert [(r.items, r.fallback) for r in cold] == [([("f9", 3.0), ("f8", 1.0)], True)] * 2
+        assert red.get("nobody", "kitchen").items == [("k8", 2.0), ("k9", 2.0)]  # ties by item id
+        for user in ["u1", "u2", "u3", "nobody"]:
+            for scenario in ["food", "kitchen"]:
+                a, b = lite.get(user, scenario), red.get(user, scenario)
+                assert (a.items, a.fallback, a.k, a.scenario) == (b.items, b.fallback, b.k, b.scenario)
+        with pytest.raises(UserError, match="per scenario; pass a scenario"):
+            red.get("u1")
+    store = RedisStore(url)
+    assert json.loads(store.client.get(store.scenario_fallback_key(name)))["kitchen"] == [["k8", 2.0], ["k9", 2.0]]
+    assert store.client.ttl(store.scenario_fallback_key(name)) == -1  # persisted by the switch like the others
+    store.close()

@@ -19,7 +19,7 @@ import pytest
 
 from inference.cache import publish_cache
 from tests.inference.cache_fakes import expected_recs, make_histories
-from tests.serve.conftest import build_tagged, serve_process
+from tests.serve.conftest import SCENARIO_POPULARITY, build_scenario_cache, build_tagged, serve_process
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi", reason="the server is the serve extra: pip install 'alignrec[serve]'")
@@ -293,3 +293,28 @@ def test_refuses_to_start_on_empty_or_unreachable_redis(redis_url, capsys):
     dead = f"redis://127.0.0.1:{free_port()}/0"
     rc, err = _serve_rc(dead, capsys)
     assert rc == 1 and f"cannot serve {dead}" in err and "onnect" in err
+
+
+def test_per_scenario_store_answers_only_that_scenarios_items(tmp_path):
+    """`?scenario=kitchen` on a per-scenario store: that scenario's cached list, its own fallback; a missing or
+    unknown scenario is a 422 naming the store's scenarios."""
+    store = tmp_path / "store"
+    publish_cache(build_scenario_cache(tmp_path / "c", 3), store, scenario_popularity=SCENARIO_POPULARITY,
+                  fallback_k=2, progress=False)
+    with serve_process(store) as (base, _):
+        http = httpx.Client(base_url=base, timeout=10)
+        body = http.get("/v1/users/u1/recommendations", params={"scenario": "kitchen"}).json()
+        assert body["scenario"] == "kitchen" and body["fallback"] is False
+        assert _items(body) == [("kitchen-u1-0", -0.0), ("kitchen-u1-1", -1.0), ("kitchen-u1-2", -2.0)]
+        body = http.get("/v1/users/u1/recommendations", params={"scenario": "food", "k": 1}).json()
+        assert _items(body) == [("food-u1-0", -0.0)]
+        body = http.get("/v1/users/u3/recommendations", params={"scenario": "kitchen"}).json()  # u3: food only
+        assert body["fallback"] is True and _items(body) == [("k8", 2.0), ("k9", 2.0)]  # the kitchen fallback
+        batch = http.post("/v1/recommendations:batch", json={"user_ids": ["u2", "u3"], "scenario": "kitchen"}).json()
+        assert [(r["user_id"], r["fallback"], r["scenario"]) for r in batch["results"]] == [
+            ("u2", False, "kitchen"), ("u3", True, "kitchen")]
+        assert all(i.startswith("kitchen-") or i in ("k8", "k9") for r in batch["results"] for i, _ in _items(r))
+        for params, message in (({}, "per scenario; pass a scenario, one of ['food', 'kitchen']"),
+                                ({"scenario": "toys"}, "its scenarios are ['food', 'kitchen']")):
+            r = http.get("/v1/users/u1/recommendations", params=params)
+            assert r.status_code == 422 and message in r.json()["error"], r.text
