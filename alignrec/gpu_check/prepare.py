@@ -143,7 +143,13 @@ def _tokenizer_fingerprint(model_dir: str) -> dict[str, Any]:
 def prepare(config_path: Path, out: Path, *, dry_run: bool = False, python_version: str = "",
             skip_wheels: tuple[str, ...] = (), no_wheels: bool = False, no_weights: bool = False,
             chunk_mib: float = 60.0) -> dict[str, Any]:
-    """Build everything on CPU into ``out/work`` and write the chunks + manifest into ``out``."""
+    """Build everything on CPU into ``out/work`` and write the chunks + manifest into ``out``.
+
+    ``out`` is claimed first (``recdata.outputs``): the chunk and work folders removed below are only ever ours.
+    """
+    from recdata.outputs import claim_output_dir
+
+    claim_output_dir(out, "gpu_check prepare")
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     cfg = load_yaml(config_path)
