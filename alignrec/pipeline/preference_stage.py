@@ -11,25 +11,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from alignrec.pipeline.runner import StageContext
 from alignrec.pipeline.stages import (
-    REPO_ROOT,
     TASK_INJECTED,
     _build,
     _check_injected,
     _stage_keys,
     _task_classes,
+    launch_trainer,
     preference_enabled,
     train_model_dir,
 )
-from recdata.errors import ConfigError, UserError
+from recdata.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +73,7 @@ def run_preference_stage(ctx: StageContext) -> dict[str, Any]:
     from recdata.hf_tokenizer import load_hf_tokenizer
     from sft_tasks.preference import build_preference_pairs, save_preference_pairs
     from tokenization import ItemTokenizer
-    from trainer.cli import DPO_ENTRY, build_command
+    from trainer.cli import DPO_ENTRY
     from trainer.dpo_config import parse_dpo_config
 
     train_section = ctx.run_config.sections.get("train", {})
@@ -91,26 +88,10 @@ def run_preference_stage(ctx: StageContext) -> dict[str, Any]:
     section = _stage_keys("preference", ctx.config)
     injected = {"sft_run_dir": str(ctx.upstream("train") / "model"), "pairs_dir": str(ctx.out_dir / "pairs"),
                 "output_dir": str(ctx.out_dir / "model"), "ranking_dataset_dir": str(ctx.upstream("tasks") / "dataset")}
-    _check_injected("preference", section, injected)
-    config_file = ctx.out_dir / "dpo_config.yaml"
-    config_file.write_text(yaml.safe_dump({**section, **injected}, sort_keys=True))
-    args = ["--config", str(config_file)]
-    if ds_config:
-        ds_path = Path(ds_config)
-        args += ["--deepspeed", str(ds_path if ds_path.is_absolute() else REPO_ROOT / ds_path)]
-    if any((ctx.out_dir / "model").glob("checkpoint-*")):
-        logger.info("resuming DPO from the last checkpoint in %s", ctx.out_dir / "model")
-        args += ["--resume_from_checkpoint", "last"]
-    parse_dpo_config(["--config", str(config_file)])  # fail on a typo here, before a launcher starts
-    cmd = build_command(launcher, num_gpus, args, entry=DPO_ENTRY)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    logger.info("launching DPO: %s", " ".join(cmd))
-    started = time.time()
-    code = subprocess.call(cmd, env=env, cwd=str(REPO_ROOT))
-    if code != 0:
-        raise UserError(f"DPO exited with status {code}; see the log above (command: {' '.join(cmd)})")
+    cmd, seconds, config_file = launch_trainer(ctx, "preference", section, injected, "dpo_config.yaml",
+                                               parse_dpo_config, launcher, num_gpus, ds_config, entry=DPO_ENTRY)
     beta = yaml.safe_load(config_file.read_text()).get("beta", 0.1)
-    return {"launcher": launcher, "seconds": time.time() - started, "command": cmd, "beta": beta,
+    return {"launcher": launcher, "seconds": seconds, "command": cmd, "beta": beta,
             "pairs": {k: info[k] for k in ("strategy", "negatives_per_prompt", "train_pairs", "validation_pairs")},
             **_dpo_summary(ctx.out_dir / "model" / "metrics.jsonl")}
 

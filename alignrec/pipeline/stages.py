@@ -309,9 +309,40 @@ def train_model_dir(run_cfg: Any) -> str:
 
 
 # ---- train -------------------------------------------------------------------------------------------------
-def run_train(ctx: StageContext) -> dict[str, Any]:
+def launch_trainer(ctx: StageContext, stage: str, section: dict[str, Any], injected: dict[str, Any],
+                   config_name: str, validate: Any, launcher: str, num_gpus: int, ds_config: str | None,
+                   entry: Path | None = None) -> tuple[list[str], float, Path]:
+    """Write the stage's trainer YAML, check it, launch the entry (resuming from its last checkpoint).
+
+    One launch path for every training stage (SFT ``train``, DPO ``preference``): returns (command, seconds,
+    config file). ``validate(argv)`` parses the config so a typo fails before a launcher starts.
+    """
     import yaml
 
+    from trainer.cli import build_command
+
+    _check_injected(stage, section, injected)
+    config_file = ctx.out_dir / config_name
+    config_file.write_text(yaml.safe_dump({**section, **injected}, sort_keys=True))
+    args = ["--config", str(config_file)]
+    if ds_config:
+        ds_path = Path(ds_config)
+        args += ["--deepspeed", str(ds_path if ds_path.is_absolute() else REPO_ROOT / ds_path)]
+    if any((Path(injected["output_dir"])).glob("checkpoint-*")):
+        logger.info("%s: resuming from the last checkpoint in %s", stage, injected["output_dir"])
+        args += ["--resume_from_checkpoint", "last"]
+    validate(["--config", str(config_file)])
+    cmd = build_command(launcher, num_gpus, args, **({"entry": entry} if entry else {}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    logger.info("launching %s: %s", stage, " ".join(cmd))
+    started = time.time()
+    code = subprocess.call(cmd, env=env, cwd=str(REPO_ROOT))
+    if code != 0:
+        raise UserError(f"{stage} training exited with status {code}; see the log above (command: {' '.join(cmd)})")
+    return cmd, time.time() - started, config_file
+
+
+def run_train(ctx: StageContext) -> dict[str, Any]:
     launcher = ctx.config.get("launcher", "deepspeed")
     num_gpus = int(ctx.config.get("num_gpus", 0) or 0)
     ds_config = ctx.config.get("deepspeed")
@@ -321,28 +352,11 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
         "item_tokenizer_dir": str(ctx.upstream("tokenizer") / "item_tokenizer"),
         "output_dir": str(ctx.out_dir / "model"),
     }
-    _check_injected("train", section, injected)
-    config_file = ctx.out_dir / "train_config.yaml"
-    config_file.write_text(yaml.safe_dump({**section, **injected}, sort_keys=True))
-    args = ["--config", str(config_file)]
-    if ds_config:
-        ds_path = Path(ds_config)
-        args += ["--deepspeed", str(ds_path if ds_path.is_absolute() else REPO_ROOT / ds_path)]
-    if any((ctx.out_dir / "model").glob("checkpoint-*")):
-        logger.info("resuming training from the last checkpoint in %s", ctx.out_dir / "model")
-        args += ["--resume_from_checkpoint", "last"]
-    from trainer.cli import build_command
     from trainer.config import parse_train_config
 
-    parse_train_config(["--config", str(config_file)])  # fail on a typo here, before a launcher starts
-    cmd = build_command(launcher, num_gpus, args)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    logger.info("launching training: %s", " ".join(cmd))
-    started = time.time()
-    code = subprocess.call(cmd, env=env, cwd=str(REPO_ROOT))
-    if code != 0:
-        raise UserError(f"training exited with status {code}; see the log above (command: {' '.join(cmd)})")
-    summary: dict[str, Any] = {"launcher": launcher, "seconds": time.time() - started, "command": cmd}
+    cmd, seconds, _ = launch_trainer(ctx, "train", section, injected, "train_config.yaml", parse_train_config,
+                                     launcher, num_gpus, ds_config)
+    summary: dict[str, Any] = {"launcher": launcher, "seconds": seconds, "command": cmd}
     metrics_file = ctx.out_dir / "model" / "metrics.jsonl"
     if metrics_file.is_file():
         rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
