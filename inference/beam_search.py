@@ -41,12 +41,15 @@ def constrained_beam_search(
     num_beams: int,
     exclude: Sequence[Sequence[int]] | None = None,
     allowed: Sequence[Sequence[int] | None] | None = None,
+    node_bias: Sequence[torch.Tensor] | None = None,
 ) -> BeamSearchOutput:
     """Top ``num_beams`` catalogue items per row of left-padded ``input_ids [batch, prompt_len]``.
 
     ``exclude[row]`` lists item indices (into the trie's rows) that row may not return. ``allowed[row]`` (None =
     unrestricted) lists the only item indices that row may return, e.g. a scenario's catalogue: a per-row mask
-    over the trie, applied at every depth like the exclusion.
+    over the trie, applied at every depth like the exclusion. ``node_bias[d]`` (``[nodes at depth d + 1]``, e.g.
+    ``ItemTrie.popularity_bias``) is added to the score of every edge into a depth-``d + 1`` node, so it steers
+    the beam at every depth and the returned scores include it.
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
@@ -58,6 +61,9 @@ def constrained_beam_search(
         raise ValueError(f"exclude has {len(exclude)} rows for a batch of {input_ids.shape[0]} prompts")
     if allowed is not None and len(allowed) != input_ids.shape[0]:
         raise ValueError(f"allowed has {len(allowed)} rows for a batch of {input_ids.shape[0]} prompts")
+    if node_bias is not None and [b.numel() for b in node_bias] != trie.num_nodes[1:]:
+        raise ValueError(f"node_bias must hold one score per trie node at depths 1..{trie.code_len} "
+                         f"({trie.num_nodes[1:]}), got {[b.numel() for b in node_bias]}")
     device = _model_device(model)
     batch = input_ids.shape[0]
     excluded = trie.excluded_nodes(exclude) if exclude is not None else None
@@ -67,6 +73,7 @@ def constrained_beam_search(
         restricted, live = restricted.to(device).view(batch, 1, 1), [k.to(device) for k in live]
     trie = trie.to(device)  # lookups run where the logits are, no per-step host copies
     excluded = [e.to(device) for e in excluded] if excluded is not None else None
+    node_bias = [b.to(device) for b in node_bias] if node_bias is not None else None
     rows = torch.arange(batch, device=device).unsqueeze(1)  # [batch, 1]
 
     attention_mask = attention_mask.to(device)
@@ -92,6 +99,8 @@ def constrained_beam_search(
             keys = rows.unsqueeze(-1) * trie.num_nodes[depth + 1] + child  # [batch, states, width]
             valid &= torch.isin(keys, live[depth + 1]) | ~restricted
         step = logp.view(batch, states, -1).gather(-1, tokens)  # [batch, states, width]
+        if node_bias is not None:
+            step = step + node_bias[depth][child]
         cand = (scores.unsqueeze(-1) + step).masked_fill(~valid, NEG_INF).view(batch, states * width)
         take = min(num_beams, states * width)
         scores, flat = cand.topk(take, dim=-1)  # [batch, take], best first

@@ -72,6 +72,7 @@ def recommend(
     add_special_tokens: bool = False,
     show_progress: bool = False,
     allowed: Sequence[Iterable[str] | None] | None = None,
+    node_bias: Sequence[torch.Tensor] | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Top-``k`` (item_id, log-prob) per prompt, best first, from a trie-constrained beam search.
 
@@ -80,7 +81,8 @@ def recommend(
     return, e.g. a scenario's catalogue; pass the same list object for rows of one scenario (it is resolved
     to trie rows once per object). A row can hold fewer than ``k`` items only when fewer than ``k``
     catalogue items remain after exclusion or every other beam died; it never holds an invalid item.
-    Prompts are batched by token length (less padding) and results returned in input order.
+    Prompts are batched by token length (less padding) and results returned in input order. ``node_bias``:
+    per-depth edge scores added inside the search (``popularity_prior_bias``); the scores then include them.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -123,13 +125,25 @@ def recommend(
             if exclude is not None:
                 excl = [[row_of[item] for item in exclude[i] if item in row_of] for i in idx]
             allow = [allowed_rows[i] for i in idx] if allowed_rows is not None else None
-            out = constrained_beam_search(model, input_ids, mask, trie, num_beams, excl, allow)
+            out = constrained_beam_search(model, input_ids, mask, trie, num_beams, excl, allow, node_bias)
             for row, i in enumerate(idx):
                 pairs = zip(out.items[row, :k].tolist(), out.scores[row, :k].tolist(), strict=True)
                 results[i] = [(item_ids[item], score) for item, score in pairs if item >= 0]
     finally:
         model.train(was_training)
     return results
+
+
+def popularity_prior_bias(trie: ItemTrie, item_ids: Sequence[str], item_counts: Mapping[str, float],
+                          strength: float) -> list[torch.Tensor] | None:
+    """``ItemTrie.popularity_bias`` for training counts ``item_counts`` (+1 each, so unseen items are finite).
+
+    ``strength`` 0 returns None (plain log-probs); 1 ranks by log p(item | user) - log p_train(item).
+    """
+    if strength == 0:
+        return None
+    weights = np.asarray([float(item_counts.get(item, 0)) + 1.0 for item in item_ids])
+    return trie.popularity_bias(weights, strength)
 
 
 def llm_recommender(
@@ -145,6 +159,8 @@ def llm_recommender(
     scenario_items: Mapping[str, Sequence[str]] | None = None,
     scenario_prompts: bool = False,
     item_scenario: Mapping[str, str] | None = None,
+    popularity_penalty: float = 0.0,
+    item_counts: Mapping[str, float] | None = None,
 ) -> Any:
     """A ``recommend_fn(user_ids, histories)`` (the evaluation / cache interface) over ``recommend``.
 
@@ -155,12 +171,19 @@ def llm_recommender(
     ``scenarios=[s, ...]`` and the beam search of row ``i`` is restricted to ``scenarios[i]``'s items.
     ``scenario_prompts`` (a model trained with ``TaskConfig.scenario_prompts``) builds
     ``sft_tasks.seqrec_scenario_prompt`` instead, tagging history items with ``item_scenario[item]``.
+
+    ``popularity_penalty`` > 0 (with ``item_counts``, the training interactions per item) decodes with
+    ``log p(item | user) - popularity_penalty * log p_train(item)`` at every depth of the beam: a model that
+    learned the training marginal too well gives the long tail its beams back (choose it on valid users).
     """
     if scenario_prompts and (scenario_items is None or item_scenario is None):
         raise ValueError("scenario_prompts needs scenario_items (the target scenario) and item_scenario (history tags)")
     if prompt_fn is None:
         from sft_tasks import seqrec_prompt as prompt_fn
     trie = build_item_trie(item_tokenizer, hf_tokenizer)
+    if popularity_penalty and item_counts is None:
+        raise ValueError("popularity_penalty needs item_counts (training interactions per item)")
+    node_bias = popularity_prior_bias(trie, list(item_tokenizer.item_ids), item_counts or {}, popularity_penalty)
     catalogues = {name: list(items) for name, items in (scenario_items or {}).items()}
 
     def recommend_fn(user_ids: Sequence[str], histories: Sequence[Sequence[str]],
@@ -185,6 +208,7 @@ def llm_recommender(
         return recommend(model, hf_tokenizer, item_tokenizer, prompts, k, num_beams,
                          exclude=[list(h) for h in histories] if exclude_history else None,
                          batch_size=batch_size, trie=trie,
-                         allowed=[catalogues[s] for s in scenarios] if scenarios is not None else None)
+                         allowed=[catalogues[s] for s in scenarios] if scenarios is not None else None,
+                         node_bias=node_bias)
 
     return recommend_fn

@@ -150,6 +150,30 @@ class ItemTrie:
         keys = [torch.unique(row_arr * self.num_nodes[d] + self.item_nodes[d][item_arr]) for d in range(self.code_len + 1)]
         return restricted, keys
 
+    def popularity_bias(self, item_weights: np.ndarray | torch.Tensor, strength: float) -> list[torch.Tensor]:
+        """Per-depth additive scores that subtract ``strength * log(weight)`` of each item, spread over its path.
+
+        ``item_weights [N]`` (trie row order, > 0; e.g. training interactions + 1). The weight of a node is the
+        sum of its items' weights; the edge into node ``v`` (parent ``u``) gets ``-strength * (log w(v) -
+        log w(u))``. The sum along an item's path telescopes to ``-strength * log(w(item) / total)``, so the
+        final beam scores are ``log p(item | user) - strength * log p_train(item)`` up to a per-row constant
+        (logit adjustment against the popularity prior), and the beam sees the adjustment at every depth
+        instead of pruning low-prior prefixes before it applies. ``out[d]`` scores the nodes at depth ``d + 1``.
+        """
+        weights = torch.as_tensor(np.asarray(item_weights, dtype=np.float64))
+        if weights.shape != (self.num_items,) or not bool((weights > 0).all()):
+            raise ValueError(f"item_weights must be [{self.num_items}] positive values, got shape {tuple(weights.shape)}")
+        log_w = []
+        for d in range(self.code_len + 1):
+            node_w = torch.zeros(self.num_nodes[d], dtype=torch.float64).index_add_(0, self.item_nodes[d], weights)
+            log_w.append(node_w.log())
+        out = []
+        for d in range(1, self.code_len + 1):
+            parent = torch.zeros(self.num_nodes[d], dtype=torch.int64)
+            parent[self.item_nodes[d]] = self.item_nodes[d - 1]
+            out.append((-strength * (log_w[d] - log_w[d - 1][parent])).float())
+        return out
+
     def to(self, device: torch.device | str) -> ItemTrie:
         """This trie with its tensors on ``device`` (copies are cached, the trie itself is never mutated)."""
         device = torch.device(device)

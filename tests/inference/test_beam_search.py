@@ -77,6 +77,24 @@ def test_exclusion_removes_items_and_keeps_exact_ranking_of_the_rest(coded, prom
         _assert_same_ranking(kept, out.scores[row][alive], ref)
 
 
+def test_popularity_bias_ranks_exactly_by_log_prob_minus_scaled_log_prior(coded, prompts):
+    model, trie, token_ids, input_ids, mask = _setup(coded, prompts)
+    weights = np.arange(1, trie.num_items + 1, dtype=np.float64) ** 2  # a steep prior: the ranking must change
+    bias = trie.popularity_bias(weights, 0.7)
+    out = constrained_beam_search(model, input_ids, mask, trie, num_beams=trie.num_items, node_bias=bias)
+    brute = sequence_log_probs(model, input_ids, mask, token_ids)
+    adjusted = brute - 0.7 * torch.from_numpy(np.log(weights / weights.sum())).float()
+    plain = constrained_beam_search(model, input_ids, mask, trie, num_beams=trie.num_items)
+    assert out.items.tolist() != plain.items.tolist()
+    for row in range(len(prompts)):
+        _assert_same_ranking(out.items[row], out.scores[row], adjusted[row])
+    narrow = constrained_beam_search(model, input_ids, mask, trie, num_beams=3, node_bias=bias)
+    for row in range(len(prompts)):  # narrow beams: true adjusted scores, best first
+        assert torch.allclose(adjusted[row, narrow.items[row]], narrow.scores[row], atol=1e-4)
+    with pytest.raises(ValueError, match="node_bias"):
+        constrained_beam_search(model, input_ids, mask, trie, num_beams=3, node_bias=bias[:-1])
+
+
 def test_fail_closed_when_the_model_prefers_an_invalid_combination(bigram_lm):
     # items (10, 20) and (11, 21): each token is valid at its position, but (10, 21) is no item
     vocab = 32

@@ -82,6 +82,24 @@ def test_llm_recommender_builds_prompts_and_excludes_history(coded):
     assert [[i for i, _ in r] for r in recs] == [[i for i, _ in r] for r in direct]
 
 
+def test_popularity_penalty_reranks_every_item_by_log_prob_minus_scaled_log_count(coded):
+    model, hf_tok, item_tok = coded
+    items = list(item_tok.item_ids)
+    counts = {item: 50 * (i % 3) for i, item in enumerate(items)}  # a third of the catalogue never bought
+    history = [items[0]]
+    plain = llm_recommender(model, hf_tok, item_tok, k=len(items) - 1, num_beams=len(items), exclude_history=True)
+    penalised = llm_recommender(model, hf_tok, item_tok, k=len(items) - 1, num_beams=len(items), exclude_history=True,
+                                popularity_penalty=1.0, item_counts=counts)
+    base = dict(plain(["u"], [history])[0])
+    adjusted = penalised(["u"], [history])[0]
+    total = sum(counts[i] + 1 for i in items)
+    for item, score in adjusted:  # every score is log p - log((count + 1) / total), best first
+        assert score == pytest.approx(base[item] - float(torch.log(torch.tensor((counts[item] + 1) / total))), abs=1e-4)
+    assert [s for _, s in adjusted] == sorted((s for _, s in adjusted), reverse=True)
+    with pytest.raises(ValueError, match="item_counts"):
+        llm_recommender(model, hf_tok, item_tok, k=2, num_beams=4, popularity_penalty=0.5)
+
+
 def test_public_api_resolves_and_recommend_stays_a_function():
     import importlib
 

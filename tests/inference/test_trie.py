@@ -77,3 +77,25 @@ def test_memory_is_linear_in_edges():
     sample = torch.from_numpy(ids[rng.choice(len(ids), 100)])
     assert bool((t.walk(sample) >= 0).all())
     assert sorted(t.leaf_item[t.walk(torch.from_numpy(ids))].tolist()) == list(range(len(ids)))
+
+
+def test_popularity_bias_is_exact_and_telescopes_to_the_item_log_prior():
+    t = ItemTrie(IDS, NAMES)
+    weights = np.array([1.0, 2.0, 3.0, 4.0])  # a, b, c, d; prefix (5) holds a+b+d = 7, (5,1) holds a+d = 5
+    bias = t.popularity_bias(weights, 0.5)
+    assert [b.numel() for b in bias] == t.num_nodes[1:]
+    # depth 1 nodes: (5), (6) under a root of weight 10
+    assert np.allclose(bias[0].numpy(), [-0.5 * np.log(7 / 10), -0.5 * np.log(3 / 10)])
+    # depth 2 nodes: (5,1), (5,2), (6,1)
+    assert np.allclose(bias[1].numpy(), [-0.5 * np.log(5 / 7), -0.5 * np.log(2 / 7), 0.0])
+    path = sum(bias[d][t.item_nodes[d + 1]] for d in range(t.code_len))  # [items] sum along each path
+    assert np.allclose(path.numpy(), -0.5 * np.log(weights / weights.sum()), atol=1e-6)
+    assert all(float(b.abs().sum()) == 0 for b in t.popularity_bias(weights, 0.0))
+
+
+def test_popularity_bias_rejects_bad_weights():
+    t = ItemTrie(IDS, NAMES)
+    with pytest.raises(ValueError, match="positive"):
+        t.popularity_bias(np.array([1.0, 0.0, 1.0, 1.0]), 1.0)
+    with pytest.raises(ValueError, match=r"\[4\]"):
+        t.popularity_bias(np.ones(3), 1.0)
