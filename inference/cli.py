@@ -35,6 +35,8 @@ class EvaluateConfig:
                                                                   "(every row: model and baselines; as the cache)."})
     max_examples: int | None = field(default=None, metadata={"help": "Score only the first N examples (smoke runs)."})
     popularity_baseline: bool = field(default=True, metadata={"help": "Add the most-popular baseline to the table."})
+    popularity_penalty: float = field(default=0.0, metadata={
+        "help": "Decoding ranks by log p(item | user) - popularity_penalty * log p_train(item) (training interactions + 1), applied at every beam depth: > 0 gives the long tail beams back, < 0 leans on the popularity prior (an under-trained model); 0 = plain log-probs. Choose it on valid users (scripts/bench_popularity_penalty.py), never on test."})
     device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
     within_scenario: bool = field(default=True, metadata={
         "help": "On a split with scenarios, also rank each target within its scenario's catalogue (every "
@@ -115,7 +117,8 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
         raise UserError(f"--scenario_prompts: {cfg.split_dir} has no scenario labels; prepare it with scenario_column "
                         "or scenario_item_field")
     recommenders = {"alignrec": llm_recommender(model, hf_tokenizer, item_tokenizer, max_k, cfg.num_beams,
-                                                cfg.exclude_history, cfg.batch_size, **scenario_kw)}
+                                                cfg.exclude_history, cfg.batch_size, **scenario_kw,
+                                                popularity_penalty=cfg.popularity_penalty, item_counts=popularity)}
     recommenders.update(extra_recommenders or {})
     if cfg.popularity_baseline:
         recommenders["popularity"] = popularity_recommender(split, max_k, cfg.exclude_history)

@@ -33,6 +33,8 @@ class RecommendArgs:
     k: int = field(default=10, metadata={"help": "Items to recommend."})
     num_beams: int = field(default=0, metadata={"help": "Beam width (>= k); 0 = max(k, 20)."})
     exclude_history: bool = field(default=True, metadata={"help": "Never recommend an item of the history."})
+    popularity_penalty: float = field(default=0.0, metadata={
+        "help": "Decode as evaluated: log p(item | user) - popularity_penalty * log p_train(item) (needs the split)."})
     json: bool = field(default=False, metadata={"help": "Print JSON instead of a table."})
     device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
 
@@ -88,7 +90,15 @@ def recommend_for(cfg: RecommendArgs) -> dict:
     titles = {row["item_id"]: row["title"] for row in split.dataset.items} if split is not None else {}
     if split is None:
         logger.warning("no split dataset found (pass --split_dir): showing item ids without titles")
-    fn = llm_recommender(model, hf_tokenizer, item_tokenizer, cfg.k, cfg.num_beams, cfg.exclude_history, 1)
+    counts = None
+    if cfg.popularity_penalty:
+        if split is None:
+            raise ConfigError("--popularity_penalty needs the split dataset (training counts): pass --split_dir")
+        from inference.popularity import train_popularity
+
+        counts = train_popularity(split)
+    fn = llm_recommender(model, hf_tokenizer, item_tokenizer, cfg.k, cfg.num_beams, cfg.exclude_history, 1,
+                         popularity_penalty=cfg.popularity_penalty, item_counts=counts)
     (ranked,) = fn([cfg.user or "adhoc"], [history])
     return {
         "user": cfg.user or None,
@@ -102,7 +112,7 @@ def format_table(result: dict) -> str:
     lines = [f"history ({len(result['history'])} items, oldest first):"]
     lines += [f"  {h['item_id']:>10}  {h['title']}" for h in result["history"]]
     lines.append("recommendations:")
-    lines.append(f"  {'rank':>4}  {'item_id':>10}  {'log-prob':>9}  title")
+    lines.append(f"  {'rank':>4}  {'item_id':>10}  {'score':>9}  title")
     lines += [f"  {r['rank']:>4}  {r['item_id']:>10}  {r['score']:>9.3f}  {r['title']}" for r in result["recommendations"]]
     return "\n".join(lines)
 

@@ -432,12 +432,15 @@ SFT_ROW = "alignrec_sft"  # with the preference stage on, "alignrec" is SFT+DPO 
 
 
 def _sft_recommender(model_dir: Path, cfg: Any):
+    from inference.popularity import train_popularity
     from inference.recommender import llm_recommender
+    from recdata import SplitDataset
     from trainer import load_for_inference
 
     model, hf_tokenizer, item_tokenizer = load_for_inference(model_dir, device=cfg.device)
+    counts = train_popularity(SplitDataset.load(cfg.split_dir)) if cfg.popularity_penalty else None
     return llm_recommender(model, hf_tokenizer, item_tokenizer, max(cfg.ks), cfg.num_beams, cfg.exclude_history,
-                           cfg.batch_size)
+                           cfg.batch_size, popularity_penalty=cfg.popularity_penalty, item_counts=counts)
 
 
 def run_evaluate(ctx: StageContext) -> dict[str, Any]:
@@ -486,6 +489,10 @@ def _cache_classes():
     return [CacheBuildConfig]
 
 
+def _evaluated_penalty(run_cfg: Any) -> float:
+    return float(run_cfg.sections.get("evaluate", {}).get("popularity_penalty", 0.0))
+
+
 def run_cache(ctx: StageContext) -> dict[str, Any]:
     from inference.cache import CacheReader
     from inference.cache.cli import CachePublishConfig, run_build, run_publish
@@ -494,6 +501,8 @@ def run_cache(ctx: StageContext) -> dict[str, Any]:
     split_dir = str(ctx.upstream("data") / "split")
     injected = {"split_dir": split_dir, "out_dir": str(ctx.out_dir / "build"),
                 "model_dir": str(served_model_dir(ctx))}
+    if "popularity_penalty" not in ctx.config:  # serve what was evaluated: the evaluate section's decoding
+        injected["popularity_penalty"] = _evaluated_penalty(ctx.run_config)
     (cfg,) = _build(_cache_classes(), ctx.config, injected, "cache")
     started = time.time()
     manifest = run_build(cfg)
@@ -552,7 +561,9 @@ STAGES: list[Stage] = [
           enabled=lambda section, run_cfg: preference_enabled(run_cfg.sections)),
     # version 2: exclude_history true and num_beams auto (1.5 x max K) by default; per-user metrics saved
     Stage("evaluate", run_evaluate, ("data", "train", "embeddings", "preference"), version=2),
-    Stage("cache", run_cache, ("data", "train", "preference")),
+    Stage("cache", run_cache, ("data", "train", "preference"),
+          extra_key=lambda section, run_cfg: ({} if "popularity_penalty" in section or not _evaluated_penalty(run_cfg)
+                                              else {"popularity_penalty": _evaluated_penalty(run_cfg)})),
     Stage("export", run_export, ("data", "train", "preference")),
 ]
 

@@ -74,6 +74,8 @@ class CacheBuildConfig:
     gpus_per_actor: float = field(default=0.0, metadata={"help": "--engine ray: GPUs reserved per actor (0 = CPU)."})
     cpus_per_actor: float = field(default=1.0, metadata={"help": "--engine ray: CPUs reserved per actor; also its "
                                                                  "torch thread count."})
+    popularity_penalty: float = field(default=0.0, metadata={
+        "help": "--recommender model: decoding ranks by log p(item | user) - popularity_penalty * log p_train(item) (training interactions + 1), applied at every beam depth: > 0 gives the long tail beams back, < 0 leans on the popularity prior (an under-trained model); 0 = plain log-probs. Needs --split_dir (the training counts). Use the value the model was evaluated with; choose it on valid users (scripts/bench_popularity_penalty.py), never on test."})
 
     def __post_init__(self) -> None:
         self._check_engine()
@@ -93,6 +95,8 @@ class CacheBuildConfig:
         self.num_beams = self.num_beams or self.k
         if self.num_beams < self.k:
             raise UserError(f"num_beams ({self.num_beams}) must be >= k ({self.k}); raise --num_beams")
+        if self.popularity_penalty and (self.recommender != "model" or not self.split_dir):
+            raise ConfigError("popularity_penalty needs --recommender model and --split_dir (its training counts)")
 
     def _check_engine(self) -> None:
         if self.engine not in ("local", "ray"):
@@ -225,7 +229,8 @@ def run_build(cfg: CacheBuildConfig) -> dict | None:
         from inference.cache.model_recommender import model_recommend_fn
 
         fn, identity = model_recommend_fn(cfg.model_dir, cfg.k, cfg.num_beams, cfg.batch_size, cfg.exclude_history,
-                                          cfg.device, **scenario_kw)
+                                          cfg.device, popularity_penalty=cfg.popularity_penalty,
+                                          split_dir=cfg.split_dir, **scenario_kw)
     result = build_cache(fn, histories, cfg.out_dir, cfg.k, cfg.shard_index, cfg.num_shards,
                          chunk_size=cfg.chunk_size, base_cache=cfg.base_cache, overwrite=cfg.overwrite,
                          scenario_users=served, **identity)
@@ -257,8 +262,9 @@ def run_build_ray(cfg: CacheBuildConfig) -> dict:
         from inference.cache.model_recommender import model_identity
 
         factory = ModelRecommenderFactory(str(Path(cfg.model_dir).resolve()), cfg.k, cfg.num_beams, cfg.batch_size,
-                                          cfg.exclude_history, cfg.device)
-        identity = model_identity(cfg.model_dir)
+                                          cfg.exclude_history, cfg.device, cfg.popularity_penalty,
+                                          str(Path(cfg.split_dir).resolve()) if cfg.popularity_penalty else None)
+        identity = model_identity(cfg.model_dir, cfg.popularity_penalty)
     options = RayOptions(address=cfg.ray_address, num_actors=cfg.num_actors, gpus_per_actor=cfg.gpus_per_actor,
                          cpus_per_actor=cfg.cpus_per_actor)
     result = build_cache_ray(factory, histories, cfg.out_dir, cfg.k, options=options, chunk_size=cfg.chunk_size,

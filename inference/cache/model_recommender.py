@@ -32,13 +32,19 @@ def weights_fingerprint(model_dir: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_identity(model_dir: str | os.PathLike) -> dict[str, str]:
-    """``model`` / ``adapter`` strings for the cache manifest: base model + adapter weights, or full weights."""
+def model_identity(model_dir: str | os.PathLike, popularity_penalty: float = 0.0) -> dict[str, str]:
+    """``model`` / ``adapter`` strings for the cache manifest: base model + adapter weights, or full weights.
+
+    A non-zero ``popularity_penalty`` is part of the weights' tag: the same weights decoded differently are
+    another cache (a resume or a refresh never mixes the two).
+    """
     from trainer.export import read_manifest
 
     model_dir = Path(model_dir).resolve()
     manifest = read_manifest(model_dir)
     tag = f"{model_dir}@{weights_fingerprint(model_dir)}"
+    if popularity_penalty:
+        tag += f"#popularity_penalty={popularity_penalty:g}"
     if manifest["kind"] == "full":
         return {"model": tag, "adapter": "", "item_tokenizer_hash": manifest["item_tokenizer_hash"]}
     return {"model": str(manifest["base_model"]), "adapter": tag, "item_tokenizer_hash": manifest["item_tokenizer_hash"]}
@@ -46,19 +52,30 @@ def model_identity(model_dir: str | os.PathLike) -> dict[str, str]:
 
 def model_recommend_fn(
     model_dir: str | os.PathLike, k: int, num_beams: int, batch_size: int, exclude_history: bool,
-    device: str | None = None, **scenario_kw: Any,
+    device: str | None = None, popularity_penalty: float = 0.0, split_dir: str | os.PathLike | None = None,
+    **scenario_kw: Any,
 ) -> tuple[Any, dict[str, str]]:
     """Load a run with ``trainer.load_for_inference`` and wrap it as ``recommend_fn`` (seqrec prompt + beams).
 
-    ``scenario_kw`` (``scenario_items``, ``scenario_prompts``, ``item_scenario``) go to ``llm_recommender``.
+    ``scenario_kw`` (``scenario_items``, ``scenario_prompts``, ``item_scenario``) go to ``llm_recommender``;
+    a non-zero ``popularity_penalty`` reads the training counts of ``split_dir``.
     """
     from inference import llm_recommender
     from trainer import load_for_inference
 
-    identity = model_identity(model_dir)
+    counts = None
+    if popularity_penalty:
+        from inference.popularity import train_popularity
+        from recdata import SplitDataset
+
+        if split_dir is None:
+            raise ValueError("popularity_penalty needs split_dir (the training counts)")
+        counts = train_popularity(SplitDataset.load(split_dir))
+    identity = model_identity(model_dir, popularity_penalty)
     model, hf_tokenizer, item_tokenizer = load_for_inference(model_dir, device=device)
     fn = llm_recommender(model, hf_tokenizer, item_tokenizer, k=k, num_beams=num_beams,
-                         exclude_history=exclude_history, batch_size=batch_size, **scenario_kw)
+                         exclude_history=exclude_history, batch_size=batch_size, **scenario_kw,
+                         popularity_penalty=popularity_penalty, item_counts=counts)
     logger.info("cache recommender: %s (item tokenizer %s)", identity["adapter"] or identity["model"],
                 identity["item_tokenizer_hash"][:12])
     return fn, identity
@@ -78,10 +95,12 @@ class ModelRecommenderFactory:
     batch_size: int
     exclude_history: bool = True
     device: str | None = None
+    popularity_penalty: float = 0.0
+    split_dir: str | None = None
 
     def __call__(self) -> Any:
         fn, _ = model_recommend_fn(self.model_dir, self.k, self.num_beams, self.batch_size, self.exclude_history,
-                                   self.device)
+                                   self.device, self.popularity_penalty, self.split_dir)
         return fn
 
 

@@ -68,6 +68,7 @@ def test_users_file_and_bad_ids(tmp_path, split_dir):
     ({"recommender": "sasrec", "model_dir": "m"}, "recommender must be"),
     ({"model_dir": "m", "k": 5, "num_beams": 3}, "num_beams"),
     ({"model_dir": "m", "chunk_size": 0}, "chunk_size"),
+    ({"recommender": "popularity", "popularity_penalty": 0.5}, "popularity_penalty needs"),
 ])
 def test_build_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -130,3 +131,28 @@ def test_model_build_matches_direct_recommend(tmp_path, split_dir, tiny_dataset,
     tiny_llama.save_pretrained(run)
     with pytest.raises(CacheMismatchError, match="model"):
         _cli(argv)
+
+
+def test_popularity_penalty_build_serves_the_penalised_decoding_and_is_another_cache(
+        tmp_path, split_dir, tiny_dataset, tiny_split, tiny_chat_tokenizer, tiny_llama):
+    from inference import llm_recommender
+    from inference.popularity import train_popularity
+    from trainer import load_for_inference
+
+    run = tmp_path / "run"
+    _tiny_run(run, tiny_dataset, tiny_chat_tokenizer, tiny_llama)
+    argv = ["cache", "build", "--model_dir", str(run), "--split_dir", str(split_dir), "--out_dir",
+            str(tmp_path / "c"), "--k", "3", "--num_beams", "8", "--chunk_size", "4", "--device", "cpu",
+            "--popularity_penalty", "0.5"]
+    _cli(argv)
+    assert read_manifest(tmp_path / "c")["model"].endswith("#popularity_penalty=0.5")
+    model, hf_tok, item_tok = load_for_inference(run, device="cpu")
+    fn = llm_recommender(model, hf_tok, item_tok, 3, 8, popularity_penalty=0.5, item_counts=train_popularity(tiny_split))
+    histories = tiny_split.serving_histories()
+    users = sorted(histories)
+    got = {u: recs for u, _, recs in iter_cache(tmp_path / "c")}
+    for user, ref in zip(users, fn(users, [histories[u] for u in users]), strict=True):
+        assert [i for i, _ in got[user]] == [i for i, _ in ref]
+        assert np.allclose([s for _, s in got[user]], [s for _, s in ref], atol=1e-5)
+    with pytest.raises(CacheMismatchError, match="model"):  # plain decoding into the same folder: refused
+        _cli(argv[:-2])
