@@ -50,6 +50,7 @@ def main() -> int:
     parser.add_argument("--valid_users", type=int, default=1000, help="seeded sample of valid users (0 = all)")
     parser.add_argument("--beams", type=int, default=30)
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--valid_only", action="store_true", help="stop after the valid sweep (a short job)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -78,7 +79,9 @@ def main() -> int:
         sweep[p] = score(p, valid)
         logger.info("valid penalty %.2f: N@10 %.4f", p, sweep[p]["overall"]["ndcg@10"])
     best = max(penalties, key=lambda p: sweep[p]["overall"]["ndcg@10"])
-    tests = {0.0: score(0.0, test)} | ({best: score(best, test)} if best != 0.0 else {})
+    if args.valid_only:
+        test = test.select([])
+    tests = {} if args.valid_only else {0.0: score(0.0, test)} | ({best: score(best, test)} if best != 0.0 else {})
     header = ["| penalty | R@10 | N@10 | head N@10 | torso N@10 | tail N@10 | coverage@10 | s |",
               "|---|---|---|---|---|---|---|---|"]
     lines = [f"# Popularity-adjusted decoding: {run.name} (beams {args.beams})", "",
@@ -89,10 +92,10 @@ def main() -> int:
     result = {"run_dir": str(run), "beams": args.beams, "chosen": best,
               "valid": {str(p): _strip(r) for p, r in sweep.items()},
               "test": {str(p): _strip(r) for p, r in tests.items()}, "bootstrap": {}}
-    ours = tests[best]
-    baselines = {"penalty 0": tests[0.0]}
+    ours = tests.get(best)
+    baselines = {"penalty 0": tests[0.0]} if ours else {}
     evaluated = run / "evaluate"
-    if (evaluated / "per_user.json").is_file():
+    if ours and (evaluated / "per_user.json").is_file():
         baselines |= {name: {"per_user": table} for name, table in load_per_user(evaluated).items()
                       if name.startswith("sasrec")}
     for name, rep in baselines.items():
