@@ -45,7 +45,7 @@ def _require(cfg: Any, *names: str) -> None:
 
 def run_scenario_extract(cfg, make_generator=None) -> dict[str, Any]:
     """Library-callable body of ``scenarios extract``; ``make_generator`` overrides the HF model (tests)."""
-    from alignrec.llm4msr.extract import extract_scenario_knowledge
+    from alignrec.llm4msr.extract import extract_scenario_knowledge, require_scenarios
     from recdata.llm_generation import HFGenerator, model_fingerprint
     from recdata.paths import default_llm_dir, require
     from recdata.split import SplitDataset
@@ -53,6 +53,7 @@ def run_scenario_extract(cfg, make_generator=None) -> dict[str, Any]:
     _require(cfg, "split_dir", "out_dir")
     out = claim_output_dir(cfg.out_dir, "scenarios extract", inputs=[cfg.split_dir], overwrite=cfg.overwrite)
     split = SplitDataset.load(cfg.split_dir)
+    require_scenarios(split)  # before the LLM is looked for
     llm_dir = Path(cfg.llm_dir) if cfg.llm_dir else require(default_llm_dir(), "the default LLM")
     if make_generator is None:
         def make_generator():

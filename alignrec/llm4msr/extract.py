@@ -31,7 +31,13 @@ from recdata.split import SplitDataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_scenario_prompts", "build_user_prompts", "extract_scenario_knowledge"]
+__all__ = ["build_scenario_prompts", "build_user_prompts", "extract_scenario_knowledge", "require_scenarios"]
+
+
+def require_scenarios(split: SplitDataset) -> None:
+    if not split.has_scenarios:
+        raise UserError(f"{split.dataset.name} has no scenario labels; prepare it with scenario_column or "
+                        "scenario_item_field (e.g. --scenario_item_field domain)")
 
 
 def build_scenario_prompts(cfg: ScenarioExtractConfig, split: SplitDataset) -> dict[str, str]:
@@ -99,9 +105,7 @@ def extract_scenario_knowledge(cfg: ScenarioExtractConfig, split: SplitDataset, 
 
     ``make_generator`` is called at most once, and only when some answer is not cached.
     """
-    if not split.has_scenarios:
-        raise UserError(f"{split.dataset.name} has no scenario labels; prepare it with scenario_column or "
-                        "scenario_item_field (e.g. --scenario_item_field domain)")
+    require_scenarios(split)
     started = time.perf_counter()
     cache_file = Path(cfg.cache_file) if cfg.cache_file else out_dir / "answers.cache.jsonl"
     settings = {"max_new_tokens": cfg.max_new_tokens, "decoding": "greedy"}

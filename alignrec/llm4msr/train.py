@@ -43,6 +43,12 @@ def build_llm4msr(split: SplitDataset, cfg: SASRecConfig, vectors_dir: str | Pat
     missing = sorted(set(split.scenario_names()) - set(scenarios[0]))
     if missing:
         raise UserError(f"{vectors_dir}: no scenario vector for {missing}; extract scenario knowledge from this split")
+    known = set(users[0])
+    without = [u for u, items in split.train_sequences() if items and u not in known]
+    if without:
+        logger.warning("%s: %d of %d users with training items have no user vector (e.g. %r); they get no user "
+                       "meta layer (extracted from another split?)", vectors_dir, len(without),
+                       len(split.train_sequences()), without[0])
     return LLM4MSRSASRec.for_split(split, cfg, scenario_knowledge=scenarios, user_knowledge=users,
                                    meta_rank=meta_rank, meta_hidden=meta_hidden)
 
