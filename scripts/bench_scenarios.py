@@ -50,6 +50,8 @@ def main() -> int:
                                                           "`alignrec scenarios extract` on this script's split")
     parser.add_argument("--knowledge_dir", default="", help="llm4msr row: the extract folder (its cost.json is "
                                                             "reported beside the row)")
+    parser.add_argument("--print_split", action="store_true",
+                        help="prepare (or load) the split, print its folder and exit (the LLM4MSR extract reads it)")
     parser.add_argument("--meta_rank", type=int, default=4)
     parser.add_argument("--meta_hidden", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=40)
@@ -73,6 +75,9 @@ def main() -> int:
         split = prepare_dataset(cfg)
         split.save(cached)
     logger.info("split: %s", cached)
+    if args.print_split:
+        print(cached)
+        return 0
     stats = split.dataset.stats()
     test = split.eval_examples("test")
     catalogue = split.dataset.item_ids()
