@@ -29,7 +29,8 @@ class ScenarioExtractConfig:
                                       "mean of its training items' vectors); 0 = they get no user knowledge."})
     cluster_source: str = field(
         default="tfidf", metadata={"help": f"One of {CLUSTER_SOURCES}: item vectors the user clusters are built on "
-                                           "(as `alignrec knowledge extract`)."})
+                                           "(as `alignrec knowledge extract`).",
+                                   "choices": list(CLUSTER_SOURCES)})
     cluster_file: str = field(default="", metadata={"help": "cluster_source=file: item vectors file."})
     cluster_ids_file: str = field(default="", metadata={"help": "Item ids of cluster_file rows (.npy files)."})
     group_examples: int = field(default=8, metadata={"help": "Items shown per user-cluster prompt (most bought)."})

@@ -53,7 +53,7 @@ def test_split_without_scenarios_is_one_line_error(tmp_path, tiny_split, tiny_mo
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--user_sample", "0", "--user_clusters", "0"], "user_sample and user_clusters are both 0"),
-    (["--cluster_source", "nope"], "cluster_source must be one of"),
+    (["--cluster_source", "nope"], "--cluster_source/--cluster-source: invalid choice: 'nope'"),
 ])
 def test_bad_extract_values_exit_2(tmp_path, argv, message, capsys):
     assert main(["scenarios", "extract", "--split_dir", str(tmp_path), "--out_dir", str(tmp_path / "k"), *argv]) == 2

@@ -51,3 +51,12 @@ def test_bad_llm4msr_keys_fail_before_any_stage(tmp_path, tiny_model_dir, capsys
     assert main(["run", "--config", str(run), "--dry_run"]) == 2
     assert "user_sample must be >= 0" in capsys.readouterr().err
     assert not run_dir.exists()
+
+
+def test_runs_without_the_options_keep_their_evaluate_key():
+    from alignrec.pipeline.stages import STAGES
+
+    evaluate = next(stage for stage in STAGES if stage.name == "evaluate")
+    assert evaluate.inputs({"ks": [1, 5]}, None) == {}  # no input joins the key: earlier runs are not stale
+    assert evaluate.inputs({"llm4msr": {"llm_dir": "L", "encoder": "llm", "encoder_dir": "E"}}, None) == {
+        "llm4msr_llm": "L", "llm4msr_encoder": "E"}
