@@ -21,6 +21,7 @@ STAGE_CLI_MODULES = (
     "tokenization.cli",
     "sft_tasks.cli",
     "alignrec.knowledge.cli",
+    "alignrec.llm4msr.cli",
     "trainer.cli",
     "inference.cli",
     "inference.recommend_cli",

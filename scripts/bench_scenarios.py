@@ -1,7 +1,12 @@
-"""Per-scenario baselines on a multi-scenario dataset: popularity, one SASRec on all data, one SASRec per scenario.
+"""Per-scenario rows on a multi-scenario dataset: popularity, one SASRec on all data, one SASRec per scenario, the
+multi-scenario backbone (SASRec encoder + per-scenario towers) and the backbone + LLM4MSR meta layers.
 
     flock /tmp/alignrec-cpu.lock python scripts/bench_scenarios.py \
         --path ../shared/datasets/amazon-food-kitchen --scenario_item_field domain --kcore 5
+
+The ``llm4msr`` row reads ``--vectors_dir``: ``alignrec scenarios extract`` + ``alignrec knowledge encode`` run on
+the split this script keeps under ``bench_results/split_<hash>/`` (its path is logged); see the README section
+"Multi-scenario: LLM4MSR".
 
 Leave-one-out on each user's merged sequence, test targets, full ranking, ``exclude_history`` for every row.
 Two rankings, labelled: ``whole_catalogue`` (the recommender ranks every item) and ``within_scenario`` (it is
@@ -12,6 +17,7 @@ asked for the target's scenario's items only). A per-scenario SASRec ranks only 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -21,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from alignrec.llm4msr import ROW_NAMES, recommend_fn_for, train_scenario_model  # noqa: E402
 from alignrec.recommenders import SASRecConfig, as_recommend_fn, train_sasrec  # noqa: E402
 from inference.evaluate import evaluate_recommender, evaluate_within_scenario, render_scenario_table  # noqa: E402
 from inference.popularity import popularity_recommender, train_popularity  # noqa: E402
@@ -37,7 +44,16 @@ def main() -> int:
     parser.add_argument("--scenario_item_field", default="domain")
     parser.add_argument("--scenario_column", default="")
     parser.add_argument("--kcore", type=int, default=5)
-    parser.add_argument("--rows", default="popularity,sasrec_all,sasrec_per_scenario")
+    parser.add_argument("--rows", default="popularity,sasrec_all,sasrec_per_scenario",
+                        help="comma-separated: popularity, sasrec_all, sasrec_per_scenario, backbone, llm4msr")
+    parser.add_argument("--vectors_dir", default="", help="llm4msr row: `alignrec knowledge encode` output of "
+                                                          "`alignrec scenarios extract` on this script's split")
+    parser.add_argument("--knowledge_dir", default="", help="llm4msr row: the extract folder (its cost.json is "
+                                                            "reported beside the row)")
+    parser.add_argument("--print_split", action="store_true",
+                        help="prepare (or load) the split, print its folder and exit (the LLM4MSR extract reads it)")
+    parser.add_argument("--meta_rank", type=int, default=4)
+    parser.add_argument("--meta_hidden", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -58,6 +74,10 @@ def main() -> int:
     else:
         split = prepare_dataset(cfg)
         split.save(cached)
+    logger.info("split: %s", cached)
+    if args.print_split:
+        print(cached)
+        return 0
     stats = split.dataset.stats()
     test = split.eval_examples("test")
     catalogue = split.dataset.item_ids()
@@ -119,6 +139,19 @@ def main() -> int:
             "within_scenario": evaluate_within_scenario(router, test, catalogues, KS, popularity, show_progress=False),
         }
         seconds["sasrec_per_scenario_eval"] = time.perf_counter() - start
+    for kind in ("backbone", "llm4msr"):  # the multi-scenario backbone without / with LLM4MSR meta layers
+        if kind not in rows:
+            continue
+        start = time.perf_counter()
+        model = train_scenario_model(kind, split, sasrec_cfg, args.vectors_dir, args.meta_rank, args.meta_hidden)
+        seconds[f"{kind}_train"] = time.perf_counter() - start
+        logger.info("%s: %s", ROW_NAMES[kind], model.train_info)
+        both(ROW_NAMES[kind], recommend_fn_for(model, split, max(KS)))
+        reports[ROW_NAMES[kind]]["train_info"] = dict(model.train_info)
+        if kind == "llm4msr":
+            cost = Path(args.knowledge_dir) / "cost.json"
+            if args.knowledge_dir and cost.is_file():  # the LLM part's cost beside the row (calls, tokens, seconds)
+                reports[ROW_NAMES[kind]]["llm_cost"] = json.loads(cost.read_text())
     print(write())
     return 0
 

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["build_prompts", "extract_knowledge", "read_knowledge", "user_training_histories"]
 
-KNOWLEDGE_FILES = {"item": "item_knowledge.jsonl", "user": "user_knowledge.jsonl"}
+KNOWLEDGE_FILES = {"item": "item_knowledge.jsonl", "user": "user_knowledge.jsonl",
+                   "scenario": "scenario_knowledge.jsonl"}  # scenario: `alignrec scenarios extract` (LLM4MSR)
 
 
 def user_training_histories(split: SplitDataset) -> dict[str, list[str]]:
@@ -172,7 +173,8 @@ def read_knowledge(knowledge_dir: str | Path, kind: str) -> dict[str, str]:
 
     path = Path(knowledge_dir) / KNOWLEDGE_FILES[kind]
     if not path.is_file():
-        raise UserError(f"{path} does not exist; run `alignrec knowledge extract --kinds {kind}` first")
+        command = "alignrec scenarios extract" if kind == "scenario" else f"alignrec knowledge extract --kinds {kind}"
+        raise UserError(f"{path} does not exist; run `{command}` first")
     out = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         try:

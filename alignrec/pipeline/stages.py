@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Keys a section may hold that the pipeline itself consumes (not the stage's own config).
 PIPELINE_ONLY_KEYS = {"embeddings": ("sasrec_baseline", "sasrec_knowledge", "learn_baseline"),
                       "train": ("launcher", "num_gpus", "deepspeed"),
-                      "evaluate": ("sasrec_bce_baseline",),
+                      "evaluate": ("sasrec_bce_baseline", "scenario_backbone", "llm4msr"),
                       "knowledge": ("encoder", "encoder_dir"), "tasks": ("use_knowledge",),
                       "preference": ("enabled", "pairs", "launcher", "num_gpus", "deepspeed")}
 
@@ -476,10 +476,23 @@ def run_evaluate(ctx: StageContext) -> dict[str, Any]:
 
         extra["learn"] = as_recommend_fn(LEARN.from_pretrained(learn_dir), k=max(cfg.ks),
                                          exclude_history=cfg.exclude_history)
+    if ctx.config.get("scenario_backbone") or ctx.config.get("llm4msr"):  # multi-scenario rows (LLM4MSR)
+        from alignrec.pipeline.scenario_rows import scenario_rows
+
+        extra.update(scenario_rows(ctx, max(cfg.ks), cfg.exclude_history))
     reports = evaluate(cfg, extra_recommenders=extra)
     return {name: {"n": rep["n_examples"], **{k: rep["overall"][k] for k in ("recall@10", "ndcg@10") if k in rep["overall"]},
                    "invalid_rate": rep["invalid_rate"], "timing": rep.get("timing")}
             for name, rep in reports.items()}
+
+
+def _evaluate_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
+    """The LLM and encoder of ``evaluate.llm4msr`` (none without it, so other runs keep their key)."""
+    if not section.get("llm4msr"):
+        return {}
+    from alignrec.pipeline.scenario_rows import llm4msr_inputs
+
+    return llm4msr_inputs(section, run_cfg)
 
 
 # ---- cache -------------------------------------------------------------------------------------------------
@@ -560,7 +573,8 @@ STAGES: list[Stage] = [
     Stage("preference", run_preference, ("data", "tokenizer", "tasks", "train"), inputs=_preference_inputs,
           enabled=lambda section, run_cfg: preference_enabled(run_cfg.sections)),
     # version 2: exclude_history true and num_beams auto (1.5 x max K) by default; per-user metrics saved
-    Stage("evaluate", run_evaluate, ("data", "train", "embeddings", "preference"), version=2),
+    Stage("evaluate", run_evaluate, ("data", "train", "embeddings", "preference"), version=2,
+          inputs=_evaluate_inputs),
     Stage("cache", run_cache, ("data", "train", "preference"),
           extra_key=lambda section, run_cfg: ({} if "popularity_penalty" in section or not _evaluated_penalty(run_cfg)
                                               else {"popularity_penalty": _evaluated_penalty(run_cfg)})),
@@ -605,6 +619,10 @@ def validate_sections(sections: dict[str, dict[str, Any]], source: str) -> None:
         injected = INJECTED_KEYS.get(stage, ())
         body = _stage_keys(stage, section)
         _check_injected(stage, body, injected, source)
+        if stage == "evaluate" and (section.get("llm4msr") or "scenario_backbone" in section):
+            from alignrec.pipeline.scenario_rows import validate_scenario_rows
+
+            validate_scenario_rows(section, source)
         if stage == "train":
             from trl import SFTConfig
 

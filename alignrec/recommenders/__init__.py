@@ -15,6 +15,7 @@ from alignrec.recommenders.knowledge_adaptor import HybridExpertAdaptor
 from alignrec.recommenders.knowledge_sasrec import KnowledgeSASRec, load_augmented
 from alignrec.recommenders.learn import LEARN, train_learn
 from alignrec.recommenders.learn_config import LEARNConfig
+from alignrec.recommenders.meta_layers import MetaLayerGenerator, ScenarioTowers
 from alignrec.recommenders.sasrec import (
     CausalBlock,
     SASRec,
@@ -23,6 +24,7 @@ from alignrec.recommenders.sasrec import (
     training_windows,
 )
 from alignrec.recommenders.sasrec_config import SASRecConfig
+from alignrec.recommenders.scenario_sasrec import LLM4MSRSASRec, ScenarioSASRec
 
 __all__ = [
     "LEARN",
@@ -32,8 +34,12 @@ __all__ = [
     "HybridExpertAdaptor",
     "KnowledgeSASRec",
     "LEARNConfig",
+    "LLM4MSRSASRec",
+    "MetaLayerGenerator",
     "SASRec",
     "SASRecConfig",
+    "ScenarioSASRec",
+    "ScenarioTowers",
     "as_recommend_fn",
     "full_ranking_metrics",
     "length_bucketed_batches",

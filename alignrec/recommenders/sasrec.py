@@ -8,6 +8,9 @@ Extension points (override in a subclass, do not fork): ``item_inputs`` (what en
 e.g. + a knowledge vector), ``output_table`` (the item matrix scored against, e.g. knowledge-augmented),
 ``final_states`` (the user state from the last hidden state, e.g. joined with user knowledge or passed
 through a scenario tower). ``context`` keyword arguments reach ``final_states`` and ``item_inputs``.
+Per-row context comes from ``context_for(user_ids)`` (training windows) and ``eval_context(examples)`` (valid
+rows); per-position context from ``sequence_labels(split)`` (an integer label per training interaction, e.g. its
+scenario: each supervised position gets its target's label as ``target_labels``).
 """
 
 from __future__ import annotations
@@ -95,6 +98,17 @@ class SASRec(DenseRecommender):
         """
         return {}
 
+    def eval_context(self, examples) -> dict:
+        """Extension point: ``context`` for evaluation rows (a ``split.eval_examples`` dataset), e.g. the target
+        scenario; default ``context_for`` of their users."""
+        return self.context_for(list(examples["user_id"]))
+
+    def sequence_labels(self, split: SplitDataset) -> list[list[int]] | None:
+        """Extension point: an integer label >= 0 per training interaction (aligned with
+        ``split.train_sequences()``); training passes each supervised position its target's label as
+        ``target_labels`` ``[batch, seq]`` (-1 = padding). None (plain SASRec): no labels."""
+        return None
+
     def encode(self, seqs: torch.Tensor, **context) -> torch.Tensor:
         """``seqs`` [batch, seq] right-padded item indices -> hidden states [batch, seq, dim]."""
         positions = torch.arange(seqs.shape[1], device=seqs.device)
@@ -108,11 +122,12 @@ class SASRec(DenseRecommender):
         """Next-item loss at every non-padding position; ``targets`` [batch, seq], 0 = ignore.
 
         ``context`` values are per-row tensors/lists; ``final_states`` receives them repeated per position
-        through ``rows`` (the batch row of each position).
+        through ``rows`` / ``cols`` (the batch row and the sequence position of each supervised position).
         """
         mask = targets > 0
-        rows = mask.nonzero()[:, 0]  # [positions] batch row of each supervised position
-        hidden = self.final_states(self.encode(inputs, **context)[mask], rows=rows, **context)  # [positions, dim]
+        where = mask.nonzero()  # [positions, 2] (batch row, sequence position) of each supervised position
+        hidden = self.final_states(self.encode(inputs, **context)[mask], rows=where[:, 0], cols=where[:, 1],
+                                   **context)  # [positions, dim]
         gold = targets[mask]
         table = self.output_table()
         if self.cfg.sasrec_loss == "ce":
@@ -181,15 +196,18 @@ class SASRec(DenseRecommender):
 
 # ---- training data ----------------------------------------------------------------------------------------
 def training_windows(train_sequences: Sequence[tuple[str, Sequence[str]]], index: dict[str, int],
-                     max_len: int, with_users: bool = False):
+                     max_len: int, with_users: bool = False, labels: Sequence[Sequence[int]] | None = None):
     """Right-padded (inputs, targets) ``[windows, max_len]``: targets are inputs shifted by one.
 
     A sequence longer than ``max_len + 1`` is cut into windows from its end, so every training transition
     is a target exactly once. Sequences shorter than 2 give no transition. ``with_users`` adds a third
-    element: the user id of each window (for per-user ``context``).
+    element: the user id of each window (for per-user ``context``). ``labels`` (one integer per item of each
+    sequence) adds a last element: ``target_labels`` ``[windows, max_len]``, the label of each target (-1 = pad).
     """
-    inputs, targets, users = [], [], []
-    for user_id, items in train_sequences:
+    inputs, targets, users, target_labels = [], [], [], []
+    if labels is not None and len(labels) != len(train_sequences):
+        raise ValueError(f"labels has {len(labels)} sequences, train_sequences {len(train_sequences)}")
+    for row, (user_id, items) in enumerate(train_sequences):
         try:
             idx = [index[i] for i in items]
         except KeyError as exc:
@@ -201,11 +219,14 @@ def training_windows(train_sequences: Sequence[tuple[str, Sequence[str]]], index
             inputs.append(window[:-1] + [0] * (max_len + 1 - len(window)))
             targets.append(window[1:] + [0] * (max_len + 1 - len(window)))
             users.append(user_id)
+            if labels is not None:
+                target_labels.append(list(labels[row][start + 1:end]) + [-1] * (max_len + 1 - len(window)))
             end = start + 1  # the next window's last target is this window's first input
     if not inputs:
         raise ValueError("no training transition: every training sequence has fewer than 2 items")
-    windows = torch.tensor(inputs, dtype=torch.long), torch.tensor(targets, dtype=torch.long)
-    return (*windows, users) if with_users else windows
+    windows = (torch.tensor(inputs, dtype=torch.long), torch.tensor(targets, dtype=torch.long),
+               *((users,) if with_users else ()))
+    return (*windows, torch.tensor(target_labels, dtype=torch.long)) if labels is not None else windows
 
 
 def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator,
@@ -231,9 +252,12 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
     """
     _seed_everything(cfg.sasrec_seed)
     model = (model or SASRec(split.dataset.item_ids(), cfg)).to(cfg.sasrec_device)
-    inputs, targets, users = training_windows(split.train_sequences(), model.index, cfg.sasrec_max_len,
-                                              with_users=True)
+    labels = model.sequence_labels(split)  # per-interaction labels (None for plain SASRec)
+    inputs, targets, users, *target_labels = training_windows(split.train_sequences(), model.index,
+                                                              cfg.sasrec_max_len, with_users=True, labels=labels)
     context = model.context_for(users)  # per-window side inputs ({} for plain SASRec)
+    if target_labels:
+        context["target_labels"] = target_labels[0]  # [windows, max_len] label of each target (-1 = padding)
     lengths = (targets > 0).sum(1)  # [windows]
     valid = split.eval_examples("valid")
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.sasrec_lr, weight_decay=cfg.sasrec_weight_decay)
@@ -246,6 +270,8 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
             x, y = inputs[batch], targets[batch]
             width = int((y > 0).sum(1).max())  # drop all-padding columns (right padding)
             batch_context = {k: _take(v, batch, cfg.sasrec_device) for k, v in context.items()}
+            if "target_labels" in batch_context:
+                batch_context["target_labels"] = batch_context["target_labels"][:, :width]
             loss = model.training_loss(x[:, :width].to(cfg.sasrec_device), y[:, :width].to(cfg.sasrec_device),
                                        **batch_context)
             optim.zero_grad(set_to_none=True)
@@ -257,7 +283,7 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
     train_with_early_stopping(model, run_epoch, list(valid["history"]), list(valid["target"]),
                               epochs=cfg.sasrec_epochs, patience=cfg.sasrec_patience,
                               eval_every=cfg.sasrec_eval_every, log_file=log_file, desc="sasrec epochs",
-                              valid_context=model.context_for(list(valid["user_id"])))
+                              valid_context=model.eval_context(valid))
     model.train_info["windows"] = len(inputs)
     return model
 

@@ -367,6 +367,12 @@ CASES: list[Case] = [
     Case("run-injected-key", lambda w: _run_yaml(w, "tasks:\n  split_dir: x\n"), "error", 2, r"split_dir"),
     Case("run-bad-from", lambda w: [*_run_yaml(w, ""), "--from", "nope"], "error", 2, r"nope"),
     Case("run-missing-config", lambda w: ["run", "--config", str(w.case / "no.yaml")], "error", 2, r"no\.yaml"),
+    Case("scenarios-extract-no-labels", lambda w: ["scenarios", "extract", "--split_dir", str(w.split), "--out_dir",
+                                                   str(w.case / "k")], "error", 1, r"no scenario labels"),
+    Case("scenarios-train-no-vectors", lambda w: ["scenarios", "train", "--split_dir", str(w.split), "--out_dir",
+                                                  str(w.case / "m")], "error", 2, r"vectors_dir"),
+    Case("run-llm4msr-unknown-key", lambda w: _run_yaml(w, "evaluate:\n  llm4msr:\n    user_smaple: 3\n"), "error", 2,
+         r"user_smaple"),
 ]
 
 
