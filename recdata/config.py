@@ -192,3 +192,21 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return str(value)
+
+
+def require_fields(cfg: Any, *names: str) -> None:
+    """``ConfigError`` naming the first of ``names`` that ``cfg`` leaves empty (flag and YAML key)."""
+    for name in names:
+        if not getattr(cfg, name):
+            raise ConfigError(f"{name} is required (flag --{name} or the YAML key {name})")
+
+
+def parse_ks(text: str, name: str = "ks") -> list[int]:
+    """Sorted distinct positive cut-offs from ``"1,5,10"``; ``ConfigError`` naming ``name`` otherwise."""
+    try:
+        ks = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated integers, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise ConfigError(f"{name} must be positive integers, got {text!r}")
+    return ks

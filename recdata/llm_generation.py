@@ -263,3 +263,32 @@ def generate_cached(
              "generated_tokens": tokens, "seconds": round(seconds, 2),
              "tokens_per_second": round(tokens / seconds, 2) if todo and seconds else None}
     return GenerationResult(answers, complete and len(answers) == len(prompts), stats)
+
+
+def budgeted_asker(command: str, cache_path: str | os.PathLike, model_id: str,
+                   make_generator: Callable[[], Generator], settings: Mapping[str, Any] | None = None,
+                   chunk: int = 64, max_seconds: float = 0.0) -> Callable[[Mapping[str, str], str], GenerationResult]:
+    """``ask(prompts, desc)``: ``generate_cached`` with one lazily loaded generator shared by every call.
+
+    The model loads at most once, and only when some answer is not cached; a call the time budget cut short
+    raises one ``UserError`` line naming ``command``, the counts and the cache to resume from.
+    """
+    from recdata.errors import UserError
+
+    loaded: list[Generator] = []
+
+    def generator() -> Generator:
+        if not loaded:
+            loaded.append(make_generator())
+        return loaded[0]
+
+    def ask(prompts: Mapping[str, str], desc: str) -> GenerationResult:
+        result = generate_cached(prompts, cache_path, model_id, generator, settings=settings, chunk=chunk,
+                                 max_seconds=max_seconds, desc=desc)
+        if not result.complete:
+            raise UserError(f"{command}: the time budget (max_seconds={max_seconds}) ran out after "
+                            f"{len(result.answers)} of {len(prompts)} {desc} prompts; rerun the same command to "
+                            f"resume from {cache_path}")
+        return result
+
+    return ask

@@ -17,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -95,25 +97,46 @@ def write_bundle(files: list[tuple[str, Path]], out_dir: Path, chunk_mib: float,
     if limit < 1:
         raise UserError(f"chunk_mib must be > 0, got {chunk_mib}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tar_path = out_dir / "bundle.tar"
-    with tarfile.open(tar_path, "w") as tar:
-        for name, path in files:
-            tar.add(path, arcname=name)
+    tar_path = _scratch_file(out_dir)  # a fresh name of our own: never a file that was already there
     chunks, whole = [], hashlib.sha256()
-    with open(tar_path, "rb") as f:
-        index = 0
-        while block := f.read(limit):
-            index += 1
-            part = out_dir / f"chunk_{index:02d}" / "bundle.part"
-            part.parent.mkdir(exist_ok=True)
-            part.write_bytes(block)
-            whole.update(block)
-            chunks.append({"folder": part.parent.name, "bytes": len(block), "sha256": hashlib.sha256(block).hexdigest()})
-    tar_path.unlink()
+    try:
+        with tarfile.open(tar_path, "w") as tar:
+            for name, path in files:
+                tar.add(path, arcname=name)
+        with open(tar_path, "rb") as f:
+            index = 0
+            while block := f.read(limit):
+                index += 1
+                part = out_dir / f"chunk_{index:02d}" / "bundle.part"
+                part.parent.mkdir(exist_ok=True)
+                part.write_bytes(block)
+                whole.update(block)
+                chunks.append({"folder": part.parent.name, "bytes": len(block),
+                               "sha256": hashlib.sha256(block).hexdigest()})
+    finally:
+        tar_path.unlink(missing_ok=True)
     manifest = {"format": 1, "chunks": chunks, "sha256": whole.hexdigest(), "members": [n for n, _ in files],
                 **(info or {})}
     atomic_write_json(out_dir / MANIFEST, manifest)
     return manifest
+
+
+def _scratch_file(folder: Path) -> Path:
+    """A new empty ``.bundle-*.tar`` in ``folder`` that this process created (and later removes)."""
+    handle, name = tempfile.mkstemp(prefix=".bundle-", suffix=".tar", dir=folder)
+    os.close(handle)
+    return Path(name)
+
+
+def previous_chunks(out_dir: Path) -> list[Path]:
+    """The chunk folders an earlier ``write_bundle`` into ``out_dir`` recorded in its manifest (to replace)."""
+    path = out_dir / MANIFEST
+    try:
+        chunks = json.loads(path.read_text())["chunks"] if path.is_file() else []
+        names = [c["folder"] for c in chunks]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [out_dir / n for n in names if re.fullmatch(r"chunk_\d+", str(n)) and (out_dir / n).is_dir()]
 
 
 def _manifest(carry_dir: Path) -> dict:
@@ -146,16 +169,18 @@ def assemble(carry_dir: Path, dest: Path) -> bool:
         return False
     dest.mkdir(parents=True, exist_ok=True)
     whole = hashlib.sha256()
-    tar_path = dest / "bundle.tar"
-    with open(tar_path, "wb") as out:
-        for chunk in manifest["chunks"]:
-            data = (carry_dir / chunk["folder"] / "bundle.part").read_bytes()
-            whole.update(data)
-            out.write(data)
-    if whole.hexdigest() != manifest["sha256"]:
-        raise UserError(f"joined chunks in {carry_dir} do not match the manifest; re-run prepare and re-send")
-    with tarfile.open(tar_path) as tar:
-        tar.extractall(dest, filter="data")
-    tar_path.unlink()
+    tar_path = _scratch_file(dest)
+    try:
+        with open(tar_path, "wb") as out:
+            for chunk in manifest["chunks"]:
+                data = (carry_dir / chunk["folder"] / "bundle.part").read_bytes()
+                whole.update(data)
+                out.write(data)
+        if whole.hexdigest() != manifest["sha256"]:
+            raise UserError(f"joined chunks in {carry_dir} do not match the manifest; re-run prepare and re-send")
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(dest, filter="data")
+    finally:
+        tar_path.unlink(missing_ok=True)
     done.write_text(manifest["sha256"] + "\n")
     return True

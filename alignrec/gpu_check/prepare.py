@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from alignrec.gpu_check.bundle import download_wheels, wheels_to_bring, write_bundle
+from alignrec.gpu_check.bundle import download_wheels, previous_chunks, wheels_to_bring, write_bundle
 from recdata.config import load_yaml
 from recdata.errors import InputFileError
 
@@ -179,7 +179,7 @@ def prepare(config_path: Path, out: Path, *, dry_run: bool = False, python_versi
         target = python_version or ".".join(platform.python_version_tuple()[:2])
         wheels = wheels_to_bring(skip_wheels)
         files += [(f"wheels/{w.name}", w) for w in download_wheels(wheels, work / "wheels", target)]
-    for old in out.glob("chunk_*"):
+    for old in previous_chunks(out):  # only the chunk folders our previous bundle recorded
         shutil.rmtree(old)
     manifest = write_bundle(files, out, chunk_mib, info={**info, "wheels": wheels,
                                                           "python_version": python_version or platform.python_version()})

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrec.knowledge.config import EncodeConfig, ExtractConfig, KnowledgeTrainConfig
-from recdata.config import parse_config
-from recdata.errors import ConfigError
+from recdata.config import parse_config, require_fields
 from recdata.io import atomic_write_json
 from recdata.outputs import claim_output_dir
 
@@ -39,11 +38,6 @@ def register(subparsers) -> None:
         p.set_defaults(handler=handler)
 
 
-def _require(cfg: Any, *names: str) -> None:
-    for name in names:
-        if not getattr(cfg, name):
-            raise ConfigError(f"{name} is required (flag --{name} or the YAML key {name})")
-
 
 def run_extract(cfg: ExtractConfig, make_generator=None) -> dict[str, Any]:
     """Library-callable body of ``knowledge extract``; ``make_generator`` overrides the HF model (tests)."""
@@ -52,7 +46,7 @@ def run_extract(cfg: ExtractConfig, make_generator=None) -> dict[str, Any]:
     from recdata.paths import default_llm_dir, require
     from recdata.split import SplitDataset
 
-    _require(cfg, "split_dir", "out_dir")
+    require_fields(cfg, "split_dir", "out_dir")
     out = claim_output_dir(cfg.out_dir, "knowledge extract", inputs=[cfg.split_dir], overwrite=cfg.overwrite)
     split = SplitDataset.load(cfg.split_dir)
     llm_dir = Path(cfg.llm_dir) if cfg.llm_dir else require(default_llm_dir(), "the default LLM")
@@ -70,7 +64,7 @@ def run_extract(cfg: ExtractConfig, make_generator=None) -> dict[str, Any]:
 def run_encode(cfg: EncodeConfig) -> dict[str, Any]:
     from alignrec.knowledge.encode import encode_knowledge
 
-    _require(cfg, "knowledge_dir", "out_dir")
+    require_fields(cfg, "knowledge_dir", "out_dir")
     out = claim_output_dir(cfg.out_dir, "knowledge encode", inputs=[cfg.knowledge_dir], overwrite=cfg.overwrite)
     summary = encode_knowledge(cfg, out)
     atomic_write_json(out / "manifest.json", {"command": "knowledge encode", **summary})
@@ -81,7 +75,7 @@ def run_train(cfg: KnowledgeTrainConfig) -> dict[str, Any]:
     from alignrec.knowledge.train import train_knowledge_recommender
     from recdata.split import SplitDataset
 
-    _require(cfg, "split_dir", "out_dir", *(("vectors_dir",) if cfg.knowledge_model else ()))
+    require_fields(cfg, "split_dir", "out_dir", *(("vectors_dir",) if cfg.knowledge_model else ()))
     out = claim_output_dir(cfg.out_dir, "knowledge train", inputs=[cfg.split_dir, cfg.vectors_dir],
                            overwrite=cfg.overwrite)
     result = train_knowledge_recommender(cfg, SplitDataset.load(cfg.split_dir), out)

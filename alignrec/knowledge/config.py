@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from alignrec.recommenders.sasrec_config import SASRecConfig, validate_sasrec
+from recdata.config import parse_ks
 from recdata.errors import ConfigError
 
 MODES = ("individual", "collective")
@@ -152,13 +153,4 @@ class KnowledgeTrainConfig(SASRecConfig):
         self.k_list()
 
     def k_list(self) -> list[int]:
-        try:
-            ks = sorted({int(k) for k in self.ks.split(",") if k.strip()})
-        except ValueError:
-            raise ConfigError(f"ks must be comma-separated integers, got {self.ks!r}") from None
-        if not ks or ks[0] < 1:
-            raise ConfigError(f"ks must be positive integers, got {self.ks!r}")
-        return ks
-
-    def sasrec_config(self) -> SASRecConfig:
-        return SASRecConfig(**{k: getattr(self, k) for k in SASRecConfig.__dataclass_fields__})
+        return parse_ks(self.ks)

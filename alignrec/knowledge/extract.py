@@ -26,7 +26,7 @@ from alignrec.knowledge.clusters import (
 from alignrec.knowledge.config import ExtractConfig
 from recdata.errors import UserError
 from recdata.io import atomic_write_json, atomic_write_text
-from recdata.llm_generation import Generator, generate_cached
+from recdata.llm_generation import Generator, budgeted_asker
 from recdata.split import SplitDataset
 
 logger = logging.getLogger(__name__)
@@ -116,22 +116,9 @@ def extract_knowledge(cfg: ExtractConfig, split: SplitDataset, out_dir: Path, mo
     """
     started = time.perf_counter()
     cache_file = Path(cfg.cache_file) if cfg.cache_file else out_dir / "answers.cache.jsonl"
-    settings = {"max_new_tokens": cfg.max_new_tokens, "decoding": "greedy"}
-    loaded: list[Generator] = []
-
-    def generator() -> Generator:
-        if not loaded:
-            loaded.append(make_generator())
-        return loaded[0]
-
-    def ask(prompts: dict[str, str], desc: str):
-        result = generate_cached(prompts, cache_file, model_id, generator, settings=settings,
-                                 chunk=cfg.batch_size, max_seconds=cfg.max_seconds, desc=desc)
-        if not result.complete:
-            raise UserError(f"knowledge extract: the time budget (max_seconds={cfg.max_seconds}) ran out after "
-                            f"{len(result.answers)} of {len(prompts)} {desc} prompts; rerun the same command to "
-                            f"resume from {cache_file}")
-        return result
+    ask = budgeted_asker("knowledge extract", cache_file, model_id, make_generator,
+                         settings={"max_new_tokens": cfg.max_new_tokens, "decoding": "greedy"},
+                         chunk=cfg.batch_size, max_seconds=cfg.max_seconds)
 
     factors = _factors(cfg, ask)
     atomic_write_json(out_dir / "factors.json", factors)

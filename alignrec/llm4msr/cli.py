@@ -17,8 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from recdata.config import parse_config
-from recdata.errors import ConfigError
+from recdata.config import parse_config, require_fields
 from recdata.io import atomic_write_json
 from recdata.outputs import claim_output_dir
 
@@ -37,11 +36,6 @@ def register(subparsers) -> None:
         p.set_defaults(handler=handler)
 
 
-def _require(cfg: Any, *names: str) -> None:
-    for name in names:
-        if not getattr(cfg, name):
-            raise ConfigError(f"{name} is required (flag --{name} or the YAML key {name})")
-
 
 def run_scenario_extract(cfg, make_generator=None) -> dict[str, Any]:
     """Library-callable body of ``scenarios extract``; ``make_generator`` overrides the HF model (tests)."""
@@ -50,7 +44,7 @@ def run_scenario_extract(cfg, make_generator=None) -> dict[str, Any]:
     from recdata.paths import default_llm_dir, require
     from recdata.split import SplitDataset
 
-    _require(cfg, "split_dir", "out_dir")
+    require_fields(cfg, "split_dir", "out_dir")
     out = claim_output_dir(cfg.out_dir, "scenarios extract", inputs=[cfg.split_dir], overwrite=cfg.overwrite)
     split = SplitDataset.load(cfg.split_dir)
     require_scenarios(split)  # before the LLM is looked for
@@ -69,7 +63,7 @@ def run_scenario_train(cfg) -> dict[str, Any]:
     from alignrec.llm4msr.train import train_scenario_recommenders
     from recdata.split import SplitDataset
 
-    _require(cfg, "split_dir", "out_dir", *(("vectors_dir",) if "llm4msr" in cfg.model_list() else ()))
+    require_fields(cfg, "split_dir", "out_dir", *(("vectors_dir",) if "llm4msr" in cfg.model_list() else ()))
     out = claim_output_dir(cfg.out_dir, "scenarios train", inputs=[cfg.split_dir, cfg.vectors_dir],
                            overwrite=cfg.overwrite)
     result = train_scenario_recommenders(cfg, SplitDataset.load(cfg.split_dir), out)

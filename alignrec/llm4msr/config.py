@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from alignrec.knowledge.config import CLUSTER_SOURCES
 from alignrec.recommenders.sasrec_config import SASRecConfig, validate_sasrec
+from recdata.config import parse_ks
 from recdata.errors import ConfigError
 
 __all__ = ["MODELS", "ScenarioExtractConfig", "ScenarioTrainConfig"]
@@ -98,13 +99,4 @@ class ScenarioTrainConfig(SASRecConfig):
         return [m.strip() for m in self.models.split(",") if m.strip()]
 
     def k_list(self) -> list[int]:
-        try:
-            ks = sorted({int(k) for k in self.ks.split(",") if k.strip()})
-        except ValueError:
-            raise ConfigError(f"ks must be comma-separated integers, got {self.ks!r}") from None
-        if not ks or ks[0] < 1:
-            raise ConfigError(f"ks must be positive integers, got {self.ks!r}")
-        return ks
-
-    def sasrec_config(self) -> SASRecConfig:
-        return SASRecConfig(**{k: getattr(self, k) for k in SASRecConfig.__dataclass_fields__})
+        return parse_ks(self.ks)

@@ -37,6 +37,10 @@ class SASRecConfig:
     def __post_init__(self) -> None:
         validate_sasrec(self)
 
+    def sasrec_config(self) -> SASRecConfig:
+        """The SASRec part alone (what ``train_sasrec`` needs) of a config that extends this one."""
+        return SASRecConfig(**{k: getattr(self, k) for k in SASRecConfig.__dataclass_fields__})
+
 
 def validate_sasrec(cfg: SASRecConfig) -> None:
     positive = ("sasrec_dim", "sasrec_layers", "sasrec_heads", "sasrec_max_len", "sasrec_batch_size",

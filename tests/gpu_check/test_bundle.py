@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from alignrec.gpu_check.bundle import assemble, chunk_status, wheels_to_bring, write_bundle
+from alignrec.gpu_check.bundle import assemble, chunk_status, previous_chunks, wheels_to_bring, write_bundle
 
 
 @pytest.fixture
@@ -50,3 +50,21 @@ def test_wheels_bring_what_the_gpu_machine_lacks_and_never_torch():
     assert {"trl", "datasets", "gguf", "deepspeed", "pyarrow"} <= set(wheels)
     assert not {"torch", "transformers", "peft", "accelerate", "numpy", "safetensors"} & set(wheels)
     assert "pyarrow" not in wheels_to_bring(skip=("pyarrow",))
+
+
+def test_bundle_never_touches_files_it_did_not_write(tmp_path, payload):
+    """Scratch tars get fresh names; only the chunk folders a previous bundle recorded are offered for removal."""
+    src, _ = payload
+    carry, out = tmp_path / "carry", tmp_path / "out"
+    for folder in (carry, out):
+        folder.mkdir()
+        (folder / "bundle.tar").write_text("a user's file\n")
+    (carry / "chunk_99").mkdir()  # not in any manifest of ours
+    write_bundle([("model", src / "model")], carry, chunk_mib=0.3)
+    assert assemble(carry, out)
+    for folder in (carry, out):
+        assert (folder / "bundle.tar").read_text() == "a user's file\n"
+        assert not list(folder.glob(".bundle-*.tar"))  # the scratch tar is gone
+    recorded = previous_chunks(carry)
+    assert sorted(p.name for p in recorded) == ["chunk_01", "chunk_02", "chunk_03", "chunk_04"]
+    assert previous_chunks(tmp_path / "nowhere") == []

@@ -104,10 +104,6 @@ class EmbeddingConfig(LEARNConfig, SASRecConfig):
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else alignrec_home() / "cache" / "embeddings"
 
-    def sasrec_config(self) -> SASRecConfig:
-        """The SASRec part alone (what ``train_sasrec`` needs)."""
-        return SASRecConfig(**{k: getattr(self, k) for k in SASRecConfig.__dataclass_fields__})
-
     def learn_config(self) -> LEARNConfig:
         """The LEARN towers' part alone (what ``train_learn`` needs)."""
         return LEARNConfig(**{k: getattr(self, k) for k in LEARNConfig.__dataclass_fields__})
