@@ -10,6 +10,9 @@ After training (``assign_unique_codes``), items sharing a full code are resolved
    for ALL items (0 for everyone else, so codes keep one length): each overflow item joins the last-level
    code under its prefix with the fewest occupants (then the nearest) and takes the next free index there.
 
+With an item-id level (``with_item_id_level``) nothing is moved: each item's greedy RQ code is kept and a last
+level holding the item's own index makes the code unique.
+
 Cold-start items (``assign_cold_start``) take their greedy RQ code when free, else walk their beam-ranked
 candidate codes (by final residual) and take the first free one, never touching existing items or the grid.
 """
@@ -102,6 +105,17 @@ def assign_unique_codes(codes: np.ndarray, last_dists: np.ndarray, codebook_size
     if count_collisions(out):
         raise AssertionError("collision-free assignment left collisions")  # internal invariant
     return AssignmentResult(out, sizes, collisions_before, moved, bool(overflow))
+
+
+def with_item_id_level(codes: np.ndarray, codebook_sizes: list[int], first_id: int = 0) -> AssignmentResult:
+    """Append an item-id level to greedy RQ codes ``[N, L]``: item ``i`` gets index ``first_id + i`` there.
+
+    Every code is unique through its last level, so no item is moved and RQ prefixes may be shared.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    ids = np.arange(first_id, first_id + len(codes), dtype=np.int64)[:, None]
+    return AssignmentResult(np.concatenate([codes, ids], axis=1), [*codebook_sizes, first_id + len(codes)],
+                            count_collisions(codes), 0, False)
 
 
 def assign_cold_start(

@@ -80,6 +80,13 @@ class TokenizerConfig:
                           "MLP on a busy machine."},
     )
     # --- assignment
+    item_id_level: bool = field(
+        default=False,
+        metadata={"help": "Append a last level holding each item's own index (one token per item): the RQ levels "
+                          "stay semantic and may be shared, and every item gets its own input and output "
+                          "embedding (SASRec-like per-item capacity for torso and tail items). Costs one "
+                          "vocabulary token per item; replaces collision-free reassignment."},
+    )
     cold_start_beam: int = field(
         default=64, metadata={"help": "Candidate codes searched per cold-start item before giving up."}
     )

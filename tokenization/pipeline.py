@@ -18,7 +18,7 @@ import torch
 from recdata.config import config_to_dict
 from recdata.errors import UserError
 from recdata.io import atomic_write_json
-from tokenization.collisions import assign_unique_codes
+from tokenization.collisions import assign_unique_codes, with_item_id_level
 from tokenization.config import TokenizerConfig
 from tokenization.item_tokenizer import ItemTokenizer
 from tokenization.report import build_report, save_report
@@ -53,7 +53,10 @@ def fit_item_tokenizer(
     train_s = time.perf_counter() - start
     model = result.model
     raw, last_dists = encode_with_distances(model, vectors)
-    assignment = assign_unique_codes(raw, last_dists, model.cfg.codebook_sizes)
+    if cfg.item_id_level:
+        assignment = with_item_id_level(raw, list(model.cfg.codebook_sizes))
+    else:
+        assignment = assign_unique_codes(raw, last_dists, model.cfg.codebook_sizes)
     tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     tok = ItemTokenizer.from_codes(
         item_ids,
@@ -62,13 +65,13 @@ def fit_item_tokenizer(
         tensors=tensors,
         model_config=model.cfg.to_dict(),
         meta={"align_weight": cfg.align_weight, "embedding_dim": int(vectors.shape[1]),
-              "cold_start_beam": cfg.cold_start_beam},
+              "cold_start_beam": cfg.cold_start_beam, "item_id_level": bool(cfg.item_id_level)},
     )
     final = result.history[-1] if result.history else {}
     report = build_report(
         model, vectors, raw, assignment,
         extra={"train_seconds": round(train_s, 2), "dead_code_resets": result.resets, "final_losses": final,
-               "content_hash": tok.content_hash},
+               "content_hash": tok.content_hash, "item_id_level": bool(cfg.item_id_level)},
     )
     logger.info(
         "tokenizer: %d items, sizes %s, level-1 usage %.1f%%, collisions %d -> %d (%d moved), recon %.4g",
@@ -85,7 +88,7 @@ def warn_degenerate(vectors: np.ndarray, tok: ItemTokenizer, report: dict[str, A
     n = len(tok)
     distinct = len(np.unique(np.asarray(vectors), axis=0))
     collided = int(report["collisions_before"])
-    if collided and (report.get("disambiguation_level") or collided * 10 > n or distinct < n):
+    if collided and not report.get("item_id_level") and (report.get("disambiguation_level") or collided * 10 > n or distinct < n):
         logger.warning(
             "%d of %d items shared a full RQ code with another item and were moved%s; the embeddings hold only %d "
             "distinct vectors: check the embedding source (identical texts, a constant file)", collided, n,

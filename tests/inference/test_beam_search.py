@@ -126,3 +126,26 @@ def test_bad_arguments_raise(coded, prompts):
         constrained_beam_search(model, input_ids, right_padded, trie, num_beams=2)
     with pytest.raises(ValueError, match="exclude has 1 rows"):
         constrained_beam_search(model, input_ids, mask, trie, num_beams=2, exclude=[[]])
+
+
+@pytest.mark.parametrize("architecture", ["llama", "phi", "gpt2"])
+def test_item_id_level_tries_with_shared_prefixes_reproduce_brute_force(architecture, prompts):
+    """A last level with one token per item (prefixes shared by many items) decodes exactly like any other grid."""
+    from tests.conftest import build_tiny_hf_tokenizer, build_tiny_llama
+    from tests.inference.conftest import tiny_decoder
+    from tokenization import ItemTokenizer
+
+    hf_tok = build_tiny_hf_tokenizer()
+    item_ids = [f"item{i}" for i in range(10)]
+    prefixes = np.array([[i % 2, (i // 2) % 2] for i in range(10)], dtype=np.int64)  # 4 prefixes, up to 3 items each
+    item_tok = ItemTokenizer.from_codes(item_ids, np.concatenate([prefixes, np.arange(10)[:, None]], 1), [2, 2, 10])
+    item_tok.add_to_tokenizer(hf_tok)
+    model = tiny_decoder(architecture, len(hf_tok), build_tiny_llama(len(hf_tok)))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    model, trie, token_ids, input_ids, mask = _setup((model.eval(), hf_tok, item_tok), prompts)
+    out = constrained_beam_search(model, input_ids, mask, trie, num_beams=trie.num_items)
+    brute = sequence_log_probs(model, input_ids, mask, token_ids)
+    for row in range(len(prompts)):
+        assert sorted(out.items[row].tolist()) == list(range(10))
+        _assert_same_ranking(out.items[row], out.scores[row], brute[row])

@@ -134,3 +134,27 @@ def test_cold_start_without_free_code_raises():
     assert len(full) == np.prod(tok.codebook_sizes)
     with pytest.raises(ValueError, match="no free code for cold-start item 'extra'"):
         full.assign_new_items(["extra"], x[63:64], beam=16)
+
+
+def test_item_id_level_keeps_greedy_prefixes_and_gives_each_item_its_own_last_token(tmp_path):
+    x = _clusters(150)
+    x[1] = x[0]  # identical vectors share the whole RQ code; the id level still separates them
+    ids = [str(i) for i in range(150)]
+    tok, rep = fit_item_tokenizer(ids, x, _cfg(item_id_level=True))
+    greedy = tok.rqvae().encode_codes(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(tok.codes[:, :3], greedy)  # nothing moved
+    np.testing.assert_array_equal(tok.codes[:, 3], np.arange(150))
+    assert tok.codebook_sizes == [8, 8, 8, 150] and tok.meta["item_id_level"] is True
+    assert rep["items_moved"] == 0 and rep["collisions_before"] >= 1 and rep["collisions_after"] == 0
+    assert tuple(tok.codes[0, :3]) == tuple(tok.codes[1, :3])
+    plain, _ = fit_item_tokenizer(ids, x, _cfg())
+    assert plain.meta["item_id_level"] is False and 150 not in plain.codebook_sizes  # default: reassignment
+
+    tok.save_pretrained(tmp_path / "t")
+    grown = type(tok).from_pretrained(tmp_path / "t").assign_new_items(["n0", "n1"], x[:2] + 0.01)
+    np.testing.assert_array_equal(grown.codes[:150], tok.codes)
+    assert grown.codebook_sizes == [8, 8, 8, 152]  # the id level grows at the end of the vocabulary
+    assert grown.codes[150:, 3].tolist() == [150, 151]
+    new_prefix = tok.rqvae().encode_codes(torch.from_numpy(x[:2] + 0.01)).numpy()
+    np.testing.assert_array_equal(grown.codes[150:, :3], new_prefix)
+    assert grown.code_tokens()[: len(tok.code_tokens())] == tok.code_tokens()  # existing token ids stay valid
