@@ -91,7 +91,8 @@ def ablations(run_cfg: RunConfig, spec_path: str, until: str, only: set[str]) ->
     variants = spec.get("variants") or []
     if not variants:
         raise ValueError(f"{spec_path}: no `variants:` list")
-    base = apply_overrides(run_cfg, budget)  # the base run everything reuses
+    # every variant reuses the base variant's run (also when --only leaves `base` out of this invocation)
+    base = apply_overrides(run_cfg, budget, name=f"{run_cfg.name}__base")
     rows, baselines = [], None
     for variant in variants:
         name = str(variant["name"])
