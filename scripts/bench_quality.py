@@ -7,7 +7,7 @@
 Every row: leave-one-out test targets, full ranking over the catalogue, the same split, exclude_history for every
 recommender, overall and by target popularity (head / torso / tail). Ablation variants are the config plus
 ``section.key: value`` overrides (and the file's shared ``budget``), run in ``<runs_dir>/<name>__<variant>``
-after hard-linking the base run's finished stages, so only the stages a lever changes re-run. The seed sweep sets
+after hard-linking the base run's (or a ``from:`` variant's) finished stages, so only the stages a lever changes re-run. The seed sweep sets
 ``embeddings.sasrec_seed``, ``tokenizer.rq_seed``, ``tasks.seed`` and ``train.seed`` to each seed (so SASRec run i
 pairs with ours run i), reports mean +- std and a paired bootstrap 95% interval of ours - SASRec over the same
 users (per seed pair, and over the per-user mean across seeds). Writes ``--out`` JSON + a Markdown twin.
@@ -100,7 +100,9 @@ def ablations(run_cfg: RunConfig, spec_path: str, until: str, only: set[str]) ->
             continue
         cfg = apply_overrides(base, dict(variant.get("set") or {}), name=f"{run_cfg.name}__{name}")
         logger.info("variant %s: %s", name, variant.get("set"))
-        result = run_and_read(cfg, base, until)  # reuse the base run's (or the base variant's) finished stages
+        # reuse the finished stages of the base variant, or of the variant named by `from:` (evaluate-only rows)
+        seed = apply_overrides(base, {}, name=f"{run_cfg.name}__{variant['from']}") if variant.get("from") else base
+        result = run_and_read(cfg, seed, until)
         if name == "base":
             base = cfg
         ours = result["metrics"]["alignrec"]
@@ -163,7 +165,8 @@ def seeds(run_cfg: RunConfig, seed_list: list[int], until: str) -> tuple[dict, s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config")
-    parser.add_argument("--ablations", default=None, help="YAML with `budget:` overrides and `variants:` [{name, set, note}]")
+    parser.add_argument("--ablations", default=None,
+                        help="YAML with `budget:` overrides and `variants:` [{name, set, note, from}]")
     parser.add_argument("--only", default="", help="comma-separated variant names to run (default all)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 42,43,44")
     parser.add_argument("--runs_dir", default=None, help="where variant runs go (default the config's runs_dir)")
