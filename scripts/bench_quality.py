@@ -7,7 +7,8 @@
 Every row: leave-one-out test targets, full ranking over the catalogue, the same split, exclude_history for every
 recommender, overall and by target popularity (head / torso / tail). Ablation variants are the config plus
 ``section.key: value`` overrides (and the file's shared ``budget``), run in ``<runs_dir>/<name>__<variant>``
-after hard-linking the base run's (or a ``from:`` variant's) finished stages, so only the stages a lever changes re-run. The seed sweep sets
+after hard-linking the base run's (or a ``from:`` variant's) finished stages, so only the stages a lever changes
+re-run. The seed sweep sets
 ``embeddings.sasrec_seed``, ``tokenizer.rq_seed``, ``tasks.seed`` and ``train.seed`` to each seed (so SASRec run i
 pairs with ours run i), reports mean +- std and a paired bootstrap 95% interval of ours - SASRec over the same
 users (per seed pair, and over the per-user mean across seeds). Writes ``--out`` JSON + a Markdown twin.
