@@ -34,11 +34,13 @@ from inference.evaluate import load_per_user  # noqa: E402
 from inference.significance import paired_bootstrap, seed_summary  # noqa: E402
 from recdata.config import load_yaml  # noqa: E402
 from recdata.io import atomic_write_json, atomic_write_text  # noqa: E402
+from trainer.callbacks import read_metrics  # noqa: E402
 
 logger = logging.getLogger("bench_quality")
 METRICS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in (1, 5, 10, 20)]
 SHORT = ["recall@10", "ndcg@10", "recall@20", "ndcg@20"]
 BUCKETS = ("head", "torso", "tail")
+VALID_METRIC = "eval_ranking_ndcg@10"  # ranking validation on valid users during training (never test)
 SEED_KEYS = ("embeddings.sasrec_seed", "tokenizer.rq_seed", "tasks.seed", "train.seed")
 
 
@@ -62,8 +64,11 @@ def row_of(report: dict[str, Any]) -> dict[str, Any]:
 def train_info(result: dict[str, Any]) -> dict[str, Any]:
     train = result["stages"].get("train", {})
     evaluate = result["stages"].get("evaluate", {})
+    ranking = [r[VALID_METRIC] for r in read_metrics(Path(result["run_dir"]) / "train" / "model" / "metrics.jsonl")
+               if VALID_METRIC in r]
     return {"train_seconds": round(train.get("seconds", 0.0), 1), "evaluate_seconds": round(evaluate.get("seconds", 0.0), 1),
-            "train_ran_here": train.get("started") is not None}
+            "train_ran_here": train.get("started") is not None,
+            "valid:ndcg@10": max(ranking) if ranking else None}  # the selected checkpoint's: choose rows by this
 
 
 def fmt(value: Any) -> str:
@@ -109,7 +114,7 @@ def ablations(run_cfg: RunConfig, spec_path: str, until: str, only: set[str]) ->
         ours = result["metrics"]["alignrec"]
         rows.append({"variant": name, "lever": variant.get("note", ""), **row_of(ours), **train_info(result)})
         baselines = baselines or {k: row_of(v) for k, v in result["metrics"].items() if k != "alignrec"}
-    cols = ["variant", "lever", *SHORT, *[f"{b}:{m}" for b in BUCKETS for m in ("recall@10", "ndcg@10")],
+    cols = ["variant", "lever", "valid:ndcg@10", *SHORT, *[f"{b}:{m}" for b in BUCKETS for m in ("recall@10", "ndcg@10")],
             "coverage@20", "train_seconds", "evaluate_seconds"]
     md = [f"# Ablations: {run_cfg.name} ({spec_path})", "", f"Shared budget: {budget or 'none'}", "", *table(rows, cols), "",
           "Baselines on the same split:", "",
