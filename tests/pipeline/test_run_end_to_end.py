@@ -50,13 +50,18 @@ def _run_config(tmp_path, model_dir) -> dict:
     }
 
 
-@pytest.fixture
-def tiny_run(tmp_path, tiny_chat_tokenizer):
+def tiny_run_config(tmp_path, tokenizer) -> dict:
+    """Tiny LC-Rec data and a saved tiny Llama (with ``tokenizer``) under ``tmp_path``, and a run config over them."""
     _write_lcrec(tmp_path / "data")
     model_dir = tmp_path / "tiny-llama"
-    build_tiny_llama(len(tiny_chat_tokenizer)).save_pretrained(model_dir)
-    tiny_chat_tokenizer.save_pretrained(model_dir)
-    config = _run_config(tmp_path, model_dir)
+    build_tiny_llama(len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return _run_config(tmp_path, model_dir)
+
+
+@pytest.fixture
+def tiny_run(tmp_path, tiny_chat_tokenizer):
+    config = tiny_run_config(tmp_path, tiny_chat_tokenizer)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     return path, config, tmp_path / "runs" / "tiny"

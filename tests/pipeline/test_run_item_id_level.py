@@ -8,18 +8,13 @@ import numpy as np
 import yaml
 
 from alignrec.cli import main as alignrec_main
-from tests.conftest import build_tiny_llama
-from tests.pipeline.test_run_end_to_end import NUM_ITEMS, NUM_USERS, _run_config, _write_lcrec
+from tests.pipeline.test_run_end_to_end import NUM_ITEMS, NUM_USERS, tiny_run_config
 
 
 def test_run_with_an_item_id_level_and_cold_items(tmp_path, tiny_chat_tokenizer):
     from tokenization import ItemTokenizer
 
-    _write_lcrec(tmp_path / "data")
-    model_dir = tmp_path / "tiny-llama"
-    build_tiny_llama(len(tiny_chat_tokenizer)).save_pretrained(model_dir)
-    tiny_chat_tokenizer.save_pretrained(model_dir)
-    config = _run_config(tmp_path, model_dir)
+    config = tiny_run_config(tmp_path, tiny_chat_tokenizer)
     config["data"]["cold_item_fraction"] = 0.2
     config["tokenizer"].update(num_levels=1, codebook_size=4, item_id_level=True)
     config["evaluate"]["exclude_history"] = True

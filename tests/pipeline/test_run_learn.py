@@ -7,16 +7,12 @@ import json
 import yaml
 
 from alignrec.cli import main as alignrec_main
-from tests.conftest import build_tiny_llama
-from tests.pipeline.test_run_end_to_end import NUM_USERS, _run_config, _write_lcrec
+from tests.pipeline.test_run_end_to_end import NUM_USERS, tiny_run_config
 
 
 def test_run_with_learn_source_and_cold_items(tmp_path, tiny_chat_tokenizer):
-    _write_lcrec(tmp_path / "data")
-    model_dir = tmp_path / "tiny-llama"
-    build_tiny_llama(len(tiny_chat_tokenizer)).save_pretrained(model_dir)
-    tiny_chat_tokenizer.save_pretrained(model_dir)
-    config = _run_config(tmp_path, model_dir)
+    config = tiny_run_config(tmp_path, tiny_chat_tokenizer)
+    model_dir = config["train"]["model_name_or_path"]
     config["data"]["cold_item_fraction"] = 0.2
     config["embeddings"] = {"source": "learn", "text_encoder": "llm", "llm_dir": str(model_dir), "text_max_length": 32,
                             "learn_dim": 16, "learn_heads": 1, "learn_layers": 1, "learn_epochs": 3, "learn_patience": 3,
