@@ -68,7 +68,8 @@ def train_info(result: dict[str, Any]) -> dict[str, Any]:
                if VALID_METRIC in r]
     return {"train_seconds": round(train.get("seconds", 0.0), 1), "evaluate_seconds": round(evaluate.get("seconds", 0.0), 1),
             "train_ran_here": train.get("started") is not None,
-            "valid:ndcg@10": max(ranking) if ranking else None}  # the selected checkpoint's: choose rows by this
+            # best validation NDCG@10 = the selected checkpoint's (load_best_model_at_end); rows are chosen by it
+            "valid:ndcg@10": max(ranking) if ranking else None}
 
 
 def fmt(value: Any) -> str:

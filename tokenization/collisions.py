@@ -15,6 +15,7 @@ level holding the item's own index makes the code unique.
 
 Cold-start items (``assign_cold_start``) take their greedy RQ code when free, else walk their beam-ranked
 candidate codes (by final residual) and take the first free one, never touching existing items or the grid.
+With an item-id level (``assign_cold_start_with_ids``) they keep their greedy RQ code and extend the id level.
 """
 
 from __future__ import annotations
@@ -118,6 +119,24 @@ def with_item_id_level(codes: np.ndarray, codebook_sizes: list[int], first_id: i
                             count_collisions(codes), 0, False)
 
 
+def _new_item_vectors(model: Any, embeddings: np.ndarray, count: int) -> torch.Tensor:
+    """``[count, in_dim]`` float32 vectors of new items on the RQ-VAE's device (``ValueError`` on a bad shape)."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    in_dim = model.cfg.in_dim
+    if embeddings.ndim != 2 or embeddings.shape != (count, in_dim):
+        raise ValueError(f"cold-start embeddings must be [{count}, {in_dim}], got {embeddings.shape}")
+    return torch.from_numpy(embeddings).to(next(model.parameters()).device)
+
+
+@torch.no_grad()
+def assign_cold_start_with_ids(model: Any, codebook_sizes: list[int], embeddings: np.ndarray,
+                               item_ids: list[str]) -> AssignmentResult:
+    """Item-id level: new items keep their greedy RQ code and take the ids after the last one; the id level
+    grows by one per item (appended last in the vocabulary, so existing token ids stay valid)."""
+    prefix = model.encode_codes(_new_item_vectors(model, embeddings, len(item_ids))).cpu().numpy()
+    return with_item_id_level(prefix, list(codebook_sizes[:-1]), first_id=codebook_sizes[-1])
+
+
 def assign_cold_start(
     model: Any,
     existing_codes: np.ndarray,
@@ -131,10 +150,7 @@ def assign_cold_start(
     With a disambiguation level, a candidate RQ code is free while some index of that level is unused.
     Raises when no candidate within ``beam`` is free: retrain the tokenizer then (the grid would have to grow).
     """
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    in_dim = model.cfg.in_dim
-    if embeddings.ndim != 2 or embeddings.shape != (len(item_ids), in_dim):
-        raise ValueError(f"cold-start embeddings must be [{len(item_ids)}, {in_dim}], got {embeddings.shape}")
+    x = _new_item_vectors(model, embeddings, len(item_ids))
     lq = model.num_levels
     has_extra = len(codebook_sizes) == lq + 1
     if len(codebook_sizes) not in (lq, lq + 1):
@@ -144,8 +160,6 @@ def assign_cold_start(
     if has_extra:
         for row in taken:
             used_extra[row[:-1]].add(row[-1])
-    device = next(model.parameters()).device
-    x = torch.from_numpy(embeddings).to(device)
     greedy = model.encode_codes(x).cpu().tolist()  # [M, Lq]: what training-time encoding would give
     cands = model.beam_codes(x, beam)[0].cpu().tolist()  # [M, K, Lq]
     out = np.zeros((len(item_ids), len(codebook_sizes)), dtype=np.int64)

@@ -285,7 +285,7 @@ class ItemTokenizer:
         With an item-id level, new items keep their greedy RQ code and the id level grows by one token per new
         item (appended last, so existing token ids stay valid; a trained model needs those rows added).
         """
-        from tokenization.collisions import assign_cold_start
+        from tokenization.collisions import assign_cold_start, assign_cold_start_with_ids
 
         new_ids = [str(i) for i in item_ids]
         clash = [i for i in new_ids if i in self._row]
@@ -294,8 +294,9 @@ class ItemTokenizer:
         if len(set(new_ids)) != len(new_ids):
             raise UserError("cold-start item ids must be unique")
         sizes = list(self.codebook_sizes)
-        if self.meta.get("item_id_level"):  # greedy RQ prefix + the next free item ids; the id level grows
-            new_codes, sizes = self._new_items_with_ids(embeddings, len(new_ids))
+        if self.meta.get("item_id_level"):
+            grown = assign_cold_start_with_ids(self.rqvae(), self.codebook_sizes, embeddings, new_ids)
+            new_codes, sizes = grown.codes, grown.codebook_sizes
         else:
             beam = beam or int(self.meta.get("cold_start_beam", 64))
             new_codes = assign_cold_start(self.rqvae(), self.codes, self.codebook_sizes, embeddings, new_ids, beam)
@@ -307,19 +308,6 @@ class ItemTokenizer:
             model_config=self.model_config,
             meta={**self.meta, "cold_start_items": int(self.meta.get("cold_start_items", 0)) + len(new_ids)},
         )
-
-    def _new_items_with_ids(self, embeddings: np.ndarray, count: int) -> tuple[np.ndarray, list[int]]:
-        """Item-id level: new items keep their greedy RQ code and take ids after the largest one."""
-        from tokenization.collisions import with_item_id_level
-
-        model = self.rqvae()
-        x = np.asarray(embeddings, dtype=np.float32)
-        if x.shape != (count, model.cfg.in_dim):
-            raise UserError(f"cold-start embeddings must be [{count}, {model.cfg.in_dim}], got {x.shape}")
-        with torch.no_grad():
-            prefix = model.encode_codes(torch.from_numpy(x)).cpu().numpy()
-        result = with_item_id_level(prefix, self.codebook_sizes[:-1], first_id=self.codebook_sizes[-1])
-        return result.codes, result.codebook_sizes
 
     # ---- persistence ----------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> Path:
