@@ -54,21 +54,16 @@ def _run_assign(args, argv: list[str]) -> int:
 
 
 def run_assign(cfg: AssignCodesArgs) -> dict:
-    import numpy as np
-
-    from recdata.errors import InputFileError, UserError
+    from recdata.errors import UserError
     from recdata.io import atomic_write_json
     from recdata.outputs import claim_output_dir
-    from tokenization.embeddings import read_id_list
+    from tokenization.embeddings import load_embeddings_dir, read_id_list
     from tokenization.item_tokenizer import ItemTokenizer
 
     emb_dir = Path(cfg.embeddings_dir)
-    for name in ("vectors.npy", "item_ids.json"):
-        if not (emb_dir / name).is_file():
-            raise InputFileError(f"{emb_dir / name} does not exist; write the folder with `alignrec embed`")
+    embeddings = load_embeddings_dir(emb_dir)
     tok = ItemTokenizer.from_pretrained(cfg.tokenizer_dir)
-    ids = [str(i) for i in json.loads((emb_dir / "item_ids.json").read_text())]
-    vectors = np.load(emb_dir / "vectors.npy")
+    ids, vectors = embeddings.item_ids, embeddings.vectors
     row_of = {item: row for row, item in enumerate(ids)}
     if cfg.item_ids:
         wanted = read_id_list(cfg.item_ids)

@@ -235,7 +235,11 @@ def setup_model(args: ModelArguments, item_tokenizer, dtype: torch.dtype, seed: 
     torch.manual_seed(seed)
     model = load_base_model(args, dtype, tok)
     ids = add_code_tokens(model, tok, item_tokenizer)
-    if args.model_init == "scratch":
+    if args.model_init == "scratch" and args.scratch_code_rows == "item_vectors":
+        from trainer.scratch_rows import init_scratch_code_rows
+
+        row_init = init_scratch_code_rows(model, ids, item_tokenizer, args.item_vectors_dir)
+    elif args.model_init == "scratch":
         row_init = "random"
     else:
         row_init = init_code_rows(model, ids, item_tokenizer, args.new_rows_init, args.new_rows_noise, seed)

@@ -235,16 +235,6 @@ def _train_learn_stage(ctx: StageContext, cfg: Any, split: Any, summary: dict[st
     return learn
 
 
-def load_stage_embeddings(stage_dir: Path):
-    import numpy as np
-
-    from tokenization.embeddings import ItemEmbeddings
-
-    ids = json.loads((stage_dir / "item_ids.json").read_text())
-    meta = json.loads((stage_dir / "meta.json").read_text())
-    return ItemEmbeddings(ids, np.load(stage_dir / "vectors.npy"), meta)
-
-
 # ---- tokenizer ---------------------------------------------------------------------------------------------
 def _tokenizer_classes():
     from tokenization.config import TokenizerConfig
@@ -259,8 +249,10 @@ def run_tokenizer(ctx: StageContext) -> dict[str, Any]:
     (cfg,) = _build(_tokenizer_classes(), ctx.config, {}, "tokenizer")
     emb_section = ctx.run_config.sections.get("embeddings", {})
     (emb_cfg,) = _build(_embedding_classes(), emb_section, _embedding_injected(ctx, emb_section), "embeddings")
+    from tokenization.embeddings import load_embeddings_dir
+
     split = SplitDataset.load(ctx.upstream("data") / "split")
-    embeddings = load_stage_embeddings(ctx.upstream("embeddings"))
+    embeddings = load_embeddings_dir(ctx.upstream("embeddings"))
     build_item_tokenizer(cfg, split, ctx.out_dir / "item_tokenizer", emb_cfg, embeddings=embeddings)
     report = json.loads((ctx.out_dir / "item_tokenizer" / "report.json").read_text())
     levels = report.get("levels") or []
@@ -352,6 +344,8 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
         "item_tokenizer_dir": str(ctx.upstream("tokenizer") / "item_tokenizer"),
         "output_dir": str(ctx.out_dir / "model"),
     }
+    if section.get("scratch_code_rows") == "item_vectors":  # the vectors the tokenizer read (in its key already)
+        injected["item_vectors_dir"] = str(ctx.upstream("embeddings"))
     from trainer.config import parse_train_config
 
     cmd, seconds, _ = launch_trainer(ctx, "train", section, injected, "train_config.yaml", parse_train_config,
@@ -587,7 +581,7 @@ INJECTED_KEYS = {
     "data": ("output_dir",),
     "knowledge": ("split_dir", "out_dir"),
     "tasks": TASK_INJECTED,
-    "train": ("dataset_dir", "item_tokenizer_dir", "output_dir"),
+    "train": ("dataset_dir", "item_tokenizer_dir", "output_dir", "item_vectors_dir"),
     "preference": PREFERENCE_INJECTED,
     "evaluate": ("model_dir", "split_dir", "out_dir"),
     "cache": ("split_dir", "out_dir", "model_dir"),

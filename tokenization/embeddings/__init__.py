@@ -19,6 +19,7 @@ _EXPORTS = {
     "fuse_embeddings": "tokenization.embeddings.fusion",
     "l2_normalize": "tokenization.embeddings.fusion",
     "llm_text_targets": "tokenization.embeddings.text",
+    "load_embeddings_dir": "tokenization.embeddings.vectors",
     "load_user_embeddings": "tokenization.embeddings.user_provided",
     "mean_pool_hidden": "tokenization.embeddings.text",
     "model_identity": "tokenization.embeddings.cache",

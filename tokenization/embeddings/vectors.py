@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recdata.errors import UserError
+from recdata.errors import InputFileError, UserError
+
+VECTORS_FILE, IDS_FILE, META_FILE = "vectors.npy", "item_ids.json", "meta.json"
 
 
 def overflowing_rows(vectors: np.ndarray) -> np.ndarray:
@@ -64,3 +68,16 @@ class ItemEmbeddings:
             )
         rows = np.array([index[i] for i in item_ids], dtype=np.int64)
         return ItemEmbeddings(list(item_ids), self.vectors[rows], dict(self.meta))
+
+
+def load_embeddings_dir(folder: str | Path) -> ItemEmbeddings:
+    """The ``vectors.npy`` + ``item_ids.json`` (+ optional ``meta.json``) folder that the embeddings stage and
+    ``alignrec embed`` write."""
+    folder = Path(folder)
+    for name in (VECTORS_FILE, IDS_FILE):
+        if not (folder / name).is_file():
+            raise InputFileError(f"{folder / name} does not exist; write the folder with `alignrec embed` "
+                                 "(or point at a run's embeddings stage)")
+    meta_file = folder / META_FILE
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    return ItemEmbeddings(json.loads((folder / IDS_FILE).read_text()), np.load(folder / VECTORS_FILE), meta)

@@ -1,0 +1,49 @@
+"""``alignrec run`` on the CPU path (a from-scratch Phi on codes only) with code rows started at the item vectors."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from alignrec.cli import main as alignrec_main
+from tests.pipeline.test_run_end_to_end import NUM_USERS, tiny_run_config
+
+
+def _scratch_config(tmp_path, tokenizer) -> dict:
+    config = tiny_run_config(tmp_path, tokenizer)
+    config["tokenizer"].update(num_levels=1, codebook_size=4, item_id_level=True)
+    config["tasks"]["weights"] = '{"seqrec_full": 1.0}'
+    train = {k: v for k, v in config["train"].items() if k != "model_name_or_path"}
+    train.update(model_init="scratch", tokenizer_name_or_path="codes_only", finetune_mode="full",
+                 scratch_architecture="phi", scratch_layers=1, scratch_hidden=16, scratch_heads=2,
+                 scratch_max_positions=64, max_length=64, scratch_code_rows="item_vectors")
+    config["train"] = train
+    config["evaluate"]["exclude_history"] = True
+    return config
+
+
+def test_scratch_run_starts_code_rows_at_the_runs_item_vectors(tmp_path, tiny_chat_tokenizer):
+    config = _scratch_config(tmp_path, tiny_chat_tokenizer)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert alignrec_main(["run", "--config", str(path), "--until", "evaluate"]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    model_dir = run_dir / "train" / "model"
+    resolved = json.loads((model_dir / "resolved_config.json").read_text())
+    assert resolved["rows_init"] == "item_vectors"
+    assert resolved["ModelArguments"]["item_vectors_dir"] == str(run_dir / "embeddings")  # the vectors the tokenizer read
+    metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["recommenders"]["alignrec"]
+    assert metrics["n_examples"] == NUM_USERS and metrics["invalid_rate"] == 0.0
+
+
+def test_the_pipeline_fills_item_vectors_dir_itself(tmp_path, tiny_chat_tokenizer, capsys):
+    config = _scratch_config(tmp_path, tiny_chat_tokenizer)
+    config["train"]["item_vectors_dir"] = str(tmp_path)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    capsys.readouterr()  # the fixture's own progress output
+    assert alignrec_main(["run", "--config", str(path)]) != 0
+    assert not (tmp_path / "runs" / "tiny" / "data").exists()  # refused before any stage ran
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "item_vectors_dir" in err[0] and "fills itself" in err[0]
