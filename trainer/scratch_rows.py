@@ -52,22 +52,24 @@ def content_code_rows(codes: np.ndarray, codebook_sizes: list[int], projected: n
 def init_scratch_code_rows(model, ids: list[int], item_tokenizer, vectors_dir: str) -> str:
     """Fill the code rows of a random model from ``vectors_dir`` (``vectors.npy`` + ``item_ids.json``)."""
     from tokenization.embeddings import load_embeddings_dir
+    from trainer.model_setup import gathered, is_tied
 
     if not vectors_dir:
         raise UserError("scratch_code_rows=item_vectors needs item_vectors_dir (a folder with vectors.npy + "
                         "item_ids.json, e.g. a run's embeddings stage)")
     embeddings = load_embeddings_dir(vectors_dir).reorder(list(item_tokenizer.item_ids), source=vectors_dir)
-    weight = model.get_input_embeddings().weight  # [V, d]; tied output head follows
-    first, n = ids[0], len(ids)
-    random_rows = weight[first:first + n].detach()
-    projected = project_to_width(embeddings.vectors, weight.shape[1], float(random_rows.std()))
-    rows = content_code_rows(np.asarray(item_tokenizer.codes), list(item_tokenizer.codebook_sizes), projected,
-                             random_rows)
+    weight = model.get_input_embeddings().weight  # [V, d]; a tied output head follows
+    width = model.get_input_embeddings().embedding_dim  # (weight.shape is empty under ZeRO-3)
     targets = [weight]
     out = model.get_output_embeddings()
-    if out is not None and out.weight is not weight:
+    if out is not None and not is_tied(model):
         targets.append(out.weight)
-    with torch.no_grad():
+    first, n = ids[0], len(ids)
+    with gathered(targets), torch.no_grad():
+        random_rows = weight[first:first + n].detach().float().clone()  # [n_codes, d]
+        projected = project_to_width(embeddings.vectors, width, float(random_rows.std()))
+        rows = content_code_rows(np.asarray(item_tokenizer.codes), list(item_tokenizer.codebook_sizes), projected,
+                                 random_rows)
         for target in targets:
             target[first:first + n] = rows.to(target.dtype)
     logger.info("code rows from %d item vectors (dim %d) in %s", len(embeddings.item_ids), embeddings.dim,

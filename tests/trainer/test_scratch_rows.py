@@ -55,7 +55,8 @@ def _scratch_args(**kw):
                           scratch_max_positions=32, **kw)
 
 
-def test_setup_model_starts_item_id_rows_at_the_item_vectors(tmp_path):
+@pytest.mark.parametrize("tied", [True, False])
+def test_setup_model_starts_item_id_rows_at_the_item_vectors(tmp_path, tied):
     from tokenization import ItemTokenizer
     from trainer.model_setup import setup_model
     from trainer.scratch_rows import content_code_rows, project_to_width
@@ -69,9 +70,9 @@ def test_setup_model_starts_item_id_rows_at_the_item_vectors(tmp_path):
     order = [5, 2, 0, 4, 1, 3]  # the folder's row order differs from the tokenizer's
     folder = _vectors_dir(tmp_path, [item_ids[i] for i in order], vectors[order])
 
-    plain = setup_model(_scratch_args(), itok, torch.float32, seed=0)
-    bundle = setup_model(_scratch_args(scratch_code_rows="item_vectors", item_vectors_dir=str(folder)), itok,
-                         torch.float32, seed=0)
+    plain = setup_model(_scratch_args(scratch_tie_embeddings=tied), itok, torch.float32, seed=0)
+    bundle = setup_model(_scratch_args(scratch_tie_embeddings=tied, scratch_code_rows="item_vectors",
+                                       item_vectors_dir=str(folder)), itok, torch.float32, seed=0)
     assert (plain.row_init, bundle.row_init) == ("random", "item_vectors")
     ids = bundle.code_token_ids
     random_rows = plain.model.get_input_embeddings().weight.detach()[ids]
@@ -80,7 +81,12 @@ def test_setup_model_starts_item_id_rows_at_the_item_vectors(tmp_path):
     torch.testing.assert_close(weight[ids], expected)
     torch.testing.assert_close(weight[: ids[0]], plain.model.get_input_embeddings().weight.detach()[: ids[0]])
     torch.testing.assert_close(weight[ids[2 + 4]], weight[ids[2 + 1]])  # same content, same start
-    torch.testing.assert_close(bundle.model.get_output_embeddings().weight.detach(), weight)  # tied head follows
+    head = bundle.model.get_output_embeddings().weight.detach()
+    if tied:
+        assert head.data_ptr() == weight.data_ptr()  # the tied head is the same storage
+    else:  # an untied head gets the same content rows; its other rows stay the random ones
+        torch.testing.assert_close(head[ids], expected)
+        torch.testing.assert_close(head[: ids[0]], plain.model.get_output_embeddings().weight.detach()[: ids[0]])
 
     with pytest.raises(UserError, match="1 missing"):
         missing = tmp_path / "short"
