@@ -244,13 +244,12 @@ def _tokenizer_classes():
 
 def run_tokenizer(ctx: StageContext) -> dict[str, Any]:
     from recdata import SplitDataset
+    from tokenization.embeddings import load_embeddings_dir
     from tokenization.pipeline import build_item_tokenizer
 
     (cfg,) = _build(_tokenizer_classes(), ctx.config, {}, "tokenizer")
     emb_section = ctx.run_config.sections.get("embeddings", {})
     (emb_cfg,) = _build(_embedding_classes(), emb_section, _embedding_injected(ctx, emb_section), "embeddings")
-    from tokenization.embeddings import load_embeddings_dir
-
     split = SplitDataset.load(ctx.upstream("data") / "split")
     embeddings = load_embeddings_dir(ctx.upstream("embeddings"))
     build_item_tokenizer(cfg, split, ctx.out_dir / "item_tokenizer", emb_cfg, embeddings=embeddings)
