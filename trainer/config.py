@@ -20,8 +20,8 @@ logger = logging.getLogger(__name__)
 MODEL_INITS = ("pretrained", "scratch")
 SCRATCH_ARCHITECTURES = ("llama", "phi", "gpt2")
 FINETUNE_MODES = ("lora", "qlora", "full")
-ROW_INITS = ("auto", "codebook", "mean")
-SCRATCH_CODE_ROWS = ("random", "item_vectors")
+ROW_INITS = ("auto", "codebook", "mean", "item_vectors", "random")
+SCRATCH_ROW_INITS = ("auto", "item_vectors", "random")  # codebook / mean describe a pretrained vocabulary
 ROW_TRAINING = ("trainable_tokens", "modules_to_save")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -67,18 +67,6 @@ class ModelArguments:
     scratch_intermediate: int = field(default=0, metadata={"help": "scratch: MLP width; 0 = 4 * scratch_hidden."})
     scratch_max_positions: int = field(default=1024, metadata={"help": "scratch: longest sequence (RoPE table)."})
     scratch_tie_embeddings: bool = field(default=True, metadata={"help": "scratch: tie input and output embeddings."})
-    scratch_code_rows: str = field(
-        default="random",
-        metadata={"help": "scratch: how the code-token rows start. random: the model's init. item_vectors: each "
-                  "code's row is the mean of its items' vectors (item_vectors_dir), PCA-projected to "
-                  "scratch_hidden at the init scale, so rarely seen items start near their content neighbours.",
-                  "choices": list(SCRATCH_CODE_ROWS)},
-    )
-    item_vectors_dir: str = field(
-        default="",
-        metadata={"help": "scratch_code_rows=item_vectors: folder with vectors.npy + item_ids.json (the embeddings "
-                  "stage or `alignrec embed`; the pipeline fills it with the run's embeddings stage)."},
-    )
     finetune_mode: str = field(
         default="lora",
         metadata={"help": "lora | qlora (bitsandbytes 4-bit nf4 base, also on CPU) | full (every weight).",
@@ -95,8 +83,16 @@ class ModelArguments:
         default="auto",
         metadata={"help": "How the code-token rows start. codebook: the ItemTokenizer's codebook vectors through "
                   "its alignment projection (error if it has none). mean: mean of existing rows + small noise. "
-                  "auto: codebook when available and of the model's width, else mean (logged).",
+                  "item_vectors: each code's row is the mean of its items' vectors (item_vectors_dir), "
+                  "PCA-projected to the model width at the scale of the rows they join, so rarely seen items start "
+                  "near their content neighbours. random: the model's own init (scratch). auto: scratch -> random; "
+                  "pretrained -> codebook when available and of the model's width, else mean (logged).",
                   "choices": list(ROW_INITS)},
+    )
+    item_vectors_dir: str = field(
+        default="",
+        metadata={"help": "new_rows_init=item_vectors: folder with vectors.npy + item_ids.json (the embeddings "
+                  "stage or `alignrec embed`; the pipeline fills it with the run's embeddings stage)."},
     )
     new_rows_noise: float = field(
         default=0.1, metadata={"help": "mean init: noise std as a fraction of the existing rows' std."}
@@ -120,10 +116,9 @@ class ModelArguments:
                 f"(got {self.finetune_mode!r})"
             )
         _check_choice("scratch_architecture", self.scratch_architecture, SCRATCH_ARCHITECTURES)
-        _check_choice("scratch_code_rows", self.scratch_code_rows, SCRATCH_CODE_ROWS)
-        if self.scratch_code_rows == "item_vectors" and self.model_init != "scratch":
-            raise ValueError("scratch_code_rows=item_vectors is for model_init=scratch; a pretrained model's code "
-                             "rows follow new_rows_init")
+        if self.model_init == "scratch" and self.new_rows_init not in SCRATCH_ROW_INITS:
+            raise ValueError(f"new_rows_init={self.new_rows_init} describes a pretrained vocabulary; a scratch "
+                             f"model takes one of {', '.join(SCRATCH_ROW_INITS)}")
         if not 0.0 <= self.scratch_dropout < 1.0:
             raise ValueError(f"scratch_dropout must be in [0, 1), got {self.scratch_dropout}")
         if self.scratch_hidden % self.scratch_heads:

@@ -173,6 +173,19 @@ def init_code_rows(model, ids: list[int], item_tokenizer, mode: str, noise: floa
     return used
 
 
+def start_code_rows(model, ids: list[int], item_tokenizer, args: ModelArguments, seed: int = 0) -> str:
+    """Apply ``args.new_rows_init`` to the code rows; returns the init actually used."""
+    mode = args.new_rows_init
+    if mode == "random" or (mode == "auto" and args.model_init == "scratch"):
+        return "random"  # the rows keep the model's own init (scratch) or the resize's
+    if mode == "item_vectors":
+        from trainer.item_vector_rows import init_item_vector_rows
+
+        return init_item_vector_rows(model, ids, item_tokenizer, args.item_vectors_dir,
+                                     pretrained=args.model_init != "scratch", noise=args.new_rows_noise, seed=seed)
+    return init_code_rows(model, ids, item_tokenizer, mode, args.new_rows_noise, seed)
+
+
 def _fill_rows(targets: list, first: int, n: int, vectors: torch.Tensor | None, noise: float,
                gen: torch.Generator) -> None:
     for weight in targets:
@@ -235,14 +248,7 @@ def setup_model(args: ModelArguments, item_tokenizer, dtype: torch.dtype, seed: 
     torch.manual_seed(seed)
     model = load_base_model(args, dtype, tok)
     ids = add_code_tokens(model, tok, item_tokenizer)
-    if args.model_init == "scratch" and args.scratch_code_rows == "item_vectors":
-        from trainer.scratch_rows import init_scratch_code_rows
-
-        row_init = init_scratch_code_rows(model, ids, item_tokenizer, args.item_vectors_dir)
-    elif args.model_init == "scratch":
-        row_init = "random"
-    else:
-        row_init = init_code_rows(model, ids, item_tokenizer, args.new_rows_init, args.new_rows_noise, seed)
+    row_init = start_code_rows(model, ids, item_tokenizer, args, seed)
     model.config.pad_token_id = tok.pad_token_id
     logger.info("code tokens at ids %d..%d (%d), rows init: %s", ids[0], ids[-1], len(ids), row_init)
     rows = model.get_input_embeddings().num_embeddings

@@ -343,7 +343,7 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
         "item_tokenizer_dir": str(ctx.upstream("tokenizer") / "item_tokenizer"),
         "output_dir": str(ctx.out_dir / "model"),
     }
-    if section.get("scratch_code_rows") == "item_vectors":  # the vectors the tokenizer read (in its key already)
+    if section.get("new_rows_init") == "item_vectors":  # the vectors the tokenizer read (in its key already)
         injected["item_vectors_dir"] = str(ctx.upstream("embeddings"))
     from trainer.config import parse_train_config
 

@@ -17,7 +17,7 @@ def _scratch_config(tmp_path, tokenizer) -> dict:
     train = {k: v for k, v in config["train"].items() if k != "model_name_or_path"}
     train.update(model_init="scratch", tokenizer_name_or_path="codes_only", finetune_mode="full",
                  scratch_architecture="phi", scratch_layers=1, scratch_hidden=16, scratch_heads=2,
-                 scratch_max_positions=64, max_length=64, scratch_code_rows="item_vectors")
+                 scratch_max_positions=64, max_length=64, new_rows_init="item_vectors")
     config["train"] = train
     config["evaluate"]["exclude_history"] = True
     return config
