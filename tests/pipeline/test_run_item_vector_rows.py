@@ -1,4 +1,5 @@
-"""``alignrec run`` on the CPU path (a from-scratch Phi on codes only) with code rows started at the item vectors."""
+"""``alignrec run`` with code rows started at the item vectors: the CPU path (a from-scratch Phi on codes only) and
+the demo's path (a pretrained LLM with LoRA, item-id level)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,19 @@ def test_scratch_run_starts_code_rows_at_the_runs_item_vectors(tmp_path, tiny_ch
     assert resolved["ModelArguments"]["item_vectors_dir"] == str(run_dir / "embeddings")  # the vectors the tokenizer read
     metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["recommenders"]["alignrec"]
     assert metrics["n_examples"] == NUM_USERS and metrics["invalid_rate"] == 0.0
+
+
+def test_lora_run_starts_the_llms_code_rows_at_the_runs_item_vectors(tmp_path, tiny_chat_tokenizer):
+    config = tiny_run_config(tmp_path, tiny_chat_tokenizer)
+    config["tokenizer"].update(num_levels=1, codebook_size=4, item_id_level=True)
+    config["train"]["new_rows_init"] = "item_vectors"
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert alignrec_main(["run", "--config", str(path), "--until", "train"]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    resolved = json.loads((run_dir / "train" / "model" / "resolved_config.json").read_text())
+    assert resolved["rows_init"] == "item_vectors" and resolved["ModelArguments"]["finetune_mode"] == "lora"
+    assert resolved["ModelArguments"]["item_vectors_dir"] == str(run_dir / "embeddings")
 
 
 def test_the_pipeline_fills_item_vectors_dir_itself(tmp_path, tiny_chat_tokenizer, capsys):
