@@ -55,13 +55,14 @@ def content_code_rows(codes: np.ndarray, codebook_sizes: list[int], projected: n
 def _reference(weight: torch.Tensor, first: int, n: int, pretrained: bool,
                gen: torch.Generator, noise: float) -> tuple[torch.Tensor, float, torch.Tensor]:
     """(centre ``[d]``, entry scale, fallback rows ``[n, d]``) of the rows the code rows join."""
+    from trainer.model_setup import mean_start_rows
+
     if not pretrained:  # a random model: its own init of these rows is the scale and the fallback
         rows = weight[first:first + n].detach().float().clone()
         return torch.zeros(rows.shape[1]), float(rows.std()), rows
     old = weight[:first].detach().float()  # [V_old, d]: the LLM's own vocabulary
-    centre, std = old.mean(dim=0), old.std(dim=0)
-    fallback = centre + torch.randn(n, old.shape[1], generator=gen) * std * noise  # as new_rows_init=mean
-    return centre, float((old - centre).std()), fallback
+    centre = old.mean(dim=0)
+    return centre, float((old - centre).std()), mean_start_rows(old, n, noise, gen)
 
 
 def init_item_vector_rows(model, ids: list[int], item_tokenizer, vectors_dir: str, pretrained: bool,
@@ -69,24 +70,22 @@ def init_item_vector_rows(model, ids: list[int], item_tokenizer, vectors_dir: st
     """Fill the code rows of the input (and untied output) embeddings from ``vectors_dir``
     (``vectors.npy`` + ``item_ids.json``); each matrix gets the rows at its own scale."""
     from tokenization.embeddings import load_embeddings_dir
-    from trainer.model_setup import gathered, is_tied
+    from trainer.model_setup import code_row_matrices, gathered
 
     if not vectors_dir:
         raise UserError("new_rows_init=item_vectors needs item_vectors_dir (a folder with vectors.npy + "
                         "item_ids.json, e.g. a run's embeddings stage)")
     embeddings = load_embeddings_dir(vectors_dir).reorder(list(item_tokenizer.item_ids), source=vectors_dir)
     width = model.get_input_embeddings().embedding_dim  # (weight.shape is empty under ZeRO-3)
-    targets = [model.get_input_embeddings().weight]  # [V, d]; a tied output head follows
-    out = model.get_output_embeddings()
-    if out is not None and not is_tied(model):
-        targets.append(out.weight)
+    unit = project_to_width(embeddings.vectors, width, 1.0)  # one SVD; each matrix rescales it
+    targets = code_row_matrices(model)
     first, n = ids[0], len(ids)
     gen = torch.Generator().manual_seed(seed)
     codes, sizes = np.asarray(item_tokenizer.codes), list(item_tokenizer.codebook_sizes)
     with gathered(targets), torch.no_grad():
         for target in targets:
             centre, scale, fallback = _reference(target, first, n, pretrained, gen, noise)
-            projected = project_to_width(embeddings.vectors, width, scale) + centre.numpy()
+            projected = unit * scale + centre.numpy()
             target[first:first + n] = content_code_rows(codes, sizes, projected, fallback).to(target.dtype)
     logger.info("code rows from %d item vectors (dim %d) in %s", len(embeddings.item_ids), embeddings.dim,
                 vectors_dir)

@@ -148,7 +148,6 @@ def check_zero3_rows(args: ModelArguments) -> None:
 @torch.no_grad()
 def init_code_rows(model, ids: list[int], item_tokenizer, mode: str, noise: float, seed: int = 0) -> str:
     """Fill the new rows of the input (and untied output) embeddings; returns the init actually used."""
-    emb = model.get_input_embeddings().weight  # [V, d]
     width = model.get_input_embeddings().embedding_dim  # (weight.shape is empty under ZeRO-3)
     first = ids[0]
     gen = torch.Generator().manual_seed(seed)
@@ -164,10 +163,7 @@ def init_code_rows(model, ids: list[int], item_tokenizer, mode: str, noise: floa
         raise ValueError("new_rows_init=codebook but the ItemTokenizer has no alignment projection "
                          "(trained without the alignment loss); use new_rows_init=mean or auto")
     used = "codebook" if vectors is not None else "mean"
-    targets = [emb]
-    out = model.get_output_embeddings()
-    if out is not None and not is_tied(model):
-        targets.append(out.weight)
+    targets = code_row_matrices(model)
     with gathered(targets):
         _fill_rows(targets, first, len(ids), vectors, noise, gen)
     return used
@@ -186,18 +182,35 @@ def start_code_rows(model, ids: list[int], item_tokenizer, args: ModelArguments,
     return init_code_rows(model, ids, item_tokenizer, mode, args.new_rows_noise, seed)
 
 
+def code_row_matrices(model) -> list:
+    """The weights that hold code rows: the input embeddings and an untied output head (a tied one follows)."""
+    targets = [model.get_input_embeddings().weight]
+    out = model.get_output_embeddings()
+    if out is not None and not is_tied(model):
+        targets.append(out.weight)
+    return targets
+
+
+def jitter_rows(old: torch.Tensor, n: int, noise: float, gen: torch.Generator) -> torch.Tensor:
+    """``[n, d]`` noise at ``noise`` x the existing rows' per-dimension std."""
+    return torch.randn(n, old.shape[1], generator=gen) * old.std(dim=0) * noise
+
+
+def mean_start_rows(old: torch.Tensor, n: int, noise: float, gen: torch.Generator) -> torch.Tensor:
+    """``new_rows_init=mean``: the existing rows' mean row + jitter (also the fallback of an unused code)."""
+    return old.mean(dim=0, keepdim=True) + jitter_rows(old, n, noise, gen)
+
+
 def _fill_rows(targets: list, first: int, n: int, vectors: torch.Tensor | None, noise: float,
                gen: torch.Generator) -> None:
     for weight in targets:
         old = weight[:first].float()  # [V_old, d]
-        std = old.std(dim=0)  # [d]
-        jitter = torch.randn(n, weight.shape[1], generator=gen) * std * noise  # [n_codes, d]
-        if vectors is not None:
+        if vectors is None:
+            rows = mean_start_rows(old, n, noise, gen)
+        else:
             rows = vectors.float().clone()
             zero = rows.abs().sum(dim=1) == 0  # disambiguation-level codes carry no content
-            rows[zero] = jitter[zero]
-        else:
-            rows = old.mean(dim=0, keepdim=True) + jitter
+            rows[zero] = jitter_rows(old, n, noise, gen)[zero]
         weight[first:first + n] = rows.to(weight.dtype)
 
 
