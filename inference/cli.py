@@ -94,7 +94,7 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
     from recdata import SplitDataset
     from recdata.errors import UserError
     from recdata.outputs import claim_output_dir
-    from trainer import load_for_inference
+    from trainer import load_for_inference, read_user_knowledge
 
     claim_output_dir(cfg.out_dir, "evaluate", inputs=[cfg.model_dir, cfg.split_dir], overwrite=cfg.overwrite)
     split = SplitDataset.load(cfg.split_dir)
@@ -118,7 +118,8 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
                         "or scenario_item_field")
     recommenders = {"alignrec": llm_recommender(model, hf_tokenizer, item_tokenizer, max_k, cfg.num_beams,
                                                 cfg.exclude_history, cfg.batch_size, **scenario_kw,
-                                                popularity_penalty=cfg.popularity_penalty, item_counts=popularity)}
+                                                popularity_penalty=cfg.popularity_penalty, item_counts=popularity,
+                                                user_knowledge=read_user_knowledge(cfg.model_dir))}
     recommenders.update(extra_recommenders or {})
     if cfg.popularity_baseline:
         recommenders["popularity"] = popularity_recommender(split, max_k, cfg.exclude_history)

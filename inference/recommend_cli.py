@@ -67,7 +67,7 @@ def recommend_for(cfg: RecommendArgs) -> dict:
     """{"history": [...], "recommendations": [{"rank", "item_id", "score", "title"}]} for ``cfg``."""
     from inference.recommender import llm_recommender
     from recdata import SplitDataset
-    from trainer import load_for_inference
+    from trainer import load_for_inference, read_user_knowledge
 
     split_dir = find_split_dir(cfg)
     split = SplitDataset.load(split_dir) if split_dir else None
@@ -98,7 +98,8 @@ def recommend_for(cfg: RecommendArgs) -> dict:
 
         counts = train_popularity(split)
     fn = llm_recommender(model, hf_tokenizer, item_tokenizer, cfg.k, cfg.num_beams, cfg.exclude_history, 1,
-                         popularity_penalty=cfg.popularity_penalty, item_counts=counts)
+                         popularity_penalty=cfg.popularity_penalty, item_counts=counts,
+                         user_knowledge=read_user_knowledge(cfg.model_dir))
     (ranked,) = fn([cfg.user or "adhoc"], [history])
     return {
         "user": cfg.user or None,

@@ -161,6 +161,7 @@ def llm_recommender(
     item_scenario: Mapping[str, str] | None = None,
     popularity_penalty: float = 0.0,
     item_counts: Mapping[str, float] | None = None,
+    user_knowledge: Mapping[str, str] | None = None,
 ) -> Any:
     """A ``recommend_fn(user_ids, histories)`` (the evaluation / cache interface) over ``recommend``.
 
@@ -175,6 +176,10 @@ def llm_recommender(
     ``popularity_penalty`` > 0 (with ``item_counts``, the training interactions per item) decodes with
     ``log p(item | user) - popularity_penalty * log p_train(item)`` at every depth of the beam: a model that
     learned the training marginal too well gives the long tail its beams back (choose it on valid users).
+
+    ``user_knowledge`` (``{user_id: text}``, ``trainer.read_user_knowledge(run)``): a model whose prompts carried
+    each user's knowledge text gets the same text in front of its prompt here (users without one: none, as in
+    training); ``prompt_fn`` then takes ``user_knowledge=``.
     """
     if scenario_prompts and (scenario_items is None or item_scenario is None):
         raise ValueError("scenario_prompts needs scenario_items (the target scenario) and item_scenario (history tags)")
@@ -185,6 +190,9 @@ def llm_recommender(
         raise ValueError("popularity_penalty needs item_counts (training interactions per item)")
     node_bias = popularity_prior_bias(trie, list(item_tokenizer.item_ids), item_counts or {}, popularity_penalty)
     catalogues = {name: list(items) for name, items in (scenario_items or {}).items()}
+
+    def knowledge(user_id: str) -> dict[str, str | None]:
+        return {"user_knowledge": user_knowledge.get(str(user_id))} if user_knowledge else {}
 
     def recommend_fn(user_ids: Sequence[str], histories: Sequence[Sequence[str]],
                      scenarios: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
@@ -202,9 +210,11 @@ def llm_recommender(
             from sft_tasks import seqrec_scenario_prompt
 
             prompts = [seqrec_scenario_prompt(list(h), [item_scenario.get(i, "") for i in h], s, item_tokenizer,
-                                              hf_tokenizer) for h, s in zip(histories, scenarios, strict=True)]
+                                              hf_tokenizer, **knowledge(u))
+                       for u, h, s in zip(user_ids, histories, scenarios, strict=True)]
         else:
-            prompts = [prompt_fn(list(h), item_tokenizer, hf_tokenizer) for h in histories]
+            prompts = [prompt_fn(list(h), item_tokenizer, hf_tokenizer, **knowledge(u))
+                       for u, h in zip(user_ids, histories, strict=True)]
         return recommend(model, hf_tokenizer, item_tokenizer, prompts, k, num_beams,
                          exclude=[list(h) for h in histories] if exclude_history else None,
                          batch_size=batch_size, trie=trie,

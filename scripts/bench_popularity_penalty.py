@@ -29,7 +29,7 @@ from inference.recommender import llm_recommender  # noqa: E402
 from inference.significance import paired_bootstrap, per_user_metric  # noqa: E402
 from recdata import SplitDataset  # noqa: E402
 from recdata.io import atomic_write_json, atomic_write_text  # noqa: E402
-from trainer import load_for_inference  # noqa: E402
+from trainer import load_for_inference, read_user_knowledge  # noqa: E402
 
 logger = logging.getLogger("bench_popularity_penalty")
 KS = (1, 5, 10, 20)
@@ -57,6 +57,7 @@ def main() -> int:
     run = Path(args.run_dir)
     split = SplitDataset.load(run / "data" / "split")
     model, hf_tok, item_tok = load_for_inference(run / "train" / "model", device="cpu")
+    knowledge = read_user_knowledge(run / "train" / "model")
     counts = train_popularity(split)
     catalogue = split.dataset.item_ids()
     valid = split.eval_examples("valid")
@@ -66,7 +67,8 @@ def main() -> int:
 
     def score(penalty: float, examples) -> dict:
         fn = llm_recommender(model, hf_tok, item_tok, max(KS), args.beams, True, args.batch_size,
-                             popularity_penalty=penalty, item_counts=counts)
+                             popularity_penalty=penalty, item_counts=counts,
+                             user_knowledge=knowledge)
         started = time.perf_counter()
         rep = evaluate_recommender(fn, examples, KS, catalogue, counts, batch_size=args.batch_size * 4,
                                    show_progress=False)

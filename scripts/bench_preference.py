@@ -74,10 +74,11 @@ def per_user(model_dir: Path, examples, beams: int, batch_size: int, cache: Path
         return {m: saved[m.replace("@", "_at_")] for m in METRICS}, float(saved["seconds"])
     from inference.metrics import ndcg_at_k, recall_at_k
     from inference.recommender import llm_recommender
-    from trainer import load_for_inference
+    from trainer import load_for_inference, read_user_knowledge
 
     model, tok, itok = load_for_inference(model_dir, device="cpu")
-    fn = llm_recommender(model, tok, itok, 10, beams, exclude_history=True, batch_size=batch_size)
+    fn = llm_recommender(model, tok, itok, 10, beams, exclude_history=True, batch_size=batch_size,
+                         user_knowledge=read_user_knowledge(model_dir))
     out = {m: [] for m in METRICS}
     started = time.perf_counter()
     for start in range(0, len(examples), batch_size * 4):

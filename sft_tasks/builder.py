@@ -14,7 +14,7 @@ from recdata import SplitDataset, atomic_write_json, config_to_dict
 from recdata.outputs import staged_output_dir
 from sft_tasks.base import ListTask, TaskMixture
 from sft_tasks.config import TaskConfig
-from sft_tasks.context import TaskContext
+from sft_tasks.context import USER_KNOWLEDGE_FILE, TaskContext
 from sft_tasks.item_tasks import build_code2item, build_item2code
 from sft_tasks.negatives import build_binary, build_choice, build_preference, make_sampler
 from sft_tasks.queries import build_query2item
@@ -39,6 +39,8 @@ class TaskBuild:
     datasets: datasets.DatasetDict
     preference: datasets.Dataset | None
     info: dict[str, Any] = field(default_factory=dict)
+    # {user_id: text} the seqrec prompts carry (TaskConfig.user_knowledge_dir); the trained model keeps a copy
+    user_knowledge: dict[str, str] = field(default_factory=dict)
 
 
 def _build_task(name: str, ctx: TaskContext, info: dict[str, Any]) -> ListTask:
@@ -80,7 +82,8 @@ def build_tasks(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_to
         info["preference"] = {"pairs": len(preference), "negatives_by_prefix_level": dict(sorted(sampler.level_counts.items())),
                               "negative_shortfall": sampler.shortfall}
     info["build_seconds"] = round(time.perf_counter() - start, 2)
-    return TaskBuild(dsd, preference, info)
+    info["user_knowledge_users"] = len(ctx.user_knowledge)
+    return TaskBuild(dsd, preference, info, ctx.user_knowledge)
 
 
 def build_task_datasets(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_tokenizer: Any) -> datasets.DatasetDict:
@@ -109,7 +112,8 @@ def compute_stats(build: TaskBuild, item_tokenizer: Any, hf_tokenizer: Any, samp
 
 def save_task_build(build: TaskBuild, out_dir: str | Path, stats: dict[str, Any], configs: tuple = (),
                     inputs: tuple = (), overwrite: bool = False) -> Path:
-    """Atomically write the DatasetDict (``out_dir`` root), ``preference/``, ``stats.json``, the config.
+    """Atomically write the DatasetDict (``out_dir`` root), ``preference/``, ``stats.json``, the config and
+    ``user_knowledge.json`` (the prompts' user texts, when built with them).
 
     ``out_dir`` is claimed with ``recdata.outputs.staged_output_dir``: never one of ``inputs``, never a foreign
     folder unless ``overwrite``, and files the build does not write are kept.
@@ -121,5 +125,7 @@ def save_task_build(build: TaskBuild, out_dir: str | Path, stats: dict[str, Any]
             build.preference.save_to_disk(str(tmp / PREFERENCE_DIR))
         atomic_write_json(tmp / "stats.json", stats)
         atomic_write_json(tmp / "resolved_config.json", config_to_dict(*configs))
+        if build.user_knowledge:
+            atomic_write_json(tmp / USER_KNOWLEDGE_FILE, build.user_knowledge)
     logger.info("wrote %s (train %d, validation %d)", out_dir, len(build.datasets["train"]), len(build.datasets["validation"]))
     return out_dir

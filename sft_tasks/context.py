@@ -30,11 +30,19 @@ class Window:
     target_scenario: str = ""
 
 
+USER_KNOWLEDGE_FILE = "user_knowledge.json"  # the prompt texts a build used; the trained model keeps a copy
+
+
 def load_user_knowledge(knowledge_dir: str) -> dict[str, str]:
     """``{user_id: text}`` from an `alignrec knowledge extract` folder (public API of the knowledge stage)."""
     from alignrec.knowledge import read_knowledge
 
     return read_knowledge(knowledge_dir, "user")
+
+
+def user_knowledge_texts(knowledge_dir: str, words: int) -> dict[str, str]:
+    """``{user_id: text cut to words}``: exactly what the seqrec prompts put in front (empty texts dropped)."""
+    return {user: clip_words(text, words) for user, text in load_user_knowledge(knowledge_dir).items() if text}
 
 
 def clip_words(text: str, limit: int) -> str:
@@ -91,12 +99,12 @@ class TaskContext:
             labels = [scens for _, _, scens in split.train_scenario_sequences()]
         self.windows = sliding_windows(self.train_sequences, self.max_history, labels)
         self.popularity = Counter(i for _, items in self.train_sequences for i in items)
-        self.user_knowledge = load_user_knowledge(cfg.user_knowledge_dir) if cfg.user_knowledge_dir else {}
+        self.user_knowledge = (user_knowledge_texts(cfg.user_knowledge_dir, cfg.user_knowledge_words)
+                               if cfg.user_knowledge_dir else {})
 
     def knowledge(self, user_id: str) -> str | None:
         """The user's (training-part) knowledge text cut to ``user_knowledge_words``; None when off or unknown."""
-        text = self.user_knowledge.get(user_id)
-        return clip_words(text, self.cfg.user_knowledge_words) if text else None
+        return self.user_knowledge.get(user_id)
 
     def templates(self, task: str) -> list[str]:
         options = TEMPLATES[task]

@@ -37,7 +37,7 @@ def build_validation_preference(ctx: TaskContext, sampler) -> datasets.Dataset:
     index = ctx.cfg.validation_template_index
     rows: dict[str, list[str]] = {c: [] for c in PREFERENCE_FEATURES}
     for user, history, target in zip(examples["user_id"], examples["history"], examples["target"], strict=True):
-        prompt = ctx.format(seqrec_instruction(ctx.codes_text(history[-ctx.max_history:]), index))
+        prompt = ctx.format(seqrec_instruction(ctx.codes_text(history[-ctx.max_history:]), index, ctx.knowledge(user)))
         for negative in sampler.sample(target, ctx.user_train_items[user], ctx.cfg.preference_negatives, rng):
             rows["prompt"].append(prompt)
             rows["chosen"].append(ctx.code[target])

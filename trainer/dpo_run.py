@@ -22,7 +22,7 @@ from trainer.config import AlignRecTrainArguments, resolve_runtime
 from trainer.dpo_config import PreferenceArguments
 from trainer.dpo_model import REF_ADAPTER, SftStart, load_sft_run
 from trainer.dpo_trainer import AlignRecDPOTrainer
-from trainer.export import MANIFEST_FILE, merge_run, save_run
+from trainer.export import MANIFEST_FILE, merge_run, read_user_knowledge, save_run
 from trainer.launch import is_main_process
 from trainer.ranking_validation import RankingValidationCallback
 from trainer.train import RESOLVED_CONFIG_FILE, _guard_output_dir, _resolve_resume, selection_callbacks
@@ -137,7 +137,8 @@ def run_dpo(pref: PreferenceArguments, run_args: AlignRecTrainArguments, dpo: DP
         model.delete_adapter(REF_ADAPTER)  # the reference is the SFT run itself; the run folder keeps one adapter
     manifest = {**start.manifest, "preference": {"sft_run_dir": resolved["sft_run_dir"], "beta": dpo.beta,
                                                  "loss_type": list(dpo.loss_type), "train_pairs": len(trainer.train_dataset)}}
-    save_run(trainer, start.tokenizer, start.item_tokenizer, output_dir, manifest)
+    save_run(trainer, start.tokenizer, start.item_tokenizer, output_dir, manifest,
+             user_knowledge=read_user_knowledge(pref.sft_run_dir))
     if trainer.is_world_process_zero():
         if run_args.loss_curve:
             plot_loss_curve(output_dir / METRICS_FILE, output_dir / LOSS_CURVE_FILE)

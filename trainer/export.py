@@ -1,8 +1,9 @@
 """Final artefacts of a training run, the optional merged model, and ``load_for_inference`` with guards.
 
 A run folder holds the adapter (or full model), the HF tokenizer with code tokens, an ``item_tokenizer/``
-copy, ``resolved_config.json``, ``metrics.jsonl``, ``loss_curve.png`` and, written last, ``alignrec_train.json``
-(the manifest: what the weights expect). Loading checks the manifest against the ItemTokenizer's content hash
+copy, ``resolved_config.json``, ``metrics.jsonl``, ``loss_curve.png``, ``user_knowledge.json`` when the prompts
+carried user knowledge (the texts it trained on, so inference builds the same prompts) and, written last,
+``alignrec_train.json`` (the manifest: what the weights expect). Loading checks the manifest against the ItemTokenizer's content hash
 and the tokenizer's code-token ids, so a model is never paired with the wrong item index.
 """
 
@@ -18,6 +19,7 @@ import torch
 
 from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_path, atomic_write_json
+from sft_tasks.context import USER_KNOWLEDGE_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +68,46 @@ def check_code_ids(manifest: dict[str, Any], hf_tokenizer, item_tokenizer, where
     return ids
 
 
-def save_run(trainer, hf_tokenizer, item_tokenizer, output_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Weights (all ranks: ZeRO-3 gathers), then tokenizer, ItemTokenizer copy and manifest on rank 0."""
+def save_run(trainer, hf_tokenizer, item_tokenizer, output_dir: str | os.PathLike, manifest: dict[str, Any],
+             user_knowledge: dict[str, str] | None = None) -> None:
+    """Weights (all ranks: ZeRO-3 gathers), then tokenizer, ItemTokenizer copy, user knowledge and manifest on
+    rank 0. ``user_knowledge``: the ``{user_id: text}`` the prompts carried (the tasks' ``user_knowledge.json``)."""
     output_dir = Path(output_dir)
     trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
         hf_tokenizer.save_pretrained(output_dir)
         item_tokenizer.save_pretrained(output_dir / ITEM_TOKENIZER_DIR)
+        _write_user_knowledge(output_dir, manifest, user_knowledge)
         atomic_write_json(output_dir / MANIFEST_FILE, manifest)
     trainer.accelerator.wait_for_everyone()
+
+
+def _write_user_knowledge(folder: Path, manifest: dict[str, Any], user_knowledge: dict[str, str] | None) -> None:
+    manifest.pop("user_knowledge_file", None)
+    if user_knowledge:
+        atomic_write_json(folder / USER_KNOWLEDGE_FILE, user_knowledge)
+        manifest["user_knowledge_file"] = USER_KNOWLEDGE_FILE
+
+
+def read_user_knowledge(output_dir: str | os.PathLike) -> dict[str, str] | None:
+    """The ``{user_id: text}`` a run's prompts carried, or None for a run trained without user knowledge.
+
+    Every consumer of the weights (evaluation, the cache, DPO, merging) builds its prompts with it, so a model
+    trained on knowledge-prefixed prompts is never scored or served on bare ones."""
+    name = read_manifest(output_dir).get("user_knowledge_file")
+    if not name:
+        return None
+    path = Path(output_dir) / name
+    if not path.is_file():
+        raise InputFileError(f"{path} not found: the manifest of {output_dir} says its prompts carried user "
+                             "knowledge; copy the whole run folder")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_tasks_user_knowledge(dataset_dir: str | os.PathLike) -> dict[str, str] | None:
+    """The ``user_knowledge.json`` a tasks build wrote beside its DatasetDict (None when built without)."""
+    path = Path(dataset_dir) / USER_KNOWLEDGE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _default_device(device: str | torch.device | None) -> torch.device:
@@ -137,6 +170,8 @@ def merge_run(output_dir: str | os.PathLike, merged_dir: str | os.PathLike | Non
         model.save_pretrained(tmp)
         hf_tokenizer.save_pretrained(tmp)
         item_tokenizer.save_pretrained(tmp / ITEM_TOKENIZER_DIR)
-        atomic_write_json(tmp / MANIFEST_FILE, {**manifest, "kind": "full", "merged_from": str(output_dir)})
+        merged = {**manifest, "kind": "full", "merged_from": str(output_dir)}
+        _write_user_knowledge(tmp, merged, read_user_knowledge(output_dir))
+        atomic_write_json(tmp / MANIFEST_FILE, merged)
     logger.info("merged model written to %s", merged_dir)
     return merged_dir

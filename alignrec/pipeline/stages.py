@@ -428,12 +428,13 @@ def _sft_recommender(model_dir: Path, cfg: Any):
     from inference.popularity import train_popularity
     from inference.recommender import llm_recommender
     from recdata import SplitDataset
-    from trainer import load_for_inference
+    from trainer import load_for_inference, read_user_knowledge
 
     model, hf_tokenizer, item_tokenizer = load_for_inference(model_dir, device=cfg.device)
     counts = train_popularity(SplitDataset.load(cfg.split_dir)) if cfg.popularity_penalty else None
     return llm_recommender(model, hf_tokenizer, item_tokenizer, max(cfg.ks), cfg.num_beams, cfg.exclude_history,
-                           cfg.batch_size, popularity_penalty=cfg.popularity_penalty, item_counts=counts)
+                           cfg.batch_size, popularity_penalty=cfg.popularity_penalty, item_counts=counts,
+                           user_knowledge=read_user_knowledge(model_dir))
 
 
 def run_evaluate(ctx: StageContext) -> dict[str, Any]:
@@ -558,10 +559,12 @@ STAGES: list[Stage] = [
     Stage("embeddings", run_embeddings, ("data",), version=2, inputs=_embedding_inputs, extra_key=_knowledge_key),
     Stage("tokenizer", run_tokenizer, ("data", "embeddings"), inputs=_tokenizer_inputs),
     # version 2: validation rows carry user_id / history / target (ranking validation)
+    # knowledge_prompts 2 (runs with use_knowledge only): the build keeps its prompt texts for the model, and
+    # the preference pairs carry them too
     Stage("tasks", run_tasks, ("data", "tokenizer"), version=2, inputs=_tasks_inputs,
           extra_key=lambda section, run_cfg: {"hf_tokenizer": train_model_dir(run_cfg),
-                                              **({"knowledge": run_cfg.sections.get("knowledge", {})}
-                                                 if section.get("use_knowledge") else {})}),
+                                              **({"knowledge": run_cfg.sections.get("knowledge", {}),
+                                                  "knowledge_prompts": 2} if section.get("use_knowledge") else {})}),
     Stage("train", run_train, ("tasks", "tokenizer"), inputs=_train_inputs),
     Stage("preference", run_preference, ("data", "tokenizer", "tasks", "train"), inputs=_preference_inputs,
           enabled=lambda section, run_cfg: preference_enabled(run_cfg.sections)),

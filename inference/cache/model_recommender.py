@@ -61,7 +61,7 @@ def model_recommend_fn(
     a non-zero ``popularity_penalty`` reads the training counts of ``split_dir``.
     """
     from inference import llm_recommender
-    from trainer import load_for_inference
+    from trainer import load_for_inference, read_user_knowledge
 
     counts = None
     if popularity_penalty:
@@ -75,7 +75,8 @@ def model_recommend_fn(
     model, hf_tokenizer, item_tokenizer = load_for_inference(model_dir, device=device)
     fn = llm_recommender(model, hf_tokenizer, item_tokenizer, k=k, num_beams=num_beams,
                          exclude_history=exclude_history, batch_size=batch_size, **scenario_kw,
-                         popularity_penalty=popularity_penalty, item_counts=counts)
+                         popularity_penalty=popularity_penalty, item_counts=counts,
+                         user_knowledge=read_user_knowledge(model_dir))
     logger.info("cache recommender: %s (item tokenizer %s)", identity["adapter"] or identity["model"],
                 identity["item_tokenizer_hash"][:12])
     return fn, identity

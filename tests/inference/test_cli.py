@@ -29,6 +29,7 @@ def tiny_run(tiny_split, tiny_chat_tokenizer, tiny_llama, monkeypatch):
         return model, tiny_chat_tokenizer, item_tok
 
     monkeypatch.setattr(trainer, "load_for_inference", fake_load, raising=False)
+    monkeypatch.setattr(trainer, "read_user_knowledge", lambda output_dir: None, raising=False)  # no run folder
     return calls
 
 

@@ -60,6 +60,11 @@ def test_run_with_knowledge_source_end_to_end(tmp_path, tiny_chat_tokenizer, tin
     # the tasks read this run's user knowledge (its exact prompts: tests/sft_tasks/test_user_knowledge.py)
     tasks_cfg = json.loads((run_dir / "tasks" / "dataset" / "resolved_config.json").read_text())
     assert tasks_cfg["TaskConfig"]["user_knowledge_dir"] == str(run_dir / "knowledge" / "extract")
+    # the trained model keeps the texts its prompts carried, so evaluation and the cache prompt with them
+    from trainer import read_user_knowledge
+
+    kept = read_user_knowledge(run_dir / "train" / "model")
+    assert kept and kept == json.loads((run_dir / "tasks" / "dataset" / "user_knowledge.json").read_text())
     metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["recommenders"]
     assert {"alignrec", "sasrec", "sasrec+knowledge"} <= set(metrics)
     assert metrics["sasrec+knowledge"]["n_examples"] == NUM_USERS

@@ -37,3 +37,38 @@ def test_seqrec_prompts_carry_user_knowledge(tmp_path, tiny_split, tiny_item_tok
         expected = seqrec_prompt(list(history), tiny_item_tokenizer, tiny_hf_tokenizer,
                                  user_knowledge=ctx.knowledge(user))
         assert validation[row]["prompt"] == expected  # inference builds the same prompt
+
+
+def test_build_saves_the_prompt_texts_and_preference_pairs_carry_them(tmp_path, tiny_split, tiny_item_tokenizer,
+                                                                       tiny_hf_tokenizer):
+    from sft_tasks.builder import build_tasks, compute_stats, save_task_build
+    from sft_tasks.context import USER_KNOWLEDGE_FILE
+
+    cfg = TaskConfig(max_templates=1, queries_per_item=0, query_keywords=0, preference_negatives=1,
+                     user_knowledge_dir=str(_knowledge_dir(tmp_path)), user_knowledge_words=4)
+    build = build_tasks(cfg, tiny_split, tiny_item_tokenizer, tiny_hf_tokenizer)
+    # exactly the texts the prompts carry: cut to 4 words, users without knowledge absent
+    assert build.user_knowledge == {"u1": "likes lab glassware and ...", "u4": "one two three four ..."}
+    out = save_task_build(build, tmp_path / "tasks", compute_stats(build, tiny_item_tokenizer, tiny_hf_tokenizer))
+    assert json.loads((out / USER_KNOWLEDGE_FILE).read_text()) == build.user_knowledge
+    from sft_tasks.negatives import make_sampler
+    from sft_tasks.preference import build_validation_preference
+
+    ctx = TaskContext(cfg, tiny_split, tiny_item_tokenizer, tiny_hf_tokenizer)
+    for pairs in (build.preference, build_validation_preference(ctx, make_sampler(ctx))):  # DPO trains on both
+        for user, prompt in zip(pairs["user_id"], pairs["prompt"], strict=True):
+            text = build.user_knowledge.get(user)
+            assert ("About this user:" in prompt) == (text is not None)
+            assert text is None or f"About this user: {text}\n" in prompt
+        assert set(pairs["user_id"]) & set(build.user_knowledge)
+        assert set(pairs["user_id"]) - set(build.user_knowledge)  # users without knowledge: bare prompts
+
+
+def test_build_without_knowledge_writes_no_file(tmp_path, tiny_split, tiny_item_tokenizer, tiny_hf_tokenizer):
+    from sft_tasks.builder import build_tasks, compute_stats, save_task_build
+    from sft_tasks.context import USER_KNOWLEDGE_FILE
+
+    cfg = TaskConfig(max_templates=1, queries_per_item=0, query_keywords=0)
+    build = build_tasks(cfg, tiny_split, tiny_item_tokenizer, tiny_hf_tokenizer)
+    out = save_task_build(build, tmp_path / "tasks", compute_stats(build, tiny_item_tokenizer, tiny_hf_tokenizer))
+    assert build.user_knowledge == {} and not (out / USER_KNOWLEDGE_FILE).exists()
