@@ -3,8 +3,9 @@
 A run folder holds the adapter (or full model), the HF tokenizer with code tokens, an ``item_tokenizer/``
 copy, ``resolved_config.json``, ``metrics.jsonl``, ``loss_curve.png``, ``user_knowledge.json`` when the prompts
 carried user knowledge (the texts it trained on, so inference builds the same prompts) and, written last,
-``alignrec_train.json`` (the manifest: what the weights expect). Loading checks the manifest against the ItemTokenizer's content hash
-and the tokenizer's code-token ids, so a model is never paired with the wrong item index.
+``alignrec_train.json`` (the manifest: what the weights expect). Loading checks the manifest against the
+ItemTokenizer's content hash and the tokenizer's code-token ids, so a model is never paired with the wrong item
+index.
 """
 
 from __future__ import annotations
