@@ -40,7 +40,15 @@ def test_extract_errors_are_one_line(tmp_path, tiny_split, capsys):
     assert capsys.readouterr().err.strip().startswith("alignrec knowledge extract: error: max_items")
 
 
-def test_run_with_knowledge_source_end_to_end(tmp_path, tiny_chat_tokenizer, tiny_model_dir):
+def test_run_with_knowledge_source_end_to_end(tmp_path, tiny_chat_tokenizer, tiny_model_dir, monkeypatch):
+    from recdata.llm_generation import HFGenerator
+
+    real_call = HFGenerator.__call__
+
+    def answer_something(self, prompts):  # the random LLM's answers decode to "": keep real generation, give text
+        return [a.strip() or f"prefers group {len(p) % 5}" for a, p in zip(real_call(self, prompts), prompts, strict=True)]
+
+    monkeypatch.setattr(HFGenerator, "__call__", answer_something)
     _write_lcrec(tmp_path / "data")
     config = _run_config(tmp_path, tiny_model_dir)
     config["knowledge"] = {"llm_dir": str(tiny_model_dir), "mode": "collective", "item_clusters": 4,
@@ -65,6 +73,12 @@ def test_run_with_knowledge_source_end_to_end(tmp_path, tiny_chat_tokenizer, tin
 
     kept = read_user_knowledge(run_dir / "train" / "model")
     assert kept and kept == json.loads((run_dir / "tasks" / "dataset" / "user_knowledge.json").read_text())
+    assert len(kept) == NUM_USERS and all(kept.values())
+    from datasets import load_from_disk
+
+    train = load_from_disk(str(run_dir / "tasks" / "dataset"))["train"]
+    seqrec = [p for p, task in zip(train["prompt"], train["task"], strict=True) if task == "seqrec"]
+    assert seqrec and all("About this user: " in p for p in seqrec)  # every seqrec prompt carries it
     metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["recommenders"]
     assert {"alignrec", "sasrec", "sasrec+knowledge"} <= set(metrics)
     assert metrics["sasrec+knowledge"]["n_examples"] == NUM_USERS
