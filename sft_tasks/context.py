@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,12 @@ def load_user_knowledge(knowledge_dir: str) -> dict[str, str]:
     from alignrec.knowledge import read_knowledge
 
     return read_knowledge(knowledge_dir, "user")
+
+
+def read_build_user_knowledge(dataset_dir: str | Path) -> dict[str, str] | None:
+    """The ``user_knowledge.json`` a tasks build wrote beside its DatasetDict (None when built without)."""
+    path = Path(dataset_dir) / USER_KNOWLEDGE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def user_knowledge_texts(knowledge_dir: str, words: int) -> dict[str, str]:

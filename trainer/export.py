@@ -105,12 +105,6 @@ def read_user_knowledge(output_dir: str | os.PathLike) -> dict[str, str] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def read_tasks_user_knowledge(dataset_dir: str | os.PathLike) -> dict[str, str] | None:
-    """The ``user_knowledge.json`` a tasks build wrote beside its DatasetDict (None when built without)."""
-    path = Path(dataset_dir) / USER_KNOWLEDGE_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def _default_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

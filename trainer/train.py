@@ -11,6 +11,7 @@ from trl import SFTConfig
 
 from recdata.config import config_to_dict
 from recdata.io import atomic_write_json
+from sft_tasks.context import read_build_user_knowledge
 from trainer.callbacks import (
     LOSS_CURVE_FILE,
     METRICS_FILE,
@@ -19,7 +20,7 @@ from trainer.callbacks import (
     plot_loss_curve,
 )
 from trainer.config import AlignRecTrainArguments, DataArguments, ModelArguments, resolve_runtime
-from trainer.export import MANIFEST_FILE, build_manifest, merge_run, read_tasks_user_knowledge, save_run
+from trainer.export import MANIFEST_FILE, build_manifest, merge_run, save_run
 from trainer.launch import is_main_process
 from trainer.model_setup import model_dir, setup_model
 from trainer.ranking_validation import RankingValidationCallback, ranking_subset
@@ -167,7 +168,7 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
     manifest = build_manifest(kind, base, item_tokenizer, bundle.code_token_ids, bundle.embedding_rows,
                               {"finetune_mode": model_args.finetune_mode, "model_init": model_args.model_init})
     save_run(trainer, bundle.tokenizer, item_tokenizer, output_dir, manifest,
-             user_knowledge=read_tasks_user_knowledge(data_args.dataset_dir))
+             user_knowledge=read_build_user_knowledge(data_args.dataset_dir))
     if trainer.is_world_process_zero():
         if run_args.loss_curve:
             plot_loss_curve(output_dir / METRICS_FILE, output_dir / LOSS_CURVE_FILE)
