@@ -5,6 +5,11 @@ batch of left-padded prompts is prefilled once, the KV cache is expanded to the 
 step scores only the trie children of every beam of every row with one gather: ``log_softmax`` over the full
 vocabulary (so scores are true sequence log-probs), then top-k over ``beams x children`` per row. Beams with
 no valid continuation keep a ``-inf`` score and are dropped at the end, so an invalid item is never emitted.
+
+With an item head (``item_head_weight`` > 0, a model trained with ``trainer``'s flat item loss) the prefill's
+logits over the item-id tokens are a second, flat distribution over the catalogue; the search ranks by
+``log p(codes) + weight * log p_head(item)``, the head's term spread over the path (``item_head_bias``) so it
+steers every depth of the beam, not only the final list.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ def constrained_beam_search(
     exclude: Sequence[Sequence[int]] | None = None,
     allowed: Sequence[Sequence[int] | None] | None = None,
     node_bias: Sequence[torch.Tensor] | None = None,
+    item_head_weight: float = 0.0,
 ) -> BeamSearchOutput:
     """Top ``num_beams`` catalogue items per row of left-padded ``input_ids [batch, prompt_len]``.
 
@@ -49,7 +55,8 @@ def constrained_beam_search(
     unrestricted) lists the only item indices that row may return, e.g. a scenario's catalogue: a per-row mask
     over the trie, applied at every depth like the exclusion. ``node_bias[d]`` (``[nodes at depth d + 1]``, e.g.
     ``ItemTrie.popularity_bias``) is added to the score of every edge into a depth-``d + 1`` node, so it steers
-    the beam at every depth and the returned scores include it.
+    the beam at every depth and the returned scores include it. ``item_head_weight``: see the module docstring
+    (needs an item-id level: a last code token unique to each item).
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
@@ -84,6 +91,9 @@ def constrained_beam_search(
     )
     cache = out.past_key_values
     logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [batch, vocab]
+    head_bias = None
+    if item_head_weight:
+        head_bias = item_head_bias(trie, out.logits[:, -1].float(), item_head_weight)
     next_pos = position_ids[:, -1:] + 1  # [batch, 1]
 
     nodes = torch.zeros(batch, 1, dtype=torch.int64, device=device)  # [batch, states]: one root per row at first
@@ -101,6 +111,8 @@ def constrained_beam_search(
         step = logp.view(batch, states, -1).gather(-1, tokens)  # [batch, states, width]
         if node_bias is not None:
             step = step + node_bias[depth][child]
+        if head_bias is not None:  # [batch, n_{depth+1}] per-row edge scores
+            step = step + head_bias[depth].gather(1, child.view(batch, -1)).view_as(step)
         cand = (scores.unsqueeze(-1) + step).masked_fill(~valid, NEG_INF).view(batch, states * width)
         take = min(num_beams, states * width)
         scores, flat = cand.topk(take, dim=-1)  # [batch, take], best first
@@ -132,6 +144,32 @@ def constrained_beam_search(
     alive = torch.isfinite(scores)
     items = torch.where(alive, trie.leaf_item[nodes], torch.full_like(nodes, -1))
     return BeamSearchOutput(items=items.cpu(), scores=scores.cpu())
+
+
+def item_head_bias(trie: ItemTrie, logits: torch.Tensor, weight: float) -> list[torch.Tensor]:
+    """Per-depth, per-row edge scores that add ``weight * log p_head(item)`` along each item's path.
+
+    ``logits [batch, vocab]`` at the prompt's last position; ``p_head`` is their softmax over the items' last
+    tokens (the item-id level, what the flat item loss trained). A node's head score is the log-sum of its items'
+    probabilities, and the edge into node ``v`` (parent ``u``) gets ``weight * (S(v) - S(u))``: the sum along a
+    path telescopes to ``weight * log p_head(item)`` (the root's S is 0), and the beam sees the head's opinion of
+    a whole subtree at every depth. ``out[d]`` is ``[batch, nodes at depth d + 1]``.
+    """
+    leaf_tokens = trie.leaf_tokens()
+    head = torch.log_softmax(logits[:, leaf_tokens], dim=-1)  # [batch, items] in item-index order
+    batch = head.shape[0]
+    sums = [torch.zeros(batch, 1, device=head.device)]
+    for d in range(1, trie.code_len + 1):
+        nodes = trie.item_nodes[d].unsqueeze(0).expand(batch, -1)
+        peak = torch.full((batch, trie.num_nodes[d]), NEG_INF, device=head.device).scatter_reduce(
+            1, nodes, head, reduce="amax")
+        total = torch.zeros_like(peak).scatter_add_(1, nodes, (head - peak.gather(1, nodes)).exp())
+        sums.append(peak + total.log())
+    out = []
+    for d in range(1, trie.code_len + 1):
+        parent = trie.node_parents(d)  # [n_d] parent at depth d - 1
+        out.append(weight * (sums[d] - sums[d - 1][:, parent]))
+    return out
 
 
 def _reorder_generated(cache, src: torch.Tensor, depth: int) -> None:

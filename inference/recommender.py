@@ -73,6 +73,7 @@ def recommend(
     show_progress: bool = False,
     allowed: Sequence[Iterable[str] | None] | None = None,
     node_bias: Sequence[torch.Tensor] | None = None,
+    item_head_weight: float = 0.0,
 ) -> list[list[tuple[str, float]]]:
     """Top-``k`` (item_id, log-prob) per prompt, best first, from a trie-constrained beam search.
 
@@ -83,6 +84,8 @@ def recommend(
     catalogue items remain after exclusion or every other beam died; it never holds an invalid item.
     Prompts are batched by token length (less padding) and results returned in input order. ``node_bias``:
     per-depth edge scores added inside the search (``popularity_prior_bias``); the scores then include them.
+    ``item_head_weight``: fuse a model's flat item head (``constrained_beam_search``; the run's
+    ``trainer.read_item_head_weight``).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -125,7 +128,8 @@ def recommend(
             if exclude is not None:
                 excl = [[row_of[item] for item in exclude[i] if item in row_of] for i in idx]
             allow = [allowed_rows[i] for i in idx] if allowed_rows is not None else None
-            out = constrained_beam_search(model, input_ids, mask, trie, num_beams, excl, allow, node_bias)
+            out = constrained_beam_search(model, input_ids, mask, trie, num_beams, excl, allow, node_bias,
+                                          item_head_weight)
             for row, i in enumerate(idx):
                 pairs = zip(out.items[row, :k].tolist(), out.scores[row, :k].tolist(), strict=True)
                 results[i] = [(item_ids[item], score) for item, score in pairs if item >= 0]
@@ -162,6 +166,7 @@ def llm_recommender(
     popularity_penalty: float = 0.0,
     item_counts: Mapping[str, float] | None = None,
     user_knowledge: Mapping[str, str] | None = None,
+    item_head_weight: float = 0.0,
 ) -> Any:
     """A ``recommend_fn(user_ids, histories)`` (the evaluation / cache interface) over ``recommend``.
 
@@ -180,6 +185,9 @@ def llm_recommender(
     ``user_knowledge`` (``{user_id: text}``, ``trainer.read_user_knowledge(run)``): a model whose prompts carried
     each user's knowledge text gets the same text in front of its prompt here (users without one: none, as in
     training); ``prompt_fn`` then takes ``user_knowledge=``.
+
+    ``item_head_weight`` (``trainer.read_item_head_weight(run)``): a model trained with the flat item head ranks
+    by ``log p(codes) + weight * log p_head(item)``.
     """
     if scenario_prompts and (scenario_items is None or item_scenario is None):
         raise ValueError("scenario_prompts needs scenario_items (the target scenario) and item_scenario (history tags)")
@@ -219,6 +227,6 @@ def llm_recommender(
                          exclude=[list(h) for h in histories] if exclude_history else None,
                          batch_size=batch_size, trie=trie,
                          allowed=[catalogues[s] for s in scenarios] if scenarios is not None else None,
-                         node_bias=node_bias)
+                         node_bias=node_bias, item_head_weight=item_head_weight)
 
     return recommend_fn

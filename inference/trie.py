@@ -70,6 +70,8 @@ class ItemTrie:
         self.item_nodes[:, torch.from_numpy(order)] = torch.from_numpy(row_node)
         leaves_per_node = [np.bincount(row_node[d], minlength=self.num_nodes[d]) for d in range(code_len + 1)]
         self.leaf_count = [torch.from_numpy(c) for c in leaves_per_node]  # depth d: [n_d] items below each node
+        self.last_tokens = torch.from_numpy(ids[:, -1].copy())  # [N] each item's last token, item-index order
+        self.unique_last_tokens = bool(np.unique(ids[:, -1]).size == num_items)  # an item-id level
 
     # ---- lookups --------------------------------------------------------------------------------------
     def children(self, depth: int, nodes: torch.Tensor, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -150,6 +152,19 @@ class ItemTrie:
         keys = [torch.unique(row_arr * self.num_nodes[d] + self.item_nodes[d][item_arr]) for d in range(self.code_len + 1)]
         return restricted, keys
 
+    def node_parents(self, depth: int) -> torch.Tensor:
+        """``[n_depth]``: the depth ``depth - 1`` parent of every node at ``depth`` (>= 1)."""
+        parent = torch.zeros(self.num_nodes[depth], dtype=torch.int64, device=self.item_nodes.device)
+        parent[self.item_nodes[depth]] = self.item_nodes[depth - 1]
+        return parent
+
+    def leaf_tokens(self) -> torch.Tensor:
+        """``[N]``: each item's last token (item-index order); ``ValueError`` unless every item's is its own."""
+        if not self.unique_last_tokens:
+            raise ValueError("an item head needs a last code token unique to every item (tokenizer.item_id_level); "
+                             "this catalogue's items share last tokens")
+        return self.last_tokens
+
     def popularity_bias(self, item_weights: np.ndarray | torch.Tensor, strength: float) -> list[torch.Tensor]:
         """Per-depth additive scores that subtract ``strength * log(weight)`` of each item, spread over its path.
 
@@ -167,12 +182,8 @@ class ItemTrie:
         for d in range(self.code_len + 1):
             node_w = torch.zeros(self.num_nodes[d], dtype=torch.float64).index_add_(0, self.item_nodes[d], weights)
             log_w.append(node_w.log())
-        out = []
-        for d in range(1, self.code_len + 1):
-            parent = torch.zeros(self.num_nodes[d], dtype=torch.int64)
-            parent[self.item_nodes[d]] = self.item_nodes[d - 1]
-            out.append((-strength * (log_w[d] - log_w[d - 1][parent])).float())
-        return out
+        return [(-strength * (log_w[d] - log_w[d - 1][self.node_parents(d)])).float()
+                for d in range(1, self.code_len + 1)]
 
     def to(self, device: torch.device | str) -> ItemTrie:
         """This trie with its tensors on ``device`` (copies are cached, the trie itself is never mutated)."""
@@ -186,12 +197,14 @@ class ItemTrie:
             for name in ("offsets", "child_tokens", "edge_keys", "leaf_count"):
                 setattr(twin, name, [t.to(device) for t in getattr(self, name)])
             twin.leaf_item, twin.item_nodes = self.leaf_item.to(device), self.item_nodes.to(device)
+            twin.last_tokens = self.last_tokens.to(device)
             copies[device] = twin
         return copies[device]
 
     def nbytes(self) -> int:
         """Bytes held by the trie's tensors (proportional to the number of edges)."""
-        tensors = [*self.offsets, *self.child_tokens, *self.edge_keys, *self.leaf_count, self.leaf_item, self.item_nodes]
+        tensors = [*self.offsets, *self.child_tokens, *self.edge_keys, *self.leaf_count, self.leaf_item, self.item_nodes,
+                   self.last_tokens]
         return int(sum(t.numel() * t.element_size() for t in tensors))
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ _EXPORTS = {
     "parse_train_config": "trainer.config",
     "load_for_inference": "trainer.export",
     "merge_run": "trainer.export",
+    "read_item_head_weight": "trainer.item_head",
     "read_user_knowledge": "trainer.export",
     "setup_model": "trainer.model_setup",
     "run_sft": "trainer.train",

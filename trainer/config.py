@@ -186,6 +186,17 @@ class AlignRecTrainArguments:
                   "rows start far from where the tasks need them while LoRA wants small steps, so a short run "
                   "gives them their own, higher rate (same schedule)."},
     )
+    item_head_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the flat item-head loss (needs tokenizer.item_id_level): at every item boundary "
+                  "also predict the next item's own token by a softmax over the item-id tokens (SASRec's flat "
+                  "output in the same LM head, trainer/item_head.py); 0 = off."},
+    )
+    item_head_decode_weight: float = field(
+        default=1.0,
+        metadata={"help": "With an item head: decoding ranks by log p(codes) + this x log p_head(item) (ranking "
+                  "validation, and every consumer of the run through its manifest)."},
+    )
 
     max_train_seconds: float = field(
         default=0.0,
@@ -199,6 +210,8 @@ class AlignRecTrainArguments:
             raise ValueError(f"early_stopping_patience must be >= 0, got {self.early_stopping_patience}")
         if self.max_train_seconds < 0:
             raise ValueError(f"max_train_seconds must be >= 0 (0 = no limit), got {self.max_train_seconds}")
+        if self.item_head_weight < 0 or self.item_head_decode_weight < 0:
+            raise ValueError("item_head_weight and item_head_decode_weight must be >= 0")
         if self.code_rows_learning_rate < 0:
             raise ValueError(f"code_rows_learning_rate must be >= 0 (0 = learning_rate), got {self.code_rows_learning_rate}")
 

@@ -42,12 +42,14 @@ class RankingValidationCallback(TrainerCallback):
     """Adds ranking metrics to every evaluation (see module docstring). Call ``bind(trainer)`` once."""
 
     def __init__(self, examples: datasets.Dataset, item_tokenizer: Any, hf_tokenizer: Any, k: int = 10,
-                 num_beams: int = 20, exclude_history: bool = True, batch_size: int = 32) -> None:
+                 num_beams: int = 20, exclude_history: bool = True, batch_size: int = 32,
+                 item_head_weight: float = 0.0) -> None:
         self.prompts = list(examples["prompt"])
         self.histories = [list(h) for h in examples["history"]]
         self.targets = list(examples["target"])
         self.item_tokenizer, self.hf_tokenizer = item_tokenizer, hf_tokenizer
         self.k, self.num_beams, self.exclude_history, self.batch_size = k, num_beams, exclude_history, batch_size
+        self.item_head_weight = item_head_weight  # decode as the run will be decoded (a model with an item head)
         self.trainer = None
         self._last: tuple[int, dict[str, float]] | None = None  # (step, metrics): one search per evaluation step
 
@@ -60,7 +62,8 @@ class RankingValidationCallback(TrainerCallback):
 
         started = time.perf_counter()
         recs = recommend(model, self.hf_tokenizer, self.item_tokenizer, self.prompts, self.k, self.num_beams,
-                         exclude=self.histories if self.exclude_history else None, batch_size=self.batch_size)
+                         exclude=self.histories if self.exclude_history else None, batch_size=self.batch_size,
+                         item_head_weight=self.item_head_weight)
         ranked = [[item for item, _ in rec] for rec in recs]
         return {
             f"{METRIC_PREFIX}recall@{self.k}": float(np.mean([recall_at_k(r, t, self.k) for r, t in zip(ranked, self.targets, strict=True)])),

@@ -21,6 +21,7 @@ from trainer.callbacks import (
 )
 from trainer.config import AlignRecTrainArguments, DataArguments, ModelArguments, resolve_runtime
 from trainer.export import MANIFEST_FILE, build_manifest, merge_run, save_run
+from trainer.item_head import ItemHeadTargets, decode_item_head_weight, item_head_manifest
 from trainer.launch import is_main_process
 from trainer.model_setup import model_dir, setup_model
 from trainer.ranking_validation import RankingValidationCallback, ranking_subset
@@ -111,7 +112,8 @@ def selection_callbacks(data_args: DataArguments, run_args: AlignRecTrainArgumen
         subset = ranking_subset(validation, data_args.ranking_eval_users, sft.seed)
         callbacks.append(RankingValidationCallback(subset, item_tokenizer, hf_tokenizer,
                                                    num_beams=data_args.ranking_eval_beams,
-                                                   exclude_history=data_args.ranking_eval_exclude_history))
+                                                   exclude_history=data_args.ranking_eval_exclude_history,
+                                                   item_head_weight=decode_item_head_weight(run_args)))
     if run_args.early_stopping_patience:
         if not (sft.load_best_model_at_end and sft.metric_for_best_model):
             from recdata.errors import ConfigError
@@ -152,11 +154,15 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
             data_args.dataset_dir, data_args.item_tokenizer_dir, model_args.model_name_or_path])
         atomic_write_json(output_dir / RESOLVED_CONFIG_FILE, resolved)
     ranking = selection_callbacks(data_args, run_args, sft, validation, item_tokenizer, bundle.tokenizer)
+    item_head = None
+    if run_args.item_head_weight:
+        item_head = ItemHeadTargets.from_token_ids(item_tokenizer.item_token_ids(bundle.tokenizer), len(bundle.tokenizer))
     trainer = AlignRecSFTTrainer(
         model=bundle.model, args=sft, train_dataset=train,
         eval_dataset={data_args.eval_task or "validation": evalset} if evalset is not None else None,
         processing_class=bundle.tokenizer, peft_config=bundle.peft_config,
         code_rows_learning_rate=run_args.code_rows_learning_rate,
+        item_head=item_head, item_head_weight=run_args.item_head_weight,
         callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *ranking, *(extra_callbacks or []),
                    *([TimeLimitCallback(run_args.max_train_seconds)] if run_args.max_train_seconds else [])],
     )
@@ -166,7 +172,8 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
     trainer.train(resume_from_checkpoint=resume)
     kind = "full" if bundle.peft_config is None else "adapter"
     manifest = build_manifest(kind, base, item_tokenizer, bundle.code_token_ids, bundle.embedding_rows,
-                              {"finetune_mode": model_args.finetune_mode, "model_init": model_args.model_init})
+                              {"finetune_mode": model_args.finetune_mode, "model_init": model_args.model_init,
+                               **item_head_manifest(run_args)})
     save_run(trainer, bundle.tokenizer, item_tokenizer, output_dir, manifest,
              user_knowledge=read_build_user_knowledge(data_args.dataset_dir))
     if trainer.is_world_process_zero():

@@ -8,6 +8,8 @@
 2. Optimizer. ``code_rows_learning_rate`` puts the code-token rows in their own parameter group with that
    rate; the scheduler scales every group alike, and DeepSpeed (ZeRO-1/2/3 with the HF optimizer) keeps
    per-group rates.
+3. Item head. ``item_head`` (``trainer.item_head.ItemHeadTargets``) adds ``item_head_weight`` x the flat item
+   loss to the code loss; it needs the full logits, so the loss then comes from the model's own forward too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import torch
 from transformers import Trainer
 from trl import SFTTrainer
+
+from trainer.item_head import ItemHeadTargets, item_head_loss
 
 __all__ = ["AlignRecSFTTrainer", "code_row_parameters", "output_head_is_wrapped", "split_param_group"]
 
@@ -63,15 +67,34 @@ def split_param_group(optimizer: torch.optim.Optimizer, params: list[torch.nn.Pa
 
 
 class AlignRecSFTTrainer(SFTTrainer):
-    def __init__(self, *args, code_rows_learning_rate: float = 0.0, **kwargs) -> None:
+    def __init__(self, *args, code_rows_learning_rate: float = 0.0, item_head: ItemHeadTargets | None = None,
+                 item_head_weight: float = 0.0, **kwargs) -> None:
         self.code_rows_learning_rate = code_rows_learning_rate
+        if item_head_weight and item_head is None:
+            raise ValueError("item_head_weight needs item_head (the catalogue's code lookups)")
+        self.item_head, self.item_head_weight = item_head, item_head_weight
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.item_head_weight:
+            return self._loss_with_item_head(model, inputs, return_outputs, num_items_in_batch)
         if not output_head_is_wrapped(self.model):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs["use_cache"] = False
         return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    def _loss_with_item_head(self, model, inputs, return_outputs, num_items_in_batch):
+        inputs["use_cache"] = False
+        labels = inputs["labels"]
+        loss, outputs = Trainer.compute_loss(self, model, inputs, True, num_items_in_batch)
+        if self.item_head.leaf_tokens.device != labels.device:
+            self.item_head = self.item_head.to(labels.device)
+        head = item_head_loss(outputs.logits, labels, self.item_head)
+        if head is not None:
+            loss = loss + self.item_head_weight * head
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["item_head_loss"].append(float(head.detach()))  # averaged and logged by TRL
+        return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
         fresh = self.optimizer is None

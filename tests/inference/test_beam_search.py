@@ -131,21 +131,55 @@ def test_bad_arguments_raise(coded, prompts):
 @pytest.mark.parametrize("architecture", ["llama", "phi", "gpt2"])
 def test_item_id_level_tries_with_shared_prefixes_reproduce_brute_force(architecture, prompts):
     """A last level with one token per item (prefixes shared by many items) decodes exactly like any other grid."""
+    model, trie, token_ids, input_ids, mask = _setup(_item_id_model(architecture), prompts)
+    out = constrained_beam_search(model, input_ids, mask, trie, num_beams=trie.num_items)
+    brute = sequence_log_probs(model, input_ids, mask, token_ids)
+    for row in range(len(prompts)):
+        assert sorted(out.items[row].tolist()) == list(range(10))
+        _assert_same_ranking(out.items[row], out.scores[row], brute[row])
+
+def _item_id_model(architecture):
+    """A tiny sharpened decoder over 10 items coded (2 x 2 prefix, own id): 4 prefixes shared by up to 3 items."""
     from tests.conftest import build_tiny_hf_tokenizer, build_tiny_llama
     from tests.inference.conftest import tiny_decoder
     from tokenization import ItemTokenizer
 
     hf_tok = build_tiny_hf_tokenizer()
     item_ids = [f"item{i}" for i in range(10)]
-    prefixes = np.array([[i % 2, (i // 2) % 2] for i in range(10)], dtype=np.int64)  # 4 prefixes, up to 3 items each
+    prefixes = np.array([[i % 2, (i // 2) % 2] for i in range(10)], dtype=np.int64)
     item_tok = ItemTokenizer.from_codes(item_ids, np.concatenate([prefixes, np.arange(10)[:, None]], 1), [2, 2, 10])
     item_tok.add_to_tokenizer(hf_tok)
     model = tiny_decoder(architecture, len(hf_tok), build_tiny_llama(len(hf_tok)))
     with torch.no_grad():
         model.lm_head.weight.mul_(8.0)
-    model, trie, token_ids, input_ids, mask = _setup((model.eval(), hf_tok, item_tok), prompts)
-    out = constrained_beam_search(model, input_ids, mask, trie, num_beams=trie.num_items)
-    brute = sequence_log_probs(model, input_ids, mask, token_ids)
+    return model.eval(), hf_tok, item_tok
+
+
+@pytest.mark.parametrize("architecture", ["llama", "phi", "gpt2"])
+def test_item_head_ranks_exactly_by_code_log_prob_plus_weighted_head_log_prob(architecture, prompts):
+    model, trie, token_ids, input_ids, mask = _setup(_item_id_model(architecture), prompts)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():  # brute-force head: softmax of the prompt's last logits over each item's own token
+        last = model(input_ids=input_ids, attention_mask=mask, position_ids=pos).logits[:, -1]
+    head = torch.log_softmax(last[:, token_ids[:, -1]], dim=-1)  # [batch, items]
+    fused = sequence_log_probs(model, input_ids, mask, token_ids) + 0.6 * head
+    out = constrained_beam_search(model, input_ids, mask, trie, num_beams=trie.num_items, item_head_weight=0.6)
+    plain = constrained_beam_search(model, input_ids, mask, trie, num_beams=trie.num_items)
+    assert out.items.tolist() != plain.items.tolist()  # the head really changes the ranking
     for row in range(len(prompts)):
         assert sorted(out.items[row].tolist()) == list(range(10))
-        _assert_same_ranking(out.items[row], out.scores[row], brute[row])
+        _assert_same_ranking(out.items[row], out.scores[row], fused[row])
+    narrow = constrained_beam_search(model, input_ids, mask, trie, num_beams=3, item_head_weight=0.6,
+                                     exclude=[[0], [], [1, 2]])
+    for row, excl in enumerate([[0], [], [1, 2]]):  # narrow beams: true fused scores, best first, none excluded
+        assert torch.allclose(fused[row, narrow.items[row]], narrow.scores[row], atol=1e-4)
+        assert not set(narrow.items[row].tolist()) & set(excl)
+        assert bool((narrow.scores[row][:-1] >= narrow.scores[row][1:]).all())
+
+
+def test_item_head_needs_a_last_token_unique_to_every_item(coded, prompts):
+    model, trie, _, input_ids, mask = _setup(coded, prompts)
+    if trie.unique_last_tokens:
+        pytest.skip("this random grid happens to give every item its own last token")
+    with pytest.raises(ValueError, match="item_id_level"):
+        constrained_beam_search(model, input_ids, mask, trie, num_beams=3, item_head_weight=1.0)
