@@ -16,6 +16,7 @@ _EXPORTS = {
     "build_item_trie": "inference.recommender",
     "llm_recommender": "inference.recommender",
     "recommend": "inference.recommender",
+    "TrainedRun": "inference.trained_run",
     "ndcg_at_k": "inference.metrics",
     "recall_at_k": "inference.metrics",
     "evaluate_recommender": "inference.evaluate",

@@ -89,12 +89,11 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
     """
     from inference.evaluate import evaluate_recommender, evaluate_within_scenario, write_report
     from inference.popularity import popularity_recommender, train_popularity
-    from inference.recommender import llm_recommender
     from inference.scenarios import takes_scenarios
+    from inference.trained_run import TrainedRun
     from recdata import SplitDataset
     from recdata.errors import UserError
     from recdata.outputs import claim_output_dir
-    from trainer import load_for_inference, read_user_knowledge
 
     claim_output_dir(cfg.out_dir, "evaluate", inputs=[cfg.model_dir, cfg.split_dir], overwrite=cfg.overwrite)
     split = SplitDataset.load(cfg.split_dir)
@@ -103,8 +102,8 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
         examples = examples.select(range(min(cfg.max_examples, len(examples))))
     catalogue = split.dataset.item_ids()
     popularity = train_popularity(split)
-    model, hf_tokenizer, item_tokenizer = load_for_inference(cfg.model_dir, device=cfg.device)
-    uncoded = sorted(set(catalogue) - set(item_tokenizer.item_ids))
+    run = TrainedRun.load(cfg.model_dir, device=cfg.device)
+    uncoded = sorted(set(catalogue) - set(run.item_tokenizer.item_ids))
     if uncoded:
         raise ValueError(f"{len(uncoded)} catalogue item(s) of {cfg.split_dir} have no code in {cfg.model_dir} "
                          f"(e.g. {uncoded[0]!r}); tokenize the same dataset the model was trained on")
@@ -116,10 +115,9 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
     elif cfg.scenario_prompts:
         raise UserError(f"--scenario_prompts: {cfg.split_dir} has no scenario labels; prepare it with scenario_column "
                         "or scenario_item_field")
-    recommenders = {"alignrec": llm_recommender(model, hf_tokenizer, item_tokenizer, max_k, cfg.num_beams,
-                                                cfg.exclude_history, cfg.batch_size, **scenario_kw,
-                                                popularity_penalty=cfg.popularity_penalty, item_counts=popularity,
-                                                user_knowledge=read_user_knowledge(cfg.model_dir))}
+    recommenders = {"alignrec": run.recommender(max_k, cfg.num_beams, cfg.exclude_history, cfg.batch_size,
+                                                **scenario_kw, popularity_penalty=cfg.popularity_penalty,
+                                                item_counts=popularity)}
     recommenders.update(extra_recommenders or {})
     if cfg.popularity_baseline:
         recommenders["popularity"] = popularity_recommender(split, max_k, cfg.exclude_history)

@@ -65,9 +65,8 @@ def find_split_dir(cfg: RecommendArgs) -> Path | None:
 
 def recommend_for(cfg: RecommendArgs) -> dict:
     """{"history": [...], "recommendations": [{"rank", "item_id", "score", "title"}]} for ``cfg``."""
-    from inference.recommender import llm_recommender
+    from inference.trained_run import TrainedRun
     from recdata import SplitDataset
-    from trainer import load_for_inference, read_user_knowledge
 
     split_dir = find_split_dir(cfg)
     split = SplitDataset.load(split_dir) if split_dir else None
@@ -81,8 +80,8 @@ def recommend_for(cfg: RecommendArgs) -> dict:
         history = histories[cfg.user]
     else:
         history = [i.strip() for i in cfg.history.split(",") if i.strip()]
-    model, hf_tokenizer, item_tokenizer = load_for_inference(cfg.model_dir, device=cfg.device)
-    known = set(item_tokenizer.item_ids)
+    run = TrainedRun.load(cfg.model_dir, device=cfg.device)
+    known = set(run.item_tokenizer.item_ids)
     unknown = [i for i in history if i not in known]
     if unknown:
         raise UserError(f"{len(unknown)} history item(s) have no code in {cfg.model_dir} (e.g. {unknown[:3]}); "
@@ -97,9 +96,8 @@ def recommend_for(cfg: RecommendArgs) -> dict:
         from inference.popularity import train_popularity
 
         counts = train_popularity(split)
-    fn = llm_recommender(model, hf_tokenizer, item_tokenizer, cfg.k, cfg.num_beams, cfg.exclude_history, 1,
-                         popularity_penalty=cfg.popularity_penalty, item_counts=counts,
-                         user_knowledge=read_user_knowledge(cfg.model_dir))
+    fn = run.recommender(cfg.k, cfg.num_beams, cfg.exclude_history, 1, popularity_penalty=cfg.popularity_penalty,
+                         item_counts=counts)
     (ranked,) = fn([cfg.user or "adhoc"], [history])
     return {
         "user": cfg.user or None,

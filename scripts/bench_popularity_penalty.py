@@ -25,11 +25,10 @@ import numpy as np  # noqa: E402
 
 from inference.evaluate import evaluate_recommender, load_per_user  # noqa: E402
 from inference.popularity import train_popularity  # noqa: E402
-from inference.recommender import llm_recommender  # noqa: E402
 from inference.significance import paired_bootstrap, per_user_metric  # noqa: E402
+from inference.trained_run import TrainedRun  # noqa: E402
 from recdata import SplitDataset  # noqa: E402
 from recdata.io import atomic_write_json, atomic_write_text  # noqa: E402
-from trainer import load_for_inference, read_user_knowledge  # noqa: E402
 
 logger = logging.getLogger("bench_popularity_penalty")
 KS = (1, 5, 10, 20)
@@ -51,13 +50,14 @@ def main() -> int:
     parser.add_argument("--beams", type=int, default=30)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--valid_only", action="store_true", help="stop after the valid sweep (a short job)")
+    parser.add_argument("--item_head_weight", type=float, default=None,
+                        help="decoding weight of a run's item head (default: the run's own)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run = Path(args.run_dir)
     split = SplitDataset.load(run / "data" / "split")
-    model, hf_tok, item_tok = load_for_inference(run / "train" / "model", device="cpu")
-    knowledge = read_user_knowledge(run / "train" / "model")
+    trained = TrainedRun.load(run / "train" / "model", device="cpu")
     counts = train_popularity(split)
     catalogue = split.dataset.item_ids()
     valid = split.eval_examples("valid")
@@ -66,9 +66,8 @@ def main() -> int:
     test = split.eval_examples("test")
 
     def score(penalty: float, examples) -> dict:
-        fn = llm_recommender(model, hf_tok, item_tok, max(KS), args.beams, True, args.batch_size,
-                             popularity_penalty=penalty, item_counts=counts,
-                             user_knowledge=knowledge)
+        fn = trained.recommender(max(KS), args.beams, True, args.batch_size, item_head_weight=args.item_head_weight,
+                                 popularity_penalty=penalty, item_counts=counts)
         started = time.perf_counter()
         rep = evaluate_recommender(fn, examples, KS, catalogue, counts, batch_size=args.batch_size * 4,
                                    show_progress=False)

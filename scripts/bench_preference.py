@@ -73,12 +73,9 @@ def per_user(model_dir: Path, examples, beams: int, batch_size: int, cache: Path
         saved = np.load(cache)
         return {m: saved[m.replace("@", "_at_")] for m in METRICS}, float(saved["seconds"])
     from inference.metrics import ndcg_at_k, recall_at_k
-    from inference.recommender import llm_recommender
-    from trainer import load_for_inference, read_user_knowledge
+    from inference.trained_run import TrainedRun
 
-    model, tok, itok = load_for_inference(model_dir, device="cpu")
-    fn = llm_recommender(model, tok, itok, 10, beams, exclude_history=True, batch_size=batch_size,
-                         user_knowledge=read_user_knowledge(model_dir))
+    fn = TrainedRun.load(model_dir, device="cpu").recommender(10, beams, exclude_history=True, batch_size=batch_size)
     out = {m: [] for m in METRICS}
     started = time.perf_counter()
     for start in range(0, len(examples), batch_size * 4):

@@ -426,15 +426,13 @@ SFT_ROW = "alignrec_sft"  # with the preference stage on, "alignrec" is SFT+DPO 
 
 def _sft_recommender(model_dir: Path, cfg: Any):
     from inference.popularity import train_popularity
-    from inference.recommender import llm_recommender
+    from inference.trained_run import TrainedRun
     from recdata import SplitDataset
-    from trainer import load_for_inference, read_user_knowledge
 
-    model, hf_tokenizer, item_tokenizer = load_for_inference(model_dir, device=cfg.device)
     counts = train_popularity(SplitDataset.load(cfg.split_dir)) if cfg.popularity_penalty else None
-    return llm_recommender(model, hf_tokenizer, item_tokenizer, max(cfg.ks), cfg.num_beams, cfg.exclude_history,
-                           cfg.batch_size, popularity_penalty=cfg.popularity_penalty, item_counts=counts,
-                           user_knowledge=read_user_knowledge(model_dir))
+    return TrainedRun.load(model_dir, device=cfg.device).recommender(
+        max(cfg.ks), cfg.num_beams, cfg.exclude_history, cfg.batch_size, popularity_penalty=cfg.popularity_penalty,
+        item_counts=counts)
 
 
 def run_evaluate(ctx: StageContext) -> dict[str, Any]:

@@ -55,13 +55,12 @@ def model_recommend_fn(
     device: str | None = None, popularity_penalty: float = 0.0, split_dir: str | os.PathLike | None = None,
     **scenario_kw: Any,
 ) -> tuple[Any, dict[str, str]]:
-    """Load a run with ``trainer.load_for_inference`` and wrap it as ``recommend_fn`` (seqrec prompt + beams).
+    """Load a run (``inference.TrainedRun``: its decoding as trained) and wrap it as ``recommend_fn``.
 
     ``scenario_kw`` (``scenario_items``, ``scenario_prompts``, ``item_scenario``) go to ``llm_recommender``;
     a non-zero ``popularity_penalty`` reads the training counts of ``split_dir``.
     """
-    from inference import llm_recommender
-    from trainer import load_for_inference, read_user_knowledge
+    from inference.trained_run import TrainedRun
 
     counts = None
     if popularity_penalty:
@@ -72,11 +71,9 @@ def model_recommend_fn(
             raise ValueError("popularity_penalty needs split_dir (the training counts)")
         counts = train_popularity(SplitDataset.load(split_dir))
     identity = model_identity(model_dir, popularity_penalty)
-    model, hf_tokenizer, item_tokenizer = load_for_inference(model_dir, device=device)
-    fn = llm_recommender(model, hf_tokenizer, item_tokenizer, k=k, num_beams=num_beams,
-                         exclude_history=exclude_history, batch_size=batch_size, **scenario_kw,
-                         popularity_penalty=popularity_penalty, item_counts=counts,
-                         user_knowledge=read_user_knowledge(model_dir))
+    fn = TrainedRun.load(model_dir, device=device).recommender(
+        k, num_beams, exclude_history, batch_size, **scenario_kw, popularity_penalty=popularity_penalty,
+        item_counts=counts)
     logger.info("cache recommender: %s (item tokenizer %s)", identity["adapter"] or identity["model"],
                 identity["item_tokenizer_hash"][:12])
     return fn, identity

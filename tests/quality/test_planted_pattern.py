@@ -29,25 +29,29 @@ def _split():
     return leave_one_out_split(RecDataset.from_records(items, sequences, name="planted").validate(), max_history=8)
 
 
-def _item_tokenizer(item_ids):
+def _item_tokenizer(item_ids, item_id_level: bool):
+    """Random unique 2-level codes (no content shortcut); with ``item_id_level`` the second is the item's own."""
     from tokenization import ItemTokenizer
 
     rng = np.random.default_rng(1)
-    flat = rng.choice(8 * 8, size=len(item_ids), replace=False)  # random unique 2-level codes: no content shortcut
+    flat = rng.choice(8 * 8, size=len(item_ids), replace=False)
+    if item_id_level:  # the shipped layout: a cluster, then the item's own token
+        codes = np.stack([flat // 8, np.arange(len(item_ids))], 1).astype(np.int64)
+        return ItemTokenizer.from_codes(item_ids, codes, [8, len(item_ids)])
     return ItemTokenizer.from_codes(item_ids, np.stack([flat // 8, flat % 8], 1).astype(np.int64), [8, 8])
 
 
-def test_shipped_recipe_recovers_a_planted_pattern(tmp_path, monkeypatch):
-    from inference import evaluate_recommender, llm_recommender, popularity_recommender, train_popularity
+@pytest.mark.parametrize("item_head_weight", [0.0, 1.0])  # 1.0: the flat item head (item-id level codes)
+def test_shipped_recipe_recovers_a_planted_pattern(tmp_path, monkeypatch, item_head_weight):
+    from inference import TrainedRun, evaluate_recommender, popularity_recommender, train_popularity
     from recdata.hf_tokenizer import build_codes_only_tokenizer
     from sft_tasks import build_task_datasets
     from sft_tasks.config import TaskConfig
-    from trainer import load_for_inference
     from trainer.callbacks import read_metrics
     from trainer.sft import main
 
     split = _split()
-    item_tok = _item_tokenizer(split.dataset.item_ids())
+    item_tok = _item_tokenizer(split.dataset.item_ids(), item_id_level=item_head_weight > 0)
     item_tok.save_pretrained(tmp_path / "item_tokenizer")
     hf_tok = build_codes_only_tokenizer()
     item_tok.add_to_tokenizer(hf_tok)
@@ -55,6 +59,7 @@ def test_shipped_recipe_recovers_a_planted_pattern(tmp_path, monkeypatch):
                              item_tok, hf_tok)
     assert set(dd["train"]["task"]) == {"seqrec_full"}
     dd.save_to_disk(str(tmp_path / "tasks"))
+    every = 25 if not item_head_weight else 5  # the item-id layout is perfect by step 25: validate earlier
     argv = [
         "--model_init", "scratch", "--tokenizer_name_or_path", "codes_only", "--finetune_mode", "full",
         "--scratch_architecture", "phi", "--scratch_dropout", "0.1", "--scratch_layers", "2",
@@ -62,11 +67,11 @@ def test_shipped_recipe_recovers_a_planted_pattern(tmp_path, monkeypatch):
         "--dataset_dir", str(tmp_path / "tasks"), "--item_tokenizer_dir", str(tmp_path / "item_tokenizer"),
         "--output_dir", str(tmp_path / "run"), "--per_device_train_batch_size", "32", "--learning_rate", "5e-3",
         "--num_train_epochs", "40", "--max_length", "64", "--logging_steps", "10", "--eval_strategy", "steps",
-        "--eval_steps", "25", "--save_strategy", "steps", "--save_steps", "25", "--save_total_limit", "1",
+        "--eval_steps", str(every), "--save_strategy", "steps", "--save_steps", str(every), "--save_total_limit", "1",
         "--ranking_eval_users", "60", "--ranking_eval_beams", "10", "--metric_for_best_model",
         "eval_ranking_ndcg@10", "--greater_is_better", "true", "--load_best_model_at_end", "true",
         "--early_stopping_patience", "4", "--seed", "0", "--report_to", "none", "--tensorboard", "false",
-        "--dataloader_num_workers", "0", "--max_eval_samples", "64",
+        "--dataloader_num_workers", "0", "--max_eval_samples", "64", "--item_head_weight", str(item_head_weight),
     ]
     monkeypatch.setattr(sys, "argv", ["trainer/sft.py", *argv])
     assert main() == 0
@@ -74,10 +79,11 @@ def test_shipped_recipe_recovers_a_planted_pattern(tmp_path, monkeypatch):
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     ranking = [r["eval_ranking_ndcg@10"] for r in rows if "eval_ranking_ndcg@10" in r]
     assert len(ranking) >= 2 and max(ranking) > ranking[0]  # validated by ranking, and it improved
-    model, hf_tokenizer, item_tokenizer = load_for_inference(tmp_path / "run")
+    run = TrainedRun.load(tmp_path / "run")
+    assert run.item_head_weight == item_head_weight  # the run names its decoding (decode weight 1.0 by default)
     catalogue, popularity = split.dataset.item_ids(), train_popularity(split)
     test = split.eval_examples("test")
-    ours = evaluate_recommender(llm_recommender(model, hf_tokenizer, item_tokenizer, 10, 10, exclude_history=True),
+    ours = evaluate_recommender(run.recommender(10, 10, exclude_history=True),
                                 test, (1, 10), catalogue, popularity, show_progress=False)
     pop = evaluate_recommender(popularity_recommender(split, 10, exclude_history=True), test, (1, 10), catalogue,
                                popularity, show_progress=False)
@@ -86,6 +92,6 @@ def test_shipped_recipe_recovers_a_planted_pattern(tmp_path, monkeypatch):
     assert ours["overall"]["ndcg@10"] > pop["overall"]["ndcg@10"] + 0.5
     # the kept weights are the best validated checkpoint: re-ranking the validation subset reproduces its score
     valid = split.eval_examples("valid")
-    again = evaluate_recommender(llm_recommender(model, hf_tokenizer, item_tokenizer, 10, 10, exclude_history=True),
+    again = evaluate_recommender(run.recommender(10, 10, exclude_history=True),
                                  valid, (10,), catalogue, popularity, show_progress=False)
     assert again["overall"]["ndcg@10"] == pytest.approx(max(ranking), abs=0.1)
