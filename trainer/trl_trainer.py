@@ -20,7 +20,7 @@ from trl import SFTTrainer
 
 from trainer.item_head import ItemHeadTargets, item_head_loss
 
-__all__ = ["AlignRecSFTTrainer", "code_row_parameters", "output_head_is_wrapped", "split_param_group"]
+__all__ = ["AlignRecSFTTrainer", "code_row_parameters", "head_loss_scale", "output_head_is_wrapped", "split_param_group"]
 
 TRAINABLE_TOKENS_PARAM = "trainable_tokens_delta"  # peft TrainableTokensLayer's ParameterDict
 MODULES_TO_SAVE_PARAM = "modules_to_save"  # peft ModulesToSaveWrapper copies (we only put embeddings there)
@@ -66,6 +66,20 @@ def split_param_group(optimizer: torch.optim.Optimizer, params: list[torch.nn.Pa
     return sum(len(g["params"]) for g in moved_groups)
 
 
+def head_loss_scale(code_loss_by_items: bool, training: bool, accumulation_steps: int, device_scale: int) -> float:
+    """Factor that puts a per-micro-batch mean loss on the scale of HF's code loss.
+
+    When the code loss is normalised by the tokens of the whole accumulated (and, with
+    ``average_tokens_across_devices``, all-device) batch, the Trainer no longer divides by the accumulation steps
+    and multiplies by the device count to undo DDP's gradient average; a mean over one micro-batch needs the same:
+    ``device_scale / accumulation_steps``. Otherwise (evaluation, or a per-batch mean code loss that the Trainer
+    divides itself) both terms are already alike: 1.
+    """
+    if not code_loss_by_items:
+        return 1.0
+    return device_scale / accumulation_steps if training else float(device_scale)
+
+
 class AlignRecSFTTrainer(SFTTrainer):
     def __init__(self, *args, code_rows_learning_rate: float = 0.0, item_head: ItemHeadTargets | None = None,
                  item_head_weight: float = 0.0, **kwargs) -> None:
@@ -91,10 +105,19 @@ class AlignRecSFTTrainer(SFTTrainer):
             self.item_head = self.item_head.to(labels.device)
         head = item_head_loss(outputs.logits, labels, self.item_head)
         if head is not None:
-            loss = loss + self.item_head_weight * head
+            loss = loss + self.item_head_weight * self._head_scale(num_items_in_batch) * head
             mode = "train" if self.model.training else "eval"
             self._metrics[mode]["item_head_loss"].append(float(head.detach()))  # averaged and logged by TRL
         return (loss, outputs) if return_outputs else loss
+
+    def _head_scale(self, num_items_in_batch) -> float:
+        """Put the head's per-micro-batch mean on the code loss's scale (see ``head_loss_scale``)."""
+        by_items = num_items_in_batch is not None and bool(getattr(self, "model_accepts_loss_kwargs", False))
+        devices = 1
+        if by_items and self.args.average_tokens_across_devices:
+            devices = self.accelerator.num_processes // self.get_tp_size()
+        steps = getattr(self, "current_gradient_accumulation_steps", 1)  # set by the training loop
+        return head_loss_scale(by_items, self.model.training, steps, devices)
 
     def create_optimizer(self, model=None):
         fresh = self.optimizer is None

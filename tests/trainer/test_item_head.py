@@ -61,3 +61,15 @@ def test_loss_gradient_reaches_only_own_token_logits():
 def test_codes_an_item_head_cannot_serve_raise(codes, match):
     with pytest.raises(ValueError, match=match):
         ItemHeadTargets.from_token_ids(codes, VOCAB)
+
+
+@pytest.mark.parametrize("by_items, training, steps, devices, expected", [
+    (False, True, 4, 2, 1.0),  # per-batch mean code loss: the Trainer divides the sum of both by the steps
+    (True, True, 4, 1, 0.25),  # code loss over the accumulated batch's tokens: the head's mean must be split too
+    (True, True, 4, 2, 0.5),  # ... and scaled by the devices, as HF scales the code loss against DDP's average
+    (True, False, 4, 2, 2.0),  # evaluation: no accumulation
+])
+def test_head_loss_scale_matches_how_hf_scales_the_code_loss(by_items, training, steps, devices, expected):
+    from trainer.trl_trainer import head_loss_scale
+
+    assert head_loss_scale(by_items, training, steps, devices) == expected
