@@ -7,7 +7,7 @@ unique to each item) the same LM head holds both: at the position that predicts 
 the logits restricted to the item-id tokens are a flat distribution over the catalogue. This loss trains it
 (cross-entropy over the item-id tokens only, so it does not compete with the code loss's full softmax), and
 decoding fuses the two (``inference.beam_search.item_head_bias``): a hybrid of generative and dense retrieval
-in one model (as LIGER does with a separate dense tower), with no second network and no extra forward pass.
+in one model, with no second network and no extra forward pass.
 """
 
 from __future__ import annotations

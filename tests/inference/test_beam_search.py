@@ -178,8 +178,13 @@ def test_item_head_ranks_exactly_by_code_log_prob_plus_weighted_head_log_prob(ar
 
 
 def test_item_head_needs_a_last_token_unique_to_every_item(coded, prompts):
-    model, trie, _, input_ids, mask = _setup(coded, prompts)
-    if trie.unique_last_tokens:
-        pytest.skip("this random grid happens to give every item its own last token")
+    model, _, token_ids, input_ids, mask = _setup(coded, prompts)
+    shared = token_ids[:2].clone()
+    shared[1, :-1] = shared[0, :-1] + (1 if shared[0, 0] == token_ids[:, 0].min() else -1)  # another prefix ...
+    shared[1, -1] = shared[0, -1]  # ... but the same last token
+    trie = ItemTrie(shared, ["a", "b"])
+    assert not trie.unique_last_tokens
     with pytest.raises(ValueError, match="item_id_level"):
-        constrained_beam_search(model, input_ids, mask, trie, num_beams=3, item_head_weight=1.0)
+        constrained_beam_search(model, input_ids, mask, trie, num_beams=2, item_head_weight=1.0)
+    plain = constrained_beam_search(model, input_ids, mask, trie, num_beams=2)  # without a head the trie is fine
+    assert sorted(plain.items[0].tolist()) == [0, 1]
