@@ -41,7 +41,7 @@ def _item_tokenizer(item_ids, item_id_level: bool):
     return ItemTokenizer.from_codes(item_ids, np.stack([flat // 8, flat % 8], 1).astype(np.int64), [8, 8])
 
 
-@pytest.mark.parametrize("item_head_weight", [0.0, 1.0])  # 1.0: the flat item head (item-id level codes)
+@pytest.mark.parametrize("item_head_weight", [0.0, 4.0])  # 4.0: the shipped flat item head (item-id level codes)
 def test_shipped_recipe_recovers_a_planted_pattern(tmp_path, monkeypatch, item_head_weight):
     from inference import TrainedRun, evaluate_recommender, popularity_recommender, train_popularity
     from recdata.hf_tokenizer import build_codes_only_tokenizer
@@ -80,7 +80,7 @@ def test_shipped_recipe_recovers_a_planted_pattern(tmp_path, monkeypatch, item_h
     ranking = [r["eval_ranking_ndcg@10"] for r in rows if "eval_ranking_ndcg@10" in r]
     assert len(ranking) >= 2 and max(ranking) > ranking[0]  # validated by ranking, and it improved
     run = TrainedRun.load(tmp_path / "run")
-    assert run.item_head_weight == item_head_weight  # the run names its decoding (decode weight 1.0 by default)
+    assert run.item_head_weight == (1.0 if item_head_weight else 0.0)  # the run names its decoding (default weight 1)
     catalogue, popularity = split.dataset.item_ids(), train_popularity(split)
     test = split.eval_examples("test")
     ours = evaluate_recommender(run.recommender(10, 10, exclude_history=True),
