@@ -10,13 +10,23 @@ PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 export ALIGNREC_HOME=${ALIGNREC_HOME:-$HOME/.cache/alignrec}
 log() { echo "[setup] $*" >&2; }
+# apt installs of optional system tools: two tries (mirrors fail transiently), output kept for the warning
+APT_LOG="$ALIGNREC_HOME/logs/setup-apt.log"
+apt_install() {
+  mkdir -p "$(dirname "$APT_LOG")"
+  for _ in 1 2; do
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >>"$APT_LOG" 2>&1 && return 0
+    sleep 5
+  done
+  return 1
+}
 
 # numactl lets `deepspeed --bind_cores_to_rank` pin cores; optional, so a failure only warns.
 if ! command -v numactl >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing numactl (apt)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq numactl; } >/dev/null 2>&1 \
-      || log "WARNING: could not install numactl; deepspeed --bind_cores_to_rank will not work"
+    apt_install numactl \
+      || log "WARNING: could not install numactl (see $APT_LOG); deepspeed --bind_cores_to_rank will not work"
   else
     log "WARNING: numactl missing (needed only for deepspeed --bind_cores_to_rank)"
   fi
@@ -27,9 +37,8 @@ fi
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing redis-server and wrk (apt)"
-    { apt-get update -qq && apt-cache policy redis-server | grep -q 'Candidate: [0-9]' \
-        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server wrk; } >/dev/null 2>&1 \
-      || log "WARNING: could not install redis-server/wrk; Redis tests skip and bench_serve.py skips the closed loop"
+    apt_install redis-server wrk \
+      || log "WARNING: could not install redis-server/wrk (see $APT_LOG); Redis tests skip and bench_serve.py skips the closed loop"
   else
     log "WARNING: redis-server or wrk missing (needed only for the Redis tests and scripts/bench_serve.py)"
   fi
