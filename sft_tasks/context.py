@@ -22,7 +22,8 @@ from sft_tasks.templates import HISTORY_SEPARATOR, SCENARIO_TAG, TEMPLATES
 class Window:
     """One sliding-window training example: the history before ``target`` (truncated) and the target.
 
-    With scenarios, ``history_scenarios`` / ``target_scenario`` are the labels of those interactions.
+    With scenarios, ``history_scenarios`` / ``target_scenario`` are the labels of those interactions;
+    ``position`` is the target's index in the user's training part.
     """
 
     user_id: str
@@ -30,6 +31,7 @@ class Window:
     target: str
     history_scenarios: tuple[str, ...] = ()
     target_scenario: str = ""
+    position: int = -1
 
 
 USER_KNOWLEDGE_FILE = "user_knowledge.json"  # the prompt texts a build used; the trained model keeps a copy
@@ -46,6 +48,13 @@ def read_build_user_knowledge(dataset_dir: str | Path) -> dict[str, str] | None:
     """The ``user_knowledge.json`` a tasks build wrote beside its DatasetDict (None when built without)."""
     path = Path(dataset_dir) / USER_KNOWLEDGE_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def user_knowledge_history_items(knowledge_dir: str) -> dict[str, int]:
+    """``{user_id: n}``: each user's knowledge read its first ``n`` training items."""
+    from alignrec.knowledge import read_user_history_items
+
+    return read_user_history_items(knowledge_dir)
 
 
 def user_knowledge_texts(knowledge_dir: str, words: int) -> dict[str, str]:
@@ -70,9 +79,9 @@ def sliding_windows(train_sequences: list[tuple[str, list[str]]], max_history: i
         for i in range(1, len(items)):
             start = max(0, i - max_history)
             if labels is None:
-                out.append(Window(user_id, tuple(items[start:i]), items[i]))
+                out.append(Window(user_id, tuple(items[start:i]), items[i], position=i))
             else:
-                out.append(Window(user_id, tuple(items[start:i]), items[i], tuple(labels[start:i]), labels[i]))
+                out.append(Window(user_id, tuple(items[start:i]), items[i], tuple(labels[start:i]), labels[i], i))
     return out
 
 
@@ -109,9 +118,17 @@ class TaskContext:
         self.popularity = Counter(i for _, items in self.train_sequences for i in items)
         self.user_knowledge = (user_knowledge_texts(cfg.user_knowledge_dir, cfg.user_knowledge_words)
                                if cfg.user_knowledge_dir else {})
+        self.knowledge_history_items = (user_knowledge_history_items(cfg.user_knowledge_dir)
+                                        if cfg.user_knowledge_dir else {})
 
-    def knowledge(self, user_id: str) -> str | None:
-        """The user's (training-part) knowledge text cut to ``user_knowledge_words``; None when off or unknown."""
+    def knowledge(self, user_id: str, target_position: int | None = None) -> str | None:
+        """The user's (training-part) knowledge text cut to ``user_knowledge_words``; None when off or unknown.
+
+        ``target_position`` (a training window's target index): None too when the knowledge already read that
+        target, so no training example can copy its answer from the knowledge. Evaluation rows pass none.
+        """
+        if target_position is not None and target_position < self.knowledge_history_items.get(user_id, 1 << 30):
+            return None
         return self.user_knowledge.get(user_id)
 
     def templates(self, task: str) -> list[str]:

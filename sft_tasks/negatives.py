@@ -149,7 +149,7 @@ def build_preference(ctx: TaskContext, sampler: NegativeSampler) -> datasets.Dat
     rows: dict[str, list[str]] = {c: [] for c in PREFERENCE_FEATURES}
     for w in ctx.windows:
         prompt = ctx.format(seqrec_instruction(ctx.codes_text(w.history), int(rng.integers(n_templates)),
-                                                ctx.knowledge(w.user_id)))
+                                                ctx.knowledge(w.user_id, w.position)))
         for negative in sampler.sample(w.target, ctx.user_train_items[w.user_id], ctx.cfg.preference_negatives, rng):
             rows["prompt"].append(prompt)
             rows["chosen"].append(ctx.code[w.target])

@@ -76,9 +76,10 @@ def seqrec_scenario_prompt(history: list[str], history_scenarios: list[str], tar
 
 
 def _window_instruction(ctx: TaskContext, user_id: str, history, target_scenario: str, history_scenarios,
-                        index: int) -> str:
-    """The seqrec instruction of one window: scenario-naming with ``scenario_prompts``, user knowledge if built."""
-    knowledge = ctx.knowledge(user_id)
+                        index: int, position: int | None = None) -> str:
+    """The seqrec instruction of one window: scenario-naming with ``scenario_prompts``, user knowledge if built
+    (and if it did not read this training target; evaluation rows pass no ``position``)."""
+    knowledge = ctx.knowledge(user_id, position)
     if ctx.cfg.scenario_prompts:
         return seqrec_scenario_instruction(ctx.tagged_codes_text(history, history_scenarios), target_scenario, index,
                                            knowledge)
@@ -89,7 +90,7 @@ def build_seqrec(ctx: TaskContext) -> ListTask:
     n_templates = len(ctx.templates("seqrec_scenario" if ctx.cfg.scenario_prompts else "seqrec"))
     choice = ctx.rng("seqrec").integers(0, n_templates, size=len(ctx.windows))
     prompts = [ctx.format(_window_instruction(ctx, w.user_id, w.history, w.target_scenario, w.history_scenarios,
-                                              int(t)))
+                                              int(t), w.position))
                for w, t in zip(ctx.windows, choice, strict=True)]
     return ListTask("seqrec", prompts, [ctx.code[w.target] for w in ctx.windows], [w.user_id for w in ctx.windows])
 

@@ -6,11 +6,12 @@ Online inference reads the prestored vectors only; it never calls the LLM.
 """
 
 from alignrec.knowledge.config import EncodeConfig, ExtractConfig, KnowledgeTrainConfig
-from alignrec.knowledge.encode import encode_knowledge, load_knowledge_vectors
+from alignrec.knowledge.encode import encode_knowledge, load_knowledge_vectors, load_user_history_items
 from alignrec.knowledge.extract import (
     build_prompts,
     extract_knowledge,
     read_knowledge,
+    read_user_history_items,
     user_training_histories,
 )
 
@@ -22,6 +23,8 @@ __all__ = [
     "encode_knowledge",
     "extract_knowledge",
     "load_knowledge_vectors",
+    "load_user_history_items",
     "read_knowledge",
+    "read_user_history_items",
     "user_training_histories",
 ]

@@ -53,6 +53,12 @@ class ExtractConfig:
     user_history_items: int = field(
         default=10, metadata={"help": "Most recent training items shown in a user prompt (training part only)."}
     )
+    user_holdout_items: int = field(
+        default=1, metadata={"help": "User knowledge reads the training part minus its last N items, and models use "
+                                     "it only to predict items after that point (SASRec + knowledge, SFT prompts): "
+                                     "no training target is described in its own user's knowledge. 0 = the whole "
+                                     "training part (training targets then leak into it)."}
+    )
     max_title_words: int = field(default=16, metadata={"help": "Titles in prompts are cut to N words."})
     max_items: int = field(default=0, metadata={"help": "individual: a random sample of N items (0 = all)."})
     max_users: int = field(default=0, metadata={"help": "individual: a random sample of N users (0 = all)."})
@@ -84,7 +90,7 @@ class ExtractConfig:
                      "max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_items", "max_users", "max_title_words", "max_seconds"):
+        for name in ("max_items", "max_users", "max_title_words", "max_seconds", "user_holdout_items"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.mode == "collective" and (self.max_items or self.max_users):
@@ -131,6 +137,10 @@ class KnowledgeTrainConfig(SASRecConfig):
     experts_per_kind: int = field(default=2, metadata={"help": "Adaptor experts of each kind alone."})
     adaptor_hidden: int = field(default=64, metadata={"help": "Hidden size of each expert MLP."})
     adaptor_dropout: float = field(default=0.1, metadata={"help": "Dropout inside the experts."})
+    knowledge_kinds: str = field(
+        default="item,user", metadata={"help": "Knowledge the model reads: item (added to item embeddings), user "
+                                               "(joined at the final state) or both (ablation rows)."}
+    )
     baseline: bool = field(default=True, metadata={"help": "Also train plain SASRec (same config) as the row beside."})
     knowledge_model: bool = field(
         default=True, metadata={"help": "Train SASRec + knowledge (false with baseline=true: the SASRec row alone, "
@@ -150,7 +160,13 @@ class KnowledgeTrainConfig(SASRecConfig):
             raise ConfigError("adaptor_hidden must be >= 1 and adaptor_dropout in [0, 1)")
         if not (self.baseline or self.knowledge_model):
             raise ConfigError("baseline and knowledge_model are both false: nothing to train")
+        kinds = self.knowledge_kind_list()
+        if not kinds or set(kinds) - {"item", "user"}:
+            raise ConfigError(f"knowledge_kinds must name item and/or user, got {self.knowledge_kinds!r}")
         self.k_list()
+
+    def knowledge_kind_list(self) -> list[str]:
+        return [k.strip() for k in self.knowledge_kinds.split(",") if k.strip()]
 
     def k_list(self) -> list[int]:
         return parse_ks(self.ks)

@@ -2,7 +2,9 @@
 
 Collective answers are shared by a cluster's members, so each distinct text is encoded once. The item file
 stores its ids in the safetensors metadata under ``item_ids``, the layout ``tokenization.embeddings``
-reads, so ``embeddings.source: knowledge`` loads it as is.
+reads, so ``embeddings.source: knowledge`` loads it as is. The user file also stores each user's
+``history_items`` (how much of the training part its knowledge read), which training needs to use it without
+leaking targets.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from alignrec.knowledge.config import EncodeConfig
-from alignrec.knowledge.extract import KNOWLEDGE_FILES, read_knowledge
+from alignrec.knowledge.extract import KNOWLEDGE_FILES, read_knowledge, read_user_history_items
 from recdata.errors import InputFileError
 from recdata.io import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["encode_knowledge", "encode_texts", "load_knowledge_vectors", "save_vectors"]
+__all__ = ["encode_knowledge", "encode_texts", "load_knowledge_vectors", "load_user_history_items", "save_vectors"]
 
 
 def encode_texts(texts: list[str], cfg: EncodeConfig) -> np.ndarray:
@@ -36,13 +38,17 @@ def encode_texts(texts: list[str], cfg: EncodeConfig) -> np.ndarray:
     return encode_llm([t or " " for t in texts], model_dir, cfg.batch_size, cfg.max_length, cfg.device)
 
 
-def save_vectors(path: Path, kind: str, ids: list[str], vectors: np.ndarray, meta: dict[str, Any]) -> None:
-    """``<kind>_vectors.safetensors`` (tensor ``vectors``, metadata ``<kind>_ids``) + ``<kind>_ids.txt``."""
+def save_vectors(path: Path, kind: str, ids: list[str], vectors: np.ndarray, meta: dict[str, Any],
+                 history_items: list[int] | None = None) -> None:
+    """``<kind>_vectors.safetensors`` (tensor ``vectors``, metadata ``<kind>_ids`` [+ ``history_items``, aligned
+    with the ids]) + ``<kind>_ids.txt``."""
     from safetensors.numpy import save_file
 
+    metadata = {f"{kind}_ids": json.dumps(ids), "meta": json.dumps(meta)}
+    if history_items is not None:
+        metadata["history_items"] = json.dumps(history_items)
     with atomic_path(path / f"{kind}_vectors.safetensors") as tmp:
-        save_file({"vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, str(tmp),
-                  metadata={f"{kind}_ids": json.dumps(ids), "meta": json.dumps(meta)})
+        save_file({"vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, str(tmp), metadata=metadata)
     with atomic_path(path / f"{kind}_ids.txt") as tmp:
         tmp.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
 
@@ -60,6 +66,21 @@ def load_knowledge_vectors(vectors_dir: str | Path, kind: str) -> tuple[list[str
     return ids, vectors
 
 
+def load_user_history_items(vectors_dir: str | Path) -> dict[str, int]:
+    """``{user_id: n}`` stored by ``encode``: each user's knowledge read its first ``n`` training items."""
+    from safetensors import safe_open
+
+    file = Path(vectors_dir) / "user_vectors.safetensors"
+    if not file.is_file():
+        raise InputFileError(f"{file} does not exist; run `alignrec knowledge encode` (with user knowledge) first")
+    with safe_open(str(file), framework="np") as f:
+        meta = f.metadata() or {}
+    if "history_items" not in meta:
+        raise InputFileError(f"{file} has no history_items (encoded from an older extract, whose user knowledge "
+                             "leaks training targets); rerun `alignrec knowledge extract` and `encode`")
+    return dict(zip(json.loads(meta["user_ids"]), (int(n) for n in json.loads(meta["history_items"])), strict=True))
+
+
 def encode_knowledge(cfg: EncodeConfig, out_dir: Path) -> dict[str, Any]:
     """Encode every kind present in ``cfg.knowledge_dir``; returns counts per kind."""
     summary: dict[str, Any] = {"encoder": cfg.encoder, "encoder_dir": cfg.encoder_dir or "default"}
@@ -75,7 +96,9 @@ def encode_knowledge(cfg: EncodeConfig, out_dir: Path) -> dict[str, Any]:
         vectors = encode_texts(unique, cfg)  # [distinct, D]
         row = {t: r for r, t in enumerate(unique)}
         member_vectors = vectors[[row[texts[i]] for i in ids]]  # [members, D]
-        save_vectors(out_dir, kind, ids, member_vectors, {"encoder": cfg.encoder})
+        history = read_user_history_items(cfg.knowledge_dir, required=False) if kind == "user" else None
+        save_vectors(out_dir, kind, ids, member_vectors, {"encoder": cfg.encoder},
+                     [history[i] for i in ids] if history is not None else None)
         summary[kind] = {"members": len(ids), "distinct_texts": len(unique), "dim": int(vectors.shape[1])}
     atomic_write_json(out_dir / "encode.json", summary)
     return summary

@@ -1,7 +1,10 @@
 """``extract_knowledge``: REKI's factorization prompting over a split, individual or collective, with a cost report.
 
 Item prompts read the item table; user prompts read ``split.train_sequences()`` only (never a validation
-or test item), for training and evaluation alike. Every answer goes through ``recdata.llm_generation``
+or test item), for training and evaluation alike, minus the last ``user_holdout_items`` of each: a user's
+knowledge describes items ``[0, history_items)`` of its training part (written on every user row), and the
+models use it only for targets from ``history_items`` on, so training never asks "predict an item that this
+user's knowledge already describes" (a leak that evaluation, whose targets all come later, cannot reward). Every answer goes through ``recdata.llm_generation``
 (one cache keyed by prompt + model + settings), so a killed run resumes and no prompt is asked twice.
 """
 
@@ -31,15 +34,22 @@ from recdata.split import SplitDataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_prompts", "extract_knowledge", "read_knowledge", "user_training_histories"]
+__all__ = ["build_prompts", "extract_knowledge", "read_knowledge", "read_user_history_items",
+           "user_training_histories"]
 
 KNOWLEDGE_FILES = {"item": "item_knowledge.jsonl", "user": "user_knowledge.jsonl",
                    "scenario": "scenario_knowledge.jsonl"}  # scenario: `alignrec scenarios extract` (LLM4MSR)
 
 
-def user_training_histories(split: SplitDataset) -> dict[str, list[str]]:
-    """The training part of every user's sequence: the only history user knowledge may read."""
-    return {user_id: list(items) for user_id, items in split.train_sequences() if items}
+def user_training_histories(split: SplitDataset, holdout: int = 0) -> dict[str, list[str]]:
+    """What user knowledge may read: each training part minus its last ``holdout`` items (users left with none
+    are dropped)."""
+    out = {}
+    for user_id, items in split.train_sequences():
+        kept = list(items)[:max(len(items) - holdout, 0)]
+        if kept:
+            out[user_id] = kept
+    return out
 
 
 def _sample(ids: list[str], limit: int, rng: np.random.Generator) -> list[str]:
@@ -59,7 +69,7 @@ def build_prompts(cfg: ExtractConfig, split: SplitDataset, kind: str, factors: l
     dataset = split.dataset
     items = dataset.item_table()
     catalogue = dataset.item_ids()
-    histories = user_training_histories(split)
+    histories = user_training_histories(split, cfg.user_holdout_items)
     rng = np.random.default_rng(cfg.seed + (0 if kind == "item" else 1))
     last = cfg.user_history_items
     if cfg.mode == "individual":
@@ -123,14 +133,18 @@ def extract_knowledge(cfg: ExtractConfig, split: SplitDataset, out_dir: Path, mo
     factors = _factors(cfg, ask)
     atomic_write_json(out_dir / "factors.json", factors)
     cost: dict[str, Any] = {"mode": cfg.mode, "max_new_tokens": cfg.max_new_tokens, "model_id": model_id,
+                            "user_holdout_items": cfg.user_holdout_items,
                             "factors": factors.get("cost")}
     for kind in cfg.kind_list():
         prompts, assignment, info = build_prompts(cfg, split, kind, factors["factors"])
         result = ask(prompts, f"{kind} knowledge")
+        histories = user_training_histories(split, cfg.user_holdout_items) if kind == "user" else {}
         lines = [{f"{kind}_id": member, "text": result.answers[name].strip(),
-                  "group": None if cfg.mode == "individual" else name} for member, name in assignment.items()]
+                  "group": None if cfg.mode == "individual" else name,
+                  **({"history_items": len(histories[member])} if kind == "user" else {})}
+                 for member, name in assignment.items()]
         atomic_write_text(out_dir / KNOWLEDGE_FILES[kind], "".join(_jsonl(line) for line in lines))
-        total = len(split.dataset.item_ids()) if kind == "item" else len(user_training_histories(split))
+        total = len(split.dataset.item_ids()) if kind == "item" else len(histories)
         cost[kind] = {**info, **result.stats, "population": total, **_extrapolate(result.stats, len(prompts), total,
                                                                                  cfg.mode)}
     cost["wall_seconds"] = round(time.perf_counter() - started, 2)
@@ -169,4 +183,28 @@ def read_knowledge(knowledge_dir: str | Path, kind: str) -> dict[str, str]:
             out[str(row[f"{kind}_id"])] = str(row["text"])
         except (json.JSONDecodeError, KeyError) as exc:
             raise UserError(f"{path}:{lineno}: not a {kind} knowledge row ({exc}); rerun the extraction") from None
+    return out
+
+
+def read_user_history_items(knowledge_dir: str | Path, required: bool = True) -> dict[str, int] | None:
+    """``{user_id: n}``: user knowledge describes the first ``n`` training items; use it for later targets only.
+
+    Rows without ``history_items`` (an older extract, or LLM4MSR's user answers): an error, or None when not
+    ``required``.
+    """
+    import json
+
+    path = Path(knowledge_dir) / KNOWLEDGE_FILES["user"]
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; run `alignrec knowledge extract --kinds user` first")
+    out = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        row = json.loads(line)
+        if "history_items" not in row:
+            if not required:
+                return None
+            raise UserError(f"{path}:{lineno}: user row without history_items (written by an older alignrec, whose "
+                            "user knowledge leaks training targets); rerun `alignrec knowledge extract` (cached "
+                            "answers are reused)")
+        out[str(row["user_id"])] = int(row["history_items"])
     return out

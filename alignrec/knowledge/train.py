@@ -8,25 +8,40 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from alignrec.knowledge.config import KnowledgeTrainConfig
-from alignrec.knowledge.encode import load_knowledge_vectors
+from alignrec.knowledge.encode import load_knowledge_vectors, load_user_history_items
 from alignrec.recommenders import SASRec, as_recommend_fn, train_sasrec
 from alignrec.recommenders.knowledge_sasrec import KnowledgeSASRec
 from recdata.split import SplitDataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_knowledge_sasrec", "train_knowledge_recommender"]
+__all__ = ["build_knowledge_sasrec", "knowledge_sasrec_from_vectors", "train_knowledge_recommender"]
+
+
+def knowledge_sasrec_from_vectors(vectors_dir: str | Path, item_ids: Sequence[str], sasrec_cfg: Any,
+                                  kinds: Sequence[str] = ("item", "user"), **adaptor: Any) -> KnowledgeSASRec:
+    """A SASRec + knowledge over ``alignrec knowledge encode`` output, reading only ``kinds`` of it."""
+    items = load_knowledge_vectors(vectors_dir, "item")
+    users = load_knowledge_vectors(vectors_dir, "user") if "user" in kinds else None
+    history = load_user_history_items(vectors_dir) if users is not None else {}
+    dim = items[1].shape[1]
+    off = ([], np.zeros((0, dim), np.float32))
+    return KnowledgeSASRec(item_ids, sasrec_cfg, items if "item" in kinds else off, users or off,
+                           user_history_items=history, **adaptor)
 
 
 def build_knowledge_sasrec(cfg: KnowledgeTrainConfig, split: SplitDataset) -> KnowledgeSASRec:
-    items = load_knowledge_vectors(cfg.vectors_dir, "item")
-    users = load_knowledge_vectors(cfg.vectors_dir, "user")
-    return KnowledgeSASRec(split.dataset.item_ids(), cfg.sasrec_config(), items, users,
-                           cfg.experts_shared, cfg.experts_per_kind, cfg.adaptor_hidden, cfg.adaptor_dropout)
+    return knowledge_sasrec_from_vectors(cfg.vectors_dir, split.dataset.item_ids(), cfg.sasrec_config(),
+                                         cfg.knowledge_kind_list(), experts_shared=cfg.experts_shared,
+                                         experts_per_kind=cfg.experts_per_kind, adaptor_hidden=cfg.adaptor_hidden,
+                                         adaptor_dropout=cfg.adaptor_dropout)
 
 
 def _evaluate(model: SASRec, split: SplitDataset, ks: list[int], part: str) -> dict[str, Any]:

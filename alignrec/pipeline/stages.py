@@ -203,15 +203,13 @@ def run_embeddings(ctx: StageContext) -> dict[str, Any]:
 
 def _train_knowledge_sasrec(ctx: StageContext, cfg: Any, split: Any) -> dict[str, float]:
     """"SASRec + knowledge" with the baseline's SASRec config, saved with its prestored vectors."""
-    from alignrec.knowledge import load_knowledge_vectors
-    from alignrec.recommenders import KnowledgeSASRec, full_ranking_metrics, train_sasrec
+    from alignrec.knowledge.train import knowledge_sasrec_from_vectors
+    from alignrec.recommenders import full_ranking_metrics, train_sasrec
 
     if not cfg.knowledge_dir:
         raise ValueError("embeddings.sasrec_knowledge needs knowledge vectors: fill the 'knowledge' section "
                          "(or set embeddings.knowledge_dir)")
-    model = KnowledgeSASRec(split.dataset.item_ids(), cfg.sasrec_config(),
-                            load_knowledge_vectors(cfg.knowledge_dir, "item"),
-                            load_knowledge_vectors(cfg.knowledge_dir, "user"))
+    model = knowledge_sasrec_from_vectors(cfg.knowledge_dir, split.dataset.item_ids(), cfg.sasrec_config())
     train_sasrec(split, cfg.sasrec_config(), log_file=ctx.out_dir / "sasrec_knowledge_metrics.jsonl", model=model)
     model.save_pretrained(ctx.out_dir / "sasrec_knowledge")
     valid = split.eval_examples("valid")

@@ -5,7 +5,11 @@ Built on the one SASRec's extension points, not a fork:
 - ``item_inputs`` / ``output_table``: every item's embedding is its SASRec embedding + its augmented
   (adaptor-mapped) item-knowledge vector, at the input and in the scored table alike (SASRec ties them);
 - ``final_states``: the user state is the last hidden state + the user's augmented preference vector;
-- ``context_for``: maps ``user_ids`` to rows of the user-knowledge table (0 = no knowledge).
+- ``context_for``: maps ``user_ids`` to rows of the user-knowledge table (0 = no knowledge);
+- ``sequence_labels``: marks the training targets the user vector may help predict. A user's knowledge read
+  the first ``user_history_items[u]`` items of its training part, so only later targets get the vector: with
+  it at every position the model learns to read its targets off the knowledge, which evaluation (targets all
+  after the training part) never rewards. Evaluation and serving always add it.
 
 Items / users without knowledge (individual mode on a sample) get a zero augmentation, never the adaptor's
 bias. The adaptor trains jointly with SASRec; ``prestore()`` then runs it once over every item and user and
@@ -18,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +32,7 @@ from alignrec.recommenders.knowledge_adaptor import HybridExpertAdaptor
 from alignrec.recommenders.sasrec import SASRec
 from alignrec.recommenders.sasrec_config import SASRecConfig
 from recdata.io import atomic_path, atomic_write_json
+from recdata.split import SplitDataset
 
 __all__ = ["KnowledgeSASRec", "load_augmented"]
 
@@ -48,15 +53,20 @@ class KnowledgeSASRec(SASRec):
     """SASRec whose item and user representations add adaptor-mapped LLM knowledge vectors.
 
     ``item_knowledge`` / ``user_knowledge``: ``(ids, vectors [n, K])`` from ``alignrec knowledge encode``
-    (item and user vectors must share the text encoder, hence ``K``). Ids outside the catalogue are ignored.
+    (item and user vectors must share the text encoder, hence ``K``; ``([], zeros [0, K])`` leaves a kind out). Ids
+    outside the catalogue are ignored. ``user_history_items``: ``{user: n}``, how many leading training items
+    each user's knowledge read (``alignrec knowledge encode`` stores it); a user missing there never gets its
+    vector during training.
     """
 
     def __init__(self, item_ids: Sequence[str], cfg: SASRecConfig,
                  item_knowledge: tuple[Sequence[str], np.ndarray],
-                 user_knowledge: tuple[Sequence[str], np.ndarray],
+                 user_knowledge: tuple[Sequence[str], np.ndarray], *,
+                 user_history_items: Mapping[str, int],
                  experts_shared: int = 2, experts_per_kind: int = 2, adaptor_hidden: int = 128,
                  adaptor_dropout: float = 0.1) -> None:
         super().__init__(item_ids, cfg)
+        self.user_history_items = {str(u): int(n) for u, n in user_history_items.items()}
         item_vectors, user_vectors = np.asarray(item_knowledge[1]), np.asarray(user_knowledge[1])
         if item_vectors.ndim != 2 or user_vectors.ndim != 2 or item_vectors.shape[1] != user_vectors.shape[1]:
             raise ValueError(f"item and user knowledge must be [n, K] with the same K, got {item_vectors.shape} and "
@@ -104,14 +114,29 @@ class KnowledgeSASRec(SASRec):
     def output_table(self) -> torch.Tensor:
         return self._items()[1:]
 
-    def final_states(self, hidden: torch.Tensor, rows: torch.Tensor | None = None,
-                     user_index: torch.Tensor | None = None, **context) -> torch.Tensor:
+    def final_states(self, hidden: torch.Tensor, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None,
+                     user_index: torch.Tensor | None = None, target_labels: torch.Tensor | None = None,
+                     **context) -> torch.Tensor:
+        """hidden + the user's augmented vector; in training only where ``target_labels`` (from
+        ``sequence_labels``) allow it."""
         if user_index is None:
             return hidden
         users = user_index.to(hidden.device)
         if rows is not None:
             users = users[rows.to(hidden.device)]
-        return hidden + self.augmented("user")[users]  # [rows, dim]
+        user = self.augmented("user")[users]  # [rows, dim]
+        if target_labels is not None and cols is not None:
+            allowed = target_labels.to(hidden.device)[rows.to(hidden.device), cols.to(hidden.device)] > 0
+            user = user * allowed.unsqueeze(-1).to(user.dtype)
+        return hidden + user
+
+    def sequence_labels(self, split: SplitDataset) -> list[list[int]]:
+        """1 for the training targets after what the user's knowledge read, else 0."""
+        labels = []
+        for user_id, items in split.train_sequences():
+            cutoff = self.user_history_items.get(str(user_id), len(items))
+            labels.append([int(i >= cutoff) for i in range(len(items))])
+        return labels
 
     def context_for(self, user_ids: Sequence[str]) -> dict:
         """``user_index``: the user-knowledge row of each user (0 = unknown user: no augmentation)."""
@@ -159,7 +184,8 @@ class KnowledgeSASRec(SASRec):
         cfg = SASRecConfig(**{k: v for k, v in meta["config"].items() if k in fields})
         dim, users = extra.pop("knowledge_dim"), extra.pop("user_ids")
         empty = np.zeros((0, dim), np.float32)
-        model = cls(meta["item_ids"], cfg, ([], empty), (users, np.zeros((len(users), dim), np.float32)), **extra)
+        model = cls(meta["item_ids"], cfg, ([], empty), (users, np.zeros((len(users), dim), np.float32)),
+                    user_history_items={}, **extra)  # serving: the prestored vectors are added to every state
         model.load_state_dict(load_file(str(path / "model.safetensors")))  # restores the knowledge tables too
         return model.use_augmented(path / "augmented").to(device).eval()
 

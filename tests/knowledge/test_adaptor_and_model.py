@@ -36,12 +36,33 @@ def test_adaptor_output_is_the_gate_weighted_expert_mix():
     assert not torch.allclose(adaptor(x, "item")[0], out)  # kinds have their own gate and experts
 
 
-def _model(split, dim=6, missing_user=None):
+def _model(split, dim=6, missing_user=None, holdout=1):
     rng = np.random.default_rng(0)
     items = split.dataset.item_ids()
-    users = [u for u, _ in split.train_sequences() if u != missing_user]
+    train = {u: seq for u, seq in split.train_sequences() if u != missing_user}
     return KnowledgeSASRec(items, SASRecConfig(**FAST), (items, rng.normal(size=(len(items), dim))),
-                           (users, rng.normal(size=(len(users), dim))), adaptor_hidden=8)
+                           (list(train), rng.normal(size=(len(train), dim))),
+                           user_history_items={u: len(seq) - holdout for u, seq in train.items()}, adaptor_hidden=8)
+
+
+def _user_expert_grad(model, split) -> float:
+    """Gradient norm reaching the user-only experts from one training loss over every window."""
+    from alignrec.recommenders import training_windows
+
+    x, y, users, labels = training_windows(split.train_sequences(), model.index, 8, with_users=True,
+                                           labels=model.sequence_labels(split))
+    model.zero_grad()
+    model.training_loss(x, y, target_labels=labels, **model.context_for(users)).backward()
+    return sum(float(p.grad.abs().sum()) for p in model.adaptor.own["user"].parameters() if p.grad is not None)
+
+
+def test_user_vector_joins_only_the_targets_its_knowledge_did_not_read(tiny_split):
+    model = _model(tiny_split)  # u1 trains on i1 i2 i3, its knowledge read i1 i2: only target i3 may use it
+    labels = dict(zip([u for u, _ in tiny_split.train_sequences()], model.sequence_labels(tiny_split), strict=True))
+    assert labels["u1"] == [0, 0, 1] and labels["u4"] == [0, 0, 0, 1] and labels["u2"] == [0, 1]
+    assert _user_expert_grad(model, tiny_split) > 0
+    # knowledge that read the whole training part may join no training target: no gradient reaches it
+    assert _user_expert_grad(_model(tiny_split, holdout=0), tiny_split) == 0.0
 
 
 def test_joint_training_moves_the_adaptor_and_prestored_scores_match(tmp_path, tiny_split):

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from alignrec.knowledge import ExtractConfig, build_prompts, extract_knowledge, read_knowledge
+from alignrec.knowledge import (
+    ExtractConfig,
+    build_prompts,
+    extract_knowledge,
+    read_knowledge,
+    read_user_history_items,
+)
 from recdata.errors import UserError
 from tests.knowledge.conftest import scripted_generator
 
@@ -26,7 +32,8 @@ def test_collective_one_prompt_per_cluster_every_member_assigned(tmp_path, tiny_
     assert len(asked) == 3 + 2 and len(set(asked)) == 5  # one prompt per cluster, nothing twice
     items, users = read_knowledge(out, "item"), read_knowledge(out, "user")
     assert set(items) == set(tiny_split.dataset.item_ids())  # every item assigned
-    assert set(users) == {u for u, _ in tiny_split.train_sequences()}
+    # users with one training item keep nothing once the last one is held out (user_holdout_items=1)
+    assert set(users) == {u for u, seq in tiny_split.train_sequences() if len(seq) > 1} == {"u1", "u2", "u4"}
     groups = {json.loads(line)["group"] for line in (out / "item_knowledge.jsonl").read_text().splitlines()}
     assert groups == {"item-cluster-0", "item-cluster-1", "item-cluster-2"}
     assert len(set(items.values())) == 3 and len(set(users.values())) == 2  # members share their cluster's answer
@@ -56,6 +63,29 @@ def test_user_knowledge_never_reads_valid_or_test_items(tmp_path, leak_split, mo
         assert "LEAK" not in prompt, prompt
     # the training items do reach the prompts (the test would pass vacuously otherwise)
     assert any("Pipette tips" in p for p in prompts.values())
+
+
+@pytest.mark.parametrize("holdout", [1, 0])
+def test_user_knowledge_reads_the_training_part_minus_its_holdout(tmp_path, leak_split, holdout):
+    """u1 trains on i1..i5 (Beaker set last): holdout 1 leaves it out and records history_items = 4."""
+    cfg = _cfg(tmp_path, mode="individual", kinds="user", user_holdout_items=holdout)
+    out = tmp_path / "k"
+    out.mkdir()
+    asked: list[str] = []
+    extract_knowledge(cfg, leak_split, out, "m", scripted_generator(asked))
+    u1 = next(p for p in asked if "Pipette tips" in p and "Digital scale" in p)
+    assert ("Beaker set" in u1) == (holdout == 0)
+    rows = {json.loads(line)["user_id"]: json.loads(line) for line in (out / "user_knowledge.jsonl").open()}
+    train = dict(leak_split.train_sequences())
+    assert {u: r["history_items"] for u, r in rows.items()} == {u: len(s) - holdout for u, s in train.items()}
+    assert read_user_history_items(out)["u1"] == 5 - holdout
+
+
+def test_user_rows_without_history_items_are_refused_in_one_line(tmp_path):
+    (tmp_path / "user_knowledge.jsonl").write_text(json.dumps({"user_id": "u1", "text": "x", "group": None}) + "\n")
+    with pytest.raises(UserError, match="user_knowledge.jsonl:1: .*rerun `alignrec knowledge extract`"):
+        read_user_history_items(tmp_path)
+    assert read_user_history_items(tmp_path, required=False) is None
 
 
 def test_factors_from_the_llm_and_a_useless_answer(tmp_path, tiny_split):

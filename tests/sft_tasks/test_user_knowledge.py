@@ -14,8 +14,9 @@ SYSTEM = "You are a recommender system. Items are written as code tokens."
 
 
 def _knowledge_dir(tmp_path):
-    rows = [{"user_id": "u1", "text": "likes lab glassware and sterile tips", "group": None},
-            {"user_id": "u4", "text": "one two three four five six", "group": None}]
+    # u1 trains on i1 i2 i3, u4 on i8 i4 i1 i2; their knowledge read all but the last training item
+    rows = [{"user_id": "u1", "text": "likes lab glassware and sterile tips", "group": None, "history_items": 2},
+            {"user_id": "u4", "text": "one two three four five six", "group": None, "history_items": 3}]
     (tmp_path / "user_knowledge.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return tmp_path
 
@@ -29,8 +30,11 @@ def test_seqrec_prompts_carry_user_knowledge(tmp_path, tiny_split, tiny_item_tok
         f"{SYSTEM}\n\n### Instruction:\nAbout this user: likes lab glassware and ...\n"
         f"The user has interacted with these items in order: {C['i1']}, {C['i2']}. Predict the next item."
         "\n\n### Response:\n")
-    assert "About this user: one two three four ...\n" in task.example(3)["prompt"]  # cut to 4 words
+    assert "About this user: one two three four ...\n" in task.example(5)["prompt"]  # cut to 4 words
     assert "About this user" not in task.example(2)["prompt"]  # u2 has no knowledge
+    # windows whose target the knowledge already read (u1 -> i2, u4 -> i4, i1) never carry it: no target leaks
+    assert [("About this user" in task.example(r)["prompt"]) for r in range(6)] == [False, True, False, False,
+                                                                                   False, True]
     validation = build_validation(ctx)
     valid = tiny_split.eval_examples("valid")
     for row, (user, history) in enumerate(zip(valid["user_id"], valid["history"], strict=True)):
@@ -55,11 +59,14 @@ def test_build_saves_the_prompt_texts_and_preference_pairs_carry_them(tmp_path, 
     from sft_tasks.preference import build_validation_preference
 
     ctx = TaskContext(cfg, tiny_split, tiny_item_tokenizer, tiny_hf_tokenizer)
+    last = {"u1": C["i2"], "u4": C["i1"]}  # the last history item of each user's one knowledge-bearing window
     for pairs in (build.preference, build_validation_preference(ctx, make_sampler(ctx))):  # DPO trains on both
         for user, prompt in zip(pairs["user_id"], pairs["prompt"], strict=True):
             text = build.user_knowledge.get(user)
-            assert ("About this user:" in prompt) == (text is not None)
-            assert text is None or f"About this user: {text}\n" in prompt
+            training_leak_free = pairs is not build.preference or (text is not None and
+                                                                   f"{last[user]}. Predict" in prompt)
+            assert ("About this user:" in prompt) == (text is not None and training_leak_free), prompt
+            assert text is None or not training_leak_free or f"About this user: {text}\n" in prompt
         assert set(pairs["user_id"]) & set(build.user_knowledge)
         assert set(pairs["user_id"]) - set(build.user_knowledge)  # users without knowledge: bare prompts
 
