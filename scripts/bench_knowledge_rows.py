@@ -51,6 +51,7 @@ def _set(values: list[str]) -> dict[str, Any]:
 def run_one(split: SplitDataset, out: Path, row: str, **cfg: Any) -> dict[str, Any]:
     """Train one row into ``out`` (or reuse it) -> {metric: value, tail ndcg, seconds, per-user metrics}."""
     if not (out / "metrics.json").is_file():
+        out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         train_knowledge_recommender(KnowledgeTrainConfig(out_dir=str(out), **cfg), split, out)
         atomic_write_json(out / "seconds.json", {"seconds": round(time.perf_counter() - started, 1)})
