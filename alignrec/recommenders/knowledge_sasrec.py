@@ -88,12 +88,15 @@ class KnowledgeSASRec(SASRec):
         self.prestored: dict[str, torch.Tensor] | None = None
 
     # ---- augmented vectors ---------------------------------------------------------------------------------
-    def augmented(self, kind: str) -> torch.Tensor:
-        """``[rows + 1, dim]`` augmented vectors of every item / user (row 0 and rows without knowledge = 0)."""
+    def augmented(self, kind: str, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``[rows + 1, dim]`` augmented vectors of every item / user (row 0 and rows without knowledge = 0), or
+        of the table ``rows`` only (a batch's users: the adaptor runs on those, not on every user)."""
         if self.prestored is not None:
-            return self.prestored[kind]
+            return self.prestored[kind] if rows is None else self.prestored[kind][rows]
         knowledge, has = (self.item_knowledge, self.item_has) if kind == "item" else (self.user_knowledge, self.user_has)
-        out, _ = self.adaptor(knowledge, kind)  # [rows + 1, dim]
+        if rows is not None:
+            knowledge, has = knowledge[rows], has[rows]
+        out, _ = self.adaptor(knowledge, kind)  # [rows, dim]
         return out * has.unsqueeze(-1).to(out.dtype)
 
     @torch.no_grad()
@@ -124,7 +127,7 @@ class KnowledgeSASRec(SASRec):
         users = user_index.to(hidden.device)
         if rows is not None:
             users = users[rows.to(hidden.device)]
-        user = self.augmented("user")[users]  # [rows, dim]
+        user = self.augmented("user", users)  # [rows, dim]
         if target_labels is not None and cols is not None:
             allowed = target_labels.to(hidden.device)[rows.to(hidden.device), cols.to(hidden.device)] > 0
             user = user * allowed.unsqueeze(-1).to(user.dtype)
