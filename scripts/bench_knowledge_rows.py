@@ -1,6 +1,6 @@
 """SASRec vs SASRec + knowledge rows over seeds, with a paired bootstrap of each row - SASRec.
 
-    python scripts/bench_knowledge_rows.py --split_dir S --vectors collective=V1 individual=V2 \
+    python scripts/bench_knowledge_rows.py --split_dir S --vectors collective=V1 individual=V2@item \
         --kinds item,user item user --seeds 42,43,44 --out bench_results/knowledge/sci_rows
 
 One plain SASRec per seed and, per seed, one ``SASRec + knowledge`` per (vectors, kinds) variant, all with the
@@ -67,7 +67,8 @@ def run_one(split: SplitDataset, out: Path, row: str, **cfg: Any) -> dict[str, A
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--split_dir", required=True)
-    parser.add_argument("--vectors", nargs="+", required=True, help="name=folder of `alignrec knowledge encode`")
+    parser.add_argument("--vectors", nargs="+", required=True,
+                        help="name=folder of `alignrec knowledge encode` [@kinds/kinds: this folder's own --kinds]")
     parser.add_argument("--kinds", nargs="+", default=["item,user"], help="knowledge_kinds of each variant")
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--set", nargs="*", default=[], help="KnowledgeTrainConfig field=value for every row")
@@ -77,8 +78,12 @@ def main() -> int:
     split = SplitDataset.load(args.split_dir)
     seeds = [int(s) for s in args.seeds.split(",")]
     common = _set(args.set)
-    vectors = dict(v.split("=", 1) for v in args.vectors)
-    variants = {f"{name}:{kinds}": (folder, kinds) for name, folder in vectors.items() for kinds in args.kinds}
+    variants = {}
+    for spec in args.vectors:  # name=folder, or name=folder@kinds/kinds (e.g. item-only knowledge: @item)
+        name, _, rest = spec.partition("=")
+        folder, _, own = rest.partition("@")
+        for kinds in own.split("/") if own else args.kinds:
+            variants[f"{name}:{kinds}"] = (folder, kinds)
     out = Path(args.out)
     rows: dict[str, list[dict[str, Any]]] = {"sasrec": []} | {v: [] for v in variants}
     for seed in seeds:
