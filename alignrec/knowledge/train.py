@@ -26,7 +26,7 @@ __all__ = ["build_knowledge_sasrec", "knowledge_sasrec_from_vectors", "train_kno
 
 
 def knowledge_sasrec_from_vectors(vectors_dir: str | Path, item_ids: Sequence[str], sasrec_cfg: Any,
-                                  kinds: Sequence[str] = ("item", "user"), **adaptor: Any) -> KnowledgeSASRec:
+                                  kinds: Sequence[str] = ("item",), **adaptor: Any) -> KnowledgeSASRec:
     """A SASRec + knowledge over ``alignrec knowledge encode`` output, reading only ``kinds`` of it."""
     items = load_knowledge_vectors(vectors_dir, "item")
     users = load_knowledge_vectors(vectors_dir, "user") if "user" in kinds else None

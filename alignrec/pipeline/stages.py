@@ -157,6 +157,8 @@ def _embedding_injected(ctx: StageContext, section: dict[str, Any]) -> dict[str,
 
 def _uses_knowledge(section: dict[str, Any]) -> bool:
     """An embeddings section that reads the knowledge stage (source or fusion part, or the knowledge SASRec)."""
+    if section.get("sasrec_knowledge"):
+        sasrec_knowledge_kinds(section["sasrec_knowledge"])  # a bad value fails before any stage runs
     return section.get("source") == "knowledge" or "knowledge" in str(section.get("fusion_weights", "")) \
         or bool(section.get("sasrec_knowledge"))
 
@@ -201,6 +203,16 @@ def run_embeddings(ctx: StageContext) -> dict[str, Any]:
     return summary
 
 
+def sasrec_knowledge_kinds(value: Any) -> tuple[str, ...]:
+    """``embeddings.sasrec_knowledge``: true (item knowledge, the measured default) or the kinds, e.g. "item,user"."""
+    if value is True:
+        return ("item",)
+    kinds = tuple(k.strip() for k in str(value).split(",") if k.strip())
+    if not kinds or set(kinds) - {"item", "user"}:
+        raise ConfigError(f"embeddings.sasrec_knowledge must be true or name item and/or user, got {value!r}")
+    return kinds
+
+
 def _train_knowledge_sasrec(ctx: StageContext, cfg: Any, split: Any) -> dict[str, float]:
     """"SASRec + knowledge" with the baseline's SASRec config, saved with its prestored vectors."""
     from alignrec.knowledge.train import knowledge_sasrec_from_vectors
@@ -209,7 +221,8 @@ def _train_knowledge_sasrec(ctx: StageContext, cfg: Any, split: Any) -> dict[str
     if not cfg.knowledge_dir:
         raise ValueError("embeddings.sasrec_knowledge needs knowledge vectors: fill the 'knowledge' section "
                          "(or set embeddings.knowledge_dir)")
-    model = knowledge_sasrec_from_vectors(cfg.knowledge_dir, split.dataset.item_ids(), cfg.sasrec_config())
+    model = knowledge_sasrec_from_vectors(cfg.knowledge_dir, split.dataset.item_ids(), cfg.sasrec_config(),
+                                          sasrec_knowledge_kinds(ctx.config.get("sasrec_knowledge")))
     train_sasrec(split, cfg.sasrec_config(), log_file=ctx.out_dir / "sasrec_knowledge_metrics.jsonl", model=model)
     model.save_pretrained(ctx.out_dir / "sasrec_knowledge")
     valid = split.eval_examples("valid")

@@ -31,6 +31,24 @@ def test_cli_extract_encode_train(tmp_path, tiny_split, tiny_model_dir):
     rows = json.loads((m / "metrics.json").read_text())["recommenders"]
     assert set(rows) == {"sasrec", "sasrec+knowledge"} and rows["sasrec+knowledge"]["invalid_rate"] == 0.0
     assert (m / "model" / "augmented" / "item_vectors.safetensors").is_file()
+    manifest = json.loads((m / "metrics.json").read_text())["knowledge_coverage"]
+    assert manifest["items_with_knowledge"] == 8 and manifest["users_with_knowledge"] == 0  # default: item only
+    assert main(["knowledge", "train", "--split_dir", str(tmp_path / "split"), "--vectors_dir", str(v),
+                 "--out_dir", str(tmp_path / "m2"), "--knowledge_kinds", "item,user", "--baseline", "false",
+                 "--sasrec_dim", "16", "--sasrec_heads", "1", "--sasrec_layers", "1", "--sasrec_epochs", "1"]) == 0
+    both = json.loads((tmp_path / "m2" / "metrics.json").read_text())["knowledge_coverage"]
+    assert both["users_with_knowledge"] == 3  # u1 u2 u4: one training item (u3, u5) leaves nothing to read
+
+
+def test_sasrec_knowledge_kinds_of_the_pipeline():
+    import pytest
+
+    from alignrec.pipeline.stages import sasrec_knowledge_kinds
+    from recdata.errors import ConfigError
+
+    assert sasrec_knowledge_kinds(True) == ("item",) and sasrec_knowledge_kinds("item, user") == ("item", "user")
+    with pytest.raises(ConfigError, match="sasrec_knowledge must be true or name item and/or user"):
+        sasrec_knowledge_kinds("items")
 
 
 def test_extract_errors_are_one_line(tmp_path, tiny_split, capsys):
@@ -55,7 +73,7 @@ def test_run_with_knowledge_source_end_to_end(tmp_path, tiny_chat_tokenizer, tin
                            "user_clusters": 4, "max_new_tokens": 6, "factors": "use case,material,brand",
                            "encoder": "llm", "encoder_dir": str(tiny_model_dir)}
     config["embeddings"].update({"source": "fused", "fusion_weights": "knowledge=1.0,cf=1.0",
-                                 "sasrec_knowledge": True})
+                                 "sasrec_knowledge": "item,user"})
     config["tasks"]["use_knowledge"] = True
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
