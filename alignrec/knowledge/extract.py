@@ -4,8 +4,9 @@ Item prompts read the item table; user prompts read ``split.train_sequences()`` 
 or test item), for training and evaluation alike, minus the last ``user_holdout_items`` of each: a user's
 knowledge describes items ``[0, history_items)`` of its training part (written on every user row), and the
 models use it only for targets from ``history_items`` on, so training never asks "predict an item that this
-user's knowledge already describes" (a leak that evaluation, whose targets all come later, cannot reward). Every answer goes through ``recdata.llm_generation``
-(one cache keyed by prompt + model + settings), so a killed run resumes and no prompt is asked twice.
+user's knowledge already describes" (a leak that evaluation, whose targets all come later, cannot reward).
+Every answer goes through ``recdata.llm_generation`` (one cache keyed by prompt + model + settings), so a
+killed run resumes and no prompt is asked twice.
 """
 
 from __future__ import annotations
@@ -199,7 +200,10 @@ def read_user_history_items(knowledge_dir: str | Path, required: bool = True) ->
         raise UserError(f"{path} does not exist; run `alignrec knowledge extract --kinds user` first")
     out = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        row = json.loads(line)
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{lineno}: not a user knowledge row ({exc}); rerun the extraction") from None
         if "history_items" not in row:
             if not required:
                 return None

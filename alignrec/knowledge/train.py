@@ -28,13 +28,12 @@ __all__ = ["build_knowledge_sasrec", "knowledge_sasrec_from_vectors", "train_kno
 def knowledge_sasrec_from_vectors(vectors_dir: str | Path, item_ids: Sequence[str], sasrec_cfg: Any,
                                   kinds: Sequence[str] = ("item",), **adaptor: Any) -> KnowledgeSASRec:
     """A SASRec + knowledge over ``alignrec knowledge encode`` output, reading only ``kinds`` of it."""
-    items = load_knowledge_vectors(vectors_dir, "item")
+    items = load_knowledge_vectors(vectors_dir, "item") if "item" in kinds else None
     users = load_knowledge_vectors(vectors_dir, "user") if "user" in kinds else None
     history = load_user_history_items(vectors_dir) if users is not None else {}
-    dim = items[1].shape[1]
+    dim = (items or users)[1].shape[1]
     off = ([], np.zeros((0, dim), np.float32))
-    return KnowledgeSASRec(item_ids, sasrec_cfg, items if "item" in kinds else off, users or off,
-                           user_history_items=history, **adaptor)
+    return KnowledgeSASRec(item_ids, sasrec_cfg, items or off, users or off, user_history_items=history, **adaptor)
 
 
 def build_knowledge_sasrec(cfg: KnowledgeTrainConfig, split: SplitDataset) -> KnowledgeSASRec:
