@@ -1,7 +1,7 @@
 #!/bin/bash
 # Usage (after bench_knowledge_extract.sh): SPLIT=... OUT=... bash scripts/bench_knowledge_train.sh
-# REKI lift benchmark: encode the collective knowledge (MiniLM), then SASRec and SASRec + knowledge on amazon18-scientific
-# with the same SASRec config (12 epochs max, patience 3; not yet timed on real data).
+# REKI lift benchmark: encode the collective knowledge (MiniLM), then SASRec and SASRec + item knowledge on amazon18-scientific
+# with the same SASRec config (12 epochs max, patience 3). Seeds, item/user rows and paired intervals: bench_knowledge_rows.py.
 set -x
 cd "$(dirname "$0")/.."
 PY=${PY:-python}

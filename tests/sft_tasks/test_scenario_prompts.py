@@ -25,7 +25,7 @@ def scenario_split():
 def test_windows_carry_labels_and_prompts_name_the_scenario(scenario_split, tiny_item_tokenizer, tiny_hf_tokenizer):
     cfg = TaskConfig(max_templates=1, scenario_prompts=True, weights='{"seqrec": 1.0}')
     ctx = TaskContext(cfg, scenario_split, tiny_item_tokenizer, tiny_hf_tokenizer)
-    assert ctx.windows[0] == Window("u1", ("i1",), "i2", ("lab",), "safety")
+    assert ctx.windows[0] == Window("u1", ("i1",), "i2", ("lab",), "safety", position=1)
     task = build_seqrec(ctx)
     assert task.prompts[1] == seqrec_scenario_prompt(["i1", "i2"], ["lab", "safety"], "safety", tiny_item_tokenizer,
                                                      tiny_hf_tokenizer)

@@ -30,14 +30,15 @@ def ctx(tiny_split, tiny_item_tokenizer, tiny_hf_tokenizer):
 
 def test_windows_are_sliding_over_the_training_part_only(ctx):
     assert ctx.windows == [
-        Window("u1", ("i1",), "i2"), Window("u1", ("i1", "i2"), "i3"), Window("u2", ("i2",), "i3"),
-        Window("u4", ("i8",), "i4"), Window("u4", ("i8", "i4"), "i1"), Window("u4", ("i8", "i4", "i1"), "i2"),
-    ]
+        Window("u1", ("i1",), "i2", position=1), Window("u1", ("i1", "i2"), "i3", position=2),
+        Window("u2", ("i2",), "i3", position=1), Window("u4", ("i8",), "i4", position=1),
+        Window("u4", ("i8", "i4"), "i1", position=2), Window("u4", ("i8", "i4", "i1"), "i2", position=3),
+    ]  # position: the target's index in the training part (user knowledge joins only targets it did not read)
 
 
 def test_max_history_truncates_to_most_recent(tiny_split, tiny_item_tokenizer, tiny_hf_tokenizer):
     ctx = TaskContext(TaskConfig(max_history=2), tiny_split, tiny_item_tokenizer, tiny_hf_tokenizer)
-    assert ctx.windows[-1] == Window("u4", ("i4", "i1"), "i2")
+    assert ctx.windows[-1] == Window("u4", ("i4", "i1"), "i2", position=3)  # truncation keeps the true index
     assert max(len(w.history) for w in ctx.windows) == 2
 
 
