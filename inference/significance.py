@@ -48,6 +48,22 @@ def paired_bootstrap(ours: Mapping[str, float], theirs: Mapping[str, float], *, 
             "confidence": confidence, "resamples": resamples, "p_not_better": float((means <= 0).mean())}
 
 
+def seed_pooled_bootstrap(ours: Sequence[Mapping[str, float]], theirs: Sequence[Mapping[str, float]], *,
+                          resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+    """Bootstrap over users of the per-user mean over seeds of ``ours_i - theirs_i`` (seed i pairs with seed i).
+
+    One row per user, so users (not seed x user pairs) are resampled: the interval of a claim over all seeds.
+    """
+    if not ours or len(ours) != len(theirs):
+        raise ValueError(f"seed_pooled_bootstrap needs one dict per seed on each side, got {len(ours)} and {len(theirs)}")
+    users = sorted(ours[0])
+    if any(set(o) != set(users) or set(t) != set(users) for o, t in zip(ours, theirs, strict=True)):
+        raise ValueError("seed_pooled_bootstrap: every seed of both rows must score the same users")
+    diff = np.mean([[o[u] - t[u] for u in users] for o, t in zip(ours, theirs, strict=True)], axis=0)  # [users]
+    return paired_bootstrap(dict(zip(users, diff.tolist(), strict=True)), dict.fromkeys(users, 0.0),
+                            resamples=resamples, seed=seed, confidence=confidence)
+
+
 def per_user_metric(report: Mapping[str, Any], metric: str) -> dict[str, float]:
     """``user_id -> metric`` from an ``evaluate_recommender`` report (its ``per_user`` table)."""
     per_user = report.get("per_user")

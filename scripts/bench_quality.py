@@ -23,15 +23,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alignrec.pipeline import load_run_config, run_pipeline  # noqa: E402
 from alignrec.pipeline.config import RunConfig  # noqa: E402
 from alignrec.pipeline.variants import apply_overrides, seed_from_base  # noqa: E402
 from inference.evaluate import load_per_user  # noqa: E402
-from inference.significance import paired_bootstrap, seed_summary  # noqa: E402
+from inference.significance import paired_bootstrap, seed_pooled_bootstrap, seed_summary  # noqa: E402
 from recdata.config import load_yaml  # noqa: E402
 from recdata.io import atomic_write_json, atomic_write_text  # noqa: E402
 from trainer.callbacks import read_metrics  # noqa: E402
@@ -125,7 +123,8 @@ def ablations(run_cfg: RunConfig, spec_path: str, until: str, only: set[str]) ->
 
 
 def seeds(run_cfg: RunConfig, seed_list: list[int], until: str) -> tuple[dict, str]:
-    per_seed, pairs, diffs = [], [], {m: [] for m in ("recall@10", "ndcg@10")}
+    per_seed, pairs = [], []
+    by_user: dict[str, tuple[list, list]] = {m: ([], []) for m in ("recall@10", "ndcg@10")}  # (ours, SASRec) per seed
     for seed in seed_list:
         cfg = apply_overrides(run_cfg, dict.fromkeys(SEED_KEYS, seed), name=f"{run_cfg.name}__seed{seed}")
         result = run_and_read(cfg, run_cfg, until)  # the config's own run: a seed equal to it re-runs nothing
@@ -136,18 +135,16 @@ def seeds(run_cfg: RunConfig, seed_list: list[int], until: str) -> tuple[dict, s
         if sasrec is None:
             raise ValueError(f"{result['run_dir']}: no SASRec row; set embeddings.sasrec_baseline: true")
         pair = {"seed": seed}
-        for m in diffs:
+        for m, (ours_seeds, sasrec_seeds) in by_user.items():
             a = dict(zip(ours["user_id"], ours[m], strict=True))
             b = dict(zip(sasrec["user_id"], sasrec[m], strict=True))
             pair[m] = paired_bootstrap(a, b, seed=seed)
-            diffs[m].append(np.array([a[u] - b[u] for u in sorted(a)]))
+            ours_seeds.append(a)
+            sasrec_seeds.append(b)
         pairs.append(pair)
     summary = {name: {m: seed_summary([s["rows"][name][m] for s in per_seed]) for m in METRICS + [f"{b}:ndcg@10" for b in BUCKETS]}
                for name in per_seed[0]["rows"]}
-    pooled = {}
-    for m, arrays in diffs.items():  # per-user mean over seeds of (ours_i - SASRec_i), bootstrapped over users
-        mean = np.mean(arrays, axis=0)
-        pooled[m] = paired_bootstrap({str(i): float(v) for i, v in enumerate(mean)}, {str(i): 0.0 for i in range(len(mean))})
+    pooled = {m: seed_pooled_bootstrap(*sides) for m, sides in by_user.items()}  # over users, seeds averaged
     lines = [f"# Seeds: {run_cfg.name}, seeds {seed_list}", "", "| recommender | " + " | ".join(SHORT + [f'{b}:ndcg@10' for b in BUCKETS]) + " |",
              "|" + "---|" * (1 + len(SHORT) + len(BUCKETS))]
     for name, vals in summary.items():

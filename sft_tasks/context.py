@@ -50,13 +50,6 @@ def read_build_user_knowledge(dataset_dir: str | Path) -> dict[str, str] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def user_knowledge_history_items(knowledge_dir: str) -> dict[str, int]:
-    """``{user_id: n}``: each user's knowledge read its first ``n`` training items."""
-    from alignrec.knowledge import read_user_history_items
-
-    return read_user_history_items(knowledge_dir)
-
-
 def user_knowledge_texts(knowledge_dir: str, words: int) -> dict[str, str]:
     """``{user_id: text cut to words}``: exactly what the seqrec prompts put in front (empty texts dropped)."""
     return {user: clip_words(text, words) for user, text in load_user_knowledge(knowledge_dir).items() if text}
@@ -118,8 +111,10 @@ class TaskContext:
         self.popularity = Counter(i for _, items in self.train_sequences for i in items)
         self.user_knowledge = (user_knowledge_texts(cfg.user_knowledge_dir, cfg.user_knowledge_words)
                                if cfg.user_knowledge_dir else {})
-        self.knowledge_history_items = (user_knowledge_history_items(cfg.user_knowledge_dir)
-                                        if cfg.user_knowledge_dir else {})
+        # {user: n}: the knowledge read the first n training items (public API of the knowledge stage)
+        from alignrec.knowledge import read_user_history_items
+
+        self.knowledge_history_items = read_user_history_items(cfg.user_knowledge_dir) if cfg.user_knowledge_dir else {}
 
     def knowledge(self, user_id: str, target_position: int | None = None) -> str | None:
         """The user's (training-part) knowledge text cut to ``user_knowledge_words``; None when off or unknown.
@@ -127,9 +122,10 @@ class TaskContext:
         ``target_position`` (a training window's target index): None too when the knowledge already read that
         target, so no training example can copy its answer from the knowledge. Evaluation rows pass none.
         """
-        if target_position is not None and target_position < self.knowledge_history_items.get(user_id, 1 << 30):
+        text = self.user_knowledge.get(user_id)
+        if text is None or (target_position is not None and target_position < self.knowledge_history_items[user_id]):
             return None
-        return self.user_knowledge.get(user_id)
+        return text
 
     def templates(self, task: str) -> list[str]:
         options = TEMPLATES[task]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from inference.significance import paired_bootstrap, per_user_metric, seed_summary
+from inference.significance import paired_bootstrap, per_user_metric, seed_pooled_bootstrap, seed_summary
 
 
 def test_seed_summary_exact():
@@ -46,3 +46,18 @@ def test_per_user_metric_reads_a_report():
     assert per_user_metric(report, "ndcg@10") == {"u1": 1.0, "u2": 0.0}
     with pytest.raises(ValueError, match="no per-user"):
         per_user_metric({}, "ndcg@10")
+
+
+def test_seed_pooled_bootstrap_averages_each_users_difference_over_seeds():
+    # u0 gains 0.3 then 0.1 (mean 0.2), u1 loses 0.1 then gains 0.3 (mean 0.1): pooled mean 0.15, one row per user
+    ours = [{"u0": 0.5, "u1": 0.1}, {"u0": 0.4, "u1": 0.6}]
+    theirs = [{"u0": 0.2, "u1": 0.2}, {"u0": 0.3, "u1": 0.3}]
+    out = seed_pooled_bootstrap(ours, theirs, resamples=400, seed=3)
+    assert out["users"] == 2 and out["mean_diff"] == pytest.approx(0.15)
+    assert out["low"] == pytest.approx(0.1) and out["high"] == pytest.approx(0.2)  # resamples of {0.2, 0.1}
+    same = seed_pooled_bootstrap([{"u": 0.4}] * 3, [{"u": 0.1}] * 3, resamples=50)
+    assert same["low"] == pytest.approx(0.3) == same["high"]
+    with pytest.raises(ValueError, match="same users"):
+        seed_pooled_bootstrap(ours, [{"u0": 0.2}, {"u0": 0.3, "u1": 0.3}])
+    with pytest.raises(ValueError, match="one dict per seed"):
+        seed_pooled_bootstrap(ours, theirs[:1])
