@@ -23,3 +23,4 @@ test-slow: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports

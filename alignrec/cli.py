@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from recdata.errors import UserError
+from recdata.errors import UserError, cli_error_line
 
 # Modules that contribute subcommands, in --help order. A module that is not present yet is skipped.
 STAGE_CLI_MODULES = (
@@ -27,6 +27,7 @@ STAGE_CLI_MODULES = (
     "inference.recommend_cli",
     "inference.serve.cli",
     "alignrec.pipeline_cli",
+    "alignrec.tune_cli",
 )
 
 
@@ -66,12 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with command_prog(f"alignrec {name}"):
             return int(handler(args, rest) or 0)
-    except UserError as exc:
-        if args.debug or os.environ.get("ALIGNREC_DEBUG", "") not in ("", "0"):
+    except (UserError, OSError) as exc:  # an OSError only with a known errno (cli_error_line), else re-raised
+        line = cli_error_line(exc)
+        if line is None or args.debug or os.environ.get("ALIGNREC_DEBUG", "") not in ("", "0"):
             raise
-        message = " ".join(str(exc).split("\n"))  # one line, whatever the message holds
-        print(f"alignrec {name}: error: {message}", file=sys.stderr)
-        return exc.exit_code
+        print(f"alignrec {name}: error: {line[0]}", file=sys.stderr)  # one line, whatever the message holds
+        return line[1]
 
 
 if __name__ == "__main__":

@@ -69,8 +69,11 @@ def format_plan(plans, start: str | None = None, until: str | None = None, force
 
 def _run(args, argv: list[str]) -> int:
     from alignrec.pipeline import pipeline_plan, run_pipeline
+    from recdata.config import reject_unknown_flags
 
-    opts = _parser().parse_args(argv)
+    parser = _parser()
+    reject_unknown_flags(parser, argv)
+    opts = parser.parse_args(argv)
     if opts.dry_run or opts.status:
         run_cfg, plans = pipeline_plan(opts.config, name=opts.name, runs_dir=opts.runs_dir, overrides=opts.overrides)
         sys.stdout.write(f"run {run_cfg.run_dir} ({run_cfg.source})\n")

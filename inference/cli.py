@@ -47,8 +47,31 @@ class EvaluateConfig:
                 "a split with scenarios; the model is then scored within the target's scenario only)."})
     overwrite: bool = field(default=False, metadata={
         "help": "Write into an existing non-empty folder that alignrec did not write (its other files are kept)."})
+    task: str = field(default="next_item", metadata={
+        "help": "next_item: the next item of each user's history. request: requests in words (requests_file) "
+                "answered by known valid / test targets, the request alone. request_history: the request plus the "
+                "user's history.", "choices": ["next_item", "request", "request_history"]})
+    requests_file: str = field(default="", metadata={
+        "help": "task request*: `alignrec tasks requests` output (one request per line, its target and history)."})
+    tasks_dir: str = field(default="", metadata={
+        "help": "task request*: the tasks build the model trained on; a request found in its training rows is "
+                "refused."})
+    retriever_baseline: bool = field(default=True, metadata={
+        "help": "task request*: add the MiniLM retriever row (cosine between request and item text vectors)."})
+    encoder_dir: str = field(default="", metadata={
+        "help": "task request*: sentence encoder of the retriever row; empty = the default all-MiniLM-L6-v2."})
+    mix_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75], metadata={
+        "help": "task request_history: weights of the mean history vector in the retriever's query, chosen on "
+                "the valid requests by NDCG@10."})
 
     def __post_init__(self) -> None:
+        if self.task not in ("next_item", "request", "request_history"):
+            raise ValueError(f"task must be next_item, request or request_history, got {self.task!r}")
+        if self.task != "next_item" and not (self.requests_file and self.tasks_dir):
+            raise ValueError(f"task {self.task} needs --requests_file (`alignrec tasks requests`) and --tasks_dir "
+                             "(the tasks build the model trained on, checked for leaked requests)")
+        if any(not 0 <= w <= 1 for w in self.mix_weights) or not self.mix_weights:
+            raise ValueError(f"mix_weights must be in [0, 1], got {self.mix_weights}")
         if self.part not in ("valid", "test"):
             raise ValueError(f"part must be 'valid' or 'test', got {self.part!r}")
         if not self.ks or min(self.ks) < 1:
@@ -86,14 +109,21 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
     """Load the model and split, score the model (and the baselines), write metrics.json + metrics.md.
 
     ``extra_recommenders``: more ``recommend_fn``s (name -> fn) scored on the same examples, e.g. SASRec.
+    ``cfg.task`` request / request_history: requests in words (``inference.requests.evaluate_requests``).
     """
-    from inference.evaluate import evaluate_recommender, evaluate_within_scenario, write_report
-    from inference.popularity import popularity_recommender, train_popularity
+    if cfg.task != "next_item":
+        if extra_recommenders:
+            raise ValueError("extra_recommenders score next-item examples; the request tasks take none")
+        from inference.requests import evaluate_requests
+
+        return evaluate_requests(cfg)
     from inference.scenarios import takes_scenarios
     from inference.trained_run import TrainedRun
     from recdata import SplitDataset
     from recdata.errors import UserError
+    from recdata.evaluation import evaluate_recommender, evaluate_within_scenario, write_report
     from recdata.outputs import claim_output_dir
+    from recdata.popularity import popularity_recommender, train_popularity
 
     claim_output_dir(cfg.out_dir, "evaluate", inputs=[cfg.model_dir, cfg.split_dir], overwrite=cfg.overwrite)
     split = SplitDataset.load(cfg.split_dir)
@@ -103,10 +133,7 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
     catalogue = split.dataset.item_ids()
     popularity = train_popularity(split)
     run = TrainedRun.load(cfg.model_dir, device=cfg.device)
-    uncoded = sorted(set(catalogue) - set(run.item_tokenizer.item_ids))
-    if uncoded:
-        raise ValueError(f"{len(uncoded)} catalogue item(s) of {cfg.split_dir} have no code in {cfg.model_dir} "
-                         f"(e.g. {uncoded[0]!r}); tokenize the same dataset the model was trained on")
+    run.item_tokenizer.check_catalogue(catalogue, cfg.model_dir, cfg.split_dir)
     max_k = max(cfg.ks)
     scenario_kw = {}
     if split.has_scenarios:

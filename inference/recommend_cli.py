@@ -93,7 +93,7 @@ def recommend_for(cfg: RecommendArgs) -> dict:
     if cfg.popularity_penalty:
         if split is None:
             raise ConfigError("--popularity_penalty needs the split dataset (training counts): pass --split_dir")
-        from inference.popularity import train_popularity
+        from recdata.popularity import train_popularity
 
         counts = train_popularity(split)
     fn = run.recommender(cfg.k, cfg.num_beams, cfg.exclude_history, 1, popularity_penalty=cfg.popularity_penalty,
@@ -117,7 +117,10 @@ def format_table(result: dict) -> str:
 
 
 def _run_recommend(args, argv: list[str]) -> int:
+    from recdata.text_safety import terminal_safe
+
     (cfg,) = parse_config([RecommendArgs], argv)
     result = recommend_for(cfg)
-    sys.stdout.write((json.dumps(result, indent=2, ensure_ascii=False) if cfg.json else format_table(result)) + "\n")
+    text = json.dumps(result, indent=2, ensure_ascii=False) if cfg.json else format_table(result)
+    sys.stdout.write(terminal_safe(text) + "\n")  # titles are user data: no raw escape sequences
     return 0

@@ -167,6 +167,7 @@ def llm_recommender(
     item_counts: Mapping[str, float] | None = None,
     user_knowledge: Mapping[str, str] | None = None,
     item_head_weight: float = 0.0,
+    prompt_format: str = "chat",
 ) -> Any:
     """A ``recommend_fn(user_ids, histories)`` (the evaluation / cache interface) over ``recommend``.
 
@@ -188,6 +189,9 @@ def llm_recommender(
 
     ``item_head_weight`` (``trainer.read_item_head_weight(run)``): a model trained with the flat item head ranks
     by ``log p(codes) + weight * log p_head(item)``.
+
+    ``prompt_format`` (``trainer.read_prompt_format(run)``): how the run's tasks wrote prompts (chat, plain or
+    codes); passed to ``prompt_fn`` as ``prompt_format=`` unless it is the default ``chat``.
     """
     if scenario_prompts and (scenario_items is None or item_scenario is None):
         raise ValueError("scenario_prompts needs scenario_items (the target scenario) and item_scenario (history tags)")
@@ -201,6 +205,8 @@ def llm_recommender(
 
     def knowledge(user_id: str) -> dict[str, str | None]:
         return {"user_knowledge": user_knowledge.get(str(user_id))} if user_knowledge else {}
+
+    fmt = {"prompt_format": prompt_format} if prompt_format != "chat" else {}  # a custom prompt_fn may not take it
 
     def recommend_fn(user_ids: Sequence[str], histories: Sequence[Sequence[str]],
                      scenarios: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
@@ -218,10 +224,10 @@ def llm_recommender(
             from sft_tasks import seqrec_scenario_prompt
 
             prompts = [seqrec_scenario_prompt(list(h), [item_scenario.get(i, "") for i in h], s, item_tokenizer,
-                                              hf_tokenizer, **knowledge(u))
+                                              hf_tokenizer, **knowledge(u), **fmt)
                        for u, h, s in zip(user_ids, histories, scenarios, strict=True)]
         else:
-            prompts = [prompt_fn(list(h), item_tokenizer, hf_tokenizer, **knowledge(u))
+            prompts = [prompt_fn(list(h), item_tokenizer, hf_tokenizer, **knowledge(u), **fmt)
                        for u, h in zip(user_ids, histories, strict=True)]
         return recommend(model, hf_tokenizer, item_tokenizer, prompts, k, num_beams,
                          exclude=[list(h) for h in histories] if exclude_history else None,

@@ -1,7 +1,7 @@
 """A finished training run as a recommender: the weights plus everything its manifest says about decoding.
 
-A run is decoded the way it was trained: prompts carry the user knowledge its training prompts carried, and a
-model trained with the flat item head ranks with it. Every consumer (evaluation, the cache, ``alignrec
+A run is decoded the way it was trained: prompts are written in its tasks' ``prompt_format`` and carry the user
+knowledge its training prompts carried, and a model trained with the flat item head ranks with it. Every consumer (evaluation, the cache, ``alignrec
 recommend``, the pipeline's rows, the benchmark scripts) loads a run here, so a new decoding property of a run
 is read in one place and no consumer can serve a model differently from how ranking validation chose it.
 """
@@ -24,15 +24,16 @@ class TrainedRun:
     item_tokenizer: Any
     user_knowledge: dict[str, str] | None
     item_head_weight: float
+    prompt_format: str = "chat"  # sft_tasks TaskConfig.prompt_format, from the run's manifest
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, device: str | torch.device | None = None,
              dtype: torch.dtype | None = None) -> TrainedRun:
-        from trainer import load_for_inference, read_item_head_weight, read_user_knowledge
+        from trainer import load_for_inference, read_item_head_weight, read_prompt_format, read_user_knowledge
 
         model, hf_tokenizer, item_tokenizer = load_for_inference(model_dir, device=device, dtype=dtype)
         return cls(model, hf_tokenizer, item_tokenizer, read_user_knowledge(model_dir),
-                   read_item_head_weight(model_dir))
+                   read_item_head_weight(model_dir), read_prompt_format(model_dir))
 
     def recommender(self, k: int, num_beams: int, exclude_history: bool = True, batch_size: int = 8,
                     item_head_weight: float | None = None, **kwargs: Any) -> Any:
@@ -45,4 +46,5 @@ class TrainedRun:
 
         weight = self.item_head_weight if item_head_weight is None else item_head_weight
         return llm_recommender(self.model, self.hf_tokenizer, self.item_tokenizer, k, num_beams, exclude_history,
-                               batch_size, user_knowledge=self.user_knowledge, item_head_weight=weight, **kwargs)
+                               batch_size, user_knowledge=self.user_knowledge, item_head_weight=weight,
+                               prompt_format=self.prompt_format, **kwargs)

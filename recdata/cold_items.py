@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from recdata.split import SplitDataset, _with_labels
+from recdata.split import SplitDataset, with_labels
 
 COLD_LABEL = "cold"
 
@@ -32,7 +32,7 @@ def cold_item_split(split: SplitDataset, fraction: float, seed: int = 0) -> Spli
     seqs = split.dataset.sequences
     labels = [[COLD_LABEL if label == "train" and item in cold else label for item, label in zip(items, row, strict=True)]
               for items, row in zip(seqs["item_ids"], seqs["split"], strict=True)]
-    return SplitDataset(_with_labels(split.dataset, labels), max_history=split.max_history, protocol=split.protocol)
+    return SplitDataset(with_labels(split.dataset, labels), max_history=split.max_history, protocol=split.protocol)
 
 
 def uses_cold_protocol(split: SplitDataset) -> bool:

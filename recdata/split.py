@@ -131,6 +131,17 @@ class SplitDataset:
         seqs = self.dataset.sequences
         return {u: sorted(set(s)) for u, s in zip(seqs["user_id"], seqs["scenarios"], strict=True)}
 
+    def train_popularity(self) -> dict[str, int]:
+        """``{item_id: interactions in the training part}`` (``train_sequences``: cold-withheld items and valid /
+        test targets never count). The one definition of training popularity: the popularity row, the
+        evaluation's long-tail slices, popularity negatives of the tasks and the cache fallback all read it
+        (``recdata.popularity.train_popularity(split)`` is the same call)."""
+        counts: dict[str, int] = {}
+        for _, items in self.train_sequences():
+            for item in items:
+                counts[item] = counts.get(item, 0) + 1
+        return counts
+
     def train_scenario_popularity(self) -> dict[str, dict[str, int]]:
         """``{scenario: {item_id: training interactions labelled with it}}`` (the per-scenario popularity)."""
         counts: dict[str, dict[str, int]] = {}
@@ -183,7 +194,10 @@ class SplitDataset:
         return cls(RecDataset.load(path), max_history=meta["max_history"], protocol=meta["protocol"])
 
 
-def _with_labels(ds: RecDataset, labels: list[list[str]]) -> RecDataset:
+def with_labels(ds: RecDataset, labels: list[list[str]]) -> RecDataset:
+    """``ds`` with its ``split`` column replaced by ``labels`` (one label per interaction, aligned with
+    ``item_ids``): how the split protocols (``leave_one_out_split``, ``temporal_split``, ``recdata.cold_items``)
+    record their labels."""
     seqs = ds.sequences
     if "split" in seqs.column_names:
         seqs = seqs.remove_columns("split")
@@ -201,7 +215,7 @@ def leave_one_out_split(ds: RecDataset, max_history: int = 20) -> SplitDataset:
                 "(prepare the dataset with min_user_interactions >= 3 to drop such users, counted in stats)"
             )
         labels.append(["train"] * (len(items) - 2) + ["valid", "test"])
-    return SplitDataset(_with_labels(ds, labels), max_history=max_history, protocol="leave_one_out")
+    return SplitDataset(with_labels(ds, labels), max_history=max_history, protocol="leave_one_out")
 
 
 def temporal_split(ds: RecDataset, ratios: Sequence[float] = (0.8, 0.1, 0.1), max_history: int = 20) -> SplitDataset:
@@ -221,4 +235,4 @@ def temporal_split(ds: RecDataset, ratios: Sequence[float] = (0.8, 0.1, 0.1), ma
         user_labels = ["train" if t < cut_valid else "valid" if t < cut_test else "test" for t in ts]
         user_labels[0] = "train"  # a first interaction has no history, so it is never a target
         labels.append(user_labels)
-    return SplitDataset(_with_labels(ds, labels), max_history=max_history, protocol="temporal")
+    return SplitDataset(with_labels(ds, labels), max_history=max_history, protocol="temporal")

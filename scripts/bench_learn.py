@@ -21,11 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alignrec.recommenders import as_recommend_fn, train_learn, train_sasrec  # noqa: E402
-from inference.evaluate import evaluate_recommender  # noqa: E402
-from inference.popularity import popularity_recommender, train_popularity  # noqa: E402
 from recdata.cli import split_stats  # noqa: E402
 from recdata.config import parse_config  # noqa: E402
+from recdata.evaluation import evaluate_recommender  # noqa: E402
 from recdata.io import atomic_write_json  # noqa: E402
+from recdata.popularity import popularity_recommender, train_popularity  # noqa: E402
 from recdata.prepare import DataConfig, prepare_dataset  # noqa: E402
 from tokenization.embeddings import EmbeddingConfig, text_embeddings  # noqa: E402
 

@@ -29,11 +29,11 @@ import torch  # noqa: E402
 
 from alignrec.llm4msr import ROW_NAMES, recommend_fn_for, train_scenario_model  # noqa: E402
 from alignrec.recommenders import SASRecConfig, as_recommend_fn, train_sasrec  # noqa: E402
-from inference.evaluate import evaluate_recommender, evaluate_within_scenario, render_scenario_table  # noqa: E402
-from inference.popularity import popularity_recommender, train_popularity  # noqa: E402
 from inference.scenarios import scenario_router  # noqa: E402
 from recdata import DataConfig, SplitDataset, config_to_dict, prepare_dataset, sha256_json  # noqa: E402
+from recdata.evaluation import evaluate_recommender, evaluate_within_scenario, render_scenario_table  # noqa: E402
 from recdata.io import atomic_write_json, atomic_write_text  # noqa: E402
+from recdata.popularity import popularity_recommender, train_popularity  # noqa: E402
 
 KS = (1, 5, 10, 20)
 

@@ -176,10 +176,10 @@ def marginal_stats(lists: list[list[tuple[str, float]]], popularity: dict[str, i
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     (cfg,) = parse_config([DiagnoseConfig], argv)
-    from inference.evaluate import evaluate_recommender
-    from inference.popularity import popularity_recommender, train_popularity
     from inference.recommender import llm_recommender, tokenize_prompts
     from recdata import SplitDataset
+    from recdata.evaluation import evaluate_recommender
+    from recdata.popularity import popularity_recommender, train_popularity
     from sft_tasks import seqrec_prompt
     from tokenization import ItemTokenizer
     from trainer import load_for_inference

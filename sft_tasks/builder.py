@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -11,10 +12,12 @@ from typing import Any
 import datasets
 
 from recdata import SplitDataset, atomic_write_json, config_to_dict
+from recdata.errors import InputFileError, UserError
 from recdata.outputs import staged_output_dir
 from sft_tasks.base import ListTask, TaskMixture
 from sft_tasks.config import TaskConfig
 from sft_tasks.context import USER_KNOWLEDGE_FILE, TaskContext
+from sft_tasks.formatting import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
 from sft_tasks.item_tasks import build_code2item, build_item2code
 from sft_tasks.negatives import build_binary, build_choice, build_preference, make_sampler
 from sft_tasks.queries import build_query2item
@@ -30,6 +33,9 @@ from sft_tasks.stats import dataset_stats, tokenizer_with_codes
 logger = logging.getLogger(__name__)
 
 PREFERENCE_DIR = "preference"
+# Written beside the DatasetDict: what a model trained on it must be prompted with ({"prompt_format": ...});
+# training copies it into the run's manifest (trainer.export), which every consumer of the run reads.
+TASKS_MANIFEST_FILE = "tasks_manifest.json"
 
 
 @dataclass
@@ -64,7 +70,8 @@ def build_tasks(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_to
         ctx.format.check(seqrec_instruction(ctx.codes_text(ctx.windows[0].history)))
     weights = cfg.active_weights()
     info: dict[str, Any] = {"windows": len(ctx.windows), "max_history": ctx.max_history,
-                            "chat_template": ctx.format.uses_chat_template, "task_sizes": {}}
+                            "chat_template": ctx.format.uses_chat_template, "prompt_format": cfg.prompt_format,
+                            "item_tokenizer_hash": getattr(item_tokenizer, "content_hash", None), "task_sizes": {}}
     tasks = []
     for name in weights:
         t0 = time.perf_counter()
@@ -110,10 +117,44 @@ def compute_stats(build: TaskBuild, item_tokenizer: Any, hf_tokenizer: Any, samp
     return stats
 
 
+ITEM_TOKENIZER_HASH_KEY = "item_tokenizer_hash"  # tasks_manifest.json: the content hash of the codes the prompts hold
+
+
+def check_build_item_tokenizer(dataset_dir: str | Path, item_tokenizer_dir: str | Path, content_hash: str) -> None:
+    """``UserError`` when the tasks in ``dataset_dir`` were built with another item tokenizer than the one given
+    (their prompts hold other codes); builds older than the recorded hash pass."""
+    path = Path(dataset_dir) / TASKS_MANIFEST_FILE
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get(ITEM_TOKENIZER_HASH_KEY)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise InputFileError(f"{path} is not a valid tasks manifest ({exc}); rebuild the tasks "
+                             "(`alignrec tasks build`)") from exc
+    if recorded and recorded != content_hash:
+        raise UserError(f"{dataset_dir} was built with another item tokenizer (codes {recorded[:12]}) than "
+                        f"{item_tokenizer_dir} (codes {content_hash[:12]}): its prompts hold other codes; rebuild the "
+                        f"tasks with `alignrec tasks build --item_tokenizer_dir {item_tokenizer_dir}` or pass the "
+                        "tokenizer they were built with")
+
+
+def read_build_prompt_format(dataset_dir: str | Path) -> str:
+    """The ``prompt_format`` a tasks build used (``chat`` for builds older than ``tasks_manifest.json``)."""
+    path = Path(dataset_dir) / TASKS_MANIFEST_FILE
+    if not path.is_file():
+        return DEFAULT_PROMPT_FORMAT
+    value = json.loads(path.read_text(encoding="utf-8")).get("prompt_format", DEFAULT_PROMPT_FORMAT)
+    if value not in PROMPT_FORMATS:
+        raise InputFileError(f"{path}: prompt_format {value!r} is not one of {list(PROMPT_FORMATS)}; rebuild the "
+                             "tasks with this version (`alignrec tasks build`)")
+    return value
+
+
 def save_task_build(build: TaskBuild, out_dir: str | Path, stats: dict[str, Any], configs: tuple = (),
                     inputs: tuple = (), overwrite: bool = False) -> Path:
-    """Atomically write the DatasetDict (``out_dir`` root), ``preference/``, ``stats.json``, the config and
-    ``user_knowledge.json`` (the prompts' user texts, when built with them).
+    """Atomically write the DatasetDict (``out_dir`` root), ``preference/``, ``stats.json``, the config,
+    ``tasks_manifest.json`` (the prompt format) and ``user_knowledge.json`` (the prompts' user texts, when built
+    with them).
 
     ``out_dir`` is claimed with ``recdata.outputs.staged_output_dir``: never one of ``inputs``, never a foreign
     folder unless ``overwrite``, and files the build does not write are kept.
@@ -124,6 +165,9 @@ def save_task_build(build: TaskBuild, out_dir: str | Path, stats: dict[str, Any]
         if build.preference is not None:
             build.preference.save_to_disk(str(tmp / PREFERENCE_DIR))
         atomic_write_json(tmp / "stats.json", stats)
+        atomic_write_json(tmp / TASKS_MANIFEST_FILE,
+                          {"prompt_format": build.info.get("prompt_format", DEFAULT_PROMPT_FORMAT),
+                           ITEM_TOKENIZER_HASH_KEY: build.info.get(ITEM_TOKENIZER_HASH_KEY)})
         atomic_write_json(tmp / "resolved_config.json", config_to_dict(*configs))
         if build.user_knowledge:
             atomic_write_json(tmp / USER_KNOWLEDGE_FILE, build.user_knowledge)

@@ -29,11 +29,14 @@ def register(subparsers) -> None:
     build.set_defaults(handler=_run_build)
     queries = sub.add_parser("queries", help="write LLM-generated query2item queries (cached)", add_help=False)
     queries.set_defaults(handler=_run_queries)
+    requests = sub.add_parser("requests", help="write LLM-written requests about valid / test targets (an "
+                              "evaluation set for `alignrec evaluate --task request`)", add_help=False)
+    requests.set_defaults(handler=_run_requests)
 
 
 def _load_inputs(cfg: TaskConfig):
+    from alignrec.llm.hf_tokenizer import load_hf_tokenizer
     from recdata import SplitDataset
-    from recdata.hf_tokenizer import load_hf_tokenizer
     from tokenization import ItemTokenizer
 
     for name in ("split_dir", "item_tokenizer_dir", "output_dir"):
@@ -43,6 +46,8 @@ def _load_inputs(cfg: TaskConfig):
     split.dataset.warn_untitled(cfg.split_dir, "the title tasks (item2code, code2item, query2item) show them without a "
                                                "word; fix the titles in the source and re-run `alignrec data prepare`")
     item_tokenizer = ItemTokenizer.from_pretrained(cfg.item_tokenizer_dir)
+    used = {i for seq in split.dataset.sequences["item_ids"] for i in seq}
+    item_tokenizer.check_catalogue(split.dataset.item_ids(), cfg.item_tokenizer_dir, cfg.split_dir, needed=used)
     hf_tokenizer = load_hf_tokenizer(cfg.hf_tokenizer_dir or None)
     return split, item_tokenizer, hf_tokenizer
 
@@ -51,8 +56,9 @@ def run_build(cfg: TaskConfig) -> dict:
     """Library-callable body of ``tasks build``; returns the stats written to ``stats.json``."""
     import numpy as np
 
-    from recdata.hf_tokenizer import CODES_ONLY
+    from alignrec.llm.hf_tokenizer import CODES_ONLY
     from recdata.outputs import check_not_overlapping
+    from recdata.text_safety import terminal_safe
     from sft_tasks.builder import build_tasks, compute_stats, save_task_build
     from sft_tasks.stats import format_table
 
@@ -73,7 +79,7 @@ def run_build(cfg: TaskConfig) -> dict:
         rows = np.random.default_rng(cfg.seed).choice(len(train), min(cfg.preview, len(train)), replace=False)
         for i in rows:
             ex = train[int(i)]
-            print(f"\n=== [{ex['task']}] example {int(i)} ===\n{ex['prompt']}{ex['completion']}")
+            print(terminal_safe(f"\n=== [{ex['task']}] example {int(i)} ===\n{ex['prompt']}{ex['completion']}"))
     return stats
 
 
@@ -86,8 +92,8 @@ def _run_build(args, argv: list[str]) -> int:
 
 
 def run_queries(cfg: QueryGenConfig) -> dict[str, list[str]]:
+    from alignrec.llm.generation import hf_generator, model_fingerprint
     from recdata import SplitDataset, atomic_write_json
-    from recdata.llm_generation import hf_generator, model_fingerprint
     from recdata.paths import default_llm_dir, require
     from sft_tasks.query_gen import generate_queries
 
@@ -105,6 +111,34 @@ def run_queries(cfg: QueryGenConfig) -> dict[str, list[str]]:
     atomic_write_json(cfg.output_file, queries)
     logger.info("wrote %d items' queries to %s", len(queries), cfg.output_file)
     return queries
+
+
+def run_requests(cfg) -> list[dict]:
+    """``alignrec tasks requests``: ``sft_tasks.build_requests`` over the split, written as JSON lines."""
+    from alignrec.llm.generation import hf_generator, model_fingerprint
+    from recdata import SplitDataset
+    from recdata.paths import default_llm_dir, require
+    from sft_tasks.requests import build_requests, write_requests
+
+    if not cfg.split_dir or not cfg.output_file:
+        raise ConfigError("split_dir and output_file are required (flags --split_dir/--output_file or YAML keys)")
+    split = SplitDataset.load(cfg.split_dir)
+    llm_dir = Path(cfg.llm_dir) if cfg.llm_dir else require(default_llm_dir(), "the default LLM")
+    rows = build_requests(split, cfg.cache_file or f"{cfg.output_file}.cache.jsonl", model_fingerprint(llm_dir),
+                          lambda: hf_generator(llm_dir, cfg.max_new_tokens, cfg.batch_size), per_part=cfg.per_part,
+                          seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+                          max_description_words=cfg.max_description_words, chunk=cfg.batch_size)
+    write_requests(rows, cfg.output_file)
+    logger.info("wrote %d requests to %s", len(rows), cfg.output_file)
+    return rows
+
+
+def _run_requests(args, argv: list[str]) -> int:
+    from sft_tasks.requests import RequestGenConfig
+
+    (cfg,) = parse_config([RequestGenConfig], argv)
+    run_requests(cfg)
+    return 0
 
 
 def _run_queries(args, argv: list[str]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from sft_tasks.formatting import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
 from sft_tasks.templates import TEMPLATES
 
 TASK_NAMES = ("seqrec", "seqrec_full", "item2code", "code2item", "fusion", "query2item", "binary", "choice")
@@ -22,7 +23,7 @@ class TaskConfig:
     # ---- inputs / outputs (used by the CLI; the library takes objects) --------------------------------
     split_dir: str = field(default="", metadata={"help": "Saved SplitDataset folder (`alignrec data prepare`)."})
     item_tokenizer_dir: str = field(default="", metadata={"help": "Saved ItemTokenizer folder (`alignrec tokenize`)."})
-    hf_tokenizer_dir: str = field(  # a folder, or `codes_only` (recdata.hf_tokenizer)
+    hf_tokenizer_dir: str = field(  # a folder, or `codes_only` (alignrec.llm.hf_tokenizer)
         default="", metadata={"help": "HF tokenizer/model folder; its chat template formats prompts. Empty: SmolLM2 default."}
     )
     output_dir: str = field(default="", metadata={"help": "Where the DatasetDict, preference pairs and stats.json go."})
@@ -50,6 +51,16 @@ class TaskConfig:
     )
     max_templates: int = field(
         default=0, metadata={"help": "Use only the first N paraphrases of each task (1 = a single prompt); 0 = all."}
+    )
+    prompt_format: str = field(
+        default=DEFAULT_PROMPT_FORMAT,
+        metadata={"help": "How prompts are written. chat: the tokenizer's chat template with a system prompt (or a "
+                          "'### Instruction' format without one). plain: the instruction text and a newline, no "
+                          "template, no system text. codes: like plain, but seqrec, seqrec_full and validation prompts "
+                          "are the BOS token and the history's codes alone (needed by seqrec_full on a text LLM). The "
+                          "build records it and a trained run's manifest carries it, so evaluation, ranking "
+                          "validation, the cache and `alignrec recommend` prompt the same way.",
+                  "choices": list(PROMPT_FORMATS)},
     )
 
     # ---- item text -------------------------------------------------------------------------------------
@@ -121,6 +132,11 @@ class TaskConfig:
         if not any(v > 0 for v in weights.values()):
             raise ValueError("weights: at least one task needs a positive weight")
         self.weights = json.dumps(weights)  # YAML may give a mapping; keep one JSON form for the saved config
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format must be one of {list(PROMPT_FORMATS)}, got {self.prompt_format!r}")
+        if self.prompt_format == "codes" and self.scenario_prompts:
+            raise ValueError("prompt_format codes has no text to name a scenario in; scenario_prompts needs "
+                             "prompt_format chat or plain")
         if self.negative_strategy not in NEGATIVE_STRATEGIES:
             raise ValueError(f"negative_strategy must be one of {list(NEGATIVE_STRATEGIES)}, got {self.negative_strategy!r}")
         fields = self.text_fields()

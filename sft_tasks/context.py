@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,14 +84,16 @@ class TaskContext:
         self.cfg = cfg
         self.split = split
         self.item_tokenizer = item_tokenizer
-        self.format = PromptFormatter(hf_tokenizer)
+        self.format = PromptFormatter(hf_tokenizer, cfg.prompt_format)
         self.max_history = cfg.max_history or split.max_history
-        self.items = split.dataset.item_table()
+        inert = self.format.inert  # data text never becomes a special or code token (alignrec.llm.inert_text)
+        self.items = {item_id: {k: inert(v) if k != "item_id" and isinstance(v, str) else v for k, v in row.items()}
+                      for item_id, row in split.dataset.item_table().items()}
         coded = set(item_tokenizer.item_ids)
         used = {i for seq in split.dataset.sequences["item_ids"] for i in seq}
         missing = sorted(used - coded)
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"{len(missing)} item(s) of dataset {split.dataset.name!r} have no code in the ItemTokenizer, "
                 f"e.g. {missing[:5]}; rebuild the item tokenizer (`alignrec tokenize`) on this dataset"
             )
@@ -108,8 +109,9 @@ class TaskContext:
                                  "prepare it with scenario_column or scenario_item_field, or unset scenario_prompts")
             labels = [scens for _, _, scens in split.train_scenario_sequences()]
         self.windows = sliding_windows(self.train_sequences, self.max_history, labels)
-        self.popularity = Counter(i for _, items in self.train_sequences for i in items)
-        self.user_knowledge = (user_knowledge_texts(cfg.user_knowledge_dir, cfg.user_knowledge_words)
+        self.popularity = split.train_popularity()  # {item: training interactions}, the one definition
+        self.user_knowledge = ({user: inert(text) for user, text in
+                                user_knowledge_texts(cfg.user_knowledge_dir, cfg.user_knowledge_words).items()}
                                if cfg.user_knowledge_dir else {})
         # {user: n}: the knowledge read the first n training items (public API of the knowledge stage)
         from alignrec.knowledge import read_user_history_items
@@ -139,7 +141,7 @@ class TaskContext:
 
     def tagged_codes_text(self, item_ids: tuple[str, ...] | list[str], scenarios: tuple[str, ...] | list[str]) -> str:
         """History codes, each tagged with its interaction's scenario (``scenario_prompts``)."""
-        return scenario_history_text([self.code[i] for i in item_ids], scenarios)
+        return scenario_history_text([self.code[i] for i in item_ids], [self.format.inert(s) for s in scenarios])
 
     def titles_text(self, item_ids: tuple[str, ...] | list[str]) -> str:
         return HISTORY_SEPARATOR.join(f'"{self.short_title(i)}"' for i in item_ids)

@@ -7,14 +7,14 @@ history either). Valid/test targets are *not* excluded: excluding them would lea
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import datasets
 import numpy as np
 
 from sft_tasks.base import ListTask
 from sft_tasks.context import TaskContext
-from sft_tasks.sequential import seqrec_instruction
+from sft_tasks.sequential import seqrec_window_prompt
 from sft_tasks.templates import NO, YES
 
 PREFERENCE_FEATURES = datasets.Features(
@@ -35,7 +35,7 @@ class NegativeSampler:
         item_ids: list[str],
         codes: np.ndarray,
         strategy: str = "random",
-        popularity: Counter | None = None,
+        popularity: Mapping[str, int] | None = None,  # split.train_popularity()
         alpha: float = 0.75,
         hard_prefix_levels: int = 2,
     ) -> None:
@@ -148,8 +148,7 @@ def build_preference(ctx: TaskContext, sampler: NegativeSampler) -> datasets.Dat
     n_templates = len(ctx.templates("seqrec"))
     rows: dict[str, list[str]] = {c: [] for c in PREFERENCE_FEATURES}
     for w in ctx.windows:
-        prompt = ctx.format(seqrec_instruction(ctx.codes_text(w.history), int(rng.integers(n_templates)),
-                                                ctx.knowledge(w.user_id, w.position)))
+        prompt = seqrec_window_prompt(ctx, w.history, int(rng.integers(n_templates)), ctx.knowledge(w.user_id, w.position))
         for negative in sampler.sample(w.target, ctx.user_train_items[w.user_id], ctx.cfg.preference_negatives, rng):
             rows["prompt"].append(prompt)
             rows["chosen"].append(ctx.code[w.target])

@@ -21,7 +21,7 @@ from recdata.errors import ConfigError
 from sft_tasks.config import TaskConfig
 from sft_tasks.context import TaskContext
 from sft_tasks.negatives import PREFERENCE_FEATURES, build_preference, make_sampler
-from sft_tasks.sequential import seqrec_instruction
+from sft_tasks.sequential import seqrec_window_prompt
 
 __all__ = ["PAIR_COLUMNS", "PAIRS_INFO_FILE", "build_preference_pairs", "build_validation_preference",
            "save_preference_pairs"]
@@ -37,7 +37,7 @@ def build_validation_preference(ctx: TaskContext, sampler) -> datasets.Dataset:
     index = ctx.cfg.validation_template_index
     rows: dict[str, list[str]] = {c: [] for c in PREFERENCE_FEATURES}
     for user, history, target in zip(examples["user_id"], examples["history"], examples["target"], strict=True):
-        prompt = ctx.format(seqrec_instruction(ctx.codes_text(history[-ctx.max_history:]), index, ctx.knowledge(user)))
+        prompt = seqrec_window_prompt(ctx, history[-ctx.max_history:], index, ctx.knowledge(user))
         for negative in sampler.sample(target, ctx.user_train_items[user], ctx.cfg.preference_negatives, rng):
             rows["prompt"].append(prompt)
             rows["chosen"].append(ctx.code[target])
@@ -62,6 +62,7 @@ def build_preference_pairs(cfg: TaskConfig, split: SplitDataset, item_tokenizer:
     validation = build_validation_preference(ctx, sampler)
     info = {
         "strategy": cfg.negative_strategy, "negatives_per_prompt": cfg.preference_negatives,
+        "prompt_format": cfg.prompt_format,  # must be the SFT run's (its manifest's prompt_format)
         "hard_prefix_levels": cfg.hard_prefix_levels, "train_pairs": len(train), "validation_pairs": len(validation),
         "train_prompts": len(ctx.windows),
         # level L = the negative shares the positive's first L code levels (0 = random fill)

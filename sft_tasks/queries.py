@@ -104,5 +104,5 @@ def build_query2item(ctx: TaskContext) -> ListTask:
     templates = ctx.templates("query2item")
     pairs = [(item_id, q) for item_id in ctx.item_ids for q in queries.get(item_id, [])]
     pick = rng.integers(0, len(templates), size=len(pairs))
-    prompts = [ctx.format(templates[t].format(query=q)) for (_, q), t in zip(pairs, pick, strict=True)]
+    prompts = [ctx.format(templates[t].format(query=ctx.format.inert(q))) for (_, q), t in zip(pairs, pick, strict=True)]
     return ListTask("query2item", prompts, [ctx.code[i] for i, _ in pairs])

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recdata.llm_generation import Generator, generate_cached, hf_generator, model_fingerprint, read_cache
+from alignrec.llm.generation import Generator, generate_cached, hf_generator, model_fingerprint, read_cache
 from sft_tasks.formatting import item_text
 from sft_tasks.templates import QUERY_GENERATION_PROMPT
 

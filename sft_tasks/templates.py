@@ -82,10 +82,19 @@ QUERY_TEMPLATES: list[tuple[tuple[str, ...], str]] = [
     (("path",), "an item in the category {path}"),
 ]
 
-# Prompt for optional LLM-generated queries (sft_tasks/query_gen.py; generation + cache: recdata.llm_generation).
+# Prompt for optional LLM-generated queries (sft_tasks/query_gen.py; generation + cache: alignrec.llm.generation).
 QUERY_GENERATION_PROMPT = (
     "Write one short search query (at most 12 words) that a shopper looking for this product would type. "
     "Do not mention the product name.\nProduct: {item}"
 )
+
+# Evaluation requests in words (sft_tasks/requests.py): another prompt than QUERY_GENERATION_PROMPT, so no request
+# is a query2item training query; asked about valid / test targets only.
+REQUEST_GENERATION_PROMPT = (
+    "A customer tells a shop assistant in one sentence what they need, without naming the product. Write that "
+    "sentence (at most 20 words) for a customer who ends up buying this product.\nProduct: {item}"
+)
+# Request + history evaluation: the seqrec history sentence, then the query2item request (TEMPLATES index 0 of each).
+REQUEST_HISTORY_TEMPLATE = "The user has interacted with these items in order: {history}. {request}"
 
 YES, NO = "yes", "no"

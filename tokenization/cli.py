@@ -91,7 +91,7 @@ def _run_tokenize(args, argv: list[str]) -> int:
 
 def _load_hf_tokenizer(spec: str):
 
-    from recdata.hf_tokenizer import CODES_ONLY, load_hf_tokenizer
+    from alignrec.llm.hf_tokenizer import CODES_ONLY, load_hf_tokenizer
     from recdata.paths import default_llm_dir, require
 
     if spec == CODES_ONLY:

@@ -137,6 +137,26 @@ class ItemTokenizer:
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    def check_catalogue(self, catalogue, where: str, split_dir: str, needed=None) -> None:
+        """Provenance: refuse (``UserError``, one line) a split whose catalogue is not the one these codes were
+        fitted on. ``needed`` (default: the whole ``catalogue``) must all have codes; coded items outside the
+        catalogue are refused too, except the ones cold-start assignment added after fitting (counted in
+        ``meta['cold_start_items']``: a recorded, known-compatible superset)."""
+        catalogue = set(catalogue)
+        uncoded = sorted(set(catalogue if needed is None else needed) - set(self._row))
+        if uncoded:
+            raise UserError(f"{len(uncoded)} catalogue item(s) of {split_dir} have no code in {where} (e.g. "
+                            f"{uncoded[:3]}): it "
+                            f"was fitted on another catalogue; re-run `alignrec tokenize --split_dir {split_dir}` "
+                            "(and what follows) or pass the split it was fitted on")
+        extra = [i for i in self.item_ids if i not in catalogue]
+        if len(extra) > int(self.meta.get("cold_start_items", 0) or 0):
+            fitted_on = self.meta.get("dataset")
+            raise UserError(f"{where} was fitted on another catalogue{f' (dataset {fitted_on!r})' if fitted_on else ''}"
+                            f": {len(extra)} of its items are not in {split_dir} (e.g. {extra[:3]}); pass the split "
+                            f"it was fitted on, or re-run `alignrec tokenize --split_dir {split_dir}` (and what "
+                            "follows)")
+
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._row
 
@@ -353,7 +373,15 @@ class ItemTokenizer:
                 f"{manifest_path} not found: {path} is not a complete ItemTokenizer folder (the manifest is "
                 "written last, so an interrupted save lacks it); re-run `alignrec tokenize`"
             )
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{manifest_path} is not valid JSON ({exc}): the tokenizer folder is damaged; re-run "
+                            "`alignrec tokenize` (or copy the folder again)") from exc
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
+                or "content_hash" not in manifest:
+            raise UserError(f"{manifest_path} lacks 'files' / 'content_hash': the tokenizer folder is damaged; re-run "
+                            "`alignrec tokenize` (or copy the folder again)")
         if manifest.get("format_version") != FORMAT_VERSION:
             raise UserError(f"{manifest_path}: format_version {manifest.get('format_version')} != {FORMAT_VERSION}")
         for name, digest in manifest["files"].items():

@@ -15,6 +15,7 @@ _EXPORTS = {
     "load_for_inference": "trainer.export",
     "merge_run": "trainer.export",
     "read_item_head_weight": "trainer.item_head",
+    "read_prompt_format": "trainer.export",
     "read_user_knowledge": "trainer.export",
     "setup_model": "trainer.model_setup",
     "run_sft": "trainer.train",

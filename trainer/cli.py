@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -82,10 +81,15 @@ def _run_train(args, argv: list[str]) -> int:
     if "-h" in rest or "--help" in rest:
         print_short_help()
         return 0
-    parse_train_config(strip_local_rank(rest))  # fail fast on typos / bad values
+    _, data_args, _, _ = parse_train_config(strip_local_rank(rest))  # fail fast on typos / bad values
     cmd = build_command(launch.launcher, launch.num_gpus, rest)
     logger.info("launching: %s", " ".join(cmd))
     if launch.dry_run:
         print(" ".join(cmd))
         return 0
-    return subprocess.call(cmd)
+    from trainer.train import load_train_item_tokenizer
+
+    load_train_item_tokenizer(data_args)  # fail fast on a missing dataset_dir or tasks of another tokenizer
+    from trainer.launch import run_child
+
+    return run_child(cmd)  # the child dies with this process; a rerun resumes from its newest checkpoint

@@ -198,6 +198,15 @@ class AlignRecTrainArguments:
                   "validation, and every consumer of the run through its manifest)."},
     )
 
+    packed_rows: bool = field(
+        default=False,
+        metadata={"help": "With packing: true (TRL bfd packing, padding-free): keep each packed row of max_length "
+                  "tokens its own batch row (position ids restart per example, so each row gets its own "
+                  "block-diagonal mask) instead of TRL's one flattened sequence per batch. Same loss; where no "
+                  "varlen attention kernel exists (CPU sdpa / eager) attention then costs batch x max_length^2 "
+                  "instead of (batch x max_length)^2. false = TRL's layout (right with FlashAttention)."},
+    )
+
     max_train_seconds: float = field(
         default=0.0,
         metadata={"help": "Stop training after this many seconds of training (checked after every step, agreed by "
@@ -226,9 +235,13 @@ def parse_train_config(
 ) -> tuple[ModelArguments, DataArguments, AlignRecTrainArguments, SFTConfig]:
     """Parse flags / ``--config`` YAML. Without CUDA, SFTConfig's bf16 default (True) would be rejected at parse
     time, so CPU defaults go in underneath the YAML and the flags."""
+    import warnings
+
     cpu_defaults = {} if torch.cuda.is_available() else {"bf16": False, "use_cpu": True}
-    return parse_config([ModelArguments, DataArguments, AlignRecTrainArguments, SFTConfig], argv,
-                        config=cpu_defaults, config_source="--config / flags")
+    with warnings.catch_warnings():  # transformers' own rename notice, printed before any error line of ours
+        warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+        return parse_config([ModelArguments, DataArguments, AlignRecTrainArguments, SFTConfig], argv,
+                            config=cpu_defaults, config_source="--config / flags")
 
 
 def resolve_precision(precision: str) -> torch.dtype:

@@ -9,6 +9,9 @@ Commands (config keys are the flags; flags win over the YAML; unknown keys raise
 
 Minimal flags: --sft_run_dir (trainer/sft.py output) --pairs_dir (sft_tasks.preference pairs) --output_dir.
 The reference model is the SFT run, frozen. See --help for every DPOConfig field (beta, loss_type, ...).
+
+Layer: an entry point like trainer/sft.py (the top layer): it wires ``inference``'s ranking validation into
+``trainer.dpo_run.run_dpo``; the import contract lists that one import as an entry-point exception.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if is_main_process() else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from inference.ranking_validation import ranking_validation_callback  # entry point: see the docstring
     from trainer.dpo_config import parse_dpo_config
     from trainer.dpo_run import run_dpo
 
     pref_args, run_args, dpo_args = parse_dpo_config(argv)
-    run_dpo(pref_args, run_args, dpo_args)
+    run_dpo(pref_args, run_args, dpo_args, ranking_validation=ranking_validation_callback)
     return 0
 
 

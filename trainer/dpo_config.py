@@ -34,7 +34,7 @@ class PreferenceArguments:
     )
     max_train_pairs: int = field(default=0, metadata={"help": "Cap on training pairs, for smoke runs (0 = all)."})
     max_eval_pairs: int = field(default=512, metadata={"help": "Cap on held-out pairs (0 = no cap)."})
-    # Ranking validation as in SFT (trainer.ranking_validation; same field names as DataArguments').
+    # Ranking validation as in SFT (inference.ranking_validation; same field names as DataArguments').
     ranking_dataset_dir: str = field(
         default="", metadata={"help": "Task DatasetDict whose 'validation' split (prompt, history, target: valid "
                                       "targets only) feeds ranking validation; the pipeline fills it."}

@@ -24,8 +24,14 @@ from trainer.dpo_model import REF_ADAPTER, SftStart, load_sft_run
 from trainer.dpo_trainer import AlignRecDPOTrainer
 from trainer.export import MANIFEST_FILE, merge_run, read_user_knowledge, save_run
 from trainer.launch import is_main_process
-from trainer.ranking_validation import RankingValidationCallback
-from trainer.train import RESOLVED_CONFIG_FILE, _guard_output_dir, _resolve_resume, selection_callbacks
+from trainer.train import (
+    RESOLVED_CONFIG_FILE,
+    RankingValidationFactory,
+    bind_callbacks,
+    guard_output_dir,
+    resolve_resume,
+    selection_callbacks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +82,13 @@ def _ranking_validation(pref: PreferenceArguments) -> datasets.Dataset | None:
 
 
 def build_dpo_trainer(pref: PreferenceArguments, run_args: AlignRecTrainArguments, dpo: DPOConfig,
-                      callbacks: list | None = None) -> tuple[AlignRecDPOTrainer, SftStart]:
+                      callbacks: list | None = None, ranking_validation: RankingValidationFactory | None = None,
+                      ) -> tuple[AlignRecDPOTrainer, SftStart]:
     """Everything up to ``trainer.train()``: the tests inspect the reference at step 0 through this.
 
-    Best-checkpoint selection is SFT's: ``ranking_eval_users`` adds ``trainer.ranking_validation``'s callback
-    (``metric_for_best_model: eval_ranking_ndcg@10``, ``load_best_model_at_end``, ``early_stopping_patience``).
+    Best-checkpoint selection is SFT's: ``ranking_eval_users`` adds the callback of the ``ranking_validation``
+    factory (``inference.ranking_validation.ranking_validation_callback``, passed by trainer/dpo.py), with
+    ``metric_for_best_model: eval_ranking_ndcg@10``, ``load_best_model_at_end``, ``early_stopping_patience``.
     """
     dtype = resolve_runtime(run_args, dpo)
     if dpo.use_cpu and run_args.precision == "auto" and dpo.gradient_checkpointing:
@@ -94,14 +102,12 @@ def build_dpo_trainer(pref: PreferenceArguments, run_args: AlignRecTrainArgument
         held_out = None
     # pref carries DataArguments' three ranking_eval_* fields, which is all selection_callbacks reads from it
     ranking = selection_callbacks(pref, run_args, dpo, _ranking_validation(pref), start.item_tokenizer,
-                                  start.tokenizer)
+                                  start.tokenizer, ranking_validation)
     trainer = AlignRecDPOTrainer(
         model=start.model, ref_model=start.ref_model, args=dpo, train_dataset=train, eval_dataset=held_out,
         processing_class=start.tokenizer, callbacks=[*(callbacks or []), *ranking],
     )
-    for callback in ranking:
-        if isinstance(callback, RankingValidationCallback):
-            callback.bind(trainer)
+    bind_callbacks(ranking, trainer)
     kept = len(trainer.train_dataset)
     if kept == 0:
         raise UserError(f"every prompt of {pref.pairs_dir} is at least max_length={dpo.max_length} tokens long, so "
@@ -113,17 +119,17 @@ def build_dpo_trainer(pref: PreferenceArguments, run_args: AlignRecTrainArgument
 
 
 def run_dpo(pref: PreferenceArguments, run_args: AlignRecTrainArguments, dpo: DPOConfig,
-            extra_callbacks: list | None = None) -> Path:
-    """Train and write the run folder; returns it. ``extra_callbacks``: more TrainerCallbacks (e.g. ranking
-    validation for best-checkpoint selection, with ``load_best_model_at_end`` / ``metric_for_best_model``)."""
+            extra_callbacks: list | None = None, ranking_validation: RankingValidationFactory | None = None) -> Path:
+    """Train and write the run folder; returns it. ``extra_callbacks``: more TrainerCallbacks; ``ranking_validation``:
+    the ranking callback factory for best-checkpoint selection (``build_dpo_trainer``)."""
     output_dir = Path(dpo.output_dir)
     if is_main_process():
         claim_output_dir(output_dir, "trainer/dpo.py", inputs=[pref.sft_run_dir, pref.pairs_dir],
                          overwrite=run_args.overwrite)
-    resume = _resolve_resume(dpo)
+    resume = resolve_resume(dpo)
     callbacks = [JsonlMetricsCallback(output_dir / METRICS_FILE), *(extra_callbacks or [])]
-    trainer, start = build_dpo_trainer(pref, run_args, dpo, callbacks)
-    _guard_output_dir(output_dir, start.item_tokenizer.content_hash, resume)
+    trainer, start = build_dpo_trainer(pref, run_args, dpo, callbacks, ranking_validation)
+    guard_output_dir(output_dir, start.item_tokenizer.content_hash, resume)
     resolved = {
         **config_to_dict(pref, run_args, dpo), "item_tokenizer_hash": start.item_tokenizer.content_hash,
         "sft_run_dir": str(Path(pref.sft_run_dir).resolve()), "sft_manifest": start.manifest,

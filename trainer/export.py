@@ -20,11 +20,12 @@ import torch
 
 from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_path, atomic_write_json
-from sft_tasks.context import USER_KNOWLEDGE_FILE
+from sft_tasks import USER_KNOWLEDGE_FILE
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "alignrec_train.json"
+PROMPT_FORMAT_KEY = "prompt_format"  # the tasks build's (sft_tasks TaskConfig.prompt_format); absent = chat
 ITEM_TOKENIZER_DIR = "item_tokenizer"
 MERGED_DIR = "merged"
 FORMAT_VERSION = 1
@@ -41,6 +42,9 @@ def build_manifest(kind: str, base_model: str, item_tokenizer, code_ids: list[in
 
 def read_manifest(output_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(output_dir) / MANIFEST_FILE
+    if not Path(output_dir).exists():
+        raise InputFileError(f"{output_dir}: no such folder; pass the output_dir of `alignrec train` (a run folder "
+                             "holding manifest.json), e.g. runs/NAME/train/model")
     if not path.is_file():
         raise InputFileError(
             f"{path} not found: {output_dir} is not a finished alignrec training run (the manifest is written last; "
@@ -103,6 +107,20 @@ def read_user_knowledge(output_dir: str | os.PathLike) -> dict[str, str] | None:
         raise InputFileError(f"{path} not found: the manifest of {output_dir} says its prompts carried user "
                              "knowledge; copy the whole run folder")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_prompt_format(output_dir: str | os.PathLike) -> str:
+    """How a run's prompts were written (``sft_tasks`` ``prompt_format``; ``chat`` for runs older than the key).
+
+    Every consumer of the weights builds its prompts with it (``sft_tasks.seqrec_prompt(..., prompt_format=)``),
+    as ranking validation did with the build's validation rows."""
+    from sft_tasks import PROMPT_FORMATS
+
+    value = read_manifest(output_dir).get(PROMPT_FORMAT_KEY, "chat")
+    if value not in PROMPT_FORMATS:
+        raise UserError(f"{Path(output_dir) / MANIFEST_FILE}: {PROMPT_FORMAT_KEY} {value!r} is not one of "
+                        f"{list(PROMPT_FORMATS)}; this run was written by a newer alignrec")
+    return value
 
 
 def _default_device(device: str | torch.device | None) -> torch.device:

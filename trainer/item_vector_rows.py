@@ -55,7 +55,7 @@ def content_code_rows(codes: np.ndarray, codebook_sizes: list[int], projected: n
 def _reference(weight: torch.Tensor, first: int, n: int, pretrained: bool,
                gen: torch.Generator, noise: float) -> tuple[torch.Tensor, float, torch.Tensor]:
     """(centre ``[d]``, entry scale, fallback rows ``[n, d]``) of the rows the code rows join."""
-    from trainer.model_setup import mean_start_rows
+    from trainer.embedding_rows import mean_start_rows
 
     if not pretrained:  # a random model: its own init of these rows is the scale and the fallback
         rows = weight[first:first + n].detach().float().clone()
@@ -69,8 +69,8 @@ def init_item_vector_rows(model, ids: list[int], item_tokenizer, vectors_dir: st
                           noise: float = 0.1, seed: int = 0) -> str:
     """Fill the code rows of the input (and untied output) embeddings from ``vectors_dir``
     (``vectors.npy`` + ``item_ids.json``); each matrix gets the rows at its own scale."""
-    from tokenization.embeddings import load_embeddings_dir
-    from trainer.model_setup import code_row_matrices, gathered
+    from recdata.item_vectors import load_embeddings_dir
+    from trainer.embedding_rows import code_row_matrices, gathered
 
     if not vectors_dir:
         raise UserError("new_rows_init=item_vectors needs item_vectors_dir (a folder with vectors.npy + "

@@ -7,7 +7,6 @@ same for every run on the same base tokenizer; ``ItemTokenizer.code_token_ids`` 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from recdata.errors import InputFileError
 from recdata.paths import default_llm_dir, require
 from trainer.config import ModelArguments
+from trainer.embedding_rows import code_row_matrices, gathered, is_tied, jitter_rows, mean_start_rows
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +46,17 @@ def model_dir(args: ModelArguments) -> Path:
     if args.model_name_or_path:
         path = Path(args.model_name_or_path)
         if not path.is_dir():
-            raise FileNotFoundError(f"model_name_or_path={path} is not a folder; pass a local HF model folder")
+            raise InputFileError(f"model_name_or_path={path} is not a folder; pass a local Hugging Face model folder "
+                                 "to --model_name_or_path")
         return path
     return require(default_llm_dir(), "the default LLM (converted SmolLM2-135M-Instruct)")
 
 
 def load_tokenizer(args: ModelArguments) -> PreTrainedTokenizerBase:
-    from recdata.hf_tokenizer import load_hf_tokenizer
+    from alignrec.llm.hf_tokenizer import load_hf_tokenizer
 
-    tok = load_hf_tokenizer(args.tokenizer_name_or_path or model_dir(args))
+    tok = load_hf_tokenizer(args.tokenizer_name_or_path or model_dir(args),
+                            "--tokenizer_name_or_path" if args.tokenizer_name_or_path else "--model_name_or_path")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # padding is masked out of the loss, any known token works
     return tok
@@ -119,22 +122,6 @@ def load_base_model(args: ModelArguments, dtype: torch.dtype, tok: PreTrainedTok
     return AutoModelForCausalLM.from_pretrained(model_dir(args), **kwargs)
 
 
-def is_tied(model) -> bool:
-    out = model.get_output_embeddings()
-    return out is not None and out.weight is model.get_input_embeddings().weight  # HF ties by sharing the Parameter
-
-
-def gathered(params: list) -> contextlib.AbstractContextManager:
-    """Full (unpartitioned) parameters under DeepSpeed ZeRO-3, rank 0's edits broadcast on exit."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if is_deepspeed_zero3_enabled():
-        import deepspeed
-
-        return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
-    return contextlib.nullcontext()
-
-
 def check_zero3_rows(args: ModelArguments) -> None:
     """peft's trainable-token rows under ZeRO-3 are CUDA-only (peft 0.21): fail early with the fix."""
     from transformers.integrations import is_deepspeed_zero3_enabled
@@ -180,25 +167,6 @@ def start_code_rows(model, ids: list[int], item_tokenizer, args: ModelArguments,
         return init_item_vector_rows(model, ids, item_tokenizer, args.item_vectors_dir,
                                      pretrained=args.model_init != "scratch", noise=args.new_rows_noise, seed=seed)
     return init_code_rows(model, ids, item_tokenizer, mode, args.new_rows_noise, seed)
-
-
-def code_row_matrices(model) -> list:
-    """The weights that hold code rows: the input embeddings and an untied output head (a tied one follows)."""
-    targets = [model.get_input_embeddings().weight]
-    out = model.get_output_embeddings()
-    if out is not None and not is_tied(model):
-        targets.append(out.weight)
-    return targets
-
-
-def jitter_rows(old: torch.Tensor, n: int, noise: float, gen: torch.Generator) -> torch.Tensor:
-    """``[n, d]`` noise at ``noise`` x the existing rows' per-dimension std."""
-    return torch.randn(n, old.shape[1], generator=gen) * old.std(dim=0) * noise
-
-
-def mean_start_rows(old: torch.Tensor, n: int, noise: float, gen: torch.Generator) -> torch.Tensor:
-    """``new_rows_init=mean``: the existing rows' mean row + jitter (also the fallback of an unused code)."""
-    return old.mean(dim=0, keepdim=True) + jitter_rows(old, n, noise, gen)
 
 
 def _fill_rows(targets: list, first: int, n: int, vectors: torch.Tensor | None, noise: float,

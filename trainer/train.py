@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import TrainerCallback
 from trl import SFTConfig
 
 from recdata.config import config_to_dict
+from recdata.errors import InputFileError
 from recdata.io import atomic_write_json
-from sft_tasks.context import read_build_user_knowledge
+from sft_tasks import check_build_item_tokenizer, read_build_prompt_format, read_build_user_knowledge
 from trainer.callbacks import (
     LOSS_CURVE_FILE,
     METRICS_FILE,
@@ -20,17 +22,22 @@ from trainer.callbacks import (
     plot_loss_curve,
 )
 from trainer.config import AlignRecTrainArguments, DataArguments, ModelArguments, resolve_runtime
-from trainer.export import MANIFEST_FILE, build_manifest, merge_run, save_run
+from trainer.export import MANIFEST_FILE, PROMPT_FORMAT_KEY, build_manifest, merge_run, save_run
 from trainer.item_head import ItemHeadTargets, decode_item_head_weight, item_head_manifest
 from trainer.launch import is_main_process
 from trainer.model_setup import model_dir, setup_model
-from trainer.ranking_validation import RankingValidationCallback, ranking_subset
 from trainer.trl_trainer import AlignRecSFTTrainer
 
 logger = logging.getLogger(__name__)
 
 RESOLVED_CONFIG_FILE = "resolved_config.json"
 REQUIRED_COLUMNS = ("prompt", "completion")
+
+# ``ranking_validation(validation, users, seed, item_tokenizer, hf_tokenizer, *, num_beams, exclude_history,
+# item_head_weight) -> TrainerCallback`` (with ``bind(trainer)``): the callback that adds ranking metrics to each
+# evaluation. It decodes with inference's beam search, a layer above this one, so the entry that builds the
+# trainer passes it in: ``inference.ranking_validation.ranking_validation_callback`` (trainer/sft.py, dpo.py).
+RankingValidationFactory = Callable[..., TrainerCallback]
 
 
 def load_task_datasets(data: DataArguments) -> tuple[datasets.Dataset, datasets.Dataset | None]:
@@ -39,11 +46,25 @@ def load_task_datasets(data: DataArguments) -> tuple[datasets.Dataset, datasets.
     return train, evalset
 
 
+def load_train_item_tokenizer(data: DataArguments):
+    """The item tokenizer, after checking the inputs' provenance: ``dataset_dir`` exists and its tasks were built
+    with this tokenizer's codes (``tasks_manifest.json``). ``alignrec train`` calls it before launching too."""
+    from tokenization import ItemTokenizer
+
+    if not Path(data.dataset_dir).is_dir():
+        raise InputFileError(f"dataset_dir={data.dataset_dir} does not exist; build it with `alignrec tasks build` or "
+                             "fix --dataset_dir")
+    item_tokenizer = ItemTokenizer.from_pretrained(data.item_tokenizer_dir)
+    check_build_item_tokenizer(data.dataset_dir, data.item_tokenizer_dir, item_tokenizer.content_hash)
+    return item_tokenizer
+
+
 def load_task_splits(data: DataArguments) -> tuple[datasets.Dataset, datasets.Dataset | None, datasets.Dataset | None]:
     """``load_task_datasets`` plus the full validation split (for ranking validation; None when absent)."""
     path = Path(data.dataset_dir)
     if not path.is_dir():
-        raise FileNotFoundError(f"dataset_dir={path} does not exist; build it with `alignrec tasks` (sft_tasks)")
+        raise InputFileError(f"dataset_dir={path} does not exist; build it with `alignrec tasks build` or fix "
+                             "--dataset_dir")
     dd = datasets.load_from_disk(str(path))
     if not isinstance(dd, datasets.DatasetDict) or "train" not in dd:
         raise ValueError(f"{path} must be a saved DatasetDict with a 'train' split (and 'validation')")
@@ -70,21 +91,52 @@ def load_task_splits(data: DataArguments) -> tuple[datasets.Dataset, datasets.Da
     return train, (evalset.select_columns(keep) if evalset is not None else None), dd.get("validation")
 
 
-def _resolve_resume(sft: SFTConfig) -> str | None:
-    value = sft.resume_from_checkpoint
-    if value in (None, "", "false", "False"):
+RESUME_OFF = ("false", "False", "no")
+TRAINER_STATE_FILE = "trainer_state.json"  # the Trainer writes it last into a checkpoint
+
+
+def latest_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete ``checkpoint-N`` of ``output_dir``: one holding ``trainer_state.json``, which the Trainer
+    writes last, so a folder a kill cut short mid-save is skipped. None when there is none."""
+    out = Path(output_dir)
+    if not out.is_dir():
         return None
+    steps = []
+    for path in out.glob("checkpoint-*"):
+        suffix = path.name.removeprefix("checkpoint-")
+        if suffix.isdigit() and (path / TRAINER_STATE_FILE).is_file():
+            steps.append((int(suffix), path))
+    return str(max(steps)[1]) if steps else None
+
+
+def resolve_resume(sft: SFTConfig) -> str | None:
+    """The checkpoint training resumes from. ``resume_from_checkpoint`` unset (the default): the newest complete
+    checkpoint this run wrote (its output folder holds our ``resolved_config.json``), so rerunning a killed or
+    interrupted run continues it; ``false``: start at step 0; ``last`` / ``true``: the newest checkpoint, raising
+    when there is none; a folder: that checkpoint."""
+    value = sft.resume_from_checkpoint
+    if value in RESUME_OFF:
+        return None
+    if value in (None, ""):
+        if not (Path(sft.output_dir) / RESOLVED_CONFIG_FILE).is_file():
+            return None
+        last = latest_checkpoint(sft.output_dir)
+        if last is not None:
+            logger.info("resuming from %s (this run's newest checkpoint; --resume_from_checkpoint false starts "
+                        "over)", last)
+        return last
     if value in ("last", "true", "True"):
-        last = get_last_checkpoint(sft.output_dir) if Path(sft.output_dir).is_dir() else None
+        last = latest_checkpoint(sft.output_dir)
         if last is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint {value}: no checkpoint-* folder in {sft.output_dir}")
+            raise FileNotFoundError(f"--resume_from_checkpoint {value}: no complete checkpoint-* folder in "
+                                    f"{sft.output_dir}")
         return last
     if not Path(value).is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {value} is not a folder; pass a checkpoint-N folder")
     return value
 
 
-def _guard_output_dir(output_dir: Path, item_hash: str, resume: str | None) -> None:
+def guard_output_dir(output_dir: Path, item_hash: str, resume: str | None) -> None:
     """Refuse to continue or overwrite a run trained with a different ItemTokenizer."""
     import json
 
@@ -94,13 +146,19 @@ def _guard_output_dir(output_dir: Path, item_hash: str, resume: str | None) -> N
         if previous and previous != item_hash and resume:
             raise ValueError(
                 f"cannot resume {output_dir}: it was trained with ItemTokenizer {previous[:12]}, the given one is "
-                f"{item_hash[:12]}; pass the original item_tokenizer_dir or use a new output_dir"
+                f"{item_hash[:12]}; pass the original item_tokenizer_dir, a new output_dir, or "
+                "--resume_from_checkpoint false to start over"
             )
 
 
 def selection_callbacks(data_args: DataArguments, run_args: AlignRecTrainArguments, sft: SFTConfig,
-                        validation: datasets.Dataset | None, item_tokenizer, hf_tokenizer) -> list:
-    """Ranking validation (valid users only) and early stopping, in the order the Trainer must call them."""
+                        validation: datasets.Dataset | None, item_tokenizer, hf_tokenizer,
+                        ranking_validation: RankingValidationFactory | None = None) -> list:
+    """Ranking validation (valid users only) and early stopping, in the order the Trainer must call them.
+
+    ``ranking_validation`` builds the ranking callback (see ``RankingValidationFactory``); needed when
+    ``ranking_eval_users`` is set.
+    """
     from transformers import EarlyStoppingCallback
 
     callbacks: list = []
@@ -109,11 +167,16 @@ def selection_callbacks(data_args: DataArguments, run_args: AlignRecTrainArgumen
             from recdata.errors import ConfigError
 
             raise ConfigError("ranking_eval_users needs a validation split and eval_strategy steps|epoch")
-        subset = ranking_subset(validation, data_args.ranking_eval_users, sft.seed)
-        callbacks.append(RankingValidationCallback(subset, item_tokenizer, hf_tokenizer,
-                                                   num_beams=data_args.ranking_eval_beams,
-                                                   exclude_history=data_args.ranking_eval_exclude_history,
-                                                   item_head_weight=decode_item_head_weight(run_args)))
+        if ranking_validation is None:
+            from recdata.errors import ConfigError
+
+            raise ConfigError("ranking_eval_users needs the ranking-validation callback: run trainer/sft.py or "
+                              "trainer/dpo.py, or pass ranking_validation=inference.ranking_validation."
+                              "ranking_validation_callback")
+        callbacks.append(ranking_validation(validation, data_args.ranking_eval_users, sft.seed, item_tokenizer,
+                                            hf_tokenizer, num_beams=data_args.ranking_eval_beams,
+                                            exclude_history=data_args.ranking_eval_exclude_history,
+                                            item_head_weight=decode_item_head_weight(run_args)))
     if run_args.early_stopping_patience:
         if not (sft.load_best_model_at_end and sft.metric_for_best_model):
             from recdata.errors import ConfigError
@@ -124,18 +187,30 @@ def selection_callbacks(data_args: DataArguments, run_args: AlignRecTrainArgumen
     return callbacks
 
 
-def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: AlignRecTrainArguments,
-            sft: SFTConfig, extra_callbacks: list | None = None) -> Path:
-    """Train and write the run folder; returns it. ``extra_callbacks``: more TrainerCallbacks (benchmarks)."""
-    from tokenization import ItemTokenizer
+def bind_callbacks(callbacks: list, trainer) -> None:
+    """Give each callback that logs through the trainer (``bind(trainer)``: ranking validation) its trainer."""
+    for callback in callbacks:
+        if hasattr(callback, "bind"):
+            callback.bind(trainer)
 
+
+def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: AlignRecTrainArguments,
+            sft: SFTConfig, extra_callbacks: list | None = None,
+            ranking_validation: RankingValidationFactory | None = None) -> Path:
+    """Train and write the run folder; returns it. ``extra_callbacks``: more TrainerCallbacks (benchmarks);
+    ``ranking_validation``: the ranking callback factory (``selection_callbacks``), needed by ranking_eval_users."""
     dtype = resolve_runtime(run_args, sft)
+    if run_args.packed_rows and not (sft.packing and sft.packing_strategy in ("bfd", "bfd_split")):
+        from recdata.errors import ConfigError
+
+        raise ConfigError("packed_rows keeps TRL's packed rows apart: set packing: true (packing_strategy bfd or "
+                          f"bfd_split, got packing={sft.packing}, packing_strategy={sft.packing_strategy!r})")
     if sft.completion_only_loss is None:
         sft.completion_only_loss = True  # the prompt is context, only the answer is supervised
     output_dir = Path(sft.output_dir)
-    item_tokenizer = ItemTokenizer.from_pretrained(data_args.item_tokenizer_dir)
-    resume = _resolve_resume(sft)
-    _guard_output_dir(output_dir, item_tokenizer.content_hash, resume)
+    item_tokenizer = load_train_item_tokenizer(data_args)
+    resume = resolve_resume(sft)
+    guard_output_dir(output_dir, item_tokenizer.content_hash, resume)
     train, evalset, validation = load_task_splits(data_args)
     if evalset is None or sft.eval_strategy == "no":
         logger.warning("no held-out loss: %s", "no validation split" if evalset is None else "eval_strategy=no")
@@ -153,7 +228,8 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
         claim_output_dir(output_dir, "train", overwrite=run_args.overwrite, inputs=[
             data_args.dataset_dir, data_args.item_tokenizer_dir, model_args.model_name_or_path])
         atomic_write_json(output_dir / RESOLVED_CONFIG_FILE, resolved)
-    ranking = selection_callbacks(data_args, run_args, sft, validation, item_tokenizer, bundle.tokenizer)
+    ranking = selection_callbacks(data_args, run_args, sft, validation, item_tokenizer, bundle.tokenizer,
+                                  ranking_validation)
     item_head = None
     if run_args.item_head_weight:
         item_head = ItemHeadTargets.from_token_ids(item_tokenizer.item_token_ids(bundle.tokenizer), len(bundle.tokenizer))
@@ -162,18 +238,17 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
         eval_dataset={data_args.eval_task or "validation": evalset} if evalset is not None else None,
         processing_class=bundle.tokenizer, peft_config=bundle.peft_config,
         code_rows_learning_rate=run_args.code_rows_learning_rate,
-        item_head=item_head, item_head_weight=run_args.item_head_weight,
+        item_head=item_head, item_head_weight=run_args.item_head_weight, packed_rows=run_args.packed_rows,
         callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *ranking, *(extra_callbacks or []),
                    *([TimeLimitCallback(run_args.max_train_seconds)] if run_args.max_train_seconds else [])],
     )
-    for callback in ranking:
-        if isinstance(callback, RankingValidationCallback):
-            callback.bind(trainer)
+    bind_callbacks(ranking, trainer)
     trainer.train(resume_from_checkpoint=resume)
     kind = "full" if bundle.peft_config is None else "adapter"
     manifest = build_manifest(kind, base, item_tokenizer, bundle.code_token_ids, bundle.embedding_rows,
                               {"finetune_mode": model_args.finetune_mode, "model_init": model_args.model_init,
-                               **item_head_manifest(run_args)})
+                               **item_head_manifest(run_args),
+                               PROMPT_FORMAT_KEY: read_build_prompt_format(data_args.dataset_dir)})
     save_run(trainer, bundle.tokenizer, item_tokenizer, output_dir, manifest,
              user_knowledge=read_build_user_knowledge(data_args.dataset_dir))
     if trainer.is_world_process_zero():

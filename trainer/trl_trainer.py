@@ -10,6 +10,8 @@
    per-group rates.
 3. Item head. ``item_head`` (``trainer.item_head.ItemHeadTargets``) adds ``item_head_weight`` x the flat item
    loss to the code loss; it needs the full logits, so the loss then comes from the model's own forward too.
+4. Packed rows. With TRL's packing (``packing: true``, bfd), ``packed_rows`` keeps each packed row a batch row
+   (``trainer.packing.PackedRowsCollator``) instead of flattening the batch into one sequence.
 """
 
 from __future__ import annotations
@@ -82,12 +84,20 @@ def head_loss_scale(code_loss_by_items: bool, training: bool, accumulation_steps
 
 class AlignRecSFTTrainer(SFTTrainer):
     def __init__(self, *args, code_rows_learning_rate: float = 0.0, item_head: ItemHeadTargets | None = None,
-                 item_head_weight: float = 0.0, **kwargs) -> None:
+                 item_head_weight: float = 0.0, packed_rows: bool = False, **kwargs) -> None:
         self.code_rows_learning_rate = code_rows_learning_rate
         if item_head_weight and item_head is None:
             raise ValueError("item_head_weight needs item_head (the catalogue's code lookups)")
         self.item_head, self.item_head_weight = item_head, item_head_weight
         super().__init__(*args, **kwargs)
+        if packed_rows:
+            if not (self.args.packing and self.padding_free):
+                raise ValueError("packed_rows keeps TRL's packed rows apart: it needs packing: true with "
+                                 "packing_strategy bfd or bfd_split")
+            from trainer.packing import PackedRowsCollator
+
+            self.data_collator = PackedRowsCollator(pad_token_id=self._tokenizer.pad_token_id,
+                                                    pad_to_multiple_of=self.args.pad_to_multiple_of)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.item_head_weight:

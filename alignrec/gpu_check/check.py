@@ -156,15 +156,16 @@ def _sasrec(cfg: dict[str, Any], split, device: str):
 
 
 def decode_benchmark(model, hf_tokenizer, item_tokenizer, histories: list[list[str]], batch_sizes: list[int],
-                     num_beams: int, k: int) -> list[dict[str, Any]]:
-    """Users/s of ``llm_recommender`` (prompt build + trie beam search + exclusion) at each batch size."""
+                     num_beams: int, k: int, prompt_format: str = "chat") -> list[dict[str, Any]]:
+    """Users/s of ``llm_recommender`` (prompt build + trie beam search + exclusion) at each batch size, with the
+    run's prompts (``prompt_format``: ``trainer.read_prompt_format``)."""
     import torch
 
     from inference.recommender import llm_recommender
 
     rows = []
     for batch in batch_sizes:
-        fn = llm_recommender(model, hf_tokenizer, item_tokenizer, k, num_beams, True, batch)
+        fn = llm_recommender(model, hf_tokenizer, item_tokenizer, k, num_beams, True, batch, prompt_format=prompt_format)
         fn(["warm"] * min(batch, len(histories)), histories[:batch])  # warm-up: kernels, allocator, trie
         if torch.cuda.is_available():
             torch.cuda.synchronize()
@@ -220,9 +221,9 @@ def run_check(carry_dir: Path, out: Path) -> dict[str, Any] | None:
     if not (model_dir / "config.json").is_file():
         raise UserError(f"no model in the bundle ({unpacked / 'model'}); re-run prepare without --no_weights")
     seconds["setup"] = round(time.time() - started, 1)
-    from alignrec.gpu_check.prepare import _tokenizer_fingerprint
+    from alignrec.gpu_check.prepare import tokenizer_fingerprint
 
-    if _tokenizer_fingerprint(str(model_dir)) != cfg["info"]["tokenizer"]:
+    if tokenizer_fingerprint(str(model_dir)) != cfg["info"]["tokenizer"]:
         raise UserError("the converted model's tokenizer differs from the one the tasks were built with; "
                         "re-run prepare with the same SmolLM2 GGUF")
     import torch
@@ -240,7 +241,7 @@ def run_check(carry_dir: Path, out: Path) -> dict[str, Any] | None:
     seconds["train"] = round(time.time() - t0, 1)
 
     from inference.cli import EvaluateConfig, run_evaluate
-    from inference.evaluate import render_markdown
+    from recdata.evaluation import render_markdown
 
     ev = EvaluateConfig(model_dir=str(out / "model"), split_dir=str(prepared / "split"), out_dir=str(out / "evaluate"),
                         **{k: v for k, v in cfg["evaluate"].items() if k != "device"}, device=device)
@@ -253,14 +254,14 @@ def run_check(carry_dir: Path, out: Path) -> dict[str, Any] | None:
     reports = run_evaluate(ev, extra_recommenders={"sasrec": sasrec_fn})
     seconds["evaluate"] = round(time.time() - t0, 1)
 
-    from trainer import load_for_inference
+    from trainer import load_for_inference, read_prompt_format
 
     model, hf_tok, item_tok = load_for_inference(out / "model", device=device)
     users = int(cfg["check"].get("decode_users", 1024))
     histories = [list(h) for h in split.eval_examples("test")["history"][:users]]
     t0 = time.time()
     decode = decode_benchmark(model, hf_tok, item_tok, histories, list(cfg["check"]["decode_batch_sizes"]),
-                              ev.num_beams, max(ev.ks))
+                              ev.num_beams, max(ev.ks), read_prompt_format(out / "model"))
     seconds["decode"] = round(time.time() - t0, 1)
     seconds["total"] = round(time.time() - started, 1)
     result = {"device": dev, "dry_run": cfg["info"]["dry_run"], "installed_wheels": installed, "train": train,

@@ -24,7 +24,7 @@ from alignrec.gpu_check.bundle import download_wheels, previous_chunks, wheels_t
 from recdata.config import load_yaml
 from recdata.errors import InputFileError
 
-__all__ = ["CHECK_SECTIONS", "PIPELINE_SECTIONS", "dry_run_overrides", "prepare", "smollm2_gguf"]
+__all__ = ["CHECK_SECTIONS", "PIPELINE_SECTIONS", "dry_run_overrides", "prepare", "smollm2_gguf", "tokenizer_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,10 @@ def _run_pipeline(cfg: dict[str, Any], work: Path) -> Path:
     return work / "runs" / "gpu_check"
 
 
-def _tokenizer_fingerprint(model_dir: str) -> dict[str, Any]:
-    from recdata.hf_tokenizer import load_hf_tokenizer
+def tokenizer_fingerprint(model_dir: str) -> dict[str, Any]:
+    """``{"size", "vocab_sha256"}`` of the HF tokenizer of ``model_dir`` (the default LLM when empty): the bundle
+    records it and the GPU check refuses a machine whose tokenizer differs."""
+    from alignrec.llm.hf_tokenizer import load_hf_tokenizer
     from recdata.io import sha256_json
     from recdata.paths import default_llm_dir
 
@@ -165,7 +167,7 @@ def prepare(config_path: Path, out: Path, *, dry_run: bool = False, python_versi
     shutil.copytree(run_dir / "tasks" / "dataset", prepared / "tasks")
     check_cfg = {**{k: cfg.get(k, {}) for k in CHECK_SECTIONS}, "check": cfg.get("check", DECODE)}
     info = {"dry_run": dry_run, "prepared_python": platform.python_version(),
-            "tokenizer": _tokenizer_fingerprint(cfg["train"].get("model_name_or_path", ""))}
+            "tokenizer": tokenizer_fingerprint(cfg["train"].get("model_name_or_path", ""))}
     (prepared / "check_config.json").write_text(json.dumps({**check_cfg, "info": info}, indent=1))
     with tarfile.open(work / "prepared.tar.gz", "w:gz") as tar:
         tar.add(prepared, arcname="prepared")

@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 def run_extract(cfg: ExtractConfig, make_generator=None) -> dict[str, Any]:
     """Library-callable body of ``knowledge extract``; ``make_generator`` overrides the HF model (tests)."""
     from alignrec.knowledge.extract import extract_knowledge
-    from recdata.llm_generation import HFGenerator, model_fingerprint
+    from alignrec.llm.generation import HFGenerator, model_fingerprint
     from recdata.paths import default_llm_dir, require
     from recdata.split import SplitDataset
 

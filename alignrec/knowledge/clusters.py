@@ -35,12 +35,12 @@ def cluster_item_vectors(cfg: ExtractConfig, dataset: RecDataset) -> np.ndarray:
         dims = min(64, matrix.shape[1] - 1, matrix.shape[0] - 1)
         vectors = TruncatedSVD(dims, random_state=cfg.seed).fit_transform(matrix) if dims >= 2 else matrix.toarray()
     elif cfg.cluster_source == "sentence":
+        from alignrec.llm.text_encoders import encode_sentence
         from recdata.paths import default_sentence_encoder_dir
-        from tokenization.embeddings import encode_sentence
 
         vectors = encode_sentence(texts, default_sentence_encoder_dir())
     else:
-        from tokenization.embeddings import load_user_embeddings
+        from recdata.item_vectors import load_user_embeddings
 
         vectors = load_user_embeddings(cfg.cluster_file, cfg.cluster_ids_file or None, catalogue).vectors
     return _normalize(np.asarray(vectors, dtype=np.float32))

@@ -28,8 +28,8 @@ __all__ = ["encode_knowledge", "encode_texts", "load_knowledge_vectors", "load_u
 
 def encode_texts(texts: list[str], cfg: EncodeConfig) -> np.ndarray:
     """``[len(texts), D]`` float32 with ``cfg.encoder`` (an empty answer encodes as the empty string)."""
+    from alignrec.llm.text_encoders import encode_llm, encode_sentence
     from recdata.paths import default_llm_dir, default_sentence_encoder_dir
-    from tokenization.embeddings import encode_llm, encode_sentence
 
     if cfg.encoder == "sentence":
         model_dir = Path(cfg.encoder_dir) if cfg.encoder_dir else default_sentence_encoder_dir()
@@ -66,8 +66,11 @@ def load_knowledge_vectors(vectors_dir: str | Path, kind: str) -> tuple[list[str
     return ids, vectors
 
 
-def load_user_history_items(vectors_dir: str | Path) -> dict[str, int]:
-    """``{user_id: n}`` stored by ``encode``: each user's knowledge read its first ``n`` training items."""
+def load_user_history_items(vectors_dir: str | Path, command: str = "alignrec knowledge extract") -> dict[str, int]:
+    """``{user_id: n}`` stored by ``encode``: each user's knowledge read its first ``n`` training items.
+
+    Vectors encoded from an older extract (no ``history_items``) are refused, naming ``command`` to rerun.
+    """
     from safetensors import safe_open
 
     file = Path(vectors_dir) / "user_vectors.safetensors"
@@ -77,7 +80,7 @@ def load_user_history_items(vectors_dir: str | Path) -> dict[str, int]:
         meta = f.metadata() or {}
     if "history_items" not in meta:
         raise InputFileError(f"{file} has no history_items (encoded from an older extract, whose user knowledge "
-                             "leaks training targets); rerun `alignrec knowledge extract` and `encode`")
+                             f"leaks training targets); rerun `{command}` and `alignrec knowledge encode`")
     return dict(zip(json.loads(meta["user_ids"]), (int(n) for n in json.loads(meta["history_items"])), strict=True))
 
 

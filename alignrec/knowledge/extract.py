@@ -5,7 +5,7 @@ or test item), for training and evaluation alike, minus the last ``user_holdout_
 knowledge describes items ``[0, history_items)`` of its training part (written on every user row), and the
 models use it only for targets from ``history_items`` on, so training never asks "predict an item that this
 user's knowledge already describes" (a leak that evaluation, whose targets all come later, cannot reward).
-Every answer goes through ``recdata.llm_generation`` (one cache keyed by prompt + model + settings), so a
+Every answer goes through ``alignrec.llm.generation`` (one cache keyed by prompt + model + settings), so a
 killed run resumes and no prompt is asked twice.
 """
 
@@ -28,9 +28,9 @@ from alignrec.knowledge.clusters import (
     user_vectors,
 )
 from alignrec.knowledge.config import ExtractConfig
+from alignrec.llm.generation import Generator, budgeted_asker
 from recdata.errors import UserError
 from recdata.io import atomic_write_json, atomic_write_text
-from recdata.llm_generation import Generator, budgeted_asker
 from recdata.split import SplitDataset
 
 logger = logging.getLogger(__name__)
@@ -187,11 +187,12 @@ def read_knowledge(knowledge_dir: str | Path, kind: str) -> dict[str, str]:
     return out
 
 
-def read_user_history_items(knowledge_dir: str | Path, required: bool = True) -> dict[str, int] | None:
+def read_user_history_items(knowledge_dir: str | Path, required: bool = True,
+                            command: str = "alignrec knowledge extract") -> dict[str, int] | None:
     """``{user_id: n}``: user knowledge describes the first ``n`` training items; use it for later targets only.
 
-    Rows without ``history_items`` (an older extract, or LLM4MSR's user answers): an error, or None when not
-    ``required``.
+    Rows without ``history_items`` (an older extract): an error naming ``command`` (the extraction to rerun:
+    ``alignrec scenarios extract`` for LLM4MSR's user answers), or None when not ``required``.
     """
     import json
 
@@ -208,7 +209,6 @@ def read_user_history_items(knowledge_dir: str | Path, required: bool = True) ->
             if not required:
                 return None
             raise UserError(f"{path}:{lineno}: user row without history_items (written by an older alignrec, whose "
-                            "user knowledge leaks training targets); rerun `alignrec knowledge extract` (cached "
-                            "answers are reused)")
+                            f"user knowledge leaks training targets); rerun `{command}` (cached answers are reused)")
         out[str(row["user_id"])] = int(row["history_items"])
     return out

@@ -44,8 +44,8 @@ def build_knowledge_sasrec(cfg: KnowledgeTrainConfig, split: SplitDataset) -> Kn
 
 
 def _evaluate(model: SASRec, split: SplitDataset, ks: list[int], part: str) -> dict[str, Any]:
-    from inference.evaluate import evaluate_recommender
-    from inference.popularity import train_popularity
+    from recdata.evaluation import evaluate_recommender
+    from recdata.popularity import train_popularity
 
     fn = as_recommend_fn(model, k=max(ks), exclude_history=True, context_fn=model.context_for)
     return evaluate_recommender(fn, split.eval_examples(part), ks, split.dataset.item_ids(), train_popularity(split),
@@ -54,7 +54,7 @@ def _evaluate(model: SASRec, split: SplitDataset, ks: list[int], part: str) -> d
 
 def train_knowledge_recommender(cfg: KnowledgeTrainConfig, split: SplitDataset, out_dir: Path) -> dict[str, Any]:
     """Train (baseline +) knowledge model; write ``model/`` (+ ``model/augmented/``), ``metrics.json`` / ``metrics.md``; return reports."""
-    from inference.evaluate import write_report
+    from recdata.evaluation import write_report
 
     ks = cfg.k_list()
     sasrec_cfg = cfg.sasrec_config()

@@ -7,7 +7,9 @@ the paths that connect stages (``split_dir``, ``output_dir``, ...). ``${VAR}`` a
 
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ def _expand(value: Any) -> Any:
 
 def parse_set_options(items: list[str], source: str = "--set") -> dict[str, Any]:
     """``["tokenizer.num_levels=3", "name=l3"]`` -> ``{"tokenizer.num_levels": 3, "name": "l3"}``; values parse as
-    YAML scalars (``3`` is an int, ``true`` a bool, ``[1, 2]`` a list). Apply with ``variants.apply_overrides``."""
+    YAML scalars (``3`` is an int, ``true`` a bool, ``[1, 2]`` a list). Apply with ``apply_overrides``."""
     out: dict[str, Any] = {}
     for item in items:
         target, sep, raw = item.partition("=")
@@ -67,14 +69,28 @@ def parse_set_options(items: list[str], source: str = "--set") -> dict[str, Any]
 def load_run_config(path: str | os.PathLike, name: str | None = None, runs_dir: str | None = None,
                     overrides: list[str] | None = None) -> RunConfig:
     """The run config of ``path``; ``overrides``: ``alignrec run --set`` strings (see ``parse_set_options``)."""
-    from alignrec.pipeline.variants import apply_overrides
-
     os.environ.setdefault("ALIGNREC_HOME", str(Path.home() / ".cache" / "alignrec"))
     data = _expand(load_yaml(path))
     sets = parse_set_options(overrides or [])
     run_cfg = run_config_from_dict(data, source=str(path), name=name or sets.pop("name", None),
                                    runs_dir=runs_dir or sets.pop("runs_dir", None))
     return apply_overrides(run_cfg, sets) if sets else run_cfg
+
+
+def apply_overrides(run_cfg: RunConfig, overrides: Mapping[str, Any], name: str | None = None,
+                    runs_dir: str | os.PathLike | None = None) -> RunConfig:
+    """A copy of ``run_cfg`` with ``{"section.key": value}`` set (a ``None`` value removes the key)."""
+    sections = copy.deepcopy(run_cfg.sections)
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if section not in STAGE_NAMES or not key:
+            raise ConfigError(f"override {dotted!r} must look like section.key with a section in {list(STAGE_NAMES)}")
+        if value is None:
+            sections.setdefault(section, {}).pop(key, None)
+        else:
+            sections.setdefault(section, {})[key] = value
+    return RunConfig(name=name or run_cfg.name, runs_dir=Path(runs_dir) if runs_dir else run_cfg.runs_dir,
+                     sections=sections, source=f"{run_cfg.source} + {dict(overrides)}")
 
 
 def run_config_from_dict(

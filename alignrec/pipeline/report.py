@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrec.pipeline.runner import StageResult, read_stage_record
-from alignrec.pipeline.stages import SFT_ROW
+from alignrec.pipeline.stages.evaluate import SFT_ROW
 from recdata.io import atomic_write_text
 
 

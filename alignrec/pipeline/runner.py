@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recdata.errors import ConfigError, UserError
+from recdata.errors import ConfigError, OutputFolderError, UserError
 from recdata.fingerprint import content_fingerprint
 from recdata.io import atomic_write_json, sha256_json
-from recdata.outputs import claim_output_dir
+from recdata.outputs import MARKER, claim_output_dir, is_owned, read_marker, update_marker
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +167,40 @@ def select_range(names: Sequence[str], start: str | None, until: str | None) -> 
     return first, last
 
 
+_STAGE_OWN = {STAGE_FILE, ".partial_key", MARKER}  # what the runner itself keeps in a stage folder
+
+
+def clear_stage_dir(out_dir: Path) -> None:
+    """Remove what the previous run of a stage wrote into ``out_dir``, never a user's file.
+
+    Ownership is proven by the marker's content (``recdata.outputs.is_owned``), not by a ``stage.json`` that any
+    folder may hold: a folder without it is refused, naming it. The marker lists what the stage wrote
+    (``stage_files``) and what was there before it ran (``stage_foreign``); those and anything added later are kept.
+    A folder from before these lists (or a crashed run's) is cleared except its recorded foreign entries."""
+    entries = [entry for entry in out_dir.iterdir()]
+    if not entries:
+        return
+    if not is_owned(out_dir):
+        raise OutputFolderError(
+            f"{out_dir} is not empty and was not written by alignrec (no valid {MARKER}); move its files elsewhere "
+            "or choose another run name (--name) / runs_dir")
+    marker = read_marker(out_dir)
+    ours = marker.get("stage_files")
+    foreign = set(marker.get("stage_foreign") or ())
+    for entry in entries:
+        name = entry.name
+        if name == MARKER:
+            continue
+        remove = name in _STAGE_OWN or (name in ours if isinstance(ours, list) else name not in foreign)
+        if not remove:
+            logger.info("keeping %s (not written by the %s stage)", entry, out_dir.name)
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def read_stage_record(stage_dir: Path) -> dict[str, Any] | None:
     path = stage_dir / STAGE_FILE
     if not path.is_file():
@@ -221,13 +255,17 @@ def run_stages(
             partial = out_dir / ".partial_key"
             same_key_partial = partial.is_file() and partial.read_text().strip() == key and not force
             if not same_key_partial:
-                shutil.rmtree(out_dir)
+                clear_stage_dir(out_dir)
         claim_output_dir(out_dir, f"alignrec run ({stage.name} stage)")  # the stage folder is alignrec's own
         (out_dir / ".partial_key").write_text(key + "\n")
+        before = {entry.name for entry in out_dir.iterdir()}  # the user's files (ours were just cleared)
+        update_marker(out_dir, stage_foreign=sorted(before - _STAGE_OWN), stage_files=None)
         logger.info("stage %-9s running -> %s", stage.name, out_dir)
         started = time.time()
         summary = stage.run(StageContext(run_dir, out_dir, section, run_config, stage_dirs))
         seconds = time.time() - started
+        written = sorted({entry.name for entry in out_dir.iterdir()} - before - _STAGE_OWN)
+        update_marker(out_dir, stage_files=written)
         atomic_write_json(
             out_dir / STAGE_FILE,
             {"key": key, "status": "complete", "stage": stage.name, "config": resolved, "upstream": list(stage.depends_on),

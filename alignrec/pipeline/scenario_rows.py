@@ -92,7 +92,7 @@ def scenario_rows(ctx: StageContext, k: int, exclude_history: bool) -> dict[str,
     from alignrec.knowledge.cli import run_encode
     from alignrec.llm4msr import ROW_NAMES, ScenarioExtractConfig, recommend_fn_for, train_scenario_model
     from alignrec.llm4msr.cli import run_scenario_extract
-    from alignrec.pipeline.stages import _build, _embedding_classes
+    from alignrec.pipeline.sections import build_section, embedding_classes
     from recdata import SplitDataset
     from recdata.config import parse_config
 
@@ -100,7 +100,7 @@ def scenario_rows(ctx: StageContext, k: int, exclude_history: bool) -> dict[str,
     if not split.has_scenarios:
         raise UserError("evaluate.scenario_backbone / evaluate.llm4msr need a split with scenarios: set "
                         "data.scenario_item_field (e.g. domain) or data.scenario_column")
-    (emb_cfg,) = _build(_embedding_classes(), ctx.run_config.sections.get("embeddings", {}), {}, "embeddings")
+    (emb_cfg,) = build_section(embedding_classes(), ctx.run_config.sections.get("embeddings", {}), {}, "embeddings")
     sasrec_cfg = emb_cfg.sasrec_config()
     rows: dict[str, Any] = {}
     if ctx.config.get("scenario_backbone"):

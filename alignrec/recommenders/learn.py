@@ -34,8 +34,8 @@ from alignrec.recommenders.base import DenseRecommender, EpochCheckpoint, train_
 from alignrec.recommenders.learn_config import LEARNConfig
 from alignrec.recommenders.sasrec import (
     CausalBlock,
-    _seed_everything,
     length_bucketed_batches,
+    seed_everything,
     training_windows,
 )
 from recdata.io import atomic_path, atomic_write_json, sha256_json
@@ -180,7 +180,7 @@ def train_learn(split: SplitDataset, cfg: LEARNConfig, content: np.ndarray, log_
     ``checkpoint_path``: a file saved after every epoch; an interrupted run given the same path resumes and
     ends with the same weights as an uninterrupted one.
     """
-    _seed_everything(cfg.learn_seed)
+    seed_everything(cfg.learn_seed)
     model = LEARN(split.dataset.item_ids(), content, cfg).to(cfg.learn_device)
     inputs, targets = training_windows(split.train_sequences(), model.index, cfg.learn_max_len)
     lengths = (targets > 0).sum(1)  # [windows]

@@ -250,7 +250,7 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
 
     ``model``: an (extended) SASRec built by the caller; default a plain one over the split's catalogue.
     """
-    _seed_everything(cfg.sasrec_seed)
+    seed_everything(cfg.sasrec_seed)
     model = (model or SASRec(split.dataset.item_ids(), cfg)).to(cfg.sasrec_device)
     labels = model.sequence_labels(split)  # per-interaction labels (None for plain SASRec)
     inputs, targets, users, *target_labels = training_windows(split.train_sequences(), model.index,
@@ -295,7 +295,8 @@ def _take(value, rows: torch.Tensor, device: str):
     return [value[int(i)] for i in rows]
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators (every dense recommender's training starts with it)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

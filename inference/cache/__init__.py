@@ -13,7 +13,7 @@ _EXPORTS = {
     "SQLiteStore": "inference.cache.backends",
     "StoreVersion": "inference.cache.backends",
     "VersionGoneError": "inference.cache.backends",
-    "open_store": "inference.cache.backends",
+    "open_store": "inference.cache.reader",
     "CacheMismatchError": "inference.cache.build",
     "CacheReader": "inference.cache.reader",
     "CacheResult": "inference.cache.reader",

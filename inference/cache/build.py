@@ -41,8 +41,9 @@ IDENTITY_KEYS = (
 REUSE_KEYS = ("k", "model", "adapter", "item_tokenizer_hash", "scenarios")
 
 
-class CacheMismatchError(ValueError):
-    """An existing cache folder was built with different settings or inputs than this run."""
+class CacheMismatchError(UserError):
+    """An existing cache folder (or ``--base_cache``) was built with different settings or inputs than this run: one
+    line naming the differences and the fix (a ``ValueError`` as before)."""
 
 
 @dataclass
@@ -73,6 +74,7 @@ def build_cache(
     overwrite: bool = False,
     progress: bool = True,
     scenario_users: Mapping[str, Sequence[str]] | None = None,
+    split_fingerprint: str = "",
 ) -> BuildResult:
     """Compute and store the top-``k`` of this shard's users; finish the manifest if this was the last shard.
 
@@ -84,6 +86,7 @@ def build_cache(
     ``scenario_users`` (``{user: scenarios to serve}``, see ``inference.cache.scenarios``): a per-scenario cache,
     one top-K per (user, scenario) from the scenario-aware ``recommend_fn(user_ids, histories, scenarios=...)``;
     ``num_users`` then counts (user, scenario) pairs and the manifest lists the scenarios.
+    ``split_fingerprint``: the dataset fingerprint of the split the histories came from, recorded in the manifest.
     """
     scenario_names = None
     if scenario_users is not None:
@@ -106,6 +109,7 @@ def build_cache(
         "num_users": len(user_hashes), "histories_hash": layout.histories_hash(user_hashes),
         "base_version": base_manifest["version"] if base_manifest else None,
         "scenarios": scenario_names,
+        "split_fingerprint": split_fingerprint,  # provenance: `cache publish --split_dir` must name the same data
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if base_manifest is not None:
@@ -128,7 +132,7 @@ def build_cache(
             result.chunks_skipped += 1
             continue
         todo = [u for u in users if u not in reuse]
-        computed = _recommend(recommend_fn, todo, [list(histories[u]) for u in todo], k) if todo else {}
+        computed = recommend_batch(recommend_fn, todo, [list(histories[u]) for u in todo], k) if todo else {}
         write_chunk(path, users, user_hashes, [reuse[u] if u in reuse else computed[u] for u in users])
         result.users_computed += len(todo)
         result.users_reused += len(users) - len(todo)
@@ -192,7 +196,7 @@ def _validate_histories(histories: Mapping[str, Sequence[str]]) -> dict[str, str
     return hashes
 
 
-def _recommend(recommend_fn: RecommendFn, users: list[str], histories: list[list[str]], k: int) -> dict[str, Recs]:
+def recommend_batch(recommend_fn: RecommendFn, users: list[str], histories: list[list[str]], k: int) -> dict[str, Recs]:
     """Call ``recommend_fn`` and validate its answer, so a bad recommender never writes a bad cache."""
     out = recommend_fn(users, histories)
     if len(out) != len(users):

@@ -64,8 +64,8 @@ def model_recommend_fn(
 
     counts = None
     if popularity_penalty:
-        from inference.popularity import train_popularity
         from recdata import SplitDataset
+        from recdata.popularity import train_popularity
 
         if split_dir is None:
             raise ValueError("popularity_penalty needs split_dir (the training counts)")

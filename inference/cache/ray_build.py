@@ -10,7 +10,7 @@ Ray Data does the distribution; exactly-once comes from our deterministic chunk 
 
 A ``ChunkWriter`` actor loads the model once (``recommender_factory()``), checks a chunk against the plan
 (user count + ``users_digest``), skips it if its file already holds exactly those users (a retried task after
-an actor died), else computes it with the same ``_recommend`` as the local engine and commits it under its
+an actor died), else computes it with the same ``recommend_batch`` as the local engine and commits it under its
 write-once name (``Location.write_once``). A killed actor is restarted by Ray and its task retried
 (``max_restarts``/``max_task_retries`` are -1 for Ray Data actor pools); a rerun after the whole job died
 describes the chunks already committed and computes only the others. Chunk files are byte-identical to the
@@ -40,9 +40,9 @@ from inference.cache import layout
 from inference.cache.build import (
     BuildResult,
     RecommendFn,
-    _recommend,
     claim_config,
     finalize_cache,
+    recommend_batch,
     write_shard_done,
 )
 from inference.cache.location import Location, open_location
@@ -50,7 +50,7 @@ from inference.cache.plan import ChunkPlan, chunk_of
 from inference.cache.shards import chunk_users, encode_chunk
 from recdata.errors import ConfigError, UserError
 
-__all__ = ["RayOptions", "build_cache_ray", "histories_table"]
+__all__ = ["RayOptions", "assign_batch", "build_cache_ray", "hash_batch", "histories_table", "pack_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class ChunkWriter:
             with self.loc.open_input_file(rel) as f:
                 if chunk_users(f, name=self.loc.display(rel)) == user_hashes:
                     return _description(chunk, rel, self.loc.read_bytes(rel), computed=False)
-        recs = _recommend(self.fn, users, histories, self.k)
+        recs = recommend_batch(self.fn, users, histories, self.k)
         data, _ = encode_chunk(users, user_hashes, [recs[u] for u in users])
         self.loc.write_once(rel, data)
         return _description(chunk, rel, data, computed=True)
@@ -227,14 +227,14 @@ class _Source:
 def _plan(source: _Source, chunk_size: int) -> ChunkPlan:
     import ray
 
-    hashed = source.dataset().map_batches(_hash_batch, batch_format="pyarrow", fn_kwargs={"source": source.name})
+    hashed = source.dataset().map_batches(hash_batch, batch_format="pyarrow", fn_kwargs={"source": source.name})
     tables = ray.get(hashed.to_arrow_refs())
     table = pa.concat_tables(tables) if tables else pa.table({"user_id": pa.array([], pa.string()),
                                                               "history_hash": pa.array([], pa.string())})
     return ChunkPlan.from_arrays(table["user_id"], table["history_hash"], chunk_size, source=source.name)
 
 
-def _hash_batch(batch: pa.Table, source: str) -> pa.Table:
+def hash_batch(batch: pa.Table, source: str) -> pa.Table:
     """(user_id, history_hash) of a block; refuses histories that are not lists of item-id strings."""
     histories = batch["history"]
     if not (pa.types.is_list(histories.type) or pa.types.is_large_list(histories.type)) or not pa.types.is_string(
@@ -246,7 +246,7 @@ def _hash_batch(batch: pa.Table, source: str) -> pa.Table:
     return pa.table({"user_id": batch["user_id"].cast(pa.string()), "history_hash": pa.array(hashes, pa.string())})
 
 
-def _assign_batch(batch: pa.Table, first_users: np.ndarray, todo: np.ndarray) -> pa.Table:
+def assign_batch(batch: pa.Table, first_users: np.ndarray, todo: np.ndarray) -> pa.Table:
     """Add each user's chunk (and history hash) and keep only the chunks still to compute."""
     chunks = chunk_of(first_users, batch["user_id"].to_numpy(zero_copy_only=False))
     keep = todo[chunks]
@@ -256,7 +256,7 @@ def _assign_batch(batch: pa.Table, first_users: np.ndarray, todo: np.ndarray) ->
         "history_hash", pa.array(hashes, pa.string()))
 
 
-def _pack_batch(block: pa.Table) -> pa.Table:
+def pack_batch(block: pa.Table) -> pa.Table:
     """A block holding whole chunks -> one row per chunk: users sorted (the local engine's order)."""
     block = block.take(pc.sort_indices(block, sort_keys=[("chunk", "ascending"), ("user_id", "ascending")]))
     chunks = block["chunk"].to_numpy()
@@ -277,10 +277,10 @@ def _compute(source: _Source, plan: ChunkPlan, todo: np.ndarray, loc: Location, 
 
     num_todo = int(todo.sum())
     packed = (source.dataset()
-              .map_batches(_assign_batch, batch_format="pyarrow",
+              .map_batches(assign_batch, batch_format="pyarrow",
                            fn_kwargs={"first_users": plan.first_users(), "todo": todo})
               .repartition(_num_partitions(num_todo, options.num_actors), keys=["chunk"], sort=True)
-              .map_batches(_pack_batch, batch_size=None, batch_format="pyarrow")
+              .map_batches(pack_batch, batch_size=None, batch_format="pyarrow")
               .materialize())  # the shuffle finishes (and frees its CPUs) before the actors take theirs
     described = packed.map_batches(
         ChunkWriter, batch_size=1, batch_format="pyarrow",
@@ -345,5 +345,26 @@ def _connect(address: str | None) -> bool:
     if address in (None, "", "local"):
         ray.init(address="local", include_dashboard=False, log_to_driver=True)
     else:
+        check_reachable(address)
         ray.init(address=address)
     return True
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` / ``ray://host:port`` address must accept a TCP connection within ``timeout_s``: a dead
+    address is one line naming ``--ray_address`` in seconds, not minutes of Ray's own retries. ``auto`` is left to
+    Ray (it reads the local cluster file and fails fast)."""
+    import socket
+
+    if address == "auto":
+        return
+    host_port = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray_address {address!r} is not 'local', 'auto', host:port or ray://host:port")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise UserError(f"--ray_address {address}: nothing answers at {host}:{port} ({exc.strerror or exc}); start "
+                        "the cluster (`ray start --head`), fix the address, or use --ray_address local") from exc

@@ -126,3 +126,22 @@ def iter_cache(cache_dir: str | os.PathLike | Location, verify: bool = True) -> 
                 yield user, hist_hash, recs
         if n_rows != entry["num_rows"]:
             raise UserError(f"cache file {loc.display(rel)} has {n_rows} rows, the manifest says {entry['num_rows']}")
+
+
+def scan_cache(cache_dir: str | os.PathLike | Location) -> tuple[list[str], float]:
+    """(the distinct items of a finished build, sorted; the largest finite |score|): what a publish needs before it
+    encodes rows (``inference.cache.rows``). Reads only those two columns of each chunk."""
+    import pyarrow.compute as pc
+
+    loc = open_location(cache_dir)
+    items: set[str] = set()
+    largest = 0.0
+    for rel, _ in manifest_files(read_manifest(loc)):
+        with loc.open_input_file(rel) as f:
+            table = pq.read_table(f, columns=["item_id", "score"])
+        items.update(pc.unique(table["item_id"]).to_pylist())
+        scores = pc.abs(table["score"])
+        finite = pc.filter(scores, pc.is_finite(scores))
+        if len(finite):
+            largest = max(largest, float(pc.max(finite).as_py()))
+    return sorted(items), largest

@@ -136,7 +136,7 @@ def test_model_build_matches_direct_recommend(tmp_path, split_dir, tiny_dataset,
 def test_popularity_penalty_build_serves_the_penalised_decoding_and_is_another_cache(
         tmp_path, split_dir, tiny_dataset, tiny_split, tiny_chat_tokenizer, tiny_llama):
     from inference import llm_recommender
-    from inference.popularity import train_popularity
+    from recdata.popularity import train_popularity
     from trainer import load_for_inference
 
     run = tmp_path / "run"

@@ -15,7 +15,7 @@ from inference.cache import build_cache, finalize_cache, iter_cache, layout, pub
 from inference.cache.build import claim_config, write_shard_done
 from inference.cache.location import open_location
 from inference.cache.plan import ChunkPlan, chunk_of
-from inference.cache.ray_build import ChunkWriter, _assign_batch, _hash_batch, _pack_batch, histories_table
+from inference.cache.ray_build import ChunkWriter, assign_batch, hash_batch, histories_table, pack_batch
 from recdata.errors import ConfigError, UserError
 from tests.inference.cache_fakes import FakeRecommender, FakeRecommenderFactory, expected_recs, make_histories
 
@@ -73,14 +73,14 @@ def test_unknown_uri_scheme_is_a_config_error():
 def _pipeline(histories, loc, chunk_size, factory, todo=None):
     """What build_cache_ray runs on the cluster, stage by stage in this process."""
     table = histories_table(histories)
-    hashed = _hash_batch(table, "histories")
+    hashed = hash_batch(table, "histories")
     plan = ChunkPlan.from_arrays(hashed["user_id"], hashed["history_hash"], chunk_size)
     config = {"format_version": layout.FORMAT_VERSION, "k": K, "model": "", "adapter": "", "item_tokenizer_hash": "",
               "num_shards": 1, "chunk_size": chunk_size, "num_users": plan.num_users,
               "histories_hash": plan.histories_hash, "base_version": None, "created_at": "t"}
     claim_config(loc, config, overwrite=False)
     todo = np.ones(plan.num_chunks, bool) if todo is None else todo
-    packed = _pack_batch(_assign_batch(table, plan.first_users(), todo))
+    packed = pack_batch(assign_batch(table, plan.first_users(), todo))
     writer = ChunkWriter(factory, loc, "shard-00000-of-00001", K, plan.num_users, chunk_size,
                          np.asarray(plan.digests), 1)
     return plan, writer, packed, writer(packed).to_pylist()

@@ -31,6 +31,7 @@ def tiny_run(tiny_split, tiny_chat_tokenizer, tiny_llama, monkeypatch):
     monkeypatch.setattr(trainer, "load_for_inference", fake_load, raising=False)
     monkeypatch.setattr(trainer, "read_user_knowledge", lambda output_dir: None, raising=False)  # no run folder
     monkeypatch.setattr(trainer, "read_item_head_weight", lambda output_dir: 0.0, raising=False)
+    monkeypatch.setattr(trainer, "read_prompt_format", lambda output_dir: "chat", raising=False)
     return calls
 
 

@@ -8,15 +8,15 @@ import math
 import datasets
 import pytest
 
-from inference.evaluate import (
+from inference.metrics import ndcg_at_k, recall_at_k
+from recdata.evaluation import (
     evaluate_recommender,
     history_bucket,
     load_per_user,
     popularity_buckets,
     write_report,
 )
-from inference.metrics import ndcg_at_k, recall_at_k
-from inference.popularity import popularity_recommender, train_popularity
+from recdata.popularity import popularity_recommender, train_popularity
 
 
 @pytest.mark.parametrize(

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from alignrec.recommenders import SASRec, SASRecConfig, as_recommend_fn
-from inference.evaluate import (
+from inference.scenarios import scenario_router
+from recdata import RecDataset, leave_one_out_split
+from recdata.evaluation import (
     evaluate_recommender,
     evaluate_within_scenario,
     render_markdown,
     render_scenario_table,
 )
-from inference.popularity import popularity_recommender
-from inference.scenarios import scenario_router
-from recdata import RecDataset, leave_one_out_split
+from recdata.popularity import popularity_recommender
 
 CATALOGUES = {"f": ["a", "b", "c"], "k": ["x", "y", "z"]}
 

@@ -59,7 +59,7 @@ def test_extract_errors_are_one_line(tmp_path, tiny_split, capsys):
 
 
 def test_run_with_knowledge_source_end_to_end(tmp_path, tiny_chat_tokenizer, tiny_model_dir, monkeypatch):
-    from recdata.llm_generation import HFGenerator
+    from alignrec.llm.generation import HFGenerator
 
     real_call = HFGenerator.__call__
 

@@ -43,8 +43,8 @@ def _item_tokenizer(item_ids, item_id_level: bool):
 
 @pytest.mark.parametrize("item_head_weight", [0.0, 4.0])  # 4.0: the shipped flat item head (item-id level codes)
 def test_shipped_recipe_recovers_a_planted_pattern(tmp_path, monkeypatch, item_head_weight):
+    from alignrec.llm.hf_tokenizer import build_codes_only_tokenizer
     from inference import TrainedRun, evaluate_recommender, popularity_recommender, train_popularity
-    from recdata.hf_tokenizer import build_codes_only_tokenizer
     from sft_tasks import build_task_datasets
     from sft_tasks.config import TaskConfig
     from trainer.callbacks import read_metrics

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from recdata.llm_generation import HFGenerator, answer_key, generate_cached, read_cache
+from alignrec.llm.generation import HFGenerator, answer_key, generate_cached, read_cache
 
 
 class Killed(RuntimeError):
@@ -85,7 +85,7 @@ def test_hf_generator_batched_left_padded_matches_one_by_one(tiny_model_dir):
 
 CHILD = """
 import os, signal, sys
-from recdata.llm_generation import generate_cached
+from alignrec.llm.generation import generate_cached
 asked_log = sys.argv[2]
 def make():
     def generate(prompts):

@@ -189,13 +189,13 @@ def test_validate_rejects_unlabelled_interaction():
 def test_train_scenarios_stay_aligned_when_cold_items_are_withheld():
     """Cold-item relabelling cuts items out of the middle of the training part; their labels must go too."""
     from recdata.cold_items import COLD_LABEL
-    from recdata.split import _with_labels
+    from recdata.split import with_labels
 
     split = leave_one_out_split(_mixed_dataset(), max_history=2)
     seqs = split.dataset.sequences
     labels = [[COLD_LABEL if label == "train" and item == "i4" else label for item, label in zip(items, row, strict=True)]
               for items, row in zip(seqs["item_ids"], seqs["split"], strict=True)]
-    cold = SplitDataset(_with_labels(split.dataset, labels), max_history=2, protocol=split.protocol)
+    cold = SplitDataset(with_labels(split.dataset, labels), max_history=2, protocol=split.protocol)
     assert cold.train_scenario_sequences() == [("a", ["i1", "i2"], ["f", "f"]), ("b", ["i5"], ["k"]),
                                                ("c", ["i2"], ["f"])]
     assert [items for _, items, _ in cold.train_scenario_sequences()] == [s for _, s in cold.train_sequences()]

@@ -142,16 +142,16 @@ def test_setup_refuses_extended_tokenizer_and_resume_with_other_index(tmp_path, 
     from recdata.io import atomic_write_json
     from trainer.config import ModelArguments
     from trainer.model_setup import setup_model
-    from trainer.train import RESOLVED_CONFIG_FILE, _guard_output_dir
+    from trainer.train import RESOLVED_CONFIG_FILE, guard_output_dir
 
     run, _ = _fake_run(tmp_path, tiny_model_dir, item_tokenizer)
     with pytest.raises(ValueError, match="already holds code tokens"):
         setup_model(ModelArguments(model_name_or_path=str(run)), item_tokenizer, torch.float32)
     atomic_write_json(run / RESOLVED_CONFIG_FILE, {"item_tokenizer_hash": item_tokenizer.content_hash})
     other = make_item_tokenizer(tiny_dataset.item_ids(), shift=1)
-    _guard_output_dir(run, item_tokenizer.content_hash, resume="x")  # same index: fine
+    guard_output_dir(run, item_tokenizer.content_hash, resume="x")  # same index: fine
     with pytest.raises(ValueError, match="cannot resume"):
-        _guard_output_dir(run, other.content_hash, resume="x")
+        guard_output_dir(run, other.content_hash, resume="x")
 
 
 def test_dataset_contract_errors(tmp_path):

@@ -20,7 +20,7 @@ import numpy as np
 
 from recdata.errors import InputFileError
 from recdata.io import atomic_path, atomic_write_json, sha256_file, sha256_json
-from tokenization.embeddings.vectors import ItemEmbeddings
+from recdata.item_vectors import ItemEmbeddings
 
 logger = logging.getLogger(__name__)
 

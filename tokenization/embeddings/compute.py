@@ -9,17 +9,17 @@ from pathlib import Path
 
 import torch
 
+from alignrec.llm.text_encoders import encode_llm, encode_sentence
 from alignrec.recommenders import LEARN, SASRec, train_learn, train_sasrec
 from recdata.errors import UserError
 from recdata.io import sha256_json
+from recdata.item_vectors import ItemEmbeddings, load_user_embeddings
 from recdata.paths import default_llm_dir, default_sentence_encoder_dir, require
 from recdata.split import SplitDataset
 from tokenization.embeddings.cache import EmbeddingCache, model_identity
 from tokenization.embeddings.config import EmbeddingConfig
 from tokenization.embeddings.fusion import fuse_embeddings
-from tokenization.embeddings.text import encode_llm, encode_sentence, render_catalogue
-from tokenization.embeddings.user_provided import load_user_embeddings
-from tokenization.embeddings.vectors import ItemEmbeddings
+from tokenization.embeddings.text import render_catalogue
 
 logger = logging.getLogger(__name__)
 

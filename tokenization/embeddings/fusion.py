@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from recdata.errors import UserError
-from tokenization.embeddings.vectors import ItemEmbeddings
+from recdata.item_vectors import ItemEmbeddings
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

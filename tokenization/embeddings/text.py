@@ -1,4 +1,5 @@
-"""Item text: template rendering and two frozen encoders (sentence encoder, causal LLM mean-pooled).
+"""Item text: template rendering; the two frozen encoders (sentence encoder, causal LLM mean-pooled) live in
+``alignrec.llm.text_encoders`` (the knowledge stage reads them too); ``tokenization.embeddings`` exports them.
 
 Also ``llm_text_targets``: the mean input-token embedding of each item text, the target of the RQ-VAE
 alignment loss. It reads only the LLM's input embedding matrix, never the full model.
@@ -11,6 +12,7 @@ import logging
 import os
 import re
 import string
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,9 +23,9 @@ from tqdm.auto import tqdm
 from recdata.dataset import ITEM_TEXT_FIELDS
 from recdata.errors import InputFileError, UserError
 from recdata.io import sha256_json
+from recdata.item_vectors import ItemEmbeddings
 from recdata.paths import default_llm_dir, require
 from tokenization.embeddings.cache import EmbeddingCache, model_identity
-from tokenization.embeddings.vectors import ItemEmbeddings
 
 logger = logging.getLogger(__name__)
 
@@ -67,60 +69,18 @@ def render_catalogue(items: dict[str, dict[str, str]], item_ids: Sequence[str], 
     return texts
 
 
-def encode_sentence(texts: Sequence[str], model_dir: str | os.PathLike, batch_size: int = 64,
-                    device: str = "cpu", max_length: int | None = None) -> np.ndarray:
-    """Sentence-transformers embeddings ``[N, D]`` float32 (not normalised: fusion normalises)."""
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
-    if max_length is not None:
-        model.max_seq_length = min(max_length, model.max_seq_length or max_length)
-    vectors = model.encode(list(texts), batch_size=batch_size, show_progress_bar=len(texts) > batch_size,
-                           convert_to_numpy=True, normalize_embeddings=False)
-    return np.asarray(vectors, dtype=np.float32)
+_MOVED = ("encode_llm", "encode_sentence", "mean_pool_hidden")
 
 
-@torch.no_grad()
-def mean_pool_hidden(model, tokenizer, texts: Sequence[str], batch_size: int = 16, max_length: int = 256,
-                     device: str = "cpu") -> np.ndarray:
-    """Mean of the last hidden states over each text's real tokens (padding masked out).
+def __getattr__(name: str):
+    """Deprecated aliases (one release): the encoders moved to ``alignrec.llm.text_encoders``."""
+    if name in _MOVED:
+        warnings.warn(f"tokenization.embeddings.text.{name} moved to alignrec.llm.text_encoders.{name}; import it "
+                      "from there (or from tokenization.embeddings)", DeprecationWarning, stacklevel=2)
+        from alignrec.llm import text_encoders
 
-    Right padding keeps every real token's causal context identical to the unpadded text, so a padded
-    batch gives the same vectors as one text at a time.
-    """
-    base = model.base_model if hasattr(model, "base_model") else model
-    base.eval().to(device)
-    tokenizer = _padding_tokenizer(tokenizer)
-    out = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="llm item embeddings", disable=len(texts) <= batch_size):
-        batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                          max_length=max_length, return_tensors="pt").to(device)
-        hidden = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [batch, seq, 1]
-        out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu())  # [batch, hidden]
-    return torch.cat(out).numpy().astype(np.float32)
-
-
-def encode_llm(texts: Sequence[str], llm_dir: str | os.PathLike, batch_size: int = 16, max_length: int = 256,
-               device: str = "cpu") -> np.ndarray:
-    """Frozen causal LLM item encoder (fp32 on CPU): mean-pooled last hidden states."""
-    from transformers import AutoModel, AutoTokenizer
-
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    model = AutoModel.from_pretrained(str(llm_dir), dtype=dtype, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(llm_dir), local_files_only=True)
-    return mean_pool_hidden(model, tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device)
-
-
-def _padding_tokenizer(tokenizer):
-    if tokenizer.padding_side != "right" or tokenizer.pad_token is None:
-        import copy
-
-        tokenizer = copy.copy(tokenizer)
-        tokenizer.padding_side = "right"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+        return getattr(text_encoders, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_input_embeddings(llm_dir: str | os.PathLike) -> torch.Tensor:

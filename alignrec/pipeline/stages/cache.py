@@ -1,0 +1,64 @@
+"""The ``cache`` stage: offline top-K of every user, published to a SQLite store and read back once.
+
+Reads: the split, the served model and the ``cache`` section (``CacheBuildConfig``); by default it decodes with the
+evaluate section's ``popularity_penalty`` (serve what was evaluated). Writes: ``build/`` and ``store/``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from alignrec.pipeline.runner import Stage, StageContext
+from alignrec.pipeline.sections import (
+    build_section,
+    cache_classes,
+    served_model_dir,
+)
+
+
+def _evaluated_penalty(run_cfg: Any) -> float:
+    return float(run_cfg.sections.get("evaluate", {}).get("popularity_penalty", 0.0))
+
+
+def run_cache(ctx: StageContext) -> dict[str, Any]:
+    from inference.cache import CacheReader
+    from inference.cache.cli import CachePublishConfig, run_build, run_publish
+    from recdata import SplitDataset
+
+    split_dir = str(ctx.upstream("data") / "split")
+    injected = {"split_dir": split_dir, "out_dir": str(ctx.out_dir / "build"),
+                "model_dir": str(served_model_dir(ctx))}
+    if "popularity_penalty" not in ctx.config:  # serve what was evaluated: the evaluate section's decoding
+        injected["popularity_penalty"] = _evaluated_penalty(ctx.run_config)
+    (cfg,) = build_section(cache_classes(), ctx.config, injected, "cache")
+    started = time.time()
+    manifest = run_build(cfg)
+    build_seconds = time.time() - started
+    if manifest is None:
+        raise RuntimeError("cache build finished without a manifest (some shard is missing)")
+    store = run_publish(CachePublishConfig(cache_dir=cfg.out_dir, store_dir=str(ctx.out_dir / "store"),
+                                           split_dir=split_dir))
+    users = sorted(SplitDataset.load(split_dir).serving_histories())
+    with CacheReader(ctx.out_dir / "store") as reader:
+        lookups = time.perf_counter()
+        results = [reader.get(u) for u in users]
+        lookup_seconds = time.perf_counter() - lookups
+    missing = [r.user_id for r in results if r.fallback]
+    if missing:
+        raise RuntimeError(f"{len(missing)} user(s) missing from the published cache, e.g. {missing[0]!r}")
+    return {"users": len(users), "k": cfg.k, "build_seconds": build_seconds,
+            "users_per_second": len(users) / build_seconds if build_seconds else None,
+            "lookup_mean_us": 1e6 * lookup_seconds / max(1, len(users)), "store": str(store)}
+
+
+def _cache_key(section: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
+    """The evaluate section's ``popularity_penalty`` the cache inherits (none when the section sets its own)."""
+    if "popularity_penalty" in section or not _evaluated_penalty(run_cfg):
+        return {}
+    return {"popularity_penalty": _evaluated_penalty(run_cfg)}
+
+
+# version 2: the store holds binary rows (catalogue indices + fp16 scores); a version-1 store is refused by serving,
+# so an old run republishes instead of skipping the stage
+STAGE = Stage("cache", run_cache, ("data", "train", "preference"), extra_key=_cache_key, version=2)

@@ -1,0 +1,66 @@
+"""The ``train`` stage: ``trainer/sft.py`` under the section's launcher (resumes from its last checkpoint).
+
+Reads: the tasks dataset, the item tokenizer, the base model / tokenizer / DeepSpeed JSON (content in the key) and
+the ``train`` section; with ``new_rows_init: item_vectors`` the embeddings stage's vectors. Writes: ``model/`` (the
+run folder) and ``train_config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from alignrec.pipeline.launch import launch_trainer
+from alignrec.pipeline.runner import Stage, StageContext
+from alignrec.pipeline.sections import (
+    REPO_ROOT,
+    stage_keys,
+)
+
+
+def _train_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
+    """The base model and tokenizer folders and the DeepSpeed JSON (content, not path, enters the key)."""
+    from alignrec.llm.hf_tokenizer import CODES_ONLY
+    from recdata.paths import default_llm_dir
+
+    out: dict[str, str] = {}
+    if section.get("model_init", "pretrained") != "scratch":
+        out["model"] = str(section.get("model_name_or_path") or default_llm_dir())
+    tokenizer = str(section.get("tokenizer_name_or_path") or "")
+    if tokenizer and tokenizer != CODES_ONLY:
+        out["tokenizer"] = tokenizer
+    if section.get("deepspeed"):
+        ds_path = Path(section["deepspeed"])
+        out["deepspeed"] = str(ds_path if ds_path.is_absolute() else REPO_ROOT / ds_path)
+    return out
+
+
+def run_train(ctx: StageContext) -> dict[str, Any]:
+    launcher = ctx.config.get("launcher", "deepspeed")
+    num_gpus = int(ctx.config.get("num_gpus", 0) or 0)
+    ds_config = ctx.config.get("deepspeed")
+    section = stage_keys("train", ctx.config)
+    injected = {
+        "dataset_dir": str(ctx.upstream("tasks") / "dataset"),
+        "item_tokenizer_dir": str(ctx.upstream("tokenizer") / "item_tokenizer"),
+        "output_dir": str(ctx.out_dir / "model"),
+    }
+    if section.get("new_rows_init") == "item_vectors":  # the vectors the tokenizer read (in its key already)
+        injected["item_vectors_dir"] = str(ctx.upstream("embeddings"))
+    from trainer.config import parse_train_config
+
+    cmd, seconds, _ = launch_trainer(ctx, "train", section, injected, "train_config.yaml", parse_train_config,
+                                     launcher, num_gpus, ds_config)
+    summary: dict[str, Any] = {"launcher": launcher, "seconds": seconds, "command": cmd}
+    metrics_file = ctx.out_dir / "model" / "metrics.jsonl"
+    if metrics_file.is_file():
+        rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        losses = [r["loss"] for r in rows if "loss" in r]
+        evals = [r[k] for r in rows for k in ("eval_seqrec_loss", "eval_loss") if k in r]
+        summary.update({"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+                        "last_eval_loss": evals[-1] if evals else None})
+    return summary
+
+
+STAGE = Stage("train", run_train, ("tasks", "tokenizer"), inputs=_train_inputs)
