@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alignrec.knowledge.config import KnowledgeTrainConfig  # noqa: E402
 from alignrec.knowledge.train import train_knowledge_recommender  # noqa: E402
-from inference.evaluate import load_per_user  # noqa: E402
+from inference.report_tables import interval_cell, seeds_table  # noqa: E402
 from inference.significance import paired_bootstrap, seed_pooled_bootstrap, seed_summary  # noqa: E402
 from recdata.config import parse_config  # noqa: E402
+from recdata.evaluation import load_per_user  # noqa: E402
 from recdata.io import atomic_write_json, atomic_write_text  # noqa: E402
 from recdata.split import SplitDataset  # noqa: E402
 
@@ -84,24 +85,22 @@ def main() -> int:
                                          knowledge_kinds=kinds))
     result: dict[str, Any] = {"seeds": seeds, "config": rest, "variants": {v: list(fk) for v, fk in variants.items()},
                               "rows": {}}
-    lines = [f"# SASRec + knowledge rows, seeds {seeds} (test, full ranking, history excluded)", "",
-             "| row | Recall@10 | NDCG@10 | tail NDCG@10 | NDCG@10 - SASRec, seeds pooled [95%] | seconds |",
-             "|---|---|---|---|---|---|"]
+    shown = (*METRICS, "tail:ndcg@10")
+    extra: dict[str, list[str]] = {}
     for name, runs in rows.items():
-        summary = {m: seed_summary([r[m] for r in runs]) for m in (*METRICS, "tail:ndcg@10")}
+        summary = {m: seed_summary([r[m] for r in runs]) for m in shown}
         entry: dict[str, Any] = {"summary": summary, "seconds": [r["seconds"] for r in runs]}
-        pooled_cell = "-"
         if name != "sasrec":
             entry["pairs"] = {m: [paired_bootstrap(r["per_user"][m], b["per_user"][m], seed=s)
                                   for r, b, s in zip(runs, rows["sasrec"], seeds, strict=True)] for m in METRICS}
             entry["pooled"] = {m: seed_pooled_bootstrap([r["per_user"][m] for r in runs],
                                                         [b["per_user"][m] for b in rows["sasrec"]]) for m in METRICS}
-            p = entry["pooled"]["ndcg@10"]
-            pooled_cell = f"{p['mean_diff']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}]"
         result["rows"][name] = entry
-        cells = [f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" for m in (*METRICS, "tail:ndcg@10")]
-        seconds = "/".join(f"{s:.0f}" for s in entry["seconds"] if s is not None) or "-"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {pooled_cell} | {seconds} |")
+        extra[name] = [interval_cell(entry.get("pooled", {}).get("ndcg@10")),
+                       "/".join(f"{s:.0f}" for s in entry["seconds"] if s is not None) or "-"]
+    lines = [f"# SASRec + knowledge rows, seeds {seeds} (test, full ranking, history excluded)", "",
+             *seeds_table({name: entry["summary"] for name, entry in result["rows"].items()}, shown, first="row",
+                          extra=extra, extra_header=["NDCG@10 - SASRec, seeds pooled [95%]", "seconds"])]
     text = "\n".join(lines) + "\n"
     atomic_write_json(out / "rows.json", result)
     atomic_write_text(out / "rows.md", text)

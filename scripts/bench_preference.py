@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alignrec.pipeline import load_run_config  # noqa: E402
+from inference.report_tables import bootstrap_table, interval_cell, markdown_table  # noqa: E402
 from recdata.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 logger = logging.getLogger("bench_preference")
@@ -31,16 +32,16 @@ METRICS = ("recall@10", "ndcg@10")
 
 
 def build_pairs(run_cfg, strategy: str, negatives: int, out: Path) -> dict:
-    from alignrec.pipeline.stages import _stage_keys, train_model_dir
+    from alignrec.llm.hf_tokenizer import load_hf_tokenizer
+    from alignrec.pipeline.sections import stage_keys, train_model_dir
     from recdata import SplitDataset
     from recdata.config import parse_config
-    from recdata.hf_tokenizer import load_hf_tokenizer
     from sft_tasks.config import TaskConfig
     from sft_tasks.preference import build_preference_pairs, save_preference_pairs
     from tokenization import ItemTokenizer
 
     run_dir = run_cfg.run_dir
-    section = {**_stage_keys("tasks", run_cfg.sections.get("tasks", {})),
+    section = {**stage_keys("tasks", run_cfg.sections.get("tasks", {})),
                "preference_negatives": negatives, "negative_strategy": strategy}
     (cfg,) = parse_config([TaskConfig], [], config=section)
     pairs, info = build_preference_pairs(cfg, SplitDataset.load(run_dir / "data" / "split"),
@@ -51,6 +52,7 @@ def build_pairs(run_cfg, strategy: str, negatives: int, out: Path) -> dict:
 
 
 def train_point(sft_dir: Path, pairs_dir: Path, out: Path, beta: float, flags: list[str]) -> float:
+    from inference.ranking_validation import ranking_validation_callback
     from trainer.dpo_config import parse_dpo_config
     from trainer.dpo_run import run_dpo
 
@@ -60,7 +62,7 @@ def train_point(sft_dir: Path, pairs_dir: Path, out: Path, beta: float, flags: l
         logger.info("%s already trained; reusing it", out)
         return float("nan")
     started = time.perf_counter()
-    run_dpo(*parse_dpo_config(argv))
+    run_dpo(*parse_dpo_config(argv), ranking_validation=ranking_validation_callback)  # flags may set ranking_eval_users
     return time.perf_counter() - started
 
 
@@ -91,13 +93,12 @@ def per_user(model_dir: Path, examples, beams: int, batch_size: int, cache: Path
     return scores, seconds
 
 
-def bootstrap(examples, base: np.ndarray, new: np.ndarray) -> tuple[float, float, float]:
-    """``inference.significance.paired_bootstrap`` of new - base over the same users: (mean, low, high)."""
+def bootstrap(examples, base: np.ndarray, new: np.ndarray) -> dict:
+    """``inference.significance.paired_bootstrap`` of new - base over the same users (mean_diff, low, high, ...)."""
     from inference.significance import paired_bootstrap
 
     users = list(examples["user_id"])
-    out = paired_bootstrap(dict(zip(users, new.tolist(), strict=True)), dict(zip(users, base.tolist(), strict=True)))
-    return out["mean_diff"], out["low"], out["high"]
+    return paired_bootstrap(dict(zip(users, new.tolist(), strict=True)), dict(zip(users, base.tolist(), strict=True)))
 
 
 def _subset(examples, n: int, seed: int = 0):
@@ -158,20 +159,16 @@ def main() -> int:
     final = {"best": best, "n_test": len(test), "sft": {m: float(v.mean()) for m, v in sft_test.items()},
              "sft+dpo": {m: float(v.mean()) for m, v in best_test.items()},
              "delta_ci": {m: bootstrap(test, sft_test[m], best_test[m]) for m in METRICS}}
+    sweep_rows = [[tag, str(row.get("pairs", "-")), f"{row.get('dpo_seconds', float('nan')):.0f}",
+                   f"{row['valid']['recall@10']:.4f}", f"{row['valid']['ndcg@10']:.4f}",
+                   interval_cell(row.get("valid_delta_ci", {}).get("ndcg@10"))] for tag, row in rows.items()]
     lines = [f"# SFT vs SFT+DPO: {run_cfg.name}", "", f"Sweep on {len(valid)} valid users (selection by NDCG@10):", "",
-             "| point | pairs | DPO s | valid R@10 | valid N@10 | dN@10 [95% CI] |", "|---|---|---|---|---|---|"]
-    for tag, row in rows.items():
-        ci = row.get("valid_delta_ci", {}).get("ndcg@10")
-        cells = [tag, str(row.get("pairs", "-")), f"{row.get('dpo_seconds', float('nan')):.0f}",
-                 f"{row['valid']['recall@10']:.4f}", f"{row['valid']['ndcg@10']:.4f}",
-                 f"{ci[0]:+.4f} [{ci[1]:+.4f}, {ci[2]:+.4f}]" if ci else "-"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Test ({len(test)} users), best point {best}:", "", "| model | R@10 | N@10 |", "|---|---|---|",
-              f"| SFT | {final['sft']['recall@10']:.4f} | {final['sft']['ndcg@10']:.4f} |",
-              f"| SFT+DPO | {final['sft+dpo']['recall@10']:.4f} | {final['sft+dpo']['ndcg@10']:.4f} |", ""]
-    for m in METRICS:
-        d, lo, hi = final["delta_ci"][m]
-        lines.append(f"- {m}: {d:+.4f} (paired bootstrap 95% interval [{lo:+.4f}, {hi:+.4f}], same users)")
+             *markdown_table(["point", "pairs", "DPO s", "valid R@10", "valid N@10", "dN@10 [95% CI]"], sweep_rows),
+             "", f"Test ({len(test)} users), best point {best}:", "", "| model | R@10 | N@10 |", "|---|---|---|",
+             f"| SFT | {final['sft']['recall@10']:.4f} | {final['sft']['ndcg@10']:.4f} |",
+             f"| SFT+DPO | {final['sft+dpo']['recall@10']:.4f} | {final['sft+dpo']['ndcg@10']:.4f} |", "",
+             "Paired bootstrap over the same test users (95%, 2,000 resamples):", "",
+             *bootstrap_table({"SFT+DPO - SFT": final["delta_ci"]}, METRICS, first="comparison")]
     markdown = "\n".join(lines) + "\n"
     out = Path(args.out or f"bench_results/preference_{run_cfg.name}.json")
     atomic_write_json(out, {"config": args.config, "run_dir": str(run_dir), "points": rows, "test": final,

@@ -5,7 +5,8 @@ exposes an item table. That gives the three uses every one of them has, written 
 
 - ``recommend`` -> an evaluation row / cache (``as_recommend_fn``), with the same ``exclude_history`` rule;
 - ``item_embeddings`` -> tokenizer input (``embeddings.source``);
-- ``full_ranking_metrics`` + ``train_with_early_stopping`` -> model selection on the valid targets only.
+- ``full_ranking_metrics`` + ``train_with_early_stopping`` -> model selection on the valid targets only, with
+  the metrics of ``recdata.metrics`` (the evaluation's: same history exclusion, same tie rule).
 
 Subclasses implement ``score`` (and ``item_embeddings``); ``context`` carries per-row side inputs that a
 model may need (``user_ids`` for user knowledge, ``scenarios`` for multi-scenario), ignored by others.
@@ -28,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from recdata.io import atomic_path
+from recdata.metrics import mean_metrics, target_ranks, top_k_positions
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,8 @@ class DenseRecommender(nn.Module):
     @torch.no_grad()
     def recommend(self, histories: Sequence[Sequence[str]], k: int = 10, exclude_history: bool = True,
                   allowed: torch.Tensor | None = None, **context: Any) -> RecommendList:
-        """Top-``k`` (item_id, score) per history, best first; ``exclude_history`` never returns a history item.
+        """Top-``k`` (item_id, score) per history, best first, equal scores in catalogue order (the tie rule of
+        ``recdata.metrics``); ``exclude_history`` never returns a history item.
 
         ``allowed`` (bool ``[len(histories), len(item_ids)]``): the items each row may return (e.g. a scenario's
         catalogue); the others are never returned.
@@ -77,10 +80,10 @@ class DenseRecommender(nn.Module):
         if exclude_history:
             for row, history in enumerate(histories):
                 scores[row, self.catalogue_positions(history)] = -math.inf
-        top = scores.topk(min(k, scores.shape[1]), dim=1)
+        values, positions = top_k_positions(scores, k)  # [n, k]
         return [
             [(self.item_ids[int(i)], float(s)) for s, i in zip(vals, idx, strict=True) if s > -math.inf]
-            for vals, idx in zip(top.values, top.indices, strict=True)
+            for vals, idx in zip(values, positions, strict=True)
         ]
 
 
@@ -116,26 +119,27 @@ def as_recommend_fn(model: DenseRecommender, k: int, exclude_history: bool = Tru
 
 @torch.no_grad()
 def full_ranking_metrics(model: DenseRecommender, histories: Sequence[Sequence[str]], targets: Sequence[str],
-                         k: int = 10, exclude_history: bool = True, **context: Any) -> dict[str, float]:
-    """Recall@k / NDCG@k of each target among all catalogue items (ties count against the target).
+                         k: int = 10, exclude_history: bool = True, chunk_size: int = 256,
+                         **context: Any) -> dict[str, float]:
+    """Recall@k / NDCG@k of each target among all catalogue items, as ``recdata.metrics`` defines them.
 
-    ``exclude_history`` masks history items as the evaluation and the cache do, so model selection measures
-    what is served.
+    The same numbers as ``inference.evaluate_recommender`` on ``as_recommend_fn(model, k, exclude_history)`` for
+    the same users: ``exclude_history`` leaves history items out (a target repeated from the history is a miss),
+    equal scores rank in catalogue order. Scores ``chunk_size`` histories at a time and keeps only their ranks,
+    so memory stays ``[chunk_size, items]`` on any catalogue. ``context`` values hold one entry per row.
     """
-    if not histories:
-        return {f"recall@{k}": 0.0, f"ndcg@{k}": 0.0}
-    scores = model.score(histories, **context)  # [examples, items]
-    gold = torch.tensor(model.catalogue_positions(targets))
-    if exclude_history:
-        for row, history in enumerate(histories):
-            keep = scores[row, gold[row]].clone()
-            scores[row, model.catalogue_positions(history)] = -math.inf
-            scores[row, gold[row]] = keep  # a target repeated from the history is still ranked
-    target = scores[torch.arange(len(gold)), gold].unsqueeze(1)  # [examples, 1]
-    rank = (scores >= target).sum(1) - 1  # 0 = best
-    hit = rank < k
-    ndcg = torch.where(hit, 1.0 / torch.log2(rank.float() + 2.0), torch.zeros(()))
-    return {f"recall@{k}": float(hit.float().mean()), f"ndcg@{k}": float(ndcg.mean())}
+    if len(histories) != len(targets):
+        raise ValueError(f"full_ranking_metrics: {len(histories)} histories but {len(targets)} targets")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    ranks: list[int | None] = []
+    for start in range(0, len(histories), chunk_size):
+        rows = slice(start, start + chunk_size)
+        chunk = histories[rows]
+        scores = model.score(chunk, **{key: value[rows] for key, value in context.items()})  # [chunk, items]
+        excluded = [model.catalogue_positions(history) for history in chunk] if exclude_history else None
+        ranks.extend(target_ranks(scores, model.catalogue_positions(targets[rows]), excluded))
+    return mean_metrics(ranks, k)
 
 
 class EpochCheckpoint:

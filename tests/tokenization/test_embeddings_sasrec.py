@@ -124,8 +124,12 @@ def test_full_ranking_metrics_exact(tiny_split, monkeypatch):
     # the default masks history items (as evaluation and the cache do): i2 leaves, i3 moves up to rank 1
     out = full_ranking_metrics(model, [["i2"], ["i2"]], ["i1", "i3"], k=2)
     assert out["recall@2"] == 1.0 and out["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 2)
-    monkeypatch.setattr(model, "score", lambda histories: torch.zeros(1, 8))  # all tied: no optimistic credit
-    assert full_ranking_metrics(model, [["i2"]], ["i1"], k=6) == {"recall@6": 0.0, "ndcg@6": 0.0}
+    # all tied: catalogue order (recdata.metrics' tie rule, the order recommend lists them in); i2 is left out
+    monkeypatch.setattr(model, "score", lambda histories: torch.zeros(len(histories), 8))
+    assert full_ranking_metrics(model, [["i2"]], ["i3"], k=1) == {"recall@1": 0.0, "ndcg@1": 0.0}
+    out = full_ranking_metrics(model, [["i2"]], ["i3"], k=2)
+    assert out == {"recall@2": 1.0, "ndcg@2": pytest.approx(1 / math.log2(3))}
+    assert [i for i, _ in model.recommend([["i2"]], k=2)[0]] == ["i1", "i3"]
 
 
 def test_recommend_matches_scores_and_excludes_history(tiny_split):
