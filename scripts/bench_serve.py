@@ -2,14 +2,19 @@
 
     flock /tmp/alignrec-cpu.lock .venv/bin/python scripts/bench_serve.py --out bench_results/bench_serve.json
 
-For each store it starts a real server process on a free 127.0.0.1 port over a synthetic cache, then runs:
+For each store it starts a real server process on a free 127.0.0.1 port over a synthetic cache (K = 20), then runs:
 closed loop with 1, 16 and 64 connections (``wrk``, each a fixed duration: its count is bounded by time);
-open loop at fixed offered rates (a small asyncio client that sends request i at t0 + i/rate whether or not
-earlier ones finished and times each from that intended start, so a stall shows as latency instead of being
-hidden by coordinated omission); and both again while two publishes switch the live version mid-run. Every
-open-loop response is checked: status 200, and its items all from the one build its named version holds
-("mixed" counts any other). Results: a markdown table on stdout and JSON at ``--out``. The targets of the issue
-(p99 < 5 ms at 1,000 req/s, 0 errors, 0 mixed) are reported against, never asserted.
+open loop at fixed offered rates (a small asyncio client, on uvloop when installed, that sends request i at
+t0 + i/rate whether or not earlier ones finished and times each from that intended start, so a stall shows as
+latency instead of being hidden by coordinated omission); and both again while two publishes switch the live
+version mid-run. Each open-loop rate runs ``--open_duration_s`` (30) seconds, longer at low rates so that the
+p99.9 rests on ``--min_tail_samples`` (30) requests. Every open-loop response is checked: status 200, and its
+items all from the one build its named version holds ("mixed" counts any other). A null-server row (a raw
+asyncio server answering a fixed body of the same size) gives the client's own latency floor on this machine;
+each open-loop row records the CPU share of the client, the server processes and redis-server (1.0 = one core).
+Results: a markdown table on stdout, JSON at ``--out`` and the same table with the run's settings as Markdown
+beside it (``.md``). The targets of the issue (p99 < 5 ms at 1,000 req/s, 0 errors, 0 mixed) are reported
+against, never asserted.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import multiprocessing
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -38,7 +44,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from inference.cache import build_cache, publish_cache  # noqa: E402
+from inference.cache.reader import open_store  # noqa: E402
 from recdata import atomic_write_json, parse_config  # noqa: E402
+from recdata.io import atomic_write_text  # noqa: E402
 
 logger = logging.getLogger("bench_serve")
 
@@ -76,19 +84,27 @@ class BenchServeConfig:
     closed_connections: list[int] = field(default_factory=lambda: [1, 16, 64],
                                           metadata={"help": "Closed-loop concurrent connections (wrk)."})
     closed_duration_s: int = field(default=5, metadata={"help": "Seconds per closed-loop run."})
-    open_rates: list[int] = field(default_factory=lambda: [250, 500, 1000, 1500, 2000, 3000],
+    open_rates: list[int] = field(default_factory=lambda: [500, 1000, 2000, 3000, 4000],
                                   metadata={"help": "Open-loop offered rates (requests/s)."})
-    open_duration_s: float = field(default=5.0, metadata={"help": "Seconds per open-loop rate."})
+    open_duration_s: float = field(default=30.0, metadata={"help": "Seconds per open-loop rate (at least; see "
+                                                                   "--min_tail_samples)."})
+    min_tail_samples: int = field(default=30, metadata={"help": "Each open-loop run lasts long enough for this "
+                                                                "many requests above its p99.9 (30 s at 1,000 "
+                                                                "req/s, 60 s at 500); 0: --open_duration_s only."})
     open_connections: int = field(default=64, metadata={"help": "Open-loop client connection pool size."})
     swap_rate: int = field(default=1000, metadata={"help": "Open-loop rate during the two-publish run."})
-    swap_duration_s: float = field(default=12.0, metadata={"help": "Seconds of each two-publish run (publishes "
+    swap_duration_s: float = field(default=30.0, metadata={"help": "Seconds of each two-publish run (publishes "
                                                                    "at 1/3 and 2/3)."})
-    max_total_s: float = field(default=290.0, metadata={"help": "Time cap on the measurements (split over the "
-                                                              "stores): later phases are skipped past it."})
+    null_server: bool = field(default=True, metadata={"help": "Also run the open loop against a null server "
+                                                              "(fixed body): the client's own latency floor."})
+    max_total_s: float = field(default=900.0, metadata={"help": "Time cap on the measurements (split over the "
+                                                              "stores and the null server): later phases are "
+                                                              "skipped past it."})
     redis_url: str | None = field(default=None, metadata={"help": "Use this Redis (default: start a private "
                                                                   "redis-server on a free loopback port)."})
     work_dir: str | None = field(default=None, metadata={"help": "Scratch folder (default: a temp dir, deleted)."})
-    out: str = field(default="bench_results/bench_serve.json", metadata={"help": "JSON results file."})
+    out: str = field(default="bench_results/bench_serve.json", metadata={"help": "JSON results file (the "
+                                                                             "Markdown table goes beside it, .md)."})
 
     def __post_init__(self) -> None:
         if not set(self.stores) <= {"sqlite", "redis"} or not self.stores:
@@ -97,6 +113,12 @@ class BenchServeConfig:
             raise ValueError(f"request_k must be in 1..k ({self.k}), got {self.request_k}")
         if min(self.open_rates + [self.swap_rate]) < 1 or min(self.closed_connections) < 1:
             raise ValueError("rates and connection counts must be >= 1")
+        if self.min_tail_samples < 0:
+            raise ValueError(f"min_tail_samples must be >= 0, got {self.min_tail_samples}")
+
+    def open_seconds(self, rate: float) -> float:
+        """Seconds of an open-loop run at ``rate``: --open_duration_s, or enough for --min_tail_samples above p99.9."""
+        return max(self.open_duration_s, self.min_tail_samples / (0.001 * rate))
 
 
 # ---- synthetic cache: item scores encode the build tag, so any response can be checked for mixing -------------
@@ -201,6 +223,78 @@ def publish_later(delays_s: list[float], caches: list[Path], store: str) -> list
     return procs
 
 
+def null_body(cfg: BenchServeConfig) -> bytes:
+    """A response of the real shape and size (tag 1, request_k items): what the null server always answers."""
+    items = [{"item_id": f"i{(r * 104729 + 1) % cfg.num_items}", "score": float(1000 - r), "rank": r + 1}
+             for r in range(cfg.request_k)]
+    return json.dumps({"user_id": "u0000000", "fallback": False, "items": items, "version": "null"},
+                      separators=(",", ":")).encode()
+
+
+def _null_server(port: int, body: bytes, ready) -> None:
+    """A raw asyncio HTTP/1.1 server: one fixed 200 answer per request head, keep-alive (the client's floor)."""
+    response = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+
+    class Answer(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport, self.pending = transport, b""
+
+        def data_received(self, data):
+            self.pending += data
+            n = self.pending.count(b"\r\n\r\n")
+            if n:
+                self.pending = self.pending[self.pending.rindex(b"\r\n\r\n") + 4:]
+                self.transport.write(response * n)
+
+    async def serve():
+        server = await asyncio.get_running_loop().create_server(Answer, "127.0.0.1", port, backlog=1024)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    _run(serve())
+
+
+def start_null_server(cfg: BenchServeConfig) -> tuple[int, multiprocessing.Process]:
+    ctx = multiprocessing.get_context("fork")
+    port, ready = free_port(), ctx.Event()
+    proc = ctx.Process(target=_null_server, args=(port, null_body(cfg), ready), daemon=True)
+    proc.start()
+    if not ready.wait(30):
+        proc.kill()
+        raise RuntimeError("the null server did not start within 30 s")
+    return port, proc
+
+
+def _run(coro):
+    """Run ``coro`` on uvloop when installed (what the server uses too), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ModuleNotFoundError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants (Linux /proc)."""
+    ticks, total, todo = os.sysconf("SC_CLK_TCK"), 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 # ---- closed loop: wrk --------------------------------------------------------------------------------------------
 
 
@@ -241,9 +335,11 @@ async def _get(conn, path: bytes) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def open_loop(port: int, rate: float, duration_s: float, paths: list[bytes], pool_size: int) -> dict:
+async def open_loop(port: int, rate: float, duration_s: float, paths: list[bytes], pool_size: int,
+                    cpu_pids: dict[str, int] | None = None) -> dict:
+    """One open-loop run; ``cpu_pids`` ({label: pid}) get a ``<label>_cpu_share`` each (1.0 = one core busy)."""
     n = max(1, int(rate * duration_s))
-    loop = asyncio.get_running_loop()
+    clock = time.perf_counter  # not loop.time(): uvloop's is cached at millisecond resolution
     pool = await _connect_pool(port, pool_size)
     latency = np.full(n, np.nan)
     errors, mixed, send_lag = [0], [0], np.zeros(n)
@@ -251,14 +347,14 @@ async def open_loop(port: int, rate: float, duration_s: float, paths: list[bytes
 
     async def one(i: int, intended: float) -> None:
         conn = await pool.get()  # waiting for a free connection counts as latency, as it would for a service
-        send_lag[i] = loop.time() - intended
+        send_lag[i] = clock() - intended
         try:
             status, body = await _get(conn, paths[i % len(paths)])
         except (OSError, asyncio.IncompleteReadError, ValueError):
             errors[0] += 1
             conn = await asyncio.open_connection("127.0.0.1", port)
         else:
-            latency[i] = loop.time() - intended
+            latency[i] = clock() - intended
             if status != 200:
                 errors[0] += 1
             else:
@@ -270,18 +366,23 @@ async def open_loop(port: int, rate: float, duration_s: float, paths: list[bytes
                     versions[doc["version"]].add(tag)
         pool.put_nowait(conn)
 
-    start = loop.time() + 0.05
+    cpu_pids = cpu_pids or {}
+    cpu_before = {label: tree_cpu_s(pid) for label, pid in cpu_pids.items()}
+    client_before, wall_before = self_cpu_s(), time.monotonic()
+    start = clock() + 0.05
     tasks = []
     for i in range(n):
         intended = start + i / rate
-        delay = intended - loop.time()
+        delay = intended - clock()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.ensure_future(one(i, intended)))
     done, pending = await asyncio.wait(tasks, timeout=30)
     for t in pending:
         t.cancel()
-    elapsed = loop.time() - start
+    elapsed = clock() - start
+    wall = time.monotonic() - wall_before
+    shares = {f"{label}_cpu_share": (tree_cpu_s(pid) - cpu_before[label]) / wall for label, pid in cpu_pids.items()}
     while not pool.empty():
         pool.get_nowait()[1].close()
     ok = latency[~np.isnan(latency)]
@@ -291,6 +392,8 @@ async def open_loop(port: int, rate: float, duration_s: float, paths: list[bytes
             "errors": errors[0] + len(pending), "p50_ms": pct(50), "p99_ms": pct(99), "p999_ms": pct(99.9),
             "max_ms": float(ok.max() * 1e3) if len(ok) else float("nan"), "mixed": mixed[0] + inconsistent,
             "client_send_lag_p99_ms": float(np.percentile(send_lag, 99) * 1e3),
+            "tail_samples": int(len(ok) * 0.001), "duration_s": duration_s,
+            "client_cpu_share": (self_cpu_s() - client_before) / wall, **shares,
             "versions_seen": len(versions)}
 
 
@@ -307,9 +410,11 @@ def request_paths(cfg: BenchServeConfig, seed: int) -> list[bytes]:
 # ---- the run -----------------------------------------------------------------------------------------------------
 
 
-def bench_store(kind: str, store: str, caches: list[Path], cfg: BenchServeConfig, work: Path, budget_s: float) -> list:
+def bench_store(kind: str, store: str, caches: list[Path], cfg: BenchServeConfig, work: Path, budget_s: float,
+                redis_pid: int | None = None) -> list:
     rows: list[dict] = []
     port, server = start_server(store, cfg.workers, work / f"server-{kind}.log")
+    cpu_pids = {"server": server.pid, **({"redis": redis_pid} if redis_pid else {})}
     deadline = time.monotonic() + budget_s  # the cap bounds the measurements, not a slow start on a busy machine
     script = work / "wrk.lua"
     script.write_text(WRK_SCRIPT % {"seed": 1, "num_users": cfg.num_users, "miss_rate": cfg.miss_rate,
@@ -328,13 +433,13 @@ def bench_store(kind: str, store: str, caches: list[Path], cfg: BenchServeConfig
         for rate in cfg.open_rates:
             if time.monotonic() > deadline:
                 break
-            rows.append({"store": kind, "phase": "steady",
-                         **asyncio.run(open_loop(port, rate, cfg.open_duration_s, paths, cfg.open_connections))})
+            rows.append({"store": kind, "phase": "steady", **_run(
+                open_loop(port, rate, cfg.open_seconds(rate), paths, cfg.open_connections, cpu_pids))})
             logger.warning("%s", rows[-1])
         third = cfg.swap_duration_s / 3
         if time.monotonic() < deadline:
             pubs = publish_later([third, 2 * third], caches[1:3], store)
-            row = asyncio.run(open_loop(port, cfg.swap_rate, cfg.swap_duration_s, paths, cfg.open_connections))
+            row = _run(open_loop(port, cfg.swap_rate, cfg.swap_duration_s, paths, cfg.open_connections, cpu_pids))
             for p in pubs:
                 p.join()
             rows.append({"store": kind, "phase": "2 publishes", **row})
@@ -352,21 +457,91 @@ def bench_store(kind: str, store: str, caches: list[Path], cfg: BenchServeConfig
     return rows
 
 
+def bench_null(cfg: BenchServeConfig, budget_s: float) -> list[dict]:
+    """The open loop against the null server at every rate: what the client alone costs on this machine."""
+    port, proc = start_null_server(cfg)
+    deadline, rows = time.monotonic() + budget_s, []
+    paths = request_paths(cfg, seed=2)
+    try:
+        for rate in cfg.open_rates:
+            if time.monotonic() > deadline:
+                break
+            rows.append({"store": "null server", "phase": "client floor", **_run(
+                open_loop(port, rate, cfg.open_seconds(rate), paths, cfg.open_connections, {"server": proc.pid}))})
+            logger.warning("%s", rows[-1])
+    finally:
+        proc.kill()
+        proc.join()
+    return rows
+
+
+def payload_bytes(store: str, cfg: BenchServeConfig) -> dict:
+    """Stored row bytes per user (a sample of 2,000 cached users) and the catalogue, from the live version."""
+    handle = open_store(store)
+    version = handle.open_version(handle.resolve(handle.pointer()))
+    try:
+        users = [f"u{n:07d}" for n in random.Random(3).sample(range(cfg.num_users), min(2000, cfg.num_users))]
+        sizes = [len(row) for row in version.lookup_rows(users) if row is not None]
+        return {"k": cfg.k, "row_bytes_per_user_mean": float(np.mean(sizes)), "row_bytes_per_user_max": max(sizes),
+                "catalogue_items": len(version.catalogue),
+                "catalogue_bytes": sum(len(x) + 1 for x in version.catalogue),
+                "row_format": version.meta.get("row_format")}
+    finally:
+        version.close()
+        handle.close()
+
+
 def render(rows: list[dict], cfg: BenchServeConfig) -> str:
     lines = ["| store | phase | loop | load | requests | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors "
-             "| mixed |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| mixed | CPU client / server / redis |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         load = f"{r['connections']} conn" if r["mode"] == "closed" else f"{r['offered_rps']:,} req/s offered"
         mixed = "n/a (wrk)" if r["mixed"] is None else str(r["mixed"])
+        cpu = "/".join(f"{r[k]:.2f}" if k in r else "-" for k in ("client_cpu_share", "server_cpu_share",
+                                                                  "redis_cpu_share"))
         lines.append(f"| {r['store']} | {r['phase']} | {r['mode']} | {load} | {r['requests']:,} | {r['rps']:,.0f} | "
                      f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.1f} | {r['errors']} | "
-                     f"{mixed} |")
+                     f"{mixed} | {cpu if r['mode'] == 'open' else '-'} |")
     return "\n".join(lines)
+
+
+def markdown(results: dict, cfg: BenchServeConfig) -> str:
+    """The results as a Markdown section (what the docs' results page includes)."""
+    payload = results.get("payload") or {}
+    fmt = payload.get("row_format") or {}
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {results['cpus']} CPU cores ({results['machine']}, Python "
+        f"{results['python']}), server workers: {cfg.workers}, {cfg.num_users:,} users x K = {cfg.k}, requests for "
+        f"k = {cfg.request_k}, {cfg.miss_rate:.0%} unknown users; open-loop runs of at least "
+        f"{cfg.open_duration_s:g} s (p99.9 on >= {cfg.min_tail_samples} requests); "
+        f"`{' '.join(['python scripts/bench_serve.py', *results['argv']])}`.",
+        "",
+    ]
+    if payload:
+        lines += [f"Stored row per user: {payload['row_bytes_per_user_mean']:.0f} bytes on average (max "
+                  f"{payload['row_bytes_per_user_max']}) at K = {payload['k']}: {fmt.get('index_bytes')}-byte catalogue "
+                  f"indices + {fmt.get('score_dtype')} scores; the catalogue ({payload['catalogue_items']:,} items, "
+                  f"{payload['catalogue_bytes'] / 1e6:.2f} MB) is stored once per version.", ""]
+    lines += [render(results["rows"], cfg), "", "CPU: share of one core used by the load client, the server "
+              "processes and redis-server during each open-loop run (1.00 = one core busy).", "",
+              "| store | p99 ms at 1,000 req/s | highest rate with p99 < 25 ms | errors / mixed during publishes |",
+              "|---|---:|---:|---|"]
+    for store, summary in results["summary"].items():
+        if "p99_ms_at_1000_rps" not in summary:  # the null server: its rows are the client's floor
+            continue
+        p99 = summary["p99_ms_at_1000_rps"]
+        lines.append(f"| {store} | {'-' if p99 is None else f'{p99:.2f}'} | "
+                     f"{summary['highest_offered_rps_with_p99_under_25ms'] or '-'} | "
+                     f"{summary['errors_during_publishes']} / {summary['mixed_during_publishes']} |")
+    return "\n".join(lines) + "\n"
 
 
 def summarize(rows: list[dict]) -> dict:
     out = {}
     for store in sorted({r["store"] for r in rows}):
+        if store == "null server":
+            out[store] = {"client_p99_ms_by_rate": {r["offered_rps"]: r["p99_ms"] for r in rows if r["store"] == store}}
+            continue
         steady = [r for r in rows if r["store"] == store and r["mode"] == "open" and r["phase"] == "steady"]
         at_1000 = next((r for r in steady if r["offered_rps"] == 1000), None)
         sustained = [r["offered_rps"] for r in steady
@@ -397,6 +572,10 @@ def main(argv: list[str] | None = None) -> dict:
                         chunk_size=4096, progress=False)
             caches.append(path)
         rows: list[dict] = []
+        parts = len(cfg.stores) + cfg.null_server
+        if cfg.null_server:
+            rows += bench_null(cfg, cfg.max_total_s / parts)
+        payload = None
         for kind in cfg.stores:
             if kind == "sqlite":
                 store = str(work / "store")
@@ -408,18 +587,23 @@ def main(argv: list[str] | None = None) -> dict:
                     store = url
                 store = f"{store}{'&' if '?' in store else '?'}prefix=bench{os.getpid()}"
             _publish(str(caches[0]), store)
-            rows += bench_store(kind, store, caches, cfg, work, cfg.max_total_s / len(cfg.stores))
+            payload = payload or payload_bytes(store, cfg)
+            rows += bench_store(kind, store, caches, cfg, work, cfg.max_total_s / parts,
+                                redis_proc.pid if redis_proc is not None and kind == "redis" else None)
     finally:
         if redis_proc is not None:
             stop(redis_proc)
         if not cfg.work_dir:
             shutil.rmtree(work, ignore_errors=True)
-    results = {"config": vars(cfg), "rows": rows, "summary": summarize(rows), "total_s": time.monotonic() - started,
+    results = {"config": vars(cfg), "argv": list(sys.argv[1:] if argv is None else argv), "rows": rows,
+               "summary": summarize(rows), "payload": payload, "total_s": time.monotonic() - started,
                "python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}
     atomic_write_json(cfg.out, results)
+    md = Path(cfg.out).with_suffix(".md")
+    atomic_write_text(md, markdown(results, cfg))
     print(render(rows, cfg))
-    print(json.dumps(results["summary"], indent=1))
-    print(f"total {results['total_s']:.0f} s; results written to {cfg.out}")
+    print(json.dumps({"summary": results["summary"], "payload": payload}, indent=1))
+    print(f"total {results['total_s']:.0f} s; results written to {cfg.out} and {md}")
     return results
 
 

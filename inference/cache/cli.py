@@ -14,14 +14,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from recdata.config import config_to_dict, parse_config
-from recdata.errors import ConfigError, UserError
+from recdata.errors import ConfigError, InputFileError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -134,13 +136,18 @@ class CachePublishConfig:
     target: str | None = field(default=None, metadata={"help": "Publish target instead of --store_dir: "
                                                                "redis://host:port/db[?prefix=P] (versioned keys + "
                                                                "an atomic pointer switch)."})
-    grace_s: float = field(default=300.0, metadata={"help": "Redis only: seconds an old version stays readable "
-                                                            "after the switch before it expires."})
+    grace_s: float = field(default=300.0, metadata={"help": "Redis only: seconds a version past --keep_versions stays "
+                                                            "readable after the switch; the next publish after that "
+                                                            "unlinks it (a TTL removes it 10 min later otherwise)."})
     split_dir: str | None = field(default=None, metadata={"help": "SplitDataset whose training popularity is the "
                                                                   "fallback for unknown users; default: the items "
                                                                   "most often recommended in the cache."})
     fallback_k: int | None = field(default=None, metadata={"help": "Fallback list length; default the cache's k."})
     keep_versions: int = field(default=2, metadata={"help": "Published versions kept (live one included)."})
+    score_dtype: str = field(default="float16", metadata={
+        "help": "How stored rows keep scores: float16 (2 bytes, ~3 significant digits; 80 bytes per user at K = 20) "
+                "or float32 (4 bytes). A cache with a score beyond float16's range (+-65,504) is stored as float32.",
+        "choices": ["float16", "float32"]})
 
     def __post_init__(self) -> None:
         if self.keep_versions < 1:
@@ -196,6 +203,31 @@ def load_histories(split_dir: str, users_file: str | None) -> dict[str, list[str
     return wanted
 
 
+def check_build_inputs(cfg: CacheBuildConfig) -> str:
+    """Before any model loads: the model's codes were fitted on ``split_dir``'s catalogue (provenance) and ``k``
+    fits in it (a manifest saying k=500 over 33 items would lie). Returns the split's dataset fingerprint."""
+    from recdata import SplitDataset
+
+    dataset = SplitDataset.load(cfg.split_dir).dataset
+    catalogue = dataset.item_ids()
+    size, what = len(catalogue), f"the {len(catalogue)} items of {cfg.split_dir}"
+    if cfg.recommender == "model":
+        from tokenization import ItemTokenizer
+        from trainer.export import ITEM_TOKENIZER_DIR
+
+        where = Path(cfg.model_dir) / ITEM_TOKENIZER_DIR
+        if not where.is_dir():
+            raise InputFileError(f"--model_dir {cfg.model_dir} is not a trained run folder (no {ITEM_TOKENIZER_DIR}/"
+                                 "); pass the output_dir of `alignrec train` (or its merged/)")
+        item_tokenizer = ItemTokenizer.from_pretrained(where)
+        item_tokenizer.check_catalogue(catalogue, cfg.model_dir, cfg.split_dir)
+        size, what = len(item_tokenizer), f"the {len(item_tokenizer)} items {cfg.model_dir} can recommend"
+    if cfg.k > size:
+        raise ConfigError(f"--k {cfg.k} is larger than {what}: every list would be shorter than the manifest's k; "
+                          f"use --k {size} or less")
+    return dataset.fingerprint()
+
+
 def run_build(cfg: CacheBuildConfig) -> dict | None:
     if cfg.engine == "ray":
         return run_build_ray(cfg)
@@ -219,6 +251,7 @@ def run_build(cfg: CacheBuildConfig) -> dict | None:
                        "item_scenario": split.item_scenario()}
         logger.info("per-scenario cache (%s): %d (user, scenario) pairs for %d users", cfg.scenarios,
                     sum(len(v) for v in served.values()), len(served))
+    fingerprint = check_build_inputs(cfg)
     if cfg.recommender == "popularity":
         from inference import popularity_recommender
         from recdata import SplitDataset
@@ -233,7 +266,7 @@ def run_build(cfg: CacheBuildConfig) -> dict | None:
                                           split_dir=cfg.split_dir, **scenario_kw)
     result = build_cache(fn, histories, cfg.out_dir, cfg.k, cfg.shard_index, cfg.num_shards,
                          chunk_size=cfg.chunk_size, base_cache=cfg.base_cache, overwrite=cfg.overwrite,
-                         scenario_users=served, **identity)
+                         scenario_users=served, split_fingerprint=fingerprint, **identity)
     shard_dir = Path(cfg.out_dir) / f"shard-{result.shard_index:05d}-of-{result.num_shards:05d}"
     atomic_write_json(shard_dir / "resolved_config.json", config_to_dict(cfg))
     logger.info("shard %d/%d: %d chunks (%d resumed), %d users computed, %d reused", result.shard_index,
@@ -275,6 +308,33 @@ def run_build_ray(cfg: CacheBuildConfig) -> dict:
     return result.manifest
 
 
+def check_publish_split(cfg: CachePublishConfig, fingerprint: str) -> None:
+    """Provenance: the fallback's ``--split_dir`` is the split the cache was built from (when the build recorded
+    it), else unknown users would get another catalogue's popular items."""
+    from inference.cache.shards import read_manifest
+
+    recorded = read_manifest(cfg.cache_dir).get("split_fingerprint")
+    if recorded and recorded != fingerprint:
+        raise UserError(f"--split_dir {cfg.split_dir} is not the split {cfg.cache_dir} was built from (dataset "
+                        f"fingerprint {fingerprint[:12]} vs {recorded[:12]} in its manifest): its fallback would "
+                        "serve another catalogue; pass the build's --split_dir")
+
+
+@contextlib.contextmanager
+def redis_errors(url: str, action: str, fix: str) -> Iterator[None]:
+    """A Redis server that is unreachable, refuses, or fails mid-command becomes one ``UserError`` naming the URL."""
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # no redis client installed: no Redis error can happen
+        RedisError = ()  # noqa: N806
+    try:
+        yield
+    except RedisError as exc:  # only redis' own error family: anything else keeps its traceback
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(f"cannot {action} Redis at {url} ({type(exc).__name__}: {detail}); check that the server "
+                        f"runs and the URL (host, port, db, password) is right; {fix}") from exc
+
+
 def run_publish(cfg: CachePublishConfig) -> Path | str:
     """The new SQLite version file, or the new Redis version name."""
     from inference.cache.store import publish_cache
@@ -288,16 +348,20 @@ def run_publish(cfg: CachePublishConfig) -> Path | str:
         from recdata import SplitDataset
 
         split = SplitDataset.load(cfg.split_dir)
+        check_publish_split(cfg, split.dataset.fingerprint())
         popularity = train_popularity(split)
         scenario_popularity = split.train_scenario_popularity() if split.has_scenarios else None
     if cfg.target is not None:
         from inference.cache.redis_store import publish_cache_redis
 
-        return publish_cache_redis(cfg.cache_dir, cfg.target, popularity=popularity, fallback_k=cfg.fallback_k,
-                                   keep_versions=cfg.keep_versions, grace_s=cfg.grace_s,
-                                   scenario_popularity=scenario_popularity)
+        with redis_errors(cfg.target, "publish to", "the live version was not switched; fix the server and publish "
+                                                   "again"):
+            return publish_cache_redis(cfg.cache_dir, cfg.target, popularity=popularity, fallback_k=cfg.fallback_k,
+                                       keep_versions=cfg.keep_versions, grace_s=cfg.grace_s,
+                                       scenario_popularity=scenario_popularity, score_dtype=cfg.score_dtype)
     return publish_cache(cfg.cache_dir, cfg.store_dir, popularity=popularity, fallback_k=cfg.fallback_k,
-                         keep_versions=cfg.keep_versions, scenario_popularity=scenario_popularity)
+                         keep_versions=cfg.keep_versions, scenario_popularity=scenario_popularity,
+                         score_dtype=cfg.score_dtype)
 
 
 def _run_build(args, argv: list[str]) -> int:
@@ -333,7 +397,7 @@ def _run_get(args, argv: list[str]) -> int:
         raise ConfigError("give at least one USER id, e.g. `alignrec cache get u1 --store_dir S`")
     from inference.cache.reader import CacheReader
 
-    with CacheReader(cfg.store_dir) as reader:
+    with redis_errors(cfg.store_dir, "read from", "nothing was changed"), CacheReader(cfg.store_dir) as reader:
         for result in reader.get_many(user_ids, scenario=cfg.scenario):
             line = {"user_id": result.user_id, "items": result.items, "fallback": result.fallback,
                     "version": result.version}

@@ -16,17 +16,42 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from inference.cache.backends import CacheStore, StoreVersion, VersionGoneError, open_store
+from inference.cache.backends import CacheStore, SQLiteStore, StoreVersion, VersionGoneError, is_redis_url
 from recdata.errors import UserError
+
+
+def open_store(location: str | os.PathLike | CacheStore) -> CacheStore:
+    """A store object for a folder (SQLite), a ``redis://host:port/db[?prefix=P]`` URL, or a store itself.
+
+    Here, above both implementations: ``backends`` is the interface ``redis_store`` implements, so it never
+    imports an implementation.
+    """
+    if isinstance(location, CacheStore):
+        return location
+    if is_redis_url(location):
+        from inference.cache.redis_store import RedisStore
+
+        return RedisStore(str(location))
+    return SQLiteStore(location)
 
 
 class ScenarioError(UserError):
     """The caller's mistake about scenarios: a scenario the live version does not have, or none on a per-scenario
     store (the HTTP server answers 422; store-side failures are other errors)."""
+
+
+def check_scenario(scenarios: Sequence[str], scenario: str | None, location: str) -> None:
+    """``ScenarioError`` unless ``scenario`` fits a version with ``scenarios`` ([] for a per-user store)."""
+    if scenario is None and scenarios:
+        raise ScenarioError(f"the cache in {location} is per scenario; pass a scenario, one of {list(scenarios)}")
+    if scenario is not None and scenario not in scenarios:
+        what = (f"its scenarios are {list(scenarios)}" if scenarios
+                else "this store has no scenarios (one list per user); drop the scenario")
+        raise ScenarioError(f"scenario {scenario!r} is not in the cache of {location}: {what}")
 
 
 @dataclass(frozen=True)
@@ -120,13 +145,7 @@ class CacheReader:
             return out
 
     def _check_scenario(self, live: StoreVersion, scenario: str | None) -> None:
-        scenarios = live.scenarios
-        if scenario is None and scenarios:
-            raise ScenarioError(f"the cache in {self.store.location} is per scenario; pass a scenario, one of {scenarios}")
-        if scenario is not None and scenario not in scenarios:
-            what = (f"its scenarios are {scenarios}" if scenarios
-                    else "this store has no scenarios (one list per user); drop the scenario")
-            raise ScenarioError(f"scenario {scenario!r} is not in the cache of {self.store.location}: {what}")
+        check_scenario(live.scenarios, scenario, self.store.location)
 
     def close(self) -> None:
         with self._lock:

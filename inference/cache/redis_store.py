@@ -1,31 +1,45 @@
-"""Redis as a publish target: a versioned key space, an atomic pointer switch, old versions expired after a grace.
+"""Redis as a publish target: a versioned key space in buckets, an atomic pointer switch, old versions unlinked.
 
 For teams whose services already read Redis. Key space (``P`` = the ``prefix`` query parameter of the URL,
-default ``alignrec``; several caches can share one Redis under different prefixes)::
+default ``alignrec``; several caches can share one Redis under different prefixes; ``{...}`` is a Redis Cluster
+hash tag, so a version's small keys share one slot and its buckets spread over the cluster)::
 
-    P:current                 the live version name, e.g. v-20261201T101010123456Z-<build version>
-    P:versions                sorted set of the published versions still kept (score: publish time)
-    P:v:<version>:recs        hash user_id -> JSON [[item_id, score], ...] (best first), like the SQLite store
-    P:v:<version>:meta        JSON metadata of the build (the same keys as the SQLite ``meta`` table)
-    P:v:<version>:fallback    JSON [[item_id, score], ...]: the popular-items fallback for unknown users
-    P:v:<version>:scenario_fallback  per-scenario versions only: JSON {scenario: [[item_id, score], ...]}
+    P:current                      the live version name, e.g. v-20261201T101010123456Z-<build version>
+    P:versions                     sorted set of the published versions still kept (score: publish time)
+    P:retired                      sorted set of versions past keep_versions (score: when their grace ends)
+    P:v:{<version>}:meta           JSON metadata of the build (the SQLite ``meta`` table, ``row_format`` included)
+    P:v:{<version>}:layout         JSON {"buckets": B}
+    P:v:{<version>}:catalogue      list of catalogue parts: the items' JSON strings (``inference.cache.rows``)
+    P:v:{<version>}:fallback       JSON [[item_id, score], ...]: the popular-items fallback for unknown users
+    P:v:{<version>}:scenario_fallback  per-scenario versions only: JSON {scenario: [[item_id, score], ...]}
+    P:v:{<version>:<b>}:recs       bucket b < B: hash user_id -> binary row (catalogue indices + float16 scores),
+                                   plus the field "\\x00version" (the version name) that marks the bucket present
 
-A per-scenario version (meta ``scenarios``) keys its hash fields ``user + "\x1f" + scenario``, like SQLite.
+A user's bucket is ``crc32(user_id) % B`` (``bucket_of``), with about ``BUCKET_USERS`` users per bucket, so no key
+is big: writing, reading and dropping a version never stalls Redis on one huge hash. A per-scenario version
+keys its hash fields ``user + "\\x1f" + scenario``, like SQLite.
 
-A publish writes the new version's keys with a 24 h TTL (a killed publish cleans up after itself), then in one
-``MULTI`` lifts the TTL and points ``P:current`` at it. Versions beyond ``keep_versions`` get a TTL of
-``grace_s`` instead of being deleted, so a service reading the key space directly that read the old pointer a
-moment ago still finds its version. ``CacheReader`` lookups are one ``MULTI`` of ``GET P:current`` + ``EXISTS``
-+ ``HMGET`` on the held version's hash: rows are returned only while that version is the live one (else the
-reader follows the pointer and asks again), so a batch comes whole from one version, in one round trip.
+A publish writes the new version's keys with a 24 h TTL (a killed publish cleans up after itself; a failed one
+unlinks them at once), makes them persistent, then points ``P:current`` at the version (one ``SET``: readers
+see the old or the new version, never a mix). Versions beyond ``keep_versions`` are retired: out of
+``P:versions``, into ``P:retired`` with the time their ``grace_s`` ends, so a service that read the old pointer a
+moment ago still finds its version; every later publish drops retired versions whose grace is over with
+``UNLINK`` (freed off Redis's main thread), and a TTL of ``grace_s`` + ``RETIRE_SAFETY_S`` removes them if no
+publish comes. Lookups are one pipelined round trip: ``GET P:current`` and one ``HMGET`` per bucket touched (each
+asking for the marker field too), so every row comes from the one version the reader holds, and a bucket that
+is gone (its marker missing) raises ``VersionGoneError`` instead of looking like unknown users; the server's
+async lookups (``AsyncRows``) share that round trip between the requests that arrive together. No command
+spans two slots, so the key layout is Redis Cluster safe (``RedisStore`` itself talks to one Redis server).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections import Counter
+import zlib
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,19 +48,48 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tqdm.auto import tqdm
 
-from inference.cache.backends import CacheStore, Recs, StoreVersion, VersionGoneError
+from inference.cache.backends import CacheStore, StoreVersion, VersionGoneError
+from inference.cache.rows import ROW_FORMAT_KEY, RowFormat, decode_catalogue, encode_catalogue
 from inference.cache.scenarios import split_scenario_key
-from inference.cache.shards import iter_cache, verify_cache
+from inference.cache.shards import iter_cache, scan_cache, verify_cache
 from inference.cache.store import fallback_items, scenario_fallbacks, version_meta, version_name
 from recdata.errors import ConfigError, InputFileError, UserError
 
-__all__ = ["RedisStore", "publish_cache_redis"]
+__all__ = ["AsyncRows", "RedisStore", "bucket_of", "publish_cache_redis"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "alignrec"
 PENDING_TTL_MS = 24 * 3600 * 1000  # an unfinished version expires by itself if its publish dies
+RETIRE_SAFETY_S = 600.0  # a retired version's TTL past its grace, for when no later publish unlinks it
 WRITE_BATCH = 5_000
+BUCKET_USERS = 2_048  # users per bucket (about 200 KB at K = 20)
+MAX_BUCKETS = 16_384  # one per Redis Cluster slot at most
+MARKER = "\x00version"  # field present in every bucket of a version (never a user id: publish checks)
+
+
+def bucket_count(num_rows: int) -> int:
+    return max(1, min(MAX_BUCKETS, -(-num_rows // BUCKET_USERS)))
+
+
+def bucket_of(key: str, buckets: int) -> int:
+    """The bucket of a row key (stable across processes and machines)."""
+    return zlib.crc32(key.encode("utf-8")) % buckets
+
+
+@dataclass(frozen=True)
+class VersionKeys:
+    """The keys of one version."""
+
+    meta: str
+    layout: str
+    catalogue: str
+    fallback: str
+    scenario_fallback: str
+    buckets: tuple[str, ...]
+
+    def all(self) -> tuple[str, ...]:
+        return (self.meta, self.layout, self.catalogue, self.fallback, self.scenario_fallback, *self.buckets)
 
 
 class RedisStore(CacheStore):
@@ -62,56 +105,87 @@ class RedisStore(CacheStore):
         parts = urlsplit(url)
         query = parse_qsl(parts.query)
         self.prefix = next((v for k, v in query if k == "prefix"), DEFAULT_PREFIX)
-        clean = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"])))
+        self.server_url = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"])))
         self.location = url
-        self.client = redis.Redis.from_url(clean, socket_timeout=socket_timeout_s,
+        self.socket_timeout_s = socket_timeout_s
+        self.client = redis.Redis.from_url(self.server_url, socket_timeout=socket_timeout_s,
                                            socket_connect_timeout=socket_timeout_s)
         self.current_key = f"{self.prefix}:current"
         self.versions_key = f"{self.prefix}:versions"
+        self.retired_key = f"{self.prefix}:retired"
         self.lock_key = f"{self.prefix}:publish-lock"
 
-    def version_keys(self, name: str) -> tuple[str, str, str]:
-        """(recs, meta, fallback) keys of version ``name``."""
+    def keys(self, name: str, buckets: int = 0) -> VersionKeys:
+        """The keys of version ``name`` (``buckets`` of them holding rows)."""
+        base = f"{self.prefix}:v:{{{name}}}"
+        return VersionKeys(f"{base}:meta", f"{base}:layout", f"{base}:catalogue", f"{base}:fallback",
+                           f"{base}:scenario_fallback",
+                           tuple(f"{self.prefix}:v:{{{name}:{b}}}:recs" for b in range(buckets)))
+
+    def legacy_keys(self, name: str) -> tuple[str, ...]:
+        """Keys of a version published by an earlier alignrec (one JSON hash), dropped like the others."""
         base = f"{self.prefix}:v:{name}"
-        return f"{base}:recs", f"{base}:meta", f"{base}:fallback"
+        return f"{base}:recs", f"{base}:meta", f"{base}:fallback", f"{base}:scenario_fallback"
 
-    def scenario_fallback_key(self, name: str) -> str:
-        """The per-scenario fallbacks of version ``name`` (present for per-scenario versions only)."""
-        return f"{self.prefix}:v:{name}:scenario_fallback"
+    def version_keys(self, name: str) -> VersionKeys:
+        """Every key of a stored version (its bucket count read from its layout; none when it has no layout)."""
+        layout = self.client.get(self.keys(name).layout)
+        return self.keys(name, json.loads(layout)["buckets"] if layout else 0)
 
-    def all_version_keys(self, name: str) -> tuple[str, ...]:
-        """Every key a version may have (what a publish persists and a retirement expires)."""
-        return (*self.version_keys(name), self.scenario_fallback_key(name))
+    def async_rows(self, max_connections: int = 64) -> AsyncRows:
+        """Coalescing async row lookups (``AsyncRows``) over a ``redis.asyncio`` pool of at most ``max_connections``
+        (a lookup beyond them waits for a free one, at most the socket timeout). Create and use it on one loop."""
+        import redis.asyncio as aioredis
+
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.server_url, max_connections=max_connections, timeout=self.socket_timeout_s,
+            socket_timeout=self.socket_timeout_s, socket_connect_timeout=self.socket_timeout_s)
+        return AsyncRows(aioredis.Redis(connection_pool=pool), self.current_key)
 
     def pointer(self) -> str:
         value = self.client.get(self.current_key)
         if value is None:
-            raise InputFileError(f"no cache is published in {self.location} (key {self.current_key!r} is missing); "
-                                    f"run `alignrec cache publish --target {self.location}`")
+            raise self.no_pointer()
         return value.decode("utf-8")
+
+    def no_pointer(self) -> InputFileError:
+        return InputFileError(f"no cache is published in {self.location} (key {self.current_key!r} is missing); "
+                              f"run `alignrec cache publish --target {self.location}`")
 
     def resolve(self, token: str) -> str:
         return token
 
     def open_version(self, name: str) -> _RedisVersion:
-        recs_key, meta_key, fallback_key = self.version_keys(name)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.exists(recs_key).get(meta_key).get(fallback_key).get(self.scenario_fallback_key(name))
-        exists, meta, fallback, scenario_fallback = pipe.execute()
-        if not exists or meta is None or fallback is None:
+        keys = self.keys(name)
+        pipe = self.client.pipeline(transaction=False)  # a version's keys never change once published
+        pipe.get(keys.meta).get(keys.layout).get(keys.fallback).get(keys.scenario_fallback)
+        pipe.lrange(keys.catalogue, 0, -1)
+        meta, layout, fallback, scenario_fallback, parts = pipe.execute()
+        fix = f"`alignrec cache publish --cache_dir C --target {self.location}`"
+        if meta is None or layout is None or fallback is None:
+            if meta is None and self.client.exists(self.legacy_keys(name)[1]):
+                raise UserError(f"version {name} in {self.location} holds rows in the older JSON format (published "
+                                f"by an earlier alignrec), which this version no longer reads; republish it: {fix}")
             raise VersionGoneError(f"version {name} is not (or no longer) in {self.location}")
         try:
             meta_dict = json.loads(meta)
-            fallback_list = [(str(i), float(s)) for i, s in json.loads(fallback)]
             meta_dict["k"]  # noqa: B018 - every version records its k
+            buckets = int(json.loads(layout)["buckets"])
+            fallback_list = [(str(i), float(s)) for i, s in json.loads(fallback)]
             per_scenario = {str(scenario): [(str(i), float(s)) for i, s in ranked]
                             for scenario, ranked in json.loads(scenario_fallback or "{}").items()}
             if meta_dict.get("scenarios") and scenario_fallback is None:
-                raise KeyError(f"{self.scenario_fallback_key(name)} is missing for a per-scenario version")
+                raise KeyError(f"{keys.scenario_fallback} is missing for a per-scenario version")
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise UserError(f"{meta_key} / {fallback_key} in {self.location} are not a cache version's metadata "
-                             f"({exc!r}); republish with `alignrec cache publish --target {self.location}`") from exc
-        return _RedisVersion(name, meta_dict, fallback_list, per_scenario, self.client, recs_key, self.current_key)
+            raise UserError(f"{keys.meta} / {keys.fallback} in {self.location} are not a cache version's metadata "
+                            f"({exc!r}); republish it: {fix}") from exc
+        row_format = RowFormat.from_meta(meta_dict, f"version {name} in {self.location}", fix)
+        catalogue = decode_catalogue(parts)
+        if len(catalogue) != meta_dict[ROW_FORMAT_KEY].get("num_items"):
+            raise VersionGoneError(f"version {name} in {self.location}: catalogue of {len(catalogue)} items, its meta "
+                                   f"says {meta_dict[ROW_FORMAT_KEY].get('num_items')} (being dropped?)")
+        return _RedisVersion(name, meta_dict, fallback_list, per_scenario, catalogue, row_format, self.client,
+                             self.keys(name, buckets).buckets, self.current_key)
 
     def close(self) -> None:
         self.client.close()
@@ -120,20 +194,107 @@ class RedisStore(CacheStore):
 @dataclass
 class _RedisVersion(StoreVersion):
     client: Any = None
-    recs_key: str = ""
+    bucket_keys: tuple[str, ...] = ()
     current_key: str = ""
 
-    def lookup(self, user_ids: Sequence[str], scenario: str | None = None) -> list[Recs | None]:
-        # One MULTI (one round trip): the pointer, the version's presence and the rows, all at the same moment.
-        pipe = self.client.pipeline(transaction=True)
-        pipe.get(self.current_key).exists(self.recs_key).hmget(self.recs_key, self.row_keys(user_ids, scenario))
-        current, exists, values = pipe.execute()
-        if current is None or current.decode("utf-8") != self.name or not exists:
+    def lookup_rows(self, user_ids: Sequence[str], scenario: str | None = None) -> list[bytes | None]:
+        # One round trip: the pointer and the rows; rows only while this version is the live one (else the reader
+        # follows the pointer and asks again), so a batch comes whole from one version.
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.current_key)
+        plan = self._queue(pipe, self.row_keys(user_ids, scenario))
+        current, *replies = pipe.execute()
+        if current is None or current.decode("utf-8") != self.name:
             raise VersionGoneError(f"version {self.name} is no longer the live one of {self.current_key}")
-        return [None if v is None else [(i, s) for i, s in json.loads(v)] for v in values]
+        return self._collect(plan, replies, len(user_ids))
+
+    async def lookup_rows_async(self, reader: AsyncRows, user_ids: Sequence[str],
+                                scenario: str | None = None) -> tuple[str | None, list[bytes | None]]:
+        """(the live version's name or None, the rows of this version) in one pipelined round trip of ``reader``
+        (``RedisStore.async_rows``). Rows come from this version even when the pointer has moved on (it stays
+        readable for its grace period); a dropped bucket raises ``VersionGoneError``."""
+        return await reader.rows(self, self.row_keys(user_ids, scenario))
+
+    def _queue(self, pipe: Any, keys: list[str]) -> list[list[int]]:
+        """Queue one ``HMGET`` per bucket touched (the marker field first) on ``pipe``; the row positions per bucket."""
+        buckets = self.bucket_keys
+        by_bucket: dict[int, list[int]] = defaultdict(list)
+        for pos, key in enumerate(keys):
+            by_bucket[bucket_of(key, len(buckets))].append(pos)
+        plan = []
+        for bucket, positions in by_bucket.items():
+            pipe.hmget(buckets[bucket], [MARKER, *(keys[p] for p in positions)])
+            plan.append(positions)
+        return plan
+
+    def _collect(self, plan: list[list[int]], replies: list[list[bytes | None]], n: int) -> list[bytes | None]:
+        rows: list[bytes | None] = [None] * n
+        for positions, values in zip(plan, replies, strict=True):
+            if values[0] is None:
+                raise VersionGoneError(f"version {self.name} is being dropped (a bucket of it is gone)")
+            for pos, value in zip(positions, values[1:], strict=True):
+                rows[pos] = value
+        return rows
 
     def close(self) -> None:
         pass  # the connection pool belongs to the store
+
+
+class AsyncRows:
+    """Row lookups of one event loop over a ``redis.asyncio`` pool, coalesced: the lookups that arrive in the same
+    loop iteration share one pipeline (one ``GET`` of the pointer and each lookup's ``HMGET``s), so under load a
+    round trip carries many requests, and a lookup alone is one round trip of its own. Each caller gets its own
+    rows, the pointer as read in that round trip, or its own ``VersionGoneError``."""
+
+    def __init__(self, client: Any, current_key: str):
+        self.client, self.current_key = client, current_key
+        self._pending: list[tuple[_RedisVersion, list[str], asyncio.Future]] = []
+        self._inflight: set[asyncio.Task] = set()
+
+    async def rows(self, version: _RedisVersion, keys: list[str]) -> tuple[str | None, list[bytes | None]]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((version, keys, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _send(self, batch: list[tuple[_RedisVersion, list[str], asyncio.Future]]) -> None:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self.current_key)
+            plans = [version._queue(pipe, keys) for version, keys, _ in batch]
+            current, *replies = await pipe.execute()
+        except asyncio.CancelledError:
+            for *_, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - every waiting lookup gets the failure (the caller maps it to 503)
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        name = None if current is None else current.decode("utf-8")
+        at = 0
+        for (version, keys, future), plan in zip(batch, plans, strict=True):
+            part, at = replies[at : at + len(plan)], at + len(plan)
+            if future.done():  # its request went away
+                continue
+            try:
+                future.set_result((name, version._collect(plan, part, len(keys))))
+            except VersionGoneError as exc:
+                future.set_exception(exc)
+
+    async def aclose(self) -> None:
+        for task in list(self._inflight):
+            task.cancel()
+        await self.client.aclose()
 
 
 def publish_cache_redis(
@@ -145,70 +306,128 @@ def publish_cache_redis(
     grace_s: float = 300.0,
     progress: bool = True,
     scenario_popularity: Mapping[str, Mapping[str, int]] | None = None,
+    score_dtype: str = "float16",
 ) -> str:
     """Publish ``cache_dir`` as the live version of the Redis key space at ``url``; returns the version name.
 
-    Same fallback rules as ``publish_cache`` (one per scenario for a per-scenario build). Versions beyond ``keep_versions`` (live one included) expire
-    ``grace_s`` seconds after the switch.
+    Same fallback rules and row format as ``publish_cache`` (one fallback per scenario for a per-scenario build).
+    Versions beyond ``keep_versions`` (live one included) stay readable ``grace_s`` seconds after the switch; the
+    first publish after that unlinks them.
     """
     if keep_versions < 1:
         raise ConfigError(f"keep_versions must be >= 1 (the live version), got {keep_versions}")
     if grace_s <= 0:
         raise ConfigError(f"grace_s must be > 0 (seconds an old version stays readable), got {grace_s}")
     manifest = verify_cache(cache_dir)
+    catalogue, largest = scan_cache(cache_dir)
+    row_format = RowFormat.choose(len(catalogue), score_dtype, largest)
+    position = {item: i for i, item in enumerate(catalogue)}
     store = RedisStore(url)
     client = store.client
     name = version_name(manifest)
-    recs_key, meta_key, fallback_key = store.version_keys(name)
-    counts: Counter[str] = Counter()
-    scenario_names = manifest.get("scenarios")
-    per_scenario: dict[str, Counter[str]] = {}
-    batch: dict[str, str] = {}
+    keys = store.keys(name, bucket_count(manifest["num_users"]))
+    nb = len(keys.buckets)
+    switched = False
+    try:
+        pipe = client.pipeline(transaction=False)
+        for bucket in keys.buckets:  # every bucket exists (and is marked) even when no user hashes to it
+            pipe.hset(bucket, MARKER, name).pexpire(bucket, PENDING_TTL_MS)
+        pipe.execute()
+        counts: Counter[str] = Counter()
+        scenario_names = manifest.get("scenarios")
+        per_scenario: dict[str, Counter[str]] = {}
+        batch: dict[int, dict[str, bytes]] = defaultdict(dict)
+        pending = 0
 
-    def flush() -> None:
-        client.pipeline(transaction=False).hset(recs_key, mapping=batch).pexpire(recs_key, PENDING_TTL_MS).execute()
-        batch.clear()
+        def flush() -> None:
+            pipe = client.pipeline(transaction=False)
+            for bucket, mapping in batch.items():
+                pipe.hset(keys.buckets[bucket], mapping=mapping)
+            pipe.execute()
+            batch.clear()
 
-    bar = tqdm(iter_cache(cache_dir, verify=False), total=manifest["num_users"], desc="publish", unit="user",
-               disable=not progress)
-    for user, _, recs in bar:  # checksums were verified above
-        batch[user] = json.dumps(recs, separators=(",", ":"), ensure_ascii=False)
-        if popularity is None:
-            counts.update(item for item, _ in recs)
-        if scenario_names and scenario_popularity is None:  # fallback: items most often cached per scenario
-            per_scenario.setdefault(split_scenario_key(user)[1], Counter()).update(item for item, _ in recs)
-        if len(batch) >= WRITE_BATCH:
-            flush()
-    if batch:
+        bar = tqdm(iter_cache(cache_dir, verify=False), total=manifest["num_users"], desc="publish", unit="user",
+                   disable=not progress)
+        for user, _, recs in bar:  # checksums were verified above
+            if user == MARKER:
+                raise UserError(f"cache {cache_dir} has a user id equal to Redis's bucket marker {MARKER!r}")
+            batch[bucket_of(user, nb)][user] = row_format.encode([position[i] for i, _ in recs], [s for _, s in recs])
+            pending += 1
+            if popularity is None:
+                counts.update(item for item, _ in recs)
+            if scenario_names and scenario_popularity is None:  # fallback: items most often cached per scenario
+                per_scenario.setdefault(split_scenario_key(user)[1], Counter()).update(item for item, _ in recs)
+            if pending >= WRITE_BATCH:
+                flush()
+                pending = 0
         flush()
-    stored = client.hlen(recs_key)
-    if stored != manifest["num_users"]:
-        raise RuntimeError(f"{recs_key} holds {stored} users, the manifest of {cache_dir} says {manifest['num_users']}")
-    fallback_k = fallback_k or manifest["k"]
-    fallback, source = fallback_items(popularity, counts, fallback_k)
-    meta = version_meta(manifest, source, cache_dir)
-    client.set(meta_key, json.dumps(meta), px=PENDING_TTL_MS)
-    client.set(fallback_key, json.dumps(fallback), px=PENDING_TTL_MS)
-    if scenario_names:
-        fallbacks = scenario_fallbacks(scenario_names, scenario_popularity, per_scenario, fallback_k)
-        client.set(store.scenario_fallback_key(name), json.dumps(fallbacks), px=PENDING_TTL_MS)
+        pipe = client.pipeline(transaction=False)
+        for bucket in keys.buckets:
+            pipe.hlen(bucket)
+        stored = sum(pipe.execute()) - nb
+        if stored != manifest["num_users"]:
+            raise RuntimeError(f"version {name} holds {stored} users, the manifest of {cache_dir} says "
+                               f"{manifest['num_users']}")
+        fallback_k = fallback_k or manifest["k"]
+        fallback, source = fallback_items(popularity, counts, fallback_k)
+        meta = {**version_meta(manifest, source, cache_dir), ROW_FORMAT_KEY: row_format.to_meta(len(catalogue))}
+        pipe = client.pipeline(transaction=False)
+        pipe.delete(keys.catalogue)
+        for part in encode_catalogue(catalogue):
+            pipe.rpush(keys.catalogue, part)
+        pipe.pexpire(keys.catalogue, PENDING_TTL_MS)
+        pipe.set(keys.meta, json.dumps(meta), px=PENDING_TTL_MS)
+        pipe.set(keys.layout, json.dumps({"buckets": nb}), px=PENDING_TTL_MS)
+        pipe.set(keys.fallback, json.dumps(fallback), px=PENDING_TTL_MS)
+        if scenario_names:
+            fallbacks = scenario_fallbacks(scenario_names, scenario_popularity, per_scenario, fallback_k)
+            pipe.set(keys.scenario_fallback, json.dumps(fallbacks), px=PENDING_TTL_MS)
+        pipe.execute()
+        present = [key for key in keys.all() if key != keys.scenario_fallback or scenario_names]
+        if not catalogue:
+            present.remove(keys.catalogue)  # an empty list is no key in Redis
 
-    with client.lock(store.lock_key, timeout=120, blocking_timeout=300):  # one switch + expiry at a time
-        switch = client.pipeline(transaction=True)
-        for key in store.all_version_keys(name):
-            switch.persist(key)
-        switch.set(store.current_key, name).zadd(store.versions_key, {name: time.time()})
-        switch.execute()
-        logger.info("published %s as the live cache version of %s (%d users, fallback: %s)", name, url,
-                    manifest["num_users"], source)
-        kept = [v.decode("utf-8") for v in client.zrange(store.versions_key, 0, -1)]
-        retire = [v for v in kept[:-keep_versions] if v != name] if len(kept) > keep_versions else []
-        if retire:
-            expire = client.pipeline(transaction=True)
-            for old in retire:
-                for key in store.all_version_keys(old):
-                    expire.pexpire(key, int(grace_s * 1000))
-                expire.zrem(store.versions_key, old)
-            expire.execute()
-            logger.info("old version(s) %s expire in %.0f s", ", ".join(retire), grace_s)
+        with client.lock(store.lock_key, timeout=120, blocking_timeout=300):  # one switch + clean-up at a time
+            pipe = client.pipeline(transaction=False)
+            for key in present:
+                pipe.persist(key).exists(key)
+            if not all(pipe.execute()[1::2]):
+                raise RuntimeError(f"some keys of version {name} vanished before the switch (evicted? check Redis's "
+                                   "maxmemory policy)")
+            client.set(store.current_key, name)  # the switch: one command
+            switched = True
+            client.zadd(store.versions_key, {name: time.time()})
+            logger.info("published %s as the live cache version of %s (%d users, %d buckets, fallback: %s)", name,
+                        url, manifest["num_users"], nb, source)
+            _retire(store, keep_versions, grace_s, live=name)
+    except BaseException:
+        if not switched:  # drop what this publish wrote (non-blocking) instead of waiting for the pending TTL
+            pipe = client.pipeline(transaction=False)
+            for key in keys.all():
+                pipe.unlink(key)
+            pipe.execute()
+        raise
     return name
+
+
+def _retire(store: RedisStore, keep_versions: int, grace_s: float, live: str) -> None:
+    """Versions beyond ``keep_versions`` -> ``P:retired`` (readable for ``grace_s`` more); unlink those whose grace
+    is over."""
+    client, now = store.client, time.time()
+    kept = [v.decode("utf-8") for v in client.zrange(store.versions_key, 0, -1)]
+    retire = [v for v in kept[:-keep_versions] if v != live] if len(kept) > keep_versions else []
+    for old in retire:
+        pipe = client.pipeline(transaction=False)
+        for key in (*store.version_keys(old).all(), *store.legacy_keys(old)):
+            pipe.pexpire(key, int((grace_s + RETIRE_SAFETY_S) * 1000))
+        pipe.zrem(store.versions_key, old).zadd(store.retired_key, {old: now + grace_s})
+        pipe.execute()
+    if retire:
+        logger.info("old version(s) %s stay readable for %.0f s", ", ".join(retire), grace_s)
+    for old in [v.decode("utf-8") for v in client.zrangebyscore(store.retired_key, "-inf", now)]:
+        pipe = client.pipeline(transaction=False)
+        for key in (*store.version_keys(old).all(), *store.legacy_keys(old)):
+            pipe.unlink(key)
+        pipe.zrem(store.retired_key, old)
+        pipe.execute()
+        logger.info("dropped old version %s (UNLINK)", old)

@@ -13,6 +13,9 @@ reading it (POSIX unlink semantics) and moves to the new one on its next lookup.
 A per-scenario build (manifest ``scenarios``) has rows keyed ``user + "\x1f" + scenario`` and one more table,
 ``scenario_fallback`` (one popular-items list per scenario, ``scenario_fallbacks``), which the Redis store
 mirrors as one key.
+
+Rows are binary (``inference.cache.rows``): ``recs.items`` holds catalogue indices and float16 scores, the
+``catalogue`` table the version's items once (JSON strings in parts), the meta its ``row_format``.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from inference.cache.rows import ROW_FORMAT_KEY, RowFormat, encode_catalogue
 from inference.cache.scenarios import split_scenario_key
-from inference.cache.shards import iter_cache, verify_cache
+from inference.cache.shards import iter_cache, scan_cache, verify_cache
 from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_path, atomic_write_text
 
@@ -41,7 +45,8 @@ LOCK_NAME = ".publish.lock"
 VERSIONS_DIR = "versions"
 
 SCHEMA = """
-CREATE TABLE recs (user_id TEXT PRIMARY KEY, items TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE recs (user_id TEXT PRIMARY KEY, items BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE catalogue (part INTEGER PRIMARY KEY, items BLOB NOT NULL);
 CREATE TABLE fallback (rank INTEGER PRIMARY KEY, item_id TEXT NOT NULL, score REAL NOT NULL);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
@@ -60,6 +65,7 @@ def publish_cache(
     keep_versions: int = 2,
     progress: bool = True,
     scenario_popularity: Mapping[str, Mapping[str, int]] | None = None,
+    score_dtype: str = "float16",
 ) -> Path:
     """Publish ``cache_dir`` (a finished build) as the live version of ``store_dir``; returns the new file.
 
@@ -68,6 +74,7 @@ def publish_cache(
     items most often recommended in the cache itself. ``keep_versions`` >= 1 counts the live one.
     A per-scenario build also gets one fallback per scenario: ``scenario_popularity[scenario]`` (training
     interactions labelled with it), or the items most often cached for that scenario.
+    ``score_dtype``: how rows store scores, ``float16`` (default) or ``float32`` (``inference.cache.rows``).
     """
     if keep_versions < 1:
         raise UserError(f"keep_versions must be >= 1 (the live version), got {keep_versions}")
@@ -79,7 +86,8 @@ def publish_cache(
     target = versions / f"{version_name(manifest)}.sqlite"
 
     with atomic_path(target) as tmp:
-        frequency = _write_db(tmp, cache_dir, manifest, popularity, fallback_k, progress, scenario_popularity)
+        frequency = _write_db(tmp, cache_dir, manifest, popularity, fallback_k, progress, scenario_popularity,
+                              score_dtype)
     logger.info("compiled %s (%d users, %.1f MB)", target.name, manifest["num_users"], target.stat().st_size / 1e6)
     with open(store_dir / LOCK_NAME, "a") as lock:  # one swap + garbage collection at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -101,8 +109,12 @@ def current_version_path(store_dir: str | Path) -> Path:
 def _write_db(
     path: Path, cache_dir: str | Path, manifest: Mapping[str, Any], popularity: Mapping[str, int] | None,
     fallback_k: int, progress: bool, scenario_popularity: Mapping[str, Mapping[str, int]] | None = None,
+    score_dtype: str = "float16",
 ) -> str:
     path.unlink(missing_ok=True)  # atomic_path made an empty placeholder; SQLite wants a fresh file
+    catalogue, largest = scan_cache(cache_dir)
+    row_format = RowFormat.choose(len(catalogue), score_dtype, largest)
+    position = {item: i for i, item in enumerate(catalogue)}
     con = sqlite3.connect(path)
     try:
         con.execute("PRAGMA journal_mode=OFF")  # bulk load into a private file: no journal needed
@@ -118,7 +130,7 @@ def _write_db(
         bar = tqdm(iter_cache(cache_dir, verify=False), total=manifest["num_users"], desc="publish", unit="user",
                    disable=not progress)
         for user, _, recs in bar:  # checksums were verified by the caller
-            rows.append((user, json.dumps(recs, separators=(",", ":"), ensure_ascii=False)))
+            rows.append((user, row_format.encode([position[item] for item, _ in recs], [sc for _, sc in recs])))
             if popularity is None:
                 counts.update(item for item, _ in recs)
             if scenario_names and scenario_popularity is None:  # fallback: items most often cached per scenario
@@ -139,7 +151,8 @@ def _write_db(
             con.executemany("INSERT INTO scenario_fallback VALUES (?, ?, ?, ?)", [
                 (name, r, item, score) for name, ranked in fallbacks.items()
                 for r, (item, score) in enumerate(ranked, start=1)])
-        meta = version_meta(manifest, source, cache_dir)
+        con.executemany("INSERT INTO catalogue VALUES (?, ?)", enumerate(encode_catalogue(catalogue)))
+        meta = {**version_meta(manifest, source, cache_dir), ROW_FORMAT_KEY: row_format.to_meta(len(catalogue))}
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
         con.commit()
         con.execute("PRAGMA journal_mode=WAL")  # persisted in the file: readers never block each other

@@ -1,7 +1,7 @@
 """``alignrec serve``: check the store, then run the lookup service under uvicorn.
 
     alignrec serve --store_dir serve/ --port 8000 --workers 2
-    alignrec serve --store_dir redis://127.0.0.1:6379/0 --host 0.0.0.0
+    ALIGNREC_SERVE_TOKEN=... alignrec serve --store_dir redis://127.0.0.1:6379/0 --host 0.0.0.0 --workers 0
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import tempfile
 from contextlib import ExitStack
 
-from inference.serve.config import ServeConfig
+from inference.serve.config import TOKEN_ENV, ServeConfig
 from recdata.config import parse_config
 from recdata.errors import UserError
 
@@ -23,6 +23,7 @@ __all__ = ["check_store", "register", "run_serve"]
 logger = logging.getLogger(__name__)
 
 SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def register(subparsers) -> None:
@@ -55,8 +56,12 @@ def run_serve(cfg: ServeConfig) -> None:
     if missing:
         raise UserError(f"alignrec serve needs {', '.join(missing)}: pip install 'alignrec[serve]'")
     version = check_store(cfg.store_dir)
-    logger.info("serving %s (live version %s) on http://%s:%d with %d worker(s)", cfg.store_dir, version, cfg.host,
-                cfg.port, cfg.workers)
+    workers = cfg.resolved_workers()
+    logger.info("serving %s (live version %s) on http://%s:%d with %d worker(s)%s", cfg.store_dir, version, cfg.host,
+                cfg.port, workers, ", bearer token required" if cfg.resolved_token() else "")
+    if cfg.host not in LOOPBACK and not cfg.resolved_token():
+        logger.warning("listening on %s without a token: anyone who can reach port %d can read every user's "
+                       "recommendations; set $%s (or --token)", cfg.host, cfg.port, TOKEN_ENV)
     with ExitStack() as stack:
         # Multiprocess metrics need the folder set before any process imports prometheus_client.
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -69,6 +74,6 @@ def run_serve(cfg: ServeConfig) -> None:
         import uvicorn
 
         uvicorn.run("inference.serve.app:app_from_env", factory=True, host=cfg.host, port=cfg.port,
-                    workers=cfg.workers, log_level=cfg.log_level, access_log=cfg.access_log,
+                    workers=workers, log_level=cfg.log_level, access_log=cfg.access_log,
                     timeout_graceful_shutdown=cfg.drain_timeout_s, lifespan="on",
                     timeout_worker_healthcheck=cfg.worker_healthcheck_timeout_s)

@@ -9,6 +9,7 @@ variable (the app embedded in another process) each app has its own in-process r
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -46,10 +47,15 @@ class ServeMetrics:
         self.version = Gauge("alignrec_serve_cache_version_info", "1 for the cache version a live worker serves.",
                              ["version"], multiprocess_mode="livemax", registry=reg)
         self._current: str | None = None
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        children = self._children.get((endpoint, status))
+        if children is None:  # label lookups once per (endpoint, status): this runs on every request
+            children = self._children[endpoint, status] = (self.requests.labels(endpoint, str(status)),
+                                                           self.latency.labels(endpoint))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def served(self, version: str, users: int, fallbacks: int) -> None:
         self.lookups.inc(users)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 import time
 
 CATALOGUE = [f"i{n}" for n in range(30)]
@@ -20,6 +21,11 @@ def expected_recs(user_id: str, history: list[str], k: int) -> list[tuple[str, f
     start = int(hashlib.sha256(f"{user_id}|{','.join(history)}".encode()).hexdigest()[:6], 16)
     items = [i for i in (CATALOGUE[(start + j) % len(CATALOGUE)] for j in range(len(CATALOGUE))) if i not in history]
     return [(item, round(-0.25 * r - (start % 97) / 100.0, 6)) for r, item in enumerate(items[:k])]
+
+
+def as_stored(recs: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """``recs`` as a published store gives them back: scores rounded to float16 (``inference.cache.rows``)."""
+    return [(item, struct.unpack("<e", struct.pack("<e", score))[0]) for item, score in recs]
 
 
 class FakeRecommender:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from inference.cache import CacheReader, build_cache, current_version_path, publish_cache  # noqa: E402
-from tests.inference.cache_fakes import FakeRecommender, expected_recs, make_histories  # noqa: E402
+from tests.inference.cache_fakes import FakeRecommender, as_stored, expected_recs, make_histories  # noqa: E402
 
 K = 3
 
@@ -30,7 +30,7 @@ def test_publish_and_get_exact(tmp_path):
     with CacheReader(tmp_path / "store") as reader:
         for user, history in histories.items():
             result = reader.get(user)
-            assert result.items == expected_recs(user, history, K) and not result.fallback
+            assert result.items == as_stored(expected_recs(user, history, K)) and not result.fallback
             assert result.version == db.stem
         miss = reader.get("stranger")
         assert miss.fallback and miss.items == [("i2", 7.0), ("i4", 5.0), ("i9", 5.0)]  # ties by item id

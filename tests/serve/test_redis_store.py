@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -10,11 +11,12 @@ import pytest
 from inference.cache import CacheReader, VersionGoneError, publish_cache
 from inference.cache.cli import CachePublishConfig
 from recdata.errors import UserError
-from tests.inference.cache_fakes import expected_recs, make_histories
+from tests.inference.cache_fakes import as_stored, expected_recs, make_histories
 from tests.serve.conftest import SCENARIO_POPULARITY, build_scenario_cache, build_tagged
 
 pytest.importorskip("redis", reason="the redis client is part of the serve extra: pip install 'alignrec[serve]'")
-from inference.cache.redis_store import RedisStore, publish_cache_redis  # noqa: E402
+from inference.cache.redis_store import RedisStore, bucket_of, publish_cache_redis  # noqa: E402
+from inference.cache.rows import RowFormat, catalogue_ids, decode_catalogue  # noqa: E402
 
 K = 3
 POPULARITY = {"i9": 5, "i2": 7, "i4": 5, "i1": 1}
@@ -38,44 +40,101 @@ def test_redis_answers_equal_sqlite_for_every_user(tmp_path, redis_url):
             assert (a.items, a.fallback, a.k) == (b.items, b.fallback, b.k)
         assert [r.items for r in lite.get_many(users)] == [r.items for r in red.get_many(users)]
         assert lite.metadata == red.metadata
-        assert red.get("u0003").items == expected_recs("u0003", histories["u0003"], K)
+        assert red.get("u0003").items == as_stored(expected_recs("u0003", histories["u0003"], K))
         assert red.get("stranger").items == [("i2", 7.0), ("i4", 5.0)]
         assert (red.stats.hits, red.stats.misses) == (2 * 40 + 1, 2 * 2 + 1)
     # The documented key space is readable by services that talk to Redis directly.
     client = RedisStore(url).client
     assert client.get("parity:current").decode() == name
-    raw = client.hget(f"parity:v:{name}:recs", "u0003")
-    assert [tuple(x) for x in json.loads(raw)] == expected_recs("u0003", histories["u0003"], K)
-    assert client.ttl(f"parity:v:{name}:recs") == -1  # the live version never expires
+    buckets = json.loads(client.get(f"parity:v:{{{name}}}:layout"))["buckets"]
+    raw = client.hget(f"parity:v:{{{name}:{bucket_of('u0003', buckets)}}}:recs", "u0003")
+    catalogue = catalogue_ids(decode_catalogue(client.lrange(f"parity:v:{{{name}}}:catalogue", 0, -1)))
+    indices, scores = RowFormat(2, "float16").decode(raw)
+    assert [(catalogue[i], s) for i, s in zip(indices, scores, strict=True)] == as_stored(
+        expected_recs("u0003", histories["u0003"], K))
+    assert all(client.ttl(key) == -1 for key in RedisStore(url).version_keys(name).all()
+               if key.endswith((":recs", ":meta", ":catalogue")))  # the live version never expires
 
 
-def test_switch_keeps_old_version_for_the_grace_period_then_expires_it(tmp_path, redis_url):
+def test_switch_keeps_old_version_for_the_grace_period_then_unlinks_it(tmp_path, redis_url):
     histories = {"u1": ["i1"], "u2": []}
     url = _url(redis_url, "grace")
-    old = publish_cache_redis(build_tagged(tmp_path / "a", histories, "old", 1), url, keep_versions=1, grace_s=3.0,
+    old = publish_cache_redis(build_tagged(tmp_path / "a", histories, "old", 1), url, keep_versions=1, grace_s=1.0,
                               progress=False)
     pinned = CacheReader(url, refresh_interval_s=3600)  # would not look at the pointer for an hour by itself
     assert pinned.get("u1").items == [("old-u1-0", -0.0)]
-    new = publish_cache_redis(build_tagged(tmp_path / "b", histories, "new", 1), url, keep_versions=1, grace_s=3.0,
+    new = publish_cache_redis(build_tagged(tmp_path / "b", histories, "new", 1), url, keep_versions=1, grace_s=1.0,
                               progress=False)
     store = RedisStore(url)
+    old_keys = store.version_keys(old).all()
     assert store.pointer() == new != old
     assert [v.decode() for v in store.client.zrange(store.versions_key, 0, -1)] == [new]
-    assert all(0 < store.client.pttl(key) <= 3000 for key in store.version_keys(old))  # expiring, not deleted
-    old_recs = store.version_keys(old)[0]
-    assert json.loads(store.client.hget(old_recs, "u1")) == [["old-u1-0", -0.0]]  # direct readers: still there
-    result = pinned.get("u1")  # the lookup's MULTI saw the pointer move: the reader followed it at once
+    assert [v.decode() for v in store.client.zrange(store.retired_key, 0, -1)] == [old]  # retired, still readable
+    assert all(0 < store.client.pttl(key) for key in old_keys if store.client.exists(key))  # a TTL as safety net
+    assert store.open_version(old).decode(store.client.hget(store.version_keys(old).buckets[0], "u1")) == [
+        ("old-u1-0", -0.0)]  # direct readers: still there
+    result = pinned.get("u1")  # the lookup's round trip saw the pointer move: the reader followed it at once
     assert (result.items, result.fallback, result.version) == ([("new-u1-0", -0.0)], False, new)
     assert pinned.stats.reloads == 1
     with pytest.raises(VersionGoneError):
         store.open_version(old).lookup(["u1"])  # never answers from a version that is not the live one
-    deadline = time.monotonic() + 20
-    while store.client.exists(*store.version_keys(old)):
-        assert time.monotonic() < deadline, "old version did not expire"
-        time.sleep(0.05)
+    time.sleep(1.2)  # the grace is over: the next publish unlinks the old version
+    newer = publish_cache_redis(build_tagged(tmp_path / "c", histories, "newer", 1), url, keep_versions=1,
+                                grace_s=30.0, progress=False)
+    assert store.client.exists(*old_keys) == 0
+    assert [v.decode() for v in store.client.zrange(store.retired_key, 0, -1)] == [new]
     with pytest.raises(VersionGoneError):
         store.open_version(old)
-    assert store.client.ttl(store.version_keys(new)[0]) == -1
+    assert store.client.ttl(store.version_keys(newer).meta) == -1 and pinned.get("u1").version == newer
+
+
+def test_rows_are_spread_over_buckets_and_a_batch_is_one_round_trip(tmp_path, redis_url):
+    """Many buckets (hash-tagged keys), and every lookup of a batch is one pipeline: one GET of the pointer plus
+    one HMGET per bucket touched, counted by the server's own command statistics."""
+    import asyncio
+
+    from inference.cache import redis_store
+
+    histories = make_histories(60)
+    url = _url(redis_url, "buckets")
+    old_size = redis_store.BUCKET_USERS
+    redis_store.BUCKET_USERS = 8  # 60 users -> 8 buckets
+    try:
+        name = publish_cache_redis(build_tagged(tmp_path / "c", histories, None, K), url, progress=False)
+    finally:
+        redis_store.BUCKET_USERS = old_size
+    store = RedisStore(url)
+    keys = store.version_keys(name)
+    assert len(keys.buckets) == 8 and all(re.search(r"\{v-[^}]+:\d+\}", key) for key in keys.buckets)
+    assert sum(store.client.hlen(key) - 1 for key in keys.buckets) == 60  # minus each bucket's marker field
+    version = store.open_version(name)
+    users = sorted(histories)[:20] + ["stranger"]
+    touched = {bucket_of(u, 8) for u in users}
+
+    def calls() -> dict[str, int]:
+        stats = store.client.info("commandstats")
+        return {cmd: stats.get(f"cmdstat_{cmd}", {}).get("calls", 0) for cmd in ("get", "hmget", "exec", "multi")}
+
+    async def lookup(groups: list[list[str]]):
+        reader = store.async_rows(4)
+        try:  # concurrent lookups, as concurrent requests make them
+            return await asyncio.gather(*(version.lookup_rows_async(reader, group) for group in groups))
+        finally:
+            await reader.aclose()
+
+    before = calls()
+    ((live, rows),) = asyncio.run(lookup([users]))
+    after = calls()
+    assert live == name and rows[-1] is None
+    assert [version.decode(r) for r in rows[:-1]] == [as_stored(expected_recs(u, histories[u], K)) for u in users[:-1]]
+    assert {c: after[c] - before[c] for c in after} == {"get": 1, "hmget": len(touched), "exec": 0, "multi": 0}
+    # Lookups that arrive together share one round trip: one GET of the pointer, each its own HMGETs and rows.
+    groups = [[u] for u in users[:-1]]
+    before = calls()
+    answers = asyncio.run(lookup(groups))
+    after = calls()
+    assert [version.decode(r[0]) for _, r in answers] == [version.decode(r) for r in rows[:-1]]
+    assert {c: after[c] - before[c] for c in after} == {"get": 1, "hmget": len(groups), "exec": 0, "multi": 0}
 
 
 def test_keep_versions_and_prefixes_are_independent(tmp_path, redis_url):
@@ -86,7 +145,7 @@ def test_keep_versions_and_prefixes_are_independent(tmp_path, redis_url):
                                 progress=False)
     store = RedisStore(_url(redis_url, "kv"))
     assert [v.decode() for v in store.client.zrange(store.versions_key, 0, -1)] == names[1:]
-    assert store.client.pttl(store.version_keys(names[0])[0]) > 0 and store.client.ttl(store.version_keys(names[1])[0]) == -1
+    assert store.client.pttl(store.version_keys(names[0]).meta) > 0 and store.client.ttl(store.version_keys(names[1]).meta) == -1
     with CacheReader(_url(redis_url, "kv")) as a, CacheReader(_url(redis_url, "kv2")) as b:
         assert (a.version, b.version) == (names[2], other)
         assert a.get("u0001").items[0][0] == "t2-u0001-0" and b.get("u0001").items[0][0] == "other-u0001-0"
@@ -115,7 +174,7 @@ def test_cli_publish_target_redis(tmp_path, redis_url, capsys):
     capsys.readouterr()
     assert _cli(["cache", "get", "u0002", "--store_dir", url]) == 0
     line = json.loads(capsys.readouterr().out)
-    assert [tuple(x) for x in line["items"]] == expected_recs("u0002", histories["u0002"], K)
+    assert [tuple(x) for x in line["items"]] == as_stored(expected_recs("u0002", histories["u0002"], K))
     assert line["version"] == RedisStore(url).pointer()
 
 
@@ -140,6 +199,17 @@ def test_redis_per_scenario_store_equals_sqlite(tmp_path, redis_url):
         with pytest.raises(UserError, match="per scenario; pass a scenario"):
             red.get("u1")
     store = RedisStore(url)
-    assert json.loads(store.client.get(store.scenario_fallback_key(name)))["kitchen"] == [["k8", 2.0], ["k9", 2.0]]
-    assert store.client.ttl(store.scenario_fallback_key(name)) == -1  # persisted by the switch like the others
+    assert json.loads(store.client.get(store.keys(name).scenario_fallback))["kitchen"] == [["k8", 2.0], ["k9", 2.0]]
+    assert store.client.ttl(store.keys(name).scenario_fallback) == -1  # persisted by the switch like the others
+    store.close()
+
+
+def test_a_version_in_the_older_json_layout_is_refused_naming_it_and_the_fix(redis_url):
+    store = RedisStore(_url(redis_url, "legacy"))
+    store.client.set("legacy:current", "v-old")
+    store.client.set("legacy:v:v-old:meta", json.dumps({"k": 3}))  # what an earlier alignrec wrote
+    store.client.hset("legacy:v:v-old:recs", "u1", json.dumps([["i1", 1.0]]))
+    with pytest.raises(UserError, match=r"version v-old in redis://.*prefix=legacy holds rows in the older JSON "
+                                        r"format.*republish it: `alignrec cache publish --cache_dir C --target"):
+        CacheReader(_url(redis_url, "legacy"))
     store.close()

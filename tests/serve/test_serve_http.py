@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from inference.cache import publish_cache
-from tests.inference.cache_fakes import expected_recs, make_histories
+from tests.inference.cache_fakes import as_stored, expected_recs, make_histories
 from tests.serve.conftest import SCENARIO_POPULARITY, build_scenario_cache, build_tagged, serve_process
 
 httpx = pytest.importorskip("httpx")
@@ -96,10 +96,10 @@ def test_user_lookup_exact_and_unknown_user_falls_back(server):
     for user, history in HISTORIES.items():
         body = server.http.get(f"/v1/users/{user}/recommendations").json()
         assert body["user_id"] == user and body["fallback"] is False and body["version"] == version
-        assert _items(body) == expected_recs(user, history, K)
+        assert _items(body) == as_stored(expected_recs(user, history, K))
         assert [x["rank"] for x in body["items"]] == [1, 2, 3, 4]
     body = server.http.get("/v1/users/u0007/recommendations", params={"k": 2}).json()
-    assert _items(body) == expected_recs("u0007", HISTORIES["u0007"], K)[:2]
+    assert _items(body) == as_stored(expected_recs("u0007", HISTORIES["u0007"], K))[:2]
     body = server.http.get("/v1/users/nobody/recommendations", params={"k": 3}).json()
     assert body["fallback"] is True and _items(body) == FALLBACK[:3]
 
@@ -124,7 +124,7 @@ def test_batch_one_version_and_fallback_flags(server):
     assert body["version"] == server.http.get("/readyz").json()["version"]
     assert [x["user_id"] for x in body["results"]] == users
     assert [x["fallback"] for x in body["results"]] == [False, True, False, False]
-    assert _items(body["results"][0]) == expected_recs("u0003", HISTORIES["u0003"], K)[:2]
+    assert _items(body["results"][0]) == as_stored(expected_recs("u0003", HISTORIES["u0003"], K))[:2]
     assert _items(body["results"][1]) == FALLBACK[:2]
 
 
@@ -187,7 +187,7 @@ def test_unreadable_store_is_503_not_500_and_recovers(server):
         server.toggle_pointer(False)
     for _ in range(4):
         r = httpx.get(f"{server.base}/v1/users/u0001/recommendations")
-        assert r.status_code == 200 and _items(r.json()) == expected_recs("u0001", HISTORIES["u0001"], K)
+        assert r.status_code == 200 and _items(r.json()) == as_stored(expected_recs("u0001", HISTORIES["u0001"], K))
 
 
 def test_publishes_during_a_request_stream_give_old_or_new_never_mixed_never_failed(server, tmp_path):
@@ -200,7 +200,7 @@ def test_publishes_during_a_request_stream_give_old_or_new_never_mixed_never_fai
     stop = threading.Event()
 
     def tag_of(user: str, items: list[tuple[str, float]]) -> str:
-        if items == expected_recs(user, HISTORIES[user], K):
+        if items == as_stored(expected_recs(user, HISTORIES[user], K)):
             return "v1"
         found = {i.split("-")[0] for i, _ in items}
         want = [(f"{next(iter(found))}-{user}-{r}", -float(r)) for r in range(K)]
