@@ -1,4 +1,9 @@
-"""Turn an instruction into the model's prompt: its chat template when it has one, else a plain format."""
+"""Turn an instruction into the model's prompt (``prompt_format``): ``chat`` = the tokenizer's chat template with our
+system prompt (``PLAIN_FORMAT`` with it when the tokenizer has no template); ``plain`` = the instruction alone and a
+newline; ``codes`` = ``plain`` for text tasks, while the codes-only tasks (seqrec, seqrec_full, validation) are
+prompted by their codes alone (``codes_prompt``), so one training row holds a whole item sequence whose every prefix
+is the decoding prompt of the next item.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,33 @@ import logging
 import re
 from typing import Any
 
+from alignrec.llm.inert_text import InertText
 from sft_tasks.templates import PLAIN_FORMAT, SYSTEM_PROMPT
 
 logger = logging.getLogger(__name__)
 
 _SENTINEL = "\u241fAlignRec instruction\u241f"  # mixed case: a template that upper/lowercases fails
+
+# How prompts are written (TaskConfig.prompt_format); the tasks build records it and a trained run's manifest
+# carries it, so every consumer of the run prompts as the tasks did (``seqrec_prompt(..., prompt_format=)``).
+PROMPT_FORMATS = ("chat", "plain", "codes")
+DEFAULT_PROMPT_FORMAT = "chat"
+PLAIN_SUFFIX = "\n"  # plain / codes formats: ends the instruction on a token boundary before the completion
+
+
+def check_prompt_format(prompt_format: str) -> str:
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format must be one of {list(PROMPT_FORMATS)}, got {prompt_format!r}")
+    return prompt_format
+
+
+def codes_prompt(codes: list[str], hf_tokenizer: Any, user_knowledge_prefix: str = "") -> str:
+    """The ``codes`` format's prompt: the tokenizer's BOS token (an anchor the pretrained model has always seen
+    first; none when it has no BOS), the optional user-knowledge line, then the item codes back to back (every code
+    has the same length, so no separator is needed). A history's prompt is a prefix of any longer history's, which
+    is what lets ``seqrec_full`` train every next item of a sequence in one row."""
+    bos = getattr(hf_tokenizer, "bos_token", None) or ""
+    return f"{bos}{user_knowledge_prefix}{''.join(codes)}"
 
 
 class PromptFormatter:
@@ -21,11 +48,17 @@ class PromptFormatter:
     render, and the builder calls it on one example per task.
     """
 
-    def __init__(self, hf_tokenizer: Any) -> None:
+    def __init__(self, hf_tokenizer: Any, prompt_format: str = DEFAULT_PROMPT_FORMAT) -> None:
         self.hf_tokenizer = hf_tokenizer
-        self.uses_chat_template = bool(getattr(hf_tokenizer, "chat_template", None))
+        self.prompt_format = check_prompt_format(prompt_format)
+        self.uses_chat_template = prompt_format == "chat" and bool(getattr(hf_tokenizer, "chat_template", None))
+        # Every piece of data text (titles, queries, user knowledge, scenario names) goes through ``inert``
+        # before it enters an instruction: it can never become a special, chat-control or code token.
+        self.inert = InertText(hf_tokenizer)
         self._system_in_user = False
-        if self.uses_chat_template:
+        if prompt_format != "chat":  # no template, no system text: the instruction, then a newline
+            self.prefix, self.suffix = "", PLAIN_SUFFIX
+        elif self.uses_chat_template:
             rendered = self._render(_SENTINEL)
             if rendered.count(_SENTINEL) != 1:
                 raise ValueError(

@@ -3,6 +3,8 @@
 
 With ``TaskConfig.scenario_prompts`` the seqrec and validation prompts name the target scenario and tag history
 items by scenario (``seqrec_scenario_prompt`` is the matching inference prompt); the other tasks are unchanged.
+With ``TaskConfig.prompt_format: codes`` the seqrec, seqrec_full and validation prompts are the codes alone
+(``sft_tasks.formatting.codes_prompt``), and ``seqrec_prompt(..., prompt_format="codes")`` decodes the same way.
 """
 
 from __future__ import annotations
@@ -13,21 +15,21 @@ import datasets
 
 from sft_tasks.base import FEATURES, ListTask
 from sft_tasks.context import TaskContext, scenario_history_text
-from sft_tasks.formatting import PromptFormatter
+from sft_tasks.formatting import DEFAULT_PROMPT_FORMAT, PromptFormatter, check_prompt_format, codes_prompt
 from sft_tasks.templates import HISTORY_SEPARATOR, TEMPLATES, USER_KNOWLEDGE_TEMPLATE
 
 VALIDATION_FEATURES = datasets.Features({
     **FEATURES, "user_id": datasets.Value("string"), "history": datasets.Sequence(datasets.Value("string")),
     "target": datasets.Value("string"),
 })
-_FORMATTERS: dict[tuple[int, str | None], PromptFormatter] = {}
+_FORMATTERS: dict[tuple[int, str | None, str], PromptFormatter] = {}
 
 
-def _formatter(hf_tokenizer: Any) -> PromptFormatter:
-    key = (id(hf_tokenizer), getattr(hf_tokenizer, "chat_template", None))
+def _formatter(hf_tokenizer: Any, prompt_format: str = DEFAULT_PROMPT_FORMAT) -> PromptFormatter:
+    key = (id(hf_tokenizer), getattr(hf_tokenizer, "chat_template", None), prompt_format)
     if key not in _FORMATTERS:
         _FORMATTERS.clear()  # one tokenizer at a time; never keep stale ones alive
-        _FORMATTERS[key] = PromptFormatter(hf_tokenizer)
+        _FORMATTERS[key] = PromptFormatter(hf_tokenizer, prompt_format)
     return _FORMATTERS[key]
 
 
@@ -43,16 +45,22 @@ def seqrec_instruction(history_codes: str, template_index: int = 0, user_knowled
 
 
 def seqrec_prompt(history: list[str], item_tokenizer: Any, hf_tokenizer: Any, template_index: int = 0,
-                  user_knowledge: str | None = None) -> str:
+                  user_knowledge: str | None = None, prompt_format: str = DEFAULT_PROMPT_FORMAT) -> str:
     """The exact prompt ``seqrec`` trains on for ``history`` (oldest first; truncate before calling).
 
     ``user_knowledge``: the user's knowledge text when the tasks were built with ``user_knowledge_dir``
-    (already cut to ``user_knowledge_words``). The expected completion is ``item_tokenizer.item_to_string(target)``.
+    (already cut to ``user_knowledge_words``). ``prompt_format``: the tasks build's (a run's manifest records it;
+    ``codes`` ignores ``template_index``). The expected completion is ``item_tokenizer.item_to_string(target)``.
     """
     if not history:
         raise ValueError("seqrec_prompt needs a non-empty history; a user with no items has nothing to condition on")
+    fmt = _formatter(hf_tokenizer, check_prompt_format(prompt_format))
+    user_knowledge = fmt.inert(user_knowledge) if user_knowledge else user_knowledge  # as the tasks build did
+    if prompt_format == "codes":
+        return codes_prompt([item_tokenizer.item_to_string(i) for i in history], hf_tokenizer,
+                            _knowledge_prefix(user_knowledge))
     codes = HISTORY_SEPARATOR.join(item_tokenizer.item_to_string(i) for i in history)
-    return _formatter(hf_tokenizer)(seqrec_instruction(codes, template_index, user_knowledge))
+    return fmt(seqrec_instruction(codes, template_index, user_knowledge))
 
 
 def seqrec_scenario_instruction(history_text: str, scenario: str, template_index: int = 0,
@@ -65,14 +73,21 @@ def seqrec_scenario_instruction(history_text: str, scenario: str, template_index
 
 def seqrec_scenario_prompt(history: list[str], history_scenarios: list[str], target_scenario: str,
                            item_tokenizer: Any, hf_tokenizer: Any, template_index: int = 0,
-                           user_knowledge: str | None = None) -> str:
+                           user_knowledge: str | None = None, prompt_format: str = DEFAULT_PROMPT_FORMAT) -> str:
     """The exact prompt ``seqrec`` trains on with ``scenario_prompts``: it names ``target_scenario`` and tags
-    each history item with its scenario (``history_scenarios``, aligned with ``history``); ``user_knowledge`` as
-    in ``seqrec_prompt``."""
+    each history item with its scenario (``history_scenarios``, aligned with ``history``); ``user_knowledge`` and
+    ``prompt_format`` (chat or plain: a scenario is named in text) as in ``seqrec_prompt``."""
     if not history:
         raise ValueError("seqrec_scenario_prompt needs a non-empty history")
-    text = scenario_history_text([item_tokenizer.item_to_string(i) for i in history], history_scenarios)
-    return _formatter(hf_tokenizer)(seqrec_scenario_instruction(text, target_scenario, template_index, user_knowledge))
+    if check_prompt_format(prompt_format) == "codes":
+        raise ValueError("scenario prompts name the target scenario in text; prompt_format codes has no text: "
+                         "use chat or plain")
+    fmt = _formatter(hf_tokenizer, prompt_format)
+    inert = fmt.inert  # data text stays text, as the tasks build made it
+    text = scenario_history_text([item_tokenizer.item_to_string(i) for i in history],
+                                 [inert(s) for s in history_scenarios])
+    return fmt(seqrec_scenario_instruction(text, inert(target_scenario), template_index,
+                                           inert(user_knowledge) if user_knowledge else user_knowledge))
 
 
 def _window_instruction(ctx: TaskContext, user_id: str, history, target_scenario: str, history_scenarios,
@@ -81,16 +96,32 @@ def _window_instruction(ctx: TaskContext, user_id: str, history, target_scenario
     (and if it did not read this training target; evaluation rows pass no ``position``)."""
     knowledge = ctx.knowledge(user_id, position)
     if ctx.cfg.scenario_prompts:
-        return seqrec_scenario_instruction(ctx.tagged_codes_text(history, history_scenarios), target_scenario, index,
-                                           knowledge)
+        return seqrec_scenario_instruction(ctx.tagged_codes_text(history, history_scenarios),
+                                           ctx.format.inert(target_scenario), index, knowledge)
     return seqrec_instruction(ctx.codes_text(history), index, knowledge)
+
+
+def seqrec_window_prompt(ctx: TaskContext, history, template_index: int, user_knowledge: str | None) -> str:
+    """The build's plain seqrec prompt for ``history`` (no scenario tags) in its ``prompt_format``: what
+    ``seqrec_prompt`` gives at inference; the preference pairs use it too."""
+    if ctx.cfg.prompt_format == "codes":
+        return codes_prompt([ctx.code[i] for i in history], ctx.format.hf_tokenizer, _knowledge_prefix(user_knowledge))
+    return ctx.format(seqrec_instruction(ctx.codes_text(history), template_index, user_knowledge))
+
+
+def _window_prompt(ctx: TaskContext, user_id: str, history, target_scenario: str, history_scenarios, index: int,
+                   position: int | None = None) -> str:
+    """The formatted seqrec prompt of one window (``_window_instruction`` in the build's ``prompt_format``; the
+    ``codes`` format keeps only the codes, and the user knowledge line when built with it)."""
+    if ctx.cfg.prompt_format == "codes":
+        return seqrec_window_prompt(ctx, history, index, ctx.knowledge(user_id, position))
+    return ctx.format(_window_instruction(ctx, user_id, history, target_scenario, history_scenarios, index, position))
 
 
 def build_seqrec(ctx: TaskContext) -> ListTask:
     n_templates = len(ctx.templates("seqrec_scenario" if ctx.cfg.scenario_prompts else "seqrec"))
     choice = ctx.rng("seqrec").integers(0, n_templates, size=len(ctx.windows))
-    prompts = [ctx.format(_window_instruction(ctx, w.user_id, w.history, w.target_scenario, w.history_scenarios,
-                                              int(t), w.position))
+    prompts = [_window_prompt(ctx, w.user_id, w.history, w.target_scenario, w.history_scenarios, int(t), w.position)
                for w, t in zip(ctx.windows, choice, strict=True)]
     return ListTask("seqrec", prompts, [ctx.code[w.target] for w in ctx.windows], [w.user_id for w in ctx.windows])
 
@@ -110,25 +141,34 @@ def full_sequence_windows(items: list[str], max_items: int) -> list[list[str]]:
 
 
 def build_seqrec_full(ctx: TaskContext) -> ListTask:
-    """Whole-sequence training for codes-only models: prompt = the first item, completion = every later item.
+    """Whole-sequence training: prompt = a window's first item, completion = every later item.
 
     With completion-only loss this is a causal loss on every item's codes in one forward pass (what SASRec
-    does), ~``max_history`` times less compute per supervised item than one window per target. The prompt of
-    a window equals the seqrec prompt of its first item under the ``codes_only`` tokenizer (text is erased),
-    so inference is unchanged. Text tokenizers would see a format they are never prompted with: refused.
+    does), ~``max_history`` times less compute per supervised item than one window per target. Every prefix of
+    a row must be the seqrec prompt of the next item, so inference is unchanged: true for codes-only models
+    (``codes_only`` tokenizer: text is erased) and for any tokenizer with ``prompt_format: codes`` (prompts are
+    the codes alone, after the BOS token). Prompts with instruction text around the history are refused.
     """
-    from recdata.hf_tokenizer import CODES_ONLY
+    from alignrec.llm.hf_tokenizer import CODES_ONLY
+    from recdata.errors import ConfigError
 
-    if getattr(ctx.format.hf_tokenizer, "name_or_path", "") != CODES_ONLY:
-        from recdata.errors import ConfigError
-
-        raise ConfigError("task seqrec_full is for codes-only models (train.tokenizer_name_or_path: codes_only); "
-                          "text LLMs train on seqrec windows instead")
+    codes_format = ctx.cfg.prompt_format == "codes"
+    if not codes_format and getattr(ctx.format.hf_tokenizer, "name_or_path", "") != CODES_ONLY:
+        raise ConfigError("task seqrec_full needs prompts that are the codes alone: set tasks.prompt_format: codes "
+                          "(any LLM), or train a codes-only model (train.tokenizer_name_or_path: codes_only); with "
+                          "instruction text around the history, train on seqrec windows instead")
+    if codes_format and ctx.user_knowledge:
+        raise ConfigError("task seqrec_full rows carry no user knowledge, but these tasks put it in front of the "
+                          "seqrec prompts (user_knowledge_dir): use seqrec, or build without user knowledge")
     prompts, completions, users = [], [], []
     for user_id, items in ctx.train_sequences:
         for window in full_sequence_windows(list(items), ctx.max_history + 1):
-            prompts.append(ctx.format(seqrec_instruction(ctx.code[window[0]])))
-            completions.append(HISTORY_SEPARATOR.join(ctx.code[i] for i in window[1:]))
+            if codes_format:
+                prompts.append(codes_prompt([ctx.code[window[0]]], ctx.format.hf_tokenizer))
+                completions.append("".join(ctx.code[i] for i in window[1:]))
+            else:
+                prompts.append(ctx.format(seqrec_instruction(ctx.code[window[0]])))
+                completions.append(HISTORY_SEPARATOR.join(ctx.code[i] for i in window[1:]))
             users.append(user_id)
     return ListTask("seqrec_full", prompts, completions, users)
 
@@ -163,7 +203,7 @@ def build_validation(ctx: TaskContext) -> datasets.Dataset:
     for user_id, history, target, t_scen, h_scen in zip(examples["user_id"], examples["history"], examples["target"],
                                                          targets_scen, history_scen, strict=True):
         history, h_scen = history[-ctx.max_history:], h_scen[-ctx.max_history:]
-        prompts.append(ctx.format(_window_instruction(ctx, user_id, history, t_scen, h_scen, index)))
+        prompts.append(_window_prompt(ctx, user_id, history, t_scen, h_scen, index))
         completions.append(ctx.code[target])
         histories.append(list(history))
     # user_id / history / target let the trainer's ranking validation rank the valid targets (never test ones)
