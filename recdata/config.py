@@ -135,9 +135,11 @@ def parse_config(
     dests = {action.dest for action in parser._actions} - {"help", "config"}
     unknown = sorted(set(values) - dests)
     if unknown:
+        hints = _close_matches(unknown, sorted(dests))
         raise ConfigError(
-            f"unknown config key(s) {unknown} in {config_source}; valid keys are the flags listed by --help"
+            f"unknown config key(s) {unknown} in {config_source}{hints}; valid keys are the flags listed by --help"
         )
+    reject_unknown_flags(parser, rest)
     if values:
         checked: set[str] = set()
         for action in parser._actions:
@@ -148,13 +150,54 @@ def parse_config(
                     checked.add(action.dest)
         parser.set_defaults(**values)
     try:
-        parsed = parser.parse_args_into_dataclasses(args=rest)
+        *parsed, remaining = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=True)
     except ConfigError:
         raise
     except (ValueError, TypeError) as exc:  # a dataclass __post_init__ rejected a value
         where = f" (flags + {config_source})" if values else ""
         raise ConfigError(f"{exc}{where}") from exc
+    if remaining:
+        raise ConfigError(f"unexpected argument(s) {remaining}: every value must follow its flag (--name VALUE); "
+                          "see --help")
     return tuple(parsed[: len(dataclass_types)])  # drop the trailing Namespace holding --config
+
+
+def _close_matches(names: Sequence[str], valid: Sequence[str]) -> str:
+    """`` (did you mean x?)`` for the names that have a close match among ``valid``; empty otherwise."""
+    import difflib
+
+    hints = []
+    for name in names:
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+        if close:
+            hints.append(f"{name}: did you mean {' or '.join(close)}?")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+def reject_unknown_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """``ConfigError`` naming every ``--flag`` in ``argv`` that the parser does not know, with close matches (or the
+    valid flags when none is close), before argparse can answer with a missing required flag instead."""
+    known = [opt for opt in parser._option_string_actions if opt.startswith("--")]
+    unknown = []
+    for token in argv:
+        if token == "--":
+            break
+        if not token.startswith("--"):
+            continue
+        flag = token.split("=", 1)[0]
+        if flag in parser._option_string_actions:
+            continue
+        if parser.allow_abbrev and any(opt.startswith(flag) for opt in known):
+            continue  # an abbreviation argparse resolves (or calls ambiguous itself)
+        unknown.append(flag)
+    if not unknown:
+        return
+    # HfArgumentParser adds a --dashed-alias of every --underscored_flag: name each flag once
+    shown = sorted({opt for opt in known if "-" not in opt[2:] or f"--{opt[2:].replace('-', '_')}" not in known}
+                   - {"--help"})
+    hints = _close_matches(unknown, shown)
+    valid = "" if hints else f"; valid flags: {' '.join(shown)}"
+    raise ConfigError(f"unknown flag(s) {' '.join(unknown)}{hints}{valid} (see --help)")
 
 
 def build_parser(dataclass_types: Sequence[type]) -> argparse.ArgumentParser:

@@ -45,11 +45,14 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
                 os.replace(tmp, path)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            # a bare write error (ENOSPC, EDQUOT...) names no file: name the destination, the old version is intact
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
         raise
 
 

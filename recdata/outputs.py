@@ -30,12 +30,20 @@ from recdata.errors import OutputFolderError
 MARKER = ".alignrec-output.json"
 
 
-__all__ = ["MARKER", "check_not_overlapping", "claim_output_dir", "is_owned", "read_marker", "staged_output_dir"]
+__all__ = ["MARKER", "check_not_overlapping", "claim_output_dir", "is_owned", "read_marker", "staged_output_dir",
+           "update_marker"]
 
 
 def is_owned(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a folder an alignrec command wrote (it holds the marker)."""
-    return (Path(path) / MARKER).is_file()
+    """True when ``path`` is a folder an alignrec command wrote: it holds the marker AND the marker's content is ours
+    (a JSON object naming the command that wrote it); a file that merely has the marker's name proves nothing."""
+    command = read_marker(path).get("command")
+    return isinstance(command, str) and bool(command.strip())
+
+
+def update_marker(path: str | os.PathLike, **fields) -> None:
+    """Merge ``fields`` into the marker of an owned folder (e.g. what a pipeline stage wrote there)."""
+    _write_marker(Path(path), {**read_marker(path), **fields})
 
 
 def check_not_overlapping(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],

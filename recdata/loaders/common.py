@@ -21,6 +21,7 @@ import pandas as pd
 
 from recdata.dataset import ITEM_TEXT_FIELDS, RecDataset
 from recdata.errors import ConfigError, UserError
+from recdata.text_safety import clean_item_text
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +260,7 @@ def make_dataset(
         raise UserError(f"{source}: the item catalogue is empty; check the item file path, format and field names")
     if scenario_of is not None:
         sequences = with_item_scenarios(sequences, scenario_of)
+    items = clean_item_text(items, source)  # control characters never reach prompts, exports or terminals
     ds = RecDataset(items=items, sequences=sequences, name=name, drops={k: v for k, v in (drops or {}).items() if v})
     logger.info("loaded %s: %d users, %d items, %d interactions from %s",
                 name, len(sequences), len(items), ds.num_interactions(), source)

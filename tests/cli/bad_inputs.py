@@ -6,6 +6,9 @@ traceback) or a ``warn`` (exit 0 and a logged warning matching ``match``, e.g. w
 
 ``python -m tests.cli.bad_inputs`` runs the table and prints the census (clear / unclear / traceback / silent)
 that issue 11 reports before and after.
+
+Over 400 lines because it is one table (a ``Case`` per bad input, each a few lines): split by command it would
+lose the one census that the table exists for.
 """
 
 from __future__ import annotations
@@ -175,6 +178,22 @@ def _tokenize(ws: Workspace, *extra: str, vectors: Path | None = None) -> list[s
 def _tasks(ws: Workspace, *extra: str, split: Path | None = None) -> list[str]:
     return ["tasks", "build", "--split_dir", str(split or ws.split), "--item_tokenizer_dir", str(ws.tok),
             "--hf_tokenizer_dir", "codes_only", "--output_dir", str(ws.case / "tasks"), "--stats_sample", "0", *extra]
+
+
+def _old_json_store(ws: Workspace) -> Path:
+    """A serving store as an earlier alignrec published it: rows as JSON text, no catalogue, no row format."""
+    import sqlite3
+
+    store = ws.case / "store"
+    (store / "versions").mkdir(parents=True)
+    with sqlite3.connect(store / "versions" / "v-old.sqlite") as con:
+        con.executescript("CREATE TABLE recs (user_id TEXT PRIMARY KEY, items TEXT NOT NULL) WITHOUT ROWID;"
+                          "CREATE TABLE fallback (rank INTEGER PRIMARY KEY, item_id TEXT NOT NULL, score REAL NOT NULL);"
+                          "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;")
+        con.execute("INSERT INTO recs VALUES ('u1', ?)", [json.dumps([["i1", 1.0]])])
+        con.execute("INSERT INTO meta VALUES ('k', '1')")
+    (store / "CURRENT").write_text("v-old.sqlite\n")
+    return store
 
 
 def _foreign(folder: Path) -> Path:
@@ -350,14 +369,22 @@ CASES: list[Case] = [
     Case("eval-missing-model", lambda w: ["evaluate", "--model_dir", str(w.case / "nope"), "--split_dir", str(w.split),
                                           "--out_dir", str(w.case / "e")], "error", 1, r"nope"),
     Case("cache-unknown-user", lambda w: ["cache", "build", "--split_dir", str(w.split), "--out_dir",
-                                          str(w.case / "c"), "--recommender", "popularity", "--users_file",
+                                          str(w.case / "c"), "--recommender", "popularity", "--k", "2", "--users_file",
                                           str(_ids(w, ["u1", "ghost"], "users.txt"))], "error", 1, r"ghost"),
     Case("cache-output-foreign", lambda w: ["cache", "build", "--split_dir", str(w.split), "--out_dir",
-                                            str(_foreign(w.case / "c")), "--recommender", "popularity"], "error", 1,
+                                            str(_foreign(w.case / "c")), "--recommender", "popularity", "--k", "2"],
+         "error", 1,
          r"c\b"),
     Case("cache-get-missing-store", lambda w: ["cache", "get", "u1", "--store_dir", str(w.case / "nope")], "error", 1,
          r"nope"),
     Case("cache-get-no-user", lambda w: ["cache", "get", "--store_dir", str(w.case)], "error", 2, r"USER id"),
+    Case("cache-get-old-json-store", lambda w: ["cache", "get", "u1", "--store_dir", str(_old_json_store(w))], "error",
+         1, r"v-old\.sqlite holds rows in the older JSON format.*republish"),
+    Case("cache-publish-bad-score-dtype", lambda w: ["cache", "publish", "--cache_dir", str(w.case), "--store_dir",
+                                                     str(w.case / "s"), "--score_dtype", "bfloat16"], "error", 2,
+         r"score_dtype"),
+    Case("serve-token-with-space", lambda w: ["serve", "--store_dir", str(w.case), "--token", "two words"], "error", 2,
+         r"token must be a non-empty string without spaces"),
     Case("train-bad-mode", lambda w: ["train", "--dry_run", "--dataset_dir", str(w.case), "--output_dir",
                                       str(w.case / "m"), "--finetune_mode", "lorra"], "error", 2, r"lorra"),
     # ---- run -------------------------------------------------------------------------------------------------
@@ -373,6 +400,171 @@ CASES: list[Case] = [
                                                   str(w.case / "m")], "error", 2, r"vectors_dir"),
     Case("run-llm4msr-unknown-key", lambda w: _run_yaml(w, "evaluate:\n  llm4msr:\n    user_smaple: 3\n"), "error", 2,
          r"user_smaple"),
+]
+
+
+# ---- issue 33: provenance, OS errors at the boundary, silent values, unclear messages -----------------------
+def _under_file(ws: Workspace, name: str = "out") -> Path:
+    """An output path whose parent is a regular file (NotADirectoryError, whoever runs the test: root too)."""
+    blocker = ws.case / "blocker"
+    blocker.write_text("a file, not a folder\n")
+    return blocker / name
+
+
+def _damaged_tok(ws: Workspace, text: str = '{"files": {"codes.jsonl": "ab') -> Path:
+    tok = Path(shutil.copytree(ws.tok, ws.case / "tok_damaged"))
+    (tok / "manifest.json").write_text(text)
+    return tok
+
+
+def _quiet_main(argv: list[str]) -> None:
+    from alignrec.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(argv)
+    if code:
+        raise RuntimeError(f"setup step failed ({code}): {argv}")
+
+
+def _pop_cache(ws: Workspace, out: Path | None = None, *extra: str) -> Path:
+    out = out or ws.case / "cache"
+    _quiet_main(["cache", "build", "--recommender", "popularity", "--split_dir", str(ws.split), "--out_dir", str(out),
+                 "--k", "2", *extra])
+    return out
+
+
+def _split_using_uncoded(ws: Workspace) -> None:
+    """A split whose users also buy i5 (the tokenizer has codes for i1..i4 only)."""
+    inter = {**EXPECTED, "u1": ["i1", "i3", "i2", "i5"], "u2": [*EXPECTED["u2"], "i5"]}
+    _quiet_main(_prepare(_src_with(ws, inter=inter), ws.case / "ds5"))
+
+
+def _tasks_of_other_tokenizer(ws: Workspace) -> None:
+    tasks = ws.case / "tasks_other"
+    tasks.mkdir()
+    (tasks / "tasks_manifest.json").write_text(json.dumps({"prompt_format": "chat", "item_tokenizer_hash": "0" * 64}))
+
+
+def _fake_run_with_tok(ws: Workspace) -> None:
+    """A run folder whose item_tokenizer/ holds the shared codes (i1..i4): enough for the provenance check."""
+    shutil.copytree(ws.tok, ws.case / "run" / "item_tokenizer")
+
+
+def _train(ws: Workspace, dataset: Path, *extra: str) -> list[str]:
+    return ["train", "--dataset_dir", str(dataset), "--item_tokenizer_dir", str(ws.tok), "--output_dir",
+            str(ws.case / "m"), *extra]
+
+
+def _vocab_export(ws: Workspace, tok: Path | None = None, out: Path | None = None) -> list[str]:
+    return ["vocab", "export", "--tokenizer_dir", str(tok or ws.tok), "--output_dir", str(out or ws.case / "v"),
+            "--hf_tokenizer_dir", "none"]
+
+
+def _build(ws: Workspace, *extra: str) -> list[str]:
+    return ["cache", "build", "--recommender", "popularity", "--split_dir", str(ws.split), "--out_dir",
+            str(ws.case / "c"), *extra]
+
+
+DEAD = "redis://127.0.0.1:1/0"  # port 1: nothing listens, the connection is refused at once
+
+CASES += [
+    # ---- 9: unknown flags name the flag and the close match (or the valid flags) ----------------------------
+    Case("data-unknown-flag", lambda w: [*_prepare(w.src, w.case / "o"), "--output_dirr", "x"], "error", 2,
+         r"--output_dirr.*did you mean --output_dir\?"),
+    Case("data-unknown-flag-no-match", lambda w: [*_prepare(w.src, w.case / "o"), "--zzzz", "1"], "error", 2,
+         r"--zzzz.*valid flags: .*--kcore"),
+    Case("data-stray-value", lambda w: [*_prepare(w.src, w.case / "o"), "stray"], "error", 2,
+         r"unexpected argument.*stray"),
+    Case("data-yaml-key-close-match", lambda w: _prepare(w.src, w.case / "o", "--config", _yaml(w, "kcor: 5\n")),
+         "error", 2, r"kcor: did you mean kcore"),
+    Case("embed-unknown-flag", lambda w: [*_embed(w), "--fileids_path", "x"], "error", 2,
+         r"--fileids_path.*did you mean --file_ids_path"),
+    Case("tok-unknown-flag", lambda w: _tokenize(w, "--numlevels", "2"), "error", 2,
+         r"--numlevels.*did you mean --num_levels"),
+    Case("tasks-unknown-flag", lambda w: _tasks(w, "--item_tokeniser_dir", "x"), "error", 2,
+         r"--item_tokeniser_dir.*did you mean --item_tokenizer_dir"),
+    Case("vocab-export-unknown-flag", lambda w: [*_vocab_export(w), "--tokeniser_dir", "x"], "error", 2,
+         r"--tokeniser_dir.*did you mean --tokenizer_dir"),
+    Case("eval-unknown-flag", lambda w: ["evaluate", "--modeldir", str(w.case), "--split_dir", str(w.split)],
+         "error", 2, r"--modeldir.*did you mean --model_dir"),
+    Case("cache-build-unknown-flag", lambda w: [*_build(w), "--topk", "5"], "error", 2, r"--topk"),
+    Case("cache-get-unknown-flag", lambda w: ["cache", "get", "u1", "--stor_dir", str(w.case)], "error", 2,
+         r"--stor_dir.*did you mean --store_dir"),
+    Case("cache-publish-unknown-flag", lambda w: ["cache", "publish", "--cache_dir", str(w.case), "--store_dir",
+                                                  str(w.case / "s"), "--fallbackk", "3"], "error", 2,
+         r"--fallbackk.*did you mean --fallback_k"),
+    Case("train-unknown-flag", lambda w: ["train", "--dry_run", *_train(w, w.case)[1:], "--dataset_dirr", "x"],
+         "error", 2, r"--dataset_dirr.*did you mean --dataset_dir"),
+    Case("run-unknown-flag", lambda w: [*_run_yaml(w, ""), "--dryrun"], "error", 2, r"--dryrun.*did you mean --dry_run"),
+    # ---- 9: wrong folders name the flag, the value and the fix ---------------------------------------------
+    Case("tasks-hf-tokenizer-missing", lambda w: [*_tasks(w)[:6], "--hf_tokenizer_dir", str(w.case / "nope"),
+                                                  *_tasks(w)[8:]], "error", 1,
+         r"--hf_tokenizer_dir .*nope: no such folder"),
+    Case("tasks-hf-tokenizer-not-a-tokenizer", lambda w: [*_tasks(w)[:6], "--hf_tokenizer_dir",
+                                                          str(_foreign(w.case / "hf")), *_tasks(w)[8:]], "error", 1,
+         r"--hf_tokenizer_dir .*hf holds no loadable tokenizer"),
+    Case("eval-model-not-a-folder", lambda w: ["evaluate", "--model_dir", str(w.case / "nope"), "--split_dir",
+                                               str(w.split), "--out_dir", str(w.case / "e")], "error", 1,
+         r"nope: no such folder; pass the output_dir of `alignrec train`"),
+    Case("cache-build-model-missing", lambda w: ["cache", "build", "--model_dir", str(w.case / "nope"), "--split_dir",
+                                                 str(w.split), "--out_dir", str(w.case / "c"), "--k", "2"], "error", 1,
+         r"--model_dir .*nope is not a trained run folder"),
+    Case("cache-build-ray-dead-address", lambda w: [*_build(w, "--k", "2"), "--engine", "ray", "--ray_address",
+                                                    "127.0.0.1:1"], "error", 1,
+         r"(--ray_address 127\.0\.0\.1:1: nothing answers|ray extra)"),
+    Case("train-missing-dataset-dir", lambda w: _train(w, w.case / "nope"), "error", 1,
+         r"dataset_dir=.*nope does not exist"),
+    # ---- 4: OS errors at the boundary: one line naming the path and the fix --------------------------------
+    Case("data-output-under-file", lambda w: _prepare(w.src, _under_file(w)), "error", 1,
+         r"blocker.*(ENOTDIR|EEXIST|not a folder|a file)"),
+    Case("embed-output-under-file", lambda w: _embed(w, out=_under_file(w)), "error", 1, r"blocker"),
+    Case("tok-output-under-file", lambda w: [*_tokenize(w)[:3], "--output_dir", str(_under_file(w)),
+                                             *_tokenize(w)[5:]], "error", 1, r"blocker"),
+    Case("tasks-output-under-file", lambda w: [*_tasks(w)[:-4], "--output_dir", str(_under_file(w)),
+                                               "--stats_sample", "0"], "error", 1, r"blocker"),
+    Case("vocab-export-under-file", lambda w: _vocab_export(w, out=_under_file(w)), "error", 1, r"blocker"),
+    Case("cache-build-under-file", lambda w: [*_build(w, "--k", "2")[:-4], "--out_dir", str(_under_file(w)), "--k",
+                                              "2"], "error", 1, r"blocker"),
+    Case("cache-publish-under-file", lambda w: ["cache", "publish", "--cache_dir", str(_pop_cache(w)), "--store_dir",
+                                                str(_under_file(w))], "error", 1, r"blocker"),
+    Case("cache-users-file-is-folder", lambda w: [*_build(w, "--k", "2"), "--users_file", str(_foreign(w.case / "u"))],
+         "error", 1,
+         r"EISDIR|folder where a file"),
+    Case("tasks-truncated-tok-manifest", lambda w: [*_tasks(w)[:5], str(_damaged_tok(w)), *_tasks(w)[6:]], "error", 1,
+         r"tok_damaged.manifest\.json is not valid JSON.*re-run `alignrec tokenize`"),
+    Case("vocab-export-truncated-manifest", lambda w: _vocab_export(w, tok=_damaged_tok(w)), "error", 1,
+         r"manifest\.json is not valid JSON"),
+    Case("tasks-tok-manifest-not-object", lambda w: [*_tasks(w)[:5], str(_damaged_tok(w, "[]")), *_tasks(w)[6:]],
+         "error", 1, r"manifest\.json lacks 'files'"),
+    Case("tasks-items-without-codes", lambda w: _tasks(w, split=w.case / "ds5"), "error", 1,
+         r"catalogue item\(s\) of .*ds5 have no code in .*tok.*i5", setup=_split_using_uncoded),
+    Case("cache-base-cache-mismatch", lambda w: _build(w, "--k", "3", "--base_cache", str(_pop_cache(w, w.case / "b"))),
+         "error", 1, r"base cache .*b cannot be refreshed incrementally.*k"),
+    Case("cache-publish-redis-refused", lambda w: ["cache", "publish", "--cache_dir", str(_pop_cache(w)), "--target",
+                                                   DEAD], "error", 1,
+         r"Redis at redis://127\.0\.0\.1:1/0.*(refused|ConnectionError)"),
+    Case("cache-get-redis-refused", lambda w: ["cache", "get", "u1", "--store_dir", DEAD], "error", 1,
+         r"Redis at redis://127\.0\.0\.1:1/0"),
+    # ---- 5: values accepted silently before --------------------------------------------------------------
+    Case("cache-k-over-catalogue", lambda w: _build(w, "--k", "500"), "error", 2,
+         r"--k 500 is larger than the 4 items.*--k 4 or less"),
+    Case("embed-zero-columns", lambda w: _embed(w, _npy(w, np.zeros((4, 0), np.float32))), "error", 1,
+         r"v\.npy.*(column|width|dimension|empty)"),
+    Case("tok-zero-columns", lambda w: _tokenize(w, vectors=_npy(w, np.zeros((4, 0), np.float32))), "error", 1,
+         r"v\.npy.*(column|width|dimension|empty)"),
+    # ---- 2: provenance: every consumer compares what its inputs were built from ---------------------------
+    Case("tasks-tok-of-other-catalogue", lambda w: _tasks(w, split=w.case / "ds3"), "error", 1,
+         r"fitted on another catalogue.*i4", setup=_dataset_missing_item),
+    Case("train-tasks-of-other-tokenizer", lambda w: _train(w, w.case / "tasks_other"), "error", 1,
+         r"tasks_other was built with another item tokenizer", setup=_tasks_of_other_tokenizer),
+    Case("cache-build-split-lacks-model-items", lambda w: ["cache", "build", "--model_dir", str(w.case / "run"),
+                                                           "--split_dir", str(w.case / "ds3"), "--out_dir",
+                                                           str(w.case / "c"), "--k", "2"], "error", 1,
+         r"run was fitted on another catalogue.*i4",
+         setup=lambda w: (_dataset_missing_item(w), _fake_run_with_tok(w))),
+    Case("cache-publish-other-split", lambda w: ["cache", "publish", "--cache_dir", str(_pop_cache(w)), "--store_dir",
+                                                 str(w.case / "s"), "--split_dir", str(w.case / "ds3")], "error", 1,
+         r"ds3 is not the split .*cache was built from", setup=_dataset_missing_item),
 ]
 
 
