@@ -39,8 +39,8 @@ def register(subparsers) -> None:
 
 def run_scenario_extract(cfg, make_generator=None) -> dict[str, Any]:
     """Library-callable body of ``scenarios extract``; ``make_generator`` overrides the HF model (tests)."""
+    from alignrec.llm.generation import HFGenerator, model_fingerprint
     from alignrec.llm4msr.extract import extract_scenario_knowledge, require_scenarios
-    from recdata.llm_generation import HFGenerator, model_fingerprint
     from recdata.paths import default_llm_dir, require
     from recdata.split import SplitDataset
 

@@ -37,6 +37,11 @@ class ScenarioExtractConfig:
     group_examples: int = field(default=8, metadata={"help": "Items shown per user-cluster prompt (most bought)."})
     user_history_items: int = field(
         default=10, metadata={"help": "Most recent training items shown in a user prompt (training part only)."})
+    user_holdout_items: int = field(
+        default=1, metadata={"help": "User prompts read the training part minus its last N items, and the user meta "
+                                     "layer joins only the training targets after that point (as `alignrec knowledge "
+                                     "extract`): no training target is described in its own user's knowledge. 0 = "
+                                     "the whole training part (training targets then leak into it)."})
     max_title_words: int = field(default=12, metadata={"help": "Titles in prompts are cut to N words."})
     max_new_tokens: int = field(default=64, metadata={"help": "Generation budget per answer (greedy)."})
     batch_size: int = field(default=16, metadata={"help": "Prompts per generate() call."})
@@ -57,7 +62,7 @@ class ScenarioExtractConfig:
         for name in ("scenario_examples", "group_examples", "user_history_items", "max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("user_sample", "user_clusters", "max_title_words", "max_seconds"):
+        for name in ("user_sample", "user_clusters", "max_title_words", "max_seconds", "user_holdout_items"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.user_sample or self.user_clusters):

@@ -2,8 +2,9 @@
 
 Every prompt reads the training part only: scenario examples are the most bought *training* items of each
 scenario (``split.train_scenario_popularity()``), user prompts show the last training items of a user
-(``split.train_scenario_sequences()``), user clusters are built from training items and show their members'
-most bought training items. Answers go through ``recdata.llm_generation`` (one cache keyed by prompt + model +
+(``split.train_scenario_sequences()``) before its last ``user_holdout_items`` (REKI's rule, shared with
+``alignrec.knowledge``: each user row records ``history_items``, and the user meta layer joins only the training
+targets after them), user clusters are built from those items and show their members' most bought ones. Answers go through ``alignrec.llm.generation`` (one cache keyed by prompt + model +
 settings), so a killed run resumes and no prompt is asked twice.
 
 Users: a seeded sample is asked individually; the others share the answer of their k-means cluster's prompt
@@ -22,11 +23,11 @@ import numpy as np
 
 from alignrec.knowledge.clusters import cluster_item_vectors, kmeans_labels, popular_items, user_vectors
 from alignrec.knowledge.extract import user_training_histories
+from alignrec.llm.generation import Generator, budgeted_asker
 from alignrec.llm4msr import prompts as P
 from alignrec.llm4msr.config import ScenarioExtractConfig
 from recdata.errors import UserError
 from recdata.io import atomic_write_json, atomic_write_text
-from recdata.llm_generation import Generator, budgeted_asker
 from recdata.split import SplitDataset
 
 logger = logging.getLogger(__name__)
@@ -68,8 +69,8 @@ def build_user_prompts(cfg: ScenarioExtractConfig, split: SplitDataset
     items = dataset.item_table()
     catalogue = dataset.item_ids()
     names = split.scenario_names()
-    histories = user_training_histories(split)
-    labels = {u: s for u, _, s in split.train_scenario_sequences() if u in histories}
+    histories = user_training_histories(split, cfg.user_holdout_items)
+    labels = {u: s[:len(histories[u])] for u, _, s in split.train_scenario_sequences() if u in histories}
     last = cfg.user_history_items
     users = list(histories)
     sampled = _sample(users, cfg.user_sample, cfg.seed)
@@ -121,10 +122,13 @@ def extract_scenario_knowledge(cfg: ScenarioExtractConfig, split: SplitDataset, 
     atomic_write_text(out_dir / "scenario_knowledge.jsonl", "".join(
         _jsonl({"scenario_id": name, "text": scen.answers[name].strip(), "group": None}) for name in scenario_prompts))
     users = ask(user_prompts, "user-level knowledge")
+    read = user_training_histories(split, cfg.user_holdout_items)  # what each user's knowledge may describe
     atomic_write_text(out_dir / "user_knowledge.jsonl", "".join(
-        _jsonl({"user_id": u, "text": users.answers[name].strip(), "group": None if name == u else name})
+        _jsonl({"user_id": u, "text": users.answers[name].strip(), "group": None if name == u else name,
+                "history_items": len(read[u])})
         for u, name in assignment.items()))
     cost = {"model_id": model_id, "max_new_tokens": cfg.max_new_tokens,
+            "user_holdout_items": cfg.user_holdout_items,
             "scenario": {"scenarios": len(scenario_prompts), **scen.stats},
             "user": {**info, **users.stats}}
     cost["total"] = {"llm_calls": cost["scenario"]["llm_calls"] + cost["user"]["llm_calls"],

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from alignrec.knowledge.encode import load_knowledge_vectors
+from alignrec.knowledge.encode import load_knowledge_vectors, load_user_history_items
 from alignrec.llm4msr.config import ScenarioTrainConfig
 from alignrec.recommenders import (
     LLM4MSRSASRec,
@@ -40,6 +40,7 @@ def build_llm4msr(split: SplitDataset, cfg: SASRecConfig, vectors_dir: str | Pat
                           "extract`)")
     scenarios = load_knowledge_vectors(vectors_dir, "scenario")
     users = load_knowledge_vectors(vectors_dir, "user")
+    history = load_user_history_items(vectors_dir, command="alignrec scenarios extract")  # refuses old leaky ones
     missing = sorted(set(split.scenario_names()) - set(scenarios[0]))
     if missing:
         raise UserError(f"{vectors_dir}: no scenario vector for {missing}; extract scenario knowledge from this split")
@@ -47,10 +48,10 @@ def build_llm4msr(split: SplitDataset, cfg: SASRecConfig, vectors_dir: str | Pat
     without = [u for u, items in split.train_sequences() if items and u not in known]
     if without:
         logger.warning("%s: %d of %d users with training items have no user vector (e.g. %r); they get no user "
-                       "meta layer (extracted from another split?)", vectors_dir, len(without),
+                       "meta layer (all their training items held out of the prompts, or extracted from another split)", vectors_dir, len(without),
                        len(split.train_sequences()), without[0])
     return LLM4MSRSASRec.for_split(split, cfg, scenario_knowledge=scenarios, user_knowledge=users,
-                                   meta_rank=meta_rank, meta_hidden=meta_hidden)
+                                   user_history_items=history, meta_rank=meta_rank, meta_hidden=meta_hidden)
 
 
 def train_scenario_model(kind: str, split: SplitDataset, cfg: SASRecConfig, vectors_dir: str | Path = "",
@@ -73,8 +74,8 @@ def recommend_fn_for(model: SASRec, split: SplitDataset, k: int, exclude_history
 
 def train_scenario_recommenders(cfg: ScenarioTrainConfig, split: SplitDataset, out_dir: Path) -> dict[str, Any]:
     """Train ``cfg.models``; write ``<row>/`` models, ``metrics.json`` / ``metrics.md`` (per-scenario table)."""
-    from inference.evaluate import evaluate_recommender, evaluate_within_scenario, write_report
-    from inference.popularity import popularity_recommender, train_popularity
+    from recdata.evaluation import evaluate_recommender, evaluate_within_scenario, write_report
+    from recdata.popularity import popularity_recommender, train_popularity
 
     if not split.has_scenarios:
         raise UserError(f"{cfg.split_dir} has no scenario labels; prepare it with scenario_column or "

@@ -34,7 +34,21 @@ from alignrec.recommenders.sasrec_config import SASRecConfig
 from recdata.io import atomic_path, atomic_write_json
 from recdata.split import SplitDataset
 
-__all__ = ["KnowledgeSASRec", "load_augmented"]
+__all__ = ["KnowledgeSASRec", "knowledge_target_labels", "load_augmented"]
+
+
+def knowledge_target_labels(split: SplitDataset, user_history_items: Mapping[str, int]) -> list[list[int]]:
+    """Per training interaction (``split.train_sequences()`` order): 1 where a user's knowledge may help predict it.
+
+    A user's knowledge read the first ``user_history_items[u]`` items of its training part, so only the targets
+    from there on get it (a user missing from the mapping: none). Shared by every model that reads user
+    knowledge (``KnowledgeSASRec``, ``LLM4MSRSASRec``), so the holdout rule is written once.
+    """
+    labels = []
+    for user_id, items in split.train_sequences():
+        cutoff = user_history_items.get(str(user_id), len(items))
+        labels.append([int(i >= cutoff) for i in range(len(items))])
+    return labels
 
 
 def _table(ids: Sequence[str], vectors: np.ndarray, wanted: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,11 +149,7 @@ class KnowledgeSASRec(SASRec):
 
     def sequence_labels(self, split: SplitDataset) -> list[list[int]]:
         """1 for the training targets after what the user's knowledge read, else 0."""
-        labels = []
-        for user_id, items in split.train_sequences():
-            cutoff = self.user_history_items.get(str(user_id), len(items))
-            labels.append([int(i >= cutoff) for i in range(len(items))])
-        return labels
+        return knowledge_target_labels(split, self.user_history_items)
 
     def context_for(self, user_ids: Sequence[str]) -> dict:
         """``user_index``: the user-knowledge row of each user (0 = unknown user: no augmentation)."""

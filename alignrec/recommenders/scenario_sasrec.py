@@ -3,7 +3,10 @@
 Both extend the one SASRec through its extension points, not a fork:
 
 - ``sequence_labels``: each training interaction's scenario, so every supervised position is trained through its
-  *target's* scenario tower (``target_labels``); ``eval_context`` gives valid rows their target scenario;
+  *target's* scenario tower (``target_labels``); ``eval_context`` gives valid rows their target scenario. LLM4MSR
+  adds ``label_stride`` to the label of each target its user-level knowledge may help predict (the targets after
+  the ``user_history_items`` its prompt read, ``knowledge_target_labels``): the user meta layer runs only there
+  in training, and always in evaluation and serving, as in ``KnowledgeSASRec``;
 - ``final_states``: hidden state -> (LLM4MSR: scenario meta layer -> user meta layer ->) scenario tower;
 - ``context_for`` (LLM4MSR): user ids -> rows of the user-knowledge table.
 
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alignrec.recommenders.knowledge_sasrec import knowledge_target_labels
 from alignrec.recommenders.meta_layers import MetaLayerGenerator, ScenarioTowers
 from alignrec.recommenders.sasrec import SASRec
 from alignrec.recommenders.sasrec_config import SASRecConfig
@@ -81,6 +85,19 @@ class ScenarioSASRec(SASRec):
         return cls(split.dataset.item_ids(), cfg, split.scenario_names(), split.item_scenario(), **kwargs)
 
     # ---- scenario of each row --------------------------------------------------------------------------------
+    @property
+    def label_stride(self) -> int:
+        """A training label is ``scenario row + label_stride * flag`` (flag: LLM4MSR's user meta layer allowed)."""
+        return len(self.scenario_names) + 1
+
+    def target_label(self, rows: torch.Tensor | None, cols: torch.Tensor | None,
+                     target_labels: torch.Tensor | None) -> torch.Tensor | None:
+        """``[rows]`` the training label of each supervised position (padding -> 0); None outside training."""
+        if target_labels is None or rows is None or cols is None:
+            return None
+        device = self.item_emb.weight.device
+        return target_labels.to(device)[rows.to(device), cols.to(device)].clamp(min=0)
+
     def scenario_index(self, names: Sequence[str]) -> torch.Tensor:
         """``[len(names)]`` tower rows (0 for a name this model has no tower for)."""
         return torch.tensor([self.scenario_row.get(str(s), 0) for s in names], dtype=torch.long,
@@ -89,8 +106,9 @@ class ScenarioSASRec(SASRec):
     def _row_scenarios(self, rows: torch.Tensor | None, cols: torch.Tensor | None,
                        target_labels: torch.Tensor | None, scenarios: Sequence[str] | None, n: int) -> torch.Tensor:
         device = self.item_emb.weight.device
-        if target_labels is not None and rows is not None and cols is not None:  # training: the target's scenario
-            return target_labels.to(device)[rows.to(device), cols.to(device)].clamp(min=0)
+        target = self.target_label(rows, cols, target_labels)
+        if target is not None:  # training: the target's scenario
+            return target % self.label_stride
         if scenarios is not None:
             index = self.scenario_index(scenarios)
             return index[rows.to(device)] if rows is not None else index
@@ -110,11 +128,14 @@ class ScenarioSASRec(SASRec):
                      target_labels: torch.Tensor | None = None, scenarios: Sequence[str] | None = None,
                      **context) -> torch.Tensor:
         scenario = self._row_scenarios(rows, cols, target_labels, scenarios, hidden.shape[0])  # [rows]
-        return self.towers(self.scenario_states(hidden, scenario, rows=rows, **context), scenario)
+        states = self.scenario_states(hidden, scenario, rows=rows, target=self.target_label(rows, cols, target_labels),
+                                      **context)
+        return self.towers(states, scenario)
 
     def scenario_states(self, hidden: torch.Tensor, scenario: torch.Tensor, rows: torch.Tensor | None = None,
-                        **context) -> torch.Tensor:
-        """Hook before the towers (the LLM4MSR meta layers); the plain backbone passes states through."""
+                        target: torch.Tensor | None = None, **context) -> torch.Tensor:
+        """Hook before the towers (the LLM4MSR meta layers); ``target``: ``[rows]`` training labels (None outside
+        training). The plain backbone passes states through."""
         return hidden
 
     @torch.no_grad()
@@ -169,13 +190,17 @@ class LLM4MSRSASRec(ScenarioSASRec):
 
     ``scenario_knowledge``: ``(scenario names, vectors [S, Ks])``; ``user_knowledge``: ``(user ids, vectors [U,
     Ku])`` (``alignrec knowledge encode`` of ``alignrec scenarios extract``). A scenario / user without a vector
-    skips its meta layer (the backbone alone).
+    skips its meta layer (the backbone alone). ``user_history_items``: ``{user: n}``, how many leading training
+    items each user's prompt read (stored by ``encode``); in training the user meta layer joins only the targets
+    from there on (a user missing there: never in training). Evaluation and serving always use it.
     """
 
     def __init__(self, item_ids: Sequence[str], cfg: SASRecConfig, scenario_names: Sequence[str],
                  item_scenario: Mapping[str, str], scenario_knowledge: tuple[Sequence[str], np.ndarray],
-                 user_knowledge: tuple[Sequence[str], np.ndarray], meta_rank: int = 4, meta_hidden: int = 64) -> None:
+                 user_knowledge: tuple[Sequence[str], np.ndarray], *, user_history_items: Mapping[str, int],
+                 meta_rank: int = 4, meta_hidden: int = 64) -> None:
         super().__init__(item_ids, cfg, scenario_names, item_scenario)
+        self.user_history_items = {str(u): int(n) for u, n in user_history_items.items()}
         scen_table, scen_has = knowledge_table(scenario_knowledge[0], scenario_knowledge[1], self.scenario_names)
         self.user_ids = [str(u) for u in user_knowledge[0]]
         self.user_row = {u: r for r, u in enumerate(self.user_ids, start=1)}
@@ -193,8 +218,15 @@ class LLM4MSRSASRec(ScenarioSASRec):
         """``user_index``: each user's knowledge row (0 = no user knowledge: no user meta layer)."""
         return {"user_index": torch.tensor([self.user_row.get(str(u), 0) for u in user_ids], dtype=torch.long)}
 
+    def sequence_labels(self, split: SplitDataset) -> list[list[int]]:
+        """The scenario row of each training target, + ``label_stride`` where the user meta layer may join."""
+        allowed = knowledge_target_labels(split, self.user_history_items)
+        return [[s + self.label_stride * a for s, a in zip(scen, flags, strict=True)]
+                for scen, flags in zip(super().sequence_labels(split), allowed, strict=True)]
+
     def scenario_states(self, hidden: torch.Tensor, scenario: torch.Tensor, rows: torch.Tensor | None = None,
-                        user_index: torch.Tensor | None = None, **context) -> torch.Tensor:
+                        target: torch.Tensor | None = None, user_index: torch.Tensor | None = None,
+                        **context) -> torch.Tensor:
         scen_vec = self.scenario_knowledge[scenario]  # [rows, Ks]
         hidden = self.scenario_meta(hidden, scen_vec, active=self.scenario_has[scenario])  # scenario-specific layer
         if user_index is None:
@@ -203,7 +235,10 @@ class LLM4MSRSASRec(ScenarioSASRec):
         if rows is not None:
             users = users[rows.to(hidden.device)]
         user_vec = torch.cat([self.user_knowledge[users], scen_vec], dim=-1)  # [rows, Ku + Ks]
-        return self.user_meta(hidden, user_vec, active=self.user_has[users])  # user-specific layer
+        active = self.user_has[users]  # [rows]
+        if target is not None:  # training: only targets after what the user's prompt read
+            active = active & (target >= self.label_stride)
+        return self.user_meta(hidden, user_vec, active=active)  # user-specific layer
 
     def init_args(self) -> dict[str, Any]:
         return {**super().init_args(), **self.meta_args, "user_ids": self.user_ids,
@@ -213,5 +248,5 @@ class LLM4MSRSASRec(ScenarioSASRec):
     def _rebuild(cls, item_ids: list[str], cfg: SASRecConfig, args: dict[str, Any]) -> LLM4MSRSASRec:
         users, ks, ku = args.pop("user_ids"), args.pop("scenario_dim"), args.pop("user_dim")
         empty_scen = (args["scenario_names"], np.zeros((len(args["scenario_names"]), ks), np.float32))
-        return cls(item_ids, cfg, scenario_knowledge=empty_scen,
-                   user_knowledge=(users, np.zeros((len(users), ku), np.float32)), **args)
+        return cls(item_ids, cfg, scenario_knowledge=empty_scen, user_knowledge=(users, np.zeros((len(users), ku),
+                   np.float32)), user_history_items={}, **args)  # serving: the user layer joins every state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from alignrec.cli import main
@@ -27,7 +28,8 @@ def test_extract_writes_every_user_and_scenario_then_resumes(tmp_path, scenario_
     prompts = {(r["level"], r["name"]): r["prompt"] for r in _rows(k / "prompts.jsonl")}
     assert scenarios == {s: f"knowledge about {prompts[('scenario', s)]}" for s in ("lab", "safety")}
     users = _rows(k / "user_knowledge.jsonl")
-    assert sorted(r["user_id"] for r in users) == ["u1", "u2", "u3", "u4", "u5"]
+    # holdout 1 (default): u3 and u5 have one training item, so nothing is left for a prompt to read
+    assert {r["user_id"]: r["history_items"] for r in users} == {"u1": 2, "u2": 1, "u4": 3}
     for row in users:  # each user: its own answer (group None) or its cluster's
         name = row["group"] or row["user_id"]
         assert row["text"] == f"knowledge about {prompts[('user', name)]}"
@@ -35,7 +37,8 @@ def test_extract_writes_every_user_and_scenario_then_resumes(tmp_path, scenario_
     user_prompts = [p for (level, _), p in prompts.items() if level == "user"]
     assert cost["scenario"]["llm_calls"] == 2 and cost["user"]["llm_calls"] == len(user_prompts)
     assert cost["total"]["llm_calls"] == len(asked) == 2 + len(user_prompts)
-    assert cost["user"]["individual"] == 2 and cost["user"]["clustered_users"] == 3 and cost["wall_seconds"] >= 0
+    assert cost["user"]["individual"] == 2 and cost["user"]["clustered_users"] == 1 and cost["wall_seconds"] >= 0
+    assert cost["user_holdout_items"] == 1
 
     again: list[str] = []
     cost = run_scenario_extract(ScenarioExtractConfig(**{**cfg.__dict__, "overwrite": True}),
@@ -76,7 +79,7 @@ def test_cli_extract_encode_train_on_a_tiny_llm(tmp_path, scenario_split, tiny_m
     assert main(["knowledge", "encode", "--knowledge_dir", str(k), "--out_dir", str(v), "--encoder", "llm",
                  "--encoder_dir", str(tiny_model_dir)]) == 0
     encoded = json.loads((v / "encode.json").read_text())
-    assert encoded["scenario"]["members"] == 2 and encoded["user"]["members"] == 5
+    assert encoded["scenario"]["members"] == 2 and encoded["user"]["members"] == 3  # u3, u5: all held out
     assert main(["scenarios", "train", "--split_dir", str(tmp_path / "split"), "--vectors_dir", str(v),
                  "--out_dir", str(m), "--models", "sasrec,backbone,llm4msr", "--sasrec_dim", "16",
                  "--sasrec_heads", "1", "--sasrec_layers", "1", "--sasrec_epochs", "2", "--sasrec_patience", "0",
@@ -90,4 +93,20 @@ def test_cli_extract_encode_train_on_a_tiny_llm(tmp_path, scenario_split, tiny_m
     from alignrec.recommenders import LLM4MSRSASRec
 
     model = LLM4MSRSASRec.from_pretrained(m / "llm4msr")
-    assert int(model.user_has.sum()) == 5 and int(model.scenario_has.sum()) == 2
+    assert int(model.user_has.sum()) == 3 and int(model.scenario_has.sum()) == 2
+
+
+def test_vectors_of_an_old_extract_without_history_items_are_refused_in_one_line(tmp_path, scenario_split, capsys):
+    """An extract written before the holdout rule (user rows without history_items) leaks training targets."""
+    from alignrec.knowledge.encode import save_vectors
+
+    scenario_split.save(tmp_path / "split")
+    v = tmp_path / "v"
+    v.mkdir()
+    save_vectors(v, "scenario", ["lab", "safety"], np.ones((2, 3), np.float32), {"encoder": "sentence"})
+    save_vectors(v, "user", ["u1", "u2"], np.ones((2, 3), np.float32), {"encoder": "sentence"})  # no history_items
+    assert main(["scenarios", "train", "--split_dir", str(tmp_path / "split"), "--vectors_dir", str(v),
+                 "--out_dir", str(tmp_path / "m"), "--models", "llm4msr"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "has no history_items" in err
+    assert "rerun `alignrec scenarios extract` and `alignrec knowledge encode`" in err

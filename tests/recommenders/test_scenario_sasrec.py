@@ -22,9 +22,12 @@ FAST = {"sasrec_dim": 16, "sasrec_heads": 2, "sasrec_layers": 1, "sasrec_max_len
         "sasrec_patience": 0, "sasrec_dropout": 0.0, "sasrec_lr": 5e-3}
 
 
-def _llm4msr(split, knowledge, **cfg):
+def _llm4msr(split, knowledge, history=None, **cfg):
+    """``history``: ``{user: n}`` items each user's knowledge read; default 0 (the user layer at every target)."""
+    history = {u: 0 for u in knowledge[1][0]} if history is None else history
     return LLM4MSRSASRec.for_split(split, SASRecConfig(**{**FAST, **cfg}), scenario_knowledge=knowledge[0],
-                                   user_knowledge=knowledge[1], meta_rank=2, meta_hidden=8)
+                                   user_knowledge=knowledge[1], user_history_items=history, meta_rank=2,
+                                   meta_hidden=8)
 
 
 def test_training_windows_carry_each_targets_label():
@@ -156,3 +159,58 @@ def test_save_and_load_give_the_same_scores(tmp_path, scenario_split, knowledge,
     other = LLM4MSRSASRec if kind == "backbone" else ScenarioSASRec
     with pytest.raises(ValueError, match="another class"):
         other.from_pretrained(tmp_path / "m")
+
+
+# holdout 1 (`alignrec scenarios extract` default): each user's prompt read its training part minus the last item;
+# u3 and u5 have one training item, so their prompts read nothing (no history_items: never in training)
+HELD_OUT_1 = {"u1": 2, "u2": 1, "u4": 3}
+
+
+def test_llm4msr_labels_flag_the_targets_after_what_the_knowledge_read(scenario_split, knowledge):
+    model = _llm4msr(scenario_split, knowledge, history=HELD_OUT_1)
+    # lab = 1, safety = 2, + label_stride (3) where the user meta layer may join
+    # u1 i1 i2 i3 (read i1 i2) | u2 i2 i3 (read i2) | u3 i5 | u4 i8 i4 i1 i2 (read i8 i4 i1) | u5 i3
+    assert model.label_stride == 3
+    assert model.sequence_labels(scenario_split) == [[1, 2, 5], [2, 5], [1], [1, 1, 1, 5], [2]]
+    backbone = ScenarioSASRec.for_split(scenario_split, SASRecConfig(**FAST))
+    assert backbone.sequence_labels(scenario_split) == [[1, 2, 2], [2, 2], [1], [1, 1, 1, 2], [2]]
+
+
+@pytest.mark.parametrize(("history", "expected_flagged"), [(HELD_OUT_1, 3), ({u: 0 for u in HELD_OUT_1}, 6)])
+def test_user_meta_input_gets_gradient_only_from_targets_after_what_it_read(scenario_split, knowledge, history,
+                                                                         expected_flagged):
+    torch.manual_seed(0)
+    model = _llm4msr(scenario_split, knowledge, history=history).eval()
+    inputs, targets, users, labels = training_windows(scenario_split.train_sequences(), model.index, 8,
+                                                      with_users=True, labels=model.sequence_labels(scenario_split))
+    context = model.context_for(users)
+    model.user_knowledge.requires_grad_(True)  # the user meta layer's input, [U + 1, Ku]
+    mask = targets > 0
+    where = mask.nonzero()  # [positions, 2]
+    states = model.final_states(model.encode(inputs)[mask], rows=where[:, 0], cols=where[:, 1],
+                                target_labels=labels, **context)  # [positions, dim]
+    flagged = 0
+    for p, (row, col) in enumerate(where.tolist()):
+        (grad,) = torch.autograd.grad(states[p].sum(), model.user_knowledge, retain_graph=True)  # [U + 1, Ku]
+        user = int(context["user_index"][row])
+        others = torch.ones(len(grad), dtype=torch.bool)
+        others[user] = False
+        assert torch.count_nonzero(grad[others]) == 0  # a position never reaches another user's knowledge
+        if int(labels[row, col]) >= model.label_stride:
+            flagged += 1
+            assert torch.count_nonzero(grad[user]) > 0, (users[row], col)
+        else:  # a target the user's knowledge read: exactly no gradient through the user input
+            assert torch.count_nonzero(grad[user]) == 0, (users[row], col)
+    assert flagged == expected_flagged  # u1 i3, u2 i3, u4 i2 with holdout 1; every target of u1 u2 u4 with 0
+
+
+def test_evaluation_and_serving_use_the_user_layer_whatever_the_holdout(tmp_path, scenario_split, knowledge):
+    torch.manual_seed(0)
+    model = _llm4msr(scenario_split, knowledge, history={}).eval()  # no user may use it in training
+    history = [["i1", "i2"]] * 2
+    scores = model.score(history, scenarios=["lab", "lab"], **model.context_for(["u1", "nobody"]))
+    assert not torch.allclose(scores[0], scores[1])  # u1's knowledge still shapes its evaluation state
+    model.save_pretrained(tmp_path / "m")
+    back = LLM4MSRSASRec.from_pretrained(tmp_path / "m")
+    assert back.user_history_items == {}
+    assert torch.allclose(back.score(history, scenarios=["lab", "lab"], **back.context_for(["u1", "nobody"])), scores)
