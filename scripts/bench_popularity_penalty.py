@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
 
-from inference.evaluate import evaluate_recommender, load_per_user  # noqa: E402
-from inference.popularity import train_popularity  # noqa: E402
+from inference.report_tables import bootstrap_table  # noqa: E402
 from inference.significance import paired_bootstrap, per_user_metric  # noqa: E402
 from inference.trained_run import TrainedRun  # noqa: E402
 from recdata import SplitDataset  # noqa: E402
+from recdata.evaluation import evaluate_recommender, load_per_user, sample_examples  # noqa: E402
 from recdata.io import atomic_write_json, atomic_write_text  # noqa: E402
+from recdata.popularity import train_popularity  # noqa: E402
 
 logger = logging.getLogger("bench_popularity_penalty")
 KS = (1, 5, 10, 20)
@@ -60,9 +60,7 @@ def main() -> int:
     trained = TrainedRun.load(run / "train" / "model", device="cpu")
     counts = train_popularity(split)
     catalogue = split.dataset.item_ids()
-    valid = split.eval_examples("valid")
-    if args.valid_users and args.valid_users < len(valid):
-        valid = valid.select(sorted(np.random.default_rng(0).choice(len(valid), args.valid_users, replace=False)))
+    valid = sample_examples(split.eval_examples("valid"), args.valid_users, seed=0)
     test = split.eval_examples("test")
 
     def score(penalty: float, examples) -> dict:
@@ -99,14 +97,17 @@ def main() -> int:
     if ours and (evaluated / "per_user.json").is_file():
         baselines |= {name: {"per_user": table} for name, table in load_per_user(evaluated).items()
                       if name.startswith("sasrec")}
+    intervals: dict[str, dict] = {}
     for name, rep in baselines.items():
         if rep is ours:
             continue
         for metric in ("recall@10", "ndcg@10"):
             ci = paired_bootstrap(per_user_metric(ours, metric), per_user_metric(rep, metric))
             result["bootstrap"][f"{name}/{metric}"] = ci
-            lines.append(f"- penalty {best:g} - {name}, {metric}: {ci['mean_diff']:+.4f} "
-                         f"[{ci['low']:+.4f}, {ci['high']:+.4f}] (paired bootstrap 95%, {ci['users']} users)")
+            intervals.setdefault(f"penalty {best:g} - {name}", {})[metric] = ci
+    if intervals:
+        lines += [f"Paired bootstrap over the same {len(test)} test users (95%, 2,000 resamples):", "",
+                  *bootstrap_table(intervals, ("recall@10", "ndcg@10"), first="comparison")]
     markdown = "\n".join(lines) + "\n"
     out = Path(args.out or f"bench_results/popularity_penalty_{run.name}.json")
     atomic_write_json(out, result)

@@ -1,22 +1,83 @@
-"""Every shipped run config parses: no unknown keys in any section, values accepted by each stage's config."""
+"""Every shipped config parses: run configs (configs/, configs/ablations/), every ablation variant as
+bench_quality.py builds it, and the trainer/configs/ files; no unknown keys, values accepted by each stage's config."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 from alignrec.pipeline.config import load_run_config, run_config_from_dict
 from alignrec.pipeline.stages import validate_sections
+from recdata.config import load_yaml
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[2]
+ABLATION_FILES = sorted((ROOT / "configs" / "ablations").glob("*.yaml"))
+ABLATION_SPECS = [p for p in ABLATION_FILES if "variants" in load_yaml(p)]  # bench_quality.py --ablations files
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + [p for p in ABLATION_FILES if p not in ABLATION_SPECS]
+TRAINER_CONFIGS = sorted((ROOT / "trainer" / "configs").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])
 def test_shipped_config_is_valid(path):
     cfg = load_run_config(path)
     validate_sections(cfg.sections, str(path))
     assert cfg.sections["data"]["path"] and "${" not in cfg.sections["data"]["path"]
+
+
+def _bench_quality():
+    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "scripts" / "bench_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", ABLATION_SPECS, ids=[p.stem for p in ABLATION_SPECS])
+def test_every_ablation_variant_is_valid(path):
+    """Each variant as bench_quality.py runs it: its base + the budget + its overrides, scored on valid targets."""
+    bench = _bench_quality()
+    spec = load_yaml(path)
+    base = bench.spec_base(spec, path)
+    assert base is not None and base.is_file(), f"{path}: name the run config its variants are for in `base:`"
+    variants = bench.variant_configs(load_run_config(base), spec, str(path))
+    assert variants
+    for variant, cfg in variants:
+        validate_sections(cfg.sections, f"{path} [{variant['name']}]")
+        assert cfg.sections["evaluate"]["part"] == "valid"
+
+
+# Keys that add reporting rows or pick the scored part: they change no model the recipe trains or decodes.
+REPORTING_KEYS = {("evaluate", "part"), ("evaluate", "sasrec_bce_baseline"), ("evaluate", "sasrec_tuned"),
+                  ("evaluate", "sasrec_content")}
+
+
+@pytest.mark.parametrize("path", [p for p in ABLATION_SPECS if "shipped" in load_yaml(p)],
+                         ids=[p.stem for p in ABLATION_SPECS if "shipped" in load_yaml(p)])
+def test_shipped_config_is_exactly_the_chosen_variant(path):
+    """The spec's ``shipped: {variant, config}``: that config trains and decodes what the chosen row did."""
+    bench = _bench_quality()
+    spec = load_yaml(path)
+    shipped = spec["shipped"]
+    variants = dict((v["name"], cfg) for v, cfg in bench.variant_configs(load_run_config(bench.spec_base(spec, path)),
+                                                                        spec, str(path)))
+    chosen = variants[shipped["variant"]].sections
+    config = load_run_config(path.parent / shipped["config"]).sections
+    differ = sorted((section, key) for section in set(chosen) | set(config)
+                    for key in set(chosen.get(section, {})) | set(config.get(section, {}))
+                    if chosen.get(section, {}).get(key) != config.get(section, {}).get(key)
+                    and (section, key) not in REPORTING_KEYS)
+    assert not differ, f"{shipped['config']} differs from the chosen row {shipped['variant']!r} in {differ}"
+
+
+@pytest.mark.parametrize("path", TRAINER_CONFIGS, ids=[p.stem for p in TRAINER_CONFIGS])
+def test_trainer_config_parses(path, tmp_path):
+    """``trainer/sft.py --config`` files parse with the two folders their usage line asks for."""
+    from trainer.config import parse_train_config
+
+    model, data, run, sft = parse_train_config(["--config", str(path), "--dataset_dir", str(tmp_path),
+                                                "--item_tokenizer_dir", str(tmp_path)])
+    assert data.dataset_dir == str(tmp_path) and sft.output_dir
 
 
 @pytest.mark.parametrize("section, bad, match", [

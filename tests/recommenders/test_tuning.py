@@ -1,0 +1,112 @@
+"""The bar's search: exact trial order on a scripted objective, resume without retraining, test never read."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from alignrec.recommenders.tuning import coordinate_search, point_key, read_trials
+
+SPACE = {"a": [1, 2, 3], "b": [10, 20]}
+
+
+def objective(calls):
+    def evaluate(params):
+        calls.append(dict(params))
+        return {"score": -abs(params["a"] - 3) - abs(params["b"] - 20) / 10}
+    return evaluate
+
+
+def test_coordinate_search_walks_axes_then_stops_at_budget(tmp_path):
+    calls = []
+    result = coordinate_search(SPACE, {"a": 1, "b": 10, "fixed": 7}, objective(calls), budget=4,
+                               trials_file=tmp_path / "t.jsonl")
+    # start, then axis a (2, 3: moves to 3), then axis b (20: moves); the fixed key rides along
+    assert calls == [{"a": 1, "b": 10, "fixed": 7}, {"a": 2, "b": 10, "fixed": 7}, {"a": 3, "b": 10, "fixed": 7},
+                     {"a": 3, "b": 20, "fixed": 7}]
+    assert result["best"]["params"] == {"a": 3, "b": 20, "fixed": 7}
+    assert [t["index"] for t in result["trials"]] == [0, 1, 2, 3]
+
+
+def test_search_resumes_without_retraining_and_fills_budget_randomly(tmp_path):
+    trials = tmp_path / "t.jsonl"
+    coordinate_search(SPACE, {"a": 1, "b": 10}, objective([]), budget=2, trials_file=trials)
+    calls = []
+    result = coordinate_search(SPACE, {"a": 1, "b": 10}, objective(calls), budget=6, trials_file=trials)
+    assert {"a": 1, "b": 10} not in calls and {"a": 2, "b": 10} not in calls  # the first two came from the file
+    assert len(result["trials"]) == 6 == len(read_trials(trials))  # the whole 3 x 2 grid, each point once
+    assert len({t["key"] for t in result["trials"]}) == 6
+    assert result["best"]["params"] == {"a": 3, "b": 20}
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    trials = tmp_path / "t.jsonl"
+    trials.write_text(json.dumps({"key": point_key({"a": 1, "b": 10}), "params": {"a": 1, "b": 10}, "index": 0,
+                                  "score": -2.1}) + "\n{\"key\": ")
+    assert len(read_trials(trials)) == 1
+
+
+def test_bar_point_rejects_unknown_keys():
+    from alignrec.recommenders.bar import bar_sasrec_config
+    from recdata.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sasrec_widht"):
+        bar_sasrec_config({"sasrec_widht": 64})
+    assert bar_sasrec_config({"sasrec_dim": 32, "content_adaptor_hidden": 16}).sasrec_dim == 32
+
+
+def test_content_sasrec_reads_text_and_trains(tiny_split):
+    from alignrec.recommenders.bar import train_bar
+
+    items = tiny_split.dataset.item_ids()
+    text = (items, np.random.default_rng(0).normal(size=(len(items), 6)).astype(np.float32))
+    params = {"sasrec_dim": 16, "sasrec_heads": 2, "sasrec_epochs": 3, "sasrec_patience": 0,
+              "content_adaptor_hidden": 8}
+    model = train_bar(tiny_split, params, seed=1, text=text)
+    before = model.output_table().detach().clone()
+    model.item_knowledge[1:] = 0.0  # the text vectors reach the item table: without them it changes
+    assert not np.allclose(before.numpy(), model.output_table().detach().numpy())
+    assert model.train_info["epochs"] == 3
+
+
+def test_bar_training_never_reads_test(tiny_split):
+    """Poisoned test targets (each user's last item replaced) leave the bar's valid score unchanged."""
+    from alignrec.recommenders.bar import train_bar
+    from recdata import RecDataset, leave_one_out_split
+    from tests.conftest import TINY_ITEMS, TINY_SEQUENCES
+
+    def score(split):
+        params = {"sasrec_dim": 16, "sasrec_epochs": 3, "sasrec_patience": 3}
+        return train_bar(split, params, seed=3).train_info["best_valid_ndcg@10"]
+
+    catalogue = [item["item_id"] for item in TINY_ITEMS]
+    poisoned = [{**s, "item_ids": s["item_ids"][:-1] + [next(i for i in catalogue if i not in s["item_ids"])]}
+                for s in TINY_SEQUENCES]
+    assert poisoned != TINY_SEQUENCES
+    split = leave_one_out_split(RecDataset.from_records(TINY_ITEMS, poisoned, name="tiny").validate(), max_history=20)
+    assert score(tiny_split) == score(split)
+
+
+def test_tune_command_writes_chosen_point_and_resumes(tiny_split, tmp_path, capsys):
+    import yaml
+
+    from alignrec.cli import main
+    from alignrec.recommenders.tuning import read_trials
+
+    tiny_split.save(tmp_path / "split")
+    argv = ["sasrec-tune", "--split_dir", str(tmp_path / "split"), "--out_dir", str(tmp_path / "bar"), "--budget", "2",
+            "--content_budget", "0", "--patience", "1", "--max_epochs", "2"]
+    assert main(argv) == 0
+    trials = read_trials(tmp_path / "bar" / "trials.jsonl")
+    assert [t["params"]["sasrec_dim"] for t in trials] == [64, 128]  # the default, then the width axis
+    assert all(t["params"]["sasrec_max_len"] == tiny_split.max_history for t in trials)
+    chosen = yaml.safe_load((tmp_path / "bar" / "tuned.yaml").read_text())
+    best = max(trials, key=lambda t: (t["score"], -t["index"]))
+    assert chosen == {"sasrec_tuned": best["params"]}
+    assert "valid NDCG@10" in (tmp_path / "bar" / "trials.md").read_text()
+    assert main([*argv[:-6], "--budget", "3", "--content_budget", "0", "--patience", "1", "--max_epochs", "2"]) == 0
+    assert len(read_trials(tmp_path / "bar" / "trials.jsonl")) == 3  # two reused, one new
+    assert main([*argv, "--seed", "7"]) == 1  # another seed: other trials, refused in one line
+    assert "holds trials of another search (seed differ)" in capsys.readouterr().err
