@@ -19,6 +19,9 @@ the item-vector row start (``mean`` instead: a one-off cost). ``--set VARIANT.SE
     .venv/bin/python scripts/bench_train.py --model_dir PATH --steps 20                # any local HF folder
     .venv/bin/python scripts/bench_train.py --mode demo --steps 12 --repeats 2 \
         --variants before,plain,codes,full,after,after_flat --out bench_results/bench_train_demo.json
+
+Over 400 lines because it holds two benchmarks of the same trainer (synthetic rows vs a plain Trainer, and the
+demo's real rows before/after) that share the subprocess runner and the table.
 """
 
 from __future__ import annotations

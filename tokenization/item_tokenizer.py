@@ -11,6 +11,9 @@ Saved layout (``save_pretrained(dir)``)::
     item_codes.jsonl   {"item_id": ..., "codes": [...]} per item, in item order
     model.safetensors  RQ-VAE weights: codebooks ``codebooks.{l}``, alignment projection ``align_proj.*``, ...
     manifest.json      written last: content hash + sha256 of every file, verified by ``from_pretrained``
+
+Over 400 lines because it owns every invariant of one saved artefact (one-to-one codes, the token grid, the
+saved layout, catalogue checks); split, the invariants would be checked in several places.
 """
 
 from __future__ import annotations

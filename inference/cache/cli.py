@@ -10,6 +10,9 @@
     alignrec cache get u123 u456 --store_dir serve/
     alignrec cache build ... --scenarios active        # one top-K per (user, scenario the user was active in)
     alignrec cache get u123 --store_dir serve/ --scenario kitchen
+
+Over 400 lines because the three subcommands share one config family and its boundary checks (k vs catalogue,
+provenance of split and model, Redis targets); split per command, those checks would be written three times.
 """
 
 from __future__ import annotations

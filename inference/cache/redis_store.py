@@ -30,6 +30,9 @@ asking for the marker field too), so every row comes from the one version the re
 is gone (its marker missing) raises ``VersionGoneError`` instead of looking like unknown users; the server's
 async lookups (``AsyncRows``) share that round trip between the requests that arrive together. No command
 spans two slots, so the key layout is Redis Cluster safe (``RedisStore`` itself talks to one Redis server).
+
+Over 400 lines because the writer (publish, pointer switch, retire and unlink) and the reader of the same key
+layout are one protocol; split, the layout would be written twice.
 """
 
 from __future__ import annotations
