@@ -12,7 +12,7 @@ Ties. Items with equal scores are ordered by catalogue position, lower first (a 
 
 Metrics of a rank ``r`` (``None`` = not ranked): Recall@K = 1 if ``r < K`` (one target: HitRate@K);
 NDCG@K = ``1 / log2(r + 2)`` if ``r < K``, else 0 (the ideal DCG of one target is 1). A mean over users is numpy's
-float64 mean of the per-user values (``mean_metrics``; ``inference.evaluate`` takes the same mean).
+float64 mean of the per-user values (``mean_metrics``; ``recdata.evaluation`` takes the same mean).
 
 Pure Python + numpy; torch is imported by the two tensor functions only, so list metrics stay light.
 """
