@@ -81,8 +81,15 @@ def _cell(text: str) -> str:
     return " ".join(text.split())
 
 
-def _type(f: dataclasses.Field) -> str:
-    typ = f.type
+def _type(cls: type, f: dataclasses.Field) -> str:
+    """The annotation as written in the class body. Not ``f.type``: HfArgumentParser rewrites that in place
+    (``str | None`` becomes ``str`` once any parser has read the class), so the page would depend on what ran."""
+    for klass in cls.__mro__:
+        if f.name in vars(klass).get("__annotations__", {}):
+            typ = vars(klass)["__annotations__"][f.name]
+            break
+    else:
+        typ = f.type
     return typ if isinstance(typ, str) else getattr(typ, "__name__", repr(typ))
 
 
@@ -138,7 +145,7 @@ def render_class(module: str, name: str, notes: dict[str, str], level: str = "##
         help_text = _help(f)
         if f.name in notes:
             help_text = f"**{notes[f.name]}** {help_text}"
-        lines.append(f"| `{f.name}` | {_cell(_type(f))} | {_default(f)} | {help_text} |")
+        lines.append(f"| `{f.name}` | {_cell(_type(cls, f))} | {_default(f)} | {help_text} |")
     return lines + [""]
 
 
