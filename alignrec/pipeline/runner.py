@@ -176,7 +176,9 @@ def clear_stage_dir(out_dir: Path) -> None:
     Ownership is proven by the marker's content (``recdata.outputs.is_owned``), not by a ``stage.json`` that any
     folder may hold: a folder without it is refused, naming it. The marker lists what the stage wrote
     (``stage_files``) and what was there before it ran (``stage_foreign``); those and anything added later are kept.
-    A folder from before these lists (or a crashed run's) is cleared except its recorded foreign entries."""
+    A folder from before these lists keeps whatever changed after the stage finished (newer than its
+    ``stage.json``, which the runner writes last): a user's file added since is never the stage's output. A crashed
+    run's folder (no ``stage.json``) is cleared except its recorded foreign entries."""
     entries = [entry for entry in out_dir.iterdir()]
     if not entries:
         return
@@ -187,11 +189,17 @@ def clear_stage_dir(out_dir: Path) -> None:
     marker = read_marker(out_dir)
     ours = marker.get("stage_files")
     foreign = set(marker.get("stage_foreign") or ())
+    record = out_dir / STAGE_FILE
+    finished = record.stat().st_mtime if not isinstance(ours, list) and record.is_file() else None
     for entry in entries:
         name = entry.name
         if name == MARKER:
             continue
-        remove = name in _STAGE_OWN or (name in ours if isinstance(ours, list) else name not in foreign)
+        if isinstance(ours, list):
+            remove = name in _STAGE_OWN or name in ours
+        else:  # no list: our files are those not newer than the finished stage's record
+            remove = name in _STAGE_OWN or (name not in foreign
+                                             and (finished is None or entry.lstat().st_mtime <= finished))
         if not remove:
             logger.info("keeping %s (not written by the %s stage)", entry, out_dir.name)
             continue

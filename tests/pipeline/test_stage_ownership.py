@@ -24,6 +24,27 @@ def test_rerun_keeps_a_user_file_in_the_stage_folder(tmp_path):
     assert notes.read_text() == "mine\n"
 
 
+def test_a_folder_from_before_the_file_lists_keeps_what_was_added_after_its_stage(tmp_path):
+    """A stage folder whose marker predates ``stage_files``: its outputs go, a file added later stays."""
+    import os
+
+    calls: list[str] = []
+    run_stages(_stages(calls), tmp_path, {"tokenizer": {"value": 2}}, None)
+    stage = tmp_path / "tokenizer"
+    marker = json.loads((stage / MARKER).read_text())
+    marker.pop("stage_files", None)
+    marker.pop("stage_foreign", None)
+    (stage / MARKER).write_text(json.dumps(marker))
+    finished = (stage / "stage.json").stat().st_mtime
+    os.utime(stage / "out.txt", (finished - 10, finished - 10))
+    notes = stage / "notes.txt"
+    notes.write_text("mine\n")
+    os.utime(notes, (finished + 10, finished + 10))
+    run_stages(_stages(calls), tmp_path, {"tokenizer": {"value": 3}}, None)
+    assert notes.read_text() == "mine\n"
+    assert (stage / "out.txt").read_text() == str({"value": 3})
+
+
 def test_a_foreign_folder_with_a_stage_json_is_refused_untouched(tmp_path):
     calls: list[str] = []
     user = tmp_path / "data"
