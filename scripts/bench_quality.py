@@ -10,7 +10,8 @@ recommender, overall and by target popularity (head / torso / tail).
 
 Selection never reads test. The ablation mode chooses between recipes, so every variant (and its baselines) is
 evaluated on the **valid** targets (``evaluate.part: valid``, set for every variant; a spec may not change it)
-and its table has valid columns only. Only the single run and ``--seeds`` (the final runs of the chosen config)
+and its table has valid columns only; a spec's ``reference:`` (a variant, or a baseline row such as ``sasrec``)
+adds a paired bootstrap of every variant against it over the same valid users. Only the single run and ``--seeds`` (the final runs of the chosen config)
 score the config's own ``evaluate.part`` (test in the shipped configs). Ablation variants are the config plus
 ``section.key: value`` overrides (and the file's shared ``budget``), run in ``<runs_dir>/<name>__<variant>``
 after hard-linking the base run's (or a ``from:`` variant's) finished stages, so only the stages a lever changes
@@ -50,7 +51,7 @@ VALID_METRIC = "eval_ranking_ndcg@10"  # ranking validation on valid users durin
 SEED_KEYS = ("embeddings.sasrec_seed", "tokenizer.rq_seed", "tasks.seed", "train.seed")
 PART_KEY = "evaluate.part"
 SELECTION_PART = "valid"  # the ablation mode chooses recipes: it never reads test
-SPEC_KEYS = {"base", "budget", "variants", "shipped"}
+SPEC_KEYS = {"base", "budget", "variants", "shipped", "reference"}
 VARIANT_KEYS = {"name", "set", "note", "from"}
 
 
@@ -162,6 +163,7 @@ def ablations(run_cfg: RunConfig, spec_path: str, until: str, only: set[str]) ->
     base_dir = run_cfg.runs_dir / f"{run_cfg.name}__base"
     prefix = f"{SELECTION_PART}:"
     rows, timings, baselines = [], {}, None
+    per_user: dict[str, dict[str, dict[str, list]]] = {}  # {variant: {recommender: per-user columns}}
     for variant, cfg in configured:
         name = str(variant["name"])
         if only and name not in only:
@@ -175,6 +177,7 @@ def ablations(run_cfg: RunConfig, spec_path: str, until: str, only: set[str]) ->
                      "selection:ndcg@10": selection_ndcg(result)})
         timings[name] = train_info(result)
         baselines = baselines or {k: row_of(v, prefix) for k, v in result["metrics"].items() if k != "alignrec"}
+        per_user[name] = load_per_user(Path(result["run_dir"]) / "evaluate")
     metric_cols = [*(prefix + m for m in SHORT), *(f"{prefix}{b}:{m}" for b in BUCKETS for m in ("recall@10", "ndcg@10")),
                    f"{prefix}coverage@20"]
     cols = ["variant", "lever", "selection:ndcg@10", *metric_cols, "train_seconds", "evaluate_seconds"]
@@ -187,8 +190,39 @@ def ablations(run_cfg: RunConfig, spec_path: str, until: str, only: set[str]) ->
           *table([{"recommender": k, **v} for k, v in (baselines or {}).items()],
                  ["recommender", *(prefix + m for m in SHORT), *(f"{prefix}{b}:ndcg@10" for b in BUCKETS),
                   f"{prefix}coverage@20"])]
+    versus = reference_bootstrap(per_user, spec.get("reference"))
+    if versus:
+        md += ["", f"Paired bootstrap of each variant - {spec['reference']} over the same valid users (95%, 2,000 "
+               "resamples):", "", *bootstrap_table(versus, next(iter(versus.values())).keys())]
     return ({"mode": "ablations", "part": SELECTION_PART, "spec": spec, "rows": rows, "baselines": baselines,
-             "timings": timings}, "\n".join(md) + "\n")
+             "timings": timings, "versus_reference": versus}, "\n".join(md) + "\n")
+
+
+def reference_bootstrap(per_user: dict[str, dict[str, dict[str, list]]], reference: str | None) -> dict[str, dict]:
+    """``{variant: {metric: paired bootstrap of ours(variant) - reference}}`` over the same valid users, where the
+    spec's ``reference:`` names a variant (ours in it) or a baseline row (e.g. ``sasrec``, from the same run)."""
+    if not reference:
+        return {}
+    out = {}
+    for name, users in per_user.items():
+        if name == reference:
+            continue
+        theirs = per_user[reference]["alignrec"] if reference in per_user else users.get(reference)
+        if theirs is None:
+            raise ConfigError(f"ablation spec: reference {reference!r} is neither a variant run here nor a row of "
+                              f"{name}'s evaluation ({sorted(users)})")
+        ours = users["alignrec"]
+        out[name] = {m: paired_bootstrap(dict(zip(ours["user_id"], ours[m], strict=True)),
+                                         dict(zip(theirs["user_id"], theirs[m], strict=True)))
+                     for m in compared_metrics(ours)}
+    return out
+
+
+def compared_metrics(columns: dict[str, list]) -> tuple[str, ...]:
+    """Recall and NDCG at 10, or at the largest K the evaluation computed when it stops below 10."""
+    ks = sorted(int(c.split("@")[1]) for c in columns if c.startswith("ndcg@"))
+    k = 10 if 10 in ks else ks[-1]
+    return f"recall@{k}", f"ndcg@{k}"
 
 
 BAR_ROWS = ("sasrec", "sasrec_tuned", "sasrec_content")  # library-default SASRec, then the bar (alignrec sasrec-tune)

@@ -15,6 +15,7 @@ from tests.pipeline.test_run_end_to_end import tiny_run_config
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_quality.py"
 SPEC = {  # a shared budget, the base run and one lever (evaluate-only, so the test stays short)
     "budget": {"train.max_steps": 3, "tokenizer.rq_epochs": 10},
+    "reference": "base",
     "variants": [
         {"name": "base", "note": "the tiny recipe"},
         {"name": "beams8", "note": "wider beam", "set": {"evaluate.num_beams": 8}, "from": "base"},
@@ -66,6 +67,7 @@ def test_ablation_rows_never_read_test_targets(tmp_path, tiny_chat_tokenizer):
     assert all(key.startswith("valid:") for r in clean["rows"] for key in r if "@" in key and key != "selection:ndcg@10")
     assert json.dumps(clean["rows"], sort_keys=True) == json.dumps(poisoned["rows"], sort_keys=True)
     assert json.dumps(clean["baselines"], sort_keys=True) == json.dumps(poisoned["baselines"], sort_keys=True)
+    assert set(clean["versus_reference"]) == {"beams8"} and clean["versus_reference"] == poisoned["versus_reference"]
     # the runs did score valid targets, and the poison did change the test part
     runs = {label: tmp_path / label / "tiny__base" for label in outputs}
     metrics = json.loads((runs["clean"] / "evaluate" / "metrics.json").read_text())
@@ -91,6 +93,21 @@ def test_ablation_rows_never_read_test_targets(tmp_path, tiny_chat_tokenizer):
 def test_bad_ablation_specs_are_named(spec, match):
     with pytest.raises(ConfigError, match=match):
         _bench().check_spec(spec, "spec.yaml")
+
+
+def test_reference_bootstrap_pairs_variants_and_baseline_rows():
+    rows = {"alignrec": {"user_id": ["u1", "u2", "u3"], "recall@10": [1.0, 0.0, 1.0], "ndcg@10": [0.5, 0.0, 1.0]},
+            "sasrec": {"user_id": ["u3", "u2", "u1"], "recall@10": [0.0, 1.0, 1.0], "ndcg@10": [0.0, 0.5, 0.5]}}
+    lever = {"alignrec": {"user_id": ["u1", "u2", "u3"], "recall@10": [1.0, 1.0, 1.0], "ndcg@10": [1.0, 0.5, 1.0]}}
+    bench = _bench()
+    versus_variant = bench.reference_bootstrap({"base": rows, "lever": lever}, "base")
+    assert set(versus_variant) == {"lever"}
+    assert versus_variant["lever"]["ndcg@10"]["mean_diff"] == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+    versus_row = bench.reference_bootstrap({"base": rows}, "sasrec")  # a baseline row of the same run
+    assert versus_row["base"]["recall@10"]["mean_diff"] == pytest.approx((0.0 - 1.0 + 1.0) / 3)
+    assert bench.reference_bootstrap({"base": rows}, None) == {}
+    with pytest.raises(ConfigError, match="neither a variant"):
+        bench.reference_bootstrap({"base": rows}, "bm25")
 
 
 def test_set_uses_the_pipeline_parser(tmp_path, capsys):
