@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from trl import SFTConfig
 
+from alignrec.recommenders.sampled_softmax import LOSSES
 from recdata.config import parse_config
+from trainer.content_rows import CONTENT_ROWS
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,22 @@ class ModelArguments:
     new_rows_noise: float = field(
         default=0.1, metadata={"help": "mean init: noise std as a fraction of the existing rows' std."}
     )
+    content_rows: str = field(
+        default="none",
+        metadata={"help": "adaptor: each item-id token's row (input embedding and output head) is its free row + a "
+                  "learned adaptor of the item's vector (item_vectors_dir, the tokenizer's input vectors), trained "
+                  "end to end, so a rarely seen item's row reads its content all through training, as the content "
+                  "SASRec's item input does (trainer/content_rows.py); baked into the saved weights. Needs "
+                  "tokenizer.item_id_level and finetune_mode=full. none: free rows only.",
+                  "choices": list(CONTENT_ROWS)},
+    )
+    content_rows_hidden: int = field(
+        default=0, metadata={"help": "content_rows=adaptor: hidden width of its GELU MLP; 0 = one linear map."}
+    )
+    content_rows_dropout: float = field(
+        default=0.0, metadata={"help": "content_rows=adaptor: dropout on the MLP's hidden layer (linear: on its "
+                                       "input vectors)."}
+    )
     new_rows_training: str = field(
         default="trainable_tokens",
         metadata={"help": "How LoRA trains the code-token rows. trainable_tokens: peft trainable_token_indices, "
@@ -127,6 +145,14 @@ class ModelArguments:
             raise ValueError(f"need lora_r >= 1 and 0 <= lora_dropout < 1, got {self.lora_r}, {self.lora_dropout}")
         if self.new_rows_noise < 0:
             raise ValueError(f"new_rows_noise must be >= 0, got {self.new_rows_noise}")
+        _check_choice("content_rows", self.content_rows, CONTENT_ROWS)
+        if self.content_rows != "none" and self.finetune_mode != "full":
+            raise ValueError(f"content_rows={self.content_rows} needs finetune_mode=full (got {self.finetune_mode}): "
+                             "with LoRA peft wraps and freezes the embedding (trainable-token rows or a "
+                             "modules_to_save copy), so the adaptor would neither train nor be saved")
+        if self.content_rows_hidden < 0 or not 0.0 <= self.content_rows_dropout < 1.0:
+            raise ValueError(f"need content_rows_hidden >= 0 and 0 <= content_rows_dropout < 1, got "
+                             f"{self.content_rows_hidden}, {self.content_rows_dropout}")
 
 
 @dataclass
@@ -197,6 +223,30 @@ class AlignRecTrainArguments:
         metadata={"help": "With an item head: decoding ranks by log p(codes) + this x log p_head(item) (ranking "
                   "validation, and every consumer of the run through its manifest)."},
     )
+    # The item head's softmax over N items (alignrec/recommenders/sampled_softmax.py, shared with SASRec).
+    item_head_loss: str = field(
+        default="auto",
+        metadata={"help": "With an item head: auto = full below 100,000 items, sampled from there (recorded in the "
+                  "run manifest). full: softmax over every item-id token. chunked: the same loss, exactly, 8192 "
+                  "items at a time (memory bounded). sampled: the target + item_head_num_negatives shared negatives "
+                  "with the logQ correction. Evaluation always reports the exact head loss (chunked for sampled).",
+                  "choices": list(LOSSES)},
+    )
+    item_head_num_negatives: int = field(
+        default=2048, metadata={"help": "item_head_loss=sampled: negatives drawn per micro-batch, shared by every "
+                                        "item boundary of it."}
+    )
+    item_head_negative_alpha: float = field(
+        default=0.75, metadata={"help": "item_head_loss=sampled: negatives drawn proportional to (training target "
+                                        "count + 1)^alpha (0 = uniform); the logQ correction keeps any alpha "
+                                        "consistent, alpha only changes the variance."}
+    )
+    item_head_logq_weight: float = field(
+        default=0.0, metadata={"help": "With an item head: train on head logits + this x log p_train(item) (logit "
+                                       "adjustment, Menon et al.; p_train: the head's targets in the training set, "
+                                       "add-one smoothed). Decoding reads the raw logits, so > 0 moves popularity "
+                                       "out of the head and ranks the tail higher; 0 = off."}
+    )
 
     packed_rows: bool = field(
         default=False,
@@ -221,6 +271,13 @@ class AlignRecTrainArguments:
             raise ValueError(f"max_train_seconds must be >= 0 (0 = no limit), got {self.max_train_seconds}")
         if self.item_head_weight < 0 or self.item_head_decode_weight < 0:
             raise ValueError("item_head_weight and item_head_decode_weight must be >= 0")
+        _check_choice("item_head_loss", self.item_head_loss, LOSSES)
+        if self.item_head_num_negatives < 1:
+            raise ValueError(f"item_head_num_negatives must be >= 1, got {self.item_head_num_negatives}")
+        finite = float("inf")
+        if not (0.0 <= self.item_head_negative_alpha < finite and 0.0 <= self.item_head_logq_weight < finite):
+            raise ValueError(f"item_head_negative_alpha and item_head_logq_weight must be finite values >= 0, got "
+                             f"{self.item_head_negative_alpha}, {self.item_head_logq_weight}")
         if self.code_rows_learning_rate < 0:
             raise ValueError(f"code_rows_learning_rate must be >= 0 (0 = learning_rate), got {self.code_rows_learning_rate}")
 

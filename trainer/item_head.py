@@ -8,15 +8,29 @@ the logits restricted to the item-id tokens are a flat distribution over the cat
 (cross-entropy over the item-id tokens only, so it does not compete with the code loss's full softmax), and
 decoding fuses the two (``inference.beam_search.item_head_bias``): a hybrid of generative and dense retrieval
 in one model, with no second network and no extra forward pass.
+
+At a large catalogue the head's ``[boundaries, N]`` logits are the memory problem; ``item_head_loss`` (the config
+key, ``ItemHeadOptions``) picks full, chunked or logQ-corrected sampled softmax from
+``alignrec.recommenders.sampled_softmax``, the same implementation as SASRec's. ``item_head_logq_weight`` w adds
+``w * log p_train(item)`` to the head's training logits (logit adjustment, Menon et al. 2021): the head then
+learns less of the popularity prior, and decoding, which reads the raw logits, ranks the tail higher.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from alignrec.recommenders.sampled_softmax import (
+    DEFAULT_CHUNK,
+    NegativeSampler,
+    column_softmax_loss,
+    popularity_proposal,
+    resolve_loss,
+)
 
 IGNORE_INDEX = -100
 
@@ -51,13 +65,67 @@ class ItemHeadTargets:
                                self.span)
 
 
-def item_head_loss(logits: torch.Tensor, labels: torch.Tensor, targets: ItemHeadTargets) -> torch.Tensor | None:
-    """Mean cross-entropy of the flat item head over a batch, or None where no item boundary is supervised.
+@dataclass
+class ItemHeadOptions:
+    """The head's loss settings (``AlignRecTrainArguments.item_head_*``), before the catalogue resolves them."""
 
-    ``logits [B, T, V]`` and ``labels [B, T]`` as a causal LM sees them (``labels[t]`` is the token at ``t``; the
-    logits at ``t - 1`` predict it; ``-100`` = not supervised). A position qualifies when the token it predicts
-    is a first-level code and the label ``span`` tokens later is that item's own token; the head's target is
-    that item, its logits those of the item-id tokens at the same position.
+    loss: str = "auto"  # auto | full | chunked | sampled (resolve_loss)
+    num_negatives: int = 2048
+    negative_alpha: float = 0.75
+    logq_weight: float = 0.0
+
+    @classmethod
+    def from_run_args(cls, run_args) -> ItemHeadOptions:
+        return cls(run_args.item_head_loss, run_args.item_head_num_negatives, run_args.item_head_negative_alpha,
+                   run_args.item_head_logq_weight)
+
+
+@dataclass
+class ItemHeadObjective:
+    """The resolved head loss: ``kind`` (full | chunked | sampled), its sampler and the logit adjustment."""
+
+    kind: str = "full"
+    sampler: NegativeSampler | None = None
+    log_prior: torch.Tensor | None = None  # [N] logq_weight * log p_train(item), added to training logits
+    chunk: int = DEFAULT_CHUNK
+    record: dict | None = None  # what the run manifest records (item_head_manifest)
+
+    @classmethod
+    def build(cls, options: ItemHeadOptions, num_items: int, counts: Callable[[], torch.Tensor],
+              seed: int) -> ItemHeadObjective:
+        """Resolve ``options`` for ``num_items``; ``counts()`` (the training item targets, ``item_target_counts``)
+        is called only when the proposal or the logit adjustment needs popularity."""
+        kind = resolve_loss(options.loss, num_items)
+        sampled = kind == "sampled"
+        popular = None
+        if options.logq_weight or (sampled and options.negative_alpha):
+            popular = torch.as_tensor(counts(), dtype=torch.float64)
+            if popular.shape != (num_items,):
+                raise ValueError(f"item target counts have shape {tuple(popular.shape)}, expected ({num_items},)")
+        sampler = None
+        if sampled:
+            counts_or_none = popular if popular is not None else torch.zeros(num_items)
+            sampler = NegativeSampler(popularity_proposal(counts_or_none, options.negative_alpha),
+                                      options.num_negatives, seed)
+        log_prior = None
+        if options.logq_weight:  # add-one smoothing: an item never seen as a target keeps a finite prior
+            log_prior = (options.logq_weight * ((popular + 1) / (popular.sum() + num_items)).log()).float()
+        record = {"loss": kind, "logq_weight": options.logq_weight,
+                  **({"num_negatives": options.num_negatives, "negative_alpha": options.negative_alpha}
+                     if sampled else {})}
+        return cls(kind, sampler, log_prior, DEFAULT_CHUNK, record)
+
+    def to(self, device: torch.device) -> ItemHeadObjective:
+        prior = self.log_prior.to(device) if self.log_prior is not None else None
+        return ItemHeadObjective(self.kind, self.sampler, prior, self.chunk, self.record)
+
+
+def head_positions(labels: torch.Tensor, targets: ItemHeadTargets) -> tuple[torch.Tensor, ...] | None:
+    """``(rows, cols, item)`` ``[M]`` of the supervised item boundaries in ``labels [B, T]``, or None.
+
+    ``labels[t]`` is the token at ``t``; the logits at ``t - 1`` predict it; ``-100`` = not supervised. A position
+    qualifies when the token it predicts is a first-level code and the label ``span`` tokens later is that item's
+    own token; ``item`` is that item's index.
     """
     next_labels = labels[:, 1:]  # [B, T-1]: what the logits at each position predict
     width = next_labels.shape[1] - targets.span
@@ -71,8 +139,46 @@ def item_head_loss(logits: torch.Tensor, labels: torch.Tensor, targets: ItemHead
     if not bool(keep.any()):
         return None
     rows, cols = keep.nonzero(as_tuple=True)
-    head_logits = logits[rows, cols][:, targets.leaf_tokens].float()  # [M, N]
-    return F.cross_entropy(head_logits, item[rows, cols])
+    return rows, cols, item[rows, cols]
+
+
+def item_head_loss(logits: torch.Tensor, labels: torch.Tensor, targets: ItemHeadTargets,
+                   objective: ItemHeadObjective | None = None, exact: bool = False) -> torch.Tensor | None:
+    """Mean cross-entropy of the flat item head over a batch, or None where no item boundary is supervised.
+
+    ``logits [B, T, V]`` and ``labels [B, T]`` as a causal LM sees them; the boundaries are ``head_positions``,
+    the head's logits those of the item-id tokens at the same position. ``objective``: the resolved loss (None =
+    full softmax, no adjustment). ``exact`` (evaluation) replaces a sampled loss by the chunked exact one, so
+    held-out numbers are the true head CE at bounded memory.
+    """
+    found = head_positions(labels, targets)
+    if found is None:
+        return None
+    rows, cols, item = found
+    objective = objective or ItemHeadObjective()
+    kind = "chunked" if exact and objective.kind == "sampled" else objective.kind
+    flat = logits.reshape(-1, logits.shape[-1])  # [B*T, V]: a view of the model's logits
+    return column_softmax_loss(kind, flat, rows * logits.shape[1] + cols, targets.leaf_tokens, item,
+                               bias=objective.log_prior, sampler=objective.sampler, chunk=objective.chunk)
+
+
+def item_target_counts(dataset, targets: ItemHeadTargets, batch_size: int = 1024) -> torch.Tensor:
+    """``[N]`` int64: how often each item is a head target in a prepared training set (a ``labels`` column), by
+    ``head_positions``: the training popularity exactly as the head sees it."""
+    if not hasattr(dataset, "__len__") or "labels" not in (dataset.column_names or []):
+        raise ValueError("item_head_logq_weight and a popularity proposal (item_head_negative_alpha > 0 with the "
+                         "sampled loss) count item targets in the training set, which needs a map-style dataset "
+                         "with labels; set both to 0 for a streaming dataset")
+    counts = torch.zeros(len(targets.leaf_tokens), dtype=torch.int64)
+    for batch in dataset.select_columns(["labels"]).iter(batch_size=batch_size):
+        rows = batch["labels"]
+        labels = torch.full((len(rows), max(len(r) for r in rows)), IGNORE_INDEX, dtype=torch.int64)
+        for i, row in enumerate(rows):
+            labels[i, :len(row)] = torch.as_tensor(row, dtype=torch.int64)
+        found = head_positions(labels, targets)
+        if found is not None:
+            counts += torch.bincount(found[2], minlength=len(counts))
+    return counts
 
 
 MANIFEST_KEY = "item_head"  # alignrec_train.json: {"loss_weight": w, "decode_weight": lambda}; absent = no head
@@ -83,12 +189,15 @@ def decode_item_head_weight(run_args) -> float:
     return float(run_args.item_head_decode_weight) if run_args.item_head_weight else 0.0
 
 
-def item_head_manifest(run_args) -> dict:
-    """The manifest entry naming a run's item head, so every consumer decodes it as ranking validation did."""
+def item_head_manifest(run_args, objective: ItemHeadObjective | None = None) -> dict:
+    """The manifest entry naming a run's item head, so every consumer decodes it as ranking validation did;
+    with the trainer's resolved ``objective``, also the loss it trained with (``loss``: kind, negatives, w)."""
     if not run_args.item_head_weight:
         return {}
-    return {MANIFEST_KEY: {"loss_weight": float(run_args.item_head_weight),
-                           "decode_weight": decode_item_head_weight(run_args)}}
+    entry = {"loss_weight": float(run_args.item_head_weight), "decode_weight": decode_item_head_weight(run_args)}
+    if objective is not None and objective.record:
+        entry["loss"] = dict(objective.record)
+    return {MANIFEST_KEY: entry}
 
 
 def read_item_head_weight(run_dir) -> float:

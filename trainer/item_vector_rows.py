@@ -65,17 +65,24 @@ def _reference(weight: torch.Tensor, first: int, n: int, pretrained: bool,
     return centre, float((old - centre).std()), mean_start_rows(old, n, noise, gen)
 
 
+def load_item_vectors(vectors_dir: str, item_tokenizer, needed_by: str):
+    """The tokenizer's input vectors (``recdata.item_vectors.ItemEmbeddings``) from ``vectors_dir``, one row per
+    item in the tokenizer's item order; ``needed_by`` names the option in the error when the folder is unset."""
+    from recdata.item_vectors import load_embeddings_dir
+
+    if not vectors_dir:
+        raise UserError(f"{needed_by} needs item_vectors_dir (a folder with vectors.npy + item_ids.json, e.g. a "
+                        "run's embeddings stage)")
+    return load_embeddings_dir(vectors_dir).reorder(list(item_tokenizer.item_ids), source=vectors_dir)
+
+
 def init_item_vector_rows(model, ids: list[int], item_tokenizer, vectors_dir: str, pretrained: bool,
                           noise: float = 0.1, seed: int = 0) -> str:
     """Fill the code rows of the input (and untied output) embeddings from ``vectors_dir``
     (``vectors.npy`` + ``item_ids.json``); each matrix gets the rows at its own scale."""
-    from recdata.item_vectors import load_embeddings_dir
     from trainer.embedding_rows import code_row_matrices, gathered
 
-    if not vectors_dir:
-        raise UserError("new_rows_init=item_vectors needs item_vectors_dir (a folder with vectors.npy + "
-                        "item_ids.json, e.g. a run's embeddings stage)")
-    embeddings = load_embeddings_dir(vectors_dir).reorder(list(item_tokenizer.item_ids), source=vectors_dir)
+    embeddings = load_item_vectors(vectors_dir, item_tokenizer, "new_rows_init=item_vectors")
     width = model.get_input_embeddings().embedding_dim  # (weight.shape is empty under ZeRO-3)
     unit = project_to_width(embeddings.vectors, width, 1.0)  # one SVD; each matrix rescales it
     targets = code_row_matrices(model)

@@ -27,6 +27,7 @@ from transformers import (
 from recdata.errors import InputFileError
 from recdata.paths import default_llm_dir, require
 from trainer.config import ModelArguments
+from trainer.content_rows import setup_content_rows
 from trainer.embedding_rows import code_row_matrices, gathered, is_tied, jitter_rows, mean_start_rows
 
 logger = logging.getLogger(__name__)
@@ -216,7 +217,8 @@ def add_code_tokens(model, tok: PreTrainedTokenizerBase, item_tokenizer) -> list
 
 
 def setup_model(args: ModelArguments, item_tokenizer, dtype: torch.dtype, seed: int = 0) -> ModelBundle:
-    """Load or build the model, add code tokens, initialise their rows, build the peft config."""
+    """Load or build the model, add code tokens, initialise their rows (and their content adaptor,
+    ``content_rows``), build the peft config."""
     check_zero3_rows(args)
     tok = load_tokenizer(args)
     if args.model_init == "scratch":
@@ -230,6 +232,7 @@ def setup_model(args: ModelArguments, item_tokenizer, dtype: torch.dtype, seed: 
     model = load_base_model(args, dtype, tok)
     ids = add_code_tokens(model, tok, item_tokenizer)
     row_init = start_code_rows(model, ids, item_tokenizer, args, seed)
+    setup_content_rows(model, tok, item_tokenizer, args, seed)  # after the start: the free rows keep it
     model.config.pad_token_id = tok.pad_token_id
     logger.info("code tokens at ids %d..%d (%d), rows init: %s", ids[0], ids[-1], len(ids), row_init)
     rows = model.get_input_embeddings().num_embeddings

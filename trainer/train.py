@@ -22,8 +22,9 @@ from trainer.callbacks import (
     plot_loss_curve,
 )
 from trainer.config import AlignRecTrainArguments, DataArguments, ModelArguments, resolve_runtime
+from trainer.content_rows import bake_content_rows, content_rows_manifest
 from trainer.export import MANIFEST_FILE, PROMPT_FORMAT_KEY, build_manifest, merge_run, save_run
-from trainer.item_head import ItemHeadTargets, decode_item_head_weight, item_head_manifest
+from trainer.item_head import ItemHeadOptions, ItemHeadTargets, decode_item_head_weight, item_head_manifest
 from trainer.launch import is_main_process
 from trainer.model_setup import model_dir, setup_model
 from trainer.trl_trainer import AlignRecSFTTrainer
@@ -205,6 +206,11 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
 
         raise ConfigError("packed_rows keeps TRL's packed rows apart: set packing: true (packing_strategy bfd or "
                           f"bfd_split, got packing={sft.packing}, packing_strategy={sft.packing_strategy!r})")
+    if model_args.content_rows != "none" and run_args.code_rows_learning_rate:
+        from recdata.errors import ConfigError
+
+        raise ConfigError("content_rows=adaptor computes the embedding rows, which code_rows_learning_rate cannot put "
+                          "in their own optimizer group; set code_rows_learning_rate: 0 or content_rows: none")
     if sft.completion_only_loss is None:
         sft.completion_only_loss = True  # the prompt is context, only the answer is supervised
     output_dir = Path(sft.output_dir)
@@ -239,15 +245,20 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
         processing_class=bundle.tokenizer, peft_config=bundle.peft_config,
         code_rows_learning_rate=run_args.code_rows_learning_rate,
         item_head=item_head, item_head_weight=run_args.item_head_weight, packed_rows=run_args.packed_rows,
+        item_head_options=ItemHeadOptions.from_run_args(run_args),
         callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *ranking, *(extra_callbacks or []),
                    *([TimeLimitCallback(run_args.max_train_seconds)] if run_args.max_train_seconds else [])],
     )
     bind_callbacks(ranking, trainer)
     trainer.train(resume_from_checkpoint=resume)
+    if model_args.content_rows != "none":  # the exported folder is a plain HF model holding the effective rows
+        baked = bake_content_rows(trainer.model)
+        assert baked, "content_rows set but the trained model carries no content-rows parametrization"
     kind = "full" if bundle.peft_config is None else "adapter"
     manifest = build_manifest(kind, base, item_tokenizer, bundle.code_token_ids, bundle.embedding_rows,
                               {"finetune_mode": model_args.finetune_mode, "model_init": model_args.model_init,
-                               **item_head_manifest(run_args),
+                               **item_head_manifest(run_args, trainer.item_head_objective),
+                               **content_rows_manifest(model_args),
                                PROMPT_FORMAT_KEY: read_build_prompt_format(data_args.dataset_dir)})
     save_run(trainer, bundle.tokenizer, item_tokenizer, output_dir, manifest,
              user_knowledge=read_build_user_knowledge(data_args.dataset_dir))

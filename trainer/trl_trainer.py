@@ -10,17 +10,29 @@
    per-group rates.
 3. Item head. ``item_head`` (``trainer.item_head.ItemHeadTargets``) adds ``item_head_weight`` x the flat item
    loss to the code loss; it needs the full logits, so the loss then comes from the model's own forward too.
+   ``item_head_options`` picks its softmax (full / chunked / sampled, logit adjustment), resolved once the
+   training set is prepared (its item targets give the popularity); ``item_head_objective`` holds the result.
 4. Packed rows. With TRL's packing (``packing: true``, bfd), ``packed_rows`` keeps each packed row a batch row
    (``trainer.packing.PackedRowsCollator``) instead of flattening the batch into one sequence.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from transformers import Trainer
 from trl import SFTTrainer
 
-from trainer.item_head import ItemHeadTargets, item_head_loss
+from trainer.item_head import (
+    ItemHeadObjective,
+    ItemHeadOptions,
+    ItemHeadTargets,
+    item_head_loss,
+    item_target_counts,
+)
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["AlignRecSFTTrainer", "code_row_parameters", "head_loss_scale", "output_head_is_wrapped", "split_param_group"]
 
@@ -84,12 +96,21 @@ def head_loss_scale(code_loss_by_items: bool, training: bool, accumulation_steps
 
 class AlignRecSFTTrainer(SFTTrainer):
     def __init__(self, *args, code_rows_learning_rate: float = 0.0, item_head: ItemHeadTargets | None = None,
-                 item_head_weight: float = 0.0, packed_rows: bool = False, **kwargs) -> None:
+                 item_head_weight: float = 0.0, item_head_options: ItemHeadOptions | None = None,
+                 packed_rows: bool = False, **kwargs) -> None:
         self.code_rows_learning_rate = code_rows_learning_rate
         if item_head_weight and item_head is None:
             raise ValueError("item_head_weight needs item_head (the catalogue's code lookups)")
         self.item_head, self.item_head_weight = item_head, item_head_weight
+        self.item_head_objective: ItemHeadObjective | None = None
         super().__init__(*args, **kwargs)
+        if item_head_weight:
+            head = item_head
+            self.item_head_objective = ItemHeadObjective.build(
+                item_head_options or ItemHeadOptions(), len(head.leaf_tokens),
+                lambda: item_target_counts(self.train_dataset, head), seed=self.args.seed + self.args.process_index)
+            if self.is_world_process_zero():
+                logger.info("item head loss: %s", self.item_head_objective.record)
         if packed_rows:
             if not (self.args.packing and self.padding_free):
                 raise ValueError("packed_rows keeps TRL's packed rows apart: it needs packing: true with "
@@ -113,7 +134,11 @@ class AlignRecSFTTrainer(SFTTrainer):
         loss, outputs = Trainer.compute_loss(self, model, inputs, True, num_items_in_batch)
         if self.item_head.leaf_tokens.device != labels.device:
             self.item_head = self.item_head.to(labels.device)
-        head = item_head_loss(outputs.logits, labels, self.item_head)
+        prior = self.item_head_objective.log_prior
+        if prior is not None and prior.device != labels.device:
+            self.item_head_objective = self.item_head_objective.to(labels.device)
+        head = item_head_loss(outputs.logits, labels, self.item_head, self.item_head_objective,
+                              exact=not self.model.training)
         if head is not None:
             loss = loss + self.item_head_weight * self._head_scale(num_items_in_batch) * head
             mode = "train" if self.model.training else "eval"

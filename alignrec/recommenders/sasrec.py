@@ -30,6 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from alignrec.recommenders.base import DenseRecommender, train_with_early_stopping
+from alignrec.recommenders.sampled_softmax import (
+    NegativeSampler,
+    linear_softmax_loss,
+    popularity_proposal,
+    resolve_loss,
+)
 from alignrec.recommenders.sasrec_config import SASRecConfig
 from recdata.io import atomic_path, atomic_write_json
 from recdata.split import SplitDataset
@@ -77,6 +83,7 @@ class SASRec(DenseRecommender):
         nn.init.normal_(self.pos_emb.weight, std=0.02)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
+        self.negative_sampler: NegativeSampler | None = None  # the sampled loss's negatives (set by train_sasrec)
 
     # ---- model ------------------------------------------------------------------------------------------
     def item_inputs(self, seqs: torch.Tensor, **context) -> torch.Tensor:
@@ -119,7 +126,7 @@ class SASRec(DenseRecommender):
         return self.ln(x)
 
     def training_loss(self, inputs: torch.Tensor, targets: torch.Tensor, **context) -> torch.Tensor:
-        """Next-item loss at every non-padding position; ``targets`` [batch, seq], 0 = ignore.
+        """Next-item loss (``loss_kind``) at every non-padding position; ``targets`` [batch, seq], 0 = ignore.
 
         ``context`` values are per-row tensors/lists; ``final_states`` receives them repeated per position
         through ``rows`` / ``cols`` (the batch row and the sequence position of each supervised position).
@@ -130,13 +137,24 @@ class SASRec(DenseRecommender):
                                    **context)  # [positions, dim]
         gold = targets[mask]
         table = self.output_table()
-        if self.cfg.sasrec_loss == "ce":
-            return F.cross_entropy(hidden @ table.T, gold - 1)
+        kind = self.loss_kind()
+        if kind != "bce":
+            if kind == "sampled" and self.negative_sampler is None:
+                raise ValueError("sasrec_loss resolved to 'sampled' but the model has no negative_sampler: train "
+                                 "with train_sasrec, or set model.negative_sampler = NegativeSampler(...)")
+            return linear_softmax_loss(kind, hidden, table, gold - 1, sampler=self.negative_sampler)
         neg = torch.randint(0, len(self.item_ids), gold.shape, device=gold.device)
         pos_logit = (hidden * table[gold - 1]).sum(-1)
         neg_logit = (hidden * table[neg]).sum(-1)
         return F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + \
             F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
+
+    def loss_kind(self) -> str:
+        """The training loss used for this catalogue: ``bce``, or ``sasrec_loss`` resolved (``auto`` by size, ``ce``
+        = ``full``) by ``alignrec.recommenders.sampled_softmax.resolve_loss``."""
+        if self.cfg.sasrec_loss in ("bce", "ce"):
+            return {"bce": "bce", "ce": "full"}[self.cfg.sasrec_loss]
+        return resolve_loss(self.cfg.sasrec_loss, len(self.item_ids))
 
     @torch.no_grad()
     def score(self, histories: Sequence[Sequence[str]], batch_size: int = 256, **context) -> torch.Tensor:
@@ -172,13 +190,14 @@ class SASRec(DenseRecommender):
 
     # ---- persistence ------------------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """``model.safetensors`` + ``sasrec_config.json`` (hyper-parameters and item ids), atomically."""
+        """``model.safetensors`` + ``sasrec_config.json`` (hyper-parameters, the loss ``auto`` resolved to, item ids),
+        atomically."""
         from safetensors.torch import save_file
 
         with atomic_path(path, is_dir=True) as tmp:
             save_file({k: v.contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp / "model.safetensors"))
-            atomic_write_json(tmp / "sasrec_config.json",
-                              {"config": dataclasses.asdict(self.cfg), "item_ids": self.item_ids})
+            atomic_write_json(tmp / "sasrec_config.json", {"config": dataclasses.asdict(self.cfg),
+                                                           "loss": self.loss_kind(), "item_ids": self.item_ids})
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu") -> SASRec:
@@ -255,6 +274,7 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
     labels = model.sequence_labels(split)  # per-interaction labels (None for plain SASRec)
     inputs, targets, users, *target_labels = training_windows(split.train_sequences(), model.index,
                                                               cfg.sasrec_max_len, with_users=True, labels=labels)
+    loss_info = _prepare_loss(model, split)
     context = model.context_for(users)  # per-window side inputs ({} for plain SASRec)
     if target_labels:
         context["target_labels"] = target_labels[0]  # [windows, max_len] label of each target (-1 = padding)
@@ -262,7 +282,8 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
     valid = split.eval_examples("valid")
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.sasrec_lr, weight_decay=cfg.sasrec_weight_decay)
     generator = torch.Generator().manual_seed(cfg.sasrec_seed)
-    logger.info("SASRec: %d items, %d training windows, %d valid examples", len(model.item_ids), len(inputs), len(valid))
+    logger.info("SASRec: %d items, %d training windows, %d valid examples, %s loss", len(model.item_ids), len(inputs),
+                len(valid), loss_info["loss"])
 
     def run_epoch(epoch: int) -> float:
         total, steps = 0.0, 0
@@ -284,8 +305,22 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
                               epochs=cfg.sasrec_epochs, patience=cfg.sasrec_patience,
                               eval_every=cfg.sasrec_eval_every, log_file=log_file, desc="sasrec epochs",
                               valid_context=model.eval_context(valid))
-    model.train_info["windows"] = len(inputs)
+    model.train_info.update({"windows": len(inputs), **loss_info})
     return model
+
+
+def _prepare_loss(model: SASRec, split: SplitDataset) -> dict:
+    """Resolve ``model``'s loss for its catalogue; for ``sampled``, give it a seeded ``NegativeSampler`` whose
+    proposal comes from ``split.train_popularity()`` (training interactions only). Returns the record for
+    ``train_info``: the loss used and, when sampled, its negatives and alpha."""
+    cfg, kind = model.cfg, model.loss_kind()
+    if kind != "sampled":
+        model.negative_sampler = None
+        return {"loss": kind}
+    counts = split.train_popularity() if cfg.sasrec_negative_alpha else {}
+    proposal = popularity_proposal([counts.get(item, 0) for item in model.item_ids], cfg.sasrec_negative_alpha)
+    model.negative_sampler = NegativeSampler(proposal, cfg.sasrec_num_negatives, cfg.sasrec_seed)
+    return {"loss": kind, "num_negatives": cfg.sasrec_num_negatives, "negative_alpha": cfg.sasrec_negative_alpha}
 
 
 def _take(value, rows: torch.Tensor, device: str):

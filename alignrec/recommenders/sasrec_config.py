@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SASREC_LOSSES = ("ce", "bce")
+# auto | full | chunked | sampled: alignrec.recommenders.sampled_softmax (one implementation with the LLM's item
+# head); "ce" is full's former name (saved models and configs use it); "bce": the original SASRec loss.
+SASREC_LOSSES = ("auto", "full", "chunked", "sampled", "ce", "bce")
 
 
 @dataclass
@@ -19,8 +21,22 @@ class SASRecConfig:
         default=50, metadata={"help": "Longest item window the model reads; longer sequences are cut into windows."}
     )
     sasrec_loss: str = field(
-        default="ce", metadata={"help": "'ce': full softmax over the catalogue (best on small catalogues); "
-                                        "'bce': one sampled negative per position (original SASRec)."}
+        default="auto", metadata={"help": "auto: full below 100,000 items, sampled from there (the choice is "
+                                          "recorded in train_info['loss']). full (alias ce): softmax over the "
+                                          "whole catalogue. chunked: the same loss, exactly, computed 8192 items at "
+                                          "a time (memory bounded, ~2x compute). sampled: softmax over the target "
+                                          "and sasrec_num_negatives shared negatives with the logQ correction "
+                                          "(alignrec/recommenders/sampled_softmax.py). bce: one sampled negative "
+                                          "per position (original SASRec)."}
+    )
+    sasrec_num_negatives: int = field(
+        default=2048, metadata={"help": "sampled loss: negatives drawn per batch, shared by every position (more = "
+                                        "closer to full softmax, slower)."}
+    )
+    sasrec_negative_alpha: float = field(
+        default=0.75, metadata={"help": "sampled loss: negatives drawn proportional to (training count + 1)^alpha "
+                                        "(0 = uniform, 1 = popularity); the logQ correction keeps any alpha "
+                                        "consistent, alpha only changes the variance."}
     )
     sasrec_lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     sasrec_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
@@ -44,7 +60,7 @@ class SASRecConfig:
 
 def validate_sasrec(cfg: SASRecConfig) -> None:
     positive = ("sasrec_dim", "sasrec_layers", "sasrec_heads", "sasrec_max_len", "sasrec_batch_size",
-                "sasrec_epochs", "sasrec_eval_every")
+                "sasrec_epochs", "sasrec_eval_every", "sasrec_num_negatives")
     for name in positive:
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
@@ -54,5 +70,7 @@ def validate_sasrec(cfg: SASRecConfig) -> None:
         raise ValueError(f"sasrec_dropout must be in [0, 1), got {cfg.sasrec_dropout}")
     if cfg.sasrec_loss not in SASREC_LOSSES:
         raise ValueError(f"sasrec_loss must be one of {SASREC_LOSSES}, got {cfg.sasrec_loss!r}")
+    if not 0.0 <= cfg.sasrec_negative_alpha < float("inf"):
+        raise ValueError(f"sasrec_negative_alpha must be a finite value >= 0, got {cfg.sasrec_negative_alpha}")
     if cfg.sasrec_lr <= 0 or cfg.sasrec_weight_decay < 0 or cfg.sasrec_patience < 0:
         raise ValueError("sasrec_lr must be > 0, sasrec_weight_decay and sasrec_patience >= 0")

@@ -1,8 +1,8 @@
 """The ``train`` stage: ``trainer/sft.py`` under the section's launcher (resumes from its last checkpoint).
 
 Reads: the tasks dataset, the item tokenizer, the base model / tokenizer / DeepSpeed JSON (content in the key) and
-the ``train`` section; with ``new_rows_init: item_vectors`` the embeddings stage's vectors. Writes: ``model/`` (the
-run folder) and ``train_config.yaml``.
+the ``train`` section; with ``new_rows_init: item_vectors`` or ``content_rows`` the embeddings stage's vectors.
+Writes: ``model/`` (the run folder) and ``train_config.yaml``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
         "item_tokenizer_dir": str(ctx.upstream("tokenizer") / "item_tokenizer"),
         "output_dir": str(ctx.out_dir / "model"),
     }
-    if section.get("new_rows_init") == "item_vectors":  # the vectors the tokenizer read (in its key already)
+    if section.get("new_rows_init") == "item_vectors" or section.get("content_rows", "none") != "none":
+        # the vectors the tokenizer read (in its key already)
         injected["item_vectors_dir"] = str(ctx.upstream("embeddings"))
     from trainer.config import parse_train_config
 

@@ -1,0 +1,241 @@
+"""Next-item softmax losses whose memory does not grow with the catalogue: one implementation, used by SASRec
+(``sasrec_loss``) and the LLM's flat item head (``trainer.item_head``, ``item_head_loss``).
+
+A full softmax over N items keeps ``[positions, N]`` logits, their softmax and its gradient: at 1M items and a few
+thousand supervised positions per batch that is tens of GB. Three losses, picked by ``resolve_loss``:
+
+- ``full``: the logits matrix itself (fastest while it fits).
+- ``chunked``: the same loss and gradient, exactly, ``chunk`` items at a time (``linear_logsumexp``,
+  ``column_logsumexp``): the log-partition is accumulated chunk by chunk with ``logaddexp``, and the backward pass
+  recomputes each chunk's logits instead of keeping them, so memory is ``[positions, chunk]`` on any catalogue.
+  Compute is about twice full's (the logits are built twice); the choice for mid-size catalogues when memory, not
+  time, binds.
+- ``sampled``: sampled softmax with the logQ correction (Bengio & Senecal 2008, Jean et al. 2015, Yi et al. 2019).
+  Per batch, S negatives shared by every position are drawn with replacement from a proposal q
+  (``popularity_proposal``: (training count + 1)^alpha, alpha 0 = uniform; ``NegativeSampler``, seeded), and each
+  position's loss is the cross-entropy of ``[s_y, s_j1 - log(S q_j1), ..., s_jS - log(S q_jS)]`` with the target
+  ``y`` first and a draw equal to ``y`` (an accidental hit) masked out. Why the correction: the sum of
+  ``exp(s_j - log(S q_j))`` over the non-target draws is an unbiased estimate of ``sum_{i != y} exp(s_i)``, so the
+  loss estimates full CE with the target's own term exact; without it the negatives are weighted by how often q
+  draws them and the model learns ``s_i + log q_i`` (popular items pushed down too hard). The loss is consistent,
+  not unbiased (its log adds an O(1/S) bias). Identity the tests check: with the draws = every item once and
+  ``S q = 1`` (uniform, S = N) it equals full CE exactly.
+
+``resolve_loss("auto", N)``: ``full`` below ``AUTO_SAMPLED_MIN_ITEMS`` (100,000) items, ``sampled`` from there on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["AUTO_SAMPLED_MIN_ITEMS", "DEFAULT_CHUNK", "LOSSES", "NegativeSampler", "column_logsumexp",
+           "column_softmax_loss", "linear_logsumexp", "linear_softmax_loss", "popularity_proposal", "resolve_loss",
+           "sampled_softmax_loss"]
+
+LOSSES = ("auto", "full", "chunked", "sampled")
+AUTO_SAMPLED_MIN_ITEMS = 100_000  # auto: full softmax below this many items, sampled softmax from here on
+DEFAULT_CHUNK = 8192  # items per chunk of the chunked loss: memory [positions, 8192] floats
+
+
+def resolve_loss(kind: str, num_items: int, sampled_min_items: int = AUTO_SAMPLED_MIN_ITEMS) -> str:
+    """The loss actually used: ``auto`` -> ``full`` below ``sampled_min_items`` items, else ``sampled``."""
+    if kind not in LOSSES:
+        raise ValueError(f"loss {kind!r} is not one of {list(LOSSES)}")
+    if num_items < 1:
+        raise ValueError(f"a softmax over the catalogue needs >= 1 item, got {num_items}")
+    if kind != "auto":
+        return kind
+    return "full" if num_items < sampled_min_items else "sampled"
+
+
+def popularity_proposal(counts: Sequence[int] | torch.Tensor, alpha: float) -> torch.Tensor:
+    """Proposal ``q [N]`` (float64, sums to 1) proportional to ``(count + 1) ** alpha``; alpha 0 = uniform.
+
+    The +1 keeps every item drawable: the estimate of the partition function is unbiased only where q > 0.
+    """
+    if alpha < 0 or not math.isfinite(alpha):
+        raise ValueError(f"the proposal's popularity exponent alpha must be a finite value >= 0, got {alpha}")
+    c = torch.as_tensor(counts, dtype=torch.float64).flatten()
+    if c.numel() == 0 or bool((c < 0).any()):
+        raise ValueError("popularity_proposal needs one count >= 0 per catalogue item")
+    weights = (c + 1.0) ** alpha
+    return weights / weights.sum()
+
+
+class NegativeSampler:
+    """Draws the batch's shared negatives from a proposal ``q [N]``, with replacement, from its own seeded generator.
+
+    ``sample`` returns ``(negatives [S] int64, log_expected [S] float32)`` where ``log_expected = log(S q_j)``
+    (the expected count of item j among the S draws: the logQ correction).
+    """
+
+    def __init__(self, proposal: torch.Tensor, num_negatives: int, seed: int) -> None:
+        if num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+        q = torch.as_tensor(proposal, dtype=torch.float64).flatten().cpu()
+        if q.numel() == 0 or not bool(torch.isfinite(q).all()) or bool((q <= 0).any()):
+            raise ValueError("the negative proposal needs a finite probability > 0 for every item "
+                             "(build it with popularity_proposal)")
+        q = q / q.sum()
+        self.num_items, self.num_negatives = q.numel(), int(num_negatives)
+        self.uniform = bool((q == q[0]).all())
+        self.cdf = q.cumsum(0)  # [N] for inverse-CDF draws in O(S log N)
+        self.log_q = q.log()  # [N]
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def sample(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        size = self.num_negatives
+        if self.uniform:
+            negatives = torch.randint(0, self.num_items, (size,), generator=self.generator)
+        else:
+            u = torch.rand(size, generator=self.generator, dtype=torch.float64) * self.cdf[-1]
+            negatives = torch.searchsorted(self.cdf, u, right=True).clamp_(max=self.num_items - 1)
+        log_expected = (math.log(size) + self.log_q[negatives]).float()
+        return negatives.to(device), log_expected.to(device)
+
+
+def sampled_softmax_loss(target_logits: torch.Tensor, negative_logits: torch.Tensor, targets: torch.Tensor,
+                         negatives: torch.Tensor, log_expected: torch.Tensor) -> torch.Tensor:
+    """Mean logQ-corrected sampled softmax loss (see the module docstring).
+
+    ``target_logits [P]``, ``negative_logits [P, S]`` (row p scored against ``negatives [S]``), ``targets [P]`` item
+    indices (a negative equal to its row's target is masked), ``log_expected [S] = log(S q_j)``.
+    """
+    dtype = torch.promote_types(_acc(target_logits), negative_logits.dtype)
+    corrected = negative_logits.to(dtype) - log_expected.to(dtype).unsqueeze(0)  # [P, S]
+    corrected = corrected.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), -math.inf)  # accidental hits
+    logits = torch.cat([target_logits.to(dtype).unsqueeze(1), corrected], dim=1)  # [P, 1 + S], target first
+    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+
+
+# ---- chunked exact log-partition --------------------------------------------------------------------------------
+class _LinearLogSumExp(torch.autograd.Function):
+    """``logsumexp(hidden @ table.T, 1)`` in item chunks; the backward recomputes each chunk (nothing [P, N] kept)."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, table: torch.Tensor, chunk: int) -> torch.Tensor:
+        h = hidden.to(_acc(hidden))
+        lse = torch.full((h.shape[0],), -math.inf, dtype=h.dtype, device=h.device)  # [P]
+        for start in range(0, table.shape[0], chunk):
+            lse = torch.logaddexp(lse, (h @ table[start:start + chunk].to(h.dtype).T).logsumexp(1))
+        ctx.save_for_backward(hidden, table, lse)
+        ctx.chunk = chunk
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        hidden, table, lse = ctx.saved_tensors
+        h = hidden.to(lse.dtype)
+        grad_h = torch.zeros_like(h)  # [P, d]
+        grad_t = torch.empty(table.shape, dtype=h.dtype, device=table.device)  # [N, d]
+        for start in range(0, table.shape[0], ctx.chunk):
+            t = table[start:start + ctx.chunk].to(h.dtype)  # [c, d]
+            p = torch.exp(h @ t.T - lse.unsqueeze(1)) * grad.unsqueeze(1)  # [P, c]: softmax x upstream grad
+            grad_h += p @ t
+            grad_t[start:start + ctx.chunk] = p.T @ h
+        return grad_h.to(hidden.dtype), grad_t.to(table.dtype), None
+
+
+class _ColumnLogSumExp(torch.autograd.Function):
+    """``logsumexp(logits[rows][:, columns] + bias, 1)`` in column chunks, never gathering ``[M, N]``."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, bias: torch.Tensor | None,
+                chunk: int) -> torch.Tensor:
+        lse = torch.full((rows.shape[0],), -math.inf, dtype=_acc(logits), device=logits.device)  # [M]
+        for start in range(0, columns.shape[0], chunk):
+            lse = torch.logaddexp(lse, _column_chunk(logits, rows, columns, bias, start, chunk).logsumexp(1))
+        ctx.save_for_backward(logits, rows, columns, bias, lse)
+        ctx.chunk = chunk
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, rows, columns, bias, lse = ctx.saved_tensors
+        grad_logits = torch.zeros_like(logits)  # [R, V], like the backward of any indexing of logits
+        for start in range(0, columns.shape[0], ctx.chunk):
+            z = _column_chunk(logits, rows, columns, bias, start, ctx.chunk)  # [M, c]
+            p = torch.exp(z - lse.unsqueeze(1)) * grad.unsqueeze(1)
+            index = (rows.unsqueeze(1), columns[start:start + ctx.chunk].unsqueeze(0))
+            grad_logits.index_put_(index, p.to(grad_logits.dtype), accumulate=True)
+        return grad_logits, None, None, None, None
+
+
+def _column_chunk(logits, rows, columns, bias, start: int, chunk: int) -> torch.Tensor:
+    cols = columns[start:start + chunk]
+    z = logits[rows.unsqueeze(1), cols.unsqueeze(0)].to(_acc(logits))  # [M, c], gathered directly (no [M, V] copy)
+    return z if bias is None else z + bias[start:start + chunk].to(z.dtype).unsqueeze(0)
+
+
+def _acc(x: torch.Tensor) -> torch.dtype:
+    """Accumulation dtype: float32 for half precision and float32, float64 kept."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def linear_logsumexp(hidden: torch.Tensor, table: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """``[P]`` log-partition of ``hidden [P, d] @ table [N, d].T``, exact (float32 or wider), memory ``[P, chunk]``."""
+    return _LinearLogSumExp.apply(hidden, table, _check_chunk(chunk))
+
+
+def column_logsumexp(logits: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor,
+                     bias: torch.Tensor | None = None, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """``[M]`` log-partition of ``logits [R, V]`` rows ``rows [M]`` restricted to ``columns [N]`` (+ ``bias [N]``),
+    exact (float32 or wider); the gradient reaches exactly those entries of ``logits``."""
+    return _ColumnLogSumExp.apply(logits, rows, columns, bias, _check_chunk(chunk))
+
+
+def _check_chunk(chunk: int) -> int:
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 item, got {chunk}")
+    return int(chunk)
+
+
+# ---- the one dispatch per logit layout -------------------------------------------------------------------------
+def linear_softmax_loss(kind: str, hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor,
+                        sampler: NegativeSampler | None = None, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """Mean next-item CE of states ``hidden [P, d]`` over items ``table [N, d]`` (``targets [P]``: 0-based rows), by a
+    resolved ``kind`` (full | chunked | sampled; sampled needs ``sampler``)."""
+    if kind == "full":
+        return F.cross_entropy(hidden @ table.T, targets)  # [P, N] logits
+    target_logits = (hidden * table[targets]).sum(-1)  # [P]
+    if kind == "chunked":
+        lse = linear_logsumexp(hidden, table, chunk)
+        return (lse - target_logits.to(lse.dtype)).mean()
+    negatives, log_expected = _draw(kind, sampler, table.shape[0], hidden.device)
+    return sampled_softmax_loss(target_logits, hidden @ table[negatives].T, targets, negatives, log_expected)
+
+
+def column_softmax_loss(kind: str, logits: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor,
+                        targets: torch.Tensor, bias: torch.Tensor | None = None, sampler: NegativeSampler | None = None,
+                        chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """Mean CE over items whose logits are columns of a larger matrix: rows ``rows [M]`` of ``logits [R, V]``,
+    item ``i``'s logit in column ``columns[i]`` (+ ``bias[i]``), ``targets [M]`` item indices; by a resolved
+    ``kind`` as ``linear_softmax_loss``."""
+    acc = _acc(logits)
+    if kind == "full":
+        z = logits[rows][:, columns].to(acc)  # [M, N]
+        return F.cross_entropy(z if bias is None else z + bias.to(acc), targets)
+    target_logits = logits[rows, columns[targets]].to(acc)  # [M]
+    if bias is not None:
+        target_logits = target_logits + bias[targets].to(acc)
+    if kind == "chunked":
+        return (column_logsumexp(logits, rows, columns, bias, chunk) - target_logits).mean()
+    negatives, log_expected = _draw(kind, sampler, columns.shape[0], logits.device)
+    negative_logits = logits[rows.unsqueeze(1), columns[negatives].unsqueeze(0)].to(acc)  # [M, S]
+    if bias is not None:
+        negative_logits = negative_logits + bias[negatives].to(acc).unsqueeze(0)
+    return sampled_softmax_loss(target_logits, negative_logits, targets, negatives, log_expected)
+
+
+def _draw(kind: str, sampler: NegativeSampler | None, num_items: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    if kind != "sampled":
+        raise ValueError(f"loss kind {kind!r} is not one of full, chunked, sampled (resolve 'auto' with resolve_loss)")
+    if sampler is None:
+        raise ValueError("the sampled loss needs a NegativeSampler (its proposal and seed)")
+    if sampler.num_items != num_items:
+        raise ValueError(f"the NegativeSampler covers {sampler.num_items} items, the catalogue has {num_items}")
+    return sampler.sample(device)
