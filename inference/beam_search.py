@@ -2,9 +2,12 @@
 
 HF ``generate(num_beams=B)`` copies the prompt to every beam before the prefill (B prefills per user). Here a
 batch of left-padded prompts is prefilled once, the KV cache is expanded to the beams afterwards, and each
-step scores only the trie children of every beam of every row with one gather: ``log_softmax`` over the full
-vocabulary (so scores are true sequence log-probs), then top-k over ``beams x children`` per row. Beams with
-no valid continuation keep a ``-inf`` score and are dropped at the end, so an invalid item is never emitted.
+step scores only the trie children of every beam of every row, as one flat (CSR) list of edges: the logit of
+each child's token minus the row's ``logsumexp`` over the full vocabulary (``log_softmax`` restricted to the
+allowed tokens, so scores are true sequence log-probs; the normaliser is reduced in row chunks, so no float32
+``[rows, vocab]`` log-prob tensor exists beside the logits), then the top ``beams`` edges of each row. Memory
+per step is O(edges of the live beams), not ``beams x`` the largest cluster. Beams with no valid continuation
+keep a ``-inf`` score and are dropped at the end, so an invalid item is never emitted.
 
 With an item head (``item_head_weight`` > 0, a model trained with ``trainer``'s flat item loss) the prefill's
 logits over the item-id tokens are a second, flat distribution over the catalogue; the search ranks by
@@ -74,10 +77,10 @@ def constrained_beam_search(
     device = _model_device(model)
     batch = input_ids.shape[0]
     excluded = trie.excluded_nodes(exclude) if exclude is not None else None
-    live = None
+    restricted = live = None
     if allowed is not None and any(a is not None for a in allowed):
         restricted, live = trie.allowed_nodes(allowed, exclude)
-        restricted, live = restricted.to(device).view(batch, 1, 1), [k.to(device) for k in live]
+        restricted, live = restricted.to(device), [k.to(device) for k in live]  # [batch], per depth
     trie = trie.to(device)  # lookups run where the logits are, no per-step host copies
     excluded = [e.to(device) for e in excluded] if excluded is not None else None
     node_bias = [b.to(device) for b in node_bias] if node_bias is not None else None
@@ -90,42 +93,42 @@ def constrained_beam_search(
         use_cache=True, logits_to_keep=1,
     )
     cache = out.past_key_values
-    logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [batch, vocab]
-    head_bias = None
-    if item_head_weight:
-        head_bias = item_head_bias(trie, out.logits[:, -1].float(), item_head_weight)
+    logits = out.logits[:, -1]  # [batch, vocab] in the model's dtype; never copied whole
+    head_bias = item_head_bias(trie, logits, item_head_weight) if item_head_weight else None
     next_pos = position_ids[:, -1:] + 1  # [batch, 1]
 
     nodes = torch.zeros(batch, 1, dtype=torch.int64, device=device)  # [batch, states]: one root per row at first
     scores = torch.zeros(batch, 1, device=device)
     for depth in range(trie.code_len):
         states = nodes.shape[1]
-        child, tokens, valid = trie.children(depth, nodes)  # [batch, states, width]
-        width = child.shape[-1]
+        norm = row_logsumexp(logits)  # [batch * states]: log_softmax's normaliser over the full vocabulary
+        live_states = torch.where(torch.isfinite(scores), nodes, -1).view(-1)  # dead beams have no children
+        owner, child, tokens = trie.children_csr(depth, live_states)  # [edges]: only real children, no padding
+        row = owner // states  # [edges]
+        keep = None
         if excluded is not None and excluded[depth + 1].numel():
-            keys = rows.unsqueeze(-1) * trie.num_nodes[depth + 1] + child
-            valid &= ~torch.isin(keys, excluded[depth + 1])
+            keep = ~torch.isin(row * trie.num_nodes[depth + 1] + child, excluded[depth + 1])
         if live is not None:  # restricted rows keep only children with an allowed, non-excluded item below
-            keys = rows.unsqueeze(-1) * trie.num_nodes[depth + 1] + child  # [batch, states, width]
-            valid &= torch.isin(keys, live[depth + 1]) | ~restricted
-        step = logp.view(batch, states, -1).gather(-1, tokens)  # [batch, states, width]
+            ok = torch.isin(row * trie.num_nodes[depth + 1] + child, live[depth + 1]) | ~restricted[row]
+            keep = ok if keep is None else keep & ok
+        if keep is not None:
+            owner, child, tokens, row = owner[keep], child[keep], tokens[keep], row[keep]
+        if owner.numel() == 0:  # every beam of every row is dead: no item rather than an invalid one
+            return BeamSearchOutput(items=torch.full((batch, num_beams), -1, dtype=torch.int64),
+                                    scores=torch.full((batch, num_beams), NEG_INF))
+        step = logits[owner, tokens].float() - norm[owner]  # [edges] = log_softmax(logits)[owner, token]
         if node_bias is not None:
             step = step + node_bias[depth][child]
         if head_bias is not None:  # [batch, n_{depth+1}] per-row edge scores
-            step = step + head_bias[depth].gather(1, child.view(batch, -1)).view_as(step)
-        cand = (scores.unsqueeze(-1) + step).masked_fill(~valid, NEG_INF).view(batch, states * width)
-        take = min(num_beams, states * width)
-        scores, flat = cand.topk(take, dim=-1)  # [batch, take], best first
-        if take < num_beams:  # too few candidates in total: pad with dead beams
-            scores = torch.cat([scores, scores.new_full((batch, num_beams - take), NEG_INF)], dim=1)
-            flat = torch.cat([flat, flat[:, :1].expand(batch, num_beams - take)], dim=1)
-        origin = flat // width  # [batch, beams] which state each new beam extends
-        nodes = child.view(batch, -1).gather(1, flat)
-        chosen = tokens.view(batch, -1).gather(1, flat)
+            step = step + head_bias[depth][row, child]
+        cand = scores.view(-1)[owner] + step  # [edges]
+        pick, found = segmented_topk(cand, row, batch, num_beams)  # [batch, beams], best first per row
+        scores = torch.where(found, cand[pick], NEG_INF)
+        nodes, chosen = child[pick], tokens[pick]  # dead beams hold some real node; their -inf score marks them
         if depth == trie.code_len - 1:
             break
         # expand (first step) or reorder the KV cache to the surviving beams, then feed their tokens
-        src = (rows * states + origin).view(-1)  # [batch * beams]
+        src = torch.where(found, owner[pick], rows * states).view(-1)  # [batch * beams], within each row
         if depth == 0:
             cache.reorder_cache(src)  # [batch] -> [batch * beams]: the one copy of the prompt's KV
         else:
@@ -139,11 +142,45 @@ def constrained_beam_search(
             past_key_values=cache, use_cache=True,
         )
         cache = out.past_key_values
-        logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [batch * beams, vocab]
+        logits = out.logits[:, -1]  # [batch * beams, vocab]
         next_pos = next_pos + 1
     alive = torch.isfinite(scores)
     items = torch.where(alive, trie.leaf_item[nodes], torch.full_like(nodes, -1))
     return BeamSearchOutput(items=items.cpu(), scores=scores.cpu())
+
+
+def row_logsumexp(logits: torch.Tensor, max_elements: int = 1 << 20) -> torch.Tensor:
+    """``logsumexp`` of every row of ``logits [rows, vocab]`` in float32, ``[rows]``.
+
+    ``x - row_logsumexp(x)`` is ``log_softmax(x.float())`` at any entry, but rows are reduced in chunks of at most
+    ``max(max_elements, vocab)`` elements, so no float32 ``[rows, vocab]`` copy is made (at 1M item tokens, 64
+    users x 30 beams that copy alone is ~7.7 GB): only the logits themselves are held whole. Chunks are small
+    (4 MB of float32 by default) so they stay in cache.
+    """
+    per_chunk = max(1, max_elements // max(1, logits.shape[-1]))
+    if logits.shape[0] <= per_chunk:
+        return torch.logsumexp(logits.float(), dim=-1)
+    return torch.cat([torch.logsumexp(logits[i:i + per_chunk].float(), dim=-1)
+                      for i in range(0, logits.shape[0], per_chunk)])
+
+
+def segmented_topk(values: torch.Tensor, segment: torch.Tensor, num_segments: int,
+                   k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best ``values [n]`` of every segment: (positions ``[num_segments, k]``, found ``[num_segments, k]``).
+
+    ``segment [n]`` (sorted, in ``[0, num_segments)``) names each value's segment; a segment with fewer than ``k``
+    values is padded with ``found=False`` slots (position clamped to a real one). Best first; equal values keep
+    their input order (stable sorts), so all memory is ``O(n + num_segments * k)``: no ``[segments, widest]``
+    padding, which is what a very unequal trie level would cost.
+    """
+    order = torch.sort(values, descending=True, stable=True).indices  # [n] best first overall
+    order = order[torch.sort(segment[order], stable=True).indices]  # [n] by segment, best first within each
+    counts = torch.bincount(segment, minlength=num_segments)  # [segments]
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(k, device=values.device)
+    found = slot < counts.unsqueeze(1)  # [segments, k]
+    pos = (starts.unsqueeze(1) + slot).clamp(max=max(values.numel() - 1, 0))
+    return order[pos], found
 
 
 def item_head_bias(trie: ItemTrie, logits: torch.Tensor, weight: float) -> list[torch.Tensor]:
@@ -156,7 +193,7 @@ def item_head_bias(trie: ItemTrie, logits: torch.Tensor, weight: float) -> list[
     a whole subtree at every depth. ``out[d]`` is ``[batch, nodes at depth d + 1]``.
     """
     leaf_tokens = trie.leaf_tokens()
-    head = torch.log_softmax(logits[:, leaf_tokens], dim=-1)  # [batch, items] in item-index order
+    head = torch.log_softmax(logits[:, leaf_tokens].float(), dim=-1)  # [batch, items] in item-index order
     batch = head.shape[0]
     sums = [torch.zeros(batch, 1, device=head.device)]
     for d in range(1, trie.code_len + 1):

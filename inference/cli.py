@@ -33,7 +33,9 @@ class EvaluateConfig:
     batch_size: int = field(default=8, metadata={"help": "Users per beam-search batch (one prefill each)."})
     exclude_history: bool = field(default=True, metadata={"help": "Never recommend items in the user's history "
                                                                   "(every row: model and baselines; as the cache)."})
-    max_examples: int | None = field(default=None, metadata={"help": "Score only the first N examples (smoke runs)."})
+    max_examples: int | None = field(default=None, metadata={
+        "help": "Score a seeded random sample of N examples (seed 0: the same users for every row and rerun; "
+                "recorded in metrics.json as 'sample'), e.g. smoke runs or large user sets; unset = all."})
     popularity_baseline: bool = field(default=True, metadata={"help": "Add the most-popular baseline to the table."})
     popularity_penalty: float = field(default=0.0, metadata={
         "help": "Decoding ranks by log p(item | user) - popularity_penalty * log p_train(item) (training interactions + 1), applied at every beam depth: > 0 gives the long tail beams back, < 0 leans on the popularity prior (an under-trained model); 0 = plain log-probs. Choose it on valid users (scripts/bench_popularity_penalty.py), never on test."})
@@ -121,15 +123,18 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
     from inference.trained_run import TrainedRun
     from recdata import SplitDataset
     from recdata.errors import UserError
-    from recdata.evaluation import evaluate_recommender, evaluate_within_scenario, write_report
+    from recdata.evaluation import (
+        evaluate_recommender,
+        evaluate_within_scenario,
+        evaluation_sample,
+        write_report,
+    )
     from recdata.outputs import claim_output_dir
     from recdata.popularity import popularity_recommender, train_popularity
 
     claim_output_dir(cfg.out_dir, "evaluate", inputs=[cfg.model_dir, cfg.split_dir], overwrite=cfg.overwrite)
     split = SplitDataset.load(cfg.split_dir)
-    examples = split.eval_examples(cfg.part)
-    if cfg.max_examples is not None:
-        examples = examples.select(range(min(cfg.max_examples, len(examples))))
+    examples, sample = evaluation_sample(split.eval_examples(cfg.part), cfg.max_examples)
     catalogue = split.dataset.item_ids()
     popularity = train_popularity(split)
     run = TrainedRun.load(cfg.model_dir, device=cfg.device)
@@ -160,7 +165,7 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
                 fn, examples, scenario_kw["scenario_items"], cfg.ks, popularity, batch_size=cfg.batch_size * 4)
         seconds = time.perf_counter() - started
         reports[name]["timing"] = {"seconds": seconds, "users_per_second": len(examples) / seconds if seconds else None}
-    json_path, md_path = write_report(reports, cfg.out_dir, extra={"config": config_to_dict(cfg)},
+    json_path, md_path = write_report(reports, cfg.out_dir, extra={"config": config_to_dict(cfg), "sample": sample},
                                       title=f"{Path(cfg.model_dir).name} on {cfg.part}")
     logger.info("wrote %s and %s", json_path, md_path)
     return reports

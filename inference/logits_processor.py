@@ -33,13 +33,12 @@ class TrieLogitsProcessor(LogitsProcessor):
         trie = self.trie.to(scores.device)
         generated = input_ids[:, self.prompt_length:]  # [rows, depth]
         depth = generated.shape[1]
-        allowed = torch.zeros(scores.shape, dtype=torch.int32, device=scores.device)  # [rows, vocab]
+        allowed = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)  # [rows, vocab]
         if depth < trie.code_len:
-            nodes = trie.walk(generated.to(scores.device))  # [rows], -1 = off the trie
-            _, tokens, valid = trie.children(depth, nodes.clamp(min=0))  # [rows, width]
-            valid &= (nodes >= 0).unsqueeze(-1)
-            allowed.scatter_add_(1, tokens, valid.to(torch.int32))  # add, not assign: padded slots repeat tokens
+            nodes = trie.walk(generated.to(scores.device))  # [rows], -1 = off the trie (no children)
+            owner, _, tokens = trie.children_csr(depth, nodes)  # [edges]: real children only, no padding
+            allowed[owner, tokens] = True
         elif self.eos_token_id is not None:
             complete = trie.walk(generated[:, :trie.code_len].to(scores.device)) >= 0
-            allowed[:, self.eos_token_id] = complete.to(torch.int32)
-        return scores.masked_fill(allowed == 0, float("-inf"))
+            allowed[:, self.eos_token_id] = complete
+        return scores.masked_fill(~allowed, float("-inf"))

@@ -83,7 +83,7 @@ def evaluate_requests(cfg: Any) -> dict[str, Any]:
     from recdata import SplitDataset
     from recdata.config import config_to_dict
     from recdata.errors import UserError
-    from recdata.evaluation import evaluate_recommender, write_report
+    from recdata.evaluation import evaluate_recommender, evaluation_sample, write_report
     from recdata.outputs import claim_output_dir
     from recdata.popularity import popularity_recommender, train_popularity
     from sft_tasks import check_requests_unseen, load_requests
@@ -99,15 +99,14 @@ def evaluate_requests(cfg: Any) -> dict[str, Any]:
     examples = request_examples(rows, cfg.part, with_history)
     if len(examples) == 0:
         raise UserError(f"{cfg.requests_file} holds no {cfg.part} request; write it with `alignrec tasks requests`")
-    if cfg.max_examples is not None:
-        examples = examples.select(range(min(cfg.max_examples, len(examples))))
+    examples, sample = evaluation_sample(examples, cfg.max_examples)
     popularity, max_k = train_popularity(split), max(cfg.ks)
     run = TrainedRun.load(cfg.model_dir, device=cfg.device)
     run.item_tokenizer.check_catalogue(catalogue, cfg.model_dir, cfg.split_dir)
     recommenders = {"alignrec": llm_request_recommender(run, {r["request_id"]: r["request"] for r in rows}, max_k,
                                                         cfg.num_beams, with_history, cfg.exclude_history,
                                                         cfg.batch_size)}
-    extra: dict[str, Any] = {"config": config_to_dict(cfg), "requests": len(examples)}
+    extra: dict[str, Any] = {"config": config_to_dict(cfg), "requests": len(examples), "sample": sample}
     if cfg.retriever_baseline:
         retriever = minilm_retriever(split, rows, cfg.encoder_dir)
         weight, table = 0.0, {}

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+BOOTSTRAP_BLOCK = 1 << 22  # indices drawn at once: 32 MB of int64 (was 256 x users: ~20 GB at 10M users)
+
 
 def seed_summary(values: Sequence[float]) -> dict[str, float]:
     """Mean and sample standard deviation (ddof=1; 0 for a single seed) of one metric over seeds."""
@@ -37,15 +39,38 @@ def paired_bootstrap(ours: Mapping[str, float], theirs: Mapping[str, float], *, 
     if not 0 < confidence < 1 or resamples < 1:
         raise ValueError(f"need 0 < confidence < 1 and resamples >= 1, got {confidence}, {resamples}")
     diff = np.array([ours[u] - theirs[u] for u in users], dtype=np.float64)  # [users]
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    for start in range(0, resamples, 256):  # [chunk, users] index matrices keep memory bounded
-        n = min(256, resamples - start)
-        means[start:start + n] = diff[rng.integers(0, len(diff), size=(n, len(diff)))].mean(axis=1)
+    means = resample_means(diff, resamples, np.random.default_rng(seed))
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return {"users": len(users), "mean_diff": float(diff.mean()), "low": float(low), "high": float(high),
             "confidence": confidence, "resamples": resamples, "p_not_better": float((means <= 0).mean())}
+
+
+def resample_means(values: np.ndarray, resamples: int, rng: np.random.Generator,
+                   max_block: int = BOOTSTRAP_BLOCK) -> np.ndarray:
+    """``[resamples]`` means of ``values [n]`` resampled with replacement, drawing at most ``max_block`` indices at
+    a time (memory O(max_block + resamples), whatever ``n``).
+
+    Indices are drawn in the order of one ``rng.integers(0, n, size=(resamples, n))`` call (a resample's users,
+    then the next resample's): numpy's bounded integers are the same stream however the draw is split, so the
+    result is the one-matrix result for the same seed. While ``n <= max_block`` each block is whole resamples
+    and the means are bit-identical to before issue 34; above it a resample is summed chunk by chunk, which can
+    differ from one pairwise sum in the last bits (float64 rounding, ~1e-16 relative).
+    """
+    n = len(values)
+    means = np.empty(resamples)
+    if n <= max_block:
+        per = max(1, max_block // n)  # whole resamples per block: [per, n] indices
+        for start in range(0, resamples, per):
+            rows = min(per, resamples - start)
+            means[start:start + rows] = values[rng.integers(0, n, size=(rows, n))].mean(axis=1)
+        return means
+    for r in range(resamples):  # one resample in chunks of users: [max_block] indices at a time
+        total = 0.0
+        for start in range(0, n, max_block):
+            total += float(values[rng.integers(0, n, size=min(max_block, n - start))].sum())
+        means[r] = total / n
+    return means
 
 
 def seed_pooled_bootstrap(ours: Sequence[Mapping[str, float]], theirs: Sequence[Mapping[str, float]], *,

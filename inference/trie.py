@@ -77,7 +77,8 @@ class ItemTrie:
     def children(self, depth: int, nodes: torch.Tensor, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Padded children of ``nodes`` (any shape ``S``) at ``depth``: (child ids, tokens, valid), each ``[*S, width]``.
 
-        Padding slots hold a clamped real edge and ``valid=False``; callers must mask them.
+        Padding slots hold a clamped real edge and ``valid=False``; callers must mask them. Every node is padded
+        to the largest cluster (``max_children``): with very unequal clusters use ``children_csr``.
         """
         width = self.max_children[depth] if width is None else width
         offsets = self.offsets[depth]
@@ -88,6 +89,24 @@ class ItemTrie:
         valid = slot < count.unsqueeze(-1)
         child = child.clamp(max=self.num_nodes[depth + 1] - 1)
         return child, self.child_tokens[depth][child], valid
+
+    def children_csr(self, depth: int, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every child of ``nodes [S]`` at ``depth``, flat (CSR): (owner, child ids, tokens), each ``[E]``.
+
+        ``E`` is the total number of children of the given nodes (a node < 0 has none), so one huge cluster costs
+        its own edges only, not ``S x`` the largest cluster as the padded ``children`` does. ``owner[e]`` is the
+        position in ``nodes`` that edge ``e`` hangs from; edges come grouped by owner, in ``nodes`` order, and
+        by token within an owner.
+        """
+        offsets = self.offsets[depth]
+        safe = nodes.clamp(min=0)
+        start = offsets[safe]  # [S]
+        count = torch.where(nodes >= 0, offsets[safe + 1] - start, torch.zeros_like(start))  # [S]
+        total = int(count.sum())
+        owner = torch.repeat_interleave(torch.arange(nodes.numel(), device=nodes.device), count, output_size=total)
+        first = torch.cumsum(count, 0) - count  # [S] position of each owner's first edge
+        child = start[owner] + torch.arange(total, device=nodes.device) - first[owner]  # [E]
+        return owner, child, self.child_tokens[depth][child]
 
     def step(self, depth: int, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Child of each ``nodes`` entry along ``tokens`` (same shape), or -1 where that edge does not exist."""

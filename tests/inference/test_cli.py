@@ -51,8 +51,26 @@ def test_evaluate_cli_writes_model_and_baseline_tables(tiny_split, tiny_run, tmp
     assert model_rep["total_outputs"] == pop_rep["total_outputs"] == 22
     assert model_rep["short_list_rate"] == pytest.approx(2 / 5)
     assert data["config"]["EvaluateConfig"]["exclude_history"] is True
+    assert data["sample"] == {"examples": 5, "of": 5, "sampled": False, "seed": None}
     md = (out / "metrics.md").read_text()
     assert "| alignrec | 5 |" in md and "| popularity | 5 |" in md
+
+
+def test_evaluate_cli_max_examples_scores_a_seeded_sample_and_records_it(tiny_split, tiny_run, tmp_path):
+    from alignrec.cli import main
+    from recdata.evaluation import load_per_user, sample_examples
+
+    tiny_split.save(tmp_path / "split")
+    out = tmp_path / "eval"
+    rc = main(["evaluate", "--model_dir", str(tmp_path / "run"), "--split_dir", str(tmp_path / "split"),
+               "--out_dir", str(out), "--ks", "1", "2", "--num_beams", "4", "--max_examples", "3"])
+    assert rc == 0
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["sample"] == {"examples": 3, "of": 5, "sampled": True, "seed": 0}
+    expected = sample_examples(tiny_split.eval_examples("test"), 3, seed=0)["user_id"]
+    assert expected != tiny_split.eval_examples("test")["user_id"][:3]  # seed 0 does not pick the first three
+    for table in load_per_user(out).values():
+        assert table["user_id"] == expected
 
 
 def test_evaluate_cli_refuses_a_catalogue_the_model_cannot_code(tiny_split, tiny_run, tmp_path, monkeypatch):

@@ -6,11 +6,13 @@ import json
 import math
 
 import datasets
+import numpy as np
 import pytest
 
 from inference.metrics import ndcg_at_k, recall_at_k
 from recdata.evaluation import (
     evaluate_recommender,
+    evaluation_sample,
     history_bucket,
     load_per_user,
     popularity_buckets,
@@ -135,3 +137,61 @@ def test_evaluate_rejects_bad_input():
         evaluate_recommender(fn, ex.remove_columns("target"), (1,), ["a"], {})
     with pytest.raises(ValueError, match="returned 0 lists for 1 users"):
         evaluate_recommender(lambda u, h: [], ex, (1,), ["a"], {}, show_progress=False)
+
+
+def _old_per_user_loop(recs, targets, ks, catalogue):
+    """The per-user loop ``evaluate_recommender`` ran before issue 34 (metric calls per k per user), verbatim."""
+    per_example = {f"{m}@{k}": [] for k in ks for m in ("recall", "ndcg")}
+    recommended_at = {k: set() for k in ks}
+    invalid = duplicates = total = short = 0
+    for target, rec in zip(targets, recs, strict=True):
+        ranked = [item for item, _ in rec][:ks[-1]]
+        total += len(ranked)
+        invalid += sum(1 for item in ranked if item not in catalogue)
+        duplicates += len(ranked) - len(set(ranked))
+        short += len(ranked) < ks[-1]
+        for k in ks:
+            per_example[f"recall@{k}"].append(recall_at_k(ranked, target, k))
+            per_example[f"ndcg@{k}"].append(ndcg_at_k(ranked, target, k))
+            recommended_at[k].update(item for item in ranked[:k] if item in catalogue)
+    return per_example, {"invalid_outputs": invalid, "duplicates": duplicates, "total_outputs": total, "short": short,
+                         "coverage": {f"@{k}": len(recommended_at[k]) / len(catalogue) for k in ks}}
+
+
+def test_vectorised_metrics_equal_the_old_per_user_loop_exactly():
+    rng = np.random.default_rng(0)
+    catalogue = [f"i{j}" for j in range(60)]
+    users, ks = 500, [1, 3, 10, 20]
+    targets = [f"i{j}" for j in rng.integers(0, 70, users)]  # some targets outside the catalogue
+    recs = []
+    for u in range(users):  # lists of 0..25 items: duplicates, invalid ids, targets anywhere or absent
+        items = [f"i{j}" for j in rng.integers(0, 66, rng.integers(0, 26))]
+        if u % 3 == 0 and items:
+            items[int(rng.integers(0, len(items)))] = targets[u]
+        recs.append([(item, -float(r)) for r, item in enumerate(items)])
+    examples = _examples([(f"u{u}", ["x"] * int(rng.integers(1, 15)), targets[u]) for u in range(users)])
+    by_user = dict(zip(examples["user_id"], recs, strict=True))
+    rep = evaluate_recommender(lambda ids, _h: [by_user[u] for u in ids], examples, ks, catalogue, {},
+                               batch_size=37, show_progress=False)
+    per_example, counts = _old_per_user_loop(recs, targets, ks, set(catalogue))
+    for name, values in per_example.items():
+        assert rep["per_user"][name] == values, name  # every value exactly, so every mean and slice too
+        assert rep["overall"][name] == float(np.asarray(values).mean())
+    assert rep["per_user"]["user_id"] == list(examples["user_id"])
+    assert rep["invalid_outputs"] == counts["invalid_outputs"] > 0 and rep["total_outputs"] == counts["total_outputs"]
+    assert rep["duplicate_rate"] == counts["duplicates"] / counts["total_outputs"]
+    assert rep["short_list_rate"] == counts["short"] / users and rep["coverage"] == counts["coverage"]
+
+
+def test_evaluation_sample_is_seeded_and_recorded():
+    examples = _examples([(f"u{u}", ["x"], "a") for u in range(100)])
+    sample, record = evaluation_sample(examples, 10)
+    assert record == {"examples": 10, "of": 100, "sampled": True, "seed": 0}
+    users = sample["user_id"]
+    assert users != [f"u{u}" for u in range(10)] and len(set(users)) == 10  # a sample, not the first ten users
+    assert users == sorted(users, key=lambda u: int(u[1:]))  # in the examples' order
+    assert evaluation_sample(examples, 10)[0]["user_id"] == users  # the same users on every call
+    assert evaluation_sample(examples, 10, seed=1)[0]["user_id"] != users
+    everything, record = evaluation_sample(examples, None)
+    assert len(everything) == 100 and record == {"examples": 100, "of": 100, "sampled": False, "seed": None}
+    assert evaluation_sample(examples, 500)[1]["sampled"] is False

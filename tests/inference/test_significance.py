@@ -3,7 +3,34 @@
 import numpy as np
 import pytest
 
-from inference.significance import paired_bootstrap, per_user_metric, seed_pooled_bootstrap, seed_summary
+from inference.significance import (
+    paired_bootstrap,
+    per_user_metric,
+    resample_means,
+    seed_pooled_bootstrap,
+    seed_summary,
+)
+
+
+def _old_means(diff: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """The bootstrap's resample means before issue 34 (256 x users index matrices), verbatim."""
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, 256):
+        n = min(256, resamples - start)
+        means[start:start + n] = diff[rng.integers(0, len(diff), size=(n, len(diff)))].mean(axis=1)
+    return means
+
+
+class _SpyRng:
+    """A seeded Generator that records the shape of every index draw (the bootstrap's memory)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng, self.sizes = np.random.default_rng(seed), []
+
+    def integers(self, low, high, size):
+        self.sizes.append(size)
+        return self.rng.integers(low, high, size=size)
 
 
 def test_seed_summary_exact():
@@ -61,3 +88,26 @@ def test_seed_pooled_bootstrap_averages_each_users_difference_over_seeds():
         seed_pooled_bootstrap(ours, [{"u0": 0.2}, {"u0": 0.3, "u1": 0.3}])
     with pytest.raises(ValueError, match="one dict per seed"):
         seed_pooled_bootstrap(ours, theirs[:1])
+
+
+@pytest.mark.parametrize("users", [1, 7, 1000, 5003])
+def test_bootstrap_is_bit_identical_to_the_old_index_matrices(users):
+    diff = np.random.default_rng(users).normal(0.01, 0.3, users)
+    ids = [f"u{i:05d}" for i in range(users)]  # sorted as the bootstrap sorts users
+    old = _old_means(diff, 600, seed=4)  # 600 resamples: three old blocks of 256, 256, 88
+    assert np.array_equal(resample_means(diff, 600, np.random.default_rng(4)), old)
+    out = paired_bootstrap(dict(zip(ids, diff.tolist(), strict=True)), dict.fromkeys(ids, 0.0), resamples=600, seed=4)
+    alpha = (1 - 0.95) / 2  # as paired_bootstrap computes it (not exactly 0.025)
+    low, high = np.quantile(old, [alpha, 1 - alpha])
+    assert (out["low"], out["high"], out["p_not_better"]) == (float(low), float(high), float((old <= 0).mean()))
+
+
+def test_bootstrap_memory_is_bounded_by_the_block_whatever_the_users():
+    diff = np.random.default_rng(0).random(1000)
+    whole = _SpyRng(5)  # 1000 users, blocks of 2500 indices: 2 resamples per draw
+    assert np.array_equal(resample_means(diff, 9, whole, max_block=2500), _old_means(diff, 9, seed=5))
+    assert whole.sizes == [(2, 1000)] * 4 + [(1, 1000)]
+    chunked = _SpyRng(5)  # blocks under one resample: each resample drawn 300 + 300 + 300 + 100 users at a time
+    means = resample_means(diff, 9, chunked, max_block=300)
+    assert chunked.sizes == [300, 300, 300, 100] * 9
+    assert np.allclose(means, _old_means(diff, 9, seed=5), rtol=0, atol=1e-14)  # same users, chunked sums
