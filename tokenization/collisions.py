@@ -50,62 +50,92 @@ def count_collisions(codes: np.ndarray) -> int:
     """Items that share their full code with another item, counting each group's first item as fine."""
     if len(codes) == 0:
         return 0
-    return int(len(codes) - len(np.unique(codes, axis=0)))
+    keys = np.sort(_row_ids(np.asarray(codes, dtype=np.int64)))  # a sort: np.unique's hashing is slower here
+    return int((keys[1:] == keys[:-1]).sum())
 
 
 def assign_unique_codes(codes: np.ndarray, last_dists: np.ndarray, codebook_sizes: list[int]) -> AssignmentResult:
-    """Make ``codes`` ``[N, L]`` one-to-one; ``last_dists`` ``[N, C_last]`` are last-level residual distances."""
+    """Make ``codes`` ``[N, L]`` one-to-one; ``last_dists`` ``[N, C_last]`` are last-level residual distances.
+
+    Vectorised (sorts and group-by in numpy, O(N log N) plus O(movers x C_last)): the greedy steps 2 and 3 are
+    sequential only within one prefix, so they run in rounds, round ``j`` placing the ``j``-th item of every
+    prefix at once; at most ``C_last`` rounds, whatever ``N``. Same codes as the one-item-at-a-time definition.
+    """
     codes = np.asarray(codes, dtype=np.int64)
     n, levels = codes.shape
     c_last = codebook_sizes[-1]
+    last_dists = np.asarray(last_dists)
     if last_dists.shape != (n, c_last):
         raise ValueError(f"last_dists must be [N={n}, C_last={c_last}], got {last_dists.shape}")
-    own = last_dists[np.arange(n), codes[:, -1]]
-    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for i, row in enumerate(map(tuple, codes.tolist())):
-        groups[row].append(i)
-    used: dict[tuple[int, ...], set[int]] = defaultdict(set)  # prefix -> used last-level codes
-    movers: list[int] = []
-    for code, members in groups.items():
-        members.sort(key=lambda i: (own[i], i))
-        used[code[:-1]].add(code[-1])
-        movers.extend(members[1:])
-    collisions_before = len(movers)
     out = codes.copy()
-    overflow: list[int] = []
-    movers.sort(key=lambda i: (tuple(codes[i, :-1]), own[i], i))
-    for i in movers:
-        prefix = tuple(codes[i, :-1].tolist())
-        taken = used[prefix]
-        if len(taken) >= c_last:
-            overflow.append(i)
-            continue
-        order = np.lexsort((np.arange(c_last), last_dists[i]))  # nearest first, ties by code index
-        code = next(int(c) for c in order if int(c) not in taken)
-        taken.add(code)
-        out[i, -1] = code
-    sizes = list(codebook_sizes)
-    if overflow:
-        occupants: dict[tuple[int, ...], int] = defaultdict(int)
-        for row in map(tuple, out.tolist()):
-            occupants[row] += 1  # every non-overflow row is unique here; overflow rows are reassigned below
-        for i in overflow:
-            occupants[tuple(out[i].tolist())] -= 1
+    if n == 0:
+        return AssignmentResult(out, list(codebook_sizes), 0, 0, False)
+    own = last_dists[np.arange(n), codes[:, -1]]  # [N] distance to the item's own code
+    if not np.isfinite(own).all():
+        raise ValueError(f"last_dists has a non-finite distance for item {int(np.flatnonzero(~np.isfinite(own))[0])}")
+    full_id, prefix_id = _row_ids(codes), _row_ids(codes[:, :-1])
+    order = np.lexsort((np.arange(n), own, full_id))  # each code's items, nearest (then lowest index) first
+    first = np.r_[True, full_id[order][1:] != full_id[order][:-1]]
+    keepers, movers = order[first], order[~first]
+    movers = movers[np.lexsort((movers, own[movers], prefix_id[movers]))]  # step 2's order: prefix, distance, index
+    prefixes, rows, counts = np.unique(prefix_id[movers], return_inverse=True, return_counts=True)
+    rows = rows.reshape(-1)  # [M] the row of each mover's prefix in ``taken``
+    taken = np.zeros((len(prefixes), c_last), dtype=bool)  # [P, C_last] last-level codes used under each prefix
+    keep_rows = np.searchsorted(prefixes, prefix_id[keepers])
+    hit = keep_rows < len(prefixes)
+    hit[hit] = prefixes[keep_rows[hit]] == prefix_id[keepers[hit]]
+    taken[keep_rows[hit], codes[keepers[hit], -1]] = True
+    rank = np.arange(len(movers)) - np.repeat(np.cumsum(counts) - counts, counts)  # [M] position within its prefix
+    free = c_last - taken.sum(axis=1)  # [P] codes left for the movers of each prefix
+    placed = rank < free[rows]
+    _greedy_rounds(movers[placed], rows[placed], rank[placed], taken, last_dists, out)
+    over = ~placed  # saturated prefixes: blocks of C_last items, each block spread over all codes once more
+    q = rank[over] - free[rows[over]]  # [O] position among its prefix's overflow items
+    block = q // c_last
+    if len(q):
+        group = np.unique(rows[over] * (int(block.max()) + 1) + block, return_inverse=True)[1].reshape(-1)
+        _greedy_rounds(movers[over], group, q % c_last, np.zeros((int(group.max()) + 1, c_last), dtype=bool),
+                       last_dists, out)
         extra = np.zeros((n, 1), dtype=np.int64)
-        for i in overflow:
-            prefix = tuple(codes[i, :-1].tolist())
-            counts = np.array([occupants[(*prefix, c)] for c in range(c_last)])
-            code = int(np.lexsort((np.arange(c_last), last_dists[i], counts))[0])
-            full = (*prefix, code)
-            extra[i, 0] = occupants[full]
-            occupants[full] += 1
-            out[i, -1] = code
+        extra[movers[over], 0] = block + 1  # every code already holds one item per earlier block
         out = np.concatenate([out, extra], axis=1)
-        sizes.append(int(extra.max()) + 1)
+    sizes = list(codebook_sizes) + ([int(out[:, -1].max()) + 1] if len(q) else [])
     moved = int(((out[:, :levels] != codes).any(axis=1) | (out[:, levels:] != 0).any(axis=1)).sum())
     if count_collisions(out):
         raise AssertionError("collision-free assignment left collisions")  # internal invariant
-    return AssignmentResult(out, sizes, collisions_before, moved, bool(overflow))
+    return AssignmentResult(out, sizes, len(movers), moved, bool(len(q)))
+
+
+def _row_ids(rows: np.ndarray) -> np.ndarray:
+    """[N] an id per distinct row of ``rows`` ``[N, L]`` (0 for all when ``L == 0``), ordered like the rows."""
+    n, width = rows.shape
+    if width == 0:
+        return np.zeros(n, dtype=np.int64)
+    radix = rows.max(axis=0) + 1
+    if rows.min() >= 0 and float(np.prod(radix.astype(np.float64))) < 2.0**62:  # pack into one int64 key
+        key = np.zeros(n, dtype=np.int64)
+        for level in range(width):
+            key = key * radix[level] + rows[:, level]
+        return key
+    return np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def _greedy_rounds(items: np.ndarray, groups: np.ndarray, position: np.ndarray, taken: np.ndarray,
+                   last_dists: np.ndarray, out: np.ndarray) -> None:
+    """Each item, in ``position`` order within its group, takes its nearest code not ``taken`` in its group (ties:
+    lowest code), written to ``out[item, -1]``; round ``j`` serves every group's ``j``-th item at once."""
+    order = np.argsort(position, kind="stable")
+    items, groups, position = items[order], groups[order], position[order]
+    bounds = np.searchsorted(position, np.arange(int(position.max()) + 2)) if len(position) else [0]
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        sel, g = items[start:stop], groups[start:stop]
+        d = last_dists[sel].astype(np.float64)  # [G_j, C_last]
+        if not np.isfinite(d).all():
+            raise ValueError("last_dists must be finite (squared distances); got NaN/inf for a colliding item")
+        d[taken[g]] = np.inf
+        choice = d.argmin(axis=1)  # first minimum: nearest, then lowest code index
+        taken[g, choice] = True
+        out[sel, -1] = choice
 
 
 def with_item_id_level(codes: np.ndarray, codebook_sizes: list[int], first_id: int = 0) -> AssignmentResult:

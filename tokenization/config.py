@@ -10,16 +10,21 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-MAX_AUTO_CODEBOOK = 256
+MAX_AUTO_CODEBOOK = 4096  # was 256: an item-id step of N / 256 children per beam at 1M items (issue 34)
 MIN_AUTO_CODEBOOK = 16
+# 150 epochs x 32 steps of 1024: every catalogue up to 32,768 items trains as it did before the cap (issue 34)
+DEFAULT_RQ_MAX_STEPS = 4800
 
 
 def auto_codebook_size(num_items: int) -> int:
     """Codebook size for a catalogue of ``num_items`` when ``codebook_size=0``.
 
-    Rule: the power of two nearest above ``sqrt(N)``, clipped to [16, 256]. Level 1 then has about
+    Rule: the power of two nearest above ``sqrt(N)``, clipped to [16, 4096]. Level 1 then has about
     ``sqrt(N)`` items per code (k-means fills every code, so usage stays high), and ``C^L`` exceeds ``N``
-    by a wide margin for ``L >= 3`` (1.6k items -> 64, 4.3k -> 128, >= 33k -> 256 = the paper's 4 x 256).
+    by a wide margin for ``L >= 3`` (1.6k items -> 64, 4.3k -> 128, 16.4k-65.5k -> 256 = the paper's 4 x 256).
+    With one level + ``item_id_level`` (the shipped layout) the id step scores ~``N / C`` children per beam, so
+    the cap grows with the catalogue: 1M items -> 1024 codes (~1k children, not ~4k under the old 256 cap),
+    10M -> 4096. Up to 65,536 items the size is what the old [16, 256] rule gave, so shipped runs are unchanged.
     """
     if num_items < 1:
         raise ValueError(f"cannot size a codebook for {num_items} items")
@@ -35,7 +40,7 @@ class TokenizerConfig:
     num_levels: int = field(default=4, metadata={"help": "RQ levels L = code tokens per item (paper: 4)."})
     codebook_size: int = field(
         default=0,
-        metadata={"help": "Codes per level C; 0 = auto: next power of two >= sqrt(num_items), clipped to [16, 256]."},
+        metadata={"help": "Codes per level C; 0 = auto: next power of two >= sqrt(num_items), clipped to [16, 4096] (256 up to 65,536 items)."},
     )
     hidden_dims: list[int] = field(
         default_factory=lambda: [256, 128], metadata={"help": "MLP encoder widths (decoder mirrors them)."}
@@ -57,7 +62,15 @@ class TokenizerConfig:
     align_batch_size: int = field(default=512, metadata={"help": "Item texts per batch when computing LLM targets."})
     # --- optimisation
     rq_epochs: int = field(
-        default=150, metadata={"help": "Passes over the catalogue (150: 10k items train in < 60 s on 1 CPU thread)."}
+        default=150, metadata={"help": "Passes over the catalogue (150: 10k items train in < 60 s on 1 CPU thread), "
+                                       "capped by rq_max_steps."}
+    )
+    rq_max_steps: int = field(
+        default=DEFAULT_RQ_MAX_STEPS,
+        metadata={"help": "Cap on optimiser steps, so RQ-VAE cost stops growing with the catalogue: above it the "
+                          "epochs are derived (rq_max_steps / steps per epoch; the last one may be partial). Default "
+                          "4800 = 150 epochs x 32 steps: catalogues up to 32,768 items (batch 1024) train exactly as "
+                          "without a cap; 1M items get ~4.9 epochs. 0 = no cap."},
     )
     rq_batch_size: int = field(default=1024, metadata={"help": "Items per step."})
     rq_lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
@@ -115,6 +128,8 @@ class TokenizerConfig:
             raise ValueError(f"beta and align_weight must be >= 0, got {self.beta}, {self.align_weight}")
         if self.rq_epochs < 1 or self.rq_batch_size < 1 or self.rq_lr <= 0:
             raise ValueError("rq_epochs and rq_batch_size must be >= 1 and rq_lr > 0")
+        if self.rq_max_steps < 0:
+            raise ValueError(f"rq_max_steps must be >= 0 (0 = no cap), got {self.rq_max_steps}")
         if self.rq_num_threads < 0:
             raise ValueError(f"rq_num_threads must be >= 0 (0 = torch default), got {self.rq_num_threads}")
         if self.cold_items not in ("auto", "assign", "fit"):

@@ -363,6 +363,8 @@ class ItemTokenizer:
             "num_items": len(self),
             "files": {name: sha256_file(path / name) for name in files},
         }
+        if "rq_training" in self.meta:  # steps, epochs and step budget of the RQ-VAE (issue 34): one look tells
+            manifest["rq_training"] = self.meta["rq_training"]
         atomic_write_json(path / MANIFEST_FILE, manifest)
         return path
 

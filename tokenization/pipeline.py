@@ -29,8 +29,13 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def encode_with_distances(model: RQVAE, vectors: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy codes ``[N, Lq]`` and squared distances of the last residual to every last-level code ``[N, C]``."""
+def encode_with_distances(model: RQVAE, vectors: np.ndarray, batch_size: int = 4096,
+                          distances: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Greedy codes ``[N, Lq]`` and squared distances of the last residual to every last-level code ``[N, C]``.
+
+    ``distances=False`` returns None for them: an item-id level needs none, and at 1M items x 1024 codes they
+    would be 4 GB.
+    """
     device = next(model.parameters()).device
     model.eval()
     codes, dists = [], []
@@ -38,8 +43,9 @@ def encode_with_distances(model: RQVAE, vectors: np.ndarray, batch_size: int = 4
         x = torch.from_numpy(np.asarray(vectors[start : start + batch_size], dtype=np.float32)).to(device)
         _, c, residuals = model.quantize(model.encode(x))
         codes.append(c.cpu().numpy())
-        dists.append((torch.cdist(residuals[-1], model.codebooks[-1]) ** 2).cpu().numpy())
-    return np.concatenate(codes), np.concatenate(dists)
+        if distances:
+            dists.append((torch.cdist(residuals[-1], model.codebooks[-1]) ** 2).cpu().numpy())
+    return np.concatenate(codes), (np.concatenate(dists) if distances else None)
 
 
 def fit_item_tokenizer(
@@ -52,12 +58,13 @@ def fit_item_tokenizer(
     result = train_rqvae(vectors, cfg, targets)
     train_s = time.perf_counter() - start
     model = result.model
-    raw, last_dists = encode_with_distances(model, vectors)
+    raw, last_dists = encode_with_distances(model, vectors, distances=not cfg.item_id_level)
     if cfg.item_id_level:
         assignment = with_item_id_level(raw, list(model.cfg.codebook_sizes))
     else:
         assignment = assign_unique_codes(raw, last_dists, model.cfg.codebook_sizes)
     tensors = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    schedule = {**result.schedule(), "max_steps": cfg.rq_max_steps}  # what was trained (the step budget, issue 34)
     tok = ItemTokenizer.from_codes(
         item_ids,
         assignment.codes,
@@ -65,13 +72,14 @@ def fit_item_tokenizer(
         tensors=tensors,
         model_config=model.cfg.to_dict(),
         meta={"align_weight": cfg.align_weight, "embedding_dim": int(vectors.shape[1]),
-              "cold_start_beam": cfg.cold_start_beam, "item_id_level": bool(cfg.item_id_level)},
+              "cold_start_beam": cfg.cold_start_beam, "item_id_level": bool(cfg.item_id_level),
+              "rq_training": schedule},
     )
     final = result.history[-1] if result.history else {}
     report = build_report(
         model, vectors, raw, assignment,
         extra={"train_seconds": round(train_s, 2), "dead_code_resets": result.resets, "final_losses": final,
-               "content_hash": tok.content_hash, "item_id_level": bool(cfg.item_id_level)},
+               "content_hash": tok.content_hash, "item_id_level": bool(cfg.item_id_level), "rq_training": schedule},
     )
     logger.info(
         "tokenizer: %d items, sizes %s, level-1 usage %.1f%%, collisions %d -> %d (%d moved), recon %.4g",

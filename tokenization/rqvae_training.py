@@ -4,6 +4,11 @@ k-means init: before the first step every level's codebook is set to k-means cen
 level's residuals over (a sample of) the catalogue, so all codes start in use. Dead-code reset: a code not
 chosen by any item for ``dead_code_steps`` steps is re-seeded with a residual drawn from the current batch
 (its Adam moments zeroed), so codebook capacity is not wasted; resets stop for the last 10% of steps.
+
+Step budget (``rq_max_steps``, issue 34): ``rq_epochs`` passes cost ``rq_epochs x N / batch`` steps, ~146k at
+1M items; the budget caps the total so the cost stops growing with ``N``, and the epochs follow from it (the
+last one may be partial). Below the budget (every catalogue up to 32,768 items by default) nothing changes:
+same steps, same shuffles, same weights.
 """
 
 from __future__ import annotations
@@ -27,6 +32,20 @@ class TrainResult:
     model: RQVAE
     history: list[dict] = field(default_factory=list)  # one row per epoch: mean losses, resets
     resets: int = 0
+    steps: int = 0  # optimiser steps taken (0 for rkmeans: nothing is trained)
+    steps_per_epoch: int = 0
+
+    def schedule(self) -> dict:
+        """What was trained, for the tokenizer's meta and report: steps, (fractional) epochs, the budget used."""
+        epochs = self.steps / self.steps_per_epoch if self.steps_per_epoch else 0.0
+        return {"steps": self.steps, "steps_per_epoch": self.steps_per_epoch, "epochs": round(epochs, 4)}
+
+
+def planned_steps(num_items: int, cfg: TokenizerConfig) -> tuple[int, int]:
+    """``(total steps, steps per epoch)`` for ``num_items``: ``rq_epochs`` passes, capped by ``rq_max_steps``."""
+    steps_per_epoch = -(-num_items // min(cfg.rq_batch_size, num_items))
+    total = cfg.rq_epochs * steps_per_epoch
+    return (min(total, cfg.rq_max_steps) if cfg.rq_max_steps else total), steps_per_epoch
 
 
 def kmeans_centers(points: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -148,17 +167,21 @@ def _train(vectors: np.ndarray, cfg: TokenizerConfig, targets: np.ndarray | None
         return TrainResult(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.rq_lr, weight_decay=cfg.rq_weight_decay)
     batch = min(cfg.rq_batch_size, n)
-    steps_per_epoch = -(-n // batch)
-    total_steps = cfg.rq_epochs * steps_per_epoch
+    total_steps, steps_per_epoch = planned_steps(n, cfg)
+    epochs = -(-total_steps // steps_per_epoch)  # = rq_epochs unless the step budget cut it
+    if total_steps < cfg.rq_epochs * steps_per_epoch:
+        logger.info("RQ-VAE: %d items, step budget rq_max_steps=%d: %.2f epochs instead of %d", n, total_steps,
+                    total_steps / steps_per_epoch, cfg.rq_epochs)
     tracker = DeadCodeTracker(model.cfg.codebook_sizes, cfg.dead_code_steps, cfg.rq_seed) if cfg.dead_code_steps else None
-    result = TrainResult(model)
+    result = TrainResult(model, steps_per_epoch=steps_per_epoch)
     step = 0
     model.train()
-    for epoch in tqdm(range(cfg.rq_epochs), desc="RQ-VAE", unit="epoch", leave=False):
+    for epoch in tqdm(range(epochs), desc="RQ-VAE", unit="epoch", leave=False):
         sums: dict[str, float] = {}
         epoch_resets = 0
         perm = torch.from_numpy(rng.permutation(n)).to(device)
-        for start in range(0, n, batch):
+        epoch_steps = min(steps_per_epoch, total_steps - step)  # the last epoch of a budget may be partial
+        for start in range(0, epoch_steps * batch, batch):
             idx = perm[start : start + batch]
             out = model(x_all[idx], None if t_all is None else t_all[idx], cfg.align_weight)
             optimizer.zero_grad(set_to_none=True)
@@ -172,9 +195,10 @@ def _train(vectors: np.ndarray, cfg: TokenizerConfig, targets: np.ndarray | None
                 if step < 0.9 * total_steps:
                     epoch_resets += tracker.reset(model, out.residuals, optimizer, step)
         result.resets += epoch_resets
-        row = {"epoch": epoch, **{k: v / steps_per_epoch for k, v in sums.items()}, "resets": epoch_resets}
+        row = {"epoch": epoch, **{k: v / epoch_steps for k, v in sums.items()}, "resets": epoch_resets}
         result.history.append(row)
-        if epoch % max(1, cfg.rq_epochs // 10) == 0 or epoch == cfg.rq_epochs - 1:
+        if epoch % max(1, epochs // 10) == 0 or epoch == epochs - 1:
             logger.info("RQ-VAE epoch %d: %s", epoch, {k: round(v, 5) for k, v in row.items() if k != "epoch"})
+    result.steps = step
     model.eval()
     return result

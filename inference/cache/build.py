@@ -4,6 +4,10 @@ Work is cut into chunks of users (see ``layout``); each chunk is one Parquet fil
 process killed at any instant leaves only whole chunks behind and a rerun computes just the missing ones.
 A shard writes its ``_SHARD_DONE.json`` (row counts + sha256 per file) when all its chunks exist; whichever
 process completes the last shard writes ``manifest.json``. The manifest is what ``publish_cache`` trusts.
+
+Cost per shard at millions of users (issue 34): one sha256 per user id to find its users (``layout.user_keys``),
+then validation, history hashes and recommendations for its own users only; an incremental refresh reads only
+the base shards that hold its users (with as many shards as the base: one).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from tqdm.auto import tqdm
 
 from inference.cache import layout
 from inference.cache.location import Location, open_location
-from inference.cache.shards import Recs, chunk_users, iter_cache, read_manifest, write_chunk
+from inference.cache.shards import Recs, chunk_users, iter_shards, read_manifest, write_chunk
 from recdata.errors import UserError
 from recdata.io import sha256_file, sha256_json
 
@@ -35,7 +39,7 @@ RecommendFn = Callable[[list[str], list[list[str]]], list[list[tuple[str, float]
 # Build-config keys that must match for a rerun to resume (everything except the creation time).
 IDENTITY_KEYS = (
     "format_version", "k", "model", "adapter", "item_tokenizer_hash", "num_shards", "chunk_size",
-    "num_users", "histories_hash", "base_version", "scenarios",
+    "num_users", "users_hash", "base_version", "scenarios",
 )
 # Keys a base cache must share with a refresh for its rows to be reusable.
 REUSE_KEYS = ("k", "model", "adapter", "item_tokenizer_hash", "scenarios")
@@ -99,14 +103,16 @@ def build_cache(
     if chunk_size < 1:
         raise UserError(f"chunk_size must be >= 1, got {chunk_size}")
     shard_index, num_shards = layout.resolve_shard(shard_index, num_shards)
-    user_hashes = _validate_histories(histories)
+    user_ids, keys = _user_keys(histories)
+    mine = layout.select_shard(user_ids, keys, shard_index, num_shards)  # sorted
+    user_hashes = _validate_histories(histories, mine)  # this shard's users only
     out_dir = Path(out_dir)
 
     base_manifest = read_manifest(base_cache) if base_cache is not None else None
     config = {
         "format_version": layout.FORMAT_VERSION, "k": k, "model": model, "adapter": adapter,
         "item_tokenizer_hash": item_tokenizer_hash, "num_shards": num_shards, "chunk_size": chunk_size,
-        "num_users": len(user_hashes), "histories_hash": layout.histories_hash(user_hashes),
+        "num_users": len(user_ids), "users_hash": layout.users_hash(keys),
         "base_version": base_manifest["version"] if base_manifest else None,
         "scenarios": scenario_names,
         "split_fingerprint": split_fingerprint,  # provenance: `cache publish --split_dir` must name the same data
@@ -116,12 +122,18 @@ def build_cache(
         _check_reusable(base_cache, base_manifest, config)
     config = claim_config(open_location(out_dir), config, overwrite)
 
-    chunks = layout.plan_shard(list(user_hashes), shard_index, num_shards, chunk_size)
+    chunks = [mine[i : i + chunk_size] for i in range(0, len(mine), chunk_size)]  # == layout.plan_shard
     shard_dir = out_dir / layout.shard_dir_name(shard_index, num_shards)
+    shard_hash = layout.histories_hash(user_hashes)
+    _check_shard_inputs(out_dir, shard_dir, shard_hash, overwrite)
     shard_dir.mkdir(parents=True, exist_ok=True)
     for stale in shard_dir.glob(".chunk-*.tmp"):  # temp files of a killed run: never renamed, never valid
         stale.unlink(missing_ok=True)
-    reuse = _load_reusable(base_cache, {u for c in chunks for u in c}, user_hashes) if base_cache else {}
+    reuse = {}
+    if base_manifest is not None:
+        own_keys = keys[keys % np.uint64(num_shards) == shard_index]
+        base_shards = {int(s) for s in np.unique(own_keys % np.uint64(base_manifest["num_shards"]))}
+        reuse = _load_reusable(base_cache, base_manifest, base_shards, user_hashes)
 
     result = BuildResult(out_dir, shard_index, num_shards, len(chunks), 0, 0, 0, None)
     bar = tqdm(chunks, desc=f"cache shard {shard_index}/{num_shards}", unit="chunk", disable=not progress)
@@ -139,7 +151,7 @@ def build_cache(
     if result.chunks_skipped:
         logger.info("shard %d: resumed, %d of %d chunks were already done", shard_index, result.chunks_skipped,
                     len(chunks))
-    _mark_shard_done(shard_dir, shard_index, num_shards, chunks)
+    _mark_shard_done(shard_dir, shard_index, num_shards, chunks, shard_hash)
     result.manifest = finalize_cache(out_dir)
     return result
 
@@ -157,6 +169,12 @@ def finalize_cache(out_dir: str | Path | Location) -> dict[str, Any] | None:
     num_users = sum(s["num_users"] for s in shards)
     if num_users != config["num_users"]:
         raise RuntimeError(f"cache {loc.uri}: shards hold {num_users} users, the build expects {config['num_users']}")
+    shard_hashes = [s.pop("histories_hash", None) for s in shards]  # each shard's own guard; the manifest has one
+    if "histories_hash" not in config:  # the local engine's shards each hash their own users' histories
+        if None in shard_hashes:
+            raise UserError(f"cache {loc.uri}: {shards[shard_hashes.index(None)]['dir']}/{layout.SHARD_DONE_NAME} has "
+                            "no histories_hash (an older build format); rebuild the cache (cache build --overwrite)")
+        config = {**config, "histories_hash": layout.combined_histories_hash(shard_hashes)}
     manifest = {
         **config,
         "version": sha256_json(config)[:16],
@@ -174,26 +192,60 @@ def write_json(loc: Location, rel: str, obj: Any) -> None:
     loc.write_once(rel, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def write_shard_done(loc: Location, shard_index: int, num_shards: int, files: list[dict[str, Any]]) -> None:
-    """``_SHARD_DONE.json`` of a shard whose chunk ``files`` (name, num_users, num_rows, sha256, in order) exist."""
+def write_shard_done(loc: Location, shard_index: int, num_shards: int, files: list[dict[str, Any]],
+                     histories_hash: str | None = None) -> None:
+    """``_SHARD_DONE.json`` of a shard whose chunk ``files`` (name, num_users, num_rows, sha256, in order) exist;
+    ``histories_hash``: ``layout.histories_hash`` of the shard's users, what a rerun of the shard checks."""
     shard = layout.shard_dir_name(shard_index, num_shards)
-    write_json(loc, f"{shard}/{layout.SHARD_DONE_NAME}", {
-        "index": shard_index, "dir": shard, "num_users": sum(f["num_users"] for f in files),
-        "num_rows": sum(f["num_rows"] for f in files), "files": files,
-    })
+    done = {"index": shard_index, "dir": shard, "num_users": sum(f["num_users"] for f in files),
+            "num_rows": sum(f["num_rows"] for f in files), "files": files}
+    if histories_hash is not None:
+        done["histories_hash"] = histories_hash
+    write_json(loc, f"{shard}/{layout.SHARD_DONE_NAME}", done)
 
 
-def _validate_histories(histories: Mapping[str, Sequence[str]]) -> dict[str, str]:
+def _user_keys(histories: Mapping[str, Sequence[str]]) -> tuple[list[str], np.ndarray]:
+    """Every user id (checked: non-empty strings) and its ``layout.user_keys``: the one pass over all users."""
     if not histories:
         raise UserError("histories is empty: there is no user to build a cache for")
+    user_ids = list(histories)
+    try:
+        if "" in histories:
+            raise TypeError
+        return user_ids, layout.user_keys(user_ids)
+    except (AttributeError, TypeError):
+        bad = next(u for u in user_ids if not isinstance(u, str) or not u)
+        raise UserError(f"user ids must be non-empty strings, got {bad!r}") from None
+
+
+def _validate_histories(histories: Mapping[str, Sequence[str]], users: Sequence[str]) -> dict[str, str]:
+    """``{user: history_hash}`` of ``users`` (this shard's), refusing a history that is not a list of item ids."""
     hashes = {}
-    for user, history in histories.items():
-        if not isinstance(user, str) or not user:
-            raise UserError(f"user ids must be non-empty strings, got {user!r}")
+    for user in users:
+        history = histories[user]
         if isinstance(history, str) or not all(isinstance(i, str) for i in history):
             raise UserError(f"history of user {user!r} must be a list of item id strings, got {history!r:.80}")
         hashes[user] = layout.history_hash(history)
     return hashes
+
+
+def _check_shard_inputs(out_dir: Path, shard_dir: Path, shard_hash: str, overwrite: bool) -> None:
+    """A finished shard whose users had other histories is refused (or, with ``overwrite``, recomputed): the
+    shards share only the user set, so each one pins its own users' histories in its ``_SHARD_DONE.json``."""
+    done = shard_dir / layout.SHARD_DONE_NAME
+    if not done.is_file():
+        return  # unfinished: every chunk is checked against its users' history hashes before it is kept
+    stored = json.loads(done.read_text(encoding="utf-8")).get("histories_hash")
+    if stored == shard_hash:
+        return
+    if not overwrite:
+        raise CacheMismatchError(
+            f"{shard_dir} holds a shard built from other histories of its users (histories_hash: cached "
+            f"{stored!r} vs now {shard_hash!r}); pass --overwrite to recompute it (with several shard processes, "
+            "delete the folder before launching instead) or choose another out_dir")
+    logger.warning("overwriting shard %s (its users' histories changed)", shard_dir)
+    (out_dir / layout.MANIFEST_NAME).unlink(missing_ok=True)  # no longer true once this shard changes
+    shutil.rmtree(shard_dir)
 
 
 def recommend_batch(recommend_fn: RecommendFn, users: list[str], histories: list[list[str]], k: int) -> dict[str, Recs]:
@@ -293,17 +345,21 @@ def _check_reusable(base_cache: str | Path, base: Mapping[str, Any], config: Map
         )
 
 
-def _load_reusable(base_cache: str | Path, users: set[str], user_hashes: Mapping[str, str]) -> dict[str, Recs]:
-    """Row sets of the base cache for this shard's users whose history is unchanged."""
+def _load_reusable(base_cache: str | Path, base_manifest: Mapping[str, Any], base_shards: set[int],
+                   user_hashes: Mapping[str, str]) -> dict[str, Recs]:
+    """Row sets of the base cache for this shard's users (``user_hashes``) whose history is unchanged, read from
+    ``base_shards`` only: the base shards that can hold them (``shard_of`` with the base's shard count)."""
     reuse = {}
-    for user, hist_hash, recs in iter_cache(base_cache):
-        if user in users and user_hashes[user] == hist_hash:
+    for user, hist_hash, recs in iter_shards(base_cache, base_shards, base_manifest):
+        if user_hashes.get(user) == hist_hash:
             reuse[user] = recs
-    logger.info("refresh from %s: %d of %d users unchanged", base_cache, len(reuse), len(users))
+    logger.info("refresh from %s (%d of its %d shards read): %d of %d users unchanged", base_cache, len(base_shards),
+                base_manifest["num_shards"], len(reuse), len(user_hashes))
     return reuse
 
 
-def _mark_shard_done(shard_dir: Path, shard_index: int, num_shards: int, chunks: list[list[str]]) -> None:
+def _mark_shard_done(shard_dir: Path, shard_index: int, num_shards: int, chunks: list[list[str]],
+                     shard_hash: str) -> None:
     import pyarrow.parquet as pq
 
     files = []
@@ -311,4 +367,4 @@ def _mark_shard_done(shard_dir: Path, shard_index: int, num_shards: int, chunks:
         path = shard_dir / layout.chunk_file_name(chunk_index)
         files.append({"name": path.name, "num_users": len(users), "num_rows": pq.read_metadata(path).num_rows,
                       "sha256": sha256_file(path)})
-    write_shard_done(open_location(shard_dir.parent), shard_index, num_shards, files)
+    write_shard_done(open_location(shard_dir.parent), shard_index, num_shards, files, shard_hash)

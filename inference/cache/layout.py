@@ -3,6 +3,12 @@
 Everything here is deterministic so that any process (a rerun after a crash, another rank) computes the
 same plan from the same histories: users are assigned to shards by a stable hash of their id, sorted
 within a shard, and cut into fixed-size chunks. A chunk is the unit of work and of resume.
+
+At millions of users a shard hashes every user *id* once (``user_keys``: one sha256 per id, no more Python per
+user) to find its own users; only those are validated and history-hashed (issue 34). The identity all shards
+share is the user set (``users_hash``); each shard's histories are pinned by its own ``_SHARD_DONE.json``
+(``histories_hash`` of its users) and by every chunk's footer. Format 2: format-1 build folders (one global
+``histories_hash``, computed by every shard over every user) are refused on resume; pass --overwrite.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from recdata.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BUILD_CONFIG_NAME = "build_config.json"
 MANIFEST_NAME = "manifest.json"
 SHARD_DONE_NAME = "_SHARD_DONE.json"
@@ -56,6 +64,32 @@ def shard_of(user_id: str, num_shards: int) -> int:
     return int.from_bytes(hashlib.sha256(user_id.encode("utf-8")).digest()[:8], "big") % num_shards
 
 
+def user_keys(user_ids: Sequence[str]) -> np.ndarray:
+    """[U] uint64 key of each user id: the first 8 bytes of its sha256 (big-endian), so ``key % num_shards`` is
+    ``shard_of``. One C-level hash per id: the only work a shard does for users that are not its own."""
+    digests = b"".join([hashlib.sha256(u.encode("utf-8")).digest()[:8] for u in user_ids])
+    return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
+
+
+def users_hash(keys: np.ndarray) -> str:
+    """Order-independent hash of a user set from its ``user_keys``: what every shard of one build must agree on."""
+    return hashlib.sha256(np.sort(np.asarray(keys, dtype=np.uint64)).astype("<u8").tobytes()).hexdigest()
+
+
+def select_shard(user_ids: Sequence[str], keys: np.ndarray, shard_index: int, num_shards: int) -> list[str]:
+    """The users of ``shard_index`` (those with ``shard_of == shard_index``), sorted: ``plan_shard``'s users."""
+    mine = np.flatnonzero(np.asarray(keys, dtype=np.uint64) % np.uint64(num_shards) == shard_index)
+    return sorted(user_ids[i] for i in mine.tolist())
+
+
+def combined_histories_hash(shard_hashes: Sequence[str]) -> str:
+    """The build's ``histories_hash`` from its shards' (in shard order): with one shard, that shard's own (=
+    ``histories_hash`` of every user, as the Ray engine computes it); else a hash of the shards' hashes."""
+    if len(shard_hashes) == 1:
+        return shard_hashes[0]
+    return hashlib.sha256("\n".join(shard_hashes).encode()).hexdigest()
+
+
 def shard_dir_name(shard_index: int, num_shards: int) -> str:
     return f"shard-{shard_index:05d}-of-{num_shards:05d}"
 
@@ -65,7 +99,7 @@ def chunk_file_name(chunk_index: int) -> str:
 
 
 def plan_shard(users: Sequence[str], shard_index: int, num_shards: int, chunk_size: int) -> list[list[str]]:
-    """The chunks (lists of user ids, sorted) this shard owns."""
+    """The chunks (lists of user ids, sorted) this shard owns (``build_cache`` selects with ``user_keys``: same)."""
     mine = sorted(u for u in users if shard_of(u, num_shards) == shard_index)
     return [mine[i : i + chunk_size] for i in range(0, len(mine), chunk_size)]
 

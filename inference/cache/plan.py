@@ -2,9 +2,10 @@
 
 Same plan as ``layout.plan_shard`` (one shard): users sorted by id, cut into ``chunk_size`` chunks. The driver
 holds only the sorted user ids and their 16-character history hashes (about 40 bytes a user: 4 GB at 100M
-users), never the histories. From them come the build identity (``histories_hash``, the same value
-``layout.histories_hash`` gives) and one ``users_digest`` per chunk, which a Ray actor checks before it writes
-a chunk and a rerun checks before it trusts one, so a chunk file can only ever hold its planned users.
+users), never the histories. From them come the manifest's ``histories_hash`` (the same value
+``layout.histories_hash`` gives; the build identity is ``layout.users_hash``) and one ``users_digest`` per
+chunk, which a Ray actor checks before it writes a chunk and a rerun checks before it trusts one, so a chunk
+file can only ever hold its planned users.
 """
 
 from __future__ import annotations

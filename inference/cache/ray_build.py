@@ -118,13 +118,14 @@ def build_cache_ray(
         loc = open_location(out_dir, filesystem)
         source = _Source(histories, histories_filesystem)
         t0 = time.perf_counter()
-        plan = _plan(source, chunk_size)
+        plan, users_hash = _plan(source, chunk_size)
         logger.info("plan: %d users in %d chunks of %d (%.1f s)", plan.num_users, plan.num_chunks, chunk_size,
                     time.perf_counter() - t0)
         config = {
             "format_version": layout.FORMAT_VERSION, "k": k, "model": model, "adapter": adapter,
             "item_tokenizer_hash": item_tokenizer_hash, "num_shards": NUM_SHARDS, "chunk_size": chunk_size,
-            "num_users": plan.num_users, "histories_hash": plan.histories_hash, "base_version": None,
+            "num_users": plan.num_users, "users_hash": users_hash, "histories_hash": plan.histories_hash,
+            "base_version": None,
             "scenarios": None,  # per-scenario caches are built by the local engine only (for now)
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -146,7 +147,7 @@ def build_cache_ray(
             raise RuntimeError(f"cache {loc.uri}: chunks {missing[:5]} came back from no actor; rerun to finish them")
         files = [{key: done[i][key] for key in ("name", "num_users", "num_rows", "sha256")}
                  for i in range(plan.num_chunks)]
-        write_shard_done(loc, SHARD_INDEX, NUM_SHARDS, files)
+        write_shard_done(loc, SHARD_INDEX, NUM_SHARDS, files, plan.histories_hash)
         result.manifest = finalize_cache(loc)
         return result
     finally:
@@ -224,18 +225,22 @@ class _Source:
         return ds
 
 
-def _plan(source: _Source, chunk_size: int) -> ChunkPlan:
+def _plan(source: _Source, chunk_size: int) -> tuple[ChunkPlan, str]:
+    """The chunk plan and the build's ``users_hash`` (the identity the local engine computes too)."""
     import ray
 
     hashed = source.dataset().map_batches(hash_batch, batch_format="pyarrow", fn_kwargs={"source": source.name})
     tables = ray.get(hashed.to_arrow_refs())
     table = pa.concat_tables(tables) if tables else pa.table({"user_id": pa.array([], pa.string()),
-                                                              "history_hash": pa.array([], pa.string())})
-    return ChunkPlan.from_arrays(table["user_id"], table["history_hash"], chunk_size, source=source.name)
+                                                              "history_hash": pa.array([], pa.string()),
+                                                              "user_key": pa.array([], pa.uint64())})
+    plan = ChunkPlan.from_arrays(table["user_id"], table["history_hash"], chunk_size, source=source.name)
+    return plan, layout.users_hash(table["user_key"].to_numpy())
 
 
 def hash_batch(batch: pa.Table, source: str) -> pa.Table:
-    """(user_id, history_hash) of a block; refuses histories that are not lists of item-id strings."""
+    """(user_id, history_hash, user_key) of a block (``layout.user_keys``: the users' identity, computed in the
+    Ray tasks, not on the driver); refuses histories that are not lists of item-id strings."""
     histories = batch["history"]
     if not (pa.types.is_list(histories.type) or pa.types.is_large_list(histories.type)) or not pa.types.is_string(
             histories.type.value_type) and not pa.types.is_large_string(histories.type.value_type):
@@ -243,7 +248,10 @@ def hash_batch(batch: pa.Table, source: str) -> pa.Table:
     if histories.null_count or pc.list_flatten(histories).null_count:
         raise UserError(f"{source}: a history (or an item id in one) is null; use an empty list for no history")
     hashes = [layout.history_hash(h) for h in histories.to_pylist()]
-    return pa.table({"user_id": batch["user_id"].cast(pa.string()), "history_hash": pa.array(hashes, pa.string())})
+    users = batch["user_id"].cast(pa.string())
+    keys = layout.user_keys([u or "" for u in users.to_pylist()])  # null/empty ids: refused by the plan
+    return pa.table({"user_id": users, "history_hash": pa.array(hashes, pa.string()),
+                     "user_key": pa.array(keys, pa.uint64())})
 
 
 def assign_batch(batch: pa.Table, first_users: np.ndarray, todo: np.ndarray) -> pa.Table:

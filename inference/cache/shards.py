@@ -7,10 +7,11 @@ still count as done and an incremental refresh knows which histories each row se
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,14 +105,36 @@ def verify_cache(cache_dir: str | os.PathLike | Location, manifest: Mapping[str,
     for rel, entry in manifest_files(manifest):
         if not loc.is_file(rel):
             raise InputFileError(f"cache file {loc.display(rel)} listed in the manifest is missing; rebuild the cache")
-        digest = loc.sha256(rel)
-        if digest != entry["sha256"]:
-            raise UserError(
-                f"cache file {loc.display(rel)} has sha256 {digest[:12]}..., the manifest says "
-                f"{entry['sha256'][:12]}...; the file was modified after the build; rebuild the cache "
-                "(cache build --overwrite)"
-            )
+        _check_digest(loc, rel, loc.sha256(rel), entry)
     return dict(manifest)
+
+
+def _check_digest(loc: Location, rel: str, digest: str, entry: Mapping[str, Any]) -> None:
+    if digest != entry["sha256"]:
+        raise UserError(
+            f"cache file {loc.display(rel)} has sha256 {digest[:12]}..., the manifest says "
+            f"{entry['sha256'][:12]}...; the file was modified after the build; rebuild the cache "
+            "(cache build --overwrite)"
+        )
+
+
+def iter_shards(cache_dir: str | os.PathLike | Location, shard_indices: Collection[int],
+                manifest: Mapping[str, Any] | None = None) -> Iterator[tuple[str, str, Recs]]:
+    """``iter_cache`` over only the listed shards of a finished build, each file read once and checked against
+    the manifest's sha256 as it is read: an incremental refresh reads its own share of the base, not all of it."""
+    loc = open_location(cache_dir)
+    manifest = manifest or read_manifest(loc)
+    for shard in manifest["shards"]:
+        if shard["index"] not in shard_indices:
+            continue
+        for entry in shard["files"]:
+            rel = f"{shard['dir']}/{entry['name']}"
+            if not loc.is_file(rel):
+                raise InputFileError(f"cache file {loc.display(rel)} listed in the manifest is missing; rebuild the "
+                                     "cache")
+            data = loc.read_bytes(rel)
+            _check_digest(loc, rel, hashlib.sha256(data).hexdigest(), entry)
+            yield from read_chunk(pa.BufferReader(data), name=loc.display(rel))
 
 
 def iter_cache(cache_dir: str | os.PathLike | Location, verify: bool = True) -> Iterator[tuple[str, str, Recs]]:

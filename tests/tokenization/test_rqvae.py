@@ -23,9 +23,17 @@ def small_cfg(**kw) -> TokenizerConfig:
     return TokenizerConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize(("n", "size"), [(1, 16), (100, 16), (1682, 64), (4300, 128), (16385, 256), (10**6, 256)])
+@pytest.mark.parametrize(("n", "size"), [(1, 16), (100, 16), (1682, 64), (4300, 128), (16385, 256), (65536, 256),
+                                         (65537, 512), (10**6, 1024), (10**7, 4096), (10**8, 4096)])
 def test_auto_codebook_size(n, size):
     assert auto_codebook_size(n) == size
+
+
+def test_auto_codebook_size_is_the_old_rule_up_to_65536_items():
+    """Issue 34 raised the cap (256 -> 4096) for 1M-item id steps; every catalogue the old rule sized stays put."""
+    n = np.arange(1, 65537)
+    old = np.clip(2 ** np.ceil(np.log2(np.maximum(np.sqrt(n), 1.0))), 16, 256).astype(int)
+    assert [auto_codebook_size(int(i)) for i in n] == old.tolist()
 
 
 def test_quantize_is_greedy_residual_and_straight_through():

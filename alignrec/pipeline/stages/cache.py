@@ -1,12 +1,16 @@
-"""The ``cache`` stage: offline top-K of every user, published to a SQLite store and read back once.
+"""The ``cache`` stage: offline top-K of every user, published to a SQLite store and checked by serving.
 
 Reads: the split, the served model and the ``cache`` section (``CacheBuildConfig``); by default it decodes with the
 evaluate section's ``popularity_penalty`` (serve what was evaluated). Writes: ``build/`` and ``store/``.
+The check after publishing (``verify_store``) compares the store's user count with the split's and looks up a
+seeded sample of users (1,000), not every user: one lookup per user is O(users) work after every build.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from alignrec.pipeline.runner import Stage, StageContext
@@ -16,13 +20,14 @@ from alignrec.pipeline.sections import (
     served_model_dir,
 )
 
+VERIFY_SAMPLE = 1000  # users looked up after publishing (seeded): enough to catch a broken store, O(1) in users
+
 
 def _evaluated_penalty(run_cfg: Any) -> float:
     return float(run_cfg.sections.get("evaluate", {}).get("popularity_penalty", 0.0))
 
 
 def run_cache(ctx: StageContext) -> dict[str, Any]:
-    from inference.cache import CacheReader
     from inference.cache.cli import CachePublishConfig, run_build, run_publish
     from recdata import SplitDataset
 
@@ -39,17 +44,36 @@ def run_cache(ctx: StageContext) -> dict[str, Any]:
         raise RuntimeError("cache build finished without a manifest (some shard is missing)")
     store = run_publish(CachePublishConfig(cache_dir=cfg.out_dir, store_dir=str(ctx.out_dir / "store"),
                                            split_dir=split_dir))
-    users = sorted(SplitDataset.load(split_dir).serving_histories())
-    with CacheReader(ctx.out_dir / "store") as reader:
+    users = list(SplitDataset.load(split_dir).serving_histories())
+    check = verify_store(ctx.out_dir / "store", users)
+    return {"users": len(users), "k": cfg.k, "build_seconds": build_seconds,
+            "users_per_second": len(users) / build_seconds if build_seconds else None, **check, "store": str(store)}
+
+
+def verify_store(store_dir: str | Path, users: Sequence[str], sample: int = VERIFY_SAMPLE, seed: int = 0) -> dict:
+    """The published store serves every user: its user count is the split's, and a seeded sample of ``sample``
+    users (all when fewer) is answered from the cache, one lookup each (``lookup_mean_us``), never the fallback.
+
+    Raises ``RuntimeError`` naming a missing user; returns ``{"verified_users", "lookup_mean_us"}``.
+    """
+    import numpy as np
+
+    from inference.cache import CacheReader
+
+    rng = np.random.default_rng(seed)
+    picked = [users[i] for i in np.sort(rng.choice(len(users), size=min(sample, len(users)), replace=False))]
+    with CacheReader(store_dir) as reader:
+        stored = int(reader.metadata["num_users"])
+        if stored != len(users):
+            raise RuntimeError(f"the published cache {store_dir} holds {stored} users, the split serves {len(users)}")
         lookups = time.perf_counter()
-        results = [reader.get(u) for u in users]
+        results = [reader.get(u) for u in picked]
         lookup_seconds = time.perf_counter() - lookups
     missing = [r.user_id for r in results if r.fallback]
     if missing:
-        raise RuntimeError(f"{len(missing)} user(s) missing from the published cache, e.g. {missing[0]!r}")
-    return {"users": len(users), "k": cfg.k, "build_seconds": build_seconds,
-            "users_per_second": len(users) / build_seconds if build_seconds else None,
-            "lookup_mean_us": 1e6 * lookup_seconds / max(1, len(users)), "store": str(store)}
+        raise RuntimeError(f"{len(missing)} of {len(picked)} sampled user(s) missing from the published cache "
+                           f"{store_dir}, e.g. {missing[0]!r}")
+    return {"verified_users": len(picked), "lookup_mean_us": 1e6 * lookup_seconds / max(1, len(picked))}
 
 
 def _cache_key(section: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
