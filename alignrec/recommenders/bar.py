@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from alignrec.recommenders.knowledge_sasrec import KnowledgeSASRec
-from alignrec.recommenders.sasrec import SASRec, train_sasrec
+from alignrec.recommenders.sasrec import SASRec, seed_everything, train_sasrec
 from alignrec.recommenders.sasrec_config import SASRecConfig
 from recdata.errors import ConfigError
 from recdata.split import SplitDataset
@@ -63,5 +63,8 @@ def train_bar(split: SplitDataset, params: Mapping[str, Any], *, seed: int | Non
     """Train one bar point on ``split`` (valid-only early stopping); ``text`` given = the content row."""
     overrides = {"sasrec_seed": seed} if seed is not None else {}
     cfg = bar_sasrec_config(params, **overrides)
-    model = content_sasrec(split.dataset.item_ids(), cfg, text, params) if text is not None else None
+    model = None
+    if text is not None:  # built here, before train_sasrec seeds: seed first, or its init follows the global RNG
+        seed_everything(cfg.sasrec_seed)
+        model = content_sasrec(split.dataset.item_ids(), cfg, text, params)
     return train_sasrec(split, cfg, log_file=log_file, model=model)
