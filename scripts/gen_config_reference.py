@@ -51,6 +51,8 @@ COMMAND_SECTIONS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
      [("sft_tasks", "RequestGenConfig")]),
     ("sasrec-tune", "command-sasrec-tune", "Keys of `alignrec sasrec-tune` (the SASRec bar, chosen on valid).",
      [("alignrec.tune_cli", "SASRecTuneConfig")]),
+    ("recipe-tune", "command-recipe-tune", "Keys of `alignrec recipe-tune` (our recipe's levers, chosen on valid).",
+     [("alignrec.recipe_tune_cli", "RecipeTuneConfig")]),
     ("knowledge encode / train", "command-knowledge", "Keys of `alignrec knowledge encode` and `alignrec knowledge "
      "train`.", [("alignrec.knowledge", "EncodeConfig"), ("alignrec.knowledge", "KnowledgeTrainConfig")]),
     ("scenarios (LLM4MSR)", "command-scenarios", "Keys of `alignrec scenarios extract` and `alignrec scenarios "
