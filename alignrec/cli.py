@@ -28,11 +28,20 @@ STAGE_CLI_MODULES = (
     "inference.serve.cli",
     "alignrec.pipeline_cli",
     "alignrec.tune_cli",
+    "alignrec.recipe_tune_cli",
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line (``alignrec data: error: ...; see alignrec data --help``)
+    like every other error of the CLI, not a usage dump; the subcommand parsers inherit it."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alignrec", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="alignrec", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--debug", action="store_true", help="Show the full traceback of an error (or ALIGNREC_DEBUG=1).")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -67,8 +67,21 @@ def format_plan(plans, start: str | None = None, until: str | None = None, force
     return "\n".join(lines)
 
 
+def check_run_devices(run_cfg, start: str | None = None, until: str | None = None) -> None:
+    """Every device named in the sections of the stages this run may run exists on this machine: one line now,
+    not a torch traceback hours later. Not part of ``--dry_run`` (a GPU config may be planned on a laptop)."""
+    from alignrec.pipeline import select_range
+    from alignrec.pipeline.config import STAGE_NAMES
+    from recdata.devices import check_section_devices
+
+    first, last = select_range(list(STAGE_NAMES), start, until)
+    for stage in STAGE_NAMES[first:last + 1]:
+        check_section_devices(run_cfg.sections.get(stage) or {}, stage, run_cfg.source)
+
+
 def _run(args, argv: list[str]) -> int:
     from alignrec.pipeline import pipeline_plan, run_pipeline
+    from alignrec.pipeline.config import load_run_config
     from recdata.config import reject_unknown_flags
 
     parser = _parser()
@@ -79,7 +92,8 @@ def _run(args, argv: list[str]) -> int:
         sys.stdout.write(f"run {run_cfg.run_dir} ({run_cfg.source})\n")
         sys.stdout.write(format_plan(plans, opts.start, opts.until, opts.force, dry_run=opts.dry_run) + "\n")
         return 0
-    report = run_pipeline(opts.config, start=opts.start, until=opts.until, force=opts.force, name=opts.name,
-                          runs_dir=opts.runs_dir, overrides=opts.overrides)
+    run_cfg = load_run_config(opts.config, name=opts.name, runs_dir=opts.runs_dir, overrides=opts.overrides)
+    check_run_devices(run_cfg, opts.start, opts.until)
+    report = run_pipeline(run_cfg, start=opts.start, until=opts.until, force=opts.force)
     print(f"report: {report}")
     return 0

@@ -83,6 +83,10 @@ def _inputs(cfg: SASRecTuneConfig) -> tuple[Any, Any, Path]:
     if cfg.split_dir:
         text = EmbeddingConfig(source="text", text_encoder=cfg.text_encoder, text_max_length=cfg.text_max_length)
         return SplitDataset.load(cfg.split_dir), text, Path(cfg.out_dir)
+    if not Path(cfg.run_config).is_file():
+        from recdata.errors import ConfigError
+
+        raise ConfigError(f"--run_config {cfg.run_config} does not exist; pass a pipeline YAML (e.g. configs/*.yaml)")
     run_cfg = load_run_config(cfg.run_config)
     run_pipeline(run_cfg, until="data")
     section = run_cfg.sections.get("embeddings", {})

@@ -3,7 +3,9 @@
 Precedence: dataclass defaults < ``--config FILE.yaml`` < command-line flags. Unknown YAML keys raise, naming
 the file and the keys, so a typo never silently falls back to a default. YAML values are checked against the
 field's type and choices as strictly as a flag would be (``num_levels: 3.7`` is an error, not a later TypeError).
-Every problem is a ``ConfigError`` (exit 2, one line), never argparse's usage dump or a traceback.
+Every problem is a ``ConfigError`` (exit 2, one line), never argparse's usage dump or a traceback. Parsed from a
+command line (no ``config`` dict), a device field (``--device cuda``) is also checked against this machine
+(``recdata.devices``), so an unusable device is one line before any work starts.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextvars
 import dataclasses
 import enum
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -45,13 +48,38 @@ class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
     """``--config FILE`` names no file: a usage error (exit 2) that is still a ``FileNotFoundError``."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: keys it brings may be overridden below
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice (first on line "
+                                                        f"{seen[key] + 1}); keep one", key_node.start_mark)
+        except TypeError:  # an unhashable key: construct_mapping names it
+            continue
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in the YAML file ``path``; a missing, non-UTF-8 or malformed file, a repeated key, a key that is
+    not a name or a top level that is not a mapping is one ``ConfigError`` naming the file (and line)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigFileNotFoundError(f"config file {path} does not exist; pass an existing YAML file to --config")
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -63,6 +91,9 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of field: value, got {type(data).__name__}")
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise ConfigError(f"config file {path}: key {odd[0]!r} is not a field name; write field: value (see --help)")
     return data
 
 
@@ -149,6 +180,11 @@ def parse_config(
                     values[action.dest] = _check_value(action, action.dest, values[action.dest], config_source)
                     checked.add(action.dest)
         parser.set_defaults(**values)
+    if config is not None:  # a config section: name the missing keys as keys of that section, not as flags
+        missing = [a.dest for a in parser._actions if a.required and not set(a.option_strings) & set(rest)]
+        if missing:
+            raise ConfigError(f"{config_source}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required; "
+                              f"add `{missing[0]}: ...` there")
     try:
         *parsed, remaining = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=True)
     except ConfigError:
@@ -159,7 +195,35 @@ def parse_config(
     if remaining:
         raise ConfigError(f"unexpected argument(s) {remaining}: every value must follow its flag (--name VALUE); "
                           "see --help")
-    return tuple(parsed[: len(dataclass_types)])  # drop the trailing Namespace holding --config
+    configs = tuple(parsed[: len(dataclass_types)])  # drop the trailing Namespace holding --config
+    check_numbers(configs, config_source if values else "")
+    if config is None:  # a command about to run (flags / --config): its devices must exist on this machine
+        from recdata.devices import check_config_devices
+
+        check_config_devices(configs, config_source if values else "")
+    return configs
+
+
+INT64_MAX = 2**63 - 1
+
+
+def check_numbers(configs: Sequence[Any], source: str = "") -> None:
+    """Every number a user set is one a run can use: an integer within int64 (torch, numpy, parquet and JSON
+    readers all stop there) and a float that is finite (``nan`` / ``inf`` from a flag or ``.nan`` from YAML)."""
+    where = f" ({source})" if source else ""
+    for cfg in configs:
+        if not dataclasses.is_dataclass(cfg):
+            continue
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name, None)
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(item, bool) or not isinstance(item, (int, float)) or item == f.default:
+                    continue
+                if isinstance(item, int) and abs(item) > INT64_MAX:
+                    raise ConfigError(f"{f.name}={item} is too large (the limit is {INT64_MAX}){where}; give a "
+                                      "realistic value")
+                if isinstance(item, float) and not math.isfinite(item):
+                    raise ConfigError(f"{f.name}={item} is not a finite number{where}; give a real value")
 
 
 def _close_matches(names: Sequence[str], valid: Sequence[str]) -> str:

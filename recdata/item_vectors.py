@@ -92,9 +92,26 @@ def load_embeddings_dir(folder: str | Path) -> ItemEmbeddings:
         if not (folder / name).is_file():
             raise InputFileError(f"{folder / name} does not exist; write the folder with `alignrec embed` "
                                  "(or point at a run's embeddings stage)")
-    meta_file = folder / META_FILE
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    return ItemEmbeddings(json.loads((folder / IDS_FILE).read_text()), np.load(folder / VECTORS_FILE), meta)
+    fix = "rewrite the folder with `alignrec embed`"
+
+    def read_json(path: Path) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path} is not valid UTF-8 JSON ({exc}); {fix}") from None
+
+    meta = read_json(folder / META_FILE) if (folder / META_FILE).is_file() else {}
+    ids = read_json(folder / IDS_FILE)
+    if not isinstance(ids, list):
+        raise UserError(f"{folder / IDS_FILE} must hold a JSON list of item ids, got {type(ids).__name__}; {fix}")
+    try:
+        vectors = np.load(folder / VECTORS_FILE, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # truncated, object array, not an .npy at all
+        raise UserError(f"{folder / VECTORS_FILE} is not a readable numeric .npy array ({exc}); {fix}") from None
+    try:
+        return ItemEmbeddings(ids, vectors, meta if isinstance(meta, dict) else {})
+    except ValueError as exc:  # a UserError naming the shape / id / row, or strings that are not numbers
+        raise UserError(f"{folder}: {exc}") from None
 
 
 SAFETENSORS_KEYS = ("embeddings", "vectors", "weight")

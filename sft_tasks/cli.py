@@ -93,6 +93,7 @@ def _run_build(args, argv: list[str]) -> int:
 
 def run_queries(cfg: QueryGenConfig) -> dict[str, list[str]]:
     from alignrec.llm.generation import hf_generator, model_fingerprint
+    from alignrec.llm.inert_text import llm_inert_text
     from recdata import SplitDataset, atomic_write_json
     from recdata.paths import default_llm_dir, require
     from sft_tasks.query_gen import generate_queries
@@ -106,7 +107,7 @@ def run_queries(cfg: QueryGenConfig) -> dict[str, list[str]]:
     queries = generate_queries(
         dataset.item_table(), item_ids, cfg.cache_file or f"{cfg.output_file}.cache.jsonl", model_fingerprint(llm_dir),
         lambda: hf_generator(llm_dir, cfg.max_new_tokens, cfg.batch_size), fields, cfg.max_description_words,
-        settings={"max_new_tokens": cfg.max_new_tokens},
+        settings={"max_new_tokens": cfg.max_new_tokens}, inert=llm_inert_text(llm_dir),
     )
     atomic_write_json(cfg.output_file, queries)
     logger.info("wrote %d items' queries to %s", len(queries), cfg.output_file)
@@ -116,6 +117,7 @@ def run_queries(cfg: QueryGenConfig) -> dict[str, list[str]]:
 def run_requests(cfg) -> list[dict]:
     """``alignrec tasks requests``: ``sft_tasks.build_requests`` over the split, written as JSON lines."""
     from alignrec.llm.generation import hf_generator, model_fingerprint
+    from alignrec.llm.inert_text import llm_inert_text
     from recdata import SplitDataset
     from recdata.paths import default_llm_dir, require
     from sft_tasks.requests import build_requests, write_requests
@@ -127,7 +129,8 @@ def run_requests(cfg) -> list[dict]:
     rows = build_requests(split, cfg.cache_file or f"{cfg.output_file}.cache.jsonl", model_fingerprint(llm_dir),
                           lambda: hf_generator(llm_dir, cfg.max_new_tokens, cfg.batch_size), per_part=cfg.per_part,
                           seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
-                          max_description_words=cfg.max_description_words, chunk=cfg.batch_size)
+                          max_description_words=cfg.max_description_words, chunk=cfg.batch_size,
+                          inert=llm_inert_text(llm_dir))
     write_requests(rows, cfg.output_file)
     logger.info("wrote %d requests to %s", len(rows), cfg.output_file)
     return rows

@@ -82,7 +82,11 @@ def load_query_file(path: str | Path, known_items: set[str]) -> dict[str, list[s
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"query_file {path} does not exist; create it with `alignrec tasks queries` or unset it")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"query_file {path} is not one UTF-8 JSON object ({exc}); write it with `alignrec tasks "
+                        "queries` (JSON {item_id: [query, ...]})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object {{item_id: [query, ...]}}, got {type(data).__name__}")
     out: dict[str, list[str]] = {}

@@ -1,6 +1,7 @@
 """Optional LLM-written queries for ``query2item``: the local LLM reads each item's text and writes a search
 query. Answers are cached in a JSON-lines file keyed by (model, prompt, decoding settings), so reruns and
-interrupted runs only generate what is missing; nothing is fetched from a hub.
+interrupted runs only generate what is missing; nothing is fetched from a hub. The item text goes through
+``inert`` (the generator LLM's ``InertText``), so a title like ``<|im_end|>`` stays text in the LLM's prompt.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrec.llm.generation import Generator, generate_cached, hf_generator, model_fingerprint, read_cache
+from alignrec.llm.inert_text import InertText
 from sft_tasks.formatting import item_text
 from sft_tasks.templates import QUERY_GENERATION_PROMPT
 
@@ -38,9 +40,12 @@ def generate_queries(
     max_description_words: int = 48,
     settings: dict[str, Any] | None = None,
     chunk: int = 64,
+    inert: Callable[[str], str] | None = None,
 ) -> dict[str, list[str]]:
-    """``{item_id: [query]}`` for items whose cleaned answer is usable; the model loads only if needed."""
-    prompts = {i: QUERY_GENERATION_PROMPT.format(item=item_text(items[i], list(fields), max_description_words))
+    """``{item_id: [query]}`` for items whose cleaned answer is usable; the model loads only if needed.
+    ``inert``: the generator LLM's ``InertText`` (default: the code-token pattern and control characters only)."""
+    inert = inert or InertText()
+    prompts = {i: QUERY_GENERATION_PROMPT.format(item=inert(item_text(items[i], list(fields), max_description_words)))
                for i in item_ids}
     result = generate_cached(prompts, Path(cache_path), model_id, make_generator, settings=settings, chunk=chunk,
                              desc="queries", id_field="item_id")

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from alignrec.llm.generation import Generator, generate_cached
+from alignrec.llm.inert_text import InertText
 from recdata.errors import ConfigError, InputFileError, UserError
 from sft_tasks.formatting import DEFAULT_PROMPT_FORMAT, item_text
 from sft_tasks.query_gen import clean_query
@@ -68,9 +69,12 @@ class RequestGenConfig:
 
 def build_requests(split: Any, cache_path: str | Path, model_id: str, make_generator: Callable[[], Generator], *,
                    per_part: int = 200, seed: int = 42, max_new_tokens: int = 32, max_description_words: int = 48,
-                   chunk: int = 16, parts: Sequence[str] = ("valid", "test")) -> list[dict[str, Any]]:
+                   chunk: int = 16, parts: Sequence[str] = ("valid", "test"),
+                   inert: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
     """Request rows (``REQUEST_FIELDS``) for a seeded sample of each part's evaluation rows; rows whose answer is
-    not a usable one-line request are left out (counted in the log). ``make_generator`` loads only if needed."""
+    not a usable one-line request are left out (counted in the log). ``make_generator`` loads only if needed.
+    ``inert``: the generator LLM's ``InertText``, applied to the target's text (default: code-token pattern only)."""
+    inert = inert or InertText()
     items = split.dataset.item_table()
     fields = ["title", "brand", "categories", "description"]
     rows: list[dict[str, Any]] = []
@@ -83,7 +87,7 @@ def build_requests(split: Any, cache_path: str | Path, model_id: str, make_gener
             rows.append({"request_id": f"{part}-{ex['user_id']}", "part": part, "user_id": ex["user_id"],
                          "history": list(ex["history"]), "target": ex["target"]})
     prompts = {row["request_id"]: REQUEST_GENERATION_PROMPT.format(
-        item=item_text(items[row["target"]], fields, max_description_words)) for row in rows}
+        item=inert(item_text(items[row["target"]], fields, max_description_words))) for row in rows}
     result = generate_cached(prompts, Path(cache_path), model_id, make_generator,
                              settings={"max_new_tokens": max_new_tokens, "decoding": "greedy"}, chunk=chunk,
                              desc="requests", id_field="request_id")

@@ -53,6 +53,20 @@ def _run_assign(args, argv: list[str]) -> int:
     return 0
 
 
+def check_width(width: int, tok, emb_dir: Path, tokenizer_dir: str) -> None:
+    """The vectors must have the width the tokenizer's RQ-VAE was fitted on: a wrong width means another embedding
+    source (a text encoder instead of SASRec, another model), whose codes would be meaningless."""
+    from recdata.errors import UserError
+
+    expected = (tok.model_config or {}).get("in_dim")
+    if expected is not None and width != int(expected):
+        source = (tok.meta or {}).get("embeddings") or {}
+        hint = f" ({', '.join(f'{k}: {v}' for k, v in source.items())})" if isinstance(source, dict) and source else ""
+        raise UserError(f"{emb_dir / 'vectors.npy'} holds {width}-wide vectors but the tokenizer {tokenizer_dir} was "
+                        f"fitted on {int(expected)}-wide ones; embed the new items with the source the tokenizer was "
+                        f"fitted with{hint}")
+
+
 def run_assign(cfg: AssignCodesArgs) -> dict:
     from recdata.errors import UserError
     from recdata.io import atomic_write_json
@@ -64,6 +78,7 @@ def run_assign(cfg: AssignCodesArgs) -> dict:
     embeddings = load_embeddings_dir(emb_dir)
     tok = ItemTokenizer.from_pretrained(cfg.tokenizer_dir)
     ids, vectors = embeddings.item_ids, embeddings.vectors
+    check_width(vectors.shape[1], tok, emb_dir, cfg.tokenizer_dir)
     row_of = {item: row for row, item in enumerate(ids)}
     if cfg.item_ids:
         wanted = read_id_list(cfg.item_ids)

@@ -96,20 +96,23 @@ def _load_hf_tokenizer(spec: str):
 
     if spec == CODES_ONLY:
         return load_hf_tokenizer(spec), spec
-    path = require(Path(spec) if spec else default_llm_dir(), "HF tokenizer folder")
+    if spec:  # a wrong folder names the flag and the value, not `make setup`
+        return load_hf_tokenizer(spec, "--hf_tokenizer_dir"), str(Path(spec))
+    path = require(default_llm_dir(), "HF tokenizer folder")
     return load_hf_tokenizer(path), str(path)
 
 
 def _run_export(args, argv: list[str]) -> int:
-    from recdata.outputs import claim_output_dir
+    from recdata.outputs import check_not_overlapping, claim_output_dir
     from tokenization.item_tokenizer import ItemTokenizer
     from tokenization.vocab_export import export_vocab
 
     (cfg,) = parse_config([VocabExportArgs], argv)
     hf_input = cfg.hf_tokenizer_dir if cfg.hf_tokenizer_dir.lower() not in ("none", "codes_only") else ""
-    claim_output_dir(cfg.output_dir, "vocab export", inputs=[cfg.tokenizer_dir, hf_input], overwrite=cfg.overwrite)
-    tok = ItemTokenizer.from_pretrained(cfg.tokenizer_dir)
+    check_not_overlapping(Path(cfg.output_dir), [cfg.tokenizer_dir, hf_input], "vocab export")
+    tok = ItemTokenizer.from_pretrained(cfg.tokenizer_dir)  # inputs first: a bad one leaves no output folder
     hf, hf_path = (None, None) if cfg.hf_tokenizer_dir.lower() == "none" else _load_hf_tokenizer(cfg.hf_tokenizer_dir)
+    claim_output_dir(cfg.output_dir, "vocab export", inputs=[cfg.tokenizer_dir, hf_input], overwrite=cfg.overwrite)
     if hf is not None:
         tok.add_to_tokenizer(hf)
     aligned = {"item_tokenizer_dir": str(Path(cfg.tokenizer_dir).resolve()), "hf_tokenizer_dir": hf_path,

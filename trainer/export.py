@@ -50,7 +50,15 @@ def read_manifest(output_dir: str | os.PathLike) -> dict[str, Any]:
             f"{path} not found: {output_dir} is not a finished alignrec training run (the manifest is written last; "
             "an interrupted run can be continued with --resume_from_checkpoint)"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}): the run folder is damaged; copy it again or re-run "
+                        "`alignrec train` (it resumes from its checkpoints)") from None
+    if not isinstance(manifest, dict) or "item_tokenizer_hash" not in manifest:
+        raise UserError(f"{path} is not an alignrec training manifest (no item_tokenizer_hash); pass the output_dir "
+                        "of `alignrec train`")
+    return manifest
 
 
 def check_item_tokenizer(manifest: dict[str, Any], item_tokenizer, where: str) -> None:

@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 from trl import SFTConfig
 
 from recdata.config import config_to_dict
-from recdata.errors import InputFileError
+from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_write_json
 from sft_tasks import check_build_item_tokenizer, read_build_prompt_format, read_build_user_knowledge
 from trainer.callbacks import (
@@ -47,14 +47,24 @@ def load_task_datasets(data: DataArguments) -> tuple[datasets.Dataset, datasets.
     return train, evalset
 
 
+def check_task_dir(dataset_dir: str | Path) -> Path:
+    """``dataset_dir`` is a saved task ``DatasetDict`` (its ``dataset_dict.json``), else one ``InputFileError``."""
+    path = Path(dataset_dir)
+    if not path.is_dir():
+        raise InputFileError(f"dataset_dir={path} does not exist; build it with `alignrec tasks build` or fix "
+                             "--dataset_dir")
+    if not (path / "dataset_dict.json").is_file():
+        raise InputFileError(f"dataset_dir={path} is not a tasks build (no dataset_dict.json); pass the output_dir of "
+                             "`alignrec tasks build`")
+    return path
+
+
 def load_train_item_tokenizer(data: DataArguments):
     """The item tokenizer, after checking the inputs' provenance: ``dataset_dir`` exists and its tasks were built
     with this tokenizer's codes (``tasks_manifest.json``). ``alignrec train`` calls it before launching too."""
     from tokenization import ItemTokenizer
 
-    if not Path(data.dataset_dir).is_dir():
-        raise InputFileError(f"dataset_dir={data.dataset_dir} does not exist; build it with `alignrec tasks build` or "
-                             "fix --dataset_dir")
+    check_task_dir(data.dataset_dir)
     item_tokenizer = ItemTokenizer.from_pretrained(data.item_tokenizer_dir)
     check_build_item_tokenizer(data.dataset_dir, data.item_tokenizer_dir, item_tokenizer.content_hash)
     return item_tokenizer
@@ -62,17 +72,19 @@ def load_train_item_tokenizer(data: DataArguments):
 
 def load_task_splits(data: DataArguments) -> tuple[datasets.Dataset, datasets.Dataset | None, datasets.Dataset | None]:
     """``load_task_datasets`` plus the full validation split (for ranking validation; None when absent)."""
-    path = Path(data.dataset_dir)
-    if not path.is_dir():
-        raise InputFileError(f"dataset_dir={path} does not exist; build it with `alignrec tasks build` or fix "
-                             "--dataset_dir")
-    dd = datasets.load_from_disk(str(path))
+    path = check_task_dir(data.dataset_dir)
+    try:
+        dd = datasets.load_from_disk(str(path))
+    except FileNotFoundError as exc:  # a split folder or arrow file gone: the build was copied or cut short
+        raise InputFileError(f"dataset_dir={path} is incomplete ({exc}); rebuild it with `alignrec tasks build`") from None
     if not isinstance(dd, datasets.DatasetDict) or "train" not in dd:
-        raise ValueError(f"{path} must be a saved DatasetDict with a 'train' split (and 'validation')")
+        raise UserError(f"{path} must be a saved DatasetDict with a 'train' split (and 'validation'); rebuild it with "
+                        "`alignrec tasks build`")
     for name, split in dd.items():
         missing = [c for c in REQUIRED_COLUMNS if c not in split.column_names]
         if missing:
-            raise ValueError(f"{path} split {name!r} lacks columns {missing}; expected prompt, completion, task")
+            raise UserError(f"{path} split {name!r} lacks columns {missing}; expected prompt, completion, task: "
+                            "rebuild it with `alignrec tasks build`")
     train = dd["train"]
     if data.max_train_samples:
         train = train.select(range(min(data.max_train_samples, len(train))))

@@ -43,6 +43,7 @@ def run_extract(cfg: ExtractConfig, make_generator=None) -> dict[str, Any]:
     """Library-callable body of ``knowledge extract``; ``make_generator`` overrides the HF model (tests)."""
     from alignrec.knowledge.extract import extract_knowledge
     from alignrec.llm.generation import HFGenerator, model_fingerprint
+    from alignrec.llm.inert_text import llm_inert_text
     from recdata.paths import default_llm_dir, require
     from recdata.split import SplitDataset
 
@@ -54,7 +55,7 @@ def run_extract(cfg: ExtractConfig, make_generator=None) -> dict[str, Any]:
         def make_generator():
             return HFGenerator(llm_dir, cfg.max_new_tokens, cfg.batch_size, cfg.device or None)
     atomic_write_json(out / "extract_config.json", dataclasses.asdict(cfg))
-    cost = extract_knowledge(cfg, split, out, model_fingerprint(llm_dir), make_generator)
+    cost = extract_knowledge(cfg, split, out, model_fingerprint(llm_dir), make_generator, llm_inert_text(llm_dir))
     atomic_write_json(out / "manifest.json", {"command": "knowledge extract", "kinds": cfg.kind_list(),
                                               "mode": cfg.mode, "complete": True})
     logger.info("knowledge extract: %s", {k: v for k, v in cost.items() if k in ("item", "user", "wall_seconds")})

@@ -60,9 +60,10 @@ def _sample(ids: list[str], limit: int, rng: np.random.Generator) -> list[str]:
     return [i for r, i in enumerate(ids) if r in keep]  # catalogue / user order
 
 
-def build_prompts(cfg: ExtractConfig, split: SplitDataset, kind: str, factors: list[str]
-                  ) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
-    """``(prompts {name: prompt}, assignment {member id: prompt name}, info)`` for one knowledge kind.
+def build_prompts(cfg: ExtractConfig, split: SplitDataset, kind: str, factors: list[str],
+                  inert: P.Inert | None = None) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+    """``(prompts {name: prompt}, assignment {member id: prompt name}, info)`` for one knowledge kind; catalogue
+    text goes through ``inert`` (the generator LLM's ``InertText``; default: the code-token pattern only).
 
     individual: a prompt per (sampled) item / user, named by its id; collective: a prompt per k-means
     cluster, named ``<kind>-cluster-<c>``, and every item / user is assigned to its cluster's prompt.
@@ -76,11 +77,11 @@ def build_prompts(cfg: ExtractConfig, split: SplitDataset, kind: str, factors: l
     if cfg.mode == "individual":
         if kind == "item":
             chosen = _sample(catalogue, cfg.max_items, rng)
-            prompts = {i: P.item_prompt(items[i], factors, cfg.max_title_words) for i in chosen}
+            prompts = {i: P.item_prompt(items[i], factors, cfg.max_title_words, inert) for i in chosen}
         else:
             chosen = _sample(list(histories), cfg.max_users, rng)
-            prompts = {u: P.user_prompt([items[i] for i in histories[u][-last:]], factors, cfg.max_title_words)
-                       for u in chosen}
+            prompts = {u: P.user_prompt([items[i] for i in histories[u][-last:]], factors, cfg.max_title_words,
+                                        inert) for u in chosen}
         return prompts, {m: m for m in chosen}, {"members": len(chosen)}
 
     item_vecs = cluster_item_vectors(cfg, dataset)  # [items, D]
@@ -95,21 +96,21 @@ def build_prompts(cfg: ExtractConfig, split: SplitDataset, kind: str, factors: l
     for c, rows in sorted(group_representatives(vectors, labels, centroids, cfg.group_examples).items()):
         name = f"{kind}-cluster-{c}"
         if kind == "item":
-            prompts[name] = P.item_group_prompt([items[ids[r]] for r in rows], factors, cfg.max_title_words)
+            prompts[name] = P.item_group_prompt([items[ids[r]] for r in rows], factors, cfg.max_title_words, inert)
         else:
             members = [histories[ids[r]][-last:] for r in np.flatnonzero(labels == c)]
             top = popular_items(members, cfg.group_examples, order)
-            prompts[name] = P.user_group_prompt([items[i] for i in top], factors, cfg.max_title_words)
+            prompts[name] = P.user_group_prompt([items[i] for i in top], factors, cfg.max_title_words, inert)
     assignment = {ids[r]: f"{kind}-cluster-{int(labels[r])}" for r in range(len(ids))}
     sizes = np.bincount(labels)
     return prompts, assignment, {"members": len(assignment), "clusters": len(prompts),
                                  "cluster_size_min": int(sizes.min()), "cluster_size_max": int(sizes.max())}
 
 
-def _factors(cfg: ExtractConfig, ask: Callable[[dict[str, str], str], Any]) -> dict[str, Any]:
+def _factors(cfg: ExtractConfig, ask: Callable[[dict[str, str], str], Any], inert: P.Inert | None) -> dict[str, Any]:
     if cfg.factor_list():
         return {"factors": cfg.factor_list(), "source": "config"}
-    prompt = P.factor_prompt(cfg.domain, cfg.num_factors)
+    prompt = P.factor_prompt(cfg.domain, cfg.num_factors, inert)
     result = ask({"factors": prompt}, "factors")
     answer = result.answers.get("factors", "")
     factors = P.parse_factors(answer, cfg.num_factors)
@@ -120,10 +121,11 @@ def _factors(cfg: ExtractConfig, ask: Callable[[dict[str, str], str], Any]) -> d
 
 
 def extract_knowledge(cfg: ExtractConfig, split: SplitDataset, out_dir: Path, model_id: str,
-                      make_generator: Callable[[], Generator]) -> dict[str, Any]:
+                      make_generator: Callable[[], Generator], inert: P.Inert | None = None) -> dict[str, Any]:
     """Write ``factors.json``, ``<kind>_knowledge.jsonl``, ``cost.json``; return the cost report.
 
-    ``make_generator`` is called at most once, and only when some answer is not cached.
+    ``make_generator`` is called at most once, and only when some answer is not cached. ``inert``: the generator
+    LLM's ``InertText`` (``alignrec.llm.llm_inert_text``), applied to every piece of catalogue text in a prompt.
     """
     started = time.perf_counter()
     cache_file = Path(cfg.cache_file) if cfg.cache_file else out_dir / "answers.cache.jsonl"
@@ -131,13 +133,13 @@ def extract_knowledge(cfg: ExtractConfig, split: SplitDataset, out_dir: Path, mo
                          settings={"max_new_tokens": cfg.max_new_tokens, "decoding": "greedy"},
                          chunk=cfg.batch_size, max_seconds=cfg.max_seconds)
 
-    factors = _factors(cfg, ask)
+    factors = _factors(cfg, ask, inert)
     atomic_write_json(out_dir / "factors.json", factors)
     cost: dict[str, Any] = {"mode": cfg.mode, "max_new_tokens": cfg.max_new_tokens, "model_id": model_id,
                             "user_holdout_items": cfg.user_holdout_items,
                             "factors": factors.get("cost")}
     for kind in cfg.kind_list():
-        prompts, assignment, info = build_prompts(cfg, split, kind, factors["factors"])
+        prompts, assignment, info = build_prompts(cfg, split, kind, factors["factors"], inert)
         result = ask(prompts, f"{kind} knowledge")
         histories = user_training_histories(split, cfg.user_holdout_items) if kind == "user" else {}
         lines = [{f"{kind}_id": member, "text": result.answers[name].strip(),

@@ -17,6 +17,7 @@ _EXPORTS = {
     "load_hf_tokenizer": "alignrec.llm.hf_tokenizer",
     "InertText": "alignrec.llm.inert_text",
     "inert_text": "alignrec.llm.inert_text",
+    "llm_inert_text": "alignrec.llm.inert_text",
     "AnswerCache": "alignrec.llm.generation",
     "GenerationResult": "alignrec.llm.generation",
     "Generator": "alignrec.llm.generation",

@@ -28,6 +28,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from alignrec.llm.inert_text import InertText
 from recdata.io import sha256_file, sha256_json
 
 logger = logging.getLogger(__name__)
@@ -148,11 +149,14 @@ class HFGenerator:
         self.model.to(self.device).eval()
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.inert = InertText(self.tokenizer)  # a user message is data: it never holds this model's control tokens
         self.calls = self.prompt_tokens = self.generated_tokens = 0
         self.seconds = 0.0
 
     def format(self, prompt: str) -> str:
-        """The text the model reads for one prompt (chat template + generation prompt when there is one)."""
+        """The text the model reads for one prompt (chat template + generation prompt when there is one); the prompt
+        is escaped first (``alignrec.llm.inert_text``), so no text in it becomes a special or control token."""
+        prompt = self.inert(prompt)
         if not self.tokenizer.chat_template:
             return prompt
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []

@@ -14,16 +14,22 @@ builders and decoding (``sft_tasks`` prompts go through ``PromptFormatter.inert`
 
 The rule is idempotent (a broken occurrence no longer matches), so a text escaped at build time and escaped
 again at decoding gives the same prompt.
+
+Prompts to the local generator LLM (knowledge and scenario extraction, LLM-written queries and requests) follow the
+same rule with that LLM's tokenizer (``llm_inert_text``): their builders escape every piece of catalogue text, so
+the answer cache is keyed by the prompt the model really reads, and ``HFGenerator`` escapes each user message again
+before its chat template (a no-op for an escaped prompt, a guard for any other caller).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
 from recdata.text_safety import strip_controls
 
-__all__ = ["BREAK", "CODE_TOKEN_PATTERN", "InertText", "control_strings", "inert_text"]
+__all__ = ["BREAK", "CODE_TOKEN_PATTERN", "InertText", "control_strings", "inert_text", "llm_inert_text"]
 
 BREAK = "\u200b"  # zero-width space: invisible, not part of any added token
 CODE_TOKEN_PATTERN = r"<[a-z]_\d+>"  # tokenization.item_tokenizer.code_token's shape
@@ -55,6 +61,14 @@ class InertText:
             if broken == text:
                 return text
             text = broken
+
+
+def llm_inert_text(llm_dir: str | os.PathLike, flag: str = "--llm_dir") -> InertText:
+    """``InertText`` for the tokenizer of the local LLM folder ``llm_dir`` (the tokenizer only, not the weights); a
+    folder without a loadable tokenizer is one error naming ``flag``."""
+    from alignrec.llm.hf_tokenizer import load_hf_tokenizer
+
+    return InertText(load_hf_tokenizer(llm_dir, flag))
 
 
 def inert_text(text: str, hf_tokenizer: Any = None) -> str:

@@ -40,6 +40,7 @@ def register(subparsers) -> None:
 def run_scenario_extract(cfg, make_generator=None) -> dict[str, Any]:
     """Library-callable body of ``scenarios extract``; ``make_generator`` overrides the HF model (tests)."""
     from alignrec.llm.generation import HFGenerator, model_fingerprint
+    from alignrec.llm.inert_text import llm_inert_text
     from alignrec.llm4msr.extract import extract_scenario_knowledge, require_scenarios
     from recdata.paths import default_llm_dir, require
     from recdata.split import SplitDataset
@@ -53,7 +54,8 @@ def run_scenario_extract(cfg, make_generator=None) -> dict[str, Any]:
         def make_generator():
             return HFGenerator(llm_dir, cfg.max_new_tokens, cfg.batch_size, cfg.device or None)
     atomic_write_json(out / "extract_config.json", dataclasses.asdict(cfg))
-    cost = extract_scenario_knowledge(cfg, split, out, model_fingerprint(llm_dir), make_generator)
+    cost = extract_scenario_knowledge(cfg, split, out, model_fingerprint(llm_dir), make_generator,
+                                      llm_inert_text(llm_dir))
     atomic_write_json(out / "manifest.json", {"command": "scenarios extract", "complete": True})
     logger.info("scenarios extract: %s", cost["total"])
     return cost

@@ -23,6 +23,7 @@ import numpy as np
 
 from alignrec.knowledge.clusters import cluster_item_vectors, kmeans_labels, popular_items, user_vectors
 from alignrec.knowledge.extract import user_training_histories
+from alignrec.knowledge.prompts import Inert
 from alignrec.llm.generation import Generator, budgeted_asker
 from alignrec.llm4msr import prompts as P
 from alignrec.llm4msr.config import ScenarioExtractConfig
@@ -41,14 +42,16 @@ def require_scenarios(split: SplitDataset) -> None:
                         "scenario_item_field (e.g. --scenario_item_field domain)")
 
 
-def build_scenario_prompts(cfg: ScenarioExtractConfig, split: SplitDataset) -> dict[str, str]:
-    """``{scenario: prompt}``: one per scenario, each listing every scenario with its most bought training items."""
+def build_scenario_prompts(cfg: ScenarioExtractConfig, split: SplitDataset, inert: Inert | None = None
+                           ) -> dict[str, str]:
+    """``{scenario: prompt}``: one per scenario, each listing every scenario with its most bought training items
+    (catalogue text through ``inert``, as in ``build_user_prompts``)."""
     items = split.dataset.item_table()
     order = {i: r for r, i in enumerate(split.dataset.item_ids())}
     popularity = split.train_scenario_popularity()
     examples = {s: [items[i] for i in sorted(counts, key=lambda i: (-counts[i], order[i]))[:cfg.scenario_examples]]
                 for s, counts in popularity.items()}
-    return {name: P.scenario_prompt(name, examples, cfg.max_title_words) for name in sorted(examples)}
+    return {name: P.scenario_prompt(name, examples, cfg.max_title_words, inert) for name in sorted(examples)}
 
 
 def _sample(ids: list[str], limit: int, seed: int) -> list[str]:
@@ -58,9 +61,10 @@ def _sample(ids: list[str], limit: int, seed: int) -> list[str]:
     return [i for r, i in enumerate(ids) if r in keep]  # user order
 
 
-def build_user_prompts(cfg: ScenarioExtractConfig, split: SplitDataset
+def build_user_prompts(cfg: ScenarioExtractConfig, split: SplitDataset, inert: Inert | None = None
                        ) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
-    """``(prompts {name: prompt}, assignment {user_id: prompt name}, info)``.
+    """``(prompts {name: prompt}, assignment {user_id: prompt name}, info)``; titles and scenario names go through
+    ``inert`` (the generator LLM's ``InertText``; default: the code-token pattern only).
 
     A sampled user's prompt is named by its id; a cluster prompt ``user-cluster-<c>`` is built only for clusters
     with a member outside the sample, and only those members are assigned to it.
@@ -75,7 +79,7 @@ def build_user_prompts(cfg: ScenarioExtractConfig, split: SplitDataset
     users = list(histories)
     sampled = _sample(users, cfg.user_sample, cfg.seed)
     prompts = {u: P.user_prompt([items[i] for i in histories[u][-last:]], labels[u][-last:], names,
-                                cfg.max_title_words) for u in sampled}
+                                cfg.max_title_words, inert) for u in sampled}
     assignment = {u: u for u in sampled}
     info: dict[str, Any] = {"users": len(users), "individual": len(sampled), "clusters": 0, "clustered_users": 0,
                             "without_knowledge": len(users) - len(sampled)}
@@ -92,7 +96,7 @@ def build_user_prompts(cfg: ScenarioExtractConfig, split: SplitDataset
             members = [histories[u][-last:] for u in ids if cluster_of[u] == c]
             top = popular_items(members, cfg.group_examples, order)
             prompts[f"user-cluster-{c}"] = P.user_group_prompt([items[i] for i in top], [item_scenario[i] for i in top],
-                                                              names, cfg.max_title_words)
+                                                              names, cfg.max_title_words, inert)
         assignment.update({u: f"user-cluster-{cluster_of[u]}" for u in rest})
         sizes = np.bincount([cluster_of[u] for u in rest])
         info.update(clusters=len(prompts) - len(sampled), clustered_users=len(rest), without_knowledge=0,
@@ -101,10 +105,11 @@ def build_user_prompts(cfg: ScenarioExtractConfig, split: SplitDataset
 
 
 def extract_scenario_knowledge(cfg: ScenarioExtractConfig, split: SplitDataset, out_dir: Path, model_id: str,
-                               make_generator: Callable[[], Generator]) -> dict[str, Any]:
+                               make_generator: Callable[[], Generator], inert: Inert | None = None) -> dict[str, Any]:
     """Write ``scenario_knowledge.jsonl``, ``user_knowledge.jsonl``, ``prompts.jsonl``, ``cost.json``; return the cost.
 
-    ``make_generator`` is called at most once, and only when some answer is not cached.
+    ``make_generator`` is called at most once, and only when some answer is not cached. ``inert``: the generator
+    LLM's ``InertText`` (``alignrec.llm.llm_inert_text``).
     """
     require_scenarios(split)
     started = time.perf_counter()
@@ -113,8 +118,8 @@ def extract_scenario_knowledge(cfg: ScenarioExtractConfig, split: SplitDataset, 
                          settings={"max_new_tokens": cfg.max_new_tokens, "decoding": "greedy"},
                          chunk=cfg.batch_size, max_seconds=cfg.max_seconds)
 
-    scenario_prompts = build_scenario_prompts(cfg, split)
-    user_prompts, assignment, info = build_user_prompts(cfg, split)
+    scenario_prompts = build_scenario_prompts(cfg, split, inert)
+    user_prompts, assignment, info = build_user_prompts(cfg, split, inert)
     atomic_write_text(out_dir / "prompts.jsonl", "".join(
         _jsonl({"level": level, "name": name, "prompt": prompt})
         for level, prompts in (("scenario", scenario_prompts), ("user", user_prompts)) for name, prompt in prompts.items()))

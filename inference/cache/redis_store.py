@@ -111,8 +111,12 @@ class RedisStore(CacheStore):
         self.server_url = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"])))
         self.location = url
         self.socket_timeout_s = socket_timeout_s
-        self.client = redis.Redis.from_url(self.server_url, socket_timeout=socket_timeout_s,
-                                           socket_connect_timeout=socket_timeout_s)
+        try:
+            self.client = redis.Redis.from_url(self.server_url, socket_timeout=socket_timeout_s,
+                                               socket_connect_timeout=socket_timeout_s)
+        except ValueError as exc:  # no host, a bad port or db number: the URL, not the server
+            raise UserError(f"{url} is not a usable Redis URL ({exc}); write it as redis://host:port/db"
+                            "[?prefix=P]") from None
         self.current_key = f"{self.prefix}:current"
         self.versions_key = f"{self.prefix}:versions"
         self.retired_key = f"{self.prefix}:retired"

@@ -50,8 +50,9 @@ class LoadOptions:
 
 
 def open_text(path: str | Path, encoding: str = "utf-8") -> io.TextIOBase:
-    """Open a text file, transparently gunzipping ``*.gz``."""
+    """Open a text file, transparently gunzipping ``*.gz``; a UTF-8 byte-order mark is dropped, not read as text."""
     path = Path(path)
+    encoding = "utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, newline="")
     return open(path, encoding=encoding, newline="")

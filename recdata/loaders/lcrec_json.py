@@ -54,7 +54,7 @@ def _key_line(text: str, key: str, occurrence: int) -> int | None:
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
     """A top-level JSON object; malformed JSON and repeated top-level keys raise naming file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not part of the JSON
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc) from None
     try:

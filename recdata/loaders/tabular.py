@@ -42,15 +42,28 @@ def read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputFileError(f"table {path} does not exist")
     if path.name.endswith(".parquet"):
-        df = pd.read_parquet(path)
+        import pyarrow as pa
+
+        try:
+            df = pd.read_parquet(path)
+        except (pa.ArrowException, OSError) as exc:  # not a parquet file, truncated, wrong footer
+            raise UserError(f"{path} is not a readable Parquet file ({' '.join(str(exc).split())[:160]}); "
+                            "write it again (e.g. DataFrame.to_parquet) or give a CSV") from None
         return df.astype({c: "string" for c in df.columns})
     sep = "\t" if ".tsv" in path.name else ","
     try:
         return pd.read_csv(path, sep=sep, dtype="string", keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path} is empty; it needs a header line naming the columns, then one row per "
+                        "record") from None
     except pd.errors.ParserError as exc:
         raise UserError(f"{path}: malformed line ({exc}); fix the quoting or field count of that line") from None
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc) from None
+    except (EOFError, OSError) as exc:  # a .gz that is not gzip, or was cut short while copying
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # a real I/O error: the CLI names the path and the cause
+        raise UserError(f"{path} is damaged ({exc}); copy or compress it again") from None
 
 
 def _line(path: Path, row: int) -> str:

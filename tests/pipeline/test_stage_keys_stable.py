@@ -45,7 +45,15 @@ KEYS_BEFORE_THE_SPLIT = {
 }
 
 # Stages whose output changed since, with their version bumped on purpose: only they (and their downstream) re-run.
-BUMPED = {"cache": "a343420f502c9e012e179b11e02df47197b3ecdf3e91b06fc5fa8e684b2ab98d"}  # v2: binary store rows
+BUMPED = {
+    # tasks v3: data text made inert (InertText) in every row; its downstream stages follow
+    "tasks": "ecc8af8b1016d774c58b3e84f9db60361819c4cd95f01cab714bf0f4bb0803ce",
+    "train": "f3216b0a513da211a11aa6d738affb4eb9d39590020deb558493286e15ecfc6d",
+    "preference": "74172dc6a471f23ca6bae2b7901877967f9e1012046f4a674983edba3be8f469",
+    "evaluate": "4eb5e540aa99cfbf3c4e39730c3b864e3774e4fd740f7c26ba32840aa3987b03",
+    "cache": "e6256ad24402f4054b5ac5b8f9f0cab972e0df307c0f38ee9ee5c2597c1fe92d",  # also v2: binary store rows
+    "export": "337d9d7087b7824957724ebca8a55f3d52cbbd9b2ccf413acf0b4588de001b04",
+}
 KEYS_NOW = {**KEYS_BEFORE_THE_SPLIT, **BUMPED}
 
 
@@ -76,3 +84,15 @@ def test_a_run_folder_made_before_the_split_is_still_complete(run_folder):
     plans = plan_stages(STAGES, run_folder.run_dir, run_folder.sections, run_folder)
     assert [(p.name, p.state) for p in plans] == [(stage, "stale" if stage in BUMPED else "done")
                                                   for stage in KEYS_BEFORE_THE_SPLIT]
+
+
+def test_a_stage_version_is_part_of_its_key_and_its_downstream_keys(run_folder):
+    """Bumping one stage's ``version`` re-runs that stage and what reads it, nothing upstream."""
+    import dataclasses
+
+    before = {p.name: p.key for p in plan_stages(STAGES, run_folder.run_dir, run_folder.sections, run_folder)}
+    bumped = [dataclasses.replace(s, version=s.version + 1) if s.name == "tasks" else s for s in STAGES]
+    after = {p.name: p.key for p in plan_stages(bumped, run_folder.run_dir, run_folder.sections, run_folder)}
+    changed = [name for name in before if before[name] != after[name]]
+    assert changed == ["tasks", "train", "preference", "evaluate", "cache", "export"]
+    assert next(s for s in STAGES if s.name == "tasks").version == 3  # v3: inert data text in the rows

@@ -49,7 +49,9 @@ def _tasks_key(section: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
 
 
 # version 2: validation rows carry user_id / history / target (ranking validation)
+# version 3: data text in every row goes through InertText (a title holding an added token or the code pattern
+# <a_1> is escaped; control characters are stripped), so a run built before rebuilds its rows (issue 33)
 # knowledge_prompts 2 (runs with use_knowledge only): the build keeps its prompt texts for the model, and
 # the preference pairs carry them too
 
-STAGE = Stage("tasks", run_tasks, ("data", "tokenizer"), version=2, inputs=_tasks_inputs, extra_key=_tasks_key)
+STAGE = Stage("tasks", run_tasks, ("data", "tokenizer"), version=3, inputs=_tasks_inputs, extra_key=_tasks_key)
