@@ -55,8 +55,8 @@ def read_manifest(output_dir: str | os.PathLike) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc}): the run folder is damaged; copy it again or re-run "
                         "`alignrec train` (it resumes from its checkpoints)") from None
-    if not isinstance(manifest, dict) or "item_tokenizer_hash" not in manifest:
-        raise UserError(f"{path} is not an alignrec training manifest (no item_tokenizer_hash); pass the output_dir "
+    if not isinstance(manifest, dict) or "format_version" not in manifest:
+        raise UserError(f"{path} is not an alignrec training manifest (no format_version); pass the output_dir "
                         "of `alignrec train`")
     return manifest
 
