@@ -129,16 +129,19 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
         evaluation_sample,
         write_report,
     )
-    from recdata.outputs import claim_output_dir
+    from recdata.outputs import check_output_dir, claim_output_dir
     from recdata.popularity import popularity_recommender, train_popularity
 
-    claim_output_dir(cfg.out_dir, "evaluate", inputs=[cfg.model_dir, cfg.split_dir], overwrite=cfg.overwrite)
+    claim = {"output": cfg.out_dir, "command": "evaluate", "inputs": [cfg.model_dir, cfg.split_dir],
+             "overwrite": cfg.overwrite}
+    check_output_dir(**claim)  # refuse a folder we may not write before loading anything
     split = SplitDataset.load(cfg.split_dir)
     examples, sample = evaluation_sample(split.eval_examples(cfg.part), cfg.max_examples)
     catalogue = split.dataset.item_ids()
     popularity = train_popularity(split)
     run = TrainedRun.load(cfg.model_dir, device=cfg.device)
     run.item_tokenizer.check_catalogue(catalogue, cfg.model_dir, cfg.split_dir)
+    claim_output_dir(**claim)  # claimed once the inputs are known good: a bad input leaves no empty folder
     max_k = max(cfg.ks)
     scenario_kw = {}
     if split.has_scenarios:

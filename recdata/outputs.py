@@ -61,9 +61,10 @@ def check_not_overlapping(output: str | os.PathLike, inputs: Iterable[str | os.P
             )
 
 
-def claim_output_dir(output: str | os.PathLike, command: str, inputs: Iterable[str | os.PathLike | None] = (),
+def check_output_dir(output: str | os.PathLike, command: str, inputs: Iterable[str | os.PathLike | None] = (),
                      overwrite: bool = False) -> Path:
-    """Make ``output`` ours to write (see module docstring) and return it as a ``Path``."""
+    """Refuse an ``output`` this command may not write, touching nothing: a command checks first, validates its
+    inputs, and claims (``claim_output_dir``) only then, so a bad input leaves no empty claimed folder behind."""
     out = Path(output)
     check_not_overlapping(out, inputs, command)
     if out.exists() and not out.is_dir():
@@ -73,6 +74,13 @@ def claim_output_dir(output: str | os.PathLike, command: str, inputs: Iterable[s
             f"output folder {out} is not empty and was not written by alignrec; choose a new or empty folder, "
             "or pass --overwrite true to write into it (files alignrec does not write are kept)"
         )
+    return out
+
+
+def claim_output_dir(output: str | os.PathLike, command: str, inputs: Iterable[str | os.PathLike | None] = (),
+                     overwrite: bool = False) -> Path:
+    """Make ``output`` ours to write (see module docstring) and return it as a ``Path``."""
+    out = check_output_dir(output, command, inputs, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     previous = read_marker(out)
     marker = {"command": command, "claimed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -21,7 +21,7 @@ from typing import Any
 from alignrec.knowledge.config import EncodeConfig, ExtractConfig, KnowledgeTrainConfig
 from recdata.config import parse_config, require_fields
 from recdata.io import atomic_write_json
-from recdata.outputs import claim_output_dir
+from recdata.outputs import check_output_dir, claim_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +48,10 @@ def run_extract(cfg: ExtractConfig, make_generator=None) -> dict[str, Any]:
     from recdata.split import SplitDataset
 
     require_fields(cfg, "split_dir", "out_dir")
-    out = claim_output_dir(cfg.out_dir, "knowledge extract", inputs=[cfg.split_dir], overwrite=cfg.overwrite)
+    check_output_dir(cfg.out_dir, "knowledge extract", inputs=[cfg.split_dir], overwrite=cfg.overwrite)
     split = SplitDataset.load(cfg.split_dir)
     llm_dir = Path(cfg.llm_dir) if cfg.llm_dir else require(default_llm_dir(), "the default LLM")
+    out = claim_output_dir(cfg.out_dir, "knowledge extract", inputs=[cfg.split_dir], overwrite=cfg.overwrite)
     if make_generator is None:
         def make_generator():
             return HFGenerator(llm_dir, cfg.max_new_tokens, cfg.batch_size, cfg.device or None)

@@ -87,6 +87,7 @@ def test_evaluate_cli_refuses_a_catalogue_the_model_cannot_code(tiny_split, tiny
 
     with pytest.raises(ValueError, match="1 catalogue item\\(s\\) .* have no code .*'i8'"):
         run_evaluate(cfg)
+    assert not (tmp_path / "o").exists()  # refused before claiming: no empty claimed folder is left behind
 
 
 @pytest.mark.parametrize(
