@@ -101,7 +101,7 @@ def run_tune(cfg: SASRecTuneConfig) -> dict[str, Any]:
 
     from alignrec.recommenders import SASRecConfig
     from alignrec.recommenders.bar import CONTENT_DEFAULTS, CONTENT_SPACE, train_bar
-    from alignrec.recommenders.tuning import SASREC_SPACE, coordinate_search
+    from alignrec.recommenders.tuning import SASREC_SPACE, check_resumable, coordinate_search
     from recdata.io import atomic_write_json, atomic_write_text
     from recdata.outputs import claim_output_dir
     from tokenization.embeddings import text_embeddings
@@ -148,21 +148,6 @@ def run_tune(cfg: SASRecTuneConfig) -> dict[str, Any]:
     logger.info("sasrec tune: plain valid NDCG@10 %.4f %s%s -> %s", plain["best"]["score"], plain["best"]["params"],
                 f"; content {content['best']['score']:.4f}" if content else "", out / "tuned.yaml")
     return summary
-
-
-def check_resumable(path: Path, identity: dict[str, Any]) -> None:
-    """Trials in a folder are reused only for the same split and seed (any budget, start or space)."""
-    import json
-
-    from recdata.errors import UserError
-
-    if not path.is_file():
-        return
-    before = json.loads(path.read_text(encoding="utf-8"))
-    changed = sorted(k for k, v in identity.items() if json.loads(json.dumps(v)) != before.get(k))
-    if changed:
-        raise UserError(f"{path.parent} holds trials of another search ({', '.join(changed)} differ); use a new "
-                        "--out_dir, or delete its trials files to start over")
 
 
 def trials_markdown(plain: dict[str, Any], content: dict[str, Any] | None) -> str:

@@ -47,6 +47,7 @@ __all__ = ["COMMAND", "MANIFEST", "SyntheticConfig", "SyntheticWorld", "generate
 
 COMMAND = "make_synthetic"  # the marker's command: the only folders this generator replaces
 MANIFEST = "synthetic.json"
+GENERATED_FILES = ("items.parquet", "interactions.parquet", MANIFEST, MARKER)  # all it writes
 USERS_PER_BLOCK = 16384  # users per row group and per seeded stream: fixed, so the bytes depend on the config only
 _ITEM_ROWS_PER_GROUP = 65536
 _BASE_TIME = 1_600_000_000  # unix seconds of the earliest first interaction
@@ -231,12 +232,28 @@ def _interaction_table(world: SyntheticWorld, block: int, item_names: pa.Array) 
 
 
 def _check_out_dir(out: Path) -> None:
-    """Refuse a file, or a non-empty folder whose marker does not say this generator wrote it."""
+    """Refuse a file, a non-empty folder whose marker does not say this generator wrote it, or one of ours that
+    now also holds files it did not write (replacing the folder would lose them)."""
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"output {out} is a file; choose a folder path for make_synthetic")
     if out.is_dir() and any(out.iterdir()) and read_marker(out).get("command") != COMMAND:
         raise OutputFolderError(f"output folder {out} is not empty and was not written by make_synthetic; choose a "
                                 "new or empty folder (its files are left alone)")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in GENERATED_FILES) if out.is_dir() else []
+    if foreign:
+        raise OutputFolderError(f"output folder {out} was written by make_synthetic but now also holds {foreign}, "
+                                "which it did not write; move them out or choose another folder")
+
+
+def remove_synthetic(out: str | Path) -> None:
+    """Delete a folder this generator wrote: its own files only, after the same check as a rewrite."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    _check_out_dir(out)
+    for name in GENERATED_FILES:
+        (out / name).unlink(missing_ok=True)
+    out.rmdir()
 
 
 def _config_dict(cfg: SyntheticConfig) -> dict[str, Any]:

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import resource
-import shutil
 import signal
 import sys
 import time
@@ -50,8 +49,7 @@ from inference.report_tables import markdown_table  # noqa: E402
 from recdata.config import parse_config  # noqa: E402
 from recdata.errors import ConfigError  # noqa: E402
 from recdata.io import atomic_write_json, atomic_write_text  # noqa: E402
-from recdata.outputs import read_marker  # noqa: E402
-from recdata.synthetic import COMMAND, SyntheticConfig, generate_synthetic  # noqa: E402
+from recdata.synthetic import SyntheticConfig, generate_synthetic, remove_synthetic  # noqa: E402
 
 logger = logging.getLogger("bench_scale")
 
@@ -163,8 +161,7 @@ def _child(stage: str, cfg: BenchScaleConfig, size: tuple[int, int], work: Path)
     items, users = size
     data_dir = work / "data" / f"{items}x{users}"
     if stage == "generate":
-        if data_dir.is_dir() and read_marker(data_dir).get("command") == COMMAND:
-            shutil.rmtree(data_dir)  # ours: regenerate, so the cell times the generator, not a reuse
+        remove_synthetic(data_dir)  # the generator's own files only: the cell times generating, not a reuse
         manifest = generate_synthetic(SyntheticConfig(
             out_dir=str(data_dir), num_items=items, num_users=users, interactions_per_user=cfg.interactions_per_user,
             num_scenarios=cfg.num_scenarios, seed=cfg.seed), progress=False)

@@ -212,18 +212,6 @@ def _identity(run_cfg: RunConfig, space: Mapping[str, list[Any]], start: Mapping
     return {"data": data["key"], "config": sha256_json(sections), "axes": sorted(point_overrides(start))}
 
 
-def _check_resumable(path: Path, identity: dict[str, Any]) -> None:
-    from recdata.errors import UserError
-
-    if not path.is_file():
-        return
-    before = json.loads(path.read_text(encoding="utf-8")).get("identity", {})
-    changed = sorted(k for k, v in identity.items() if v != before.get(k))
-    if changed:
-        raise UserError(f"{path.parent} holds trials of another search ({', '.join(changed)} differ); use a new "
-                        "--out_dir, or delete its trials.jsonl and tune_config.json to start over")
-
-
 def _validate_points(run_cfg: RunConfig, space: Mapping[str, list[Any]], start: Mapping[str, Any]) -> None:
     """Every axis value on top of the start point passes the pipeline's own section checks, before any training."""
     from alignrec.pipeline.stages import validate_sections
@@ -243,7 +231,7 @@ def tune_recipe(config_path: str | Path, budget: int, space_file: str = "", out_
 
     from alignrec.pipeline import load_run_config, run_pipeline
     from alignrec.pipeline.tuned_config import tuned_config_text
-    from alignrec.recommenders.tuning import coordinate_search, point_key
+    from alignrec.recommenders.tuning import check_resumable, coordinate_search, point_key
     from recdata.config import load_yaml
     from recdata.io import atomic_write_json, atomic_write_text
     from recdata.outputs import claim_output_dir
@@ -269,7 +257,7 @@ def tune_recipe(config_path: str | Path, budget: int, space_file: str = "", out_
                        "runs"])
     run_pipeline(run_cfg, until="tasks")  # the base run: every stage upstream of train, once, for every trial
     identity = _identity(run_cfg, space, start)
-    _check_resumable(out / "tune_config.json", identity)
+    check_resumable(out / "tune_config.json", identity, under="identity")
     atomic_write_json(out / "tune_config.json", {"run_config": str(path), "budget": budget, "seed": seed,
                                                  "space": space, "start": start, "forced": FORCED,
                                                  "identity": identity})

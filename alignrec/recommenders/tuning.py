@@ -20,7 +20,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SASREC_SPACE", "coordinate_search", "point_key", "read_trials"]
+__all__ = ["SASREC_SPACE", "check_resumable", "coordinate_search", "point_key", "read_trials"]
 
 # The SASRec bar's axes, in search order (width first: it is the main lever in our own ablations).
 SASREC_SPACE: dict[str, list[Any]] = {
@@ -30,6 +30,21 @@ SASREC_SPACE: dict[str, list[Any]] = {
     "sasrec_layers": [1, 2, 3],
     "sasrec_weight_decay": [0.0, 0.01, 0.1],
 }
+
+
+def check_resumable(path: Path, identity: Mapping[str, Any], under: str | None = None) -> None:
+    """Trials in a folder are reused only by the same search: ``identity`` (JSON values) against what ``path``
+    recorded (its ``under`` entry when given); a difference is one line naming the keys that differ."""
+    from recdata.errors import UserError
+
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text(encoding="utf-8"))
+    before = before.get(under, {}) if under else before
+    changed = sorted(k for k, v in identity.items() if json.loads(json.dumps(v)) != before.get(k))
+    if changed:
+        raise UserError(f"{path.parent} holds trials of another search ({', '.join(changed)} differ); use a new "
+                        "--out_dir, or delete its trials files and tune_config.json to start over")
 
 
 def point_key(params: Mapping[str, Any]) -> str:

@@ -245,7 +245,8 @@ def _check_shard_inputs(out_dir: Path, shard_dir: Path, shard_hash: str, overwri
             "delete the folder before launching instead) or choose another out_dir")
     logger.warning("overwriting shard %s (its users' histories changed)", shard_dir)
     (out_dir / layout.MANIFEST_NAME).unlink(missing_ok=True)  # no longer true once this shard changes
-    shutil.rmtree(shard_dir)
+    for path in [*shard_dir.glob("chunk-*.parquet"), done]:  # layout.chunk_file_name
+        path.unlink()  # only what the build wrote: chunks and the done marker (other files are kept)
 
 
 def recommend_batch(recommend_fn: RecommendFn, users: list[str], histories: list[list[str]], k: int) -> dict[str, Recs]:

@@ -95,8 +95,11 @@ def test_a_finished_shard_with_other_histories_is_refused_or_overwritten(tmp_pat
     assert again.calls == []
     with pytest.raises(CacheMismatchError, match="other histories.*--overwrite"):
         build_cache(FakeRecommender(K), changed, tmp_path, k=K, shard_index=1, num_shards=2, progress=False)
+    shard_dir = tmp_path / layout.shard_dir_name(1, 2)
+    (shard_dir / "notes.txt").write_text("a user's file")  # overwriting the shard removes only what the build wrote
     rec = FakeRecommender(K)
     result = build_cache(rec, changed, tmp_path, k=K, shard_index=1, num_shards=2, overwrite=True, progress=False)
+    assert (shard_dir / "notes.txt").read_text() == "a user's file"
     assert sorted(rec.users_seen) == sorted(u for u in data if layout.shard_of(u, 2) == 1)
     assert {u: r for u, _, r in iter_cache(tmp_path)} == {u: expected_recs(u, h, K) for u, h in changed.items()}
     assert result.manifest == read_manifest(tmp_path)

@@ -18,6 +18,7 @@ from recdata.synthetic import (
     SyntheticConfig,
     SyntheticWorld,
     generate_synthetic,
+    remove_synthetic,
     user_histories,
 )
 
@@ -173,6 +174,15 @@ def test_refuses_foreign_folders_keeps_and_replaces_its_own(tmp_path):
     replaced = _generate(out, num_items=40, num_users=6, interactions_per_user=4)  # ours, other config: replaced
     assert json.loads((out / "synthetic.json").read_text())["users"] == replaced["users"] == 6
     assert len(_sequences(out)) == 6
+    (out / "notes.txt").write_text("keep me")  # ours, but now holding a user's file: neither replaced nor removed
+    with pytest.raises(OutputFolderError, match=r"also holds \['notes.txt'\]"):
+        _generate(out, num_items=40, num_users=7, interactions_per_user=4)
+    with pytest.raises(OutputFolderError, match="also holds"):
+        remove_synthetic(out)
+    assert (out / "notes.txt").read_text() == "keep me" and (out / "interactions.parquet").is_file()
+    (out / "notes.txt").unlink()
+    remove_synthetic(out)  # only its own files, then the empty folder
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -129,3 +129,16 @@ def test_tune_command_writes_chosen_point_and_resumes(tiny_split, tmp_path, caps
     assert len(read_trials(tmp_path / "bar" / "trials.jsonl")) == 3  # two reused, one new
     assert main([*argv, "--seed", "7"]) == 1  # another seed: other trials, refused in one line
     assert "holds trials of another search (seed differ)" in capsys.readouterr().err
+
+
+def test_check_resumable_compares_the_recorded_identity(tmp_path):
+    from alignrec.recommenders.tuning import check_resumable
+    from recdata.errors import UserError
+
+    path = tmp_path / "tune_config.json"
+    check_resumable(path, {"seed": 1})  # nothing recorded yet: a fresh search
+    path.write_text(json.dumps({"identity": {"data": "k1", "axes": ["a", "b"]}, "seed": 1}))
+    check_resumable(path, {"seed": 1})
+    check_resumable(path, {"data": "k1", "axes": ("a", "b")}, under="identity")  # JSON-equal values match
+    with pytest.raises(UserError, match=r"another search \(data differ\)"):
+        check_resumable(path, {"data": "k2", "axes": ["a", "b"]}, under="identity")
