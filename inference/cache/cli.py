@@ -138,7 +138,8 @@ class CachePublishConfig:
                                                                   "CURRENT pointer (or use --target)."})
     target: str | None = field(default=None, metadata={"help": "Publish target instead of --store_dir: "
                                                                "redis://host:port/db[?prefix=P] (versioned keys + "
-                                                               "an atomic pointer switch)."})
+                                                               "an atomic pointer switch); a Redis Cluster: "
+                                                               "redis://any-node:port/0?cluster=true."})
     grace_s: float = field(default=300.0, metadata={"help": "Redis only: seconds a version past --keep_versions stays "
                                                             "readable after the switch; the next publish after that "
                                                             "unlinks it (a TTL removes it 10 min later otherwise)."})
@@ -169,7 +170,8 @@ class CachePublishConfig:
 @dataclass
 class CacheGetConfig:
     store_dir: str = field(metadata={"help": "Serving store written by `alignrec cache publish`: a folder or "
-                                             "a redis://host:port/db[?prefix=P] URL."})
+                                             "a redis://host:port/db[?prefix=P] URL (&cluster=true for a "
+                                             "Redis Cluster)."})
     scenario: str | None = field(default=None, metadata={"help": "Scenario of a per-scenario store (required there)."})
 
 
@@ -326,13 +328,15 @@ def check_publish_split(cfg: CachePublishConfig, fingerprint: str) -> None:
 @contextlib.contextmanager
 def redis_errors(url: str, action: str, fix: str) -> Iterator[None]:
     """A Redis server that is unreachable, refuses, or fails mid-command becomes one ``UserError`` naming the URL."""
-    try:
-        from redis.exceptions import RedisError
+    try:  # a Redis Cluster client's own errors (no node reachable, a slot not covered) are not RedisErrors
+        from redis.exceptions import RedisClusterException, RedisError
+
+        errors: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
     except ImportError:  # no redis client installed: no Redis error can happen
-        RedisError = ()  # noqa: N806
+        errors = ()
     try:
         yield
-    except RedisError as exc:  # only redis' own error family: anything else keeps its traceback
+    except errors as exc:  # only redis' own error families: anything else keeps its traceback
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise UserError(f"cannot {action} Redis at {url} ({type(exc).__name__}: {detail}); check that the server "
                         f"runs and the URL (host, port, db, password) is right; {fix}") from exc

@@ -3,7 +3,7 @@
 The reader works over any ``CacheStore`` (``backends``): a SQLite folder or a Redis URL. A lookup, or a
 batch of them, is answered from one open version only, so a result always comes whole from one version and
 every user of one ``get_many`` from the same one. Before a lookup the reader checks the store's pointer (a
-``stat`` of ``CURRENT`` for SQLite, about a microsecond; for Redis the lookup's own ``MULTI`` checks it);
+``stat`` of ``CURRENT`` for SQLite, about a microsecond; for Redis the lookup's own pipeline reads it);
 when a publish moved it, the reader opens the new version and closes the old one. A version deleted under the reader
 (``VersionGoneError``) makes it re-read the pointer, never answer from nothing.
 
@@ -25,7 +25,7 @@ from recdata.errors import UserError
 
 
 def open_store(location: str | os.PathLike | CacheStore) -> CacheStore:
-    """A store object for a folder (SQLite), a ``redis://host:port/db[?prefix=P]`` URL, or a store itself.
+    """A store object for a folder (SQLite), a ``redis://host:port/db[?prefix=P][&cluster=true]`` URL, or a store.
 
     Here, above both implementations: ``backends`` is the interface ``redis_store`` implements, so it never
     imports an implementation.

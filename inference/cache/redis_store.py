@@ -1,8 +1,9 @@
 """Redis as a publish target: a versioned key space in buckets, an atomic pointer switch, old versions unlinked.
 
-For teams whose services already read Redis. Key space (``P`` = the ``prefix`` query parameter of the URL,
-default ``alignrec``; several caches can share one Redis under different prefixes; ``{...}`` is a Redis Cluster
-hash tag, so a version's small keys share one slot and its buckets spread over the cluster)::
+For teams whose services already read Redis, one server or a Redis Cluster (``?cluster=true`` in the URL,
+``parse_location``). Key space (``P`` = the ``prefix`` query parameter of the URL, default ``alignrec``; several
+caches can share one Redis under different prefixes; ``{...}`` is a Redis Cluster hash tag, so a version's small
+keys share one slot and its buckets spread over the cluster)::
 
     P:current                      the live version name, e.g. v-20261201T101010123456Z-<build version>
     P:versions                     sorted set of the published versions still kept (score: publish time)
@@ -28,8 +29,16 @@ moment ago still finds its version; every later publish drops retired versions w
 publish comes. Lookups are one pipelined round trip: ``GET P:current`` and one ``HMGET`` per bucket touched (each
 asking for the marker field too), so every row comes from the one version the reader holds, and a bucket that
 is gone (its marker missing) raises ``VersionGoneError`` instead of looking like unknown users; the server's
-async lookups (``AsyncRows``) share that round trip between the requests that arrive together. No command
-spans two slots, so the key layout is Redis Cluster safe (``RedisStore`` itself talks to one Redis server).
+async lookups (``AsyncRows``) share that round trip between the requests that arrive together.
+
+On a Redis Cluster nothing changes but the client (``redis.cluster.RedisCluster``, and
+``redis.asyncio.cluster.RedisCluster`` for the server): no command names two keys, no pipeline is a ``MULTI``,
+and the cluster client splits each pipeline per node (one round trip per node touched, in parallel). The swap
+stays atomic because it never relied on a transaction: a version's keys are written completely before the
+pointer names it and never change afterwards, a lookup reads only the keys of the version it holds, and the
+pointer is one key (one ``SET``, on one node). The pointer read with the rows only tells the reader to move on;
+a bucket dropped under it (its marker missing) raises ``VersionGoneError``, so a batch answer comes whole from one
+version on a cluster as on one server.
 
 Over 400 lines because the writer (publish, pointer switch, retire and unlink) and the reader of the same key
 layout are one protocol; split, the layout would be written twice.
@@ -47,7 +56,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 from tqdm.auto import tqdm
 
@@ -58,7 +67,7 @@ from inference.cache.shards import iter_cache, scan_cache, verify_cache
 from inference.cache.store import fallback_items, scenario_fallbacks, version_meta, version_name
 from recdata.errors import ConfigError, InputFileError, UserError
 
-__all__ = ["AsyncRows", "RedisStore", "bucket_of", "publish_cache_redis"]
+__all__ = ["AsyncRows", "RedisLocation", "RedisStore", "bucket_of", "parse_location", "publish_cache_redis"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +78,8 @@ WRITE_BATCH = 5_000
 BUCKET_USERS = 2_048  # users per bucket (about 200 KB at K = 20)
 MAX_BUCKETS = 16_384  # one per Redis Cluster slot at most
 MARKER = "\x00version"  # field present in every bucket of a version (never a user id: publish checks)
+URL_FORM = "redis://host:port/db[?prefix=P] (a Redis Cluster: redis://any-node:port/0?cluster=true[&prefix=P])"
+FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def bucket_count(num_rows: int) -> int:
@@ -95,28 +106,69 @@ class VersionKeys:
         return (self.meta, self.layout, self.catalogue, self.fallback, self.scenario_fallback, *self.buckets)
 
 
+@dataclass(frozen=True)
+class RedisLocation:
+    """A store URL taken apart: what redis-py connects to, and the two parameters that are ours."""
+
+    server_url: str  # the URL without ``prefix`` and ``cluster`` (redis-py's ``from_url`` reads every other one)
+    prefix: str
+    cluster: bool
+
+
+def parse_location(url: str) -> RedisLocation:
+    """``redis://host:port/db`` (also ``rediss://``, ``unix://``) with our query parameters: ``prefix=P`` (the key
+    prefix, default ``alignrec``) and ``cluster=true`` (a Redis Cluster: the host is any one node, or the cluster's
+    configuration endpoint; the client discovers the others; db must be 0, TCP only). ``UserError`` naming the
+    URL and the form otherwise."""
+    base, _, query_text = url.partition("?")
+    query = parse_qsl(query_text)
+    own: dict[str, str] = {}
+    for key, value in query:  # the first of a repeated parameter counts
+        if key in ("prefix", "cluster"):
+            own.setdefault(key, value)
+    flag = own.get("cluster", "false").lower()
+    if flag not in FLAGS:
+        raise UserError(f"{url}: cluster={own['cluster']!r} is not a boolean; write cluster=true or leave it out "
+                        f"({URL_FORM})")
+    rest = urlencode([(k, v) for k, v in query if k not in own])
+    server_url = f"{base}?{rest}" if rest else base  # not urlunsplit: it would turn unix:///path into unix:/path
+    location = RedisLocation(server_url, own.get("prefix", DEFAULT_PREFIX), FLAGS[flag])
+    from redis.connection import parse_url
+
+    try:  # no host, a bad port or db number: the URL, not the server
+        options = parse_url(server_url)
+        if not options.get("host") and not options.get("path"):  # redis-py would quietly take localhost:6379
+            raise ValueError("no host")
+    except ValueError as exc:
+        raise UserError(f"{url} is not a usable Redis URL ({exc}); write it as {URL_FORM}") from None
+    if location.cluster:
+        if "path" in options:
+            raise UserError(f"{url}: a Redis Cluster is reached over TCP, not a unix socket; write it as {URL_FORM}")
+        if options.get("db", 0) != 0:
+            raise UserError(f"{url}: a Redis Cluster has only database 0 (got {options['db']}); keep several caches "
+                            f"apart with prefix=P instead: {URL_FORM}")
+    return location
+
+
 class RedisStore(CacheStore):
-    """``redis://host:port/db[?prefix=P]`` (also ``rediss://``, ``unix://``): the key space described above."""
+    """A store URL (``parse_location``: one server or a Redis Cluster): the key space described above."""
 
     lookup_checks_pointer = True
 
     def __init__(self, url: str, socket_timeout_s: float = 5.0):
         try:
             import redis
+            import redis.cluster
         except ModuleNotFoundError as exc:
             raise ModuleNotFoundError(f"reading {url} needs the redis client: pip install 'alignrec[serve]'") from exc
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query)
-        self.prefix = next((v for k, v in query if k == "prefix"), DEFAULT_PREFIX)
-        self.server_url = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"])))
+        parsed = parse_location(url)
+        self.prefix, self.server_url, self.cluster = parsed.prefix, parsed.server_url, parsed.cluster
         self.location = url
         self.socket_timeout_s = socket_timeout_s
-        try:
-            self.client = redis.Redis.from_url(self.server_url, socket_timeout=socket_timeout_s,
-                                               socket_connect_timeout=socket_timeout_s)
-        except ValueError as exc:  # no host, a bad port or db number: the URL, not the server
-            raise UserError(f"{url} is not a usable Redis URL ({exc}); write it as redis://host:port/db"
-                            "[?prefix=P]") from None
+        timeouts = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": socket_timeout_s}
+        # The cluster client asks the node for the slot map now: an unreachable cluster fails here.
+        client_class = redis.cluster.RedisCluster if self.cluster else redis.Redis
+        self.client = client_class.from_url(self.server_url, **timeouts)
         self.current_key = f"{self.prefix}:current"
         self.versions_key = f"{self.prefix}:versions"
         self.retired_key = f"{self.prefix}:retired"
@@ -141,9 +193,17 @@ class RedisStore(CacheStore):
 
     def async_rows(self, max_connections: int = 64) -> AsyncRows:
         """Coalescing async row lookups (``AsyncRows``) over a ``redis.asyncio`` pool of at most ``max_connections``
-        (a lookup beyond them waits for a free one, at most the socket timeout). Create and use it on one loop."""
+        (per node on a cluster; a lookup beyond them waits for a free one, at most the socket timeout). Create and
+        use it on one loop."""
         import redis.asyncio as aioredis
 
+        if self.cluster:  # its pools per node raise when full instead of waiting: AsyncRows bounds the pipelines
+            from redis.asyncio.cluster import RedisCluster
+
+            client = RedisCluster.from_url(self.server_url, max_connections=max_connections,
+                                           socket_timeout=self.socket_timeout_s,
+                                           socket_connect_timeout=self.socket_timeout_s)
+            return AsyncRows(client, self.current_key, max_pipelines=max_connections, wait_s=self.socket_timeout_s)
         pool = aioredis.BlockingConnectionPool.from_url(
             self.server_url, max_connections=max_connections, timeout=self.socket_timeout_s,
             socket_timeout=self.socket_timeout_s, socket_connect_timeout=self.socket_timeout_s)
@@ -251,10 +311,13 @@ class AsyncRows:
     """Row lookups of one event loop over a ``redis.asyncio`` pool, coalesced: the lookups that arrive in the same
     loop iteration share one pipeline (one ``GET`` of the pointer and each lookup's ``HMGET``s), so under load a
     round trip carries many requests, and a lookup alone is one round trip of its own. Each caller gets its own
-    rows, the pointer as read in that round trip, or its own ``VersionGoneError``."""
+    rows, the pointer as read in that round trip, or its own ``VersionGoneError``. With ``max_pipelines`` (a
+    cluster client, whose pools do not wait), at most that many pipelines are in flight; one more waits at most
+    ``wait_s`` for its turn."""
 
-    def __init__(self, client: Any, current_key: str):
-        self.client, self.current_key = client, current_key
+    def __init__(self, client: Any, current_key: str, max_pipelines: int | None = None, wait_s: float = 5.0):
+        self.client, self.current_key, self.wait_s = client, current_key, wait_s
+        self._turns = asyncio.Semaphore(max_pipelines) if max_pipelines else None
         self._pending: list[tuple[_RedisVersion, list[str], asyncio.Future]] = []
         self._inflight: set[asyncio.Task] = set()
 
@@ -274,10 +337,16 @@ class AsyncRows:
 
     async def _send(self, batch: list[tuple[_RedisVersion, list[str], asyncio.Future]]) -> None:
         try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(self.current_key)
-            plans = [version._queue(pipe, keys) for version, keys, _ in batch]
-            current, *replies = await pipe.execute()
+            if self._turns is not None:
+                await self._wait_turn()
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.get(self.current_key)
+                plans = [version._queue(pipe, keys) for version, keys, _ in batch]
+                current, *replies = await pipe.execute()
+            finally:
+                if self._turns is not None:
+                    self._turns.release()
         except asyncio.CancelledError:
             for *_, future in batch:
                 future.cancel()
@@ -297,6 +366,14 @@ class AsyncRows:
                 future.set_result((name, version._collect(plan, part, len(keys))))
             except VersionGoneError as exc:
                 future.set_exception(exc)
+
+    async def _wait_turn(self) -> None:
+        try:
+            await asyncio.wait_for(self._turns.acquire(), self.wait_s)
+        except TimeoutError:
+            from redis.exceptions import ConnectionError as RedisConnectionError
+
+            raise RedisConnectionError(f"no free Redis connection within {self.wait_s:g} s (all busy)") from None
 
     async def aclose(self) -> None:
         for task in list(self._inflight):

@@ -15,7 +15,8 @@ TOKEN_ENV = "ALIGNREC_SERVE_TOKEN"
 @dataclass
 class ServeConfig:
     store_dir: str = field(metadata={"help": "Published cache: a folder written by `alignrec cache publish "
-                                             "--store_dir`, or a redis://host:port/db[?prefix=P] URL."})
+                                             "--store_dir`, or a redis://host:port/db[?prefix=P] URL (&cluster=true "
+                                             "for a Redis Cluster)."})
     host: str = field(default="127.0.0.1", metadata={"help": "Interface to listen on. The default answers this "
                                                              "machine only; 0.0.0.0 answers every network the machine "
                                                              "is on: set --token (or $ALIGNREC_SERVE_TOKEN) then."})

@@ -40,11 +40,11 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 def _store_errors() -> tuple[type[BaseException], ...]:
     # Store-side failures (unreachable Redis, a version that cannot be opened) answer 503, never 500.
     errors: tuple[type[BaseException], ...] = (InputFileError, OSError, RuntimeError, ValueError, sqlite3.Error)
-    try:
-        from redis.exceptions import RedisError
+    try:  # a Redis Cluster client's own errors (no node reachable, a slot not covered) are not RedisErrors
+        from redis.exceptions import RedisClusterException, RedisError
     except ModuleNotFoundError:
         return errors
-    return (*errors, RedisError)
+    return (*errors, RedisError, RedisClusterException)
 
 
 STORE_ERRORS = _store_errors()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,6 +27,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_cluster_port() -> int:
+    """A free loopback port P <= 55535 whose cluster bus port P + 10000 is free too (Redis Cluster needs both)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 55_536)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10_000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free loopback port pair (P, P + 10000) for a Redis Cluster node")
 
 
 def build_tagged(path: Path, histories: dict[str, list[str]], tag: str | None, k: int) -> Path:
@@ -53,36 +69,94 @@ def build_scenario_cache(path: Path, k: int) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory) -> Iterator[str]:
-    """A private redis-server (no persistence) for the session; skips with the reason when it cannot run."""
+def _redis_binary() -> str:
+    """The redis-server binary; skips with the reason when the client or the server is missing."""
     pytest.importorskip("redis", reason="the redis client is part of the serve extra: pip install 'alignrec[serve]'")
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (scripts/setup.sh installs it with apt when run as root)")
+    return binary
+
+
+def _start_redis(binary: str, folder: Path, *flags: str, port: int | None = None) -> tuple[int, subprocess.Popen]:
+    """A private redis-server (no persistence) on ``port`` (default: a free loopback port), answering PING; skips
+    when it cannot run."""
     import redis
 
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
+    port = port or free_port()
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(folder)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port)
+                             "--dir", str(folder), *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
-    while True:
+    with redis.Redis(port=port) as client:
+        while True:
+            try:
+                client.ping()
+                return port, proc
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.skip(f"redis-server did not start: {proc.stdout.read().decode(errors='replace')[-500:]}")
+                time.sleep(0.05)
+
+
+def _stop_redis(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
         try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.skip(f"redis-server did not start: {proc.stdout.read().decode(errors='replace')[-500:]}")
-            time.sleep(0.05)
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A private redis-server (no persistence) for the session; skips with the reason when it cannot run."""
+    port, proc = _start_redis(_redis_binary(), tmp_path_factory.mktemp("redis"))
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=30)
+        _stop_redis([proc])
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory) -> Iterator[str]:
+    """A private Redis Cluster of three masters (no replicas, no persistence) for the session, as the URL a user
+    writes (``redis://<one node>/0?cluster=true``); skips with the reason when it cannot run."""
+    import redis
+
+    binary = _redis_binary()
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        pytest.skip("redis-cli is not installed (it creates the test cluster; it comes with redis-server)")
+    folder = tmp_path_factory.mktemp("redis-cluster")
+    procs: list[subprocess.Popen] = []
+    try:
+        ports = []
+        for _ in range(3):
+            port = free_cluster_port()
+            port, proc = _start_redis(binary, folder, "--cluster-enabled", "yes", "--cluster-config-file",
+                                      str(folder / f"nodes-{port}.conf"), "--daemonize", "no", port=port)
+            ports.append(port)
+            procs.append(proc)
+        create = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                                 "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True,
+                                timeout=60)
+        if create.returncode != 0:
+            pytest.skip(f"redis-cli --cluster create failed: {(create.stdout + create.stderr)[-500:]}")
+        deadline = time.monotonic() + 30
+        for port in ports:  # every node must see every slot covered before a client starts
+            with redis.Redis(port=port) as client:
+                while client.cluster("info").get("cluster_state") != "ok":
+                    if time.monotonic() > deadline:
+                        pytest.skip(f"the test Redis Cluster did not reach cluster_state:ok (node {port})")
+                    time.sleep(0.05)
+        yield f"redis://127.0.0.1:{ports[0]}/0?cluster=true"
+    finally:
+        _stop_redis(procs)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
