@@ -16,6 +16,7 @@ from trl import SFTConfig
 from alignrec.recommenders.sampled_softmax import LOSSES
 from recdata.config import parse_config
 from trainer.content_rows import CONTENT_ROWS
+from trainer.lm_loss import LM_LOSSES
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +224,16 @@ class AlignRecTrainArguments:
         metadata={"help": "With an item head: decoding ranks by log p(codes) + this x log p_head(item) (ranking "
                   "validation, and every consumer of the run through its manifest)."},
     )
+    lm_loss: str = field(
+        default="auto",
+        metadata={"help": "The causal-LM (code) loss. full: the model's own logits, [batch, seq, vocab] floats (TRL's "
+                  "fused head where nothing else needs the output rows). chunked: the same loss, exactly, from the "
+                  "last hidden states and the output head's rows, in tiles of 4096 positions x 8192 tokens, "
+                  "recomputed in the backward (trainer/lm_loss.py): no full logits at any vocabulary, training and "
+                  "evaluation; the item head then reads the hidden states too. auto = chunked from 100,000 "
+                  "vocabulary tokens (tokenizer.item_id_level at a large catalogue), else full (recorded in the run "
+                  "manifest).", "choices": list(LM_LOSSES)},
+    )
     # The item head's softmax over N items (alignrec/recommenders/sampled_softmax.py, shared with SASRec).
     item_head_loss: str = field(
         default="auto",
@@ -272,6 +283,7 @@ class AlignRecTrainArguments:
         if self.item_head_weight < 0 or self.item_head_decode_weight < 0:
             raise ValueError("item_head_weight and item_head_decode_weight must be >= 0")
         _check_choice("item_head_loss", self.item_head_loss, LOSSES)
+        _check_choice("lm_loss", self.lm_loss, LM_LOSSES)
         if self.item_head_num_negatives < 1:
             raise ValueError(f"item_head_num_negatives must be >= 1, got {self.item_head_num_negatives}")
         finite = float("inf")

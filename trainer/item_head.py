@@ -14,6 +14,8 @@ key, ``ItemHeadOptions``) picks full, chunked or logQ-corrected sampled softmax 
 ``alignrec.recommenders.sampled_softmax``, the same implementation as SASRec's. ``item_head_logq_weight`` w adds
 ``w * log p_train(item)`` to the head's training logits (logit adjustment, Menon et al. 2021): the head then
 learns less of the popularity prior, and decoding, which reads the raw logits, ranks the tail higher.
+With ``lm_loss: chunked`` (``trainer.lm_loss``) the model never builds its full logits; the head's loss then comes
+from the last hidden states and the LM head's rows of the item-id tokens (``item_head_loss_from_hidden``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from alignrec.recommenders.sampled_softmax import (
     DEFAULT_CHUNK,
     NegativeSampler,
     column_softmax_loss,
+    linear_softmax_loss,
     popularity_proposal,
     resolve_loss,
 )
@@ -160,6 +163,27 @@ def item_head_loss(logits: torch.Tensor, labels: torch.Tensor, targets: ItemHead
     flat = logits.reshape(-1, logits.shape[-1])  # [B*T, V]: a view of the model's logits
     return column_softmax_loss(kind, flat, rows * logits.shape[1] + cols, targets.leaf_tokens, item,
                                bias=objective.log_prior, sampler=objective.sampler, chunk=objective.chunk)
+
+
+def item_head_loss_from_hidden(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                               labels: torch.Tensor, targets: ItemHeadTargets,
+                               objective: ItemHeadObjective | None = None, exact: bool = False) -> torch.Tensor | None:
+    """``item_head_loss`` from the last hidden states ``hidden [B, T, H]`` and the LM head (``weight [V, H]``,
+    ``bias [V]`` or None) instead of the full logits (``lm_loss: chunked``, ``trainer.lm_loss``): the same loss, with
+    the head's logits built only at the boundaries and only for the item-id tokens (``linear_softmax_loss`` with
+    ``columns`` = the items' own tokens)."""
+    found = head_positions(labels, targets)
+    if found is None:
+        return None
+    rows, cols, item = found
+    objective = objective or ItemHeadObjective()
+    kind = "chunked" if exact and objective.kind == "sampled" else objective.kind
+    leaf = targets.leaf_tokens
+    item_bias = None if bias is None else bias[leaf].float()  # [N] the head's bias on the item-id tokens
+    if objective.log_prior is not None:
+        item_bias = objective.log_prior if item_bias is None else item_bias + objective.log_prior
+    return linear_softmax_loss(kind, hidden[rows, cols], weight, item, sampler=objective.sampler,
+                               chunk=objective.chunk, bias=item_bias, columns=leaf)
 
 
 def item_target_counts(dataset, targets: ItemHeadTargets, batch_size: int = 1024) -> torch.Tensor:

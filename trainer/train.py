@@ -257,7 +257,7 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
         processing_class=bundle.tokenizer, peft_config=bundle.peft_config,
         code_rows_learning_rate=run_args.code_rows_learning_rate,
         item_head=item_head, item_head_weight=run_args.item_head_weight, packed_rows=run_args.packed_rows,
-        item_head_options=ItemHeadOptions.from_run_args(run_args),
+        item_head_options=ItemHeadOptions.from_run_args(run_args), lm_loss=run_args.lm_loss,
         callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *ranking, *(extra_callbacks or []),
                    *([TimeLimitCallback(run_args.max_train_seconds)] if run_args.max_train_seconds else [])],
     )
@@ -270,6 +270,7 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
     manifest = build_manifest(kind, base, item_tokenizer, bundle.code_token_ids, bundle.embedding_rows,
                               {"finetune_mode": model_args.finetune_mode, "model_init": model_args.model_init,
                                **item_head_manifest(run_args, trainer.item_head_objective),
+                               **trainer.lm_loss_record,
                                **content_rows_manifest(model_args),
                                PROMPT_FORMAT_KEY: read_build_prompt_format(data_args.dataset_dir)})
     save_run(trainer, bundle.tokenizer, item_tokenizer, output_dir, manifest,

@@ -9,11 +9,15 @@
    rate; the scheduler scales every group alike, and DeepSpeed (ZeRO-1/2/3 with the HF optimizer) keeps
    per-group rates.
 3. Item head. ``item_head`` (``trainer.item_head.ItemHeadTargets``) adds ``item_head_weight`` x the flat item
-   loss to the code loss; it needs the full logits, so the loss then comes from the model's own forward too.
+   loss to the code loss; it needs the full logits, so the loss then comes from the model's own forward too
+   (with ``lm_loss`` full; chunked reads the hidden states instead, item 5).
    ``item_head_options`` picks its softmax (full / chunked / sampled, logit adjustment), resolved once the
    training set is prepared (its item targets give the popularity); ``item_head_objective`` holds the result.
 4. Packed rows. With TRL's packing (``packing: true``, bfd), ``packed_rows`` keeps each packed row a batch row
    (``trainer.packing.PackedRowsCollator``) instead of flattening the batch into one sequence.
+5. Large vocabularies. ``lm_loss`` (``trainer.lm_loss``: auto | full | chunked) resolved ``chunked`` replaces all of
+   the above loss paths, training and evaluation alike: the model projects no logits, the code loss and the item head
+   come from the last hidden states and the output head's effective rows (trained token rows included), in tiles.
 """
 
 from __future__ import annotations
@@ -29,7 +33,16 @@ from trainer.item_head import (
     ItemHeadOptions,
     ItemHeadTargets,
     item_head_loss,
+    item_head_loss_from_hidden,
     item_target_counts,
+)
+from trainer.lm_loss import (
+    check_output_head,
+    chunked_lm_loss,
+    hidden_states_forward,
+    lm_loss_manifest,
+    output_head,
+    resolve_lm_loss,
 )
 
 logger = logging.getLogger(__name__)
@@ -97,7 +110,7 @@ def head_loss_scale(code_loss_by_items: bool, training: bool, accumulation_steps
 class AlignRecSFTTrainer(SFTTrainer):
     def __init__(self, *args, code_rows_learning_rate: float = 0.0, item_head: ItemHeadTargets | None = None,
                  item_head_weight: float = 0.0, item_head_options: ItemHeadOptions | None = None,
-                 packed_rows: bool = False, **kwargs) -> None:
+                 packed_rows: bool = False, lm_loss: str = "auto", **kwargs) -> None:
         self.code_rows_learning_rate = code_rows_learning_rate
         if item_head_weight and item_head is None:
             raise ValueError("item_head_weight needs item_head (the catalogue's code lookups)")
@@ -111,6 +124,7 @@ class AlignRecSFTTrainer(SFTTrainer):
                 lambda: item_target_counts(self.train_dataset, head), seed=self.args.seed + self.args.process_index)
             if self.is_world_process_zero():
                 logger.info("item head loss: %s", self.item_head_objective.record)
+        self.lm_loss, self.lm_loss_record = self._resolve_lm_loss(lm_loss)
         if packed_rows:
             if not (self.args.packing and self.padding_free):
                 raise ValueError("packed_rows keeps TRL's packed rows apart: it needs packing: true with "
@@ -120,7 +134,28 @@ class AlignRecSFTTrainer(SFTTrainer):
             self.data_collator = PackedRowsCollator(pad_token_id=self._tokenizer.pad_token_id,
                                                     pad_to_multiple_of=self.args.pad_to_multiple_of)
 
+    def _resolve_lm_loss(self, requested: str) -> tuple[str, dict]:
+        """``lm_loss`` for this model's vocabulary; a chunked loss checks now that it can read the output head."""
+        causal_lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        vocab = int(causal_lm.config.get_text_config().vocab_size)
+        kind = resolve_lm_loss(requested, vocab)
+        if kind == "chunked":
+            from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+            if is_deepspeed_zero3_enabled():
+                raise ValueError(f"lm_loss={requested} resolves to chunked (vocabulary {vocab}), which reads the "
+                                 "output head's weight outside its forward: not supported under DeepSpeed ZeRO-3 "
+                                 "(its weight is partitioned); set lm_loss: full or use ZeRO-2")
+            output_head(self.model)  # raises for a head it cannot read (LoRA on lm_head, quantized, softcapping)
+        self._head_checked = False
+        record = lm_loss_manifest(kind, vocab)
+        if self.is_world_process_zero():
+            logger.info("lm loss: %s", record)
+        return kind, record
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.lm_loss == "chunked":
+            return self._chunked_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.item_head_weight:
             return self._loss_with_item_head(model, inputs, return_outputs, num_items_in_batch)
         if not output_head_is_wrapped(self.model):
@@ -132,18 +167,47 @@ class AlignRecSFTTrainer(SFTTrainer):
         inputs["use_cache"] = False
         labels = inputs["labels"]
         loss, outputs = Trainer.compute_loss(self, model, inputs, True, num_items_in_batch)
-        if self.item_head.leaf_tokens.device != labels.device:
-            self.item_head = self.item_head.to(labels.device)
-        prior = self.item_head_objective.log_prior
-        if prior is not None and prior.device != labels.device:
-            self.item_head_objective = self.item_head_objective.to(labels.device)
+        self._item_head_to(labels.device)
         head = item_head_loss(outputs.logits, labels, self.item_head, self.item_head_objective,
                               exact=not self.model.training)
-        if head is not None:
-            loss = loss + self.item_head_weight * self._head_scale(num_items_in_batch) * head
-            mode = "train" if self.model.training else "eval"
-            self._metrics[mode]["item_head_loss"].append(float(head.detach()))  # averaged and logged by TRL
+        loss = self._add_item_head(loss, head, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
+
+    def _chunked_loss(self, model, inputs, return_outputs, num_items_in_batch):
+        """``lm_loss: chunked``: the code loss (and the item head) from the last hidden states, as the model's own
+        loss would be, without its logits. ``outputs.logits`` is then empty ``[B, 0, V]``."""
+        labels = inputs["labels"]
+        outputs, hidden = hidden_states_forward(model, {k: v for k, v in inputs.items()
+                                                        if k not in ("labels", "use_cache")})
+        head = output_head(self.model)  # read every step: the trained rows and any parametrization change
+        if not self._head_checked:
+            check_output_head(head, hidden)
+            self._head_checked = True
+        by_items = num_items_in_batch is not None and bool(self.model_accepts_loss_kwargs)
+        loss = chunked_lm_loss(hidden, head.weight, labels, head.bias, num_items_in_batch if by_items else None)
+        if by_items and self.args.average_tokens_across_devices:  # as Trainer.compute_loss
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1
+                           else self.args.n_gpu)
+        if self.item_head_weight:
+            self._item_head_to(labels.device)
+            item = item_head_loss_from_hidden(hidden, head.weight, head.bias, labels, self.item_head,
+                                              self.item_head_objective, exact=not self.model.training)
+            loss = self._add_item_head(loss, item, num_items_in_batch)
+        return (loss, outputs) if return_outputs else loss
+
+    def _item_head_to(self, device: torch.device) -> None:
+        if self.item_head.leaf_tokens.device != device:
+            self.item_head = self.item_head.to(device)
+        prior = self.item_head_objective.log_prior
+        if prior is not None and prior.device != device:
+            self.item_head_objective = self.item_head_objective.to(device)
+
+    def _add_item_head(self, loss: torch.Tensor, head: torch.Tensor | None, num_items_in_batch) -> torch.Tensor:
+        if head is None:
+            return loss
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["item_head_loss"].append(float(head.detach()))  # averaged and logged by TRL
+        return loss + self.item_head_weight * self._head_scale(num_items_in_batch) * head
 
     def _head_scale(self, num_items_in_batch) -> float:
         """Put the head's per-micro-batch mean on the code loss's scale (see ``head_loss_scale``)."""

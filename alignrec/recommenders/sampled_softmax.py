@@ -7,7 +7,9 @@ thousand supervised positions per batch that is tens of GB. Three losses, picked
 - ``full``: the logits matrix itself (fastest while it fits).
 - ``chunked``: the same loss and gradient, exactly, ``chunk`` items at a time (``linear_logsumexp``,
   ``column_logsumexp``): the log-partition is accumulated chunk by chunk with ``logaddexp``, and the backward pass
-  recomputes each chunk's logits instead of keeping them, so memory is ``[positions, chunk]`` on any catalogue.
+  recomputes each chunk's logits instead of keeping them, so memory is ``[positions, chunk]`` on any catalogue
+  (``linear_logsumexp`` also tiles the positions, ``POSITION_CHUNK`` at a time: the LLM's chunked causal-LM loss,
+  ``trainer.lm_loss``, runs it over the whole vocabulary at every supervised position).
   Compute is about twice full's (the logits are built twice); the choice for mid-size catalogues when memory, not
   time, binds.
 - ``sampled``: sampled softmax with the logQ correction (Bengio & Senecal 2008, Jean et al. 2015, Yi et al. 2019).
@@ -32,13 +34,14 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AUTO_SAMPLED_MIN_ITEMS", "DEFAULT_CHUNK", "LOSSES", "NegativeSampler", "column_logsumexp",
-           "column_softmax_loss", "linear_logsumexp", "linear_softmax_loss", "popularity_proposal", "resolve_loss",
-           "sampled_softmax_loss"]
+__all__ = ["AUTO_SAMPLED_MIN_ITEMS", "DEFAULT_CHUNK", "LOSSES", "POSITION_CHUNK", "NegativeSampler",
+           "column_logsumexp", "column_softmax_loss", "linear_logsumexp", "linear_softmax_loss", "popularity_proposal",
+           "resolve_loss", "sampled_softmax_loss"]
 
 LOSSES = ("auto", "full", "chunked", "sampled")
 AUTO_SAMPLED_MIN_ITEMS = 100_000  # auto: full softmax below this many items, sampled softmax from here on
 DEFAULT_CHUNK = 8192  # items per chunk of the chunked loss: memory [positions, 8192] floats
+POSITION_CHUNK = 4096  # positions per tile of linear_logsumexp: memory [4096, chunk] floats however many positions
 
 
 def resolve_loss(kind: str, num_items: int, sampled_min_items: int = AUTO_SAMPLED_MIN_ITEMS) -> str:
@@ -114,30 +117,63 @@ def sampled_softmax_loss(target_logits: torch.Tensor, negative_logits: torch.Ten
 
 # ---- chunked exact log-partition --------------------------------------------------------------------------------
 class _LinearLogSumExp(torch.autograd.Function):
-    """``logsumexp(hidden @ table.T, 1)`` in item chunks; the backward recomputes each chunk (nothing [P, N] kept)."""
+    """``logsumexp(hidden @ table[columns].T + bias, 1)`` in tiles of ``POSITION_CHUNK`` rows x ``chunk`` columns; the
+    backward recomputes each tile (nothing ``[P, N]`` kept). ``columns`` None = every row of ``table``."""
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, table: torch.Tensor, chunk: int) -> torch.Tensor:
-        h = hidden.to(_acc(hidden))
-        lse = torch.full((h.shape[0],), -math.inf, dtype=h.dtype, device=h.device)  # [P]
-        for start in range(0, table.shape[0], chunk):
-            lse = torch.logaddexp(lse, (h @ table[start:start + chunk].to(h.dtype).T).logsumexp(1))
-        ctx.save_for_backward(hidden, table, lse)
+    def forward(ctx, hidden: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None,
+                columns: torch.Tensor | None, chunk: int) -> torch.Tensor:
+        acc = _acc(hidden)
+        width = table.shape[0] if columns is None else columns.shape[0]
+        lse = torch.full((hidden.shape[0],), -math.inf, dtype=acc, device=hidden.device)  # [P]
+        for rows in _spans(hidden.shape[0], POSITION_CHUNK):
+            h = hidden[rows].to(acc)  # [r, d]
+            part = lse[rows]
+            for cols in _spans(width, chunk):
+                part = torch.logaddexp(part, _linear_tile(h, table, bias, columns, cols).logsumexp(1))
+            lse[rows] = part
+        ctx.save_for_backward(hidden, table, bias, columns, lse)
         ctx.chunk = chunk
         return lse
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        hidden, table, lse = ctx.saved_tensors
-        h = hidden.to(lse.dtype)
-        grad_h = torch.zeros_like(h)  # [P, d]
-        grad_t = torch.empty(table.shape, dtype=h.dtype, device=table.device)  # [N, d]
-        for start in range(0, table.shape[0], ctx.chunk):
-            t = table[start:start + ctx.chunk].to(h.dtype)  # [c, d]
-            p = torch.exp(h @ t.T - lse.unsqueeze(1)) * grad.unsqueeze(1)  # [P, c]: softmax x upstream grad
-            grad_h += p @ t
-            grad_t[start:start + ctx.chunk] = p.T @ h
-        return grad_h.to(hidden.dtype), grad_t.to(table.dtype), None
+        hidden, table, bias, columns, lse = ctx.saved_tensors
+        acc = lse.dtype
+        width = table.shape[0] if columns is None else columns.shape[0]
+        want_t, want_b = ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]
+        grad_h = torch.zeros(hidden.shape, dtype=acc, device=hidden.device)  # [P, d]
+        grad_t = torch.zeros(table.shape, dtype=acc, device=table.device) if want_t else None  # [V, d]
+        grad_b = torch.zeros(bias.shape, dtype=acc, device=bias.device) if want_b else None  # [N]
+        for rows in _spans(hidden.shape[0], POSITION_CHUNK):
+            h = hidden[rows].to(acc)
+            for cols in _spans(width, ctx.chunk):
+                # [r, c]: softmax x upstream grad
+                p = torch.exp(_linear_tile(h, table, bias, columns, cols) - lse[rows].unsqueeze(1))
+                p = p * grad[rows].unsqueeze(1)
+                ids = cols if columns is None else columns[cols]
+                grad_h[rows] += p @ table[ids].to(acc)
+                if grad_t is not None:
+                    if columns is None:
+                        grad_t[cols] += p.T @ h
+                    else:
+                        grad_t.index_add_(0, ids, p.T @ h)
+                if grad_b is not None:
+                    grad_b[cols] += p.sum(0)
+        return (grad_h.to(hidden.dtype), None if grad_t is None else grad_t.to(table.dtype),
+                None if grad_b is None else grad_b.to(bias.dtype), None, None)
+
+
+def _spans(size: int, step: int) -> list[slice]:
+    return [slice(start, start + step) for start in range(0, size, step)]
+
+
+def _linear_tile(h: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None, columns: torch.Tensor | None,
+                 cols: slice) -> torch.Tensor:
+    """``[r, c]`` logits of states ``h`` against the columns ``cols`` (rows ``columns[cols]`` of ``table``)."""
+    rows = table[cols] if columns is None else table[columns[cols]]  # [c, d]
+    z = h @ rows.to(h.dtype).T
+    return z if bias is None else z + bias[cols].to(z.dtype).unsqueeze(0)
 
 
 class _ColumnLogSumExp(torch.autograd.Function):
@@ -176,9 +212,12 @@ def _acc(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def linear_logsumexp(hidden: torch.Tensor, table: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
-    """``[P]`` log-partition of ``hidden [P, d] @ table [N, d].T``, exact (float32 or wider), memory ``[P, chunk]``."""
-    return _LinearLogSumExp.apply(hidden, table, _check_chunk(chunk))
+def linear_logsumexp(hidden: torch.Tensor, table: torch.Tensor, chunk: int = DEFAULT_CHUNK,
+                     bias: torch.Tensor | None = None, columns: torch.Tensor | None = None) -> torch.Tensor:
+    """``[P]`` log-partition of ``hidden [P, d] @ table [N, d].T (+ bias [N])``, exact (float32 or wider), memory
+    ``[POSITION_CHUNK, chunk]``. ``columns [N]``: score only those rows of a larger ``table [V, d]`` (``bias`` then
+    per column), without gathering them; the gradient reaches exactly those rows."""
+    return _LinearLogSumExp.apply(hidden, table, bias, columns, _check_chunk(chunk))
 
 
 def column_logsumexp(logits: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor,
@@ -196,17 +235,31 @@ def _check_chunk(chunk: int) -> int:
 
 # ---- the one dispatch per logit layout -------------------------------------------------------------------------
 def linear_softmax_loss(kind: str, hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor,
-                        sampler: NegativeSampler | None = None, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+                        sampler: NegativeSampler | None = None, chunk: int = DEFAULT_CHUNK,
+                        bias: torch.Tensor | None = None, columns: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-item CE of states ``hidden [P, d]`` over items ``table [N, d]`` (``targets [P]``: 0-based rows), by a
-    resolved ``kind`` (full | chunked | sampled; sampled needs ``sampler``)."""
+    resolved ``kind`` (full | chunked | sampled; sampled needs ``sampler``). ``bias [N]`` is added to item logits;
+    ``columns [N]``: item ``i`` is row ``columns[i]`` of a larger ``table [V, d]`` (an LM head's item-id tokens)."""
+    def rows(items: torch.Tensor) -> torch.Tensor:  # [k, d] the items' rows
+        return table[items if columns is None else columns[items]]
+
+    def with_bias(z: torch.Tensor, items: torch.Tensor | None) -> torch.Tensor:
+        if bias is None:
+            return z
+        b = bias if items is None else bias[items]
+        return z + b.to(z.dtype)
+
     if kind == "full":
-        return F.cross_entropy(hidden @ table.T, targets)  # [P, N] logits
-    target_logits = (hidden * table[targets]).sum(-1)  # [P]
+        items = table if columns is None else table[columns]
+        return F.cross_entropy(with_bias((hidden @ items.T).to(_acc(hidden)), None), targets)  # [P, N] logits
+    target_logits = with_bias((hidden * rows(targets)).sum(-1), targets)  # [P]
     if kind == "chunked":
-        lse = linear_logsumexp(hidden, table, chunk)
+        lse = linear_logsumexp(hidden, table, chunk, bias=bias, columns=columns)
         return (lse - target_logits.to(lse.dtype)).mean()
-    negatives, log_expected = _draw(kind, sampler, table.shape[0], hidden.device)
-    return sampled_softmax_loss(target_logits, hidden @ table[negatives].T, targets, negatives, log_expected)
+    negatives, log_expected = _draw(kind, sampler, table.shape[0] if columns is None else columns.shape[0],
+                                    hidden.device)
+    negative_logits = with_bias(hidden @ rows(negatives).T, negatives.unsqueeze(0))  # [P, S]
+    return sampled_softmax_loss(target_logits, negative_logits, targets, negatives, log_expected)
 
 
 def column_softmax_loss(kind: str, logits: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor,

@@ -1,0 +1,145 @@
+"""The causal-LM loss from the final hidden states, in tiles: no ``[batch, seq, vocab]`` logits at any vocabulary.
+
+With ``tokenizer.item_id_level: true`` every item owns a vocabulary token, so at 1M items the LM head has ~1M rows
+and the model's own loss (``model(..., labels=...)``) keeps ``[B, T, V]`` logits, their float32 copy and their
+gradient: about 21 GB per copy for 128 rows x 42 tokens. ``lm_loss`` (the config key) picks the path:
+
+- ``full``: as before (TRL's fused head when nothing else needs the output rows, else the model's own forward).
+- ``chunked``: the model runs with ``output_hidden_states`` and ``logits_to_keep`` = no position (so its LM head
+  projects nothing), and ``chunked_lm_loss`` computes the same mean token CE from the last hidden states and the
+  output head's effective weight and bias (``output_head``: tied or untied, peft trainable-token rows or
+  ``modules_to_save`` copies, content-rows parametrizations), through
+  ``alignrec.recommenders.sampled_softmax.linear_logsumexp``: the log-partition over the vocabulary in tiles of
+  ``POSITION_CHUNK`` positions x ``chunk`` tokens, recomputed in the backward, so memory is one tile however large
+  the vocabulary. The flat item head then reads the same hidden states (``trainer.item_head.item_head_loss_from_hidden``).
+- ``auto``: ``chunked`` from ``AUTO_CHUNKED_MIN_VOCAB`` tokens on (the item softmaxes' 100,000), else ``full``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from alignrec.recommenders.sampled_softmax import AUTO_SAMPLED_MIN_ITEMS, DEFAULT_CHUNK, linear_logsumexp
+
+__all__ = ["AUTO_CHUNKED_MIN_VOCAB", "LM_LOSSES", "MANIFEST_KEY", "OutputHead", "check_output_head", "chunked_lm_loss",
+           "hidden_states_forward", "lm_loss_manifest", "output_head", "resolve_lm_loss"]
+
+IGNORE_INDEX = -100
+LM_LOSSES = ("auto", "full", "chunked")
+AUTO_CHUNKED_MIN_VOCAB = AUTO_SAMPLED_MIN_ITEMS  # auto: chunked from this many vocabulary tokens on
+MANIFEST_KEY = "lm_loss"  # alignrec_train.json: {"loss": full | chunked, "vocab_size": V}
+# Config fields whose model forward transforms the logits after the LM head (softcapping, scaling): the chunked
+# loss computes ``hidden @ W.T + b`` only, so it refuses these models rather than train on other logits.
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+                    "logits_scaling")
+
+
+def resolve_lm_loss(kind: str, vocab_size: int) -> str:
+    """The loss actually used: ``auto`` -> ``chunked`` from ``AUTO_CHUNKED_MIN_VOCAB`` tokens on, else ``full``."""
+    if kind not in LM_LOSSES:
+        raise ValueError(f"lm_loss={kind!r} is not one of {list(LM_LOSSES)}")
+    if kind != "auto":
+        return kind
+    return "chunked" if vocab_size >= AUTO_CHUNKED_MIN_VOCAB else "full"
+
+
+def lm_loss_manifest(kind: str, vocab_size: int) -> dict:
+    """The run record's entry: which causal-LM loss trained the run, at which vocabulary size."""
+    return {MANIFEST_KEY: {"loss": kind, "vocab_size": int(vocab_size)}}
+
+
+def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, bias: torch.Tensor | None = None,
+                    num_items_in_batch: torch.Tensor | int | None = None, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """The model's causal-LM loss from ``hidden [B, T, H]`` (the last, normed states) and the head ``weight [V, H]``
+    (+ ``bias [V]``): logits at ``t`` predict ``labels[t + 1]``, ``-100`` unsupervised; the summed token CE divided
+    by ``num_items_in_batch`` when given (HF's loss over an accumulated batch), else by the supervised count (the
+    mean). Exact, in float32 or wider; only supervised positions are scored."""
+    shifted = labels[:, 1:].to(hidden.device)  # [B, T-1]: what the states at each position predict
+    mask = shifted != IGNORE_INDEX
+    states = hidden[:, :-1][mask]  # [P, H]
+    targets = shifted[mask]  # [P]
+    lse = linear_logsumexp(states, weight, chunk, bias=bias)  # [P]
+    target_logits = (states.to(lse.dtype) * weight[targets].to(lse.dtype)).sum(-1)  # [P]
+    if bias is not None:
+        target_logits = target_logits + bias[targets].to(lse.dtype)
+    total = (lse - target_logits).sum()
+    if num_items_in_batch is None:
+        return total / mask.sum().clamp(min=1)  # a batch without supervised tokens: a finite zero
+    return total / torch.as_tensor(num_items_in_batch, device=total.device)
+
+
+class OutputHead:
+    """The effective linear map of a causal LM's output module: ``logits = hidden @ weight.T + bias``."""
+
+    def __init__(self, module: torch.nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.module, self.weight, self.bias = module, weight, bias
+
+
+def output_head(model) -> OutputHead:
+    """The output head of ``model`` (a HF causal LM, or a peft model around one) as weight and bias, read through
+    whatever wraps it: peft ``TrainableTokensWrapper`` (base rows with the trained token rows in; peft drops a
+    Linear head's bias there, so none), ``ModulesToSaveWrapper`` (the active copy), parametrizations (content rows).
+    Any other module, or a model whose forward transforms the logits (``LOGIT_TRANSFORMS``), raises ``ValueError``."""
+    from peft.utils.other import ModulesToSaveWrapper, TrainableTokensWrapper
+
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = causal_lm.config.get_text_config()
+    for name in LOGIT_TRANSFORMS:
+        if getattr(config, name, None) not in (None, 1, 1.0):
+            raise ValueError(f"lm_loss=chunked computes logits as hidden @ W.T + b, but this model's config sets "
+                             f"{name}={getattr(config, name)!r}, which its forward applies to the logits; set "
+                             "lm_loss: full")
+    head = causal_lm.get_output_embeddings()
+    module = head
+    if isinstance(head, ModulesToSaveWrapper):
+        active = head.active_adapters
+        module = head.modules_to_save[active[0]] if active and not head.disable_adapters else head.original_module
+    elif isinstance(head, TrainableTokensWrapper):
+        layer = head.token_adapter
+        if layer.disable_adapters or layer.merged or not layer.active_adapters:
+            module = layer.base_layer
+        else:
+            if not isinstance(layer.base_layer, torch.nn.Linear):
+                raise ValueError(f"lm_loss=chunked: trainable tokens around a {type(layer.base_layer).__name__} "
+                                 "output head are not supported; set lm_loss: full")
+            return OutputHead(head, layer.get_merged_weights(layer.active_adapters), None)
+    if type(module) is not torch.nn.Linear and not _is_parametrized_linear(module):
+        raise ValueError(f"lm_loss=chunked reads the output head's weight, but it is a {type(module).__name__} "
+                         "(e.g. LoRA on lm_head or a quantized head), not a plain Linear; set lm_loss: full")
+    return OutputHead(head, module.weight, module.bias)
+
+
+def _is_parametrized_linear(module: torch.nn.Module) -> bool:
+    from torch.nn.utils import parametrize
+
+    return isinstance(module, torch.nn.Linear) and parametrize.is_parametrized(module)
+
+
+@torch.no_grad()
+def check_output_head(head: OutputHead, hidden: torch.Tensor, positions: int = 4) -> None:
+    """Guard against training on other logits than the model's: the head module applied to a few states must equal
+    ``hidden @ weight.T + bias``. Cheap (``[positions, V]``); the trainer runs it once."""
+    states = hidden.reshape(-1, hidden.shape[-1])[:positions]
+    if states.shape[0] == 0:
+        return
+    expected = head.module(states).float()
+    got = torch.nn.functional.linear(states, head.weight.to(states.dtype),
+                                     None if head.bias is None else head.bias.to(states.dtype)).float()
+    tolerance = 1e-4 if states.dtype == torch.float32 else 2e-2
+    scale = expected.abs().max().clamp(min=1.0)
+    if not bool(((got - expected).abs().max() <= tolerance * scale).item()):
+        raise ValueError(f"lm_loss=chunked: the output head {type(head.module).__name__} does not compute "
+                         "hidden @ weight.T + bias from the weight it exposes; set lm_loss: full")
+
+
+def hidden_states_forward(model, inputs: dict):
+    """Run ``model`` (any wrapper: DDP, DeepSpeed, peft) on ``inputs`` (no labels) with the LM head projecting no
+    position; returns ``(outputs, hidden [B, T, H])``, the last hidden states after the final norm."""
+    device = inputs["input_ids"].device if "input_ids" in inputs else None
+    nothing = torch.zeros(0, dtype=torch.long, device=device)  # logits_to_keep: no position -> logits [B, 0, V]
+    outputs = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=nothing)
+    states = getattr(outputs, "hidden_states", None)
+    if not states:
+        raise ValueError("lm_loss=chunked needs the model's hidden states (output_hidden_states), which this model "
+                         "did not return; set lm_loss: full")
+    return outputs, states[-1]
