@@ -39,6 +39,11 @@ class EvaluateConfig:
     popularity_baseline: bool = field(default=True, metadata={"help": "Add the most-popular baseline to the table."})
     popularity_penalty: float = field(default=0.0, metadata={
         "help": "Decoding ranks by log p(item | user) - popularity_penalty * log p_train(item) (training interactions + 1), applied at every beam depth: > 0 gives the long tail beams back, < 0 leans on the popularity prior (an under-trained model); 0 = plain log-probs. Choose it on valid users (scripts/bench_popularity_penalty.py), never on test."})
+    item_head_decode_weight: float | None = field(default=None, metadata={
+        "help": "A run trained with the flat item head (train.item_head_weight > 0) ranks by log p(codes) + this x "
+                "log p_head(item); unset = the run's own train.item_head_decode_weight (its manifest). Overrides "
+                "it without re-training (needs a run with an item head; >= 0); choose it on valid users, never on "
+                "test, and build the cache with the same value."})
     device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
     within_scenario: bool = field(default=True, metadata={
         "help": "On a split with scenarios, also rank each target within its scenario's catalogue (every "
@@ -85,6 +90,8 @@ class EvaluateConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_examples is not None and self.max_examples < 1:
             raise ValueError(f"max_examples must be >= 1 when set, got {self.max_examples}")
+        if self.item_head_decode_weight is not None and self.item_head_decode_weight < 0:
+            raise ValueError(f"item_head_decode_weight must be >= 0 when set, got {self.item_head_decode_weight}")
 
 
 def register(subparsers) -> None:
@@ -120,7 +127,7 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
 
         return evaluate_requests(cfg)
     from inference.scenarios import takes_scenarios
-    from inference.trained_run import TrainedRun
+    from inference.trained_run import TrainedRun, check_item_head_override
     from recdata import SplitDataset
     from recdata.errors import UserError
     from recdata.evaluation import (
@@ -135,6 +142,7 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
     claim = {"output": cfg.out_dir, "command": "evaluate", "inputs": [cfg.model_dir, cfg.split_dir],
              "overwrite": cfg.overwrite}
     check_output_dir(**claim)  # refuse a folder we may not write before loading anything
+    head_weight = check_item_head_override(cfg.model_dir, cfg.item_head_decode_weight)  # None = the run's own
     split = SplitDataset.load(cfg.split_dir)
     examples, sample = evaluation_sample(split.eval_examples(cfg.part), cfg.max_examples)
     catalogue = split.dataset.item_ids()
@@ -152,7 +160,7 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
                         "or scenario_item_field")
     recommenders = {"alignrec": run.recommender(max_k, cfg.num_beams, cfg.exclude_history, cfg.batch_size,
                                                 **scenario_kw, popularity_penalty=cfg.popularity_penalty,
-                                                item_counts=popularity)}
+                                                item_counts=popularity, item_head_weight=head_weight)}
     recommenders.update(extra_recommenders or {})
     if cfg.popularity_baseline:
         recommenders["popularity"] = popularity_recommender(split, max_k, cfg.exclude_history)

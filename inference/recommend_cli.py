@@ -35,6 +35,9 @@ class RecommendArgs:
     exclude_history: bool = field(default=True, metadata={"help": "Never recommend an item of the history."})
     popularity_penalty: float = field(default=0.0, metadata={
         "help": "Decode as evaluated: log p(item | user) - popularity_penalty * log p_train(item) (needs the split)."})
+    item_head_decode_weight: float | None = field(default=None, metadata={
+        "help": "Decode as evaluated: a run with an item head ranks by log p(codes) + this x log p_head(item); "
+                "unset = the run's own weight."})
     json: bool = field(default=False, metadata={"help": "Print JSON instead of a table."})
     device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
 
@@ -65,9 +68,10 @@ def find_split_dir(cfg: RecommendArgs) -> Path | None:
 
 def recommend_for(cfg: RecommendArgs) -> dict:
     """{"history": [...], "recommendations": [{"rank", "item_id", "score", "title"}]} for ``cfg``."""
-    from inference.trained_run import TrainedRun
+    from inference.trained_run import TrainedRun, check_item_head_override
     from recdata import SplitDataset
 
+    head_weight = check_item_head_override(cfg.model_dir, cfg.item_head_decode_weight)
     split_dir = find_split_dir(cfg)
     split = SplitDataset.load(split_dir) if split_dir else None
     if cfg.user:
@@ -97,7 +101,7 @@ def recommend_for(cfg: RecommendArgs) -> dict:
 
         counts = train_popularity(split)
     fn = run.recommender(cfg.k, cfg.num_beams, cfg.exclude_history, 1, popularity_penalty=cfg.popularity_penalty,
-                         item_counts=counts)
+                         item_counts=counts, item_head_weight=head_weight)
     (ranked,) = fn([cfg.user or "adhoc"], [history])
     return {
         "user": cfg.user or None,

@@ -39,13 +39,16 @@ def request_examples(rows: Sequence[Mapping[str, Any]], part: str, with_history:
 
 
 def llm_request_recommender(run: Any, requests: Mapping[str, str], k: int, num_beams: int, with_history: bool,
-                            exclude_history: bool = True, batch_size: int = 8) -> Any:
+                            exclude_history: bool = True, batch_size: int = 8,
+                            item_head_weight: float | None = None) -> Any:
     """``recommend_fn(request_ids, histories)`` over a ``TrainedRun``: trie-constrained beams from the request
-    prompt (``sft_tasks.request_prompt``), with the run's item head; history items excluded when asked."""
+    prompt (``sft_tasks.request_prompt``), with the run's item head (``item_head_weight`` None = the run's own
+    decoding weight, a value overrides it); history items excluded when asked."""
     from inference.recommender import build_item_trie, recommend
     from sft_tasks import request_prompt
 
     trie = build_item_trie(run.item_tokenizer, run.hf_tokenizer)
+    head_weight = run.item_head_weight if item_head_weight is None else item_head_weight
 
     def fn(request_ids: Sequence[str], histories: Sequence[Sequence[str]]) -> list[list[tuple[str, float]]]:
         prompts = [request_prompt(requests[r], run.hf_tokenizer, run.prompt_format,
@@ -53,7 +56,7 @@ def llm_request_recommender(run: Any, requests: Mapping[str, str], k: int, num_b
                    for r, h in zip(request_ids, histories, strict=True)]
         return recommend(run.model, run.hf_tokenizer, run.item_tokenizer, prompts, k, num_beams,
                          exclude=[list(h) for h in histories] if exclude_history else None, batch_size=batch_size,
-                         trie=trie, item_head_weight=run.item_head_weight)
+                         trie=trie, item_head_weight=head_weight)
 
     return fn
 
@@ -79,7 +82,7 @@ def minilm_retriever(split: Any, rows: Sequence[Mapping[str, Any]], encoder_dir:
 def evaluate_requests(cfg: Any) -> dict[str, Any]:
     """The request task of ``alignrec evaluate`` (``cfg``: ``inference.cli.EvaluateConfig``); writes metrics.json / .md."""
     from alignrec.recommenders.request_retriever import choose_mix_weight
-    from inference.trained_run import TrainedRun
+    from inference.trained_run import TrainedRun, check_item_head_override
     from recdata import SplitDataset
     from recdata.config import config_to_dict
     from recdata.errors import UserError
@@ -88,6 +91,7 @@ def evaluate_requests(cfg: Any) -> dict[str, Any]:
     from recdata.popularity import popularity_recommender, train_popularity
     from sft_tasks import check_requests_unseen, load_requests
 
+    head_weight = check_item_head_override(cfg.model_dir, cfg.item_head_decode_weight)  # before the folder is claimed
     claim_output_dir(cfg.out_dir, "evaluate", inputs=[cfg.model_dir, cfg.split_dir, cfg.requests_file, cfg.tasks_dir],
                      overwrite=cfg.overwrite)
     split = SplitDataset.load(cfg.split_dir)
@@ -105,7 +109,7 @@ def evaluate_requests(cfg: Any) -> dict[str, Any]:
     run.item_tokenizer.check_catalogue(catalogue, cfg.model_dir, cfg.split_dir)
     recommenders = {"alignrec": llm_request_recommender(run, {r["request_id"]: r["request"] for r in rows}, max_k,
                                                         cfg.num_beams, with_history, cfg.exclude_history,
-                                                        cfg.batch_size)}
+                                                        cfg.batch_size, head_weight)}
     extra: dict[str, Any] = {"config": config_to_dict(cfg), "requests": len(examples), "sample": sample}
     if cfg.retriever_baseline:
         retriever = minilm_retriever(split, rows, cfg.encoder_dir)

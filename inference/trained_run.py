@@ -14,6 +14,26 @@ from typing import Any
 
 import torch
 
+OVERRIDE_KEY = "item_head_decode_weight"  # the evaluate / cache build / recommend key that overrides the run's weight
+
+
+def check_item_head_override(model_dir: str | os.PathLike, weight: float | None) -> float | None:
+    """An evaluation-time override of the run's item-head decoding weight (``OVERRIDE_KEY``), checked before the
+    model loads: None keeps the run's own; a value must be >= 0 and needs a run trained with the flat item head
+    (``train.item_head_weight`` > 0), else ``ConfigError`` (one line). Returns what ``TrainedRun.recommender``
+    takes as ``item_head_weight``."""
+    if weight is None:
+        return None
+    from recdata.errors import ConfigError
+    from trainer import has_item_head
+
+    if weight < 0:
+        raise ConfigError(f"{OVERRIDE_KEY} must be >= 0, got {weight:g}")
+    if not has_item_head(model_dir):
+        raise ConfigError(f"{OVERRIDE_KEY} {weight:g}: {model_dir} was trained without an item head "
+                          "(train.item_head_weight 0), so there is no head to weigh; drop the key")
+    return float(weight)
+
 
 @dataclass
 class TrainedRun:

@@ -12,6 +12,7 @@ _EXPORTS = {
     "DataArguments": "trainer.config",
     "ModelArguments": "trainer.config",
     "parse_train_config": "trainer.config",
+    "has_item_head": "trainer.item_head",
     "load_for_inference": "trainer.export",
     "merge_run": "trainer.export",
     "read_item_head_weight": "trainer.item_head",

@@ -229,3 +229,10 @@ def read_item_head_weight(run_dir) -> float:
     from trainer.export import read_manifest
 
     return float(read_manifest(run_dir).get(MANIFEST_KEY, {}).get("decode_weight", 0.0))
+
+
+def has_item_head(run_dir) -> bool:
+    """Whether a finished run was trained with the flat item head (its manifest names one, whatever its weight)."""
+    from trainer.export import read_manifest
+
+    return MANIFEST_KEY in read_manifest(run_dir)

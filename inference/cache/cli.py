@@ -81,6 +81,11 @@ class CacheBuildConfig:
                                                                  "torch thread count."})
     popularity_penalty: float = field(default=0.0, metadata={
         "help": "--recommender model: decoding ranks by log p(item | user) - popularity_penalty * log p_train(item) (training interactions + 1), applied at every beam depth: > 0 gives the long tail beams back, < 0 leans on the popularity prior (an under-trained model); 0 = plain log-probs. Needs --split_dir (the training counts). Use the value the model was evaluated with; choose it on valid users (scripts/bench_popularity_penalty.py), never on test."})
+    item_head_decode_weight: float | None = field(default=None, metadata={
+        "help": "--recommender model, a run trained with the flat item head: rank by log p(codes) + this x "
+                "log p_head(item); unset = the run's own train.item_head_decode_weight. Use the value the model "
+                "was evaluated with (evaluate's item_head_decode_weight); a set value is part of the cache's model "
+                "identity."})
 
     def __post_init__(self) -> None:
         self._check_engine()
@@ -102,6 +107,11 @@ class CacheBuildConfig:
             raise UserError(f"num_beams ({self.num_beams}) must be >= k ({self.k}); raise --num_beams")
         if self.popularity_penalty and (self.recommender != "model" or not self.split_dir):
             raise ConfigError("popularity_penalty needs --recommender model and --split_dir (its training counts)")
+        if self.item_head_decode_weight is not None:
+            if self.recommender != "model":
+                raise ConfigError("item_head_decode_weight needs --recommender model (a run with an item head)")
+            if self.item_head_decode_weight < 0:
+                raise ConfigError(f"item_head_decode_weight must be >= 0, got {self.item_head_decode_weight}")
 
     def _check_engine(self) -> None:
         if self.engine not in ("local", "ray"):
@@ -268,7 +278,8 @@ def run_build(cfg: CacheBuildConfig) -> dict | None:
 
         fn, identity = model_recommend_fn(cfg.model_dir, cfg.k, cfg.num_beams, cfg.batch_size, cfg.exclude_history,
                                           cfg.device, popularity_penalty=cfg.popularity_penalty,
-                                          split_dir=cfg.split_dir, **scenario_kw)
+                                          split_dir=cfg.split_dir, item_head_decode_weight=cfg.item_head_decode_weight,
+                                          **scenario_kw)
     result = build_cache(fn, histories, cfg.out_dir, cfg.k, cfg.shard_index, cfg.num_shards,
                          chunk_size=cfg.chunk_size, base_cache=cfg.base_cache, overwrite=cfg.overwrite,
                          scenario_users=served, split_fingerprint=fingerprint, **identity)
@@ -298,11 +309,13 @@ def run_build_ray(cfg: CacheBuildConfig) -> dict:
         identity = {"model": f"popularity:{Path(cfg.split_dir).resolve()}", "adapter": "", "item_tokenizer_hash": ""}
     else:
         from inference.cache.model_recommender import model_identity
+        from inference.trained_run import check_item_head_override
 
         factory = ModelRecommenderFactory(str(Path(cfg.model_dir).resolve()), cfg.k, cfg.num_beams, cfg.batch_size,
                                           cfg.exclude_history, cfg.device, cfg.popularity_penalty,
-                                          str(Path(cfg.split_dir).resolve()) if cfg.popularity_penalty else None)
-        identity = model_identity(cfg.model_dir, cfg.popularity_penalty)
+                                          str(Path(cfg.split_dir).resolve()) if cfg.popularity_penalty else None,
+                                          check_item_head_override(cfg.model_dir, cfg.item_head_decode_weight))
+        identity = model_identity(cfg.model_dir, cfg.popularity_penalty, cfg.item_head_decode_weight)
     options = RayOptions(address=cfg.ray_address, num_actors=cfg.num_actors, gpus_per_actor=cfg.gpus_per_actor,
                          cpus_per_actor=cfg.cpus_per_actor)
     result = build_cache_ray(factory, histories, cfg.out_dir, cfg.k, options=options, chunk_size=cfg.chunk_size,

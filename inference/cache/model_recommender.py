@@ -32,11 +32,13 @@ def weights_fingerprint(model_dir: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_identity(model_dir: str | os.PathLike, popularity_penalty: float = 0.0) -> dict[str, str]:
+def model_identity(model_dir: str | os.PathLike, popularity_penalty: float = 0.0,
+                   item_head_decode_weight: float | None = None) -> dict[str, str]:
     """``model`` / ``adapter`` strings for the cache manifest: base model + adapter weights, or full weights.
 
-    A non-zero ``popularity_penalty`` is part of the weights' tag: the same weights decoded differently are
-    another cache (a resume or a refresh never mixes the two).
+    A non-zero ``popularity_penalty`` and a set ``item_head_decode_weight`` (an override of the run's own) are
+    part of the weights' tag: the same weights decoded differently are another cache (a resume or a refresh never
+    mixes the two); unset, the tag is the one caches were built with before the override existed.
     """
     from trainer.export import read_manifest
 
@@ -45,6 +47,8 @@ def model_identity(model_dir: str | os.PathLike, popularity_penalty: float = 0.0
     tag = f"{model_dir}@{weights_fingerprint(model_dir)}"
     if popularity_penalty:
         tag += f"#popularity_penalty={popularity_penalty:g}"
+    if item_head_decode_weight is not None:
+        tag += f"#item_head_decode_weight={item_head_decode_weight:g}"
     if manifest["kind"] == "full":
         return {"model": tag, "adapter": "", "item_tokenizer_hash": manifest["item_tokenizer_hash"]}
     return {"model": str(manifest["base_model"]), "adapter": tag, "item_tokenizer_hash": manifest["item_tokenizer_hash"]}
@@ -53,14 +57,17 @@ def model_identity(model_dir: str | os.PathLike, popularity_penalty: float = 0.0
 def model_recommend_fn(
     model_dir: str | os.PathLike, k: int, num_beams: int, batch_size: int, exclude_history: bool,
     device: str | None = None, popularity_penalty: float = 0.0, split_dir: str | os.PathLike | None = None,
-    **scenario_kw: Any,
+    item_head_decode_weight: float | None = None, **scenario_kw: Any,
 ) -> tuple[Any, dict[str, str]]:
     """Load a run (``inference.TrainedRun``: its decoding as trained) and wrap it as ``recommend_fn``.
 
     ``scenario_kw`` (``scenario_items``, ``scenario_prompts``, ``item_scenario``) go to ``llm_recommender``;
-    a non-zero ``popularity_penalty`` reads the training counts of ``split_dir``.
+    a non-zero ``popularity_penalty`` reads the training counts of ``split_dir``; ``item_head_decode_weight``
+    overrides the run's item-head weight (``inference.trained_run.check_item_head_override``; None = its own).
     """
-    from inference.trained_run import TrainedRun
+    from inference.trained_run import TrainedRun, check_item_head_override
+
+    head_weight = check_item_head_override(model_dir, item_head_decode_weight)
 
     counts = None
     if popularity_penalty:
@@ -70,10 +77,10 @@ def model_recommend_fn(
         if split_dir is None:
             raise ValueError("popularity_penalty needs split_dir (the training counts)")
         counts = train_popularity(SplitDataset.load(split_dir))
-    identity = model_identity(model_dir, popularity_penalty)
+    identity = model_identity(model_dir, popularity_penalty, head_weight)
     fn = TrainedRun.load(model_dir, device=device).recommender(
         k, num_beams, exclude_history, batch_size, **scenario_kw, popularity_penalty=popularity_penalty,
-        item_counts=counts)
+        item_counts=counts, item_head_weight=head_weight)
     logger.info("cache recommender: %s (item tokenizer %s)", identity["adapter"] or identity["model"],
                 identity["item_tokenizer_hash"][:12])
     return fn, identity
@@ -95,10 +102,12 @@ class ModelRecommenderFactory:
     device: str | None = None
     popularity_penalty: float = 0.0
     split_dir: str | None = None
+    item_head_decode_weight: float | None = None
 
     def __call__(self) -> Any:
         fn, _ = model_recommend_fn(self.model_dir, self.k, self.num_beams, self.batch_size, self.exclude_history,
-                                   self.device, self.popularity_penalty, self.split_dir)
+                                   self.device, self.popularity_penalty, self.split_dir,
+                                   item_head_decode_weight=self.item_head_decode_weight)
         return fn
 
 

@@ -113,3 +113,43 @@ def test_cache_serves_the_evaluated_popularity_penalty_and_its_key_follows_it(tm
     assert penalised != plain and cache_key(evaluate={"popularity_penalty": 0.25}) != penalised
     own = {"popularity_penalty": 0.0}
     assert cache_key(evaluate={"popularity_penalty": 0.5}, cache=own) == cache_key(evaluate={"popularity_penalty": 0.25}, cache=own)
+
+
+def test_cache_decodes_with_the_evaluated_item_head_weight_and_its_key_follows_it(tmp_path):
+    """evaluate.item_head_decode_weight reaches the cache as popularity_penalty does; unset, no key changes."""
+    from alignrec.pipeline.runner import plan_stages
+    from alignrec.pipeline.stages import STAGES
+    from alignrec.pipeline.stages.cache import _evaluated_decoding
+
+    def keys(**sections):
+        cfg = run_config_from_dict({"name": "x", "runs_dir": str(tmp_path), "data": {"path": str(tmp_path / "d")},
+                                    **sections}, source="t.yaml")
+        return {p.name: p.key for p in plan_stages(STAGES, cfg.run_dir, cfg.sections, cfg)}, cfg
+
+    plain, _ = keys()
+    assert keys(evaluate={"item_head_decode_weight": None})[0]["cache"] == plain["cache"]  # None: old caches stay valid
+    weighted, cfg = keys(evaluate={"item_head_decode_weight": 2.0})
+    assert weighted["cache"] != plain["cache"] and keys(evaluate={"item_head_decode_weight": 0.5})[0]["cache"] != \
+        weighted["cache"]
+    assert _evaluated_decoding({}, cfg) == {"item_head_decode_weight": 2.0}  # what run_cache injects
+    own = {"item_head_decode_weight": 1.0}  # the cache section's own value wins, as for popularity_penalty
+    assert _evaluated_decoding(own, cfg) == {}
+    assert keys(evaluate={"item_head_decode_weight": 2.0}, cache=own)[0]["cache"] == \
+        keys(evaluate={"item_head_decode_weight": 0.5}, cache=own)[0]["cache"]
+
+
+def test_item_head_override_needs_a_train_section_with_the_head_and_is_a_recipe_tune_axis():
+    from alignrec.pipeline.recipe_tune import _validate_points, check_space, start_point
+
+    base = {"name": "x", "data": {"path": "p"}, "evaluate": {"item_head_decode_weight": 2.0}}
+    cfg = run_config_from_dict(base, source="t.yaml")
+    with pytest.raises(ValueError, match="evaluate.item_head_decode_weight needs a model trained with the item head"):
+        validate_sections(cfg.sections, cfg.source)
+    cfg = run_config_from_dict({**base, "train": {"item_head_weight": 4.0}}, source="t.yaml")
+    validate_sections(cfg.sections, cfg.source)
+    space = check_space({"evaluate.item_head_decode_weight": [0.5, 2.0]}, "space.yaml")
+    start = start_point(cfg, space)
+    assert start == {"evaluate.item_head_decode_weight": 2.0}
+    _validate_points(cfg, space, start)  # every point passes the sections' own checks before any training
+    with pytest.raises(ValueError, match=">= 0"):
+        _validate_points(cfg, check_space({"evaluate.item_head_decode_weight": [-1.0]}, "space.yaml"), start)

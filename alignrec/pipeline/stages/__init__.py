@@ -105,3 +105,15 @@ def validate_sections(sections: dict[str, dict[str, Any]], source: str) -> None:
                                      "'knowledge' section or set embeddings.knowledge_dir")
                 placeholders["knowledge_dir"] = "placeholder"
             parse_config(SECTION_CLASSES[stage](), [], config={**body, **placeholders}, config_source=f"{source} [{stage}]")
+    _check_item_head_override(sections, source)
+
+
+def _check_item_head_override(sections: dict[str, dict[str, Any]], source: str) -> None:
+    """``item_head_decode_weight`` (evaluate, cache) weighs the flat item head: refused before any stage runs when
+    the train section trains none (the stage would fail after training)."""
+    if float(sections.get("train", {}).get("item_head_weight") or 0.0):
+        return
+    for stage in ("evaluate", "cache"):
+        if sections.get(stage, {}).get("item_head_decode_weight") is not None:
+            raise ConfigError(f"{source}: {stage}.item_head_decode_weight needs a model trained with the item head "
+                              "(train.item_head_weight > 0); drop the key or train with the head")

@@ -1,7 +1,8 @@
 """The ``cache`` stage: offline top-K of every user, published to a SQLite store and checked by serving.
 
 Reads: the split, the served model and the ``cache`` section (``CacheBuildConfig``); by default it decodes with the
-evaluate section's ``popularity_penalty`` (serve what was evaluated). Writes: ``build/`` and ``store/``.
+evaluate section's ``popularity_penalty`` and ``item_head_decode_weight`` (serve what was evaluated; a key the cache
+section sets itself wins). Writes: ``build/`` and ``store/``.
 The check after publishing (``verify_store``) compares the store's user count with the split's and looks up a
 seeded sample of users (1,000), not every user: one lookup per user is O(users) work after every build.
 """
@@ -23,8 +24,16 @@ from alignrec.pipeline.sections import (
 VERIFY_SAMPLE = 1000  # users looked up after publishing (seeded): enough to catch a broken store, O(1) in users
 
 
-def _evaluated_penalty(run_cfg: Any) -> float:
-    return float(run_cfg.sections.get("evaluate", {}).get("popularity_penalty", 0.0))
+# The evaluate section's decoding keys (with their defaults) the cache decodes with unless its own section sets them.
+EVALUATED_DECODING = {"popularity_penalty": 0.0, "item_head_decode_weight": None}
+
+
+def _evaluated_decoding(section: dict[str, Any], run_cfg: Any) -> dict[str, float]:
+    """The evaluate section's decoding keys the cache inherits: those the cache section leaves unset, at a value
+    other than the default (so a run that sets none keeps its stage key)."""
+    evaluate = run_cfg.sections.get("evaluate", {})
+    return {key: float(evaluate[key]) for key, default in EVALUATED_DECODING.items()
+            if key not in section and evaluate.get(key, default) != default}
 
 
 def run_cache(ctx: StageContext) -> dict[str, Any]:
@@ -34,8 +43,7 @@ def run_cache(ctx: StageContext) -> dict[str, Any]:
     split_dir = str(ctx.upstream("data") / "split")
     injected = {"split_dir": split_dir, "out_dir": str(ctx.out_dir / "build"),
                 "model_dir": str(served_model_dir(ctx))}
-    if "popularity_penalty" not in ctx.config:  # serve what was evaluated: the evaluate section's decoding
-        injected["popularity_penalty"] = _evaluated_penalty(ctx.run_config)
+    injected.update(_evaluated_decoding(ctx.config, ctx.run_config))  # serve what was evaluated
     (cfg,) = build_section(cache_classes(), ctx.config, injected, "cache")
     started = time.time()
     manifest = run_build(cfg)
@@ -77,10 +85,8 @@ def verify_store(store_dir: str | Path, users: Sequence[str], sample: int = VERI
 
 
 def _cache_key(section: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
-    """The evaluate section's ``popularity_penalty`` the cache inherits (none when the section sets its own)."""
-    if "popularity_penalty" in section or not _evaluated_penalty(run_cfg):
-        return {}
-    return {"popularity_penalty": _evaluated_penalty(run_cfg)}
+    """The evaluate section's decoding keys the cache inherits (none it sets itself; none at their defaults)."""
+    return _evaluated_decoding(section, run_cfg)
 
 
 # version 2: the store holds binary rows (catalogue indices + fp16 scores); a version-1 store is refused by serving,

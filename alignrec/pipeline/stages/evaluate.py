@@ -41,14 +41,15 @@ def _bce_sasrec(ctx: StageContext):
 
 
 def _sft_recommender(model_dir: Path, cfg: Any):
-    from inference.trained_run import TrainedRun
+    from inference.trained_run import TrainedRun, check_item_head_override
     from recdata import SplitDataset
     from recdata.popularity import train_popularity
 
     counts = train_popularity(SplitDataset.load(cfg.split_dir)) if cfg.popularity_penalty else None
+    head_weight = check_item_head_override(model_dir, cfg.item_head_decode_weight)
     return TrainedRun.load(model_dir, device=cfg.device).recommender(
         max(cfg.ks), cfg.num_beams, cfg.exclude_history, cfg.batch_size, popularity_penalty=cfg.popularity_penalty,
-        item_counts=counts)
+        item_counts=counts, item_head_weight=head_weight)
 
 
 def run_evaluate(ctx: StageContext) -> dict[str, Any]:
