@@ -17,13 +17,13 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 from tqdm.auto import tqdm
 
 from inference.cache import layout
@@ -244,9 +244,7 @@ def _check_shard_inputs(out_dir: Path, shard_dir: Path, shard_hash: str, overwri
             f"{stored!r} vs now {shard_hash!r}); pass --overwrite to recompute it (with several shard processes, "
             "delete the folder before launching instead) or choose another out_dir")
     logger.warning("overwriting shard %s (its users' histories changed)", shard_dir)
-    (out_dir / layout.MANIFEST_NAME).unlink(missing_ok=True)  # no longer true once this shard changes
-    for path in [*shard_dir.glob("chunk-*.parquet"), done]:  # layout.chunk_file_name
-        path.unlink()  # only what the build wrote: chunks and the done marker (other files are kept)
+    remove_build_files(open_location(out_dir), shard_dir.name)
 
 
 def recommend_batch(recommend_fn: RecommendFn, users: list[str], histories: list[list[str]], k: int) -> dict[str, Recs]:
@@ -291,11 +289,38 @@ def claim_config(loc: Location, config: dict[str, Any], overwrite: bool) -> dict
         stored = json.loads(loc.read_text(layout.BUILD_CONFIG_NAME))
         if _config_diffs(stored, config, loc.uri, overwrite) is None:
             return stored
-        loc.fs.delete_dir_contents(loc.root)
+        remove_build_files(loc)
     elif loc.has_entries():
         raise UserError(f"{loc.uri} is not empty and holds no cache build; choose an empty or new out_dir")
     write_json(loc, layout.BUILD_CONFIG_NAME, config)
     return config
+
+
+def remove_build_files(loc: Location, shard: str | None = None) -> None:
+    """Delete what cache builds wrote in ``loc`` (``layout.is_build_file``), never a user's other files: the
+    manifest first (the folder is no longer a finished cache), then the files of ``shard`` (a shard folder's name)
+    only, or else of every shard folder (removing those left empty) and the build config. Local folders and URIs."""
+    fs = loc.fs
+
+    def entries(rel: str) -> list[pafs.FileInfo]:
+        return fs.get_file_info(pafs.FileSelector(loc.path(rel), allow_not_found=True, recursive=False))
+
+    def remove_files(rel: str, in_shard: bool) -> None:
+        for info in entries(rel):
+            if info.type == pafs.FileType.File and layout.is_build_file(info.base_name, in_shard):
+                fs.delete_file(info.path)
+
+    if loc.is_file(layout.MANIFEST_NAME):
+        fs.delete_file(loc.path(layout.MANIFEST_NAME))
+    if shard is not None:
+        remove_files(shard, in_shard=True)
+        return
+    for info in entries(""):
+        if info.type == pafs.FileType.Directory and layout.is_shard_dir_name(info.base_name):
+            remove_files(info.base_name, in_shard=True)
+            if not entries(info.base_name):
+                fs.delete_dir(info.path)
+    remove_files("", in_shard=False)
 
 
 def _config_diffs(stored: dict[str, Any], config: dict[str, Any], where: str, overwrite: bool) -> dict | None:
@@ -321,7 +346,7 @@ def _claim_local_config(out_dir: Path, config: dict[str, Any], overwrite: bool) 
             stored = json.loads(path.read_text(encoding="utf-8"))
             if _config_diffs(stored, config, str(out_dir), overwrite) is None:
                 return stored
-            shutil.rmtree(out_dir)
+            remove_build_files(open_location(out_dir))
         elif out_dir.is_dir() and any(not p.name.startswith(".") for p in out_dir.iterdir()):
             raise UserError(f"{out_dir} is not empty and holds no cache build; choose an empty or new out_dir")
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ FORMAT_VERSION = 2
 BUILD_CONFIG_NAME = "build_config.json"
 MANIFEST_NAME = "manifest.json"
 SHARD_DONE_NAME = "_SHARD_DONE.json"
+RESOLVED_CONFIG_NAME = "resolved_config.json"  # the CLI's resolved flags, one per shard folder
 # Parquet schema-metadata key holding {user_id: history_hash} of every user in a chunk (users with zero
 # recommendations included, so "done" never depends on having rows).
 USERS_META_KEY = b"alignrec.users"
@@ -130,3 +132,24 @@ def resolve_shard(shard_index: int | None, num_shards: int | None) -> tuple[int,
 
 def list_shard_dirs(cache_dir: Path, num_shards: int) -> list[Path]:
     return [cache_dir / shard_dir_name(i, num_shards) for i in range(num_shards)]
+
+
+# What a build writes (``is_build_file``): only these are ever deleted by --overwrite; a user's other files stay.
+_SHARD_DIR_RE = re.compile(r"shard-\d{5,}-of-\d{5,}")
+_CHUNK_RE = r"chunk-\d{6,}\.parquet"  # chunk_file_name
+_TOP_FILES_RE = re.compile(rf"(?:{re.escape(BUILD_CONFIG_NAME)}|{re.escape(MANIFEST_NAME)})")
+_SHARD_FILES_RE = re.compile(rf"(?:{_CHUNK_RE}|{re.escape(SHARD_DONE_NAME)}|{re.escape(RESOLVED_CONFIG_NAME)})")
+_TEMP_RE = re.compile(r"\.(?P<name>.+)\.\w+\.tmp")  # recdata.io.atomic_path's and claim_config's temp names
+
+
+def is_shard_dir_name(name: str) -> bool:
+    """True for a shard folder's name (``shard_dir_name``)."""
+    return _SHARD_DIR_RE.fullmatch(name) is not None
+
+
+def is_build_file(name: str, in_shard: bool) -> bool:
+    """True when a file named ``name`` (in the cache folder, or in one of its shard folders: ``in_shard``) is one a
+    build writes: config, manifest, chunks, done markers, resolved flags, or a temp file of one of them."""
+    pattern = _SHARD_FILES_RE if in_shard else _TOP_FILES_RE
+    temp = _TEMP_RE.fullmatch(name)
+    return pattern.fullmatch(temp["name"] if temp else name) is not None

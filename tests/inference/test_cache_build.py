@@ -109,6 +109,54 @@ def test_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path, change)
     assert _cache_dict(tmp_path) == _expected(new_hist, kwargs["k"])
 
 
+def _tree(folder) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_overwrite_removes_only_what_a_build_wrote(tmp_path):
+    """--overwrite with other settings deletes the old build's files (every shard's chunks, done markers, resolved
+    flags and temp files; config, manifest; shard folders left empty) and never a user's file, then builds anew."""
+    histories = make_histories(20)
+    for shard in range(2):
+        build_cache(FakeRecommender(K), histories, tmp_path, k=K, shard_index=shard, num_shards=2, chunk_size=3,
+                    progress=False)
+    old = _tree(tmp_path)
+    assert {"manifest.json", "build_config.json", "shard-00001-of-00002/chunk-000000.parquet"} <= old
+    (tmp_path / "shard-00000-of-00002" / "resolved_config.json").write_text("{}")  # what the CLI adds
+    (tmp_path / "shard-00000-of-00002" / ".chunk-000009.parquet.k2_x9a.tmp").write_text("killed")
+    (tmp_path / "notes.txt").write_text("a user's file")
+    (tmp_path / "shard-00000-of-00002" / "notes.txt").write_text("another")
+    (tmp_path / "shard-00000-of-00002" / "chunk-notes.parquet").write_text("not a chunk name the build writes")
+    new = {"k": K + 1, "shard_index": 0, "num_shards": 1, "chunk_size": 4}
+    result = build_cache(FakeRecommender(K + 1), histories, tmp_path, overwrite=True, progress=False, **new)
+    assert (tmp_path / "notes.txt").read_text() == "a user's file"
+    assert _tree(tmp_path / "shard-00000-of-00002") == {"notes.txt", "chunk-notes.parquet"}
+    assert not (tmp_path / "shard-00001-of-00002").exists()
+    assert _tree(tmp_path) == {
+        "notes.txt", "build_config.json", "manifest.json", "shard-00000-of-00002", "shard-00000-of-00001",
+        *(f"shard-00000-of-00002/{name}" for name in ("notes.txt", "chunk-notes.parquet")),
+        "shard-00000-of-00001/_SHARD_DONE.json", *(f"shard-00000-of-00001/chunk-{i:06d}.parquet" for i in range(5))}
+    assert result.manifest == verify_cache(tmp_path) and result.manifest["k"] == K + 1
+    assert _cache_dict(tmp_path) == _expected(histories, K + 1)
+
+
+def test_overwrite_on_a_uri_removes_only_what_a_build_wrote(tmp_path):
+    import pyarrow.fs as pafs
+
+    from inference.cache.build import claim_config
+    from inference.cache.location import open_location
+
+    build_cache(FakeRecommender(K), make_histories(6), tmp_path / "out", k=K, chunk_size=2, progress=False)
+    (tmp_path / "out" / "notes.txt").write_text("a user's file")
+    (tmp_path / "out" / "shard-00000-of-00001" / "notes.txt").write_text("another")
+    loc = open_location("out", pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()))
+    assert loc.local_dir is None  # the non-local path of claim_config
+    config = {**json.loads((tmp_path / "out" / "build_config.json").read_text()), "k": K + 1}
+    assert claim_config(loc, config, overwrite=True) == config
+    assert _tree(tmp_path / "out") == {"notes.txt", "build_config.json", "shard-00000-of-00001",
+                                       "shard-00000-of-00001/notes.txt"}
+
+
 def test_refuses_non_cache_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ValueError, match="holds no cache build"):
