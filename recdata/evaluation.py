@@ -29,17 +29,18 @@ from tqdm.auto import tqdm
 
 from recdata.io import atomic_write_json, atomic_write_text
 from recdata.metrics import ndcg_from_rank, recall_from_rank  # the one definition (selection reads it too)
+from recdata.per_user import LEGACY_PER_USER_FILE, PER_USER_FILE, load_per_user, per_user_path, write_per_user
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HISTORY_BUCKETS", "PER_USER_FILE", "POPULARITY_SHARES", "RecommendFn", "evaluate_recommender", "sample_examples",
-           "evaluation_sample", "evaluate_within_scenario", "history_bucket", "load_per_user", "popularity_buckets", "render_markdown",
+__all__ = ["HISTORY_BUCKETS", "LEGACY_PER_USER_FILE", "PER_USER_FILE", "POPULARITY_SHARES", "RecommendFn",
+           "evaluate_recommender", "sample_examples", "evaluation_sample", "evaluate_within_scenario",
+           "history_bucket", "load_per_user", "per_user_path", "popularity_buckets", "render_markdown",
            "render_scenario_table", "write_report"]
 
 RecommendFn = Callable[[Sequence[str], Sequence[Sequence[str]]], list[list[tuple[str, float]]]]
 HISTORY_BUCKETS: tuple[tuple[str, int, int | None], ...] = (("1-3", 1, 3), ("4-9", 4, 9), (">=10", 10, None))
 POPULARITY_SHARES = (("head", 0.5), ("torso", 0.8))  # cumulative share of training interactions
-PER_USER_FILE = "per_user.json"
 
 
 def sample_examples(examples, n: int, seed: int = 0):
@@ -315,7 +316,7 @@ def render_scenario_table(reports: Mapping[str, Mapping[str, Any]], ks: Sequence
 def write_report(reports: Mapping[str, Mapping[str, Any]], out_dir: str | Path, extra: Mapping[str, Any] | None = None,
                  title: str = "Evaluation") -> tuple[Path, Path]:
     """Atomically write ``metrics.json`` (reports + ``extra``, e.g. the resolved config), ``metrics.md`` and
-    ``per_user.json`` (each recommender's per-user metrics, for paired bootstraps; see ``load_per_user``)."""
+    ``per_user.parquet`` (each recommender's per-user metrics, for paired bootstraps: ``recdata.per_user``)."""
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / "metrics.json", out_dir / "metrics.md"
     atomic_write_json(json_path, {"recommenders": {name: _without_per_user(rep) for name, rep in reports.items()},
@@ -324,13 +325,13 @@ def write_report(reports: Mapping[str, Mapping[str, Any]], out_dir: str | Path, 
     per_user.update({f"{name}/{WITHIN_SCENARIO}": rep[WITHIN_SCENARIO]["per_user"] for name, rep in reports.items()
                      if "per_user" in rep.get(WITHIN_SCENARIO, {})})
     if per_user:
-        atomic_write_json(out_dir / PER_USER_FILE, per_user, indent=None)
+        write_per_user(out_dir / PER_USER_FILE, per_user)
     atomic_write_text(md_path, render_markdown(reports, title))
     return json_path, md_path
 
 
 def _without_per_user(report: Mapping[str, Any]) -> dict[str, Any]:
-    """A report for ``metrics.json``: per-user tables go to ``per_user.json`` (also a within-scenario one)."""
+    """A report for ``metrics.json``: per-user tables go to ``per_user.parquet`` (also a within-scenario one)."""
     out = {k: v for k, v in report.items() if k != "per_user"}
     if isinstance(out.get(WITHIN_SCENARIO), Mapping):
         out[WITHIN_SCENARIO] = {k: v for k, v in out[WITHIN_SCENARIO].items() if k != "per_user"}
@@ -343,13 +344,3 @@ def _fmt(value: float | None) -> str:
 
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
-
-
-def load_per_user(out_dir: str | Path) -> dict[str, dict[str, list]]:
-    """``recommender -> {"user_id": [...], "ndcg@10": [...], ...}`` as ``write_report`` saved it."""
-    import json
-
-    path = Path(out_dir) / PER_USER_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; re-run `alignrec evaluate` with this version")
-    return json.loads(path.read_text(encoding="utf-8"))

@@ -7,7 +7,7 @@ Decoding ranks by ``log p(item | user) - penalty * log p_train(item)`` inside th
 (``ItemTrie.popularity_bias``: the adjustment is spread over the code path, so it steers every depth). The
 penalty is chosen on a seeded sample of valid users only (NDCG@10); the test part is then scored for penalty 0
 and the chosen one on every test user, with target-popularity slices and paired bootstrap intervals against
-penalty 0 and against the run's own evaluated SASRec row (``evaluate/per_user.json``), same users.
+penalty 0 and against the run's own evaluated SASRec row (``evaluate/per_user.parquet``), same users.
 Every row: full ranking over the catalogue, ``exclude_history=True``. Prints Markdown, writes JSON + Markdown.
 """
 
@@ -26,7 +26,7 @@ from inference.report_tables import bootstrap_table  # noqa: E402
 from inference.significance import paired_bootstrap, per_user_metric  # noqa: E402
 from inference.trained_run import TrainedRun  # noqa: E402
 from recdata import SplitDataset  # noqa: E402
-from recdata.evaluation import evaluate_recommender, load_per_user, sample_examples  # noqa: E402
+from recdata.evaluation import evaluate_recommender, load_per_user, per_user_path, sample_examples  # noqa: E402
 from recdata.io import atomic_write_json, atomic_write_text  # noqa: E402
 from recdata.popularity import train_popularity  # noqa: E402
 
@@ -94,7 +94,7 @@ def main() -> int:
     ours = tests.get(best)
     baselines = {"penalty 0": tests[0.0]} if ours else {}
     evaluated = run / "evaluate"
-    if ours and (evaluated / "per_user.json").is_file():
+    if ours and per_user_path(evaluated) is not None:
         baselines |= {name: {"per_user": table} for name, table in load_per_user(evaluated).items()
                       if name.startswith("sasrec")}
     intervals: dict[str, dict] = {}
