@@ -20,7 +20,6 @@ With an item-id level (``assign_cold_start_with_ids``) they keep their greedy RQ
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,39 +176,108 @@ def assign_cold_start(
 ) -> np.ndarray:
     """Codes ``[M, L]`` for new items: for each (in order) its greedy RQ code if free, else the best free one of its beam.
 
-    With a disambiguation level, a candidate RQ code is free while some index of that level is unused.
-    Raises when no candidate within ``beam`` is free: retrain the tokenizer then (the grid would have to grow).
+    With a disambiguation level, a candidate RQ code is free while some index of that level is unused (an item
+    takes the lowest unused one). Raises when no candidate within ``beam`` is free: retrain the tokenizer then
+    (the grid would have to grow).
+
+    Vectorised (issue 34): "each item in order takes its first candidate with room left" (serial dictatorship)
+    is what deferred acceptance gives when every code ranks the items the same way (their order), so it runs in
+    rounds of numpy: each unplaced item proposes its next candidate, each code keeps its earliest proposers up to
+    its room and sends the others on. Same codes as the per-item loop it replaced (tested against it).
     """
     x = _new_item_vectors(model, embeddings, len(item_ids))
     lq = model.num_levels
     has_extra = len(codebook_sizes) == lq + 1
     if len(codebook_sizes) not in (lq, lq + 1):
         raise ValueError(f"grid has {len(codebook_sizes)} levels but the RQ-VAE has {lq}")
-    taken = {tuple(r) for r in np.asarray(existing_codes).tolist()}
-    used_extra: dict[tuple[int, ...], set[int]] = defaultdict(set)
+    existing = np.asarray(existing_codes, dtype=np.int64)
+    if existing.size == 0:
+        existing = existing.reshape(0, len(codebook_sizes))
+    if existing.ndim != 2 or existing.shape[1] != len(codebook_sizes):
+        raise ValueError(f"existing codes must be [N, {len(codebook_sizes)}] (one column per grid level), got "
+                         f"{existing.shape}")
+    if not item_ids:
+        return np.zeros((0, len(codebook_sizes)), dtype=np.int64)
+    greedy = np.asarray(model.encode_codes(x).cpu(), dtype=np.int64)  # [M, Lq]: what training-time encoding gives
+    beams = np.asarray(model.beam_codes(x, beam)[0].cpu(), dtype=np.int64)  # [M, K, Lq]
+    m, lq = greedy.shape[0], greedy.shape[1]
+    cands = np.concatenate([greedy[:, None, :], beams.reshape(m, -1, lq)], axis=1)  # [M, J=K+1, Lq] greedy first
+    j = cands.shape[1]
+    # one id per distinct RQ code among the candidates and the existing items' (first Lq levels)
+    ids = _row_ids(np.concatenate([cands.reshape(-1, lq), existing[:, :lq]]))
+    if len(ids) and int(ids.max()) >= max(1 << 24, 4 * len(ids)):  # packed keys of a huge grid: make them dense
+        ids = np.unique(ids, return_inverse=True)[1].reshape(-1)
+    cand_id, existing_id = ids[: m * j].reshape(m, j), ids[m * j :]
+    num_codes = int(ids.max()) + 1 if len(ids) else 0
+    if has_extra:  # room = unused indices of the last level under each RQ code
+        extra_size = codebook_sizes[-1]
+        inside = (existing[:, -1] >= 0) & (existing[:, -1] < extra_size)
+        used = np.unique(existing_id[inside] * extra_size + existing[inside, -1])  # [U] (code, index) pairs, sorted
+        used = np.stack([used // extra_size, used % extra_size], axis=1)  # [U, 2]
+        room = extra_size - np.bincount(used[:, 0], minlength=num_codes)
+    else:
+        room = np.ones(num_codes, dtype=np.int64)
+        room[existing_id] = 0
+    # a repeated candidate changes nothing (a code that refused an item never takes it later), so only codes
+    # without room are skipped
+    choice = _deferred_acceptance(np.where(room[cand_id] > 0, cand_id, -1), room)  # [M] column, or J: none
+    unplaced = np.flatnonzero(choice == j)
+    if len(unplaced):
+        item = int(unplaced[0])  # the loop stopped at the first item it could not place
+        raise ValueError(
+            f"no free code for cold-start item {item_ids[item]!r} among its {len(set(cand_id[item].tolist()))} "
+            "nearest codes; raise cold_start_beam or retrain the tokenizer (alignrec tokenize) to grow the code space"
+        )
+    rows = np.arange(m)
+    out = cands[rows, choice]  # [M, Lq]
     if has_extra:
-        for row in taken:
-            used_extra[row[:-1]].add(row[-1])
-    greedy = model.encode_codes(x).cpu().tolist()  # [M, Lq]: what training-time encoding would give
-    cands = model.beam_codes(x, beam)[0].cpu().tolist()  # [M, K, Lq]
-    out = np.zeros((len(item_ids), len(codebook_sizes)), dtype=np.int64)
-    for m, item in enumerate(item_ids):
-        ranked = dict.fromkeys([tuple(greedy[m]), *map(tuple, cands[m])])  # greedy first, then beam order
-        for cand in ranked:
-            if has_extra:
-                free = [k for k in range(codebook_sizes[-1]) if k not in used_extra[cand]]
-                if free:
-                    full = (*cand, free[0])
-                    used_extra[cand].add(free[0])
-                    break
-            elif cand not in taken:
-                full = cand
-                break
-        else:
-            raise ValueError(
-                f"no free code for cold-start item {item!r} among its {len(ranked)} nearest codes; raise "
-                "cold_start_beam or retrain the tokenizer (alignrec tokenize) to grow the code space"
-            )
-        taken.add(full)
-        out[m] = full
+        code = cand_id[rows, choice]
+        order = np.lexsort((rows, code))  # each code's items in item order take its unused indices in order
+        starts = np.searchsorted(code[order], code[order])
+        rank = np.empty(m, dtype=np.int64)
+        rank[order] = np.arange(m) - starts
+        out = np.concatenate([out, _nth_unused(used, code, rank)[:, None]], axis=1)
     return out
+
+
+def _deferred_acceptance(prefs: np.ndarray, room: np.ndarray) -> np.ndarray:
+    """[M] column of ``prefs`` ``[M, J]`` (code ids in preference order, -1 = skip) each item ends up with, or J if
+    none: items propose in order of preference; a code keeps its lowest-indexed proposers up to ``room``."""
+    m, j = prefs.shape
+    valid = prefs >= 0
+    # next_valid[i, c] = first column >= c with a candidate (J when none): where a rejected item proposes next
+    cols = np.where(valid, np.arange(j), j)
+    next_valid = np.minimum.accumulate(np.concatenate([cols, np.full((m, 1), j)], axis=1)[:, ::-1], axis=1)[:, ::-1]
+    choice = next_valid[:, 0].copy()  # [M] current proposal (J: out of candidates)
+    held = np.zeros(m, dtype=bool)  # [M] kept by its code so far
+    while True:
+        proposing = np.flatnonzero(~held & (choice < j))
+        if not len(proposing):
+            return choice
+        codes = prefs[proposing, choice[proposing]]
+        holders = np.flatnonzero(held)
+        holders = holders[np.isin(prefs[holders, choice[holders]], codes)]  # only codes with a new proposal
+        items = np.concatenate([holders, proposing])
+        item_codes = prefs[items, choice[items]]
+        order = np.lexsort((items, item_codes))  # each code's items, lowest index first
+        items, item_codes = items[order], item_codes[order]
+        rank = np.arange(len(items)) - np.searchsorted(item_codes, item_codes)
+        keep = rank < room[item_codes]
+        held[items[keep]] = True
+        out = items[~keep]
+        held[out] = False
+        choice[out] = next_valid[out, choice[out] + 1]
+
+
+def _nth_unused(used: np.ndarray, code: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """[M] the ``rank[i]``-th (0-based) index not in ``used`` (sorted unique ``(code, index)`` pairs) under
+    ``code[i]``: ``rank`` plus the number of used indices ``u_t`` (t-th of its code) with ``u_t - t <= rank``."""
+    if not len(used):
+        return rank.copy()
+    ucode, uidx = used[:, 0], used[:, 1]
+    t = np.arange(len(used)) - np.searchsorted(ucode, ucode)  # position of each used index within its code
+    gap = uidx - t  # unused indices below u_t: non-decreasing within a code
+    width = int(max(gap.max(), rank.max())) + 2
+    keys = ucode * width + gap  # sorted: by code, then gap
+    below = np.searchsorted(keys, code * width + rank, side="right") - np.searchsorted(keys, code * width)
+    return rank + below

@@ -158,12 +158,22 @@ class RQVAE(nn.Module):
         return self.quantize(self.encode(x))[1]
 
     @torch.no_grad()
-    def beam_codes(self, x: torch.Tensor, beam: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def beam_codes(self, x: torch.Tensor, beam: int, max_elements: int = 1 << 26) -> tuple[torch.Tensor, torch.Tensor]:
         """Up to ``beam`` full codes per item ranked by final residual norm: (codes ``[B, K, Lq]``, score ``[B, K]``).
 
         Beam 1 equals ``encode_codes``. Cold-start assignment walks this list to find the nearest free code.
+        The search runs on blocks of rows whose ``[rows, beam, C, latent]`` distance tensor holds at most
+        ``max_elements`` floats (256 MB by default; one block held 100k items x 64 x 256 x 32 = 210 GB), each row
+        computed exactly as in one block.
         """
         z = self.encode(x)
+        rows = max(1, max_elements // (beam * max(book.shape[0] for book in self.codebooks) * z.shape[1]))
+        if z.shape[0] <= rows:
+            return self._beam_search(z, beam)
+        blocks = [self._beam_search(z[start:start + rows], beam) for start in range(0, z.shape[0], rows)]
+        return torch.cat([codes for codes, _ in blocks]), torch.cat([score for _, score in blocks])
+
+    def _beam_search(self, z: torch.Tensor, beam: int) -> tuple[torch.Tensor, torch.Tensor]:
         residual = z[:, None, :]  # [B, K=1, latent]
         codes = torch.zeros(z.shape[0], 1, 0, dtype=torch.long, device=z.device)  # [B, K, l]
         score = torch.zeros(z.shape[0], 1, device=z.device)
