@@ -149,7 +149,7 @@ class RecDataset:
         """sha256 of the content (items, sequences, name), stable across save/load."""
         digest = hashlib.sha256(self.name.encode())
         for table in (_arrow(self.items), _arrow(self.sequences)):
-            digest.update(_table_bytes(table))
+            _update_with_table(digest, table)
         return digest.hexdigest()
 
     # ---- persistence --------------------------------------------------------------------------------
@@ -187,10 +187,20 @@ def _arrow(dset: datasets.Dataset) -> pa.Table:
     return dset.flatten_indices().data.table if dset._indices is not None else dset.data.table
 
 
-def _table_bytes(table: pa.Table) -> bytes:
-    """Canonical bytes of a table's values (column order and names kept), independent of Arrow layout."""
-    columns = {name: table.column(name).to_pylist() for name in table.column_names}
-    return json.dumps(columns, ensure_ascii=False, sort_keys=False).encode("utf-8")
+def _update_with_table(digest: Any, table: pa.Table, rows: int = 4096) -> None:
+    """Hash the canonical bytes of a table's values (column order and names kept), independent of Arrow layout:
+    ``json.dumps({column: values}, ensure_ascii=False)`` in UTF-8, written ``rows`` rows at a time (json.dumps
+    joins list items and dict entries with ", " and keys with ": "), so memory holds one slice of Python values,
+    not every value of the table (a split of 1M users is tens of millions of objects)."""
+    digest.update(b"{")
+    for k, name in enumerate(table.column_names):
+        digest.update(f"{', ' if k else ''}{json.dumps(name, ensure_ascii=False)}: [".encode())
+        column = table.column(name)
+        for start in range(0, len(column), rows):
+            piece = json.dumps(column.slice(start, rows).to_pylist(), ensure_ascii=False)[1:-1]
+            digest.update(f"{', ' if start else ''}{piece}".encode())
+        digest.update(b"]")
+    digest.update(b"}")
 
 
 def _empty_items() -> datasets.Dataset:

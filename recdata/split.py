@@ -12,7 +12,7 @@ each evaluation example gains its ``target_scenario`` and its ``history_scenario
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,41 +53,62 @@ class SplitDataset:
         The training part is a prefix, except that ``recdata.cold_items`` may relabel some of it "cold"
         (withheld): those items are skipped here, so no training code ever sees them.
         """
-        return [(user_id, [item for item, label in zip(items, labels, strict=True) if label == "train"])
-                for user_id, items, labels in self._rows()]
+        return list(self.iter_train_sequences())
+
+    def iter_train_sequences(self) -> Iterator[tuple[str, list[str]]]:
+        """The pairs of ``train_sequences()``, one user at a time."""
+        for user_id, items, labels in self._rows():
+            yield user_id, [item for item, label in zip(items, labels, strict=True) if label == "train"]
 
     def eval_examples(self, part: str) -> datasets.Dataset:
         """(user_id, history, target) for each interaction labelled ``part``; history truncated.
 
         With scenarios, also ``target_scenario`` (the target interaction's label) and ``history_scenarios``.
         """
-        if part not in ("valid", "test"):
-            raise UserError(f"part must be 'valid' or 'test', got {part!r}")
+        features = self.eval_features(part)
+        rows: dict[str, list] = {name: [] for name in features}
+        for example in self.iter_eval_examples(part):
+            for name, value in example.items():
+                rows[name].append(value)
+        return datasets.Dataset.from_dict(rows, features=features)
+
+    def eval_features(self, part: str) -> datasets.Features:
+        """The columns of ``eval_examples(part)``."""
+        self._check_part(part)
+        feats = {
+            "user_id": datasets.Value("string"),
+            "history": datasets.Sequence(datasets.Value("string")),
+            "target": datasets.Value("string"),
+        }
+        if self.has_scenarios:
+            feats.update(target_scenario=datasets.Value("string"),
+                         history_scenarios=datasets.Sequence(datasets.Value("string")))
+        return datasets.Features(feats)
+
+    def iter_eval_examples(self, part: str) -> Iterator[dict]:
+        """The rows of ``eval_examples(part)``, in its order, one at a time (a caller that streams them never holds
+        every user's history)."""
+        self._check_part(part)
+        return self._eval_rows(part)
+
+    def _eval_rows(self, part: str) -> Iterator[dict]:
         with_scen = self.has_scenarios
-        rows: dict[str, list] = {"user_id": [], "history": [], "target": []}
-        if with_scen:
-            rows.update(target_scenario=[], history_scenarios=[])
         # list(): indexing a datasets Column per row re-reads Arrow each time (quadratic on real data)
         labels_of = list(self.dataset.sequences["scenarios"]) if with_scen else None
         for row, (user_id, items, labels) in enumerate(self._rows()):
             for pos, label in enumerate(labels):
                 if label == part and pos > 0:
                     start = max(0, pos - self.max_history)
-                    rows["user_id"].append(user_id)
-                    rows["history"].append(list(items[start:pos]))
-                    rows["target"].append(items[pos])
+                    example = {"user_id": user_id, "history": list(items[start:pos]), "target": items[pos]}
                     if with_scen:
-                        rows["target_scenario"].append(labels_of[row][pos])
-                        rows["history_scenarios"].append(list(labels_of[row][start:pos]))
-        feats = {
-            "user_id": datasets.Value("string"),
-            "history": datasets.Sequence(datasets.Value("string")),
-            "target": datasets.Value("string"),
-        }
-        if with_scen:
-            feats.update(target_scenario=datasets.Value("string"),
-                         history_scenarios=datasets.Sequence(datasets.Value("string")))
-        return datasets.Dataset.from_dict(rows, features=datasets.Features(feats))
+                        example["target_scenario"] = labels_of[row][pos]
+                        example["history_scenarios"] = list(labels_of[row][start:pos])
+                    yield example
+
+    @staticmethod
+    def _check_part(part: str) -> None:
+        if part not in ("valid", "test"):
+            raise UserError(f"part must be 'valid' or 'test', got {part!r}")
 
     # ---- scenarios (recdata.scenarios) ------------------------------------------------------------------
     @property
@@ -137,7 +158,7 @@ class SplitDataset:
         evaluation's long-tail slices, popularity negatives of the tasks and the cache fallback all read it
         (``recdata.popularity.train_popularity(split)`` is the same call)."""
         counts: dict[str, int] = {}
-        for _, items in self.train_sequences():
+        for _, items in self.iter_train_sequences():  # one user at a time: no second copy of every sequence
             for item in items:
                 counts[item] = counts.get(item, 0) + 1
         return counts

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import datasets
 import numpy as np
@@ -123,10 +125,19 @@ class TaskMixture(Task):
     def example(self, i: int) -> dict[str, str]:
         return self.tasks[self._names[self._task_ids[i]]].example(int(self._indices[i]))
 
+    def iter_rows(self) -> Iterator[dict[str, str]]:
+        """The mixture's examples in order, one at a time (``recdata.dataset_writer`` streams them to disk)."""
+        return (self.example(i) for i in range(len(self)))
+
     def to_dataset(self) -> datasets.Dataset:
-        rows: dict[str, list[str]] = {c: [] for c in COLUMNS}
-        for i in range(len(self)):
-            ex = self.example(i)
-            for c in COLUMNS:
-                rows[c].append(ex[c])
-        return datasets.Dataset.from_dict(rows, features=FEATURES)
+        return rows_to_dataset(self.iter_rows(), FEATURES)
+
+
+def rows_to_dataset(rows: Iterable[Mapping[str, Any]], features: datasets.Features) -> datasets.Dataset:
+    """An in-memory Dataset of ``rows`` (dicts with every column of ``features``): the rows a streamed build
+    writes with ``recdata.dataset_writer.save_dataset_rows``, for callers that want them in memory."""
+    columns: dict[str, list] = {c: [] for c in features}
+    for row in rows:
+        for c in features:
+            columns[c].append(row[c])
+    return datasets.Dataset.from_dict(columns, features=features)

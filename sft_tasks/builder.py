@@ -12,20 +12,31 @@ from typing import Any
 import datasets
 
 from recdata import SplitDataset, atomic_write_json, config_to_dict
+from recdata.dataset_writer import save_dataset_dict_splits, save_dataset_rows
 from recdata.errors import InputFileError, UserError
 from recdata.outputs import staged_output_dir
-from sft_tasks.base import ListTask, TaskMixture
+from sft_tasks.base import FEATURES, Task, TaskMixture, rows_to_dataset
 from sft_tasks.config import TaskConfig
 from sft_tasks.context import USER_KNOWLEDGE_FILE, TaskContext
 from sft_tasks.formatting import DEFAULT_PROMPT_FORMAT, PROMPT_FORMATS
 from sft_tasks.item_tasks import build_code2item, build_item2code
-from sft_tasks.negatives import build_binary, build_choice, build_preference, make_sampler
+from sft_tasks.negatives import (
+    PREFERENCE_FEATURES,
+    NegativeSampler,
+    build_binary,
+    build_choice,
+    build_preference,
+    iter_preference_rows,
+    make_sampler,
+)
 from sft_tasks.queries import build_query2item
 from sft_tasks.sequential import (
+    VALIDATION_FEATURES,
     build_fusion,
     build_seqrec,
     build_seqrec_full,
     build_validation,
+    iter_validation_rows,
     seqrec_instruction,
 )
 from sft_tasks.stats import dataset_stats, tokenizer_with_codes
@@ -49,7 +60,7 @@ class TaskBuild:
     user_knowledge: dict[str, str] = field(default_factory=dict)
 
 
-def _build_task(name: str, ctx: TaskContext, info: dict[str, Any]) -> ListTask:
+def _build_task(name: str, ctx: TaskContext, info: dict[str, Any]) -> Task:
     if name in ("binary", "choice"):
         sampler = make_sampler(ctx)
         task = (build_binary if name == "binary" else build_choice)(ctx, sampler)
@@ -61,10 +72,10 @@ def _build_task(name: str, ctx: TaskContext, info: dict[str, Any]) -> ListTask:
     return builders[name](ctx)
 
 
-def build_tasks(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_tokenizer: Any,
-                with_preference: bool = True) -> TaskBuild:
-    """Build the tasks with a positive weight, mix them, and build validation (and preference pairs)."""
-    start = time.perf_counter()
+def _prepare(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any,
+             hf_tokenizer: Any) -> tuple[TaskContext, TaskMixture, dict[str, Any]]:
+    """The context, the mixture of the tasks with a positive weight (their examples made on demand where a task
+    can: ``seqrec_full``) and the build info so far."""
     ctx = TaskContext(cfg, split, item_tokenizer, hf_tokenizer)
     if ctx.windows:  # the fast formatting path must equal a real chat-template render
         ctx.format.check(seqrec_instruction(ctx.codes_text(ctx.windows[0].history)))
@@ -81,16 +92,64 @@ def build_tasks(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_to
         tasks.append(task)
     mixture = TaskMixture(tasks, weights, seed=cfg.seed, total=cfg.mixture_size)
     info["mixture_counts"] = dict(mixture.counts)
+    return ctx, mixture, info
+
+
+def _preference_info(sampler: NegativeSampler, pairs: int) -> dict[str, Any]:
+    return {"pairs": pairs, "negatives_by_prefix_level": dict(sorted(sampler.level_counts.items())),
+            "negative_shortfall": sampler.shortfall}
+
+
+def _finish_info(info: dict[str, Any], start: float, ctx: TaskContext) -> None:
+    info["build_seconds"] = round(time.perf_counter() - start, 2)
+    info["user_knowledge_users"] = len(ctx.user_knowledge)
+
+
+def build_tasks(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_tokenizer: Any,
+                with_preference: bool = True) -> TaskBuild:
+    """Build the tasks with a positive weight, mix them, and build validation (and preference pairs), in memory.
+
+    ``write_tasks`` writes the same rows to disk without holding them (what ``alignrec tasks build`` runs)."""
+    start = time.perf_counter()
+    ctx, mixture, info = _prepare(cfg, split, item_tokenizer, hf_tokenizer)
     dsd = datasets.DatasetDict({"train": mixture.to_dataset(), "validation": build_validation(ctx)})
     preference = None
     if with_preference and cfg.preference_negatives:
         sampler = make_sampler(ctx)
         preference = build_preference(ctx, sampler)
-        info["preference"] = {"pairs": len(preference), "negatives_by_prefix_level": dict(sorted(sampler.level_counts.items())),
-                              "negative_shortfall": sampler.shortfall}
-    info["build_seconds"] = round(time.perf_counter() - start, 2)
-    info["user_knowledge_users"] = len(ctx.user_knowledge)
+        info["preference"] = _preference_info(sampler, len(preference))
+    _finish_info(info, start, ctx)
     return TaskBuild(dsd, preference, info, ctx.user_knowledge)
+
+
+def write_tasks(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_tokenizer: Any, out_dir: str | Path,
+                configs: tuple = (), inputs: tuple = (), overwrite: bool = False) -> dict[str, Any]:
+    """``build_tasks`` + ``compute_stats`` + ``save_task_build`` in one pass that never holds the rows: each
+    output's rows are made one at a time and streamed to its Arrow files (``recdata.dataset_writer``, the files
+    ``save_to_disk`` writes), and the statistics read their sample back from disk. The windows and the
+    ``seqrec_full`` examples are made on demand, so a ``seqrec_full`` build holds no row, whatever the number of
+    users (the other tasks still build their prompts up front). Returns the stats written to ``stats.json``."""
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    ctx, mixture, info = _prepare(cfg, split, item_tokenizer, hf_tokenizer)
+    with staged_output_dir(out_dir, "tasks build", inputs=inputs, overwrite=overwrite) as tmp:
+        counts = {"train": save_dataset_rows(mixture.iter_rows(), FEATURES, tmp / "train"),
+                  "validation": save_dataset_rows(iter_validation_rows(ctx), VALIDATION_FEATURES, tmp / "validation")}
+        save_dataset_dict_splits(tmp, counts)
+        preference_pairs = None
+        if cfg.preference_negatives:
+            sampler = make_sampler(ctx)
+            preference_pairs = save_dataset_rows(iter_preference_rows(ctx, sampler), PREFERENCE_FEATURES,
+                                                 tmp / PREFERENCE_DIR)
+            info["preference"] = _preference_info(sampler, preference_pairs)
+        _finish_info(info, start, ctx)
+        written = datasets.DatasetDict({  # memory-mapped; the stats read only the task column and their sample
+            name: datasets.load_from_disk(str(tmp / name)) if n else rows_to_dataset([], features)
+            for (name, n), features in zip(counts.items(), (FEATURES, VALIDATION_FEATURES), strict=True)})
+        stats = _stats(written, preference_pairs, info, item_tokenizer, hf_tokenizer, cfg.stats_sample, cfg.seed)
+        _write_build_files(tmp, info, stats, configs, ctx.user_knowledge)
+    logger.info("wrote %s (train %d, validation %d)", out_dir, counts["train"], counts["validation"])
+    return stats
 
 
 def build_task_datasets(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_tokenizer: Any) -> datasets.DatasetDict:
@@ -106,14 +165,20 @@ def build_preference_dataset(cfg: TaskConfig, split: SplitDataset, item_tokenize
 
 def compute_stats(build: TaskBuild, item_tokenizer: Any, hf_tokenizer: Any, sample: int = 0, seed: int = 0) -> dict[str, Any]:
     """Token statistics per task (train) and for validation (``sample``: see ``dataset_stats``), plus build info."""
+    pairs = None if build.preference is None else len(build.preference)
+    return _stats(build.datasets, pairs, build.info, item_tokenizer, hf_tokenizer, sample, seed)
+
+
+def _stats(dsd: datasets.DatasetDict, preference_pairs: int | None, info: dict[str, Any], item_tokenizer: Any,
+           hf_tokenizer: Any, sample: int, seed: int) -> dict[str, Any]:
     tokenizer = tokenizer_with_codes(hf_tokenizer, item_tokenizer)
     stats: dict[str, Any] = {
-        "train": dataset_stats(build.datasets["train"], tokenizer, sample, seed),
-        "validation": dataset_stats(build.datasets["validation"], tokenizer, sample, seed),
-        "build": build.info,
+        "train": dataset_stats(dsd["train"], tokenizer, sample, seed),
+        "validation": dataset_stats(dsd["validation"], tokenizer, sample, seed),
+        "build": info,
     }
-    if build.preference is not None:
-        stats["preference"] = {"pairs": len(build.preference)}
+    if preference_pairs is not None:
+        stats["preference"] = {"pairs": preference_pairs}
     return stats
 
 
@@ -164,12 +229,17 @@ def save_task_build(build: TaskBuild, out_dir: str | Path, stats: dict[str, Any]
         build.datasets.save_to_disk(str(tmp))
         if build.preference is not None:
             build.preference.save_to_disk(str(tmp / PREFERENCE_DIR))
-        atomic_write_json(tmp / "stats.json", stats)
-        atomic_write_json(tmp / TASKS_MANIFEST_FILE,
-                          {"prompt_format": build.info.get("prompt_format", DEFAULT_PROMPT_FORMAT),
-                           ITEM_TOKENIZER_HASH_KEY: build.info.get(ITEM_TOKENIZER_HASH_KEY)})
-        atomic_write_json(tmp / "resolved_config.json", config_to_dict(*configs))
-        if build.user_knowledge:
-            atomic_write_json(tmp / USER_KNOWLEDGE_FILE, build.user_knowledge)
+        _write_build_files(tmp, build.info, stats, configs, build.user_knowledge)
     logger.info("wrote %s (train %d, validation %d)", out_dir, len(build.datasets["train"]), len(build.datasets["validation"]))
     return out_dir
+
+
+def _write_build_files(tmp: Path, info: dict[str, Any], stats: dict[str, Any], configs: tuple,
+                       user_knowledge: dict[str, str]) -> None:
+    """Everything a build writes beside its datasets."""
+    atomic_write_json(tmp / "stats.json", stats)
+    atomic_write_json(tmp / TASKS_MANIFEST_FILE, {"prompt_format": info.get("prompt_format", DEFAULT_PROMPT_FORMAT),
+                                                  ITEM_TOKENIZER_HASH_KEY: info.get(ITEM_TOKENIZER_HASH_KEY)})
+    atomic_write_json(tmp / "resolved_config.json", config_to_dict(*configs))
+    if user_knowledge:
+        atomic_write_json(tmp / USER_KNOWLEDGE_FILE, user_knowledge)

@@ -59,7 +59,7 @@ def run_build(cfg: TaskConfig) -> dict:
     from alignrec.llm.hf_tokenizer import CODES_ONLY
     from recdata.outputs import check_not_overlapping
     from recdata.text_safety import terminal_safe
-    from sft_tasks.builder import build_tasks, compute_stats, save_task_build
+    from sft_tasks.builder import write_tasks
     from sft_tasks.stats import format_table
 
     inputs = (cfg.split_dir, cfg.item_tokenizer_dir, cfg.query_file,
@@ -67,15 +67,17 @@ def run_build(cfg: TaskConfig) -> dict:
     if cfg.output_dir:
         check_not_overlapping(cfg.output_dir, inputs, "tasks build")
     split, item_tokenizer, hf_tokenizer = _load_inputs(cfg)
-    build = build_tasks(cfg, split, item_tokenizer, hf_tokenizer)
-    stats = compute_stats(build, item_tokenizer, hf_tokenizer, cfg.stats_sample, cfg.seed)
-    save_task_build(build, cfg.output_dir, stats, (cfg,), inputs=inputs, overwrite=cfg.overwrite)
+    # rows are streamed to disk as they are made: memory does not grow with the number of users
+    stats = write_tasks(cfg, split, item_tokenizer, hf_tokenizer, cfg.output_dir, (cfg,), inputs=inputs,
+                        overwrite=cfg.overwrite)
     # Results for the person at the terminal go to stdout; progress goes to the log.
     print(format_table(stats["train"]))
     print(f"validation: {stats['validation']['total']['count']} seqrec examples; "
-          f"preference pairs: {stats.get('preference', {}).get('pairs', 0)}; built in {build.info['build_seconds']}s")
+          f"preference pairs: {stats.get('preference', {}).get('pairs', 0)}; built in {stats['build']['build_seconds']}s")
     if cfg.preview:
-        train = build.datasets["train"]
+        import datasets
+
+        train = datasets.load_from_disk(str(Path(cfg.output_dir) / "train"))
         rows = np.random.default_rng(cfg.seed).choice(len(train), min(cfg.preview, len(train)), replace=False)
         for i in rows:
             ex = train[int(i)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,22 +60,87 @@ def clip_words(text: str, limit: int) -> str:
     return " ".join(words[:limit]) + (" ..." if limit and len(words) > limit else "")
 
 
-def sliding_windows(train_sequences: list[tuple[str, list[str]]], max_history: int,
-                    scenarios: list[list[str]] | None = None) -> list[Window]:
-    """target = items[i] with history items[:i][-max_history:] for every i >= 1 of each training part.
+class Windows(Sequence[Window]):
+    """The sliding windows of every user's training part, made on demand: target = items[i] with history
+    items[:i][-max_history:] for every i >= 1, users in order. Holds one offset per user, never the windows
+    (there are ~interactions of them, each with its history: the largest thing a build would hold).
 
     ``scenarios[u]`` (aligned with user ``u``'s training items) labels the windows.
     """
-    out = []
-    for u, (user_id, items) in enumerate(train_sequences):
-        labels = scenarios[u] if scenarios is not None else None
-        for i in range(1, len(items)):
-            start = max(0, i - max_history)
-            if labels is None:
-                out.append(Window(user_id, tuple(items[start:i]), items[i], position=i))
-            else:
-                out.append(Window(user_id, tuple(items[start:i]), items[i], tuple(labels[start:i]), labels[i], i))
-    return out
+
+    def __init__(self, train_sequences: Sequence[tuple[str, Sequence[str]]], max_history: int,
+                 scenarios: Sequence[Sequence[str]] | None = None) -> None:
+        self.train_sequences = train_sequences
+        self.max_history = max_history
+        self.scenarios = scenarios
+        per_user = np.fromiter((max(len(items) - 1, 0) for _, items in train_sequences), dtype=np.int64,
+                               count=len(train_sequences))
+        self._starts = np.concatenate([[0], np.cumsum(per_user)])  # [users + 1]: user u's windows start here
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _window(self, u: int, i: int) -> Window:
+        user_id, items = self.train_sequences[u]
+        start = max(0, i - self.max_history)
+        if self.scenarios is None:
+            return Window(user_id, tuple(items[start:i]), items[i], position=i)
+        labels = self.scenarios[u]
+        return Window(user_id, tuple(items[start:i]), items[i], tuple(labels[start:i]), labels[i], i)
+
+    def user_windows(self, u: int) -> Iterator[Window]:
+        """User ``u``'s windows (``train_sequences[u]``), in order."""
+        for i in range(1, len(self.train_sequences[u][1])):
+            yield self._window(u, i)
+
+    def __iter__(self) -> Iterator[Window]:
+        for u in range(len(self.train_sequences)):
+            yield from self.user_windows(u)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"window index {index} out of range for {n} windows")
+        index = int(index) % n
+        u = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self._window(u, index - int(self._starts[u]) + 1)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def sliding_windows(train_sequences: Sequence[tuple[str, Sequence[str]]], max_history: int,
+                    scenarios: Sequence[Sequence[str]] | None = None) -> Windows:
+    """target = items[i] with history items[:i][-max_history:] for every i >= 1 of each training part, made on
+    demand (``Windows``). ``scenarios[u]`` (aligned with user ``u``'s training items) labels the windows."""
+    return Windows(train_sequences, max_history, scenarios)
+
+
+class UserTrainItems(Mapping[str, frozenset]):
+    """``{user_id: frozenset of the user's training items}``, each set made when asked (the last one kept: the
+    builders ask window after window of one user). A set per user held at once costs ~1 kB a user."""
+
+    def __init__(self, train_sequences: Sequence[tuple[str, Sequence[str]]]) -> None:
+        self.train_sequences = train_sequences
+        self._row = {user_id: row for row, (user_id, _) in enumerate(train_sequences)}
+        self._last: tuple[str, frozenset] | None = None
+
+    def __getitem__(self, user_id: str) -> frozenset:
+        if self._last is None or self._last[0] != user_id:
+            self._last = (user_id, frozenset(self.train_sequences[self._row[user_id]][1]))
+        return self._last[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._row)
+
+    def __len__(self) -> int:
+        return len(self._row)
 
 
 class TaskContext:
@@ -100,8 +166,12 @@ class TaskContext:
         # Items the tasks may show: in the catalogue and coded.
         self.item_ids = [i for i in item_tokenizer.item_ids if i in self.items]
         self.code = {i: item_tokenizer.item_to_string(i) for i in self.item_ids}
-        self.train_sequences = split.train_sequences()
-        self.user_train_items = {u: frozenset(items) for u, items in self.train_sequences}
+        # split.train_sequences() with one str object per item id (Arrow gives a new one per interaction: ~50 bytes
+        # each, the bulk of what a build holds per user)
+        item_id = {i: i for i in self.items}
+        self.train_sequences = [(user_id, [item_id.get(i, i) for i in items])
+                                for user_id, items in split.iter_train_sequences()]
+        self.user_train_items = UserTrainItems(self.train_sequences)
         labels = None
         if cfg.scenario_prompts:
             if not split.has_scenarios:

@@ -7,12 +7,12 @@ history either). Valid/test targets are *not* excluded: excluding them would lea
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 import datasets
 import numpy as np
 
-from sft_tasks.base import ListTask
+from sft_tasks.base import ListTask, rows_to_dataset
 from sft_tasks.context import TaskContext
 from sft_tasks.sequential import seqrec_window_prompt
 from sft_tasks.templates import NO, YES
@@ -142,17 +142,18 @@ def build_choice(ctx: TaskContext, sampler: NegativeSampler) -> ListTask:
     return ListTask("choice", prompts, completions, users)
 
 
-def build_preference(ctx: TaskContext, sampler: NegativeSampler) -> datasets.Dataset:
-    """TRL DPO format: the seqrec prompt, chosen = true next code, rejected = a negative's code."""
+def iter_preference_rows(ctx: TaskContext, sampler: NegativeSampler) -> Iterator[dict[str, str]]:
+    """The DPO pairs (``PREFERENCE_FEATURES``), one at a time: per window the seqrec prompt, chosen = the true next
+    code, rejected = a negative's code, ``preference_negatives`` pairs."""
     rng = ctx.rng("preference")
     n_templates = len(ctx.templates("seqrec"))
-    rows: dict[str, list[str]] = {c: [] for c in PREFERENCE_FEATURES}
     for w in ctx.windows:
         prompt = seqrec_window_prompt(ctx, w.history, int(rng.integers(n_templates)), ctx.knowledge(w.user_id, w.position))
         for negative in sampler.sample(w.target, ctx.user_train_items[w.user_id], ctx.cfg.preference_negatives, rng):
-            rows["prompt"].append(prompt)
-            rows["chosen"].append(ctx.code[w.target])
-            rows["rejected"].append(ctx.code[negative])
-            rows["user_id"].append(w.user_id)
-            rows["strategy"].append(sampler.strategy)
-    return datasets.Dataset.from_dict(rows, features=PREFERENCE_FEATURES)
+            yield {"prompt": prompt, "chosen": ctx.code[w.target], "rejected": ctx.code[negative],
+                   "user_id": w.user_id, "strategy": sampler.strategy}
+
+
+def build_preference(ctx: TaskContext, sampler: NegativeSampler) -> datasets.Dataset:
+    """TRL DPO format: the seqrec prompt, chosen = true next code, rejected = a negative's code."""
+    return rows_to_dataset(iter_preference_rows(ctx, sampler), PREFERENCE_FEATURES)

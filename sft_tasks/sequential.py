@@ -9,11 +9,13 @@ With ``TaskConfig.prompt_format: codes`` the seqrec, seqrec_full and validation 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import datasets
+import numpy as np
 
-from sft_tasks.base import FEATURES, ListTask
+from sft_tasks.base import FEATURES, ListTask, Task, rows_to_dataset
 from sft_tasks.context import TaskContext, scenario_history_text
 from sft_tasks.formatting import DEFAULT_PROMPT_FORMAT, PromptFormatter, check_prompt_format, codes_prompt
 from sft_tasks.templates import HISTORY_SEPARATOR, TEMPLATES, USER_KNOWLEDGE_TEMPLATE
@@ -126,21 +128,60 @@ def build_seqrec(ctx: TaskContext) -> ListTask:
     return ListTask("seqrec", prompts, [ctx.code[w.target] for w in ctx.windows], [w.user_id for w in ctx.windows])
 
 
+def full_sequence_spans(length: int, max_items: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each window of ``full_sequence_windows`` over a sequence of ``length`` items."""
+    out, end = [], length
+    while end >= 2:
+        start = max(0, end - max_items)
+        out.append((start, end))
+        end = start + 1
+    return out[::-1]
+
+
 def full_sequence_windows(items: list[str], max_items: int) -> list[list[str]]:
     """Cut a training sequence into windows of at most ``max_items`` items from its end, overlapping by one.
 
     Every transition ``items[i-1] -> items[i]`` is supervised exactly once (as SASRec's training windows), and
     the last window carries the most recent items, as the evaluation histories do.
     """
-    out, end = [], len(items)
-    while end >= 2:
-        start = max(0, end - max_items)
-        out.append(items[start:end])
-        end = start + 1
-    return out[::-1]
+    return [items[start:end] for start, end in full_sequence_spans(len(items), max_items)]
 
 
-def build_seqrec_full(ctx: TaskContext) -> ListTask:
+class SeqrecFullTask(Task):
+    """The ``seqrec_full`` examples, each rendered when asked from the user's training sequence: the task holds
+    three integers per example (user row, window start and end), never its text."""
+
+    name = "seqrec_full"
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self.ctx = ctx
+        self.codes_format = ctx.cfg.prompt_format == "codes"
+        spans = ((row, start, end) for row, (_, items) in enumerate(ctx.train_sequences)
+                 for start, end in full_sequence_spans(len(items), ctx.max_history + 1))
+        table = np.fromiter(spans, dtype=np.dtype((np.int64, 3)))  # [examples, (user row, start, end)]
+        self._rows, self._starts, self._ends = table.reshape(-1, 3).T
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def users(self) -> list[str]:
+        """The user of each example (audits and tests; built when asked)."""
+        return [self.ctx.train_sequences[row][0] for row in self._rows.tolist()]
+
+    def example(self, i: int) -> dict[str, str]:
+        ctx = self.ctx
+        window = ctx.train_sequences[int(self._rows[i])][1][int(self._starts[i]):int(self._ends[i])]
+        if self.codes_format:
+            prompt = codes_prompt([ctx.code[window[0]]], ctx.format.hf_tokenizer)
+            completion = "".join(ctx.code[item] for item in window[1:])
+        else:
+            prompt = ctx.format(seqrec_instruction(ctx.code[window[0]]))
+            completion = HISTORY_SEPARATOR.join(ctx.code[item] for item in window[1:])
+        return {"prompt": prompt, "completion": completion, "task": self.name}
+
+
+def build_seqrec_full(ctx: TaskContext) -> SeqrecFullTask:
     """Whole-sequence training: prompt = a window's first item, completion = every later item.
 
     With completion-only loss this is a causal loss on every item's codes in one forward pass (what SASRec
@@ -160,17 +201,7 @@ def build_seqrec_full(ctx: TaskContext) -> ListTask:
     if codes_format and ctx.user_knowledge:
         raise ConfigError("task seqrec_full rows carry no user knowledge, but these tasks put it in front of the "
                           "seqrec prompts (user_knowledge_dir): use seqrec, or build without user knowledge")
-    prompts, completions, users = [], [], []
-    for user_id, items in ctx.train_sequences:
-        for window in full_sequence_windows(list(items), ctx.max_history + 1):
-            if codes_format:
-                prompts.append(codes_prompt([ctx.code[window[0]]], ctx.format.hf_tokenizer))
-                completions.append("".join(ctx.code[i] for i in window[1:]))
-            else:
-                prompts.append(ctx.format(seqrec_instruction(ctx.code[window[0]])))
-                completions.append(HISTORY_SEPARATOR.join(ctx.code[i] for i in window[1:]))
-            users.append(user_id)
-    return ListTask("seqrec_full", prompts, completions, users)
+    return SeqrecFullTask(ctx)
 
 
 def build_fusion(ctx: TaskContext) -> ListTask:
@@ -192,23 +223,21 @@ def build_fusion(ctx: TaskContext) -> ListTask:
     return ListTask("fusion", prompts, completions, users)
 
 
+def iter_validation_rows(ctx: TaskContext) -> Iterator[dict[str, Any]]:
+    """The validation rows (``VALIDATION_FEATURES``), one at a time: ``seqrec`` on the valid targets (history =
+    everything before the target, truncated)."""
+    index = ctx.cfg.validation_template_index
+    scen = ctx.cfg.scenario_prompts
+    for example in ctx.split.iter_eval_examples("valid"):
+        user_id, target = example["user_id"], example["target"]
+        history = example["history"][-ctx.max_history:]
+        h_scen = example["history_scenarios"][-ctx.max_history:] if scen else []
+        prompt = _window_prompt(ctx, user_id, history, example["target_scenario"] if scen else "", h_scen, index)
+        # user_id / history / target let the trainer's ranking validation rank the valid targets (never test ones)
+        yield {"prompt": prompt, "completion": ctx.code[target], "task": "seqrec", "user_id": user_id,
+               "history": list(history), "target": target}
+
+
 def build_validation(ctx: TaskContext) -> datasets.Dataset:
     """``seqrec`` on the valid targets (history = everything before the target, truncated)."""
-    examples = ctx.split.eval_examples("valid")
-    index = ctx.cfg.validation_template_index
-    prompts, completions, histories = [], [], []
-    scen = ctx.cfg.scenario_prompts
-    targets_scen = examples["target_scenario"] if scen else [""] * len(examples)
-    history_scen = examples["history_scenarios"] if scen else [[]] * len(examples)
-    for user_id, history, target, t_scen, h_scen in zip(examples["user_id"], examples["history"], examples["target"],
-                                                         targets_scen, history_scen, strict=True):
-        history, h_scen = history[-ctx.max_history:], h_scen[-ctx.max_history:]
-        prompts.append(_window_prompt(ctx, user_id, history, t_scen, h_scen, index))
-        completions.append(ctx.code[target])
-        histories.append(list(history))
-    # user_id / history / target let the trainer's ranking validation rank the valid targets (never test ones)
-    return datasets.Dataset.from_dict(
-        {"prompt": prompts, "completion": completions, "task": ["seqrec"] * len(prompts),
-         "user_id": list(examples["user_id"]), "history": histories, "target": list(examples["target"])},
-        features=VALIDATION_FEATURES,
-    )
+    return rows_to_dataset(iter_validation_rows(ctx), VALIDATION_FEATURES)
