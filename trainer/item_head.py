@@ -145,6 +145,16 @@ def head_positions(labels: torch.Tensor, targets: ItemHeadTargets) -> tuple[torc
     return rows, cols, item[rows, cols]
 
 
+def _head_plan(labels: torch.Tensor, targets: ItemHeadTargets, objective: ItemHeadObjective | None, exact: bool):
+    """The supervised item boundaries ``(rows, cols, item)``, the objective and the softmax kind to use (evaluation
+    replaces a sampled loss by the exact chunked one), or None where no boundary is supervised."""
+    found = head_positions(labels, targets)
+    if found is None:
+        return None
+    objective = objective or ItemHeadObjective()
+    return (*found, objective, "chunked" if exact and objective.kind == "sampled" else objective.kind)
+
+
 def item_head_loss(logits: torch.Tensor, labels: torch.Tensor, targets: ItemHeadTargets,
                    objective: ItemHeadObjective | None = None, exact: bool = False) -> torch.Tensor | None:
     """Mean cross-entropy of the flat item head over a batch, or None where no item boundary is supervised.
@@ -154,12 +164,10 @@ def item_head_loss(logits: torch.Tensor, labels: torch.Tensor, targets: ItemHead
     full softmax, no adjustment). ``exact`` (evaluation) replaces a sampled loss by the chunked exact one, so
     held-out numbers are the true head CE at bounded memory.
     """
-    found = head_positions(labels, targets)
-    if found is None:
+    plan = _head_plan(labels, targets, objective, exact)
+    if plan is None:
         return None
-    rows, cols, item = found
-    objective = objective or ItemHeadObjective()
-    kind = "chunked" if exact and objective.kind == "sampled" else objective.kind
+    rows, cols, item, objective, kind = plan
     flat = logits.reshape(-1, logits.shape[-1])  # [B*T, V]: a view of the model's logits
     return column_softmax_loss(kind, flat, rows * logits.shape[1] + cols, targets.leaf_tokens, item,
                                bias=objective.log_prior, sampler=objective.sampler, chunk=objective.chunk)
@@ -172,12 +180,10 @@ def item_head_loss_from_hidden(hidden: torch.Tensor, weight: torch.Tensor, bias:
     ``bias [V]`` or None) instead of the full logits (``lm_loss: chunked``, ``trainer.lm_loss``): the same loss, with
     the head's logits built only at the boundaries and only for the item-id tokens (``linear_softmax_loss`` with
     ``columns`` = the items' own tokens)."""
-    found = head_positions(labels, targets)
-    if found is None:
+    plan = _head_plan(labels, targets, objective, exact)
+    if plan is None:
         return None
-    rows, cols, item = found
-    objective = objective or ItemHeadObjective()
-    kind = "chunked" if exact and objective.kind == "sampled" else objective.kind
+    rows, cols, item, objective, kind = plan
     leaf = targets.leaf_tokens
     item_bias = None if bias is None else bias[leaf].float()  # [N] the head's bias on the item-id tokens
     if objective.log_prior is not None:
