@@ -80,14 +80,16 @@ def test_split_users():
         ["u1", "u2", "u3"], ["--store_dir", "S", "--config=c.yaml"])
 
 
-def _tiny_run(path, tiny_dataset, hf_tok, model):
-    """A full-model run folder as trainer.save_run lays it out: weights, tokenizer, item_tokenizer/, manifest."""
+def _tiny_run(path, tiny_dataset, hf_tok, model, item_id_level: bool = False):
+    """A full-model run folder as trainer.save_run lays it out: weights, tokenizer, item_tokenizer/, manifest.
+    Codes: (cluster, slot in it), or with ``item_id_level`` (cluster, the item's own token)."""
     from tokenization import ItemTokenizer
     from trainer.export import ITEM_TOKENIZER_DIR, MANIFEST_FILE, build_manifest
 
     item_ids = tiny_dataset.item_ids()
-    codes = np.array([[n // 3, n % 3] for n in range(len(item_ids))], dtype=np.int64)
-    item_tok = ItemTokenizer.from_codes(item_ids, codes, [3, 3])
+    n = len(item_ids)
+    codes = np.array([[i // 3, i if item_id_level else i % 3] for i in range(n)], dtype=np.int64)
+    item_tok = ItemTokenizer.from_codes(item_ids, codes, [3, n if item_id_level else 3])
     code_ids = item_tok.add_to_tokenizer(hf_tok)
     model.resize_token_embeddings(len(hf_tok))
     model.save_pretrained(path)

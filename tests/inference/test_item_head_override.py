@@ -11,27 +11,15 @@ import pytest
 
 from inference.cache import CacheMismatchError, iter_cache, read_manifest
 from inference.cli import EvaluateConfig
-from recdata.io import atomic_write_json
-from tests.inference.test_cache_cli import _cli
+from tests.inference.test_cache_cli import _cli, _tiny_run
 
 OWN, OVERRIDE = 0.7, 3.0  # the run's own decode weight (its manifest) and the evaluation-time override
 
 
 def _head_run(path, tiny_dataset, hf_tok, model) -> None:
-    """A full-model run folder (as trainer.save_run lays it out) with the shipped head layout: a cluster token, then
-    the item's own token (tokenizer.item_id_level), so the head is a softmax over the catalogue."""
-    from tokenization import ItemTokenizer
-    from trainer.export import ITEM_TOKENIZER_DIR, MANIFEST_FILE, build_manifest
-
-    item_ids = tiny_dataset.item_ids()
-    codes = np.array([[n // 3, n] for n in range(len(item_ids))], dtype=np.int64)
-    item_tok = ItemTokenizer.from_codes(item_ids, codes, [3, len(item_ids)])
-    code_ids = item_tok.add_to_tokenizer(hf_tok)
-    model.resize_token_embeddings(len(hf_tok))
-    model.save_pretrained(path)
-    hf_tok.save_pretrained(path)
-    item_tok.save_pretrained(path / ITEM_TOKENIZER_DIR)
-    atomic_write_json(path / MANIFEST_FILE, build_manifest("full", "tiny", item_tok, code_ids, len(hf_tok)))
+    """A full-model run folder with the shipped head layout: a cluster token, then the item's own token
+    (tokenizer.item_id_level), so the head is a softmax over the catalogue."""
+    _tiny_run(path, tiny_dataset, hf_tok, model, item_id_level=True)
 
 
 def _set_head(run, decode_weight: float | None) -> None:
