@@ -37,6 +37,12 @@ class EvaluateConfig:
         "help": "Score a seeded random sample of N examples (seed 0: the same users for every row and rerun; "
                 "recorded in metrics.json as 'sample'), e.g. smoke runs or large user sets; unset = all."})
     popularity_baseline: bool = field(default=True, metadata={"help": "Add the most-popular baseline to the table."})
+    text_retriever_baseline: bool = field(default=False, metadata={
+        "help": "task next_item: add the 'text retriever' row: cosine between the mean of the history items' MiniLM "
+                "text vectors and every item's (history excluded as for every row; needs no training, so it ranks "
+                "cold items too). Vectors: the sentence encoder (encoder_dir) over the default item text template, "
+                "cached; in `alignrec run`, the embeddings stage's own when they are MiniLM's, else its section's "
+                "text settings with the sentence encoder."})
     popularity_penalty: float = field(default=0.0, metadata={
         "help": "Decoding ranks by log p(item | user) - popularity_penalty * log p_train(item) (training interactions + 1), applied at every beam depth: > 0 gives the long tail beams back, < 0 leans on the popularity prior (an under-trained model); 0 = plain log-probs. Choose it on valid users (scripts/bench_popularity_penalty.py), never on test."})
     item_head_decode_weight: float | None = field(default=None, metadata={
@@ -66,7 +72,8 @@ class EvaluateConfig:
     retriever_baseline: bool = field(default=True, metadata={
         "help": "task request*: add the MiniLM retriever row (cosine between request and item text vectors)."})
     encoder_dir: str = field(default="", metadata={
-        "help": "task request*: sentence encoder of the retriever row; empty = the default all-MiniLM-L6-v2."})
+        "help": "Sentence encoder of the retriever rows (task request*; text_retriever_baseline in `alignrec "
+                "evaluate`); empty = the default all-MiniLM-L6-v2."})
     mix_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75], metadata={
         "help": "task request_history: weights of the mean history vector in the retriever's query, chosen on "
                 "the valid requests by NDCG@10."})
@@ -77,6 +84,9 @@ class EvaluateConfig:
         if self.task != "next_item" and not (self.requests_file and self.tasks_dir):
             raise ValueError(f"task {self.task} needs --requests_file (`alignrec tasks requests`) and --tasks_dir "
                              "(the tasks build the model trained on, checked for leaked requests)")
+        if self.text_retriever_baseline and self.task != "next_item":
+            raise ValueError(f"text_retriever_baseline is a next_item row; task {self.task} has its own retriever row "
+                             "(retriever_baseline)")
         if any(not 0 <= w <= 1 for w in self.mix_weights) or not self.mix_weights:
             raise ValueError(f"mix_weights must be in [0, 1], got {self.mix_weights}")
         if self.part not in ("valid", "test"):
@@ -114,12 +124,17 @@ def _run_evaluate(args, argv: list[str]) -> int:
     return 0
 
 
-def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) -> dict:
+def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None, text_vectors=None) -> dict:
     """Load the model and split, score the model (and the baselines), write metrics.json + metrics.md.
 
     ``extra_recommenders``: more ``recommend_fn``s (name -> fn) scored on the same examples, e.g. SASRec.
+    ``text_vectors`` (``ItemEmbeddings``): the text retriever row's item vectors (``cfg.text_retriever_baseline``;
+    None = encode them, ``inference.text_retriever.sentence_text_vectors``).
     ``cfg.task`` request / request_history: requests in words (``inference.requests.evaluate_requests``).
+    On a split under the cold-item protocol every report gets the ``cold_items`` slice (``cold`` / ``warm``).
     """
+    if text_vectors is not None and not cfg.text_retriever_baseline:
+        raise ValueError("text_vectors are the text retriever row's; set text_retriever_baseline")
     if cfg.task != "next_item":
         if extra_recommenders:
             raise ValueError("extra_recommenders score next-item examples; the request tasks take none")
@@ -127,8 +142,10 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
 
         return evaluate_requests(cfg)
     from inference.scenarios import takes_scenarios
+    from inference.text_retriever import TEXT_RETRIEVER_ROW, sentence_text_vectors, text_retriever_recommender
     from inference.trained_run import TrainedRun, check_item_head_override
     from recdata import SplitDataset
+    from recdata.cold_items import items_without_training, uses_cold_protocol
     from recdata.errors import UserError
     from recdata.evaluation import (
         evaluate_recommender,
@@ -149,8 +166,12 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
     popularity = train_popularity(split)
     run = TrainedRun.load(cfg.model_dir, device=cfg.device)
     run.item_tokenizer.check_catalogue(catalogue, cfg.model_dir, cfg.split_dir)
-    claim_output_dir(**claim)  # claimed once the inputs are known good: a bad input leaves no empty folder
     max_k = max(cfg.ks)
+    text_row = None
+    if cfg.text_retriever_baseline:  # encoded (or checked) before the claim: a missing encoder leaves no folder
+        vectors = text_vectors if text_vectors is not None else sentence_text_vectors(split, encoder_dir=cfg.encoder_dir)
+        text_row = text_retriever_recommender(vectors, catalogue, max_k, cfg.exclude_history)
+    claim_output_dir(**claim)  # claimed once the inputs are known good: a bad input leaves no empty folder
     scenario_kw = {}
     if split.has_scenarios:
         scenario_kw = {"scenario_items": split.scenario_catalogues(), "scenario_prompts": cfg.scenario_prompts,
@@ -162,14 +183,17 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None) ->
                                                 **scenario_kw, popularity_penalty=cfg.popularity_penalty,
                                                 item_counts=popularity, item_head_weight=head_weight)}
     recommenders.update(extra_recommenders or {})
+    if text_row is not None:
+        recommenders[TEXT_RETRIEVER_ROW] = text_row
     if cfg.popularity_baseline:
         recommenders["popularity"] = popularity_recommender(split, max_k, cfg.exclude_history)
+    cold = items_without_training(split) if uses_cold_protocol(split) else None  # the cold_items slice
     reports = {}
     for name, fn in recommenders.items():
         logger.info("evaluating %s on %d %s examples", name, len(examples), cfg.part)
         started = time.perf_counter()
         whole = not (cfg.scenario_prompts and name == "alignrec")  # scenario prompts need a target scenario
-        reports[name] = (evaluate_recommender(fn, examples, cfg.ks, catalogue, popularity,
+        reports[name] = (evaluate_recommender(fn, examples, cfg.ks, catalogue, popularity, cold_items=cold,
                                               batch_size=cfg.batch_size * 4) if whole else {"ks": sorted(cfg.ks)})
         if split.has_scenarios and cfg.within_scenario and takes_scenarios(fn):
             reports[name]["within_scenario"] = evaluate_within_scenario(

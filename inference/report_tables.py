@@ -3,7 +3,8 @@
 A seeds table has a row per recommender and a ``mean ± std`` cell per metric (``significance.seed_summary``); a
 bootstrap table has a row per comparison (a seed pair, the seed-pooled row, a chosen point against its baseline)
 and a ``+diff [low, high]`` cell per metric (``significance.paired_bootstrap``). Any table is
-``markdown_table(header, rows)``; the two cell formats are ``summary_cell`` and ``interval_cell``.
+``markdown_table(header, rows)``; the cell formats are ``summary_cell``, ``interval_cell`` and ``estimate_cell``
+(one row's mean with its ``significance.bootstrap_interval``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["bootstrap_table", "interval_cell", "markdown_table", "metric_label", "seeds_table", "summary_cell"]
+__all__ = ["bootstrap_table", "estimate_cell", "interval_cell", "markdown_table", "metric_label", "seeds_table",
+           "summary_cell"]
 
 MISSING = "-"
 
@@ -34,6 +36,13 @@ def interval_cell(interval: Mapping[str, Any] | None, digits: int = 4) -> str:
     if not interval:
         return MISSING
     return f"{interval['mean_diff']:+.{digits}f} [{interval['low']:+.{digits}f}, {interval['high']:+.{digits}f}]"
+
+
+def estimate_cell(interval: Mapping[str, Any] | None, digits: int = 4) -> str:
+    """``0.0750 [0.0712, 0.0790]`` from a ``bootstrap_interval`` dict (``-`` when missing or empty)."""
+    if not interval or interval.get("mean") is None:
+        return MISSING
+    return f"{interval['mean']:.{digits}f} [{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]"
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:

@@ -6,8 +6,9 @@ its request up by id), an empty history in the ``request`` mode and the user's h
 Rows: the trained run asked with ``sft_tasks.request_prompt`` (query2item's prompt in the run's format, the
 history's codes in front), a MiniLM retriever (cosine between the request's and the items' sentence vectors;
 with history, the request vector mixed with the mean history item vector, the weight chosen on the valid
-requests) and popularity. Before anything is scored, the requests are checked against the training rows of the
-tasks build the run trained on (``tasks_dir``): a request found there is refused.
+requests; ``TextRetriever``, whose history-only mode is the next-item "text retriever" row,
+``inference.text_retriever``) and popularity. Before anything is scored, the requests are checked against the
+training rows of the tasks build the run trained on (``tasks_dir``): a request found there is refused.
 """
 
 from __future__ import annotations

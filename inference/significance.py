@@ -2,7 +2,8 @@
 
 A 5% difference on ~8k users is inside the noise, so a claimed win needs both: several seeds of each model
 (``seed_summary``) and a paired bootstrap interval of the per-user metric difference (``paired_bootstrap``),
-resampling users (not examples of one model), so both rows are judged on the same resampled users.
+resampling users (not examples of one model), so both rows are judged on the same resampled users. One row's
+own uncertainty on a slice of users (e.g. the cold targets) is ``bootstrap_interval``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,26 @@ def paired_bootstrap(ours: Mapping[str, float], theirs: Mapping[str, float], *, 
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return {"users": len(users), "mean_diff": float(diff.mean()), "low": float(low), "high": float(high),
             "confidence": confidence, "resamples": resamples, "p_not_better": float((means <= 0).mean())}
+
+
+def bootstrap_interval(values: Sequence[float], *, resamples: int = 2000, seed: int = 0,
+                       confidence: float = 0.95) -> dict[str, Any]:
+    """Percentile bootstrap interval of ``mean(values)`` (one row's per-user metric over a slice of users).
+
+    Users are resampled with replacement as in ``paired_bootstrap`` (``resample_means``); an empty slice gives
+    ``n`` 0 and None for the mean and the bounds (a table shows it as missing).
+    """
+    if not 0 < confidence < 1 or resamples < 1:
+        raise ValueError(f"need 0 < confidence < 1 and resamples >= 1, got {confidence}, {resamples}")
+    arr = np.asarray(values, dtype=np.float64)  # [users]
+    out: dict[str, Any] = {"n": int(arr.size), "mean": None, "low": None, "high": None, "confidence": confidence,
+                           "resamples": resamples}
+    if arr.size == 0:
+        return out
+    means = resample_means(arr, resamples, np.random.default_rng(seed))
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return {**out, "mean": float(arr.mean()), "low": float(low), "high": float(high)}
 
 
 def resample_means(values: np.ndarray, resamples: int, rng: np.random.Generator,

@@ -6,6 +6,10 @@ Slices (fixed so runs compare across datasets):
 - target popularity by training interaction count: ``head`` = the most-bought items that together make the
   first 50% of training interactions, ``torso`` = the next 30% (to 80%), ``tail`` = the rest bought at least
   once, ``unseen`` = never bought in training. Thresholds are on counts, so tied items share a bucket.
+- cold items (when the caller names them, ``cold_items``: a split under the cold-item protocol, see
+  ``recdata.cold_items``): ``cold`` = targets with no training interaction, ``warm`` = the rest. With the
+  catalogue's training counts as ``train_popularity`` it is the ``unseen`` popularity bucket under its own name,
+  so a report on a cold-protocol split says which row it is.
 - target scenario (when the examples carry ``target_scenario``): ranking within the whole catalogue, by the
   scenario of the target. ``evaluate_within_scenario`` adds the other ranking: within the target's scenario
   catalogue (the recommender is asked for that scenario's items only), labelled ``within_scenario``.
@@ -19,7 +23,7 @@ exports the names).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +37,15 @@ from recdata.per_user import LEGACY_PER_USER_FILE, PER_USER_FILE, load_per_user,
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HISTORY_BUCKETS", "LEGACY_PER_USER_FILE", "PER_USER_FILE", "POPULARITY_SHARES", "RecommendFn",
-           "evaluate_recommender", "sample_examples", "evaluation_sample", "evaluate_within_scenario",
+__all__ = ["COLD_BUCKETS", "HISTORY_BUCKETS", "LEGACY_PER_USER_FILE", "PER_USER_FILE", "POPULARITY_SHARES",
+           "RecommendFn", "evaluate_recommender", "sample_examples", "evaluation_sample", "evaluate_within_scenario",
            "history_bucket", "load_per_user", "per_user_path", "popularity_buckets", "render_markdown",
            "render_scenario_table", "write_report"]
 
 RecommendFn = Callable[[Sequence[str], Sequence[Sequence[str]]], list[list[tuple[str, float]]]]
 HISTORY_BUCKETS: tuple[tuple[str, int, int | None], ...] = (("1-3", 1, 3), ("4-9", 4, 9), (">=10", 10, None))
 POPULARITY_SHARES = (("head", 0.5), ("torso", 0.8))  # cumulative share of training interactions
+COLD_BUCKETS = ("cold", "warm")  # the cold_items slice: targets without / with training interactions
 
 
 def sample_examples(examples, n: int, seed: int = 0):
@@ -99,11 +104,14 @@ def evaluate_recommender(
     *,
     batch_size: int = 64,
     show_progress: bool = True,
+    cold_items: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Score ``recommend_fn(user_ids, histories)`` on ``examples`` (user_id, history, target).
 
     Invalid outputs (items outside ``catalogue``) count as misses and are reported as ``invalid_rate``;
     ``duplicate_rate`` counts repeated items within a list; ``short_list_rate`` lists shorter than max(ks).
+    ``cold_items`` (the cold-item protocol's items without training, ``recdata.cold_items.items_without_training``)
+    adds the ``cold_items`` slice family (``cold`` / ``warm`` targets); None leaves it out.
     """
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
@@ -122,6 +130,8 @@ def evaluate_recommender(
     ranks = np.empty(n, dtype=np.int64)
     history_len = np.empty(n, dtype=np.int64)
     pop_slice: list[str] = []
+    cold_slice: list[str] = []
+    cold_set = set(cold_items) if cold_items is not None else None
     # whole columns as ``column[:]``: iterating a datasets Column formats row by row (~0.2 ms per user)
     scen_slice: list[str] = examples["target_scenario"][:] if "target_scenario" in examples.column_names else []
     recommended_at: dict[int, set] = {k: set() for k in ks}  # what each cut-off showed (invalid items dropped below)
@@ -144,6 +154,8 @@ def evaluate_recommender(
                 recommended_at[k].update(ranked[:k])
             history_len[start + i] = len(history)
             pop_slice.append(pop_bucket.get(target, "unseen"))
+            if cold_set is not None:
+                cold_slice.append(COLD_BUCKETS[0] if target in cold_set else COLD_BUCKETS[1])
         bar.update(len(recs))
     bar.close()
     arrays = _metrics_from_ranks(ranks, ks)
@@ -165,6 +177,8 @@ def evaluate_recommender(
         # per example (one per user in leave-one-out): paired bootstrap over the same users, seeds tables
         "per_user": {"user_id": [str(u) for u in examples["user_id"][:]], **{name: v.tolist() for name, v in arrays.items()}},
     }
+    if cold_set is not None:
+        report["slices"]["cold_items"] = _slice(arrays, cold_slice, list(COLD_BUCKETS))
     if scen_slice:  # ranking within the whole catalogue, by target scenario
         report["slices"]["target_scenario"] = _slice(arrays, scen_slice, sorted(set(scen_slice)))
     if invalid:
@@ -211,6 +225,8 @@ def render_markdown(reports: Mapping[str, Mapping[str, Any]], title: str = "Eval
                            _fmt(rep["invalid_rate"]), _fmt(rep["coverage"][f"@{ks[-1]}"])]))
     for family, caption in (("history_length", "History length (items before the target)"),
                             ("target_popularity", "Target popularity (training interactions)"),
+                            ("cold_items", "Cold items (cold-item protocol: cold = targets with no training "
+                                           "interaction, the unseen popularity bucket)"),
                             ("target_scenario", "Target scenario (ranking within the whole catalogue)")):
         if not any(family in rep.get("slices", {}) for rep in reports.values()):
             continue

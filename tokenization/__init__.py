@@ -10,6 +10,7 @@ from recdata.lazy import lazy_exports
 _EXPORTS = {
     "RQVAE": "tokenization.rqvae",
     "AssignmentResult": "tokenization.collisions",
+    "EmbeddingConfig": "tokenization.embeddings.config",
     "ItemTokenizer": "tokenization.item_tokenizer",
     "RQVAEConfig": "tokenization.rqvae",
     "TokenizerConfig": "tokenization.config",
@@ -24,6 +25,7 @@ _EXPORTS = {
     "fit_item_tokenizer": "tokenization.pipeline",
     "level_stats": "tokenization.report",
     "save_report": "tokenization.report",
+    "text_embeddings": "tokenization.embeddings.compute",
     "train_rqvae": "tokenization.rqvae_training",
     "validate_vocab": "tokenization.vocab_export",
 }

@@ -1,8 +1,9 @@
 """The ``evaluate`` stage: the served model beside the baseline rows, on the test targets.
 
 Reads: the split, the served model (DPO's when the preference stage is on, else SFT's), the embeddings stage's
-SASRec / knowledge / LEARN models, the ``evaluate`` section (``EvaluateConfig`` + the rows it turns on). Writes:
-``metrics.json`` / ``metrics.md`` / per-user metrics and the models of the rows it trains itself.
+SASRec / knowledge / LEARN models (and its text vectors for ``text_retriever_baseline``), the ``evaluate`` section
+(``EvaluateConfig`` + the rows it turns on). Writes: ``metrics.json`` / ``metrics.md`` / per-user metrics and the
+models of the rows it trains itself.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from alignrec.pipeline.runner import Stage, StageContext
 from alignrec.pipeline.sections import (
     build_section,
     embedding_classes,
+    embedding_injected,
     evaluate_classes,
     preference_enabled,
     served_model_dir,
@@ -50,6 +52,25 @@ def _sft_recommender(model_dir: Path, cfg: Any):
     return TrainedRun.load(model_dir, device=cfg.device).recommender(
         max(cfg.ks), cfg.num_beams, cfg.exclude_history, cfg.batch_size, popularity_penalty=cfg.popularity_penalty,
         item_counts=counts, item_head_weight=head_weight)
+
+
+def _text_vectors(ctx: StageContext, split_dir: str):
+    """The text retriever row's item vectors: the embeddings stage's own when they are MiniLM text vectors (source
+    text, sentence encoder), else the embeddings section's item text (template, token limit, sentence encoder
+    folder) encoded with the sentence encoder (embedding cache: a fused run with a MiniLM text part hits it)."""
+    import json
+
+    from inference.text_retriever import SENTENCE_KIND, sentence_text_vectors
+    from recdata import SplitDataset
+    from recdata.item_vectors import load_embeddings_dir
+
+    emb_dir = ctx.upstream("embeddings")
+    meta = emb_dir / "meta.json"
+    if meta.is_file() and json.loads(meta.read_text()).get("kind") == SENTENCE_KIND:
+        return load_embeddings_dir(emb_dir)
+    section = ctx.run_config.sections.get("embeddings", {})
+    (emb_cfg,) = build_section(embedding_classes(), section, embedding_injected(ctx, section), "embeddings")
+    return sentence_text_vectors(SplitDataset.load(split_dir), emb_cfg)
 
 
 def run_evaluate(ctx: StageContext) -> dict[str, Any]:
@@ -95,19 +116,27 @@ def run_evaluate(ctx: StageContext) -> dict[str, Any]:
         from alignrec.pipeline.scenario_rows import scenario_rows
 
         extra.update(scenario_rows(ctx, max(cfg.ks), cfg.exclude_history))
-    reports = evaluate(cfg, extra_recommenders=extra)
+    text_vectors = _text_vectors(ctx, cfg.split_dir) if cfg.text_retriever_baseline else None
+    reports = evaluate(cfg, extra_recommenders=extra, text_vectors=text_vectors)
     return {name: {"n": rep["n_examples"], **{k: rep["overall"][k] for k in ("recall@10", "ndcg@10") if k in rep["overall"]},
                    "invalid_rate": rep["invalid_rate"], "timing": rep.get("timing")}
             for name, rep in reports.items()}
 
 
 def _evaluate_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
-    """The LLM and encoder of ``evaluate.llm4msr`` (none without it, so other runs keep their key)."""
-    if not section.get("llm4msr"):
-        return {}
-    from alignrec.pipeline.scenario_rows import llm4msr_inputs
+    """The LLM and encoder of ``evaluate.llm4msr`` and the sentence encoder of ``evaluate.text_retriever_baseline``
+    (none without them, so other runs keep their key)."""
+    out: dict[str, str] = {}
+    if section.get("text_retriever_baseline"):
+        from recdata.paths import default_sentence_encoder_dir
 
-    return llm4msr_inputs(section, run_cfg)
+        embeddings = run_cfg.sections.get("embeddings", {})
+        out["text_retriever_encoder"] = str(embeddings.get("sentence_encoder_dir") or default_sentence_encoder_dir())
+    if section.get("llm4msr"):
+        from alignrec.pipeline.scenario_rows import llm4msr_inputs
+
+        out.update(llm4msr_inputs(section, run_cfg))
+    return out
 
 
 # version 2: exclude_history true and num_beams auto (1.5 x max K) by default; per-user metrics saved
