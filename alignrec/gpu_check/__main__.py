@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--skip_wheels", default="", help="comma-separated packages the GPU machine already has")
     prep.add_argument("--no_wheels", action="store_true", help="bring no wheels at all")
     prep.add_argument("--no_weights", action="store_true", help="no model file (then the check cannot train)")
-    prep.add_argument("--chunk_mib", type=float, default=60.0, help="max MiB per chunk (the 64 MiB transfer limit minus the ~1 MiB tree)")
+    prep.add_argument("--chunk_mib", type=float, default=60.0, help="max MiB per chunk (the 64 MiB transfer limit minus the ~3 MiB working tree)")
     chk = sub.add_parser("check", help="GPU machine: assemble, install, train, evaluate, benchmark")
     chk.add_argument("--carry_dir", type=Path, default=REPO_ROOT / "gpu_carry")
     chk.add_argument("--out", type=Path, required=True, help="where gpu_check.json / gpu_check.md go ($OUT)")

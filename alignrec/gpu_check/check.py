@@ -1,6 +1,7 @@
-"""GPU side of the check: install the carried wheels, convert the GGUF, then SASRec baseline -> SmolLM2 LoRA
-(bf16, through ``deepspeed`` when it imports, else plain ``python``) -> evaluation on the first N test users
-(ours, SASRec, popularity; same split, ``exclude_history``) -> decode benchmark. Prints the quality table,
+"""GPU side of the check: install the carried wheels, convert the GGUF, then SmolLM2 LoRA (the recipe's train
+section: bf16, through ``deepspeed`` when it imports, else plain ``python``; code rows started at the carried item
+vectors; ranking validation picks the checkpoint) -> evaluation on a seeded sample of test users (ours, the SASRec
+trained in ``prepare``, popularity; same split, ``exclude_history``) -> decode benchmark. Prints the quality table,
 training tokens/s and decode users/s, and writes ``gpu_check.json`` + ``gpu_check.md``.
 """
 
@@ -99,12 +100,15 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
 def _train(cfg: dict[str, Any], prepared: Path, model_dir: Path, out: Path, device: str) -> dict[str, Any]:
     import yaml
 
+    from alignrec.gpu_check.prepare import ITEM_VECTORS
     from trainer.callbacks import read_metrics
     from trainer.cli import build_command
 
     section = {k: v for k, v in cfg["train"].items() if k not in CARRY_ONLY_KEYS}
     section.update(model_name_or_path=str(model_dir), dataset_dir=str(prepared / "tasks"),
                    item_tokenizer_dir=str(prepared / "item_tokenizer"), output_dir=str(out / "model"))
+    if section.get("new_rows_init") == "item_vectors" or section.get("content_rows", "none") != "none":
+        section["item_vectors_dir"] = str(prepared / ITEM_VECTORS)  # as the pipeline's train stage injects them
     config_file = out / "train_config.yaml"
     config_file.write_text(yaml.safe_dump(section, sort_keys=True))
     launcher = cfg["train"].get("launcher", "deepspeed")
@@ -130,29 +134,23 @@ def _train(cfg: dict[str, Any], prepared: Path, model_dir: Path, out: Path, devi
         raise UserError(f"training failed with every launcher: {attempts}")
     rows = read_metrics(out / "model" / "metrics.jsonl")
     end = next((r for r in reversed(rows) if "train_loss" in r), {})
-    runtime, steps = end.get("train_runtime"), end.get("step")
+    runtime, steps, epochs = end.get("train_runtime"), end.get("step"), end.get("epoch")
     padded = max((r.get("num_input_tokens_seen", 0) for r in rows), default=0)  # HF counts padding too
-    samples = steps * int(section.get("per_device_train_batch_size", 8)) if steps else 0
     stats = json.loads((prepared / "tasks" / "stats.json").read_text())["train"]["total"]
     mean_tokens = stats["prompt_tokens"]["mean"] + stats["completion_tokens"]["mean"]
+    # examples seen = epochs done x training rows: right with packing too, where a batch row holds many examples
+    examples = epochs * stats["count"] if epochs else 0
     losses = [r["loss"] for r in rows if "loss" in r]
-    return {"attempts": attempts, "launcher": attempts[-1]["launcher"], "steps": steps, "train_runtime_s": runtime,
-            "samples_per_s": samples / runtime if runtime else None,
-            "tokens_per_s": samples * mean_tokens / runtime if runtime else None,  # non-padding, from task stats
+    ranking = [r for r in rows if "eval_ranking_ndcg@10" in r]
+    return {"attempts": attempts, "launcher": attempts[-1]["launcher"], "steps": steps, "epochs": epochs,
+            "train_runtime_s": runtime, "samples_per_s": examples / runtime if runtime else None,
+            "tokens_per_s": examples * mean_tokens / runtime if runtime else None,  # non-padding, from task stats
             "padded_tokens_per_s": padded / runtime if runtime and padded else None,
             "mean_tokens_per_example": mean_tokens, "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None, "device": device}
-
-
-def _sasrec(cfg: dict[str, Any], split, device: str):
-    from alignrec.recommenders import train_sasrec
-    from tokenization.embeddings import EmbeddingConfig
-
-    emb = {k: v for k, v in cfg.get("embeddings", {}).items() if k.startswith("sasrec_") and k != "sasrec_baseline"}
-    sasrec_cfg = EmbeddingConfig(**{**emb, "sasrec_device": device}).sasrec_config()
-    started = time.time()
-    model = train_sasrec(split, sasrec_cfg)
-    return model, round(time.time() - started, 1)
+            "last_loss": losses[-1] if losses else None,
+            "ranking_validation": [{"step": r["step"], "ndcg@10": r["eval_ranking_ndcg@10"],
+                                    "recall@10": r.get("eval_ranking_recall@10")} for r in ranking],
+            "device": device}
 
 
 def decode_benchmark(model, hf_tokenizer, item_tokenizer, histories: list[list[str]], batch_sizes: list[int],
@@ -185,12 +183,15 @@ def _r(value: float | None) -> str:
 
 def _markdown(result: dict[str, Any], quality_md: str) -> str:
     t = result["train"]
+    epochs = "-" if t["epochs"] is None else f"{t['epochs']:.2f}"
     lines = ["# GPU check", "", f"Device: {result['device'].get('gpu', 'cpu')}; python {result['device']['python']}; "
              f"torch {result['device'].get('torch')}; dry run: {result['dry_run']}", "", "## Quality", "", quality_md, "",
-             "## Training", "", "| launcher | steps | seconds | examples/s | tokens/s | tokens/s incl. padding | first loss | last loss |",
-             "|---|---|---|---|---|---|---|---|",
-             f"| {t['launcher']} | {t['steps']} | {t['train_runtime_s']} | {_r(t['samples_per_s'])} | "
+             "## Training", "", "| launcher | steps | epochs | seconds | examples/s | tokens/s | tokens/s incl. padding "
+             "| first loss | last loss |", "|---|---|---|---|---|---|---|---|---|",
+             f"| {t['launcher']} | {t['steps']} | {epochs} | {t['train_runtime_s']} | {_r(t['samples_per_s'])} | "
              f"{_r(t['tokens_per_s'])} | {_r(t['padded_tokens_per_s'])} | {t['first_loss']} | {t['last_loss']} |", "",
+             "Ranking validation (valid users; the best step is the evaluated model): " + (", ".join(
+                 f"step {r['step']}: NDCG@10 {r['ndcg@10']:.4f}" for r in t["ranking_validation"]) or "none"), "",
              "## Decoding", "", "| batch | users | beams | seconds | users/s |", "|---|---|---|---|---|"]
     lines += [f"| {r['batch_size']} | {r['users']} | {r['num_beams']} | {r['seconds']} | {r['users_per_s']} |"
               for r in result["decode"]]
@@ -230,12 +231,11 @@ def run_check(carry_dir: Path, out: Path) -> dict[str, Any] | None:
 
     device = cfg["check"].get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     out.mkdir(parents=True, exist_ok=True)
+    from alignrec.recommenders import SASRec
     from recdata import SplitDataset
 
     split = SplitDataset.load(prepared / "split")
-    t0 = time.time()
-    sasrec, _ = _sasrec(cfg, split, device)
-    seconds["sasrec"] = round(time.time() - t0, 1)
+    sasrec = SASRec.from_pretrained(prepared / "sasrec", device=device)  # trained in prepare (the embeddings stage)
     t0 = time.time()
     train = _train(cfg, prepared, model_dir, out, device)
     seconds["train"] = round(time.time() - t0, 1)
@@ -271,7 +271,7 @@ def run_check(carry_dir: Path, out: Path) -> dict[str, Any] | None:
     from recdata.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "gpu_check.json", result)
-    md = _markdown(result, render_markdown(reports, title=f"test, first {reports['alignrec']['n_examples']} users"))
+    md = _markdown(result, render_markdown(reports, title=f"test, {reports['alignrec']['n_examples']} users"))
     atomic_write_text(out / "gpu_check.md", md)
     print(md, flush=True)
     return result

@@ -1,10 +1,12 @@
-"""CPU side of the GPU check: build the split, ItemTokenizer and SFT tasks here, then bundle them with the
-wheels and the model file for a machine without network (see ``bundle``).
+"""CPU side of the GPU check: build the split, item vectors, ItemTokenizer and SFT tasks here, then bundle them with
+the wheels and the model file for a machine without network (see ``bundle``).
 
-The pipeline runs ``data -> embeddings (text only) -> tokenizer -> tasks`` from ``configs/gpu_check.yaml``;
-SASRec, SFT, evaluation and the decode benchmark are left for the GPU. ``--dry_run`` swaps in a synthetic
-LC-Rec dataset, random item vectors and a tiny random Llama with an in-memory tokenizer, so the whole path
-runs on a laptop CPU in seconds.
+The pipeline runs ``data -> embeddings -> tokenizer -> tasks`` from ``configs/gpu_check.yaml`` (the GPU recipe with
+its budget cut): the fused item vectors (MiniLM text + the SASRec item table) and SASRec itself (the baseline row)
+are made here, so the GPU machine only trains the LLM, evaluates and times decoding. ``--dry_run`` swaps in a
+synthetic LC-Rec dataset, a tiny random Llama (also the text encoder) with an in-memory tokenizer and a tiny
+SASRec, and shrinks the budget: the same code paths (fused vectors, one RQ level + the item-id level, the item
+head, item-vector rows, ranking validation, packed rows) run on a laptop CPU in seconds.
 """
 
 from __future__ import annotations
@@ -24,14 +26,19 @@ from alignrec.gpu_check.bundle import download_wheels, previous_chunks, wheels_t
 from recdata.config import load_yaml
 from recdata.errors import InputFileError
 
-__all__ = ["CHECK_SECTIONS", "PIPELINE_SECTIONS", "dry_run_overrides", "prepare", "smollm2_gguf", "tokenizer_fingerprint"]
+__all__ = ["CHECK_SECTIONS", "DEVICE_KEYS", "ITEM_VECTORS", "PIPELINE_SECTIONS", "dry_run_overrides", "prepare",
+           "smollm2_gguf", "tokenizer_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
 PIPELINE_SECTIONS = ("data", "embeddings", "tokenizer", "tasks")  # run here, on CPU
-CHECK_SECTIONS = ("embeddings", "train", "evaluate")  # read on the GPU machine
+CHECK_SECTIONS = ("train", "evaluate")  # read on the GPU machine
+# The device keys of the stages run here: where they name a GPU and none is visible, prepare runs them on CPU (the
+# same computation; the config stays the recipe's).
+DEVICE_KEYS = {"embeddings": ("text_device", "sasrec_device", "learn_device"), "tokenizer": ("rq_device",)}
 DECODE = {"decode_users": 512, "decode_batch_sizes": [32, 128, 256]}  # the decode benchmark on the GPU
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ITEM_VECTORS = "item_vectors"  # the embeddings stage's vectors.npy + item_ids.json, under prepared/
 DRY_ITEMS, DRY_USERS = 30, 48
 
 
@@ -89,31 +96,45 @@ def _write_tiny_model(folder: Path) -> None:
 
 
 def dry_run_overrides(config: dict[str, Any], work: Path) -> dict[str, Any]:
-    """The shipped config made tiny: synthetic data, random item vectors, the tiny model, a few CPU steps."""
+    """The shipped config made tiny, keeping its code paths: synthetic data, the tiny model (also the text encoder
+    of the fused vectors and the alignment target), a tiny SASRec and RQ-VAE, a few CPU steps with ranking
+    validation on a few users. Only assets, sizes, budget and devices change; every recipe switch stays."""
     cfg = copy.deepcopy(config)
     _write_synthetic_source(work / "source")
     _write_tiny_model(work / "tiny_model")
-    vectors = np.random.default_rng(0).normal(size=(DRY_ITEMS, 16)).astype(np.float32)
-    np.save(work / "vectors.npy", vectors)
-    (work / "vector_ids.json").write_text(json.dumps([str(i) for i in range(DRY_ITEMS)]))
-    cfg["data"] = {"path": str(work / "source"), "format": "lcrec_json", "max_history": 10}
-    cfg["embeddings"] = {"source": "file", "file_path": str(work / "vectors.npy"),
-                         "file_ids_path": str(work / "vector_ids.json"), "cache_dir": str(work / "emb_cache"),
-                         "llm_dir": str(work / "tiny_model"),  # alignment targets from the tiny model, not SmolLM2
-                         "sasrec_dim": 16, "sasrec_heads": 1, "sasrec_layers": 1, "sasrec_epochs": 2,
-                         "sasrec_patience": 2, "sasrec_baseline": False}
-    cfg["tokenizer"] = {"num_levels": 2, "codebook_size": 8, "rq_epochs": 20, "align_weight": 0.5,
-                        "hidden_dims": [32], "latent_dim": 16}
-    cfg["tasks"] = {**cfg["tasks"], "mixture_size": 96, "max_history": 10, "stats_sample": 0}
+    tiny = str(work / "tiny_model")
+    cfg["data"] = {**cfg["data"], "path": str(work / "source"), "format": "lcrec_json", "max_history": 10}
+    cfg["embeddings"] = {**cfg["embeddings"], "text_encoder": "llm", "llm_dir": tiny, "text_max_length": 32,
+                         "text_device": "cpu", "cache_dir": str(work / "emb_cache"), "sasrec_dim": 16,
+                         "sasrec_heads": 1, "sasrec_layers": 1, "sasrec_epochs": 2, "sasrec_patience": 2,
+                         "sasrec_device": "cpu"}
+    cfg["tokenizer"] = {**cfg["tokenizer"], "rq_epochs": 20, "hidden_dims": [32], "latent_dim": 16, "rq_device": "cpu"}
+    cfg["tasks"] = {**cfg["tasks"], "max_history": 10}
     cfg["train"] = {**cfg["train"], "launcher": "python", "precision": "fp32", "per_device_train_batch_size": 8,
                     "max_steps": 4, "logging_steps": 1, "max_length": 256, "max_train_seconds": 0,
-                    "dataloader_num_workers": 0, "model_name_or_path": str(work / "tiny_model")}
+                    "eval_steps": 2, "save_steps": 2, "max_eval_samples": 16, "ranking_eval_users": 8,
+                    "dataloader_num_workers": 0, "model_name_or_path": tiny}
     cfg["train"].pop("bf16", None)
     cfg["train"].pop("num_train_epochs", None)
-    cfg["evaluate"] = {**cfg["evaluate"], "ks": [1, 5, 10], "num_beams": 10, "batch_size": 8, "max_examples": 16,
+    cfg["evaluate"] = {**cfg["evaluate"], "ks": [1, 5, 10], "num_beams": 15, "batch_size": 8, "max_examples": 16,
                        "device": "cpu"}
     cfg["check"] = {"decode_batch_sizes": [4, 8], "decode_users": 8, "device": "cpu"}
     return cfg
+
+
+def _on_this_machine(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline sections with each ``DEVICE_KEYS`` value naming a GPU set to cpu when none is visible."""
+    import torch
+
+    sections = {k: dict(cfg[k]) for k in PIPELINE_SECTIONS}
+    if torch.cuda.is_available():
+        return sections
+    for name, keys in DEVICE_KEYS.items():
+        for key in keys:
+            if str(sections[name].get(key, "cpu")).startswith("cuda"):
+                logger.info("%s.%s=%s: no GPU here, running it on cpu", name, key, sections[name][key])
+                sections[name][key] = "cpu"
+    return sections
 
 
 def _run_pipeline(cfg: dict[str, Any], work: Path) -> Path:
@@ -121,7 +142,7 @@ def _run_pipeline(cfg: dict[str, Any], work: Path) -> Path:
 
     from alignrec.pipeline import run_pipeline
 
-    run_cfg = {"name": "gpu_check", "runs_dir": str(work / "runs"), **{k: cfg[k] for k in PIPELINE_SECTIONS}}
+    run_cfg = {"name": "gpu_check", "runs_dir": str(work / "runs"), **_on_this_machine(cfg)}
     model = cfg["train"].get("model_name_or_path")
     if model:  # the tasks are tokenised with the training model's tokenizer
         run_cfg["train"] = {"model_name_or_path": model}
@@ -129,6 +150,25 @@ def _run_pipeline(cfg: dict[str, Any], work: Path) -> Path:
     path.write_text(yaml.safe_dump(run_cfg, sort_keys=False))
     run_pipeline(path, until="tasks")
     return work / "runs" / "gpu_check"
+
+
+def _collect(run_dir: Path, prepared: Path) -> None:
+    """What the GPU machine reads: the split, the item tokenizer, the tasks (not the DPO pairs: SFT never reads
+    them), the item vectors the code rows start from (``new_rows_init: item_vectors``) and the trained SASRec (the
+    baseline row, as the pipeline's evaluate stage uses it)."""
+    from sft_tasks.builder import PREFERENCE_DIR
+
+    emb = run_dir / "embeddings"
+    if not (emb / "sasrec").is_dir():
+        raise InputFileError(f"{emb / 'sasrec'} missing: the check's SASRec row needs embeddings.sasrec_baseline: true "
+                             "(or source cf / fused)")
+    shutil.copytree(run_dir / "data" / "split", prepared / "split")
+    shutil.copytree(run_dir / "tokenizer" / "item_tokenizer", prepared / "item_tokenizer")
+    shutil.copytree(run_dir / "tasks" / "dataset", prepared / "tasks", ignore=shutil.ignore_patterns(PREFERENCE_DIR))
+    (prepared / ITEM_VECTORS).mkdir()
+    for name in ("vectors.npy", "item_ids.json", "meta.json"):
+        shutil.copy2(emb / name, prepared / ITEM_VECTORS / name)
+    shutil.copytree(emb / "sasrec", prepared / "sasrec")
 
 
 def tokenizer_fingerprint(model_dir: str) -> dict[str, Any]:
@@ -162,9 +202,7 @@ def prepare(config_path: Path, out: Path, *, dry_run: bool = False, python_versi
     if prepared.exists():
         shutil.rmtree(prepared)
     prepared.mkdir()
-    shutil.copytree(run_dir / "data" / "split", prepared / "split")
-    shutil.copytree(run_dir / "tokenizer" / "item_tokenizer", prepared / "item_tokenizer")
-    shutil.copytree(run_dir / "tasks" / "dataset", prepared / "tasks")
+    _collect(run_dir, prepared)
     check_cfg = {**{k: cfg.get(k, {}) for k in CHECK_SECTIONS}, "check": cfg.get("check", DECODE)}
     info = {"dry_run": dry_run, "prepared_python": platform.python_version(),
             "tokenizer": tokenizer_fingerprint(cfg["train"].get("model_name_or_path", ""))}
