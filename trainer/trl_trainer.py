@@ -93,18 +93,22 @@ def split_param_group(optimizer: torch.optim.Optimizer, params: list[torch.nn.Pa
     return sum(len(g["params"]) for g in moved_groups)
 
 
-def head_loss_scale(code_loss_by_items: bool, training: bool, accumulation_steps: int, device_scale: int) -> float:
+def head_loss_scale(code_loss_by_items: bool, training: bool, accumulation_steps: int) -> float:
     """Factor that puts a per-micro-batch mean loss on the scale of HF's code loss.
 
-    When the code loss is normalised by the tokens of the whole accumulated (and, with
-    ``average_tokens_across_devices``, all-device) batch, the Trainer no longer divides by the accumulation steps
-    and multiplies by the device count to undo DDP's gradient average; a mean over one micro-batch needs the same:
-    ``device_scale / accumulation_steps``. Otherwise (evaluation, or a per-batch mean code loss that the Trainer
-    divides itself) both terms are already alike: 1.
+    When the code loss is normalised by the tokens of the whole accumulated batch, the Trainer no longer divides by
+    the accumulation steps; a mean over one micro-batch needs that division: ``1 / accumulation_steps``. Otherwise
+    (evaluation, or a per-batch mean code loss that the Trainer divides itself) both terms are already alike: 1.
+
+    No device factor: with ``average_tokens_across_devices`` the Trainer multiplies each rank's code loss by the
+    device count because it is a partial sum (the rank's tokens over every rank's token count), which the gradient
+    average across ranks would shrink; a rank's head mean is whole, and that average of the ranks' means is the mean
+    a 1-rank run trains (tests/trainer/test_deepspeed_ranks.py). Multiplied by the devices, the head weighed N times
+    its ``item_head_weight`` on N devices.
     """
     if not code_loss_by_items:
         return 1.0
-    return device_scale / accumulation_steps if training else float(device_scale)
+    return 1.0 / accumulation_steps if training else 1.0
 
 
 class AlignRecSFTTrainer(SFTTrainer):
@@ -203,20 +207,27 @@ class AlignRecSFTTrainer(SFTTrainer):
             self.item_head_objective = self.item_head_objective.to(device)
 
     def _add_item_head(self, loss: torch.Tensor, head: torch.Tensor | None, num_items_in_batch) -> torch.Tensor:
+        means = self._every_rank_head(head, loss.device)
+        if means:  # no empty entry: TRL averages each metric it holds
+            self._metrics["train" if self.model.training else "eval"]["item_head_loss"].extend(means)
         if head is None:
             return loss
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["item_head_loss"].append(float(head.detach()))  # averaged and logged by TRL
         return loss + self.item_head_weight * self._head_scale(num_items_in_batch) * head
+
+    def _every_rank_head(self, head: torch.Tensor | None, device: torch.device) -> list[float]:
+        """The head loss of every rank's micro-batch (ranks without an item boundary left out), so the logged
+        ``item_head_loss`` covers the whole batch as TRL's own metrics do, not rank 0's rows. A collective: every
+        rank calls it at every micro-batch, with or without a head loss."""
+        local = torch.zeros(1, 2, device=device)  # [1, (head mean, present)]
+        if head is not None:
+            local[0, 0], local[0, 1] = head.detach().float(), 1.0
+        return [mean for mean, present in self.accelerator.gather(local).tolist() if present]
 
     def _head_scale(self, num_items_in_batch) -> float:
         """Put the head's per-micro-batch mean on the code loss's scale (see ``head_loss_scale``)."""
         by_items = num_items_in_batch is not None and bool(getattr(self, "model_accepts_loss_kwargs", False))
-        devices = 1
-        if by_items and self.args.average_tokens_across_devices:
-            devices = self.accelerator.num_processes // self.get_tp_size()
         steps = getattr(self, "current_gradient_accumulation_steps", 1)  # set by the training loop
-        return head_loss_scale(by_items, self.model.training, steps, devices)
+        return head_loss_scale(by_items, self.model.training, steps)
 
     def create_optimizer(self, model=None):
         fresh = self.optimizer is None
