@@ -1,0 +1,145 @@
+"""scripts/compare_runs.py: rows of two evaluate folders (written by the evaluate stage's writer) compared end to
+end on hand-made per-user tables: exact means, paired differences and ratios, a degenerate interval when every
+user differs by the same amount, and its one-line refusals."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.significance import paired_bootstrap
+from recdata.evaluation import write_report
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_runs.py"
+
+# user -> (ndcg@10, recall@10); dyadic values, so differences and means are exact in float64
+LLM_ROWS = {
+    "alignrec": {"u1": (1.0, 1.0), "u2": (0.5, 1.0), "u3": (0.25, 0.0), "u4": (0.25, 1.0)},
+    "popularity": {"u1": (0.0, 0.0), "u2": (0.25, 1.0), "u3": (0.0, 0.0), "u4": (0.0, 0.0)},
+}
+SCRATCH_ROWS = {
+    "alignrec": {"u1": (0.5, 1.0), "u2": (0.5, 1.0), "u3": (0.5, 1.0), "u4": (0.0, 0.0)},
+    "shifted": {"u1": (0.75, 1.0), "u2": (0.25, 1.0), "u3": (0.0, 0.0), "u4": (0.0, 1.0)},  # llm alignrec - 0.25
+}
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("compare_runs", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_eval(folder: Path, rows: dict[str, dict[str, tuple[float, float]]], part: str = "test") -> None:
+    """An evaluate output folder as ``recdata.evaluation.write_report`` writes it (metrics.json, per_user.parquet)."""
+    reports = {}
+    for name, users in rows.items():
+        ndcg = np.array([v[0] for v in users.values()])  # [users]
+        recall = np.array([v[1] for v in users.values()])  # [users]
+        reports[name] = {"n_examples": len(users), "ks": [10], "invalid_rate": 0.0, "coverage": {"@10": 0.5},
+                         "overall": {"recall@10": float(recall.mean()), "ndcg@10": float(ndcg.mean())},
+                         "per_user": {"user_id": list(users), "recall@10": recall.tolist(), "ndcg@10": ndcg.tolist()}}
+    write_report(reports, folder, extra={"config": {"EvaluateConfig": {"part": part, "max_examples": None}},
+                                         "sample": {"examples": 4, "of": 4, "sampled": False, "seed": None}})
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """``(llm run folder, scratch evaluate folder)``: one a run folder (its evaluate/), one an --out_dir folder."""
+    _write_eval(tmp_path / "llm" / "evaluate", LLM_ROWS)
+    _write_eval(tmp_path / "scratch_eval", SCRATCH_ROWS)
+    return tmp_path / "llm", tmp_path / "scratch_eval"
+
+
+def _argv(folders, *rest: str) -> list[str]:
+    llm, scratch = folders
+    return [f"llm={llm}", f"scratch={scratch}", "--ours", "llm:alignrec", *rest]
+
+
+def test_means_differences_and_ratios_are_exact(folders, tmp_path, capsys):
+    out = tmp_path / "out" / "compare.json"
+    argv = _argv(folders, "--versus", "scratch:alignrec", "llm:popularity", "--out", str(out))
+    assert _script().main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["users"] == 4 and result["part"] == "test" and result["metrics"] == ["ndcg@10", "recall@10"]
+    assert result["means"] == {"llm:alignrec": {"ndcg@10": 0.5, "recall@10": 0.75},
+                               "scratch:alignrec": {"ndcg@10": 0.375, "recall@10": 0.75},
+                               "llm:popularity": {"ndcg@10": 0.0625, "recall@10": 0.25}}
+    versus = result["differences"]["scratch:alignrec"]["ndcg@10"]
+    assert versus["mean_diff"] == np.mean([1.0 - 0.5, 0.5 - 0.5, 0.25 - 0.5, 0.25 - 0.0]) == 0.125
+    assert versus["low"] <= versus["mean_diff"] <= versus["high"] and versus["low"] < versus["high"]
+    assert versus["ratio"] == pytest.approx(0.5 / 0.375)
+    assert result["differences"]["scratch:alignrec"]["recall@10"]["ratio"] == 1.0
+    assert result["differences"]["llm:popularity"]["ndcg@10"]["ratio"] == pytest.approx(8.0)
+    # the one bootstrap: the same numbers as calling it on the per-user dicts
+    ours = {u: v[0] for u, v in LLM_ROWS["alignrec"].items()}
+    theirs = {u: v[0] for u, v in SCRATCH_ROWS["alignrec"].items()}
+    assert {k: v for k, v in versus.items() if k != "ratio"} == paired_bootstrap(ours, theirs, resamples=2000, seed=0)
+    printed = capsys.readouterr().out
+    assert "| llm:alignrec | 0.5000 | 0.7500 |" in printed
+    assert "| scratch:alignrec | +0.1250 [" in printed and "| 1.333 |" in printed
+    assert _script().main(argv) == 0  # a previous output of the script may be replaced
+
+
+def test_interval_is_degenerate_when_every_user_differs_by_the_same(folders, tmp_path):
+    out = tmp_path / "degenerate.json"
+    assert _script().main(_argv(folders, "--versus", "scratch:shifted", "--out", str(out))) == 0
+    diff = json.loads(out.read_text())["differences"]["scratch:shifted"]
+    assert diff["ndcg@10"]["mean_diff"] == diff["ndcg@10"]["low"] == diff["ndcg@10"]["high"] == 0.25
+    assert diff["recall@10"]["mean_diff"] == diff["recall@10"]["low"] == diff["recall@10"]["high"] == 0.0
+
+
+@pytest.mark.parametrize(("case", "versus", "expected"), [
+    ("other users", ["scratch:alignrec"], ["4 users", "3 users", "(3 shared)", "llm/evaluate", "scratch_eval"]),
+    ("other part", ["scratch:alignrec"], ["test part", "valid part", "llm/evaluate", "scratch_eval"]),
+    ("unknown row", ["scratch:nope"], ["unknown row of scratch", "nope", "alignrec", "shifted"]),
+    ("unknown metric", ["scratch:alignrec", "--metrics", "ndcg@5"], ["ndcg@5", "ndcg@10", "recall@10"]),
+])
+def test_refusals_are_one_line_with_exit_status_2(folders, capsys, case, versus, expected):
+    llm, scratch = folders
+    if case == "other users":  # another sample: u4 was not scored
+        _write_eval(scratch, {name: dict(list(users.items())[:3]) for name, users in SCRATCH_ROWS.items()})
+    if case == "other part":
+        _write_eval(scratch, SCRATCH_ROWS, part="valid")
+    assert _script().main(_argv(folders, "--versus", *versus)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("compare_runs: error: ")
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+
+
+def test_refuses_to_replace_a_file_it_did_not_write(folders, tmp_path, capsys):
+    foreign = tmp_path / "results.json"
+    foreign.write_text('{"someone": "else"}')
+    assert _script().main(_argv(folders, "--versus", "scratch:alignrec", "--out", str(foreign))) == 1
+    assert "not an output of compare_runs.py" in capsys.readouterr().err
+    assert foreign.read_text() == '{"someone": "else"}'
+
+
+def test_refuses_runs_of_two_splits_with_the_same_users(tmp_path, tiny_dataset, capsys):
+    """User ids are positions, so two splits with as many users pass the user check; their fingerprints do not."""
+    from recdata import RecDataset, leave_one_out_split
+    from tests.conftest import TINY_ITEMS, TINY_SEQUENCES
+
+    other = RecDataset.from_records(TINY_ITEMS, [{**s, "item_ids": s["item_ids"][::-1]} for s in TINY_SEQUENCES],
+                                    name="tiny").validate()
+    for name, dataset in (("one", tiny_dataset), ("two", other), ("same", tiny_dataset)):
+        leave_one_out_split(dataset, max_history=20).save(tmp_path / name / "split")
+        config = {"EvaluateConfig": {"part": "test", "split_dir": str(tmp_path / name / "split")}}
+        write_report({"alignrec": {"n_examples": 4, "ks": [10], "invalid_rate": 0.0, "coverage": {"@10": 0.5},
+                                   "overall": {"recall@10": 0.5, "ndcg@10": 0.25},
+                                   "per_user": {"user_id": ["0", "1", "2", "3"], "recall@10": [1.0, 0.0, 1.0, 0.0],
+                                                "ndcg@10": [0.5, 0.0, 0.5, 0.0]}}},
+                     tmp_path / name / "evaluate", extra={"config": config})
+    argv = [f"a={tmp_path / 'one'}", f"b={tmp_path / 'two'}", "--ours", "a:alignrec", "--versus", "b:alignrec"]
+    assert _script().main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different splits" in err[0]
+    argv[1] = f"b={tmp_path / 'same'}"
+    assert _script().main(argv) == 0
