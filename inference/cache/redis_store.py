@@ -91,6 +91,11 @@ def bucket_of(key: str, buckets: int) -> int:
     return zlib.crc32(key.encode("utf-8")) % buckets
 
 
+def pack_command(args: Sequence[bytes]) -> bytes:
+    """One command in the Redis protocol (RESP): ``*<n>``, then ``$<length>`` and each argument."""
+    return b"".join([b"*%d\r\n" % len(args), *[b"$%d\r\n%s\r\n" % (len(a), a) for a in args]])
+
+
 @dataclass(frozen=True)
 class VersionKeys:
     """The keys of one version."""
@@ -192,9 +197,9 @@ class RedisStore(CacheStore):
         return self.keys(name, json.loads(layout)["buckets"] if layout else 0)
 
     def async_rows(self, max_connections: int = 64) -> AsyncRows:
-        """Coalescing async row lookups (``AsyncRows``) over a ``redis.asyncio`` pool of at most ``max_connections``
-        (per node on a cluster; a lookup beyond them waits for a free one, at most the socket timeout). Create and
-        use it on one loop."""
+        """Coalescing async row lookups (``AsyncRows``) over at most ``max_connections`` connections (per node on a
+        cluster; a lookup beyond them waits for a free one, at most the socket timeout). Create and use it on one
+        loop."""
         import redis.asyncio as aioredis
 
         if self.cluster:  # its pools per node raise when full instead of waiting: AsyncRows bounds the pipelines
@@ -204,10 +209,13 @@ class RedisStore(CacheStore):
                                            socket_timeout=self.socket_timeout_s,
                                            socket_connect_timeout=self.socket_timeout_s)
             return AsyncRows(client, self.current_key, max_pipelines=max_connections, wait_s=self.socket_timeout_s)
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.server_url, max_connections=max_connections, timeout=self.socket_timeout_s,
-            socket_timeout=self.socket_timeout_s, socket_connect_timeout=self.socket_timeout_s)
-        return AsyncRows(aioredis.Redis(connection_pool=pool), self.current_key)
+        from inference.cache.redis_conn import RoundTrips
+
+        # The pool only makes the URL's connections; RoundTrips bounds them and times each round trip as a whole.
+        pool = aioredis.ConnectionPool.from_url(self.server_url, socket_timeout=None,
+                                                socket_connect_timeout=self.socket_timeout_s)
+        return _ServerRows(RoundTrips(pool, max_connections, wait_s=self.socket_timeout_s,
+                                      timeout_s=self.socket_timeout_s), self.current_key)
 
     def pointer(self) -> str:
         value = self.client.get(self.current_key)
@@ -282,15 +290,20 @@ class _RedisVersion(StoreVersion):
         readable for its grace period); a dropped bucket raises ``VersionGoneError``."""
         return await reader.rows(self, self.row_keys(user_ids, scenario))
 
-    def _queue(self, pipe: Any, keys: list[str]) -> list[list[int]]:
-        """Queue one ``HMGET`` per bucket touched (the marker field first) on ``pipe``; the row positions per bucket."""
-        buckets = self.bucket_keys
+    def _buckets(self, keys: list[str]) -> dict[int, list[int]]:
+        """The buckets ``keys`` touch, each with the positions (in ``keys``) of its rows."""
+        if len(keys) == 1:  # one lookup: no grouping to do
+            return {bucket_of(keys[0], len(self.bucket_keys)): [0]}
         by_bucket: dict[int, list[int]] = defaultdict(list)
         for pos, key in enumerate(keys):
-            by_bucket[bucket_of(key, len(buckets))].append(pos)
+            by_bucket[bucket_of(key, len(self.bucket_keys))].append(pos)
+        return by_bucket
+
+    def _queue(self, pipe: Any, keys: list[str]) -> list[list[int]]:
+        """Queue one ``HMGET`` per bucket touched (the marker field first) on ``pipe``; the row positions per bucket."""
         plan = []
-        for bucket, positions in by_bucket.items():
-            pipe.hmget(buckets[bucket], [MARKER, *(keys[p] for p in positions)])
+        for bucket, positions in self._buckets(keys).items():
+            pipe.hmget(self.bucket_keys[bucket], [MARKER, *(keys[p] for p in positions)])
             plan.append(positions)
         return plan
 
@@ -308,12 +321,17 @@ class _RedisVersion(StoreVersion):
 
 
 class AsyncRows:
-    """Row lookups of one event loop over a ``redis.asyncio`` pool, coalesced: the lookups that arrive in the same
-    loop iteration share one pipeline (one ``GET`` of the pointer and each lookup's ``HMGET``s), so under load a
-    round trip carries many requests, and a lookup alone is one round trip of its own. Each caller gets its own
-    rows, the pointer as read in that round trip, or its own ``VersionGoneError``. With ``max_pipelines`` (a
-    cluster client, whose pools do not wait), at most that many pipelines are in flight; one more waits at most
-    ``wait_s`` for its turn."""
+    """Row lookups of one event loop, coalesced: the lookups that arrive in the same loop iteration share one
+    pipelined round trip (one ``GET`` of the pointer and each lookup's ``HMGET``s), so under load a round trip
+    carries many requests, and a lookup alone is one round trip of its own. The first lookup of an iteration sends
+    it from its own task one iteration later (no task of ours per round trip); each caller gets its own rows, the
+    pointer as read in that round trip, or its own error, and a caller cancelled meanwhile never takes the others'
+    answers with it (they are sent again without it).
+
+    This class sends through a redis-py pipeline of ``client`` (a Redis Cluster client splits it per node); with
+    ``max_pipelines`` (a cluster client, whose pools do not wait), at most that many pipelines are in flight and one
+    more waits at most ``wait_s`` for its turn. On one server ``RedisStore.async_rows`` gives ``_ServerRows``: the
+    same lookups packed here and sent with ``redis_conn.RoundTrips`` (no pipeline objects; a fraction of the CPU)."""
 
     def __init__(self, client: Any, current_key: str, max_pipelines: int | None = None, wait_s: float = 5.0):
         self.client, self.current_key, self.wait_s = client, current_key, wait_s
@@ -322,34 +340,46 @@ class AsyncRows:
         self._inflight: set[asyncio.Task] = set()
 
     async def rows(self, version: _RedisVersion, keys: list[str]) -> tuple[str | None, list[bytes | None]]:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._pending.append((version, keys, future))
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush)
-        return await future
+        entry = (version, keys, asyncio.get_running_loop().create_future())
+        self._pending.append(entry)
+        if len(self._pending) > 1:  # the first lookup of this loop iteration sends the round trip: wait for it
+            return await entry[2]
+        try:  # the first: let the lookups of this loop iteration join, then send them all from this task
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            entry[2].cancel()
+            self._pending = [other for other in self._pending if other is not entry]
+            if self._pending:  # the others still get their round trip
+                asyncio.get_running_loop().call_soon(self._flush)
+            raise
+        batch, self._pending = self._pending, []
+        await self._send(batch, own=entry[2])
+        return entry[2].result()
 
     def _flush(self) -> None:
+        """A round trip, on a task of its own, for lookups whose first one was cancelled."""
+        if not self._pending:
+            return
         batch, self._pending = self._pending, []
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _send(self, batch: list[tuple[_RedisVersion, list[str], asyncio.Future]]) -> None:
+    async def _send(self, batch: list[tuple[_RedisVersion, list[str], asyncio.Future]],
+                    own: asyncio.Future | None = None) -> None:
+        """One round trip for ``batch``: each lookup's future gets its rows or its error. ``own``: the future of the
+        lookup whose task sends it; if that task is cancelled, the others are sent again without it."""
         try:
-            if self._turns is not None:
-                await self._wait_turn()
-            try:
-                pipe = self.client.pipeline(transaction=False)
-                pipe.get(self.current_key)
-                plans = [version._queue(pipe, keys) for version, keys, _ in batch]
-                current, *replies = await pipe.execute()
-            finally:
-                if self._turns is not None:
-                    self._turns.release()
+            current, replies, plans = await self._round_trip(batch)
         except asyncio.CancelledError:
-            for *_, future in batch:
-                future.cancel()
+            others = [entry for entry in batch if entry[2] is not own and not entry[2].done()]
+            if own is None:  # a task of ours, cancelled by aclose
+                for *_, future in others:
+                    future.cancel()
+            elif others:
+                if not self._pending:
+                    asyncio.get_running_loop().call_soon(self._flush)
+                self._pending.extend(others)
             raise
         except Exception as exc:  # noqa: BLE001 - every waiting lookup gets the failure (the caller maps it to 503)
             for *_, future in batch:
@@ -364,13 +394,31 @@ class AsyncRows:
                 continue
             try:
                 future.set_result((name, version._collect(plan, part, len(keys))))
-            except VersionGoneError as exc:
+            except Exception as exc:  # noqa: BLE001 - VersionGoneError, or a reply this version cannot read: its own
                 future.set_exception(exc)
 
+    async def _round_trip(self, batch: list[tuple[_RedisVersion, list[str], asyncio.Future]]
+                          ) -> tuple[bytes | None, list[Any], list[list[list[int]]]]:
+        """(the pointer, the ``HMGET`` replies in order, each lookup's plan) of one round trip for ``batch``."""
+        if self._turns is not None:
+            await self._wait_turn()
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self.current_key)
+            plans = [version._queue(pipe, keys) for version, keys, _ in batch]
+            current, *replies = await pipe.execute()
+        finally:
+            if self._turns is not None:
+                self._turns.release()
+        return current, replies, plans
+
     async def _wait_turn(self) -> None:
+        if not self._turns.locked():
+            await self._turns.acquire()  # a free turn: returns at once (no task for wait_for)
+            return
         try:
             await asyncio.wait_for(self._turns.acquire(), self.wait_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             from redis.exceptions import ConnectionError as RedisConnectionError
 
             raise RedisConnectionError(f"no free Redis connection within {self.wait_s:g} s (all busy)") from None
@@ -379,6 +427,30 @@ class AsyncRows:
         for task in list(self._inflight):
             task.cancel()
         await self.client.aclose()
+
+
+class _ServerRows(AsyncRows):
+    """``AsyncRows`` on one Redis server: the round trip's commands packed here and sent with
+    ``redis_conn.RoundTrips`` (``client``), which bounds the connections in flight itself."""
+
+    def __init__(self, client: Any, current_key: str):
+        super().__init__(client, current_key)
+        self._get_pointer = pack_command([b"GET", client.encode(current_key)])
+        self._marker = client.encode(MARKER)
+
+    async def _round_trip(self, batch: list[tuple[_RedisVersion, list[str], asyncio.Future]]
+                          ) -> tuple[bytes | None, list[Any], list[list[list[int]]]]:
+        encode, marker = self.client.encode, self._marker
+        commands, plans = [self._get_pointer], []
+        for version, keys, _ in batch:
+            plan = []
+            for bucket, positions in version._buckets(keys).items():
+                commands.append(pack_command([b"HMGET", encode(version.bucket_keys[bucket]), marker,
+                                              *[encode(keys[p]) for p in positions]]))
+                plan.append(positions)
+            plans.append(plan)
+        current, *replies = await self.client.call(b"".join(commands), len(commands))
+        return current, replies, plans
 
 
 def publish_cache_redis(

@@ -10,8 +10,9 @@ the new one instead of answering from nothing.
 
 SQLite lookups are a ~10 us indexed read, run inline on the event loop (cheaper than a thread hop), after a
 ``stat`` of ``CURRENT`` (every request with ``refresh_interval_s`` = 0, else at most that often). Redis lookups
-are one pipelined round trip on a ``redis.asyncio`` pool that brings the pointer back with the rows
-(``redis_store.AsyncRows``: the lookups that arrive together share it).
+are one pipelined round trip that brings the pointer back with the rows (``redis_store.AsyncRows``: the lookups
+that arrive together share it; on one server it is sent on redis-py connections without pipeline objects,
+``redis_conn.RoundTrips``).
 """
 
 from __future__ import annotations
