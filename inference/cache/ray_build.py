@@ -13,8 +13,11 @@ A ``ChunkWriter`` actor loads the model once (``recommender_factory()``), checks
 an actor died), else computes it with the same ``recommend_batch`` as the local engine and commits it under its
 write-once name (``Location.write_once``). A killed actor is restarted by Ray and its task retried
 (``max_restarts``/``max_task_retries`` are -1 for Ray Data actor pools); a rerun after the whole job died
-describes the chunks already committed and computes only the others. Chunk files are byte-identical to the
-local engine's (one shard) for the same model, so the two engines can resume each other's builds.
+describes the chunks already committed and computes only the others. A lost node fails the compute stage fast
+(the packed chunks it held are not rebuilt through the shuffle's lineage, whose re-run can deadlock on a busy
+cluster) and the build resumes itself the same way on the surviving nodes, up to ``COMPUTE_ATTEMPTS`` times.
+Chunk files are byte-identical to the local engine's (one shard) for the same model, so the two engines can resume
+each other's builds.
 
 Requires the ``ray`` extra (``pip install 'alignrec[ray]'``); imported only when ``--engine ray`` is used.
 """
@@ -47,6 +50,7 @@ from inference.cache.build import (
 )
 from inference.cache.location import Location, open_location
 from inference.cache.plan import ChunkPlan, chunk_of
+from inference.cache.ray_losses import lost_to_the_cluster
 from inference.cache.shards import chunk_users, encode_chunk
 from recdata.errors import ConfigError, UserError
 
@@ -55,6 +59,7 @@ __all__ = ["RayOptions", "assign_batch", "build_cache_ray", "hash_batch", "histo
 logger = logging.getLogger(__name__)
 
 SHARD_INDEX, NUM_SHARDS = 0, 1  # Ray spreads the chunks; the layout is the local engine's single shard
+COMPUTE_ATTEMPTS = 3  # executions of the compute stage when a node (its actors, its blocks) is lost mid-build
 RESULT_SCHEMA = pa.schema([("chunk", pa.int64()), ("name", pa.string()), ("num_users", pa.int64()),
                            ("num_rows", pa.int64()), ("sha256", pa.string()), ("computed", pa.bool_())])
 
@@ -136,12 +141,25 @@ def build_cache_ray(
         todo[list(done)] = False
         result = BuildResult(Path(loc.uri) if loc.local_dir else loc.uri, SHARD_INDEX, NUM_SHARDS, plan.num_chunks,
                              len(done), 0, 0, None)
-        if todo.any():
+        for attempt in range(1, COMPUTE_ATTEMPTS + 1):
+            if not todo.any():
+                break
             logger.info("computing %d of %d chunks on %d actor(s)", int(todo.sum()), plan.num_chunks,
                         options.num_actors)
-            for row in _compute(source, plan, todo, loc, shard, k, recommender_factory, options):
+            try:
+                rows = _compute(source, plan, todo, loc, shard, k, recommender_factory, options)
+            except Exception as exc:
+                if attempt == COMPUTE_ATTEMPTS or not lost_to_the_cluster(exc):
+                    raise
+                logger.warning("compute attempt %d of %d lost part of the cluster (%s); computing the chunks not "
+                               "committed yet again", attempt, COMPUTE_ATTEMPTS, type(exc).__name__)
+                done.update(_describe_existing(loc, shard, plan))  # what the lost attempt committed stays
+                todo[list(done)] = False
+                continue
+            for row in rows:
                 done[row["chunk"]] = row
                 result.users_computed += row["num_users"] if row["computed"] else 0
+            todo[:] = False
         missing = [i for i in range(plan.num_chunks) if i not in done]
         if missing:
             raise RuntimeError(f"cache {loc.uri}: chunks {missing[:5]} came back from no actor; rerun to finish them")
@@ -288,7 +306,11 @@ def _compute(source: _Source, plan: ChunkPlan, todo: np.ndarray, loc: Location, 
               .map_batches(assign_batch, batch_format="pyarrow",
                            fn_kwargs={"first_users": plan.first_users(), "todo": todo})
               .repartition(_num_partitions(num_todo, options.num_actors), keys=["chunk"], sort=True)
-              .map_batches(pack_batch, batch_size=None, batch_format="pyarrow")
+              # max_retries=0: a packed block lost with its node fails the actors' task (ObjectLostError) rather
+              # than being rebuilt through the shuffle's lineage, whose re-run can deadlock when the actors hold
+              # the surviving CPUs (a reduce task blocks in ray.get holding one while the map task it waits for
+              # queues for another); build_cache_ray then computes the chunks not committed yet again.
+              .map_batches(pack_batch, batch_size=None, batch_format="pyarrow", max_retries=0)
               .materialize())  # the shuffle finishes (and frees its CPUs) before the actors take theirs
     described = packed.map_batches(
         ChunkWriter, batch_size=1, batch_format="pyarrow",

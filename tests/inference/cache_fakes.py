@@ -23,6 +23,17 @@ def expected_recs(user_id: str, history: list[str], k: int) -> list[tuple[str, f
     return [(item, round(-0.25 * r - (start % 97) / 100.0, 6)) for r, item in enumerate(items[:k])]
 
 
+def cache_rows(cache) -> dict[str, list[tuple[str, float]]]:
+    """``user -> recs`` of a built cache (folder or URI), asserting each user is stored once."""
+    from inference.cache import iter_cache
+
+    out: dict[str, list[tuple[str, float]]] = {}
+    for user, _, recs in iter_cache(cache):
+        assert user not in out, f"user {user} stored twice"
+        out[user] = recs
+    return out
+
+
 def as_stored(recs: list[tuple[str, float]]) -> list[tuple[str, float]]:
     """``recs`` as a published store gives them back: scores rounded to float16 (``inference.cache.rows``)."""
     return [(item, struct.unpack("<e", struct.pack("<e", score))[0]) for item, score in recs]

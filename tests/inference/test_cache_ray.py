@@ -24,9 +24,9 @@ ray = pytest.importorskip("ray", reason="the Ray engine needs the ray extra: pip
 # module takes ~105 s on a quiet 2-core machine, so it is part of the default suite (CI installs the ray extra).
 # The Ray-free pieces (plan, locations, the actor's chunk logic) are in test_cache_location_plan.py.
 
-from inference.cache import build_cache, iter_cache, publish_cache, read_manifest  # noqa: E402
+from inference.cache import build_cache, publish_cache, read_manifest  # noqa: E402
 from inference.cache.ray_build import RayOptions, build_cache_ray, histories_table  # noqa: E402
-from tests.inference.cache_fakes import FakeRecommenderFactory, expected_recs, make_histories  # noqa: E402
+from tests.inference.cache_fakes import FakeRecommenderFactory, cache_rows, expected_recs, make_histories  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 K, CHUNK = 4, 50
@@ -54,14 +54,6 @@ def ray_cluster():
         ray.shutdown()
 
 
-def _rows(cache) -> dict[str, list[tuple[str, float]]]:
-    out: dict[str, list[tuple[str, float]]] = {}
-    for user, _, recs in iter_cache(cache):
-        assert user not in out, f"user {user} stored twice"
-        out[user] = recs
-    return out
-
-
 def _logged(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
@@ -73,7 +65,7 @@ def test_killed_actor_is_retried_and_every_user_is_stored_once(ray_cluster, tmp_
     result = build_cache_ray(factory, histories, tmp_path / "c", k=K, chunk_size=CHUNK,
                              options=RayOptions(num_actors=2, progress=False))
     assert marker.exists(), "the fault was never injected"
-    assert _rows(tmp_path / "c") == {u: expected_recs(u, h, K) for u, h in histories.items()}
+    assert cache_rows(tmp_path / "c") == {u: expected_recs(u, h, K) for u, h in histories.items()}
     computed = _logged(log)
     assert sorted(computed) == sorted(histories)  # the killed chunk was redone once, no other chunk twice
     # Chunks the killed actor committed before dying come back from the retry as already committed (not
@@ -124,7 +116,7 @@ def test_rerun_after_the_job_is_killed_finishes_only_missing_chunks(ray_cluster,
     recomputed = _logged(log2)
     assert set(recomputed).isdisjoint(finished) and set(recomputed) | finished == set(histories)
     assert len(recomputed) == len(set(recomputed))
-    assert _rows(out) == {u: expected_recs(u, h, K) for u, h in histories.items()}
+    assert cache_rows(out) == {u: expected_recs(u, h, K) for u, h in histories.items()}
 
 
 def test_equals_local_engine_row_for_row_with_a_tiny_llm(ray_cluster, tmp_path, coded):
@@ -143,7 +135,7 @@ def test_equals_local_engine_row_for_row_with_a_tiny_llm(ray_cluster, tmp_path, 
                              tmp_path / "ray", k=3, chunk_size=16, model="tiny",
                              options=RayOptions(num_actors=2, progress=False))
     assert result.users_computed == len(histories) and result.chunks_total == 4
-    want, got = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
+    want, got = cache_rows(tmp_path / "local"), cache_rows(tmp_path / "ray")
     assert list(got) == list(want)  # same users in the same chunk order
     for user in want:
         assert [i for i, _ in got[user]] == [i for i, _ in want[user]], user
@@ -160,7 +152,7 @@ def test_subtree_filesystem_output_then_publish_from_a_file_uri(ray_cluster, tmp
     build_cache_ray(FakeRecommenderFactory(K), histories, "caches/v1", k=K, chunk_size=CHUNK, options=QUIET,
                     filesystem=sub)
     stored = tmp_path / "bucket" / "caches" / "v1"
-    assert _rows(stored.as_uri()) == {u: expected_recs(u, h, K) for u, h in histories.items()}
+    assert cache_rows(stored.as_uri()) == {u: expected_recs(u, h, K) for u, h in histories.items()}
     assert not list(stored.rglob(".*.tmp"))  # write-once names, no temp files
     db = publish_cache(stored.as_uri(), tmp_path / "store", progress=False)
     import sqlite3
