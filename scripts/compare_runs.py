@@ -26,6 +26,7 @@ writes the same as JSON (atomically; only over a previous output of this script)
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -153,11 +154,13 @@ def load_rows(sources: dict[str, Path], refs: list[str], metrics: list[str]) -> 
 
 
 def split_fingerprints(rows: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """``{ref: dataset fingerprint}`` of each row's recorded split folder (rows whose folder is gone are left out):
-    user ids in the per-user tables are positions, so equal user sets alone cannot show two runs used one split."""
+    """``{ref: sha256}`` of what each row was scored on: its split part's examples (user, history, target, in
+    order) and the catalogue's item ids, from the recorded split folder (rows whose folder is gone are left out).
+    User ids in the per-user tables are positions, so equal user sets alone cannot show two runs scored the same
+    examples; item text may differ (e.g. cleaned by a later loader) without changing what is paired."""
     from recdata import SplitDataset
 
-    by_dir: dict[str, str] = {}
+    by_dir: dict[tuple[str, Any], str] = {}
     out: dict[str, str] = {}
     for ref, row in rows.items():
         split_dir = row["split_dir"]
@@ -165,9 +168,14 @@ def split_fingerprints(rows: dict[str, dict[str, Any]]) -> dict[str, str]:
             logger.warning("%s (%s): split folder %s not found; only its users are checked", ref, row["folder"],
                            split_dir)
             continue
-        key = str(Path(split_dir).resolve())
+        key = (str(Path(split_dir).resolve()), row["part"])
         if key not in by_dir:
-            by_dir[key] = SplitDataset.load(split_dir).dataset.fingerprint()
+            split = SplitDataset.load(split_dir)
+            digest = hashlib.sha256()
+            for example in split.iter_eval_examples(row["part"] or "test"):
+                digest.update(json.dumps([example["user_id"], list(example["history"]), example["target"]]).encode())
+            digest.update(json.dumps(split.dataset.item_ids()).encode())
+            by_dir[key] = digest.hexdigest()
         out[ref] = by_dir[key]
     return out
 
@@ -187,7 +195,7 @@ def check_same_users(ours: str, rows: dict[str, dict[str, Any]]) -> None:
                               f"({row['folder']}) the {row['part']} part; evaluate both on the same --part")
         if ref in prints and ours in prints and prints[ref] != prints[ours]:
             raise ConfigError(f"{ours} ({base['split_dir']}) and {ref} ({row['split_dir']}) were evaluated on "
-                              f"different splits (dataset fingerprints {prints[ours][:12]} vs {prints[ref][:12]}); "
+                              f"different splits (example fingerprints {prints[ours][:12]} vs {prints[ref][:12]}); "
                               "compare runs of one split")
         theirs = set(next(iter(row["values"].values())))
         if theirs != users:
