@@ -7,19 +7,11 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from inference.cache import CacheMismatchError, build_cache, iter_cache, read_manifest, verify_cache  # noqa: E402
+from inference.cache import CacheMismatchError, build_cache, read_manifest, verify_cache  # noqa: E402
 from recdata.io import sha256_file  # noqa: E402
-from tests.inference.cache_fakes import FakeRecommender, expected_recs, make_histories  # noqa: E402
+from tests.inference.cache_fakes import FakeRecommender, cache_rows, expected_recs, make_histories  # noqa: E402
 
 K = 4
-
-
-def _cache_dict(cache_dir) -> dict[str, list[tuple[str, float]]]:
-    out: dict[str, list[tuple[str, float]]] = {}
-    for user, _, recs in iter_cache(cache_dir):
-        assert user not in out, f"user {user} stored twice"
-        out[user] = recs
-    return out
 
 
 def _expected(histories, k=K):
@@ -44,7 +36,7 @@ def test_single_shard_rows_and_manifest_exact(tmp_path):
     assert [f["num_rows"] for f in files] == [2 * K, K]
     for f in files:
         assert f["sha256"] == sha256_file(tmp_path / "c" / "shard-00000-of-00001" / f["name"])
-    assert _cache_dict(tmp_path / "c") == _expected(histories)
+    assert cache_rows(tmp_path / "c") == _expected(histories)
 
 
 @pytest.mark.parametrize("num_shards", [1, 3, 7])
@@ -59,7 +51,7 @@ def test_shards_partition_users_and_manifest_comes_last(tmp_path, num_shards):
         seen += rec.users_seen
         assert (result.manifest is not None) == (shard == num_shards - 1)
     assert sorted(seen) == sorted(histories)  # every user computed exactly once across shards
-    assert _cache_dict(tmp_path) == _expected(histories)
+    assert cache_rows(tmp_path) == _expected(histories)
 
 
 def test_shard_from_torchrun_env(tmp_path, monkeypatch):
@@ -86,7 +78,7 @@ def test_resume_after_crash_computes_only_missing_chunks(tmp_path):
     result = build_cache(rec, histories, tmp_path, k=K, shard_index=0, num_shards=1, chunk_size=4, progress=False)
     assert result.chunks_skipped == 3 and result.chunks_total == 8
     assert rec.users_seen == sorted(histories)[12:]
-    assert _cache_dict(tmp_path) == _expected(histories)
+    assert cache_rows(tmp_path) == _expected(histories)
     # A third run has nothing left to do and leaves the same manifest.
     again = FakeRecommender(K)
     build_cache(again, histories, tmp_path, k=K, shard_index=0, num_shards=1, chunk_size=4, progress=False)
@@ -106,7 +98,7 @@ def test_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path, change)
                     **kwargs)
     build_cache(FakeRecommender(kwargs["k"]), new_hist, tmp_path, shard_index=0, num_shards=1, progress=False,
                 overwrite=True, **kwargs)
-    assert _cache_dict(tmp_path) == _expected(new_hist, kwargs["k"])
+    assert cache_rows(tmp_path) == _expected(new_hist, kwargs["k"])
 
 
 def _tree(folder) -> set[str]:
@@ -137,7 +129,7 @@ def test_overwrite_removes_only_what_a_build_wrote(tmp_path):
         *(f"shard-00000-of-00002/{name}" for name in ("notes.txt", "chunk-notes.parquet")),
         "shard-00000-of-00001/_SHARD_DONE.json", *(f"shard-00000-of-00001/chunk-{i:06d}.parquet" for i in range(5))}
     assert result.manifest == verify_cache(tmp_path) and result.manifest["k"] == K + 1
-    assert _cache_dict(tmp_path) == _expected(histories, K + 1)
+    assert cache_rows(tmp_path) == _expected(histories, K + 1)
 
 
 def test_overwrite_on_a_uri_removes_only_what_a_build_wrote(tmp_path):
@@ -185,7 +177,7 @@ def test_bad_histories_are_rejected(tmp_path):
 
 def test_user_without_recommendations_is_kept(tmp_path):
     build_cache(lambda users, hists: [[] for _ in users], {"u1": ["i1"]}, tmp_path, k=K, progress=False)
-    assert _cache_dict(tmp_path) == {"u1": []}
+    assert cache_rows(tmp_path) == {"u1": []}
     assert read_manifest(tmp_path)["num_users"] == 1
 
 
@@ -204,7 +196,7 @@ def test_incremental_refresh_recomputes_only_changed_and_new_users(tmp_path):
                          base_cache=tmp_path / "v1", progress=False)
     assert sorted(rec.users_seen) == ["u0002", "u0100"]
     assert (result.users_computed, result.users_reused) == (2, 18)
-    assert _cache_dict(tmp_path / "v2") == _expected(new)
+    assert cache_rows(tmp_path / "v2") == _expected(new)
     assert result.manifest["base_version"] == read_manifest(tmp_path / "v1")["version"]
 
 
