@@ -4,15 +4,28 @@ HF ``generate(num_beams=B)`` copies the prompt to every beam before the prefill 
 batch of left-padded prompts is prefilled once, the KV cache is expanded to the beams afterwards, and each
 step scores only the trie children of every beam of every row, as one flat (CSR) list of edges: the logit of
 each child's token minus the row's ``logsumexp`` over the full vocabulary (``log_softmax`` restricted to the
-allowed tokens, so scores are true sequence log-probs; the normaliser is reduced in row chunks, so no float32
-``[rows, vocab]`` log-prob tensor exists beside the logits), then the top ``beams`` edges of each row. Memory
-per step is O(edges of the live beams), not ``beams x`` the largest cluster. Beams with no valid continuation
-keep a ``-inf`` score and are dropped at the end, so an invalid item is never emitted.
+allowed tokens, so scores are true sequence log-probs), then the top ``beams`` edges of each row. Memory per
+step is O(edges of the live beams), not ``beams x`` the largest cluster. Beams with no valid continuation keep a
+``-inf`` score and are dropped at the end, so an invalid item is never emitted.
 
-With an item head (``item_head_weight`` > 0, a model trained with ``trainer``'s flat item loss) the prefill's
-logits over the item-id tokens are a second, flat distribution over the catalogue; the search ranks by
-``log p(codes) + weight * log p_head(item)``, the head's term spread over the path (``item_head_bias``) so it
-steers every depth of the beam, not only the final list.
+Scoring without the vocabulary's logits (issue 34): with an item-id level the vocabulary holds a token per item,
+so a decode step's ``[batch x beams, vocab]`` logits are the dominant cost (written by the model, then read again
+for the normaliser; ~7.7 GB at 64 users x 30 beams and 1M items). When the model's output head is a plain linear
+map (``trainer.lm_loss.output_head``: tied or untied, with bias, peft token rows) the decode steps ask the model for
+its last hidden states only and compute each edge's logit from the gathered head rows of the allowed children and
+the exact normaliser in small tiles (``inference.beam_scoring``): the same ``log_softmax`` values, without the
+``[rows, vocab]`` tensor. The normaliser is still ``O(vocab x hidden)`` per beam per step: that is what exact
+sequence log-probs cost. The prefill keeps the model's own logits (one row per prompt; the first step and the item
+head read all of it) and checks there that the head reproduces them; a model whose head does not (a logit
+transform, an unsupported module) decodes from the model's logits, as before.
+
+With an item head (``item_head_weight`` > 0, a model trained with ``trainer``'s flat item loss) the search ranks by
+``log p(codes) + weight * log p_head(item)``, the head's term spread over the path so it steers every depth of the
+beam, not only the final list (``inference.item_head_scores``).
+
+Cost per user with exact scores: ``O(vocab x hidden)`` for the prefill row and for each beam's normaliser at each
+decode step, plus ``O(items)`` for the item head. With an item-id level (vocab ~ items) decoding therefore still
+grows linearly with the catalogue; everything else grows with the live beams' children only.
 """
 
 from __future__ import annotations
@@ -23,9 +36,20 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from inference.beam_scoring import (
+    NEG_INF,
+    contenders,
+    edge_logits,
+    head_reproduces,
+    isin_sorted,
+    last_hidden,
+    linear_output_head,
+    linear_row_logsumexp,
+    row_logsumexp,
+    segmented_topk,
+)
+from inference.item_head_scores import ItemHeadScores
 from inference.trie import ItemTrie
-
-NEG_INF = float("-inf")
 
 
 @dataclass
@@ -85,44 +109,58 @@ def constrained_beam_search(
     excluded = [e.to(device) for e in excluded] if excluded is not None else None
     node_bias = [b.to(device) for b in node_bias] if node_bias is not None else None
     rows = torch.arange(batch, device=device).unsqueeze(1)  # [batch, 1]
+    head = linear_output_head(model) if trie.code_len > 1 else None  # only decode steps use it
 
     attention_mask = attention_mask.to(device)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at 0
     out = model(
         input_ids=input_ids.to(device), attention_mask=attention_mask, position_ids=position_ids,
-        use_cache=True, logits_to_keep=1,
+        use_cache=True, logits_to_keep=1, **({"output_hidden_states": True} if head is not None else {}),
     )
     cache = out.past_key_values
     logits = out.logits[:, -1]  # [batch, vocab] in the model's dtype; never copied whole
-    head_bias = item_head_bias(trie, logits, item_head_weight) if item_head_weight else None
+    if head is not None and not head_reproduces(head, last_hidden(out), logits):
+        head = None
+    head_scores = ItemHeadScores(trie, logits, item_head_weight) if item_head_weight else None
+    hidden = None  # [batch * beams, hidden] at decode steps on the head path
     next_pos = position_ids[:, -1:] + 1  # [batch, 1]
+    nothing = torch.zeros(0, dtype=torch.long, device=device)  # logits_to_keep: the head projects no position
 
     nodes = torch.zeros(batch, 1, dtype=torch.int64, device=device)  # [batch, states]: one root per row at first
     scores = torch.zeros(batch, 1, device=device)
     for depth in range(trie.code_len):
         states = nodes.shape[1]
-        norm = row_logsumexp(logits)  # [batch * states]: log_softmax's normaliser over the full vocabulary
         live_states = torch.where(torch.isfinite(scores), nodes, -1).view(-1)  # dead beams have no children
         owner, child, tokens = trie.children_csr(depth, live_states)  # [edges]: only real children, no padding
         row = owner // states  # [edges]
         keep = None
         if excluded is not None and excluded[depth + 1].numel():
-            keep = ~torch.isin(row * trie.num_nodes[depth + 1] + child, excluded[depth + 1])
+            keep = ~isin_sorted(row * trie.num_nodes[depth + 1] + child, excluded[depth + 1])
         if live is not None:  # restricted rows keep only children with an allowed, non-excluded item below
-            ok = torch.isin(row * trie.num_nodes[depth + 1] + child, live[depth + 1]) | ~restricted[row]
+            ok = isin_sorted(row * trie.num_nodes[depth + 1] + child, live[depth + 1]) | ~restricted[row]
             keep = ok if keep is None else keep & ok
         if keep is not None:
             owner, child, tokens, row = owner[keep], child[keep], tokens[keep], row[keep]
         if owner.numel() == 0:  # every beam of every row is dead: no item rather than an invalid one
             return BeamSearchOutput(items=torch.full((batch, num_beams), -1, dtype=torch.int64),
                                     scores=torch.full((batch, num_beams), NEG_INF))
-        step = logits[owner, tokens].float() - norm[owner]  # [edges] = log_softmax(logits)[owner, token]
+        if hidden is None:  # the model's logits: [batch * states, vocab]
+            norm = row_logsumexp(logits)  # [batch * states]: log_softmax's normaliser over the full vocabulary
+            step = logits[owner, tokens].float() - norm[owner]  # [edges] = log_softmax(logits)[owner, token]
+        else:  # the same values from the hidden states: gathered head rows, the normaliser in tiles
+            norm = linear_row_logsumexp(hidden, head.weight, head.bias)  # [batch * states]
+            step = edge_logits(hidden, head.weight, head.bias, owner, tokens) - norm[owner]  # [edges]
         if node_bias is not None:
             step = step + node_bias[depth][child]
-        if head_bias is not None:  # [batch, n_{depth+1}] per-row edge scores
-            step = step + head_bias[depth][row, child]
+        if head_scores is not None:
+            step = step + head_scores.edge_scores(depth, row, nodes.view(-1)[owner], child, tokens)
         cand = scores.view(-1)[owner] + step  # [edges]
-        pick, found = segmented_topk(cand, row, batch, num_beams)  # [batch, beams], best first per row
+        sub = contenders(cand, owner, row, batch, states, num_beams)  # [some edges]: the rest cannot make a row's top
+        if sub is None:
+            pick, found = segmented_topk(cand, row, batch, num_beams)  # [batch, beams], best first per row
+        else:
+            pick, found = segmented_topk(cand[sub], row[sub], batch, num_beams)
+            pick = sub[pick]
         scores = torch.where(found, cand[pick], NEG_INF)
         nodes, chosen = child[pick], tokens[pick]  # dead beams hold some real node; their -inf score marks them
         if depth == trie.code_len - 1:
@@ -137,76 +175,23 @@ def constrained_beam_search(
         if depth == 0:
             attention_mask = attention_mask.repeat_interleave(num_beams, dim=0)
             next_pos = next_pos.repeat_interleave(num_beams, dim=0)
-        out = model(
-            input_ids=chosen.view(-1, 1), attention_mask=attention_mask, position_ids=next_pos,
-            past_key_values=cache, use_cache=True,
-        )
+        if head is None:
+            out = model(
+                input_ids=chosen.view(-1, 1), attention_mask=attention_mask, position_ids=next_pos,
+                past_key_values=cache, use_cache=True,
+            )
+            logits = out.logits[:, -1]  # [batch * beams, vocab]
+        else:
+            out = model(
+                input_ids=chosen.view(-1, 1), attention_mask=attention_mask, position_ids=next_pos,
+                past_key_values=cache, use_cache=True, output_hidden_states=True, logits_to_keep=nothing,
+            )
+            hidden = last_hidden(out)  # [batch * beams, hidden]
         cache = out.past_key_values
-        logits = out.logits[:, -1]  # [batch * beams, vocab]
         next_pos = next_pos + 1
     alive = torch.isfinite(scores)
     items = torch.where(alive, trie.leaf_item[nodes], torch.full_like(nodes, -1))
     return BeamSearchOutput(items=items.cpu(), scores=scores.cpu())
-
-
-def row_logsumexp(logits: torch.Tensor, max_elements: int = 1 << 20) -> torch.Tensor:
-    """``logsumexp`` of every row of ``logits [rows, vocab]`` in float32, ``[rows]``.
-
-    ``x - row_logsumexp(x)`` is ``log_softmax(x.float())`` at any entry, but rows are reduced in chunks of at most
-    ``max(max_elements, vocab)`` elements, so no float32 ``[rows, vocab]`` copy is made (at 1M item tokens, 64
-    users x 30 beams that copy alone is ~7.7 GB): only the logits themselves are held whole. Chunks are small
-    (4 MB of float32 by default) so they stay in cache.
-    """
-    per_chunk = max(1, max_elements // max(1, logits.shape[-1]))
-    if logits.shape[0] <= per_chunk:
-        return torch.logsumexp(logits.float(), dim=-1)
-    return torch.cat([torch.logsumexp(logits[i:i + per_chunk].float(), dim=-1)
-                      for i in range(0, logits.shape[0], per_chunk)])
-
-
-def segmented_topk(values: torch.Tensor, segment: torch.Tensor, num_segments: int,
-                   k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` best ``values [n]`` of every segment: (positions ``[num_segments, k]``, found ``[num_segments, k]``).
-
-    ``segment [n]`` (sorted, in ``[0, num_segments)``) names each value's segment; a segment with fewer than ``k``
-    values is padded with ``found=False`` slots (position clamped to a real one). Best first; equal values keep
-    their input order (stable sorts), so all memory is ``O(n + num_segments * k)``: no ``[segments, widest]``
-    padding, which is what a very unequal trie level would cost.
-    """
-    order = torch.sort(values, descending=True, stable=True).indices  # [n] best first overall
-    order = order[torch.sort(segment[order], stable=True).indices]  # [n] by segment, best first within each
-    counts = torch.bincount(segment, minlength=num_segments)  # [segments]
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(k, device=values.device)
-    found = slot < counts.unsqueeze(1)  # [segments, k]
-    pos = (starts.unsqueeze(1) + slot).clamp(max=max(values.numel() - 1, 0))
-    return order[pos], found
-
-
-def item_head_bias(trie: ItemTrie, logits: torch.Tensor, weight: float) -> list[torch.Tensor]:
-    """Per-depth, per-row edge scores that add ``weight * log p_head(item)`` along each item's path.
-
-    ``logits [batch, vocab]`` at the prompt's last position; ``p_head`` is their softmax over the items' last
-    tokens (the item-id level, what the flat item loss trained). A node's head score is the log-sum of its items'
-    probabilities, and the edge into node ``v`` (parent ``u``) gets ``weight * (S(v) - S(u))``: the sum along a
-    path telescopes to ``weight * log p_head(item)`` (the root's S is 0), and the beam sees the head's opinion of
-    a whole subtree at every depth. ``out[d]`` is ``[batch, nodes at depth d + 1]``.
-    """
-    leaf_tokens = trie.leaf_tokens()
-    head = torch.log_softmax(logits[:, leaf_tokens].float(), dim=-1)  # [batch, items] in item-index order
-    batch = head.shape[0]
-    sums = [torch.zeros(batch, 1, device=head.device)]
-    for d in range(1, trie.code_len + 1):
-        nodes = trie.item_nodes[d].unsqueeze(0).expand(batch, -1)
-        peak = torch.full((batch, trie.num_nodes[d]), NEG_INF, device=head.device).scatter_reduce(
-            1, nodes, head, reduce="amax")
-        total = torch.zeros_like(peak).scatter_add_(1, nodes, (head - peak.gather(1, nodes)).exp())
-        sums.append(peak + total.log())
-    out = []
-    for d in range(1, trie.code_len + 1):
-        parent = trie.node_parents(d)  # [n_d] parent at depth d - 1
-        out.append(weight * (sums[d] - sums[d - 1][:, parent]))
-    return out
 
 
 def _reorder_generated(cache, src: torch.Tensor, depth: int) -> None:

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 _TRIE_CACHE: dict[tuple[str, str], ItemTrie] = {}
 _TRIE_CACHE_SIZE = 4
+_ROWS_CACHE: dict[str, tuple[list[str], dict[str, int]]] = {}  # content hash -> (item ids, {item id: row})
 
 
 def build_item_trie(item_tokenizer: Any, hf_tokenizer: Any) -> ItemTrie:
@@ -36,6 +37,21 @@ def build_item_trie(item_tokenizer: Any, hf_tokenizer: Any) -> ItemTrie:
         _TRIE_CACHE[key] = trie
         logger.info("built %r (%.1f MB)", trie, trie.nbytes() / 2**20)
     return trie
+
+
+def _item_rows(item_tokenizer: Any) -> tuple[list[str], dict[str, int]]:
+    """``(item ids, {item id: trie row})`` of ``item_tokenizer``, cached per content hash (the ids are part of it):
+    building them is O(catalogue) (~0.4 s at 1M items), too much to repeat for every batch of users."""
+    key = str(getattr(item_tokenizer, "content_hash", "") or "")
+    if key and key in _ROWS_CACHE:
+        return _ROWS_CACHE[key]
+    item_ids = list(item_tokenizer.item_ids)
+    rows = (item_ids, {item: i for i, item in enumerate(item_ids)})
+    if key:
+        if len(_ROWS_CACHE) >= _TRIE_CACHE_SIZE:
+            _ROWS_CACHE.pop(next(iter(_ROWS_CACHE)))
+        _ROWS_CACHE[key] = rows
+    return rows
 
 
 def tokenize_prompts(hf_tokenizer: Any, prompts: Sequence[str], add_special_tokens: bool = False) -> list[list[int]]:
@@ -100,10 +116,9 @@ def recommend(
     if not prompts:
         return []
     trie = trie if trie is not None else build_item_trie(item_tokenizer, hf_tokenizer)
-    item_ids: list[str] = list(item_tokenizer.item_ids)
+    item_ids, row_of = _item_rows(item_tokenizer)
     if trie.num_items != len(item_ids):
         raise ValueError(f"the trie holds {trie.num_items} items but the item tokenizer {len(item_ids)}; rebuild the trie")
-    row_of = {item: i for i, item in enumerate(item_ids)}
     resolved: dict[int, np.ndarray] = {}  # id(allowed list) -> trie rows, so a shared scenario list is resolved once
 
     def rows_of(items: Iterable[str] | None) -> np.ndarray | None:

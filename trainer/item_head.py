@@ -6,7 +6,7 @@ flat softmax over the whole catalogue is the other factorisation. With an item-i
 unique to each item) the same LM head holds both: at the position that predicts the next item's first code,
 the logits restricted to the item-id tokens are a flat distribution over the catalogue. This loss trains it
 (cross-entropy over the item-id tokens only, so it does not compete with the code loss's full softmax), and
-decoding fuses the two (``inference.beam_search.item_head_bias``): a hybrid of generative and dense retrieval
+decoding fuses the two (``inference.item_head_scores.item_head_bias``): a hybrid of generative and dense retrieval
 in one model, with no second network and no extra forward pass.
 
 At a large catalogue the head's ``[boundaries, N]`` logits are the memory problem; ``item_head_loss`` (the config

@@ -2,7 +2,9 @@
 
 Every step took ``log_softmax`` over the whole vocabulary and padded each beam's children to the largest cluster
 of the level; the search itself (normalisation, masks, biases, top-k) is what the CSR search must reproduce.
-Argument checks are left out; the KV reorder is ``reorder_cache`` throughout (same values, more copying).
+Argument checks are left out; the KV reorder is ``reorder_cache`` throughout (same values, more copying). The item
+head's edge scores are the dense ``[batch, nodes]`` ones of that time too (``reference_item_head_bias``): a
+``log_softmax`` over every item, then a scatter per depth, the leaves included.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
-from inference.beam_search import NEG_INF, BeamSearchOutput, item_head_bias
+from inference.beam_scoring import NEG_INF
+from inference.beam_search import BeamSearchOutput
 from inference.trie import ItemTrie
 
 
@@ -41,7 +44,7 @@ def padded_beam_search(
     logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [batch, vocab]
     head_bias = None
     if item_head_weight:
-        head_bias = item_head_bias(trie, out.logits[:, -1].float(), item_head_weight)
+        head_bias = reference_item_head_bias(trie, out.logits[:, -1].float(), item_head_weight)
     next_pos = position_ids[:, -1:] + 1  # [batch, 1]
 
     nodes = torch.zeros(batch, 1, dtype=torch.int64, device=device)
@@ -85,3 +88,22 @@ def padded_beam_search(
     alive = torch.isfinite(scores)
     items = torch.where(alive, trie.leaf_item[nodes], torch.full_like(nodes, -1))
     return BeamSearchOutput(items=items.cpu(), scores=scores.cpu())
+
+
+def reference_item_head_bias(trie: ItemTrie, logits: torch.Tensor, weight: float) -> list[torch.Tensor]:
+    """``inference.item_head_scores.item_head_bias`` as shipped before issue 34's streaming ``ItemHeadScores``."""
+    leaf_tokens = trie.leaf_tokens()
+    head = torch.log_softmax(logits[:, leaf_tokens].float(), dim=-1)  # [batch, items] in item-index order
+    batch = head.shape[0]
+    sums = [torch.zeros(batch, 1, device=head.device)]
+    for d in range(1, trie.code_len + 1):
+        nodes = trie.item_nodes[d].unsqueeze(0).expand(batch, -1)
+        peak = torch.full((batch, trie.num_nodes[d]), NEG_INF, device=head.device).scatter_reduce(
+            1, nodes, head, reduce="amax")
+        total = torch.zeros_like(peak).scatter_add_(1, nodes, (head - peak.gather(1, nodes)).exp())
+        sums.append(peak + total.log())
+    out = []
+    for d in range(1, trie.code_len + 1):
+        parent = trie.node_parents(d)  # [n_d] parent at depth d - 1
+        out.append(weight * (sums[d] - sums[d - 1][:, parent]))
+    return out

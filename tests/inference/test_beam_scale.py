@@ -1,5 +1,7 @@
 """Issue 34: the CSR beam search equals the padded one it replaced (items exactly, scores to 1e-5) on tries of
-very different shapes, and its per-step memory is the live beams' real children (checked by shapes)."""
+very different shapes, and its per-step memory is the live beams' real children (checked by shapes). Decode steps
+score from the hidden states (gathered head rows, a tiled normaliser) and equal the model's-logits path; the pieces
+(tiled normaliser, edge logits, streaming item head, one-sort top-k, contenders) equal simple references."""
 
 from __future__ import annotations
 
@@ -7,11 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from inference.beam_search import constrained_beam_search, row_logsumexp, segmented_topk
+import inference.beam_scoring as beam_scoring
+import inference.beam_search as beam_search
+from inference.beam_scoring import (
+    contenders,
+    edge_logits,
+    linear_row_logsumexp,
+    row_logsumexp,
+    segmented_topk,
+)
+from inference.beam_search import constrained_beam_search
+from inference.item_head_scores import ItemHeadScores, item_head_bias
 from inference.recommender import left_pad, tokenize_prompts
 from inference.trie import ItemTrie
 from tests.inference.conftest import PROMPTS, random_codes, tiny_decoder
-from tests.inference.reference_beam_search import padded_beam_search
+from tests.inference.reference_beam_search import padded_beam_search, reference_item_head_bias
 
 UNEQUAL = [30, 1, 2, 1]  # level-1 cluster sizes of the item-id-level trie: one huge cluster, three tiny
 
@@ -26,6 +38,10 @@ def _shape(name: str) -> tuple[np.ndarray, list[int]]:
     if name == "unequal_deep":  # prefix (0,) holds 24 leaves over 4 x 6, (1,) one leaf, (2,) two
         rows = [(0, a, b) for a in range(4) for b in range(6)] + [(1, 0, 0), (2, 0, 0), (2, 0, 1)]
         return np.array(rows), [3, 4, 6]
+    if name == "deep_id_level":  # two RQ levels then the item's own token: the item head over a 3-level trie
+        n = 21
+        prefix = np.stack([np.arange(n) % 3, (np.arange(n) * 7 // 3) % 4], 1)
+        return np.concatenate([prefix, np.arange(n)[:, None]], 1), [3, 4, n]
     assert name == "singletons"  # every cluster holds one item: a width-1 id step
     return np.stack([np.arange(6), np.arange(6)], 1), [6, 6]
 
@@ -59,10 +75,11 @@ def _options(trie: ItemTrie) -> dict[str, dict]:
     return out
 
 
-@pytest.mark.parametrize(("name", "architecture"), [
-    ("grid", "llama"), ("unequal_id_level", "llama"), ("unequal_id_level", "phi"), ("unequal_deep", "gpt2"),
-    ("singletons", "llama"),
-])
+SHAPES = [("grid", "llama"), ("unequal_id_level", "llama"), ("unequal_id_level", "phi"), ("unequal_deep", "gpt2"),
+          ("singletons", "llama"), ("deep_id_level", "phi")]
+
+
+@pytest.mark.parametrize(("name", "architecture"), SHAPES)
 def test_csr_search_equals_the_padded_search_it_replaced(name, architecture):
     model, trie, input_ids, mask = _setup(name, architecture)
     for option, kwargs in _options(trie).items():
@@ -140,3 +157,244 @@ def test_segmented_topk_matches_a_per_segment_sort():
         start += size
     ties = segmented_topk(torch.tensor([1.0, 2.0, 2.0, 1.0, 3.0]), torch.tensor([0, 0, 0, 1, 1]), 2, 2)
     assert ties[0].tolist() == [[1, 2], [4, 3]]  # equal values keep their input order
+
+
+class _Spy:
+    """Records what the model returned at each forward (the logits' shape) and the normalisers the search ran."""
+
+    def __init__(self, monkeypatch, model):
+        self.logits: list[tuple[int, ...]] = []
+        self.tiled = 0
+        forward, tiled = model.forward, beam_search.linear_row_logsumexp
+
+        def spy_forward(*args, **kwargs):
+            out = forward(*args, **kwargs)
+            self.logits.append(tuple(out.logits.shape))
+            return out
+
+        def spy_tiled(*args, **kwargs):
+            self.tiled += 1
+            return tiled(*args, **kwargs)
+
+        monkeypatch.setattr(model, "forward", spy_forward)
+        monkeypatch.setattr(beam_search, "linear_row_logsumexp", spy_tiled)
+
+
+@pytest.mark.parametrize(("name", "architecture"), SHAPES)
+def test_decode_steps_score_from_hidden_states_exactly_as_from_the_models_logits(name, architecture, monkeypatch):
+    model, trie, input_ids, mask = _setup(name, architecture)
+    batch, vocab = input_ids.shape[0], model.config.vocab_size
+    for option, kwargs in _options(trie).items():
+        for beams in (1, 4, trie.num_items + 2):
+            with monkeypatch.context() as m:
+                spy = _Spy(m, model)
+                new = constrained_beam_search(model, input_ids, mask, trie, num_beams=beams, **kwargs)
+            # the prefill keeps one row of logits per prompt; every decode step asks for none
+            assert spy.logits == [(batch, 1, vocab)] + [(batch * beams, 0, vocab)] * (trie.code_len - 1)
+            assert spy.tiled == trie.code_len - 1
+            with monkeypatch.context() as m:
+                m.setattr(beam_search, "linear_output_head", lambda _model: None)  # the model's logits throughout
+                spy = _Spy(m, model)
+                full = constrained_beam_search(model, input_ids, mask, trie, num_beams=beams, **kwargs)
+            assert spy.tiled == 0 and all(shape[1] == 1 for shape in spy.logits)
+            assert new.items.tolist() == full.items.tolist(), (option, beams)
+            assert torch.allclose(new.scores, full.scores, atol=1e-5, rtol=0), (option, beams)
+
+
+def _scaled_final_states(monkeypatch, model):
+    """The model's forward with its last hidden states doubled: its logits stay right, the states no longer give them."""
+    forward = model.forward
+
+    def wrong_states(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        if out.hidden_states is not None:
+            out.hidden_states = (*out.hidden_states[:-1], out.hidden_states[-1] * 2.0)
+        return out
+
+    monkeypatch.setattr(model, "forward", wrong_states)
+
+
+@pytest.mark.parametrize("break_head", ["states", "logit_transform"])
+def test_a_head_that_does_not_give_the_logits_decodes_from_them_with_a_warning(break_head, monkeypatch, caplog):
+    model, trie, input_ids, mask = _setup("unequal_id_level", "phi")
+    kwargs = {"exclude": [[0], [], [1, 2]], "item_head_weight": 0.6}
+    reference = padded_beam_search(model, input_ids, mask, trie, num_beams=5, **kwargs)
+    monkeypatch.setattr(beam_scoring, "_WARNED", set())
+    if break_head == "states":  # the guard on the prefill catches it
+        _scaled_final_states(monkeypatch, model)
+    else:  # trainer.lm_loss.output_head refuses a model whose forward transforms its logits
+        monkeypatch.setattr(model.config, "logit_scale", 2.0, raising=False)
+    spy = _Spy(monkeypatch, model)
+    with caplog.at_level("WARNING", logger="inference.beam_scoring"):
+        out = constrained_beam_search(model, input_ids, mask, trie, num_beams=5, **kwargs)
+    assert "decoding from the model's full logits" in caplog.text
+    assert spy.tiled == 0
+    assert out.items.tolist() == reference.items.tolist()
+    assert torch.allclose(out.scores, reference.scores, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("max_elements", [None, 10, 300, 3000, 10**8])  # 10: several row blocks
+def test_linear_row_logsumexp_is_the_normaliser_of_the_heads_logits(bias, max_elements, monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    hidden, weight = torch.randn(37, 16, generator=gen), torch.randn(1001, 16, generator=gen) * 2
+    b = torch.randn(1001, generator=gen) if bias else None
+    expected = torch.logsumexp(torch.nn.functional.linear(hidden, weight, b), dim=-1)
+    tiles: list[int] = []
+    mm, addmm = torch.mm, torch.addmm
+    monkeypatch.setattr(torch, "mm", lambda a, w, out: tiles.append(out.numel()) or mm(a, w, out=out))
+    monkeypatch.setattr(torch, "addmm", lambda c, a, w, out: tiles.append(out.numel()) or addmm(c, a, w, out=out))
+    got = linear_row_logsumexp(hidden, weight, b, max_elements=max_elements)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+    budget = max_elements or beam_scoring.CPU_TILE_ELEMENTS
+    assert max(tiles) <= max(budget, 1) and sum(tiles) == 37 * 1001  # every logit once, never a [rows, vocab] tile
+    if max_elements == 10**8:
+        assert tiles == [37 * 1001]
+
+
+def test_linear_row_logsumexp_and_edge_logits_round_like_a_bfloat16_head():
+    gen = torch.Generator().manual_seed(1)
+    hidden = torch.randn(9, 32, generator=gen).bfloat16()
+    head = torch.nn.Linear(32, 500).bfloat16()
+    logits = head(hidden)  # [9, 500] bfloat16: what the model's head returns
+    norm = linear_row_logsumexp(hidden, head.weight, head.bias, max_elements=1000)
+    assert torch.allclose(norm, torch.logsumexp(logits.float(), dim=-1), atol=1e-2, rtol=0)
+    owner, tokens = torch.tensor([0, 0, 3, 8, 8]), torch.tensor([0, 499, 7, 250, 3])
+    got = edge_logits(hidden, head.weight, head.bias, owner, tokens)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, logits[owner, tokens].float(), atol=2e-2, rtol=0)  # one bfloat16 rounding at most
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_edge_logits_are_the_heads_logits_at_the_edges(bias, monkeypatch):
+    gen = torch.Generator().manual_seed(2)
+    hidden, weight = torch.randn(11, 24, generator=gen), torch.randn(3000, 24, generator=gen)
+    b = torch.randn(3000, generator=gen) if bias else None
+    owner = torch.sort(torch.randint(0, 11, (9000,), generator=gen)).values
+    tokens = torch.randint(0, 3000, (9000,), generator=gen)
+    monkeypatch.setattr(beam_scoring, "EDGE_BLOCK", 1000)  # several blocks, the last one short
+    expected = torch.nn.functional.linear(hidden, weight, b)[owner, tokens]
+    assert torch.allclose(edge_logits(hidden, weight, b, owner, tokens), expected, atol=1e-5, rtol=0)
+    assert edge_logits(hidden, weight, b, owner[:0], tokens[:0]).shape == (0,)
+
+
+def _id_level_trie(prefixes: np.ndarray, id_tokens: np.ndarray) -> ItemTrie:
+    return ItemTrie(np.concatenate([prefixes, id_tokens[:, None]], 1))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "permuted", "gaps", "deep"])
+def test_item_head_scores_equal_the_dense_reference(layout, monkeypatch):
+    gen = torch.Generator().manual_seed(3)
+    rng = np.random.default_rng(3)
+    n = 200
+    prefixes = rng.integers(0, 7, size=(n, 1)) + 1000
+    ids = np.arange(n) + 2000  # item i's own token: one contiguous block, item order (the tokenizer's layout)
+    if layout == "permuted":
+        ids = rng.permutation(ids)
+    elif layout == "gaps":  # not one block: the head gathers its columns
+        ids = np.sort(rng.choice(np.arange(2000, 2600), size=n, replace=False))
+    elif layout == "deep":
+        prefixes = np.concatenate([prefixes, rng.integers(0, 3, size=(n, 1)) + 1100], 1)
+    trie = _id_level_trie(prefixes, ids)
+    logits = torch.randn(5, 2700, generator=gen) * 4
+    monkeypatch.setattr(ItemHeadScores, "COLUMN_BLOCK", 64)  # several column blocks, the last one short
+    got = item_head_bias(trie, logits, 0.7)
+    expected = reference_item_head_bias(trie, logits, 0.7)
+    assert [g.shape for g in got] == [e.shape for e in expected]
+    for g, e in zip(got, expected, strict=True):
+        assert torch.allclose(g, e, atol=1e-5, rtol=0)
+
+
+def test_item_head_scores_stay_exact_for_a_subtree_far_below_the_best_item():
+    """One cluster's items sit 300 nats under the row's best: a single shift underflows there, so the row is redone
+    with a per-parent shift (finite, exact scores, as the dense reference gives)."""
+    trie = _id_level_trie(np.repeat([[0], [1], [2]], 4, axis=0) + 50, np.arange(12) + 100)
+    logits = torch.randn(3, 112, generator=torch.Generator().manual_seed(4))
+    logits[1, 108:112] -= 300.0  # row 1: cluster 2's items
+    got = item_head_bias(trie, logits, 1.0)
+    expected = reference_item_head_bias(trie, logits, 1.0)
+    for g, e in zip(got, expected, strict=True):
+        assert bool(torch.isfinite(g).all())
+        assert torch.allclose(g, e, atol=1e-5, rtol=1e-6)
+    assert got[0][1, 2] < -290  # the far cluster's head score, finite
+
+
+def _stable_topk_per_segment(values: torch.Tensor, segment: torch.Tensor, num_segments: int, k: int):
+    rows = []
+    for s in range(num_segments):
+        idx = (segment == s).nonzero().flatten()
+        order = torch.sort(values[idx], descending=True, stable=True).indices[:k]
+        rows.append(idx[order].tolist())
+    return rows
+
+
+def test_segmented_topk_equals_a_stable_sort_with_ties_infinities_and_signed_zeros():
+    gen = torch.Generator().manual_seed(5)
+    segment = torch.randint(0, 9, (400,), generator=gen)  # unsorted segments, one likely empty slot at 9 - 1
+    values = torch.randint(-4, 4, (400,), generator=gen).float() / 2  # heavy ties
+    values[::17] = float("-inf")
+    values[::23] = -0.0
+    values[5::23] = 0.0
+    pos, found = segmented_topk(values, segment, 10, 6)
+    expected = _stable_topk_per_segment(values, segment, 10, 6)
+    for s in range(10):
+        assert pos[s][found[s]].tolist() == expected[s]
+        assert int(found[s].sum()) == min(6, int((segment == s).sum()))
+
+
+@pytest.mark.parametrize("states", [2, 5, 8])
+def test_contenders_keep_every_edge_the_top_k_can_pick(states):
+    gen = torch.Generator().manual_seed(6)
+    batch, k = 4, 5
+    counts = torch.randint(0, 12, (batch * states,), generator=gen)  # some beams without children
+    owner = torch.repeat_interleave(torch.arange(batch * states), counts)
+    row = owner // states
+    values = torch.randint(-6, 0, (owner.numel(),), generator=gen).float()  # ties at the bar
+    values[::11] = float("-inf")
+    sub = contenders(values, owner, row, batch, states, k)
+    full = segmented_topk(values, row, batch, k)
+    if states < k:
+        assert sub is None
+        return
+    assert sub.numel() < values.numel()  # something was pruned
+    pick, found = segmented_topk(values[sub], row[sub], batch, k)
+    assert sub[pick][found].tolist() == full[0][full[1]].tolist()
+    assert found.tolist() == full[1].tolist()
+
+
+@pytest.mark.parametrize(("tied", "rows"), [(True, "trainable_tokens"), (False, "trainable_tokens"),
+                                            (False, "modules_to_save")])
+def test_peft_decoders_decode_from_hidden_states_exactly(tied, rows, monkeypatch):
+    """A LoRA run's head is read through peft (trained code-token rows, modules_to_save copies), as training reads it."""
+    from peft import LoraConfig, get_peft_model
+
+    from tests.conftest import build_tiny_hf_tokenizer, build_tiny_llama
+    from tokenization import ItemTokenizer
+
+    codes, sizes = _shape("unequal_id_level")
+    hf_tok = build_tiny_hf_tokenizer()
+    base_vocab = len(hf_tok)
+    item_tok = ItemTokenizer.from_codes([f"item{i}" for i in range(len(codes))], codes, sizes)
+    item_tok.add_to_tokenizer(hf_tok)
+    names = ["embed_tokens"] + ([] if tied else ["lm_head"])
+    extra = ({"trainable_token_indices": {n: list(range(base_vocab, len(hf_tok))) for n in names}}
+             if rows == "trainable_tokens" else {"modules_to_save": names})
+    model = get_peft_model(build_tiny_llama(len(hf_tok), tie_word_embeddings=tied),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                                      task_type="CAUSAL_LM", **extra))
+    with torch.no_grad():  # move the adapters and the trained rows off their start, sharply
+        gen = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.5 * torch.randn(p.shape, generator=gen))
+    model.eval()
+    trie = ItemTrie(item_tok.item_token_ids(hf_tok), item_tok.item_ids)
+    input_ids, mask = left_pad(tokenize_prompts(hf_tok, PROMPTS))
+    kwargs = {"exclude": [[0], [], [1, 2]], "item_head_weight": 0.6}
+    spy = _Spy(monkeypatch, model)
+    new = constrained_beam_search(model, input_ids, mask, trie, num_beams=6, **kwargs)
+    assert spy.tiled == 1  # the id step ran on the hidden states
+    reference = padded_beam_search(model, input_ids, mask, trie, num_beams=6, **kwargs)
+    assert new.items.tolist() == reference.items.tolist()
+    assert torch.allclose(new.scores, reference.scores, atol=1e-5, rtol=0)

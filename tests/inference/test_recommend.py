@@ -111,3 +111,23 @@ def test_public_api_resolves_and_recommend_stays_a_function():
         value = getattr(inference, name)
         if getattr(value, "__module__", None) and getattr(value, "__name__", None) == name:
             assert getattr(importlib.import_module(value.__module__), name) is value
+
+
+def test_item_rows_are_built_once_per_catalogue_not_per_batch(coded, prompts, monkeypatch):
+    """Issue 34: the id -> row map is O(catalogue); a cache build calls ``recommend`` per chunk of users."""
+    import inference.recommender as recommender
+    from tokenization import ItemTokenizer
+
+    model, hf_tok, item_tok = coded
+    monkeypatch.setattr(recommender, "_ROWS_CACHE", {})
+    first = recommend(model, hf_tok, item_tok, prompts, k=3, num_beams=6, exclude=[["item0"], [], ["item5"]])
+    cached = recommender._ROWS_CACHE[item_tok.content_hash]
+    assert recommend(model, hf_tok, item_tok, prompts, k=3, num_beams=6, exclude=[["item0"], [], ["item5"]]) == first
+    assert recommender._ROWS_CACHE[item_tok.content_hash] is cached and len(recommender._ROWS_CACHE) == 1
+    # another catalogue order (another content hash) gets its own map, so its rows are its own
+    reordered = ItemTokenizer.from_codes(item_tok.item_ids[::-1], item_tok.codes[::-1], item_tok.codebook_sizes)
+    again = recommend(model, hf_tok, reordered, prompts, k=3, num_beams=6, exclude=[["item0"], [], ["item5"]])
+    assert len(recommender._ROWS_CACHE) == 2
+    for a, b in zip(first, again, strict=True):
+        assert [i for i, _ in a] == [i for i, _ in b]
+        assert [s for _, s in a] == pytest.approx([s for _, s in b], abs=1e-5)

@@ -1,0 +1,200 @@
+"""Exact scores for one beam-search decode step, computed without a ``[rows, vocab]`` logits tensor.
+
+Why a module of its own: ``inference.beam_search`` is the search (argument checks, trie walk, KV cache, beam
+bookkeeping); this is the arithmetic it runs at every step, each piece checked against a plain reference in
+``tests/inference/test_beam_scale.py`` and none of it aware of tries or caches:
+
+- the normaliser of ``log_softmax`` over the full vocabulary: ``row_logsumexp`` from the model's logits (chunked, no
+  float32 copy), ``linear_row_logsumexp`` from the last hidden states and the output head (in cache-sized tiles, so
+  the logits never exist whole: ~7.7 GB at 64 users x 30 beams and 1M item tokens);
+- ``edge_logits``: each allowed child's logit from its gathered head row, ``O(edges x hidden)``;
+- ``linear_output_head``, ``last_hidden`` and ``head_reproduces``: whether a model's head is a plain linear map
+  (``trainer.lm_loss.output_head``) that reproduces its logits, which is what lets decode steps skip them; a model
+  that fails decodes from its logits, with a one-time warning;
+- ``segmented_topk`` (one sort on a (row, value) key), ``contenders`` (edges that can still make a row's top k) and
+  ``isin_sorted`` (a binary search for the exclusion and allowed-item masks).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+NEG_INF = float("-inf")
+CPU_TILE_ELEMENTS = 1 << 19  # logits per normaliser tile on CPU: 2 MB of float32, kept in cache
+DEVICE_TILE_ELEMENTS = 1 << 26  # on an accelerator: few, large tiles (kernel launches, not cache, bind there)
+CPU_TILE_ROWS = 256  # rows per CPU tile: a tile spans >= 2,048 vocabulary tokens, enough for an efficient GEMM
+GUARD_ROWS = 4  # prefill rows on which the head's logits are compared with the model's, every call ...
+GUARD_TOKENS = 4096  # ... at this many tokens spread over the vocabulary
+EDGE_BLOCK = 4096  # edges whose head rows are gathered at once: [4,096, hidden] floats, in cache
+
+
+def row_logsumexp(logits: torch.Tensor, max_elements: int = 1 << 20) -> torch.Tensor:
+    """``logsumexp`` of every row of ``logits [rows, vocab]`` in float32, ``[rows]``.
+
+    ``x - row_logsumexp(x)`` is ``log_softmax(x.float())`` at any entry, but rows are reduced in chunks of at most
+    ``max(max_elements, vocab)`` elements, so no float32 ``[rows, vocab]`` copy is made (at 1M item tokens, 64
+    users x 30 beams that copy alone is ~7.7 GB): only the logits themselves are held whole. Chunks are small
+    (4 MB of float32 by default) so they stay in cache.
+    """
+    per_chunk = max(1, max_elements // max(1, logits.shape[-1]))
+    if logits.shape[0] <= per_chunk:
+        return torch.logsumexp(logits.float(), dim=-1)
+    return torch.cat([torch.logsumexp(logits[i:i + per_chunk].float(), dim=-1)
+                      for i in range(0, logits.shape[0], per_chunk)])
+
+
+@torch.no_grad()
+def linear_row_logsumexp(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                         max_elements: int | None = None) -> torch.Tensor:
+    """``[rows]`` float32 ``logsumexp`` over the vocabulary of ``hidden [rows, h] @ weight [vocab, h].T + bias``.
+
+    Equals ``row_logsumexp`` of the model's logits (each tile is computed in ``hidden``'s dtype as the model's head
+    computes its logits, then reduced in float32), but no ``[rows, vocab]`` tensor exists: tiles of at most
+    ``max_elements`` logits (default: ``CPU_TILE_ELEMENTS`` on CPU, ``DEVICE_TILE_ELEMENTS`` elsewhere), each
+    reduced to one partial ``logsumexp`` per row while it is in cache. Compute is the head's GEMM, ``O(rows x vocab
+    x h)``: the irreducible cost of an exact normaliser.
+    """
+    num_rows, vocab = hidden.shape[0], weight.shape[0]
+    cpu = hidden.device.type == "cpu"
+    budget = max_elements or (CPU_TILE_ELEMENTS if cpu else DEVICE_TILE_ELEMENTS)
+    row_block = max(1, min(num_rows, CPU_TILE_ROWS if cpu else num_rows, budget))
+    col_block = max(1, min(vocab, budget // row_block))
+    weight, bias = weight.to(hidden.dtype), None if bias is None else bias.to(hidden.dtype)
+    buffer = torch.empty(row_block * col_block, dtype=hidden.dtype, device=hidden.device)  # one tile, reused
+    out = torch.empty(num_rows, dtype=torch.float32, device=hidden.device)
+    for r in range(0, num_rows, row_block):
+        h = hidden[r:r + row_block]  # [r, h]
+        peaks, sums = [], []  # per tile: [r, 1] row max and sum of exp(logit - max)
+        for c in range(0, vocab, col_block):
+            w = weight[c:c + col_block].T  # [h, c]
+            tile = buffer[:h.shape[0] * w.shape[1]].view(h.shape[0], w.shape[1])  # [r, c]: the head's logits
+            if bias is None:
+                torch.mm(h, w, out=tile)
+            else:
+                torch.addmm(bias[c:c + col_block], h, w, out=tile)
+            tile = tile.float() if tile.dtype != torch.float32 else tile
+            peak = tile.amax(dim=-1, keepdim=True)
+            peak.masked_fill_(peak.abs() == float("inf"), 0.0)  # as torch.logsumexp: an infinite row stays infinite
+            peaks.append(peak)
+            sums.append(tile.sub_(peak).exp_().sum(dim=-1, keepdim=True))
+        peak, total = torch.cat(peaks, dim=1), torch.cat(sums, dim=1)  # [r, tiles]
+        top = peak.amax(dim=-1, keepdim=True)
+        out[r:r + row_block] = (top + (total * (peak - top).exp()).sum(dim=-1, keepdim=True).log()).squeeze(1)
+    return out
+
+
+@torch.no_grad()
+def edge_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, owner: torch.Tensor,
+                tokens: torch.Tensor) -> torch.Tensor:
+    """``[edges]`` float32 logit of token ``tokens[e]`` at state ``hidden[owner[e]]``: the model's logit (its head's
+    dot product accumulated in float32, rounded to the model's dtype) from the gathered head rows alone, in blocks of
+    ``EDGE_BLOCK`` edges (small enough to stay in cache). Cost ``O(edges x h)``, whatever the vocabulary."""
+    out = torch.empty(owner.shape[0], dtype=torch.float32, device=hidden.device)
+    for e in range(0, owner.shape[0], EDGE_BLOCK):
+        o, t = owner[e:e + EDGE_BLOCK], tokens[e:e + EDGE_BLOCK]
+        z = hidden.index_select(0, o).float().mul_(weight.index_select(0, t).float()).sum(dim=-1)  # [block]
+        if bias is not None:
+            z += bias.index_select(0, t).float()
+        out[e:e + EDGE_BLOCK] = z.to(hidden.dtype) if hidden.dtype != torch.float32 else z
+    return out
+
+
+def segmented_topk(values: torch.Tensor, segment: torch.Tensor, num_segments: int,
+                   k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best ``values [n]`` (float32) of every segment: (positions ``[num_segments, k]``, found
+    ``[num_segments, k]``).
+
+    ``segment [n]`` (in ``[0, num_segments)``) names each value's segment; a segment with fewer than ``k`` values is
+    padded with ``found=False`` slots (position clamped to a real one). Best first; equal values keep their input
+    order (one stable sort on a key of segment, then value descending), so all memory is ``O(n + num_segments *
+    k)``: no ``[segments, widest]`` padding, which is what a very unequal trie level would cost.
+    """
+    bits = (values.float() + 0.0).view(torch.int32).to(torch.int64)  # + 0.0: -0.0 becomes 0.0, they tie as floats
+    ascending = torch.where(bits < 0, ~bits & 0xFFFFFFFF, bits | 0x80000000)  # float order as an unsigned 32-bit key
+    order = torch.sort((segment << 32) | (0xFFFFFFFF - ascending), stable=True).indices  # [n] by segment, best first
+    counts = torch.bincount(segment, minlength=num_segments)  # [segments]
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(k, device=values.device)
+    found = slot < counts.unsqueeze(1)  # [segments, k]
+    pos = (starts.unsqueeze(1) + slot).clamp(max=max(values.numel() - 1, 0))
+    return order[pos], found
+
+
+def contenders(values: torch.Tensor, owner: torch.Tensor, row: torch.Tensor, batch: int, states: int,
+               k: int) -> torch.Tensor | None:
+    """Positions of the edges that can be among their row's ``k`` best, or None for all of them.
+
+    ``owner [edges]`` is each edge's beam (``row * states + beam``). The ``k``-th best of a row's per-beam maxima is
+    a bar that at least ``k`` of its edges reach, so no edge below it is among the ``k`` best; edges at or above it
+    (ties included) keep their input order, so ``segmented_topk`` over them picks what it picks over all edges.
+    """
+    if states < k:
+        return None
+    peak = torch.full((batch * states,), NEG_INF, device=values.device).scatter_reduce(0, owner, values, "amax")
+    bar = peak.view(batch, states).topk(k, dim=1).values[:, -1]  # [batch]
+    return (values >= bar[row]).nonzero().squeeze(1)
+
+
+def isin_sorted(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``torch.isin(query, keys)`` for sorted ``keys``: a binary search per query, no sort of ``query``."""
+    pos = torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)
+    return keys[pos] == query
+
+
+def linear_output_head(model: torch.nn.Module):
+    """``trainer.lm_loss.output_head(model)`` (weight and bias of a plain linear output head), or None for a model
+    whose head is something else (a logit transform, LoRA on the head, no head): those decode from the logits."""
+    if getattr(model, "get_output_embeddings", None) is None or getattr(model, "config", None) is None:
+        return None
+    from trainer.lm_loss import output_head
+
+    try:
+        return output_head(model)
+    except ValueError as err:
+        _warn_once(type(model).__name__, f"decoding from the model's full logits: {err}")
+        return None
+
+
+def last_hidden(out) -> torch.Tensor | None:
+    """``[rows, hidden]`` final hidden states at the last position of a forward run with ``output_hidden_states``
+    (after the final norm: what the output head reads), or None when the model returned none."""
+    states = getattr(out, "hidden_states", None)
+    return states[-1][:, -1] if states else None  # [rows, hidden]: the last position after the final norm
+
+
+def head_reproduces(head, hidden: torch.Tensor | None, logits: torch.Tensor) -> bool:
+    """Whether ``hidden @ weight.T + bias`` equals the model's own prefill ``logits``, checked on every call on the
+    first ``GUARD_ROWS`` prompts at ``GUARD_TOKENS`` tokens spread over the vocabulary (a cheap sample: a missing
+    final norm or another head shows on any of them): the guard that lets decode steps skip the model's logits. A
+    model that fails it decodes from them, with a warning."""
+    if hidden is None:
+        ok, why = False, "the model returned no hidden states"
+    else:
+        cols = torch.linspace(0, logits.shape[-1] - 1, min(GUARD_TOKENS, logits.shape[-1]),
+                              device=logits.device).round().long().unique()  # [<= GUARD_TOKENS], first and last in
+        hidden, expected = hidden[:GUARD_ROWS], logits[:GUARD_ROWS, cols].float()
+        weight = head.weight[cols].to(hidden.dtype)
+        bias = None if head.bias is None else head.bias[cols].to(hidden.dtype)
+        ours = torch.nn.functional.linear(hidden, weight, bias).float()
+        tolerance = 1e-4 if hidden.dtype == torch.float32 else 2e-2
+        scale = expected.abs().max().clamp(min=1.0)
+        ok = bool(((ours - expected).abs().max() <= tolerance * scale).item())
+        why = "its output head's weight and bias do not reproduce its logits"
+    if not ok:
+        _warn_once(type(head.module).__name__, f"decoding from the model's full logits: {why}")
+    return ok
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logger.warning(message)
+
+
