@@ -8,9 +8,12 @@ bookkeeping); this is the arithmetic it runs at every step, each piece checked a
   float32 copy), ``linear_row_logsumexp`` from the last hidden states and the output head (in cache-sized tiles, so
   the logits never exist whole: ~7.7 GB at 64 users x 30 beams and 1M item tokens);
 - ``edge_logits``: each allowed child's logit from its gathered head row, ``O(edges x hidden)``;
-- ``linear_output_head``, ``last_hidden`` and ``head_reproduces``: whether a model's head is a plain linear map
-  (``trainer.lm_loss.output_head``) that reproduces its logits, which is what lets decode steps skip them; a model
-  that fails decodes from its logits, with a one-time warning;
+- ``linear_output_head``, ``base_decoder`` and ``head_reproduces``: whether a model's head is a plain linear map
+  (``trainer.lm_loss.output_head``) and its base decoder's final states through that map reproduce its logits, which
+  is what lets decode steps run the decoder alone and skip the logits; a model that fails decodes from its logits,
+  with a one-time warning. The states come from the decoder's ``last_hidden_state``, never from
+  ``output_hidden_states``: in transformers 5 that flag installs output-capturing hooks on every submodule (closures
+  over a ``ContextVar``), after which the model can no longer be pickled (e.g. handed to Ray actors);
 - ``segmented_topk`` (one sort on a (row, value) key), ``contenders`` (edges that can still make a row's top k) and
   ``isin_sorted`` (a binary search for the exclusion and allowed-item masks).
 """
@@ -27,7 +30,8 @@ NEG_INF = float("-inf")
 CPU_TILE_ELEMENTS = 1 << 19  # logits per normaliser tile on CPU: 2 MB of float32, kept in cache
 DEVICE_TILE_ELEMENTS = 1 << 26  # on an accelerator: few, large tiles (kernel launches, not cache, bind there)
 CPU_TILE_ROWS = 256  # rows per CPU tile: a tile spans >= 2,048 vocabulary tokens, enough for an efficient GEMM
-GUARD_ROWS = 4  # prefill rows on which the head's logits are compared with the model's, every call ...
+GUARD_ROWS = 4  # prompts on which the decoder and head's logits are compared with the model's, every call ...
+GUARD_POSITIONS = 8  # ... over their last this many tokens (a short extra forward of each, no cache) ...
 GUARD_TOKENS = 4096  # ... at this many tokens spread over the vocabulary
 EDGE_BLOCK = 4096  # edges whose head rows are gathered at once: [4,096, hidden] floats, in cache
 
@@ -159,33 +163,54 @@ def linear_output_head(model: torch.nn.Module):
         return None
 
 
-def last_hidden(out) -> torch.Tensor | None:
-    """``[rows, hidden]`` final hidden states at the last position of a forward run with ``output_hidden_states``
-    (after the final norm: what the output head reads), or None when the model returned none."""
-    states = getattr(out, "hidden_states", None)
-    return states[-1][:, -1] if states else None  # [rows, hidden]: the last position after the final norm
+def base_decoder(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The module under ``model``'s output head whose ``last_hidden_state`` (after the final norm) the head reads:
+    ``get_decoder()`` of the causal LM (of ``get_base_model()`` for a peft model: LoRA layers and peft token rows are
+    injected in place, so the decoder runs them). None, with a one-time warning, for a model without one."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get = getattr(causal_lm, "get_decoder", None)
+    try:
+        decoder = get() if callable(get) else None
+    except (AttributeError, NotImplementedError, ValueError):
+        decoder = None
+    if not isinstance(decoder, torch.nn.Module) or decoder is causal_lm:
+        _warn_once(type(causal_lm).__name__, "decoding from the model's full logits: it has no base decoder "
+                                             "(get_decoder) returning its last hidden states")
+        return None
+    return decoder
 
 
-def head_reproduces(head, hidden: torch.Tensor | None, logits: torch.Tensor) -> bool:
-    """Whether ``hidden @ weight.T + bias`` equals the model's own prefill ``logits``, checked on every call on the
-    first ``GUARD_ROWS`` prompts at ``GUARD_TOKENS`` tokens spread over the vocabulary (a cheap sample: a missing
-    final norm or another head shows on any of them): the guard that lets decode steps skip the model's logits. A
-    model that fails it decodes from them, with a warning."""
-    if hidden is None:
-        ok, why = False, "the model returned no hidden states"
-    else:
-        cols = torch.linspace(0, logits.shape[-1] - 1, min(GUARD_TOKENS, logits.shape[-1]),
-                              device=logits.device).round().long().unique()  # [<= GUARD_TOKENS], first and last in
-        hidden, expected = hidden[:GUARD_ROWS], logits[:GUARD_ROWS, cols].float()
-        weight = head.weight[cols].to(hidden.dtype)
-        bias = None if head.bias is None else head.bias[cols].to(hidden.dtype)
-        ours = torch.nn.functional.linear(hidden, weight, bias).float()
-        tolerance = 1e-4 if hidden.dtype == torch.float32 else 2e-2
-        scale = expected.abs().max().clamp(min=1.0)
-        ok = bool(((ours - expected).abs().max() <= tolerance * scale).item())
-        why = "its output head's weight and bias do not reproduce its logits"
+@torch.no_grad()
+def head_reproduces(model: torch.nn.Module, decoder: torch.nn.Module, head, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor, position_ids: torch.Tensor) -> bool:
+    """Whether ``decoder``'s last hidden state through ``hidden @ weight.T + bias`` equals ``model``'s own logits:
+    both run (no cache, no ``output_hidden_states``) on the last ``GUARD_POSITIONS`` tokens of the first
+    ``GUARD_ROWS`` prompts, compared at ``GUARD_TOKENS`` tokens spread over the vocabulary (a cheap sample: a missing
+    final norm, a logit transform, prompt tokens a wrapper adds, or another head shows on any of them). Checked on
+    every call: the guard that lets decode steps run the decoder alone. A model that fails it decodes from its
+    logits, with a warning."""
+    window = (slice(0, GUARD_ROWS), slice(-GUARD_POSITIONS, None))
+    inputs = {"input_ids": input_ids[window], "attention_mask": attention_mask[window],
+              "position_ids": position_ids[window], "use_cache": False}
+    logits = model(**inputs, logits_to_keep=1).logits[:, -1]  # [rows, vocab]
+    try:
+        hidden = decoder(**inputs).last_hidden_state[:, -1]  # [rows, hidden]
+    except (AttributeError, TypeError) as err:  # a decoder that takes other arguments or returns no last state
+        _warn_once(type(decoder).__name__, f"decoding from the model's full logits: its decoder failed: {err}")
+        return False
+    cols = torch.linspace(0, logits.shape[-1] - 1, min(GUARD_TOKENS, logits.shape[-1]),
+                          device=logits.device).round().long().unique()  # [<= GUARD_TOKENS], first and last in
+    expected = logits[:, cols].float()
+    weight = head.weight[cols].to(hidden.dtype)
+    bias = None if head.bias is None else head.bias[cols].to(hidden.dtype)
+    ours = torch.nn.functional.linear(hidden, weight, bias).float()
+    tolerance = 1e-4 if hidden.dtype == torch.float32 else 2e-2
+    scale = expected.abs().max().clamp(min=1.0)
+    ok = ours.shape == expected.shape and bool(((ours - expected).abs().max() <= tolerance * scale).item())
     if not ok:
-        _warn_once(type(head.module).__name__, f"decoding from the model's full logits: {why}")
+        _warn_once(type(head.module).__name__, "decoding from the model's full logits: its decoder's last hidden "
+                                               "states through its output head's weight and bias do not reproduce "
+                                               "its logits")
     return ok
 
 

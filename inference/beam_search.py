@@ -11,13 +11,14 @@ step is O(edges of the live beams), not ``beams x`` the largest cluster. Beams w
 Scoring without the vocabulary's logits (issue 34): with an item-id level the vocabulary holds a token per item,
 so a decode step's ``[batch x beams, vocab]`` logits are the dominant cost (written by the model, then read again
 for the normaliser; ~7.7 GB at 64 users x 30 beams and 1M items). When the model's output head is a plain linear
-map (``trainer.lm_loss.output_head``: tied or untied, with bias, peft token rows) the decode steps ask the model for
-its last hidden states only and compute each edge's logit from the gathered head rows of the allowed children and
-the exact normaliser in small tiles (``inference.beam_scoring``): the same ``log_softmax`` values, without the
-``[rows, vocab]`` tensor. The normaliser is still ``O(vocab x hidden)`` per beam per step: that is what exact
-sequence log-probs cost. The prefill keeps the model's own logits (one row per prompt; the first step and the item
-head read all of it) and checks there that the head reproduces them; a model whose head does not (a logit
-transform, an unsupported module) decodes from the model's logits, as before.
+map (``trainer.lm_loss.output_head``: tied or untied, with bias, peft token rows) the decode steps run the model's
+base decoder alone (``get_decoder()``: its ``last_hidden_state``, no head, no ``output_hidden_states``, so the model
+stays picklable) and compute each edge's logit from the gathered head rows of the allowed children and the exact
+normaliser in small tiles (``inference.beam_scoring``): the same ``log_softmax`` values, without the ``[rows, vocab]``
+tensor. The normaliser is still ``O(vocab x hidden)`` per beam per step: that is what exact sequence log-probs cost.
+The prefill keeps the model's own logits (one row per prompt; the first step and the item head read all of it), and
+a short guard forward on a few prompts checks that decoder and head reproduce the model's logits; a model that does
+not (a logit transform, an unsupported module, no decoder) decodes from the model's logits, as before.
 
 With an item head (``item_head_weight`` > 0, a model trained with ``trainer``'s flat item loss) the search ranks by
 ``log p(codes) + weight * log p_head(item)``, the head's term spread over the path so it steers every depth of the
@@ -38,11 +39,11 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from inference.beam_scoring import (
     NEG_INF,
+    base_decoder,
     contenders,
     edge_logits,
     head_reproduces,
     isin_sorted,
-    last_hidden,
     linear_output_head,
     linear_row_logsumexp,
     row_logsumexp,
@@ -113,18 +114,17 @@ def constrained_beam_search(
 
     attention_mask = attention_mask.to(device)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at 0
-    out = model(
-        input_ids=input_ids.to(device), attention_mask=attention_mask, position_ids=position_ids,
-        use_cache=True, logits_to_keep=1, **({"output_hidden_states": True} if head is not None else {}),
-    )
+    input_ids = input_ids.to(device)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                logits_to_keep=1)
     cache = out.past_key_values
     logits = out.logits[:, -1]  # [batch, vocab] in the model's dtype; never copied whole
-    if head is not None and not head_reproduces(head, last_hidden(out), logits):
+    decoder = base_decoder(model) if head is not None else None  # decode steps run it alone: no logits
+    if decoder is None or not head_reproduces(model, decoder, head, input_ids, attention_mask, position_ids):
         head = None
     head_scores = ItemHeadScores(trie, logits, item_head_weight) if item_head_weight else None
     hidden = None  # [batch * beams, hidden] at decode steps on the head path
     next_pos = position_ids[:, -1:] + 1  # [batch, 1]
-    nothing = torch.zeros(0, dtype=torch.long, device=device)  # logits_to_keep: the head projects no position
 
     nodes = torch.zeros(batch, 1, dtype=torch.int64, device=device)  # [batch, states]: one root per row at first
     scores = torch.zeros(batch, 1, device=device)
@@ -175,18 +175,14 @@ def constrained_beam_search(
         if depth == 0:
             attention_mask = attention_mask.repeat_interleave(num_beams, dim=0)
             next_pos = next_pos.repeat_interleave(num_beams, dim=0)
+        step_inputs = {"input_ids": chosen.view(-1, 1), "attention_mask": attention_mask, "position_ids": next_pos,
+                       "past_key_values": cache, "use_cache": True}
         if head is None:
-            out = model(
-                input_ids=chosen.view(-1, 1), attention_mask=attention_mask, position_ids=next_pos,
-                past_key_values=cache, use_cache=True,
-            )
+            out = model(**step_inputs)
             logits = out.logits[:, -1]  # [batch * beams, vocab]
-        else:
-            out = model(
-                input_ids=chosen.view(-1, 1), attention_mask=attention_mask, position_ids=next_pos,
-                past_key_values=cache, use_cache=True, output_hidden_states=True, logits_to_keep=nothing,
-            )
-            hidden = last_hidden(out)  # [batch * beams, hidden]
+        else:  # the decoder alone: what the model's head would read, after the final norm
+            out = decoder(**step_inputs)
+            hidden = out.last_hidden_state[:, -1]  # [batch * beams, hidden]
         cache = out.past_key_values
         next_pos = next_pos + 1
     alive = torch.isfinite(scores)

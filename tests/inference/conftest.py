@@ -51,6 +51,27 @@ def coded(request, tiny_hf_tokenizer, tiny_llama):
     return tiny_llama.eval(), tiny_hf_tokenizer, item_tok
 
 
+def tiny_peft_llama(vocab_size: int, base_vocab: int, tied: bool, rows: str):
+    """A LoRA (q, v) tiny Llama whose added token rows (``base_vocab`` on) train as ``rows``: ``trainable_tokens``
+    (peft token rows) or ``modules_to_save`` (full copies); adapters and rows moved sharply off their start, eval."""
+    from peft import LoraConfig, get_peft_model
+
+    from tests.conftest import build_tiny_llama
+
+    names = ["embed_tokens"] + ([] if tied else ["lm_head"])
+    extra = ({"trainable_token_indices": {n: list(range(base_vocab, vocab_size)) for n in names}}
+             if rows == "trainable_tokens" else {"modules_to_save": names})
+    model = get_peft_model(build_tiny_llama(vocab_size, tie_word_embeddings=tied),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                                      task_type="CAUSAL_LM", **extra))
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.5 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
 PROMPTS = [
     "Recommend the next item for this user.",
     "The user bought these items in order: pipette tips, nitrile gloves, safety glasses, digital scale",

@@ -1,6 +1,6 @@
 """Issue 34: the CSR beam search equals the padded one it replaced (items exactly, scores to 1e-5) on tries of
 very different shapes, and its per-step memory is the live beams' real children (checked by shapes). Decode steps
-score from the hidden states (gathered head rows, a tiled normaliser) and equal the model's-logits path; the pieces
+run the base decoder alone (gathered head rows, a tiled normaliser) and equal the model's-logits path; the pieces
 (tiled normaliser, edge logits, streaming item head, one-sort top-k, contenders) equal simple references."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from inference.beam_search import constrained_beam_search
 from inference.item_head_scores import ItemHeadScores, item_head_bias
 from inference.recommender import left_pad, tokenize_prompts
 from inference.trie import ItemTrie
-from tests.inference.conftest import PROMPTS, random_codes, tiny_decoder
+from tests.inference.conftest import PROMPTS, random_codes, tiny_decoder, tiny_peft_llama
 from tests.inference.reference_beam_search import padded_beam_search, reference_item_head_bias
 
 UNEQUAL = [30, 1, 2, 1]  # level-1 cluster sizes of the item-id-level trie: one huge cluster, three tiny
@@ -160,16 +160,24 @@ def test_segmented_topk_matches_a_per_segment_sort():
 
 
 class _Spy:
-    """Records what the model returned at each forward (the logits' shape) and the normalisers the search ran."""
+    """Records each model forward's logits shape, each decoder forward's [rows, positions], the normalisers run."""
 
     def __init__(self, monkeypatch, model):
         self.logits: list[tuple[int, ...]] = []
+        self.states: list[tuple[int, ...]] = []
         self.tiled = 0
         forward, tiled = model.forward, beam_search.linear_row_logsumexp
+        decoder = beam_scoring.base_decoder(model)
+        decoder_forward = decoder.forward
 
         def spy_forward(*args, **kwargs):
             out = forward(*args, **kwargs)
             self.logits.append(tuple(out.logits.shape))
+            return out
+
+        def spy_decoder(*args, **kwargs):
+            out = decoder_forward(*args, **kwargs)
+            self.states.append(tuple(out.last_hidden_state.shape[:2]))
             return out
 
         def spy_tiled(*args, **kwargs):
@@ -177,6 +185,7 @@ class _Spy:
             return tiled(*args, **kwargs)
 
         monkeypatch.setattr(model, "forward", spy_forward)
+        monkeypatch.setattr(decoder, "forward", spy_decoder)
         monkeypatch.setattr(beam_search, "linear_row_logsumexp", spy_tiled)
 
 
@@ -184,13 +193,15 @@ class _Spy:
 def test_decode_steps_score_from_hidden_states_exactly_as_from_the_models_logits(name, architecture, monkeypatch):
     model, trie, input_ids, mask = _setup(name, architecture)
     batch, vocab = input_ids.shape[0], model.config.vocab_size
+    guard = (min(batch, beam_scoring.GUARD_ROWS), min(input_ids.shape[1], beam_scoring.GUARD_POSITIONS))
     for option, kwargs in _options(trie).items():
         for beams in (1, 4, trie.num_items + 2):
             with monkeypatch.context() as m:
                 spy = _Spy(m, model)
                 new = constrained_beam_search(model, input_ids, mask, trie, num_beams=beams, **kwargs)
-            # the prefill keeps one row of logits per prompt; every decode step asks for none
-            assert spy.logits == [(batch, 1, vocab)] + [(batch * beams, 0, vocab)] * (trie.code_len - 1)
+            # prefill: one row of logits per prompt, guard: one per checked prompt; decode steps: the decoder alone
+            assert spy.logits == [(batch, 1, vocab), (guard[0], 1, vocab)]
+            assert spy.states == [tuple(input_ids.shape), guard, guard] + [(batch * beams, 1)] * (trie.code_len - 1)
             assert spy.tiled == trie.code_len - 1
             with monkeypatch.context() as m:
                 m.setattr(beam_search, "linear_output_head", lambda _model: None)  # the model's logits throughout
@@ -201,30 +212,31 @@ def test_decode_steps_score_from_hidden_states_exactly_as_from_the_models_logits
             assert torch.allclose(new.scores, full.scores, atol=1e-5, rtol=0), (option, beams)
 
 
-def _scaled_final_states(monkeypatch, model):
-    """The model's forward with its last hidden states doubled: its logits stay right, the states no longer give them."""
-    forward = model.forward
+class _DoubledStates(torch.nn.Module):
+    """A decoder whose last hidden states are doubled: the model's logits stay right, these states no longer give them."""
 
-    def wrong_states(*args, **kwargs):
-        out = forward(*args, **kwargs)
-        if out.hidden_states is not None:
-            out.hidden_states = (*out.hidden_states[:-1], out.hidden_states[-1] * 2.0)
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, **kwargs):
+        out = self.inner(**kwargs)
+        out.last_hidden_state = out.last_hidden_state * 2.0
         return out
 
-    monkeypatch.setattr(model, "forward", wrong_states)
 
-
-@pytest.mark.parametrize("break_head", ["states", "logit_transform"])
+@pytest.mark.parametrize("break_head", ["states", "no_decoder", "bad_decoder", "logit_transform"])
 def test_a_head_that_does_not_give_the_logits_decodes_from_them_with_a_warning(break_head, monkeypatch, caplog):
     model, trie, input_ids, mask = _setup("unequal_id_level", "phi")
     kwargs = {"exclude": [[0], [], [1, 2]], "item_head_weight": 0.6}
     reference = padded_beam_search(model, input_ids, mask, trie, num_beams=5, **kwargs)
     monkeypatch.setattr(beam_scoring, "_WARNED", set())
-    if break_head == "states":  # the guard on the prefill catches it
-        _scaled_final_states(monkeypatch, model)
+    spy = _Spy(monkeypatch, model)
+    broken = {"states": lambda: _DoubledStates(model.model), "no_decoder": lambda: model, "bad_decoder": torch.nn.Identity}
+    if break_head in broken:  # the guard catches wrong states or a failing decoder; the model itself is no decoder
+        monkeypatch.setattr(model, "get_decoder", broken[break_head])
     else:  # trainer.lm_loss.output_head refuses a model whose forward transforms its logits
         monkeypatch.setattr(model.config, "logit_scale", 2.0, raising=False)
-    spy = _Spy(monkeypatch, model)
     with caplog.at_level("WARNING", logger="inference.beam_scoring"):
         out = constrained_beam_search(model, input_ids, mask, trie, num_beams=5, **kwargs)
     assert "decoding from the model's full logits" in caplog.text
@@ -367,9 +379,7 @@ def test_contenders_keep_every_edge_the_top_k_can_pick(states):
                                             (False, "modules_to_save")])
 def test_peft_decoders_decode_from_hidden_states_exactly(tied, rows, monkeypatch):
     """A LoRA run's head is read through peft (trained code-token rows, modules_to_save copies), as training reads it."""
-    from peft import LoraConfig, get_peft_model
-
-    from tests.conftest import build_tiny_hf_tokenizer, build_tiny_llama
+    from tests.conftest import build_tiny_hf_tokenizer
     from tokenization import ItemTokenizer
 
     codes, sizes = _shape("unequal_id_level")
@@ -377,24 +387,13 @@ def test_peft_decoders_decode_from_hidden_states_exactly(tied, rows, monkeypatch
     base_vocab = len(hf_tok)
     item_tok = ItemTokenizer.from_codes([f"item{i}" for i in range(len(codes))], codes, sizes)
     item_tok.add_to_tokenizer(hf_tok)
-    names = ["embed_tokens"] + ([] if tied else ["lm_head"])
-    extra = ({"trainable_token_indices": {n: list(range(base_vocab, len(hf_tok))) for n in names}}
-             if rows == "trainable_tokens" else {"modules_to_save": names})
-    model = get_peft_model(build_tiny_llama(len(hf_tok), tie_word_embeddings=tied),
-                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
-                                      task_type="CAUSAL_LM", **extra))
-    with torch.no_grad():  # move the adapters and the trained rows off their start, sharply
-        gen = torch.Generator().manual_seed(1)
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.5 * torch.randn(p.shape, generator=gen))
-    model.eval()
+    model = tiny_peft_llama(len(hf_tok), base_vocab, tied, rows)
     trie = ItemTrie(item_tok.item_token_ids(hf_tok), item_tok.item_ids)
     input_ids, mask = left_pad(tokenize_prompts(hf_tok, PROMPTS))
     kwargs = {"exclude": [[0], [], [1, 2]], "item_head_weight": 0.6}
     spy = _Spy(monkeypatch, model)
     new = constrained_beam_search(model, input_ids, mask, trie, num_beams=6, **kwargs)
-    assert spy.tiled == 1  # the id step ran on the hidden states
+    assert spy.tiled == 1 and spy.states[-1] == (len(PROMPTS) * 6, 1)  # the id step ran on the decoder's states
     reference = padded_beam_search(model, input_ids, mask, trie, num_beams=6, **kwargs)
     assert new.items.tolist() == reference.items.tolist()
     assert torch.allclose(new.scores, reference.scores, atol=1e-5, rtol=0)
