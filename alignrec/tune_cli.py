@@ -2,6 +2,7 @@
 
     alignrec sasrec-tune --run_config configs/amazon_scientific.yaml --budget 40
     alignrec sasrec-tune --split_dir runs/x/data/split --out_dir bars/x --budget 15
+    alignrec sasrec-tune --run_config my.yaml --budget 8 --space my_space.yaml   # your axes, in your order
 
 Two searches on the valid targets only (the test part is never read): the plain SASRec over width, dropout,
 learning rate, layers and weight decay, with ``sasrec_max_len`` = the split's ``max_history`` (the context every
@@ -21,7 +22,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SASRecTuneConfig", "register", "run_tune"]
+__all__ = ["SASRecTuneConfig", "load_space", "register", "run_tune"]
 
 # The embeddings keys that decide the text vectors (the content row reads what the tokenizer reads).
 TEXT_KEYS = ("text_encoder", "sentence_encoder_dir", "llm_dir", "text_template", "text_max_length", "text_batch_size",
@@ -48,6 +49,9 @@ class SASRecTuneConfig:
     text_encoder: str = field(default="sentence", metadata={"help": "split_dir mode: text encoder of the content "
                                                                     "row ('sentence' = MiniLM, 'llm')."})
     text_max_length: int = field(default=64, metadata={"help": "split_dir mode: token limit per item text."})
+    space: str = field(default="", metadata={"help": "YAML of SASRec axes (sasrec_key: [values]) searched in file "
+                                                     "order, from the library default; default: width, dropout, "
+                                                     "lr, layers, weight decay (alignrec.recommenders.tuning)."})
     overwrite: bool = field(default=False, metadata={"help": "Write into a non-empty folder alignrec did not "
                                                              "create."})
 
@@ -107,17 +111,19 @@ def run_tune(cfg: SASRecTuneConfig) -> dict[str, Any]:
     from tokenization.embeddings import text_embeddings
 
     split, text_cfg, out = _inputs(cfg)
-    out = claim_output_dir(out, "sasrec-tune", inputs=[cfg.split_dir or None], overwrite=cfg.overwrite)
     defaults = SASRecConfig()
     fixed = {"sasrec_max_len": split.max_history, "sasrec_patience": cfg.patience, "sasrec_epochs": cfg.max_epochs,
              "sasrec_heads": defaults.sasrec_heads, "sasrec_batch_size": defaults.sasrec_batch_size}
-    start = {**{axis: getattr(defaults, axis) for axis in SASREC_SPACE}, **fixed}
+    space = load_space(cfg.space, fixed) if cfg.space else SASREC_SPACE  # refused before the folder is claimed
+    out = claim_output_dir(out, "sasrec-tune", inputs=[cfg.split_dir or None], overwrite=cfg.overwrite)
+    # every built-in axis in the point too, so the same point has the same trial key under any space
+    start = {**{axis: getattr(defaults, axis) for axis in dict.fromkeys([*SASREC_SPACE, *space])}, **fixed}
     # A trial's key holds every SASRec key it trained with, so points stay valid across budgets and spaces: only
     # another split or seed makes them another search.
     identity = {"split": split.dataset.fingerprint(), "max_history": split.max_history, "seed": cfg.seed}
     check_resumable(out / "tune_config.json", identity)
     atomic_write_json(out / "tune_config.json", {**dataclasses.asdict(cfg), **identity, "start": start,
-                                                 "space": SASREC_SPACE, "content_space": CONTENT_SPACE,
+                                                 "space": space, "content_space": CONTENT_SPACE,
                                                  "valid_users": len(split.eval_examples("valid"))})
 
     def trial(text=None):
@@ -128,7 +134,7 @@ def run_tune(cfg: SASRecTuneConfig) -> dict[str, Any]:
                     "seconds": round(float(info["seconds"]), 1)}
         return evaluate
 
-    plain = coordinate_search(SASREC_SPACE, start, trial(), cfg.budget, out / "trials.jsonl", seed=cfg.seed)
+    plain = coordinate_search(space, start, trial(), cfg.budget, out / "trials.jsonl", seed=cfg.seed)
     chosen = {"sasrec_tuned": plain["best"]["params"]}
     content = None
     if cfg.content_budget:
@@ -141,7 +147,7 @@ def run_tune(cfg: SASRecTuneConfig) -> dict[str, Any]:
               f"(seed {cfg.seed}; {len(plain['trials'])} plain + {len(content['trials']) if content else 0} content "
               "trainings).\n# Paste into the run config's evaluate section; test was never read.\n")
     atomic_write_text(out / "tuned.yaml", header + yaml.safe_dump(chosen, sort_keys=False))
-    atomic_write_text(out / "trials.md", trials_markdown(plain, content))
+    atomic_write_text(out / "trials.md", trials_markdown(plain, content, space))
     summary = {"sasrec_tuned": plain["best"], "sasrec_content": content["best"] if content else None,
                "trials": len(plain["trials"]), "content_trials": len(content["trials"]) if content else 0}
     atomic_write_json(out / "summary.json", summary)
@@ -150,22 +156,48 @@ def run_tune(cfg: SASRecTuneConfig) -> dict[str, Any]:
     return summary
 
 
-def trials_markdown(plain: dict[str, Any], content: dict[str, Any] | None) -> str:
+def load_space(path: str, fixed: dict[str, Any]) -> dict[str, list[Any]]:
+    """``--space``: SASRec axes in search order; a bad file, key or value is one ConfigError naming the file."""
+    from alignrec.recommenders import SASRecConfig
+    from alignrec.recommenders.bar import bar_sasrec_config
+    from recdata.config import load_yaml
+    from recdata.errors import ConfigError
+
+    if not Path(path).is_file():
+        raise ConfigError(f"--space {path} does not exist; pass a YAML of SASRec axes (sasrec_key: [values])")
+    space = load_yaml(path)
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"{path}: a search space is a non-empty mapping of sasrec_key: [values]")
+    fields = {f.name for f in dataclasses.fields(SASRecConfig)}
+    for axis, values in space.items():
+        if axis not in fields or axis in fixed or axis in ("sasrec_device", "sasrec_seed"):
+            settable = sorted(fields - set(fixed) - {"sasrec_device", "sasrec_seed"})
+            raise ConfigError(f"{path}: axis {axis!r} is not a tunable SASRec key (max_len, epochs, patience and seed "
+                              f"are fixed by the split and the flags); tunable: {settable}")
+        if not isinstance(values, list) or not values or any(v is None for v in values):
+            raise ConfigError(f"{path}: axis {axis!r}: give a non-empty list of values, got {values!r}")
+        for value in values:
+            bar_sasrec_config({axis: value})  # a value SASRec refuses is refused before any training
+    return {str(axis): list(values) for axis, values in space.items()}
+
+
+def trials_markdown(plain: dict[str, Any], content: dict[str, Any] | None,
+                    space: dict[str, list[Any]] | None = None) -> str:
     """The grids with their valid scores, in trial order; the chosen rows marked."""
     from alignrec.recommenders.bar import CONTENT_SPACE
     from alignrec.recommenders.tuning import SASREC_SPACE
 
+    axes = list(dict.fromkeys([*SASREC_SPACE, *(space or {})]))
     lines = []
-    for title, search, axes in (("SASRec", plain, list(SASREC_SPACE)),
-                                ("SASRec + content", content, list(SASREC_SPACE) + list(CONTENT_SPACE))):
+    for title, search, columns in (("SASRec", plain, axes), ("SASRec + content", content, axes + list(CONTENT_SPACE))):
         if search is None:
             continue
         lines += [f"## {title} (valid NDCG@10, {len(search['trials'])} trainings)", "",
-                  "| # | " + " | ".join(a.removeprefix("sasrec_") for a in axes) + " | valid NDCG@10 | epochs | s |",
-                  "|" + "---|" * (len(axes) + 4)]
+                  "| # | " + " | ".join(a.removeprefix("sasrec_") for a in columns) + " | valid NDCG@10 | epochs | s |",
+                  "|" + "---|" * (len(columns) + 4)]
         for t in search["trials"]:
             mark = " (chosen)" if t["key"] == search["best"]["key"] else ""
-            lines.append(f"| {t['index'] + 1} | " + " | ".join(str(t["params"].get(a)) for a in axes)
+            lines.append(f"| {t['index'] + 1} | " + " | ".join(str(t["params"].get(a)) for a in columns)
                          + f" | {t['score']:.4f}{mark} | {t.get('epochs', '-')} | {t.get('seconds', '-')} |")
         lines.append("")
     return "\n".join(lines)

@@ -142,3 +142,42 @@ def test_check_resumable_compares_the_recorded_identity(tmp_path):
     check_resumable(path, {"data": "k1", "axes": ("a", "b")}, under="identity")  # JSON-equal values match
     with pytest.raises(UserError, match=r"another search \(data differ\)"):
         check_resumable(path, {"data": "k2", "axes": ["a", "b"]}, under="identity")
+
+
+def test_tune_space_file_sets_the_axes_and_their_order(tiny_split, tmp_path, capsys):
+    from alignrec.cli import main
+    from alignrec.recommenders.tuning import read_trials
+
+    tiny_split.save(tmp_path / "split")
+    (tmp_path / "space.yaml").write_text("sasrec_dropout: [0.5]\nsasrec_dim: [32]\n")
+    argv = ["sasrec-tune", "--split_dir", str(tmp_path / "split"), "--out_dir", str(tmp_path / "bar"), "--budget", "3",
+            "--content_budget", "0", "--patience", "1", "--max_epochs", "2", "--space", str(tmp_path / "space.yaml")]
+    assert main(argv) == 0
+    trials = read_trials(tmp_path / "bar" / "trials.jsonl")
+    first, second, third = (t["params"] for t in trials)
+    assert (first["sasrec_dim"], first["sasrec_dropout"]) == (64, 0.3)  # the library default starts
+    assert (second["sasrec_dim"], second["sasrec_dropout"]) == (64, 0.5)  # the file's first axis first
+    assert third["sasrec_dim"] == 32
+    assert third["sasrec_dropout"] == (0.5 if trials[1]["score"] > trials[0]["score"] else 0.3)
+    assert all(t["params"]["sasrec_weight_decay"] == 0.0 for t in trials)  # built-in axes keep their default value
+    header = "| # | dim | dropout | lr | layers | weight_decay | valid NDCG@10 | epochs | s |"
+    assert header in (tmp_path / "bar" / "trials.md").read_text().splitlines()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("sasrec_max_len: [50]\n", "axis 'sasrec_max_len' is not a tunable SASRec key"),
+    ("sasrec_dimm: [64]\n", "axis 'sasrec_dimm' is not a tunable SASRec key"),
+    ("sasrec_dim: []\n", "axis 'sasrec_dim': give a non-empty list of values"),
+    ("- 1\n", "must hold a mapping"),
+])
+def test_tune_space_file_refuses_bad_axes_in_one_line(tiny_split, tmp_path, capsys, text, expected):
+    from alignrec.cli import main
+
+    tiny_split.save(tmp_path / "split")
+    (tmp_path / "space.yaml").write_text(text)
+    argv = ["sasrec-tune", "--split_dir", str(tmp_path / "split"), "--out_dir", str(tmp_path / "bar"),
+            "--space", str(tmp_path / "space.yaml")]
+    assert main(argv) == 2  # a configuration error
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "space.yaml") in err[0] and expected in err[0]
+    assert not (tmp_path / "bar").exists()  # refused before the output folder is claimed
