@@ -4,9 +4,10 @@ Why a module of its own: ``inference.beam_search`` is the search (argument check
 bookkeeping); this is the arithmetic it runs at every step, each piece checked against a plain reference in
 ``tests/inference/test_beam_scale.py`` and none of it aware of tries or caches:
 
-- the normaliser of ``log_softmax`` over the full vocabulary: ``row_logsumexp`` from the model's logits (chunked, no
-  float32 copy), ``linear_row_logsumexp`` from the last hidden states and the output head (in cache-sized tiles, so
-  the logits never exist whole: ~7.7 GB at 64 users x 30 beams and 1M item tokens);
+- the normaliser of ``log_softmax`` over the full vocabulary from the model's logits: ``row_logsumexp`` (chunked, no
+  float32 copy). From the last hidden states and the output head the search calls the training loss's own
+  ``alignrec.recommenders.sampled_softmax.linear_logsumexp`` (cache-sized tiles in the model's dtype, so the logits
+  never exist whole: ~7.7 GB at 64 users x 30 beams and 1M item tokens): one definition of that log-partition;
 - ``edge_logits``: each allowed child's logit from its gathered head row, ``O(edges x hidden)``;
 - ``linear_output_head``, ``base_decoder`` and ``head_reproduces``: whether a model's head is a plain linear map
   (``trainer.lm_loss.output_head``) and its base decoder's final states through that map reproduce its logits, which
@@ -27,9 +28,6 @@ import torch
 logger = logging.getLogger(__name__)
 
 NEG_INF = float("-inf")
-CPU_TILE_ELEMENTS = 1 << 19  # logits per normaliser tile on CPU: 2 MB of float32, kept in cache
-DEVICE_TILE_ELEMENTS = 1 << 26  # on an accelerator: few, large tiles (kernel launches, not cache, bind there)
-CPU_TILE_ROWS = 256  # rows per CPU tile: a tile spans >= 2,048 vocabulary tokens, enough for an efficient GEMM
 GUARD_ROWS = 4  # prompts on which the decoder and head's logits are compared with the model's, every call ...
 GUARD_POSITIONS = 8  # ... over their last this many tokens (a short extra forward of each, no cache) ...
 GUARD_TOKENS = 4096  # ... at this many tokens spread over the vocabulary
@@ -49,46 +47,6 @@ def row_logsumexp(logits: torch.Tensor, max_elements: int = 1 << 20) -> torch.Te
         return torch.logsumexp(logits.float(), dim=-1)
     return torch.cat([torch.logsumexp(logits[i:i + per_chunk].float(), dim=-1)
                       for i in range(0, logits.shape[0], per_chunk)])
-
-
-@torch.no_grad()
-def linear_row_logsumexp(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                         max_elements: int | None = None) -> torch.Tensor:
-    """``[rows]`` float32 ``logsumexp`` over the vocabulary of ``hidden [rows, h] @ weight [vocab, h].T + bias``.
-
-    Equals ``row_logsumexp`` of the model's logits (each tile is computed in ``hidden``'s dtype as the model's head
-    computes its logits, then reduced in float32), but no ``[rows, vocab]`` tensor exists: tiles of at most
-    ``max_elements`` logits (default: ``CPU_TILE_ELEMENTS`` on CPU, ``DEVICE_TILE_ELEMENTS`` elsewhere), each
-    reduced to one partial ``logsumexp`` per row while it is in cache. Compute is the head's GEMM, ``O(rows x vocab
-    x h)``: the irreducible cost of an exact normaliser.
-    """
-    num_rows, vocab = hidden.shape[0], weight.shape[0]
-    cpu = hidden.device.type == "cpu"
-    budget = max_elements or (CPU_TILE_ELEMENTS if cpu else DEVICE_TILE_ELEMENTS)
-    row_block = max(1, min(num_rows, CPU_TILE_ROWS if cpu else num_rows, budget))
-    col_block = max(1, min(vocab, budget // row_block))
-    weight, bias = weight.to(hidden.dtype), None if bias is None else bias.to(hidden.dtype)
-    buffer = torch.empty(row_block * col_block, dtype=hidden.dtype, device=hidden.device)  # one tile, reused
-    out = torch.empty(num_rows, dtype=torch.float32, device=hidden.device)
-    for r in range(0, num_rows, row_block):
-        h = hidden[r:r + row_block]  # [r, h]
-        peaks, sums = [], []  # per tile: [r, 1] row max and sum of exp(logit - max)
-        for c in range(0, vocab, col_block):
-            w = weight[c:c + col_block].T  # [h, c]
-            tile = buffer[:h.shape[0] * w.shape[1]].view(h.shape[0], w.shape[1])  # [r, c]: the head's logits
-            if bias is None:
-                torch.mm(h, w, out=tile)
-            else:
-                torch.addmm(bias[c:c + col_block], h, w, out=tile)
-            tile = tile.float() if tile.dtype != torch.float32 else tile
-            peak = tile.amax(dim=-1, keepdim=True)
-            peak.masked_fill_(peak.abs() == float("inf"), 0.0)  # as torch.logsumexp: an infinite row stays infinite
-            peaks.append(peak)
-            sums.append(tile.sub_(peak).exp_().sum(dim=-1, keepdim=True))
-        peak, total = torch.cat(peaks, dim=1), torch.cat(sums, dim=1)  # [r, tiles]
-        top = peak.amax(dim=-1, keepdim=True)
-        out[r:r + row_block] = (top + (total * (peak - top).exp()).sum(dim=-1, keepdim=True).log()).squeeze(1)
-    return out
 
 
 @torch.no_grad()
@@ -164,20 +122,18 @@ def linear_output_head(model: torch.nn.Module):
 
 
 def base_decoder(model: torch.nn.Module) -> torch.nn.Module | None:
-    """The module under ``model``'s output head whose ``last_hidden_state`` (after the final norm) the head reads:
-    ``get_decoder()`` of the causal LM (of ``get_base_model()`` for a peft model: LoRA layers and peft token rows are
-    injected in place, so the decoder runs them). None, with a one-time warning, for a model without one."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    get = getattr(causal_lm, "get_decoder", None)
+    """The module under ``model``'s output head whose ``last_hidden_state`` (after the final norm) the head reads
+    (``trainer.lm_loss.decoder_module``, the one the chunked training loss reads too). None, with a one-time
+    warning, for a model without one."""
+    from trainer.lm_loss import decoder_module
+
     try:
-        decoder = get() if callable(get) else None
-    except (AttributeError, NotImplementedError, ValueError):
-        decoder = None
-    if not isinstance(decoder, torch.nn.Module) or decoder is causal_lm:
+        return decoder_module(model)
+    except ValueError:
+        causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
         _warn_once(type(causal_lm).__name__, "decoding from the model's full logits: it has no base decoder "
                                              "(get_decoder) returning its last hidden states")
         return None
-    return decoder
 
 
 @torch.no_grad()

@@ -14,8 +14,9 @@ for the normaliser; ~7.7 GB at 64 users x 30 beams and 1M items). When the model
 map (``trainer.lm_loss.output_head``: tied or untied, with bias, peft token rows) the decode steps run the model's
 base decoder alone (``get_decoder()``: its ``last_hidden_state``, no head, no ``output_hidden_states``, so the model
 stays picklable) and compute each edge's logit from the gathered head rows of the allowed children and the exact
-normaliser in small tiles (``inference.beam_scoring``): the same ``log_softmax`` values, without the ``[rows, vocab]``
-tensor. The normaliser is still ``O(vocab x hidden)`` per beam per step: that is what exact sequence log-probs cost.
+normaliser in small tiles (``linear_logsumexp``, the one the chunked training loss uses): the same ``log_softmax``
+values, without the ``[rows, vocab]`` tensor. The normaliser is still ``O(vocab x hidden)`` per beam per step: that
+is what exact sequence log-probs cost.
 The prefill keeps the model's own logits (one row per prompt; the first step and the item head read all of it), and
 a short guard forward on a few prompts checks that decoder and head reproduce the model's logits; a model that does
 not (a logit transform, an unsupported module, no decoder) decodes from the model's logits, as before.
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from alignrec.recommenders.sampled_softmax import linear_logsumexp
 from inference.beam_scoring import (
     NEG_INF,
     base_decoder,
@@ -45,7 +47,6 @@ from inference.beam_scoring import (
     head_reproduces,
     isin_sorted,
     linear_output_head,
-    linear_row_logsumexp,
     row_logsumexp,
     segmented_topk,
 )
@@ -148,7 +149,8 @@ def constrained_beam_search(
             norm = row_logsumexp(logits)  # [batch * states]: log_softmax's normaliser over the full vocabulary
             step = logits[owner, tokens].float() - norm[owner]  # [edges] = log_softmax(logits)[owner, token]
         else:  # the same values from the hidden states: gathered head rows, the normaliser in tiles
-            norm = linear_row_logsumexp(hidden, head.weight, head.bias)  # [batch * states]
+            # [batch * states] float32, each tile in the model's dtype as its head computes the logits
+            norm = linear_logsumexp(hidden, head.weight, bias=head.bias, tile_dtype=hidden.dtype)
             step = edge_logits(hidden, head.weight, head.bias, owner, tokens) - norm[owner]  # [edges]
         if node_bias is not None:
             step = step + node_bias[depth][child]

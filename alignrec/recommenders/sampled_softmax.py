@@ -11,7 +11,10 @@ thousand supervised positions per batch that is tens of GB. Three losses, picked
   (``linear_logsumexp`` also tiles the positions, ``POSITION_CHUNK`` at a time: the LLM's chunked causal-LM loss,
   ``trainer.lm_loss``, runs it over the whole vocabulary at every supervised position).
   Compute is about twice full's (the logits are built twice); the choice for mid-size catalogues when memory, not
-  time, binds.
+  time, binds. ``linear_logsumexp`` is also decoding's normaliser (``inference.beam_search``): one definition of
+  the exact log-partition of a linear head. Its forward computes each tile into one reused buffer, bounded by
+  ``max_elements`` logits too (cache-sized on CPU), and reduces it in place while it is in cache; without a gradient
+  only that forward runs, and ``tile_dtype`` (the model's dtype) reproduces the head's own rounded logits.
 - ``sampled``: sampled softmax with the logQ correction (Bengio & Senecal 2008, Jean et al. 2015, Yi et al. 2019).
   Per batch, S negatives shared by every position are drawn with replacement from a proposal q
   (``popularity_proposal``: (training count + 1)^alpha, alpha 0 = uniform; ``NegativeSampler``, seeded), and each
@@ -34,14 +37,18 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AUTO_SAMPLED_MIN_ITEMS", "DEFAULT_CHUNK", "LOSSES", "POSITION_CHUNK", "NegativeSampler",
-           "column_logsumexp", "column_softmax_loss", "linear_logsumexp", "linear_softmax_loss", "popularity_proposal",
-           "resolve_loss", "sampled_softmax_loss"]
+__all__ = ["AUTO_SAMPLED_MIN_ITEMS", "CPU_TILE_ELEMENTS", "CPU_TILE_ROWS", "DEFAULT_CHUNK", "DEVICE_TILE_ELEMENTS",
+           "FOLD_TILES", "LOSSES", "POSITION_CHUNK", "NegativeSampler", "column_logsumexp", "column_softmax_loss",
+           "linear_logsumexp", "linear_softmax_loss", "popularity_proposal", "resolve_loss", "sampled_softmax_loss"]
 
 LOSSES = ("auto", "full", "chunked", "sampled")
 AUTO_SAMPLED_MIN_ITEMS = 100_000  # auto: full softmax below this many items, sampled softmax from here on
 DEFAULT_CHUNK = 8192  # items per chunk of the chunked loss: memory [positions, 8192] floats
 POSITION_CHUNK = 4096  # positions per tile of linear_logsumexp: memory [4096, chunk] floats however many positions
+CPU_TILE_ELEMENTS = 1 << 19  # logits per forward tile of linear_logsumexp on CPU: 2 MB of float32, kept in cache
+CPU_TILE_ROWS = 256  # positions per CPU forward tile: a tile spans >= 2,048 columns, enough for an efficient GEMM
+DEVICE_TILE_ELEMENTS = 1 << 26  # on an accelerator: few, large tiles (kernel launches, not cache, bind there)
+FOLD_TILES = 1024  # per-tile partial logsumexps kept per row before they are summed: [rows, 1024] floats at most
 
 
 def resolve_loss(kind: str, num_items: int, sampled_min_items: int = AUTO_SAMPLED_MIN_ITEMS) -> str:
@@ -116,22 +123,53 @@ def sampled_softmax_loss(target_logits: torch.Tensor, negative_logits: torch.Ten
 
 
 # ---- chunked exact log-partition --------------------------------------------------------------------------------
+def _tiled_logsumexp(hidden: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None,
+                     columns: torch.Tensor | None, chunk: int, tile_dtype: torch.dtype | None,
+                     max_elements: int | None) -> torch.Tensor:
+    """``[P]`` ``logsumexp(hidden @ table[columns].T + bias, 1)`` in ``_acc(hidden)``, no autograd: the forward of
+    ``linear_logsumexp`` (see there for the tile bounds). Each tile's logits are computed in ``tile_dtype`` into one
+    reused buffer and reduced in place to one partial logsumexp per row while in cache; the partials are summed by
+    ``torch.logsumexp`` (one rounding, not one per tile; an infinite logit gives what it gives)."""
+    acc = _acc(hidden)
+    tile_dtype = acc if tile_dtype is None else tile_dtype
+    num_rows, width = hidden.shape[0], table.shape[0] if columns is None else columns.shape[0]
+    cpu = hidden.device.type == "cpu"
+    budget = max_elements or (CPU_TILE_ELEMENTS if cpu else DEVICE_TILE_ELEMENTS)
+    row_block = max(1, min(num_rows, POSITION_CHUNK, CPU_TILE_ROWS if cpu else num_rows, budget))
+    col_block = max(1, min(width, chunk, budget // row_block))
+    buffer = torch.empty(row_block * col_block, dtype=tile_dtype, device=hidden.device)  # one tile, reused
+    widened = None if tile_dtype == acc else torch.empty(row_block * col_block, dtype=acc, device=hidden.device)
+    lse = torch.full((num_rows,), -math.inf, dtype=acc, device=hidden.device)  # [P]
+    for rows in _spans(num_rows, row_block):
+        h = hidden[rows].to(tile_dtype)  # [r, d]
+        parts = [lse[rows]]  # [r] each: one partial logsumexp per tile, folded every FOLD_TILES tiles
+        for cols in _spans(width, col_block):
+            w = (table[cols] if columns is None else table[columns[cols]]).to(tile_dtype).T  # [d, c]
+            tile = buffer[:h.shape[0] * w.shape[1]].view(h.shape[0], w.shape[1])  # [r, c]: the head's logits
+            if bias is None:
+                torch.mm(h, w, out=tile)
+            else:
+                torch.addmm(bias[cols].to(tile_dtype), h, w, out=tile)
+            if widened is not None:  # reduced in float32 or wider, whatever the tile's dtype
+                tile = widened[:tile.numel()].view(tile.shape).copy_(tile)
+            peak = tile.amax(1, keepdim=True)  # [r, 1]
+            peak.masked_fill_(peak.isinf(), 0.0)  # as torch.logsumexp: a row with an infinite peak stays infinite
+            parts.append(tile.sub_(peak).exp_().sum(1).log_().add_(peak.squeeze(1)))
+            if len(parts) == FOLD_TILES:
+                parts = [torch.stack(parts, 1).logsumexp(1)]
+        lse[rows] = torch.stack(parts, 1).logsumexp(1)
+    return lse
+
+
 class _LinearLogSumExp(torch.autograd.Function):
-    """``logsumexp(hidden @ table[columns].T + bias, 1)`` in tiles of ``POSITION_CHUNK`` rows x ``chunk`` columns; the
-    backward recomputes each tile (nothing ``[P, N]`` kept). ``columns`` None = every row of ``table``."""
+    """``logsumexp(hidden @ table[columns].T + bias, 1)``: the forward is ``_tiled_logsumexp`` (in ``_acc(hidden)``,
+    keeping only ``[P]``); the backward recomputes tiles of ``POSITION_CHUNK`` rows x ``chunk`` columns (nothing
+    ``[P, N]`` kept). ``columns`` None = every row of ``table``."""
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None,
-                columns: torch.Tensor | None, chunk: int) -> torch.Tensor:
-        acc = _acc(hidden)
-        width = table.shape[0] if columns is None else columns.shape[0]
-        lse = torch.full((hidden.shape[0],), -math.inf, dtype=acc, device=hidden.device)  # [P]
-        for rows in _spans(hidden.shape[0], POSITION_CHUNK):
-            h = hidden[rows].to(acc)  # [r, d]
-            part = lse[rows]
-            for cols in _spans(width, chunk):
-                part = torch.logaddexp(part, _linear_tile(h, table, bias, columns, cols).logsumexp(1))
-            lse[rows] = part
+                columns: torch.Tensor | None, chunk: int, max_elements: int | None) -> torch.Tensor:
+        lse = _tiled_logsumexp(hidden, table, bias, columns, chunk, None, max_elements)
         ctx.save_for_backward(hidden, table, bias, columns, lse)
         ctx.chunk = chunk
         return lse
@@ -161,7 +199,7 @@ class _LinearLogSumExp(torch.autograd.Function):
                 if grad_b is not None:
                     grad_b[cols] += p.sum(0)
         return (grad_h.to(hidden.dtype), None if grad_t is None else grad_t.to(table.dtype),
-                None if grad_b is None else grad_b.to(bias.dtype), None, None)
+                None if grad_b is None else grad_b.to(bias.dtype), None, None, None)
 
 
 def _spans(size: int, step: int) -> list[slice]:
@@ -213,11 +251,30 @@ def _acc(x: torch.Tensor) -> torch.dtype:
 
 
 def linear_logsumexp(hidden: torch.Tensor, table: torch.Tensor, chunk: int = DEFAULT_CHUNK,
-                     bias: torch.Tensor | None = None, columns: torch.Tensor | None = None) -> torch.Tensor:
-    """``[P]`` log-partition of ``hidden [P, d] @ table [N, d].T (+ bias [N])``, exact (float32 or wider), memory
-    ``[POSITION_CHUNK, chunk]``. ``columns [N]``: score only those rows of a larger ``table [V, d]`` (``bias`` then
-    per column), without gathering them; the gradient reaches exactly those rows."""
-    return _LinearLogSumExp.apply(hidden, table, bias, columns, _check_chunk(chunk))
+                     bias: torch.Tensor | None = None, columns: torch.Tensor | None = None, *,
+                     tile_dtype: torch.dtype | None = None, max_elements: int | None = None) -> torch.Tensor:
+    """``[P]`` log-partition of ``hidden [P, d] @ table [N, d].T (+ bias [N])``, exact, in float32 or wider
+    (``hidden``'s dtype promoted to float32), never holding ``[P, N]``. ``columns [N]``: score only those rows of a
+    larger ``table [V, d]`` (``bias`` then per column), without gathering them; the gradient reaches exactly those
+    rows. The one definition, for training losses and decoding's normaliser alike.
+
+    The forward's tiles have at most ``chunk`` columns, ``POSITION_CHUNK`` rows (``CPU_TILE_ROWS`` on CPU) and
+    ``max_elements`` logits (default ``CPU_TILE_ELEMENTS`` on CPU, ``DEVICE_TILE_ELEMENTS`` elsewhere). When no
+    gradient is needed (grad mode off, or none of ``hidden``, ``table``, ``bias`` requires one) only that forward
+    runs; otherwise the backward recomputes tiles of ``POSITION_CHUNK`` x ``chunk``. ``tile_dtype``: the dtype each
+    tile's logits are computed in before the float32-or-wider reduction; None: the reduction's own (exact); the
+    model's dtype reproduces its head's rounded logits, as decoding's ``log_softmax`` needs (no gradient only).
+    """
+    chunk = _check_chunk(chunk)
+    if max_elements is not None and max_elements < 1:
+        raise ValueError(f"max_elements must be >= 1 logit per tile (or None for the default), got {max_elements}")
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, table, bias))
+    if not needs_grad:
+        return _tiled_logsumexp(hidden, table, bias, columns, chunk, tile_dtype, max_elements)
+    if tile_dtype not in (None, _acc(hidden)):
+        raise ValueError(f"tile_dtype={tile_dtype} rounds the logits and has no gradient: call linear_logsumexp "
+                         "under torch.no_grad() (or inference_mode) with it, or leave it None")
+    return _LinearLogSumExp.apply(hidden, table, bias, columns, chunk, max_elements)
 
 
 def column_logsumexp(logits: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor,

@@ -1,7 +1,8 @@
 """Issue 34: the CSR beam search equals the padded one it replaced (items exactly, scores to 1e-5) on tries of
 very different shapes, and its per-step memory is the live beams' real children (checked by shapes). Decode steps
 run the base decoder alone (gathered head rows, a tiled normaliser) and equal the model's-logits path; the pieces
-(tiled normaliser, edge logits, streaming item head, one-sort top-k, contenders) equal simple references."""
+(edge logits, streaming item head, one-sort top-k, contenders) equal simple references. The tiled normaliser is
+``sampled_softmax.linear_logsumexp``, checked in ``tests/recommenders/test_sampled_softmax.py``."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import torch
 
 import inference.beam_scoring as beam_scoring
 import inference.beam_search as beam_search
+from alignrec.recommenders.sampled_softmax import linear_logsumexp
 from inference.beam_scoring import (
     contenders,
     edge_logits,
-    linear_row_logsumexp,
     row_logsumexp,
     segmented_topk,
 )
@@ -166,7 +167,7 @@ class _Spy:
         self.logits: list[tuple[int, ...]] = []
         self.states: list[tuple[int, ...]] = []
         self.tiled = 0
-        forward, tiled = model.forward, beam_search.linear_row_logsumexp
+        forward, tiled = model.forward, beam_search.linear_logsumexp
         decoder = beam_scoring.base_decoder(model)
         decoder_forward = decoder.forward
 
@@ -186,7 +187,7 @@ class _Spy:
 
         monkeypatch.setattr(model, "forward", spy_forward)
         monkeypatch.setattr(decoder, "forward", spy_decoder)
-        monkeypatch.setattr(beam_search, "linear_row_logsumexp", spy_tiled)
+        monkeypatch.setattr(beam_search, "linear_logsumexp", spy_tiled)
 
 
 @pytest.mark.parametrize(("name", "architecture"), SHAPES)
@@ -245,32 +246,16 @@ def test_a_head_that_does_not_give_the_logits_decodes_from_them_with_a_warning(b
     assert torch.allclose(out.scores, reference.scores, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("max_elements", [None, 10, 300, 3000, 10**8])  # 10: several row blocks
-def test_linear_row_logsumexp_is_the_normaliser_of_the_heads_logits(bias, max_elements, monkeypatch):
-    gen = torch.Generator().manual_seed(0)
-    hidden, weight = torch.randn(37, 16, generator=gen), torch.randn(1001, 16, generator=gen) * 2
-    b = torch.randn(1001, generator=gen) if bias else None
-    expected = torch.logsumexp(torch.nn.functional.linear(hidden, weight, b), dim=-1)
-    tiles: list[int] = []
-    mm, addmm = torch.mm, torch.addmm
-    monkeypatch.setattr(torch, "mm", lambda a, w, out: tiles.append(out.numel()) or mm(a, w, out=out))
-    monkeypatch.setattr(torch, "addmm", lambda c, a, w, out: tiles.append(out.numel()) or addmm(c, a, w, out=out))
-    got = linear_row_logsumexp(hidden, weight, b, max_elements=max_elements)
-    assert got.dtype == torch.float32
-    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
-    budget = max_elements or beam_scoring.CPU_TILE_ELEMENTS
-    assert max(tiles) <= max(budget, 1) and sum(tiles) == 37 * 1001  # every logit once, never a [rows, vocab] tile
-    if max_elements == 10**8:
-        assert tiles == [37 * 1001]
-
-
-def test_linear_row_logsumexp_and_edge_logits_round_like_a_bfloat16_head():
+def test_the_normaliser_and_edge_logits_round_like_a_bfloat16_head():
+    """Decoding's normaliser is ``linear_logsumexp`` with tiles in the model's dtype (its exactness is checked in
+    ``tests/recommenders/test_sampled_softmax.py``): here, called as the search calls it, on a bfloat16 head."""
     gen = torch.Generator().manual_seed(1)
     hidden = torch.randn(9, 32, generator=gen).bfloat16()
     head = torch.nn.Linear(32, 500).bfloat16()
     logits = head(hidden)  # [9, 500] bfloat16: what the model's head returns
-    norm = linear_row_logsumexp(hidden, head.weight, head.bias, max_elements=1000)
+    with torch.inference_mode():
+        norm = linear_logsumexp(hidden, head.weight, bias=head.bias, tile_dtype=hidden.dtype, max_elements=1000)
+    assert norm.dtype == torch.float32
     assert torch.allclose(norm, torch.logsumexp(logits.float(), dim=-1), atol=1e-2, rtol=0)
     owner, tokens = torch.tensor([0, 0, 3, 8, 8]), torch.tensor([0, 499, 7, 250, 3])
     got = edge_logits(hidden, head.weight, head.bias, owner, tokens)

@@ -47,8 +47,8 @@ def test_decoding_adds_no_hooks_and_the_model_still_pickles(case, monkeypatch):
     input_ids, mask = left_pad(tokenize_prompts(hf_tok, PROMPTS))
     hooks = _hooks(model)
     tiled = []
-    normaliser = beam_search.linear_row_logsumexp
-    monkeypatch.setattr(beam_search, "linear_row_logsumexp", lambda *a, **k: tiled.append(1) or normaliser(*a, **k))
+    normaliser = beam_search.linear_logsumexp
+    monkeypatch.setattr(beam_search, "linear_logsumexp", lambda *a, **k: tiled.append(1) or normaliser(*a, **k))
     kwargs = {"num_beams": 4, "exclude": [[0], [], [1, 2]], "item_head_weight": 0.6}
     out = constrained_beam_search(model, input_ids, mask, trie, **kwargs)
     assert tiled == [1]  # the id step ran on the decoder's hidden states, not the model's logits

@@ -10,9 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import alignrec.recommenders.sampled_softmax as sampled_softmax
 from alignrec.recommenders import SASRec, SASRecConfig, train_sasrec, training_windows
 from alignrec.recommenders.sampled_softmax import (
     AUTO_SAMPLED_MIN_ITEMS,
+    CPU_TILE_ELEMENTS,
+    DEFAULT_CHUNK,
     NegativeSampler,
     column_logsumexp,
     column_softmax_loss,
@@ -50,6 +53,104 @@ def test_linear_chunked_ce_equals_full_ce_and_its_gradient(chunk, dtype):
 def test_linear_logsumexp_passes_gradcheck():
     hidden, table, _ = _random(torch.float64, p=3, n=9, d=4)
     assert torch.autograd.gradcheck(lambda h, t: linear_logsumexp(h, t, chunk=4), (hidden, table))
+
+
+def _head(dtype, with_bias, with_columns, p=37, v=1501, d=24, seed=0):
+    """States, a table, a bias and columns of a linear head in ``dtype``; the exact reference ``[p]`` log-partition
+    of the logits as that head computes them (rounded to ``dtype``, reduced in float32 or wider)."""
+    gen = torch.Generator().manual_seed(seed)
+    hidden, table = torch.randn(p, d, generator=gen).to(dtype), torch.randn(v, d, generator=gen).to(dtype)
+    columns = torch.randperm(v, generator=gen)[:1001] if with_columns else None  # 1001 of the 1501 rows, shuffled
+    width = v if columns is None else 1001
+    bias = torch.randn(width, generator=gen).to(dtype) if with_bias else None
+    logits = F.linear(hidden, table if columns is None else table[columns], bias)  # [p, width] in dtype
+    return hidden, table, bias, columns, logits.to(torch.promote_types(dtype, torch.float32)).logsumexp(1)
+
+
+@pytest.mark.parametrize("with_columns", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("chunk, max_elements", [(DEFAULT_CHUNK, None), (100, 1000), (7, 10), (DEFAULT_CHUNK, 10**8)])
+def test_no_grad_linear_logsumexp_is_the_heads_exact_log_partition(dtype, with_bias, with_columns, chunk,
+                                                                   max_elements):
+    """Without a gradient: tiles in the head's dtype (``tile_dtype``), reduced in float32 or wider, equal
+    ``logsumexp`` of the head's own logits; tiles that divide neither the 37 rows nor the 1,001 columns."""
+    hidden, table, bias, columns, expected = _head(dtype, with_bias, with_columns)
+    with torch.no_grad():
+        got = linear_logsumexp(hidden, table, chunk, bias=bias, columns=columns, tile_dtype=dtype,
+                               max_elements=max_elements)
+    assert got.dtype == expected.dtype == torch.promote_types(dtype, torch.float32)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_no_grad_linear_logsumexp_of_half_states_is_exact_in_float32_by_default(dtype):
+    hidden, table, bias, columns, _ = _head(dtype, True, True)
+    exact = F.linear(hidden.float(), table[columns].float(), bias.float()).logsumexp(1)
+    with torch.no_grad():
+        got = linear_logsumexp(hidden, table, 100, bias=bias, columns=columns)
+    assert got.dtype == torch.float32 and torch.allclose(got, exact, atol=1e-5, rtol=0)
+
+
+def test_no_grad_linear_logsumexp_treats_infinities_as_torch_logsumexp(monkeypatch):
+    """Rows of +inf and of -inf logits; and tiles of -inf logits (a masked vocabulary block) beside rows whose finite
+    logits are all near -200: each partial is reduced at its own peak, so those rows stay exact, not -inf."""
+    monkeypatch.setattr(sampled_softmax, "FOLD_TILES", 3)  # the partials are folded too
+    gen = torch.Generator().manual_seed(4)
+    hidden, table = torch.randn(9, 6, generator=gen), torch.randn(301, 6, generator=gen)
+    table[:, 0] = table[:, 0].abs() + 0.1
+    masked = torch.randn(301, generator=gen) - 200.0
+    masked[:150] = -math.inf  # several whole tiles of -inf
+    infinite = hidden.clone()
+    infinite[2, 0], infinite[5, 0] = math.inf, -math.inf  # every logit of row 2 is +inf, of row 5 -inf
+    for h, bias in ((hidden, masked), (infinite, None)):
+        expected = (h @ table.T + (0 if bias is None else bias)).logsumexp(1)
+        with torch.no_grad():
+            got = linear_logsumexp(h, table, 20, bias=bias, max_elements=40)
+        finite = expected.isfinite()
+        assert torch.equal(got.isfinite(), finite) and torch.equal(got[~finite], expected[~finite])
+        assert torch.allclose(got[finite], expected[finite], atol=1e-4, rtol=0)  # float32's ulp at 200: 1.5e-5
+    assert expected[2] == math.inf and expected[5] == -math.inf
+
+
+@pytest.mark.parametrize("max_elements", [None, 10, 300, 3000, 10**8])  # 10: several row blocks
+def test_linear_logsumexp_tiles_every_logit_once_within_the_budget(max_elements, monkeypatch):
+    hidden, table, bias, _, expected = _head(torch.float32, True, False, p=300, v=5000)
+    tiles: list[int] = []
+    mm, addmm = torch.mm, torch.addmm
+    monkeypatch.setattr(torch, "mm", lambda a, w, out: tiles.append(out.numel()) or mm(a, w, out=out))
+    monkeypatch.setattr(torch, "addmm", lambda c, a, w, out: tiles.append(out.numel()) or addmm(c, a, w, out=out))
+    with torch.no_grad():
+        got = linear_logsumexp(hidden, table, bias=bias, max_elements=max_elements)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+    budget = max_elements or CPU_TILE_ELEMENTS  # the CPU default: 256 rows x 2,048 columns
+    assert max(tiles) <= budget and sum(tiles) == 300 * 5000  # every logit once, never a [rows, vocab] tile
+    if max_elements == 10**8:  # rows capped at CPU_TILE_ROWS, columns at chunk
+        assert tiles == [256 * 5000, 44 * 5000]
+
+
+@pytest.mark.parametrize("with_columns", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grad_path_values_equal_the_no_grad_path(dtype, with_bias, with_columns, monkeypatch):
+    """With a gradient the forward is the same tiled one (the backward recomputes its own tiles): equal values."""
+    monkeypatch.setattr(sampled_softmax, "POSITION_CHUNK", 5)
+    hidden, table, bias, columns, expected = _head(dtype, with_bias, with_columns)
+    with torch.no_grad():
+        plain = linear_logsumexp(hidden, table, 100, bias=bias, columns=columns, max_elements=1000)
+    inputs = [t.requires_grad_() for t in (hidden, table, bias) if t is not None]
+    lse = linear_logsumexp(hidden, table, 100, bias=bias, columns=columns, max_elements=1000)
+    assert lse.requires_grad and torch.equal(lse.detach(), plain)
+    assert all(g is not None for g in torch.autograd.grad(lse.sum(), inputs))
+
+
+def test_linear_logsumexp_rejects_a_rounding_tile_dtype_with_a_gradient_and_a_bad_budget():
+    hidden, table, _ = _random(torch.float32)
+    with pytest.raises(ValueError, match="no gradient"):
+        linear_logsumexp(hidden, table, tile_dtype=torch.bfloat16)
+    assert linear_logsumexp(hidden, table, tile_dtype=torch.float32).requires_grad  # the reduction's own: allowed
+    with pytest.raises(ValueError, match="max_elements"):
+        linear_logsumexp(hidden, table, max_elements=0)
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
