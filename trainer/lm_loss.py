@@ -5,10 +5,10 @@ and the model's own loss (``model(..., labels=...)``) keeps ``[B, T, V]`` logits
 gradient: about 21 GB per copy for 128 rows x 42 tokens. ``lm_loss`` (the config key) picks the path:
 
 - ``full``: as before (TRL's fused head when nothing else needs the output rows, else the model's own forward).
-- ``chunked``: the model runs with ``output_hidden_states`` and ``logits_to_keep`` = no position (so its LM head
-  projects nothing), and ``chunked_lm_loss`` computes the same mean token CE from the last hidden states and the
-  output head's effective weight and bias (``output_head``: tied or untied, peft trainable-token rows or
-  ``modules_to_save`` copies, content-rows parametrizations), through
+- ``chunked``: the model runs with ``logits_to_keep`` = no position (so its LM head projects nothing), its last
+  hidden states caught from its base decoder (``hidden_states_forward``), and ``chunked_lm_loss`` computes the same
+  mean token CE from them and the output head's effective weight and bias (``output_head``: tied or untied, peft
+  trainable-token rows or ``modules_to_save`` copies, content-rows parametrizations), through
   ``alignrec.recommenders.sampled_softmax.linear_logsumexp``: the log-partition over the vocabulary in tiles of
   ``POSITION_CHUNK`` positions x ``chunk`` tokens, recomputed in the backward, so memory is one tile however large
   the vocabulary. The flat item head then reads the same hidden states (``trainer.item_head.item_head_loss_from_hidden``).
@@ -22,7 +22,7 @@ import torch
 from alignrec.recommenders.sampled_softmax import AUTO_SAMPLED_MIN_ITEMS, DEFAULT_CHUNK, linear_logsumexp
 
 __all__ = ["AUTO_CHUNKED_MIN_VOCAB", "LM_LOSSES", "MANIFEST_KEY", "OutputHead", "check_output_head", "chunked_lm_loss",
-           "hidden_states_forward", "lm_loss_manifest", "output_head", "resolve_lm_loss"]
+           "decoder_module", "hidden_states_forward", "lm_loss_manifest", "output_head", "resolve_lm_loss"]
 
 IGNORE_INDEX = -100
 LM_LOSSES = ("auto", "full", "chunked")
@@ -132,14 +132,49 @@ def check_output_head(head: OutputHead, hidden: torch.Tensor, positions: int = 4
                          "hidden @ weight.T + bias from the weight it exposes; set lm_loss: full")
 
 
+def decoder_module(model) -> torch.nn.Module:
+    """The base decoder under ``model``'s output head: the module whose output's ``last_hidden_state`` (after the
+    final norm) the head reads. Unwraps DDP / DeepSpeed (``.module``) and peft (``get_base_model()``: its LoRA layers
+    and token rows are injected in place, so the decoder runs them), then the causal LM's ``get_decoder()``
+    (``model`` of Llama / Phi, ``transformer`` of GPT-2). Raises ``ValueError`` for a model without one."""
+    inner = model
+    while isinstance(getattr(inner, "module", None), torch.nn.Module):  # DDP, DeepSpeed engine
+        inner = inner.module
+    causal_lm = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    get = getattr(causal_lm, "get_decoder", None)
+    try:
+        decoder = get() if callable(get) else None
+    except (AttributeError, NotImplementedError, ValueError):
+        decoder = None
+    if not isinstance(decoder, torch.nn.Module) or decoder is causal_lm:  # get_decoder() of a decoder: itself
+        raise ValueError(f"lm_loss=chunked reads the last hidden states from the base decoder under the output head "
+                         f"(get_decoder()), which {type(causal_lm).__name__} does not have; set lm_loss: full")
+    return decoder
+
+
 def hidden_states_forward(model, inputs: dict):
     """Run ``model`` (any wrapper: DDP, DeepSpeed, peft) on ``inputs`` (no labels) with the LM head projecting no
-    position; returns ``(outputs, hidden [B, T, H])``, the last hidden states after the final norm."""
+    position; returns ``(outputs, hidden [B, T, H])``, the last hidden states after the final norm (what the head
+    reads), in the autograd graph.
+
+    The wrapper's own forward runs (DDP / DeepSpeed gradient hooks, peft), and ``hidden`` is the
+    ``last_hidden_state`` of the base decoder (``decoder_module``), caught by a forward hook of ours that lives for
+    this call only. Never ``output_hidden_states`` (set False, over a config that asks for it): in transformers 5
+    its first use installs output-capturing hooks on every submodule for good (closures over a ``ContextVar``),
+    after which the model no longer pickles (e.g. into a Ray factory). Gradient checkpointing recomputes decoder
+    layers in the backward, after the hook is gone; the decoder itself runs once per forward."""
+    decoder = decoder_module(model)
     device = inputs["input_ids"].device if "input_ids" in inputs else None
     nothing = torch.zeros(0, dtype=torch.long, device=device)  # logits_to_keep: no position -> logits [B, 0, V]
-    outputs = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=nothing)
-    states = getattr(outputs, "hidden_states", None)
-    if not states:
-        raise ValueError("lm_loss=chunked needs the model's hidden states (output_hidden_states), which this model "
-                         "did not return; set lm_loss: full")
-    return outputs, states[-1]
+    caught = []
+    handle = decoder.register_forward_hook(lambda _module, _args, output: caught.append(
+        getattr(output, "last_hidden_state", None)))
+    try:
+        outputs = model(**inputs, use_cache=False, output_hidden_states=False, logits_to_keep=nothing)
+    finally:
+        handle.remove()
+    if len(caught) != 1 or caught[0] is None:
+        found = f"ran it {len(caught)} times" if len(caught) != 1 else "got no last_hidden_state from it"
+        raise ValueError(f"lm_loss=chunked reads the last hidden states from the base decoder "
+                         f"{type(decoder).__name__}, but the model's forward {found}; set lm_loss: full")
+    return outputs, caught[0]  # [B, T, H]
