@@ -21,6 +21,22 @@ sample or split), folders that scored another split part (``config.EvaluateConfi
 folder does not have (the available ones are listed), a user scored twice in one row (pairing is by user id).
 Prints Markdown (a row per recommender with its means; ours - row with intervals and ours/row ratios); ``--out``
 writes the same as JSON (atomically; only over a previous output of this script).
+
+Seeds: a NAME may list one folder per seed, comma-separated and paired by position (seed i of every name with
+seed i of the others), e.g. a recipe's seed runs against a bar trained in earlier runs of the same seeds:
+
+    python scripts/compare_runs.py new=runs/a__seed42,runs/a__seed43,runs/a__seed44 \
+        old=runs/b__seed42,runs/b__seed43,runs/b__seed44 \
+        --ours new:alignrec --versus old:sasrec_content old:sasrec_tuned --out bench_results/compare_a_b.json
+
+Every NAME lists as many folders. Each seed's pair is checked and bootstrapped as above; with two or more seeds
+every row of every seed must also score ours's users of the first seed (same part, same examples), and a pooled
+pair "mean over seeds" bootstraps the per-user mean over seeds of ours - row
+(``inference.significance.seed_pooled_bootstrap``, as ``scripts/bench_quality.py --seeds`` does within one run
+set). The means table shows mean ± std over the seeds' means; ours/row of the pooled pair is the ratio of those
+means. JSON: ``sources`` lists the folders per name, ``rows`` a record per seed, ``means`` a ``seed_summary`` per
+row and metric (with its ``per_seed`` values), ``differences`` ``{row: {"per_seed": [...], "pooled": ...}}``. With
+one folder per name the output is the single-folder one above.
 """
 
 from __future__ import annotations
@@ -38,8 +54,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from inference.report_tables import interval_cell, markdown_table, metric_label  # noqa: E402
-from inference.significance import paired_bootstrap, per_user_metric  # noqa: E402
+from inference.report_tables import interval_cell, markdown_table, metric_label, seeds_table  # noqa: E402
+from inference.significance import (  # noqa: E402
+    paired_bootstrap,
+    per_user_metric,
+    seed_pooled_bootstrap,
+    seed_summary,
+)
 from recdata.errors import ConfigError, InputFileError, UserError, cli_error_line  # noqa: E402
 from recdata.io import atomic_write_json  # noqa: E402
 from recdata.per_user import load_per_user  # noqa: E402
@@ -64,21 +85,30 @@ def evaluate_folder(path: str | Path) -> Path:
                          "folder or a run folder whose evaluate stage has run")
 
 
-def parse_sources(specs: list[str]) -> dict[str, Path]:
-    """``{NAME: evaluate folder}`` from ``NAME=PATH`` arguments (names unique, without ``:``, which splits rows)."""
-    sources: dict[str, Path] = {}
+def parse_sources(specs: list[str]) -> dict[str, list[Path]]:
+    """``{NAME: [evaluate folder per seed]}`` from ``NAME=PATH[,PATH...]`` arguments (names unique, without ``:``,
+    which splits rows; every name lists as many folders, paired by position)."""
+    sources: dict[str, list[Path]] = {}
     for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path or ":" in name:
-            raise ConfigError(f"source {spec!r} is not NAME=PATH (a name without ':' and a folder), e.g. "
-                              "llm=runs/amazon_scientific_llm")
+        name, sep, paths = spec.partition("=")
+        if not sep or not name or not paths or ":" in name or "" in paths.split(","):
+            raise ConfigError(f"source {spec!r} is not NAME=PATH[,PATH...] (a name without ':' and a folder per "
+                              "seed), e.g. llm=runs/amazon_scientific_llm")
         if name in sources:
             raise ConfigError(f"source name {name!r} is given twice; give each folder its own name")
-        sources[name] = evaluate_folder(path)
+        folders = [evaluate_folder(path) for path in paths.split(",")]
+        repeated = sorted({str(f) for f in folders if folders.count(f) > 1})
+        if repeated:
+            raise ConfigError(f"source {name} lists {repeated} twice; give one folder per seed")
+        sources[name] = folders
+    counts = {name: len(folders) for name, folders in sources.items()}
+    if len(set(counts.values())) > 1:
+        raise ConfigError(f"the sources list different numbers of folders {counts}; every NAME lists one folder "
+                          "per seed, the same seeds in the same order")
     return sources
 
 
-def parse_row(ref: str, sources: dict[str, Path]) -> tuple[str, str]:
+def parse_row(ref: str, sources: dict[str, Any]) -> tuple[str, str]:
     """``(source name, row)`` of ``NAME:row`` (the row name may itself hold ``:`` or ``/``)."""
     name, sep, row = ref.partition(":")
     if not sep or not row:
@@ -182,7 +212,8 @@ def split_fingerprints(rows: dict[str, dict[str, Any]]) -> dict[str, str]:
 
 def check_same_users(ours: str, rows: dict[str, dict[str, Any]]) -> None:
     """Refuse unless every row scored the same split part and exactly ours's users: a paired comparison over an
-    intersection would hide that two runs were evaluated on different samples or splits."""
+    intersection would hide that two runs were evaluated on different samples or splits (with seeds, the rows
+    of every seed, labelled ``ref (seed i)``, against ours of the first seed)."""
     base = rows[ours]
     users = set(next(iter(base["values"].values())))
     prints = split_fingerprints(rows)
@@ -204,56 +235,114 @@ def check_same_users(ours: str, rows: dict[str, dict[str, Any]]) -> None:
                               "sample or split; re-evaluate with the same split, --part and --max_examples")
 
 
-def compare(sources: dict[str, Path], ours: str, versus: list[str], metrics: list[str],
+def _pair(ours: dict[str, float], theirs: dict[str, float], ours_mean: float, their_mean: float,
+          resamples: int, seed: int) -> dict[str, Any]:
+    """``paired_bootstrap`` of ours - row with the ``ours/row`` ratio of the means (None when the row's mean is 0)."""
+    interval = paired_bootstrap(ours, theirs, resamples=resamples, seed=seed, confidence=CONFIDENCE)
+    return {**interval, "ratio": ours_mean / their_mean if their_mean else None}
+
+
+def _row_info(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: row[key] for key in ("folder", "part", "split_dir", "sample")}
+
+
+def compare(sources: dict[str, list[Path]], ours: str, versus: list[str], metrics: list[str],
             resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, Any]:
-    """Means of every row over the (common) users, and ours - row paired bootstraps with ours/row ratios."""
+    """Means of every row over the (common) users, and ours - row paired bootstraps with ours/row ratios; with
+    several folders per name, per seed (paired by position) and pooled over seeds ("mean over seeds")."""
     if ours in versus or len(set(versus)) != len(versus):
         raise ConfigError(f"--versus {versus} repeats a row or holds --ours {ours}; name each row once")
     if len(set(metrics)) != len(metrics):
         raise ConfigError(f"--metrics {metrics} repeats a metric")
-    rows = load_rows(sources, [ours, *versus], metrics)
-    check_same_users(ours, rows)
-    means = {ref: {m: float(np.mean(list(row["values"][m].values()))) for m in metrics} for ref, row in rows.items()}
-    pairs: dict[str, dict[str, Any]] = {}
+    n_seeds = len(next(iter(sources.values())))
+    per_seed = [load_rows({name: folders[i] for name, folders in sources.items()}, [ours, *versus], metrics)
+                for i in range(n_seeds)]
+    if n_seeds == 1:
+        check_same_users(ours, per_seed[0])
+    else:  # every row of every seed against ours of the first seed: the per-seed pairs and the users across seeds
+        check_same_users(f"{ours} (seed 1)", {f"{ref} (seed {i + 1})": rows[ref] for ref in (ours, *versus)
+                                              for i, rows in enumerate(per_seed)})
+    seed_means, seed_pairs = [], []
+    for i, rows in enumerate(per_seed):
+        means = {ref: {m: float(np.mean(list(row["values"][m].values()))) for m in metrics} for ref, row in rows.items()}
+        pairs: dict[str, dict[str, Any]] = {}
+        for ref in versus:
+            logger.info("paired bootstrap %s - %s, seed %d of %d (%d resamples)", ours, ref, i + 1, n_seeds, resamples)
+            pairs[ref] = {m: _pair(rows[ours]["values"][m], rows[ref]["values"][m], means[ours][m], means[ref][m],
+                                   resamples, seed) for m in metrics}
+        seed_means.append(means)
+        seed_pairs.append(pairs)
+    first = per_seed[0]
+    result = {"script": SCRIPT_TAG, "ours": ours, "versus": list(versus), "metrics": list(metrics),
+              "users": len(next(iter(first[ours]["values"].values()))), "part": first[ours]["part"],
+              "resamples": resamples, "seed": seed, "confidence": CONFIDENCE}
+    if n_seeds == 1:
+        return {**result, "sources": {name: str(folders[0]) for name, folders in sources.items()},
+                "rows": {ref: _row_info(row) for ref, row in first.items()}, "means": seed_means[0],
+                "differences": seed_pairs[0]}
+    summary = {ref: {m: {**seed_summary([means[ref][m] for means in seed_means]),
+                         "per_seed": [means[ref][m] for means in seed_means]} for m in metrics} for ref in first}
+    differences: dict[str, dict[str, Any]] = {}
     for ref in versus:
-        logger.info("paired bootstrap %s - %s (%d resamples)", ours, ref, resamples)
-        pairs[ref] = {}
+        logger.info("paired bootstrap %s - %s, mean over %d seeds (%d resamples)", ours, ref, n_seeds, resamples)
+        pooled = {}
         for m in metrics:
-            interval = paired_bootstrap(rows[ours]["values"][m], rows[ref]["values"][m], resamples=resamples,
-                                        seed=seed, confidence=CONFIDENCE)
-            ratio = means[ours][m] / means[ref][m] if means[ref][m] else None
-            pairs[ref][m] = {**interval, "ratio": ratio}
-    return {"script": SCRIPT_TAG, "ours": ours, "versus": list(versus), "metrics": list(metrics),
-            "users": len(next(iter(rows[ours]["values"].values()))), "part": rows[ours]["part"],
-            "resamples": resamples, "seed": seed, "confidence": CONFIDENCE,
-            "sources": {name: str(folder) for name, folder in sources.items()},
-            "rows": {ref: {key: row[key] for key in ("folder", "part", "split_dir", "sample")}
-                     for ref, row in rows.items()},
-            "means": means, "differences": pairs}
+            interval = seed_pooled_bootstrap([rows[ours]["values"][m] for rows in per_seed],
+                                             [rows[ref]["values"][m] for rows in per_seed],
+                                             resamples=resamples, seed=seed, confidence=CONFIDENCE)
+            their_mean = summary[ref][m]["mean"]
+            pooled[m] = {**interval, "ratio": summary[ours][m]["mean"] / their_mean if their_mean else None}
+        differences[ref] = {"per_seed": [pairs[ref] for pairs in seed_pairs], "pooled": pooled}
+    return {**result, "seeds": n_seeds,
+            "sources": {name: [str(folder) for folder in folders] for name, folders in sources.items()},
+            "rows": {ref: [_row_info(rows[ref]) for rows in per_seed] for ref in first}, "means": summary,
+            "differences": differences}
 
 
-def render(result: dict[str, Any]) -> str:
-    """The means table (a row per recommender) and the ours - row table (difference [95%], ours/row ratio)."""
-    metrics, ours = result["metrics"], result["ours"]
-    sources = ", ".join(f"{name} = `{folder}`" for name, folder in result["sources"].items())
-    means = markdown_table(["recommender", *(metric_label(m) for m in metrics)],
-                           [[ref, *(f"{result['means'][ref][m]:.4f}" for m in metrics)]
-                            for ref in (ours, *result["versus"])])
+def _differences_table(ours: str, metrics: list[str], pairs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """A row per ``(label, {metric: pair})``: the difference [95%] and the ours/row ratio per metric."""
     header = [f"{ours} - row"]
     for m in metrics:
         header += [f"{metric_label(m)} diff [low, high]", f"{metric_label(m)} ours/row"]
     body = []
-    for ref, cells in result["differences"].items():
-        row = [ref]
+    for label, cells in pairs:
+        row = [label]
         for m in metrics:
             ratio = cells[m]["ratio"]
             row += [interval_cell(cells[m]), "-" if ratio is None else f"{ratio:.3f}"]
         body.append(row)
-    lines = [f"# {ours} against {len(result['versus'])} rows", "",
-             f"{result['users']:,} {result['part'] or 'unknown-part'} users, the same in every row ({sources}). "
-             f"Paired bootstrap of ours - row over these users ({result['confidence']:.0%} percentile interval, "
-             f"{result['resamples']:,} resamples, seed {result['seed']}); ours/row is the ratio of the means.", "",
-             *means, "", *markdown_table(header, body)]
+    return markdown_table(header, body)
+
+
+def render(result: dict[str, Any]) -> str:
+    """The means table (a row per recommender) and the ours - row table (difference [95%], ours/row ratio); with
+    seeds, mean ± std over seeds and a row per seed and pooled pair."""
+    metrics, ours, n_seeds = result["metrics"], result["ours"], result.get("seeds", 1)
+    bootstrap = (f"({result['confidence']:.0%} percentile interval, {result['resamples']:,} resamples, seed "
+                 f"{result['seed']})")
+    users = f"{result['users']:,} {result['part'] or 'unknown-part'} users"
+    if n_seeds == 1:
+        sources = ", ".join(f"{name} = `{folder}`" for name, folder in result["sources"].items())
+        means = markdown_table(["recommender", *(metric_label(m) for m in metrics)],
+                               [[ref, *(f"{result['means'][ref][m]:.4f}" for m in metrics)]
+                                for ref in (ours, *result["versus"])])
+        pairs = list(result["differences"].items())
+        lines = [f"# {ours} against {len(result['versus'])} rows", "",
+                 f"{users}, the same in every row ({sources}). Paired bootstrap of ours - row over these users "
+                 f"{bootstrap}; ours/row is the ratio of the means."]
+    else:
+        sources = "; ".join(f"{name} = " + ", ".join(f"`{folder}`" for folder in folders)
+                            for name, folders in result["sources"].items())
+        means = seeds_table({ref: result["means"][ref] for ref in (ours, *result["versus"])}, metrics)
+        pairs = [(f"{ref}, {label}", cells) for ref, diff in result["differences"].items()
+                 for label, cells in [*((f"seed {i + 1}", p) for i, p in enumerate(diff["per_seed"])),
+                                      ("mean over seeds", diff["pooled"])]]
+        lines = [f"# {ours} against {len(result['versus'])} rows, {n_seeds} seeds", "",
+                 f"{users}, the same in every row and seed ({sources}; seed i of each name pairs with seed i of "
+                 f"the others). Means are mean ± std over the seeds. Paired bootstrap of ours - row over these "
+                 f"users {bootstrap}, per seed and on the per-user means over seeds (mean over seeds); ours/row is "
+                 "the ratio of the means (over seeds for the pooled pair)."]
+    lines += ["", *means, "", *_differences_table(ours, metrics, pairs)]
     return "\n".join(lines) + "\n"
 
 
@@ -271,8 +360,9 @@ def check_out(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sources", nargs="+", metavar="NAME=PATH",
-                        help="two or more evaluate output folders (or run folders: their evaluate/), each named")
+    parser.add_argument("sources", nargs="+", metavar="NAME=PATH[,PATH...]",
+                        help="two or more evaluate output folders (or run folders: their evaluate/), each named; "
+                             "a name may list one folder per seed, comma-separated, paired by position")
     parser.add_argument("--ours", required=True, metavar="NAME:row", help="the row the others are compared to")
     parser.add_argument("--versus", required=True, nargs="+", metavar="NAME:row", help="rows to compare ours with")
     parser.add_argument("--metrics", nargs="+", default=list(METRICS),

@@ -146,3 +146,95 @@ def test_refuses_runs_of_two_splits_with_the_same_users(tmp_path, tiny_dataset, 
     assert len(err) == 1 and "different splits" in err[0]
     argv[1] = f"b={tmp_path / 'same'}"
     assert _script().main(argv) == 0
+
+
+# seeds: per seed, user -> ndcg@10 (recall@10 is 1 - ndcg@10, so its sums over seeds stay exact too); each user's
+# ndcg@10 sums over the 3 seeds to a multiple of 0.75, so the per-user means over seeds are exact in float64
+NEW_SEEDS = [{"u1": 1.0, "u2": 0.5, "u3": 0.25, "u4": 0.25},  # per-user means over seeds 0.5, 0.5, 0.25, 0.25
+             {"u1": 0.5, "u2": 0.5, "u3": 0.5, "u4": 0.0},
+             {"u1": 0.0, "u2": 0.5, "u3": 0.0, "u4": 0.5}]
+OLD_SEEDS = [{"u1": 0.25, "u2": 0.0, "u3": 0.0, "u4": 0.5},  # per-user means over seeds 0.25 each
+             {"u1": 0.5, "u2": 0.25, "u3": 0.25, "u4": 0.0},
+             {"u1": 0.0, "u2": 0.5, "u3": 0.5, "u4": 0.25}]
+
+
+def _seed_rows(ndcg: dict[str, float]) -> dict[str, tuple[float, float]]:
+    return {user: (value, 1.0 - value) for user, value in ndcg.items()}
+
+
+@pytest.fixture
+def seed_folders(tmp_path):
+    """``(new run folders, old evaluate folders)``, one per seed: ours in the new runs, the bar in the old ones."""
+    new, old = [], []
+    for i, (ours, bar) in enumerate(zip(NEW_SEEDS, OLD_SEEDS, strict=True)):
+        _write_eval(tmp_path / f"new_seed{i}" / "evaluate", {"alignrec": _seed_rows(ours)})
+        _write_eval(tmp_path / f"old_seed{i}", {"sasrec": _seed_rows(bar), "alignrec": _seed_rows(ours)})
+        new.append(tmp_path / f"new_seed{i}")
+        old.append(tmp_path / f"old_seed{i}")
+    return new, old
+
+
+def _seed_argv(new: list[Path], old: list[Path], *rest: str) -> list[str]:
+    return [f"new={','.join(map(str, new))}", f"old={','.join(map(str, old))}", "--ours", "new:alignrec",
+            "--versus", "old:sasrec", "old:alignrec", *rest]
+
+
+def test_seeds_are_paired_by_position_and_pooled_on_per_user_means(seed_folders, tmp_path, capsys):
+    out = tmp_path / "seeds.json"
+    assert _script().main(_seed_argv(*seed_folders, "--out", str(out))) == 0
+    result = json.loads(out.read_text())
+    assert result["seeds"] == 3 and result["users"] == 4 and len(result["sources"]["new"]) == 3
+    assert [row["folder"] for row in result["rows"]["new:alignrec"]] == [str(f / "evaluate") for f in seed_folders[0]]
+    ndcg = result["means"]["new:alignrec"]["ndcg@10"]
+    assert ndcg["per_seed"] == [0.5, 0.375, 0.25] and ndcg["mean"] == 0.375 and ndcg["std"] == 0.125
+    assert result["means"]["old:sasrec"]["ndcg@10"] == {"mean": 0.25, "std": 0.0625, "n": 3,
+                                                        "per_seed": [0.1875, 0.25, 0.3125]}
+    sasrec = result["differences"]["old:sasrec"]
+    for i, pair in enumerate(sasrec["per_seed"]):  # seed i of ours against seed i of the bar, as one folder each
+        assert {k: v for k, v in pair["ndcg@10"].items() if k != "ratio"} == paired_bootstrap(
+            NEW_SEEDS[i], OLD_SEEDS[i], resamples=2000, seed=0)
+    assert [p["ndcg@10"]["mean_diff"] for p in sasrec["per_seed"]] == [0.3125, 0.125, -0.0625]
+    assert [p["recall@10"]["mean_diff"] for p in sasrec["per_seed"]] == [-0.3125, -0.125, 0.0625]
+    assert sasrec["per_seed"][0]["ndcg@10"]["ratio"] == pytest.approx(0.5 / 0.1875)
+    # pooled: per-user means over seeds of ours minus those of the bar, bootstrapped once over users
+    for m, sign in (("ndcg@10", 1.0), ("recall@10", -1.0)):
+        ours_mean = {u: float(np.mean([_seed_rows(s)[u][m == "recall@10"] for s in NEW_SEEDS])) for u in NEW_SEEDS[0]}
+        bar_mean = {u: float(np.mean([_seed_rows(s)[u][m == "recall@10"] for s in OLD_SEEDS])) for u in OLD_SEEDS[0]}
+        pooled = sasrec["pooled"][m]
+        assert pooled["mean_diff"] == np.mean([ours_mean[u] - bar_mean[u] for u in ours_mean]) == sign * 0.125
+        assert {k: v for k, v in pooled.items() if k != "ratio"} == paired_bootstrap(ours_mean, bar_mean,
+                                                                                       resamples=2000, seed=0)
+        assert pooled["ratio"] == pytest.approx(result["means"]["new:alignrec"][m]["mean"]
+                                                / result["means"]["old:sasrec"][m]["mean"])
+    same = result["differences"]["old:alignrec"]  # the same per-user values in both folders: a zero interval
+    assert all(p[m]["mean_diff"] == p[m]["low"] == p[m]["high"] == 0.0 for p in [*same["per_seed"], same["pooled"]]
+               for m in ("ndcg@10", "recall@10"))
+    printed = capsys.readouterr().out
+    assert "3 seeds" in printed and "| new:alignrec | 0.3750 ± 0.1250 |" in printed
+    for label in ("old:sasrec, seed 1 | +0.3125 [", "old:sasrec, seed 3 | -0.0625 [",
+                  "old:sasrec, mean over seeds | +0.1250 [", "old:alignrec, mean over seeds | +0.0000 ["):
+        assert label in printed, label
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("counts differ", ["different numbers of folders", "'new': 3", "'old': 2"]),
+    ("seed users differ", ["new:alignrec (seed 1)", "new:alignrec (seed 2)", "4 users", "3 users", "new_seed1"]),
+    ("folder twice", ["lists", "old_seed0", "twice"]),
+])
+def test_seed_refusals_are_one_line_with_exit_status_2(seed_folders, capsys, case, expected):
+    new, old = seed_folders
+    if case == "counts differ":
+        old = old[:2]
+    if case == "seed users differ":  # seed 2 of both sides scored another sample: each pair alone would pass
+        _write_eval(new[1] / "evaluate", {"alignrec": _seed_rows(dict(list(NEW_SEEDS[1].items())[:3]))})
+        _write_eval(old[1], {name: _seed_rows(dict(list(seeds[1].items())[:3]))
+                             for name, seeds in (("sasrec", OLD_SEEDS), ("alignrec", NEW_SEEDS))})
+    if case == "folder twice":
+        old = [old[0], old[0], old[2]]
+    assert _script().main(_seed_argv(new, old)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("compare_runs: error: ")
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
