@@ -37,6 +37,10 @@ set). The means table shows mean ± std over the seeds' means; ours/row of the p
 means. JSON: ``sources`` lists the folders per name, ``rows`` a record per seed, ``means`` a ``seed_summary`` per
 row and metric (with its ``per_seed`` values), ``differences`` ``{row: {"per_seed": [...], "pooled": ...}}``. With
 one folder per name the output is the single-folder one above.
+
+``--slice BUCKET`` (head, torso, tail, unseen): all of it over the users whose target is in that bucket of training
+popularity as the evaluation assigned it (``compare_runs_slices.py``), each row's n and means checked against its
+``metrics.json`` ``slices.target_popularity``; the header names the slice and its n, JSON adds ``slice`` and ``n``.
 """
 
 from __future__ import annotations
@@ -51,8 +55,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from compare_runs_slices import check_bucket, restrict_to_slice  # noqa: E402
 
 from inference.report_tables import interval_cell, markdown_table, metric_label, seeds_table  # noqa: E402
 from inference.significance import (  # noqa: E402
@@ -179,6 +185,7 @@ def load_rows(sources: dict[str, Path], refs: list[str], metrics: list[str]) -> 
             cfg = _evaluate_config(record)
             out[ref] = {"folder": str(folder), "part": cfg.get("part"), "split_dir": cfg.get("split_dir"),
                         "sample": record.get("sample"),
+                        "slices": ((record.get("recommenders") or {}).get(row) or {}).get("slices"),
                         "values": _row_values(ref, folder, tables[row], record, metrics)}
     return out
 
@@ -247,13 +254,15 @@ def _row_info(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare(sources: dict[str, list[Path]], ours: str, versus: list[str], metrics: list[str],
-            resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, Any]:
+            resamples: int = RESAMPLES, seed: int = SEED, bucket: str | None = None) -> dict[str, Any]:
     """Means of every row over the (common) users, and ours - row paired bootstraps with ours/row ratios; with
-    several folders per name, per seed (paired by position) and pooled over seeds ("mean over seeds")."""
+    several folders per name, per seed (paired by position) and pooled over seeds ("mean over seeds"); with
+    ``bucket``, over the users whose target is in that target-popularity bucket only."""
     if ours in versus or len(set(versus)) != len(versus):
         raise ConfigError(f"--versus {versus} repeats a row or holds --ours {ours}; name each row once")
     if len(set(metrics)) != len(metrics):
         raise ConfigError(f"--metrics {metrics} repeats a metric")
+    check_bucket(bucket)
     n_seeds = len(next(iter(sources.values())))
     per_seed = [load_rows({name: folders[i] for name, folders in sources.items()}, [ours, *versus], metrics)
                 for i in range(n_seeds)]
@@ -262,6 +271,8 @@ def compare(sources: dict[str, list[Path]], ours: str, versus: list[str], metric
     else:  # every row of every seed against ours of the first seed: the per-seed pairs and the users across seeds
         check_same_users(f"{ours} (seed 1)", {f"{ref} (seed {i + 1})": rows[ref] for ref in (ours, *versus)
                                               for i, rows in enumerate(per_seed)})
+    users = len(next(iter(per_seed[0][ours]["values"].values())))
+    n = restrict_to_slice(per_seed, ours, bucket, metrics, MEAN_TOLERANCE) if bucket is not None else None
     seed_means, seed_pairs = [], []
     for i, rows in enumerate(per_seed):
         means = {ref: {m: float(np.mean(list(row["values"][m].values()))) for m in metrics} for ref, row in rows.items()}
@@ -274,8 +285,8 @@ def compare(sources: dict[str, list[Path]], ours: str, versus: list[str], metric
         seed_pairs.append(pairs)
     first = per_seed[0]
     result = {"script": SCRIPT_TAG, "ours": ours, "versus": list(versus), "metrics": list(metrics),
-              "users": len(next(iter(first[ours]["values"].values()))), "part": first[ours]["part"],
-              "resamples": resamples, "seed": seed, "confidence": CONFIDENCE}
+              "users": users, "part": first[ours]["part"], "resamples": resamples, "seed": seed,
+              "confidence": CONFIDENCE, **({} if bucket is None else {"slice": bucket, "n": n})}
     if n_seeds == 1:
         return {**result, "sources": {name: str(folders[0]) for name, folders in sources.items()},
                 "rows": {ref: _row_info(row) for ref, row in first.items()}, "means": seed_means[0],
@@ -321,13 +332,15 @@ def render(result: dict[str, Any]) -> str:
     bootstrap = (f"({result['confidence']:.0%} percentile interval, {result['resamples']:,} resamples, seed "
                  f"{result['seed']})")
     users = f"{result['users']:,} {result['part'] or 'unknown-part'} users"
+    title = "" if result.get("slice") is None else f", {result['slice']} slice (n = {result['n']:,})"
+    users = f"{result['n']:,} of the {users} with a {result['slice']} target (training popularity)" if title else users
     if n_seeds == 1:
         sources = ", ".join(f"{name} = `{folder}`" for name, folder in result["sources"].items())
         means = markdown_table(["recommender", *(metric_label(m) for m in metrics)],
                                [[ref, *(f"{result['means'][ref][m]:.4f}" for m in metrics)]
                                 for ref in (ours, *result["versus"])])
         pairs = list(result["differences"].items())
-        lines = [f"# {ours} against {len(result['versus'])} rows", "",
+        lines = [f"# {ours} against {len(result['versus'])} rows{title}", "",
                  f"{users}, the same in every row ({sources}). Paired bootstrap of ours - row over these users "
                  f"{bootstrap}; ours/row is the ratio of the means."]
     else:
@@ -337,7 +350,7 @@ def render(result: dict[str, Any]) -> str:
         pairs = [(f"{ref}, {label}", cells) for ref, diff in result["differences"].items()
                  for label, cells in [*((f"seed {i + 1}", p) for i, p in enumerate(diff["per_seed"])),
                                       ("mean over seeds", diff["pooled"])]]
-        lines = [f"# {ours} against {len(result['versus'])} rows, {n_seeds} seeds", "",
+        lines = [f"# {ours} against {len(result['versus'])} rows, {n_seeds} seeds{title}", "",
                  f"{users}, the same in every row and seed ({sources}; seed i of each name pairs with seed i of "
                  f"the others). Means are mean ± std over the seeds. Paired bootstrap of ours - row over these "
                  f"users {bootstrap}, per seed and on the per-user means over seeds (mean over seeds); ours/row is "
@@ -369,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"per-user columns to compare (default {' '.join(METRICS)})")
     parser.add_argument("--resamples", type=int, default=RESAMPLES, help=f"bootstrap resamples (default {RESAMPLES})")
     parser.add_argument("--seed", type=int, default=SEED, help=f"bootstrap seed (default {SEED})")
+    parser.add_argument("--slice", metavar="BUCKET", help="only users whose target is in this popularity bucket")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default: print only)")
     args = parser.parse_args(argv)
     if len(args.sources) < 2:
@@ -377,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out is not None:
             check_out(args.out)
-        result = compare(parse_sources(args.sources), args.ours, args.versus, args.metrics, args.resamples, args.seed)
+        result = compare(parse_sources(args.sources), args.ours, args.versus, args.metrics, args.resamples, args.seed,
+                         args.slice)
         if args.out is not None:
             atomic_write_json(args.out, result)
             logger.info("wrote %s", args.out)

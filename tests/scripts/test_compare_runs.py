@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.significance import paired_bootstrap
+from inference.significance import paired_bootstrap, seed_pooled_bootstrap
 from recdata.evaluation import write_report
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_runs.py"
@@ -232,6 +232,150 @@ def test_seed_refusals_are_one_line_with_exit_status_2(seed_folders, capsys, cas
     if case == "folder twice":
         old = [old[0], old[0], old[2]]
     assert _script().main(_seed_argv(new, old)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("compare_runs: error: ")
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+
+
+# --slice: a tiny leave-one-out split (last item = test target, the one before = valid target, the rest train) whose
+# training counts are A 7, B 3, C 1, D 1 of 12, so recdata.evaluation.popularity_buckets puts A in head (the first
+# 50%), B in torso (to 80%), C and D in tail, and Y (never trained on) in unseen: tail users u2, u3, u6, u7
+SLICE_SEQUENCES = {"u1": "ABCXA", "u2": "ABXC", "u3": "ABXD", "u4": "ADXB", "u5": "AXY", "u6": "AXC", "u7": "AXD"}
+TAIL = ["u2", "u3", "u6", "u7"]
+# per row (per seed), user -> ndcg@10 of the target's rank in a scripted list: 1.0 (rank 1), 0.5 (rank 3), 0.0 (missed)
+SLICE_NEW = [{"u1": 0.0, "u2": 1.0, "u3": 0.5, "u4": 1.0, "u5": 0.0, "u6": 0.5, "u7": 0.0},  # tail mean 0.5
+             {"u1": 1.0, "u2": 0.5, "u3": 0.5, "u4": 0.0, "u5": 0.0, "u6": 1.0, "u7": 0.5},  # tail mean 0.625
+             {"u1": 0.5, "u2": 0.0, "u3": 1.0, "u4": 0.5, "u5": 1.0, "u6": 0.5, "u7": 0.5}]  # tail mean 0.5
+SLICE_OLD = [{"u1": 1.0, "u2": 0.5, "u3": 0.0, "u4": 0.0, "u5": 1.0, "u6": 0.5, "u7": 0.0},  # tail mean 0.25
+             {"u1": 0.0, "u2": 0.0, "u3": 0.5, "u4": 1.0, "u5": 0.0, "u6": 0.0, "u7": 0.5},  # tail mean 0.25
+             {"u1": 0.5, "u2": 1.0, "u3": 0.0, "u4": 0.5, "u5": 0.5, "u6": 0.0, "u7": 0.0}]  # tail mean 0.25
+RANK_OF_NDCG = {1.0: 0, 0.5: 2, 0.0: None}
+
+
+def _slice_split(path: Path) -> Path:
+    from recdata import RecDataset, leave_one_out_split
+
+    items = [{"item_id": item, "title": f"Item {item}"} for item in "ABCDXY"]
+    sequences = [{"user_id": user, "item_ids": list(seq)} for user, seq in SLICE_SEQUENCES.items()]
+    leave_one_out_split(RecDataset.from_records(items, sequences, name="slices").validate(), max_history=20).save(path)
+    return path
+
+
+def _write_slice_eval(folder: Path, split_dir: Path, rows: dict[str, dict[str, float]]) -> None:
+    """An evaluate folder as the evaluation writes it: ``evaluate_recommender`` on the split's test examples with
+    scripted lists (so its metrics.json slices are the evaluation's own), then ``write_report``."""
+    from recdata import SplitDataset
+    from recdata.evaluation import evaluate_recommender
+
+    split = SplitDataset.load(split_dir)
+    examples, catalogue = split.eval_examples("test"), split.dataset.item_ids()
+    target = dict(zip(examples["user_id"], examples["target"], strict=True))
+
+    def scripted(ndcg: dict[str, float]):
+        def recommend(user_ids, histories):
+            lists = []
+            for user in user_ids:
+                ranked, rank = [item for item in catalogue if item != target[user]], RANK_OF_NDCG[ndcg[user]]
+                lists.append([(item, 1.0) for item in (ranked if rank is None else
+                                                        [*ranked[:rank], target[user], *ranked[rank:]])])
+            return lists
+        return recommend
+
+    reports = {name: evaluate_recommender(scripted(ndcg), examples, (10,), catalogue, split.train_popularity(),
+                                          show_progress=False) for name, ndcg in rows.items()}
+    write_report(reports, folder, extra={"config": {"EvaluateConfig": {"part": "test", "split_dir": str(split_dir)}}})
+
+
+def _slice_folders(tmp_path: Path, seeds: int) -> tuple[list[Path], list[Path]]:
+    """``(new run folders, old evaluate folders)``, one per seed, each run with its own copy of the split."""
+    new, old = [], []
+    for i, (ours, bar) in enumerate(zip(SLICE_NEW[:seeds], SLICE_OLD[:seeds], strict=True)):
+        new.append(tmp_path / f"new{i}")  # a run folder (its evaluate/ and data/split)
+        old.append(tmp_path / f"old{i}")  # an evaluate folder whose split lies elsewhere
+        _write_slice_eval(new[-1] / "evaluate", _slice_split(new[-1] / "data" / "split"), {"alignrec": ours})
+        _write_slice_eval(old[-1], _slice_split(tmp_path / f"old_split{i}"), {"sasrec": bar})
+    return new, old
+
+
+@pytest.fixture
+def slice_folders(tmp_path):
+    return _slice_folders(tmp_path, seeds=1)
+
+
+def _slice_argv(new: list[Path], old: list[Path], *rest: str) -> list[str]:
+    return [f"new={','.join(map(str, new))}", f"old={','.join(map(str, old))}", "--ours", "new:alignrec",
+            "--versus", "old:sasrec", *rest]
+
+
+def test_slice_restricts_means_and_pairs_to_the_bucket(slice_folders, tmp_path, capsys):
+    new, old = slice_folders
+    out = tmp_path / "tail.json"
+    assert _script().main(_slice_argv(new, old, "--slice", "tail", "--out", str(out))) == 0
+    result = json.loads(out.read_text())
+    assert result["slice"] == "tail" and result["n"] == 4 and result["users"] == 7
+    assert result["means"] == {"new:alignrec": {"ndcg@10": 0.5, "recall@10": 0.75},
+                               "old:sasrec": {"ndcg@10": 0.25, "recall@10": 0.5}}
+    stored = json.loads((new[0] / "evaluate" / "metrics.json").read_text())["recommenders"]["alignrec"]
+    assert stored["slices"]["target_popularity"]["tail"]["n"] == 4
+    assert stored["slices"]["target_popularity"]["tail"]["ndcg@10"] == 0.5
+    diff = result["differences"]["old:sasrec"]["ndcg@10"]
+    assert diff["mean_diff"] == 0.25 and diff["ratio"] == 2.0
+    ours, bar = ({u: ndcg[0][u] for u in TAIL} for ndcg in (SLICE_NEW, SLICE_OLD))
+    assert {k: v for k, v in diff.items() if k != "ratio"} == paired_bootstrap(ours, bar, resamples=2000, seed=0)
+    printed = capsys.readouterr().out
+    assert printed.startswith("# new:alignrec against 1 rows, tail slice (n = 4)\n")
+    assert "4 of the 7 test users with a tail target" in printed and "| new:alignrec | 0.5000 | 0.7500 |" in printed
+    assert _script().main(_slice_argv(new, old, "--out", str(out))) == 0  # without --slice: every user, no slice keys
+    result = json.loads(out.read_text())
+    assert result["users"] == 7 and "slice" not in result and "n" not in result
+    assert capsys.readouterr().out.startswith("# new:alignrec against 1 rows\n\n7 test users, the same in every row")
+
+
+def test_slice_pooled_over_seeds(tmp_path, capsys):
+    out = tmp_path / "tail_seeds.json"
+    assert _script().main(_slice_argv(*_slice_folders(tmp_path, seeds=3), "--slice", "tail", "--out", str(out))) == 0
+    result = json.loads(out.read_text())
+    assert result["seeds"] == 3 and result["slice"] == "tail" and result["n"] == 4
+    assert result["means"]["new:alignrec"]["ndcg@10"]["per_seed"] == [0.5, 0.625, 0.5]
+    assert result["means"]["old:sasrec"]["ndcg@10"]["per_seed"] == [0.25, 0.25, 0.25]
+    diff = result["differences"]["old:sasrec"]
+    assert [p["ndcg@10"]["mean_diff"] for p in diff["per_seed"]] == [0.25, 0.375, 0.25]
+    ours = [{u: ndcg[u] for u in TAIL} for ndcg in SLICE_NEW]  # seed i of ours against seed i of the bar
+    bar = [{u: ndcg[u] for u in TAIL} for ndcg in SLICE_OLD]
+    pooled = diff["pooled"]["ndcg@10"]
+    assert {k: v for k, v in pooled.items() if k != "ratio"} == seed_pooled_bootstrap(ours, bar, resamples=2000, seed=0)
+    assert pooled["mean_diff"] == pytest.approx((0.5 + 0.625 + 0.5) / 3 - 0.25)
+    assert "3 seeds, tail slice (n = 4)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("unknown bucket", ["--slice 'middle'", "'head'", "'tail'", "'unseen'"]),
+    ("planted slice mean", ["old:sasrec", "ndcg@10", "4 tail users is 0.250000", "metrics.json's tail ndcg@10 is 0.3"]),
+    ("planted slice n", ["old:sasrec", "4 users have a tail target", "slice has 5"]),
+    ("no slice", ["old:sasrec", "no target_popularity slice 'tail'", "['head', 'torso', 'unseen']"]),
+    ("split gone", ["old:sasrec", "old_split0", "--slice needs the split"]),
+])
+def test_slice_refusals_are_one_line_with_exit_status_2(slice_folders, capsys, case, expected):
+    import shutil
+
+    new, old = slice_folders
+    record_path = old[0] / "metrics.json"
+    record = json.loads(record_path.read_text())
+    tail = record["recommenders"]["sasrec"]["slices"]["target_popularity"]
+    if case == "planted slice mean":
+        tail["tail"]["ndcg@10"] = 0.3
+    if case == "planted slice n":
+        tail["tail"]["n"] = 5
+    if case == "no slice":
+        del tail["tail"]
+    record_path.write_text(json.dumps(record))
+    if case == "split gone":
+        shutil.rmtree(record["config"]["EvaluateConfig"]["split_dir"])
+    bucket = "middle" if case == "unknown bucket" else "tail"
+    assert _script().main(_slice_argv(new, old, "--slice", bucket)) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
