@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -77,6 +78,7 @@ def constrained_beam_search(
     allowed: Sequence[Sequence[int] | None] | None = None,
     node_bias: Sequence[torch.Tensor] | None = None,
     item_head_weight: float = 0.0,
+    item_prior: Any = None,
 ) -> BeamSearchOutput:
     """Top ``num_beams`` catalogue items per row of left-padded ``input_ids [batch, prompt_len]``.
 
@@ -85,7 +87,9 @@ def constrained_beam_search(
     over the trie, applied at every depth like the exclusion. ``node_bias[d]`` (``[nodes at depth d + 1]``, e.g.
     ``ItemTrie.popularity_bias``) is added to the score of every edge into a depth-``d + 1`` node, so it steers
     the beam at every depth and the returned scores include it. ``item_head_weight``: see the module docstring
-    (needs an item-id level: a last code token unique to each item).
+    (needs an item-id level: a last code token unique to each item). ``item_prior``
+    (``inference.item_prior.ItemPriorRows``, one row per prompt): a content bias in the item head's logits (needs
+    ``item_head_weight`` > 0).
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
@@ -100,6 +104,9 @@ def constrained_beam_search(
     if node_bias is not None and [b.numel() for b in node_bias] != trie.num_nodes[1:]:
         raise ValueError(f"node_bias must hold one score per trie node at depths 1..{trie.code_len} "
                          f"({trie.num_nodes[1:]}), got {[b.numel() for b in node_bias]}")
+    if item_prior is not None and (not item_head_weight or len(item_prior) != input_ids.shape[0]):
+        raise ValueError(f"item_prior ({len(item_prior)} rows) acts through the item head: it needs item_head_weight "
+                         f"> 0 (got {item_head_weight}) and one row per prompt ({input_ids.shape[0]})")
     device = _model_device(model)
     batch = input_ids.shape[0]
     excluded = trie.excluded_nodes(exclude) if exclude is not None else None
@@ -123,7 +130,8 @@ def constrained_beam_search(
     decoder = base_decoder(model) if head is not None else None  # decode steps run it alone: no logits
     if decoder is None or not head_reproduces(model, decoder, head, input_ids, attention_mask, position_ids):
         head = None
-    head_scores = ItemHeadScores(trie, logits, item_head_weight) if item_head_weight else None
+    prior = item_prior.to(device) if item_prior is not None else None
+    head_scores = ItemHeadScores(trie, logits, item_head_weight, prior) if item_head_weight else None
     hidden = None  # [batch * beams, hidden] at decode steps on the head path
     next_pos = position_ids[:, -1:] + 1  # [batch, 1]
 

@@ -50,6 +50,14 @@ class EvaluateConfig:
                 "log p_head(item); unset = the run's own train.item_head_decode_weight (its manifest). Overrides "
                 "it without re-training (needs a run with an item head; >= 0); choose it on valid users, never on "
                 "test, and build the cache with the same value."})
+    item_vector_prior_weight: float = field(default=0.0, metadata={
+        "help": "Content prior in the item head (a run with one, decoded with an item-head weight > 0): add this x "
+                "cos(u, v_item) to the head's logit of each item, v from --item_vectors and u the unit mean of the "
+                "user's history vectors; it steers every beam depth. 0 = none (nothing loaded). Choose it on valid "
+                "users, never on test, and build the cache with the same value."})
+    item_vectors: str = field(default="", metadata={
+        "help": "Folder with vectors.npy + item_ids.json for item_vector_prior_weight; empty = the run's "
+                "embeddings stage (<run>/embeddings beside model_dir <run>/train/model)."})
     device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
     within_scenario: bool = field(default=True, metadata={
         "help": "On a split with scenarios, also rank each target within its scenario's catalogue (every "
@@ -102,6 +110,10 @@ class EvaluateConfig:
             raise ValueError(f"max_examples must be >= 1 when set, got {self.max_examples}")
         if self.item_head_decode_weight is not None and self.item_head_decode_weight < 0:
             raise ValueError(f"item_head_decode_weight must be >= 0 when set, got {self.item_head_decode_weight}")
+        if self.item_vector_prior_weight < 0:
+            raise ValueError(f"item_vector_prior_weight must be >= 0, got {self.item_vector_prior_weight}")
+        if self.item_vector_prior_weight and self.task != "next_item":
+            raise ValueError(f"item_vector_prior_weight is a next_item decoding option; task {self.task} takes none")
 
 
 def register(subparsers) -> None:
@@ -141,6 +153,7 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None, te
         from inference.requests import evaluate_requests
 
         return evaluate_requests(cfg)
+    from inference.item_prior import load_item_prior
     from inference.scenarios import takes_scenarios
     from inference.text_retriever import TEXT_RETRIEVER_ROW, sentence_text_vectors, text_retriever_recommender
     from inference.trained_run import TrainedRun, check_item_head_override
@@ -160,6 +173,7 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None, te
              "overwrite": cfg.overwrite}
     check_output_dir(**claim)  # refuse a folder we may not write before loading anything
     head_weight = check_item_head_override(cfg.model_dir, cfg.item_head_decode_weight)  # None = the run's own
+    prior = load_item_prior(cfg.model_dir, cfg.item_vector_prior_weight, cfg.item_vectors, head_weight)  # {} at 0
     split = SplitDataset.load(cfg.split_dir)
     examples, sample = evaluation_sample(split.eval_examples(cfg.part), cfg.max_examples)
     catalogue = split.dataset.item_ids()
@@ -181,7 +195,7 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None, te
                         "or scenario_item_field")
     recommenders = {"alignrec": run.recommender(max_k, cfg.num_beams, cfg.exclude_history, cfg.batch_size,
                                                 **scenario_kw, popularity_penalty=cfg.popularity_penalty,
-                                                item_counts=popularity, item_head_weight=head_weight)}
+                                                item_counts=popularity, item_head_weight=head_weight, **prior)}
     recommenders.update(extra_recommenders or {})
     if text_row is not None:
         recommenders[TEXT_RETRIEVER_ROW] = text_row

@@ -5,10 +5,13 @@ catalogue in its prefill logits (the item-id tokens). Turning it into per-edge s
 beam is a job apart from the search: one streaming pass over the items' logits per prompt (the exact normaliser of
 ``p_head`` needs every item, but nothing ``[batch, items]`` is kept), log-sums up the trie, and a guard for subtrees
 far below the row's best item. ``inference.beam_search`` asks ``ItemHeadScores`` for the scores of the edges it
-scores; ``item_head_bias`` gives the same scores densely (small catalogues, tests, analysis).
+scores; ``item_head_bias`` gives the same scores densely (small catalogues, tests, analysis). A content prior
+(``inference.item_prior``) enters here, in the head's logits, so it steers every depth of the beam too.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -30,24 +33,23 @@ class ItemHeadScores:
     A parent whose sum falls below ``UNDERFLOW_GUARD`` (its best item ~58 nats under the row's best) would lose
     float32 precision, so such rows are redone with a per-parent max. A leaf's score is read from ``logits`` only
     for the edges a beam step scores: nothing ``[batch, items]`` is kept.
+
+    ``prior`` (``inference.item_prior.ItemPriorRows``, None = none): a per-row bias added to the head's item logits
+    before the softmax (the content prior, ``item_vector_prior_weight``), read block by block with the logits in
+    the streaming pass and per edge at the leaves; ``logits`` itself is never changed (``log p(codes)`` reads it).
     """
 
     UNDERFLOW_GUARD = 1e-25
     COLUMN_BLOCK = 16384  # items per block of the streaming pass: [batch, 16,384] floats
 
-    def __init__(self, trie: ItemTrie, logits: torch.Tensor, weight: float) -> None:
-        self.weight, self.logits, self.code_len = float(weight), logits, trie.code_len
+    def __init__(self, trie: ItemTrie, logits: torch.Tensor, weight: float, prior: Any = None) -> None:
+        self.weight, self.logits, self.code_len, self.prior = float(weight), logits, trie.code_len, prior
         last = trie.code_len
-        leaf_tokens = trie.leaf_tokens()  # [N] each item's item-id token (item order)
-        first = int(leaf_tokens.min())
-        parent_of_item = trie.item_nodes[last - 1]  # [N]
-        if int(leaf_tokens.max()) - first + 1 == trie.num_items:  # the id level is one contiguous block of tokens
-            columns = None  # column j of logits[:, first:first + N] is token first + j
-            parents = torch.empty_like(parent_of_item).scatter_(0, leaf_tokens - first, parent_of_item)
-        else:
-            columns, parents = leaf_tokens, parent_of_item
+        first, columns, items = head_columns(trie)
+        self.leaf_item = trie.leaf_item  # [N] leaf node -> item (the prior reads leaf edges by item)
+        parents = trie.item_nodes[last - 1][items]  # [N] the parent node of each head column's item
         raw = [_items_into_parents(logits, first, columns, parents, trie.num_nodes[last - 1], self.COLUMN_BLOCK,
-                                   self.UNDERFLOW_GUARD)]  # [batch, n_{last-1}]
+                                   self.UNDERFLOW_GUARD, prior)]  # [batch, n_{last-1}]
         for d in range(last - 1, 0, -1):  # up the trie: O(nodes)
             raw.append(_segment_logsumexp(raw[-1], trie.node_parents(d), trie.num_nodes[d - 1]))
         raw.reverse()  # raw[d]: log-sum-exp of the head logits below each depth-d node; raw[0] [batch, 1]
@@ -61,22 +63,40 @@ class ItemHeadScores:
         ``tokens``: the edges' tokens (a leaf's is its item-id token)."""
         if depth + 1 == self.code_len:  # a leaf: S = log p_head(item)
             below = self.logits[row, tokens].float() - self.log_partition[row, 0]
+            if self.prior is not None:
+                below = below + self.prior.items(row, self.leaf_item[child], self.COLUMN_BLOCK)
         else:
             below = self.sums[depth + 1][row, child]
         return self.weight * (below - self.sums[depth][row, parent])
 
 
+def head_columns(trie: ItemTrie) -> tuple[int, torch.Tensor | None, torch.Tensor]:
+    """Where the item head's columns lie in the vocabulary: ``(first, columns, items)``. Head column ``j`` is token
+    ``first + j`` (``columns`` None: the item-id level is one contiguous block of tokens) or token ``columns[j]``,
+    and holds item ``items[j]`` (a trie row). Needs an item-id level (``ItemTrie.leaf_tokens``)."""
+    leaf_tokens = trie.leaf_tokens()  # [N] each item's item-id token (item order)
+    first = int(leaf_tokens.min())
+    order = torch.arange(trie.num_items, device=leaf_tokens.device)
+    if int(leaf_tokens.max()) - first + 1 == trie.num_items:  # column j of logits[:, first:first + N] is token first + j
+        return first, None, torch.empty_like(order).scatter_(0, leaf_tokens - first, order)
+    return first, leaf_tokens, order
+
+
 def _items_into_parents(logits: torch.Tensor, first: int, columns: torch.Tensor | None, parents: torch.Tensor,
-                        num_parents: int, block: int, guard: float) -> torch.Tensor:
+                        num_parents: int, block: int, guard: float, prior: Any = None) -> torch.Tensor:
     """``[batch, num_parents]`` log-sum-exp of the item logits below each parent: items are the columns
     ``first:first + N`` of ``logits`` (``columns`` None) or ``logits[:, columns]``, item column ``j`` under
-    ``parents[j]``. One pass with the row max as the shift; rows where a parent's sum drops under ``guard`` are
-    redone with a per-parent max (exact whatever the spread)."""
+    ``parents[j]``; ``prior`` (``inference.item_prior.ItemPriorRows``) adds its bias to each block as it is read.
+    One pass with the row max as the shift; rows where a parent's sum drops under ``guard`` are redone with a
+    per-parent max (exact whatever the spread)."""
     batch, num = logits.shape[0], parents.shape[0]
 
     def block_of(c: int, rows: slice = slice(None)) -> torch.Tensor:  # [rows, block] float32 item logits
         z = logits[rows, first + c:first + c + block] if columns is None else logits[rows][:, columns[c:c + block]]
-        return z.float()
+        if prior is None:
+            return z.float()  # (the last contiguous block may run past the items: only a wider max, as before)
+        width = min(block, num - c)  # the items' columns only
+        return prior.columns(c, width, rows).add_(z[:, :width].float())  # a new tensor: the logits stay as they are
 
     peak = torch.full((batch, 1), NEG_INF, device=logits.device)
     for c in range(0, num, block):
@@ -104,10 +124,10 @@ def _segment_logsumexp(values: torch.Tensor, segment: torch.Tensor, num_segments
     return peak + total.log()
 
 
-def item_head_bias(trie: ItemTrie, logits: torch.Tensor, weight: float) -> list[torch.Tensor]:
+def item_head_bias(trie: ItemTrie, logits: torch.Tensor, weight: float, prior: Any = None) -> list[torch.Tensor]:
     """``ItemHeadScores`` as dense per-depth edge scores: ``out[d]`` is ``[batch, nodes at depth d + 1]``, the score
     of the edge into each node (``[batch, items]`` at the last depth: small catalogues, tests and analysis)."""
-    heads = ItemHeadScores(trie, logits, weight)
+    heads = ItemHeadScores(trie, logits, weight, prior)
     batch = logits.shape[0]
     out = []
     for d in range(trie.code_len):

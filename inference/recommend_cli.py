@@ -38,6 +38,12 @@ class RecommendArgs:
     item_head_decode_weight: float | None = field(default=None, metadata={
         "help": "Decode as evaluated: a run with an item head ranks by log p(codes) + this x log p_head(item); "
                 "unset = the run's own weight."})
+    item_vector_prior_weight: float = field(default=0.0, metadata={
+        "help": "Decode as evaluated: the content prior in the item head (this x cos(u, v_item), u the unit mean "
+                "of the history's vectors); 0 = none."})
+    item_vectors: str = field(default="", metadata={
+        "help": "vectors.npy + item_ids.json folder for item_vector_prior_weight; default <run>/embeddings when "
+                "model_dir is <run>/train/model."})
     json: bool = field(default=False, metadata={"help": "Print JSON instead of a table."})
     device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
 
@@ -68,10 +74,12 @@ def find_split_dir(cfg: RecommendArgs) -> Path | None:
 
 def recommend_for(cfg: RecommendArgs) -> dict:
     """{"history": [...], "recommendations": [{"rank", "item_id", "score", "title"}]} for ``cfg``."""
+    from inference.item_prior import load_item_prior
     from inference.trained_run import TrainedRun, check_item_head_override
     from recdata import SplitDataset
 
     head_weight = check_item_head_override(cfg.model_dir, cfg.item_head_decode_weight)
+    prior = load_item_prior(cfg.model_dir, cfg.item_vector_prior_weight, cfg.item_vectors, head_weight)
     split_dir = find_split_dir(cfg)
     split = SplitDataset.load(split_dir) if split_dir else None
     if cfg.user:
@@ -101,7 +109,7 @@ def recommend_for(cfg: RecommendArgs) -> dict:
 
         counts = train_popularity(split)
     fn = run.recommender(cfg.k, cfg.num_beams, cfg.exclude_history, 1, popularity_penalty=cfg.popularity_penalty,
-                         item_counts=counts, item_head_weight=head_weight)
+                         item_counts=counts, item_head_weight=head_weight, **prior)
     (ranked,) = fn([cfg.user or "adhoc"], [history])
     return {
         "user": cfg.user or None,

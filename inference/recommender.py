@@ -90,6 +90,8 @@ def recommend(
     allowed: Sequence[Iterable[str] | None] | None = None,
     node_bias: Sequence[torch.Tensor] | None = None,
     item_head_weight: float = 0.0,
+    item_prior: Any = None,
+    histories: Sequence[Iterable[str]] | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Top-``k`` (item_id, log-prob) per prompt, best first, from a trie-constrained beam search.
 
@@ -101,7 +103,9 @@ def recommend(
     Prompts are batched by token length (less padding) and results returned in input order. ``node_bias``:
     per-depth edge scores added inside the search (``popularity_prior_bias``); the scores then include them.
     ``item_head_weight``: fuse a model's flat item head (``constrained_beam_search``; the run's
-    ``trainer.read_item_head_weight``).
+    ``trainer.read_item_head_weight``). ``item_prior`` (``inference.item_prior.ItemVectorPrior``): the content
+    prior in the item head, from ``histories[i]`` (prompt ``i``'s history item ids; ids without a trie row are
+    skipped); needs ``item_head_weight`` > 0.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -113,6 +117,8 @@ def recommend(
         raise ValueError(f"exclude has {len(exclude)} entries for {len(prompts)} prompts; give one list per prompt")
     if allowed is not None and len(allowed) != len(prompts):
         raise ValueError(f"allowed has {len(allowed)} entries for {len(prompts)} prompts; give one per prompt")
+    if item_prior is not None and (histories is None or len(histories) != len(prompts)):
+        raise ValueError("item_prior needs histories: one list of history item ids per prompt")
     if not prompts:
         return []
     trie = trie if trie is not None else build_item_trie(item_tokenizer, hf_tokenizer)
@@ -143,8 +149,11 @@ def recommend(
             if exclude is not None:
                 excl = [[row_of[item] for item in exclude[i] if item in row_of] for i in idx]
             allow = [allowed_rows[i] for i in idx] if allowed_rows is not None else None
+            prior = None
+            if item_prior is not None:
+                prior = item_prior.rows([[row_of[item] for item in histories[i] if item in row_of] for i in idx])
             out = constrained_beam_search(model, input_ids, mask, trie, num_beams, excl, allow, node_bias,
-                                          item_head_weight)
+                                          item_head_weight, prior)
             for row, i in enumerate(idx):
                 pairs = zip(out.items[row, :k].tolist(), out.scores[row, :k].tolist(), strict=True)
                 results[i] = [(item_ids[item], score) for item, score in pairs if item >= 0]
@@ -183,6 +192,8 @@ def llm_recommender(
     user_knowledge: Mapping[str, str] | None = None,
     item_head_weight: float = 0.0,
     prompt_format: str = "chat",
+    item_vector_prior_weight: float = 0.0,
+    item_vectors: Any = None,
 ) -> Any:
     """A ``recommend_fn(user_ids, histories)`` (the evaluation / cache interface) over ``recommend``.
 
@@ -203,7 +214,9 @@ def llm_recommender(
     training); ``prompt_fn`` then takes ``user_knowledge=``.
 
     ``item_head_weight`` (``trainer.read_item_head_weight(run)``): a model trained with the flat item head ranks
-    by ``log p(codes) + weight * log p_head(item)``.
+    by ``log p(codes) + weight * log p_head(item)``. ``item_vector_prior_weight`` > 0 (with ``item_vectors``,
+    ``recdata.item_vectors.ItemEmbeddings``: the run's embeddings stage) adds ``that weight * cos(u, v_item)`` to
+    the head's logits, ``u`` the unit mean of the history's unit vectors (``inference.item_prior``); 0 = none.
 
     ``prompt_format`` (``trainer.read_prompt_format(run)``): how the run's tasks wrote prompts (chat, plain or
     codes); passed to ``prompt_fn`` as ``prompt_format=`` unless it is the default ``chat``.
@@ -216,6 +229,14 @@ def llm_recommender(
     if popularity_penalty and item_counts is None:
         raise ValueError("popularity_penalty needs item_counts (training interactions per item)")
     node_bias = popularity_prior_bias(trie, list(item_tokenizer.item_ids), item_counts or {}, popularity_penalty)
+    item_prior = None
+    if item_vector_prior_weight:
+        from inference.item_prior import ItemVectorPrior
+
+        if item_vectors is None or not item_head_weight:
+            raise ValueError("item_vector_prior_weight needs item_vectors and an item head (item_head_weight > 0)")
+        item_prior = ItemVectorPrior(trie, list(item_tokenizer.item_ids), item_vectors, item_vector_prior_weight,
+                                     device=next(model.parameters()).device)
     catalogues = {name: list(items) for name, items in (scenario_items or {}).items()}
 
     def knowledge(user_id: str) -> dict[str, str | None]:
@@ -248,6 +269,7 @@ def llm_recommender(
                          exclude=[list(h) for h in histories] if exclude_history else None,
                          batch_size=batch_size, trie=trie,
                          allowed=[catalogues[s] for s in scenarios] if scenarios is not None else None,
-                         node_bias=node_bias, item_head_weight=item_head_weight)
+                         node_bias=node_bias, item_head_weight=item_head_weight, item_prior=item_prior,
+                         histories=histories if item_prior is not None else None)
 
     return recommend_fn

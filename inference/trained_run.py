@@ -57,7 +57,8 @@ class TrainedRun:
 
     def recommender(self, k: int, num_beams: int, exclude_history: bool = True, batch_size: int = 8,
                     item_head_weight: float | None = None, **kwargs: Any) -> Any:
-        """``inference.llm_recommender`` over this run; ``kwargs`` go there (scenarios, popularity penalty).
+        """``inference.llm_recommender`` over this run; ``kwargs`` go there (scenarios, popularity penalty, the content
+        prior: ``inference.item_prior.load_item_prior``'s dict).
 
         ``item_head_weight`` None = the run's own (0 for a run without an item head); a value overrides it, e.g.
         for a sweep chosen on valid users.

@@ -156,8 +156,8 @@ INJECTED_KEYS = {
     "tasks": TASK_INJECTED,
     "train": ("dataset_dir", "item_tokenizer_dir", "output_dir", "item_vectors_dir"),
     "preference": PREFERENCE_INJECTED,
-    "evaluate": ("model_dir", "split_dir", "out_dir"),
-    "cache": ("split_dir", "out_dir", "model_dir"),
+    "evaluate": ("model_dir", "split_dir", "out_dir", "item_vectors"),
+    "cache": ("split_dir", "out_dir", "model_dir", "item_vectors"),
 }
 
 

@@ -86,6 +86,13 @@ class CacheBuildConfig:
                 "log p_head(item); unset = the run's own train.item_head_decode_weight. Use the value the model "
                 "was evaluated with (evaluate's item_head_decode_weight); a set value is part of the cache's model "
                 "identity."})
+    item_vector_prior_weight: float = field(default=0.0, metadata={
+        "help": "--recommender model with an item head: the content prior (evaluate's item_vector_prior_weight): "
+                "add this x cos(u, v_item) to the head's logits, u the unit mean of the history's vectors. Use the "
+                "value the model was evaluated with; > 0 is part of the cache's model identity (with the vectors)."})
+    item_vectors: str = field(default="", metadata={
+        "help": "Folder with vectors.npy + item_ids.json for item_vector_prior_weight; empty = <run>/embeddings "
+                "beside model_dir <run>/train/model."})
 
     def __post_init__(self) -> None:
         self._check_engine()
@@ -112,6 +119,9 @@ class CacheBuildConfig:
                 raise ConfigError("item_head_decode_weight needs --recommender model (a run with an item head)")
             if self.item_head_decode_weight < 0:
                 raise ConfigError(f"item_head_decode_weight must be >= 0, got {self.item_head_decode_weight}")
+        if self.item_vector_prior_weight < 0 or (self.item_vector_prior_weight and self.recommender != "model"):
+            raise ConfigError(f"item_vector_prior_weight must be >= 0 and needs --recommender model (a run with an "
+                              f"item head), got {self.item_vector_prior_weight} with {self.recommender}")
 
     def _check_engine(self) -> None:
         if self.engine not in ("local", "ray"):
@@ -279,7 +289,8 @@ def run_build(cfg: CacheBuildConfig) -> dict | None:
         fn, identity = model_recommend_fn(cfg.model_dir, cfg.k, cfg.num_beams, cfg.batch_size, cfg.exclude_history,
                                           cfg.device, popularity_penalty=cfg.popularity_penalty,
                                           split_dir=cfg.split_dir, item_head_decode_weight=cfg.item_head_decode_weight,
-                                          **scenario_kw)
+                                          item_vector_prior_weight=cfg.item_vector_prior_weight,
+                                          item_vectors=cfg.item_vectors, **scenario_kw)
     result = build_cache(fn, histories, cfg.out_dir, cfg.k, cfg.shard_index, cfg.num_shards,
                          chunk_size=cfg.chunk_size, base_cache=cfg.base_cache, overwrite=cfg.overwrite,
                          scenario_users=served, split_fingerprint=fingerprint, **identity)
@@ -309,13 +320,20 @@ def run_build_ray(cfg: CacheBuildConfig) -> dict:
         identity = {"model": f"popularity:{Path(cfg.split_dir).resolve()}", "adapter": "", "item_tokenizer_hash": ""}
     else:
         from inference.cache.model_recommender import model_identity
+        from inference.item_prior import load_item_prior, resolve_item_vectors_dir
         from inference.trained_run import check_item_head_override
 
+        head_weight = check_item_head_override(cfg.model_dir, cfg.item_head_decode_weight)
+        vectors = None
+        if cfg.item_vector_prior_weight:  # checked on the driver; every actor reads the same folder
+            load_item_prior(cfg.model_dir, cfg.item_vector_prior_weight, cfg.item_vectors, head_weight)
+            vectors = str(resolve_item_vectors_dir(cfg.model_dir, cfg.item_vectors).resolve())
         factory = ModelRecommenderFactory(str(Path(cfg.model_dir).resolve()), cfg.k, cfg.num_beams, cfg.batch_size,
                                           cfg.exclude_history, cfg.device, cfg.popularity_penalty,
                                           str(Path(cfg.split_dir).resolve()) if cfg.popularity_penalty else None,
-                                          check_item_head_override(cfg.model_dir, cfg.item_head_decode_weight))
-        identity = model_identity(cfg.model_dir, cfg.popularity_penalty, cfg.item_head_decode_weight)
+                                          head_weight, cfg.item_vector_prior_weight, vectors)
+        identity = model_identity(cfg.model_dir, cfg.popularity_penalty, cfg.item_head_decode_weight,
+                                  cfg.item_vector_prior_weight, vectors)
     options = RayOptions(address=cfg.ray_address, num_actors=cfg.num_actors, gpus_per_actor=cfg.gpus_per_actor,
                          cpus_per_actor=cfg.cpus_per_actor)
     result = build_cache_ray(factory, histories, cfg.out_dir, cfg.k, options=options, chunk_size=cfg.chunk_size,

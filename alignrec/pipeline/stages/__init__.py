@@ -109,11 +109,14 @@ def validate_sections(sections: dict[str, dict[str, Any]], source: str) -> None:
 
 
 def _check_item_head_override(sections: dict[str, dict[str, Any]], source: str) -> None:
-    """``item_head_decode_weight`` (evaluate, cache) weighs the flat item head: refused before any stage runs when
-    the train section trains none (the stage would fail after training)."""
+    """``item_head_decode_weight`` and ``item_vector_prior_weight`` (evaluate, cache) act through the flat item head:
+    refused before any stage runs when the train section trains none (the stage would fail after training)."""
     if float(sections.get("train", {}).get("item_head_weight") or 0.0):
         return
     for stage in ("evaluate", "cache"):
-        if sections.get(stage, {}).get("item_head_decode_weight") is not None:
-            raise ConfigError(f"{source}: {stage}.item_head_decode_weight needs a model trained with the item head "
+        section = sections.get(stage, {})
+        used = [key for key, off in (("item_head_decode_weight", None), ("item_vector_prior_weight", 0.0))
+                if section.get(key, off) not in (off, None)]  # unset, or the prior at its default 0: no head needed
+        if used:
+            raise ConfigError(f"{source}: {stage}.{used[0]} needs a model trained with the item head "
                               "(train.item_head_weight > 0); drop the key or train with the head")

@@ -1,8 +1,9 @@
 """The ``cache`` stage: offline top-K of every user, published to a SQLite store and checked by serving.
 
 Reads: the split, the served model and the ``cache`` section (``CacheBuildConfig``); by default it decodes with the
-evaluate section's ``popularity_penalty`` and ``item_head_decode_weight`` (serve what was evaluated; a key the cache
-section sets itself wins). Writes: ``build/`` and ``store/``.
+evaluate section's ``popularity_penalty``, ``item_head_decode_weight`` and ``item_vector_prior_weight`` (serve what
+was evaluated; a key the cache section sets itself wins); the content prior's vectors are the embeddings stage's
+(not an upstream of its key: they reach it through the tokenizer and train keys). Writes: ``build/`` and ``store/``.
 The check after publishing (``verify_store``) compares the store's user count with the split's and looks up a
 seeded sample of users (1,000), not every user: one lookup per user is O(users) work after every build.
 """
@@ -25,7 +26,7 @@ VERIFY_SAMPLE = 1000  # users looked up after publishing (seeded): enough to cat
 
 
 # The evaluate section's decoding keys (with their defaults) the cache decodes with unless its own section sets them.
-EVALUATED_DECODING = {"popularity_penalty": 0.0, "item_head_decode_weight": None}
+EVALUATED_DECODING = {"popularity_penalty": 0.0, "item_head_decode_weight": None, "item_vector_prior_weight": 0.0}
 
 
 def _evaluated_decoding(section: dict[str, Any], run_cfg: Any) -> dict[str, float]:
@@ -42,7 +43,7 @@ def run_cache(ctx: StageContext) -> dict[str, Any]:
 
     split_dir = str(ctx.upstream("data") / "split")
     injected = {"split_dir": split_dir, "out_dir": str(ctx.out_dir / "build"),
-                "model_dir": str(served_model_dir(ctx))}
+                "model_dir": str(served_model_dir(ctx)), "item_vectors": str(ctx.upstream("embeddings"))}
     injected.update(_evaluated_decoding(ctx.config, ctx.run_config))  # serve what was evaluated
     (cfg,) = build_section(cache_classes(), ctx.config, injected, "cache")
     started = time.time()

@@ -1,7 +1,8 @@
 """The ``evaluate`` stage: the served model beside the baseline rows, on the test targets.
 
 Reads: the split, the served model (DPO's when the preference stage is on, else SFT's), the embeddings stage's
-SASRec / knowledge / LEARN models (and its text vectors for ``text_retriever_baseline``), the ``evaluate`` section
+SASRec / knowledge / LEARN models (its text vectors for ``text_retriever_baseline``, its item vectors for
+``item_vector_prior_weight``: injected as ``item_vectors``), the ``evaluate`` section
 (``EvaluateConfig`` + the rows it turns on). Writes: ``metrics.json`` / ``metrics.md`` / per-user metrics and the
 models of the rows it trains itself.
 """
@@ -43,15 +44,17 @@ def _bce_sasrec(ctx: StageContext):
 
 
 def _sft_recommender(model_dir: Path, cfg: Any):
+    from inference.item_prior import load_item_prior
     from inference.trained_run import TrainedRun, check_item_head_override
     from recdata import SplitDataset
     from recdata.popularity import train_popularity
 
     counts = train_popularity(SplitDataset.load(cfg.split_dir)) if cfg.popularity_penalty else None
     head_weight = check_item_head_override(model_dir, cfg.item_head_decode_weight)
+    prior = load_item_prior(model_dir, cfg.item_vector_prior_weight, cfg.item_vectors, head_weight)
     return TrainedRun.load(model_dir, device=cfg.device).recommender(
         max(cfg.ks), cfg.num_beams, cfg.exclude_history, cfg.batch_size, popularity_penalty=cfg.popularity_penalty,
-        item_counts=counts, item_head_weight=head_weight)
+        item_counts=counts, item_head_weight=head_weight, **prior)
 
 
 def _text_vectors(ctx: StageContext, split_dir: str):
@@ -78,7 +81,7 @@ def run_evaluate(ctx: StageContext) -> dict[str, Any]:
     from inference.cli import run_evaluate as evaluate
 
     injected = {"model_dir": str(served_model_dir(ctx)), "split_dir": str(ctx.upstream("data") / "split"),
-                "out_dir": str(ctx.out_dir)}
+                "out_dir": str(ctx.out_dir), "item_vectors": str(ctx.upstream("embeddings"))}  # the content prior's
     (cfg,) = build_section(evaluate_classes(), ctx.config, injected, "evaluate")
     extra = {}
     if preference_enabled(ctx.run_config.sections):  # SFT vs SFT+DPO on the same users, side by side
