@@ -1,13 +1,10 @@
 """Rows of different runs' evaluations, compared on the same users: means and paired bootstrap intervals.
 
-    python scripts/compare_runs.py llm=runs/amazon_scientific_llm scratch=runs/scratch_test2000 \\
-        --ours llm:alignrec --versus scratch:alignrec llm:sasrec_tuned llm:sasrec_content llm:popularity \\
-        --metrics ndcg@10 recall@10 --out bench_results/compare_llm_scratch.json
+    python scripts/compare_runs.py llm=runs/amazon_scientific_llm scratch=runs/scratch_test2000 --ours llm:alignrec \\
+        --versus scratch:alignrec llm:sasrec_content --metrics ndcg@10 recall@10 --out bench_results/compare.json
 
-where ``runs/scratch_test2000`` came from ``alignrec evaluate --max_examples 2000 --part test --out_dir ...`` on
-the scratch run (the same split and seeded sample as the LLM run's evaluate stage). The benchmark scripts compare
-rows of one evaluation; two runs (an LLM run and a scratch run) each have their own ``evaluate`` folder, and a
-claim that one beats the other needs the same per-user pairing across folders.
+(``runs/scratch_test2000``: ``alignrec evaluate --max_examples 2000`` on the scratch run, the LLM run's sample):
+a claim that one run beats another needs the same per-user pairing across their ``evaluate`` folders.
 
 Each ``NAME=PATH`` is an evaluate output folder (``metrics.json`` + ``per_user.parquet``, or an older run's
 ``per_user.json``) or a run folder (its ``evaluate/``); rows are ``NAME:row``. The per-user tables are read with
@@ -16,31 +13,24 @@ Each ``NAME=PATH`` is an evaluate output folder (``metrics.json`` + ``per_user.p
 (95% percentile interval, 2,000 resamples, seed 0: the one bootstrap of the project). Each row's per-user mean is
 checked against its ``metrics.json`` value, so a stale per-user file is never compared.
 
-Refused in one line with exit status 2 (never intersected quietly): rows that score different users (another
-sample or split), folders that scored another split part (``config.EvaluateConfig.part``), a row or metric the
-folder does not have (the available ones are listed), a user scored twice in one row (pairing is by user id).
-Prints Markdown (a row per recommender with its means; ours - row with intervals and ours/row ratios); ``--out``
-writes the same as JSON (atomically; only over a previous output of this script).
+Refused in one line, exit 2 (never intersected quietly): rows scoring other users, another part, a missing row or
+metric, a user scored twice. Prints Markdown (means; ours - row with intervals and ratios); ``--out`` the same as
+JSON (atomically; only over a previous output of this script).
 
 Seeds: a NAME may list one folder per seed, comma-separated and paired by position (seed i of every name with
 seed i of the others), e.g. a recipe's seed runs against a bar trained in earlier runs of the same seeds:
 
     python scripts/compare_runs.py new=runs/a__seed42,runs/a__seed43,runs/a__seed44 \
-        old=runs/b__seed42,runs/b__seed43,runs/b__seed44 \
-        --ours new:alignrec --versus old:sasrec_content old:sasrec_tuned --out bench_results/compare_a_b.json
+        old=runs/b__seed42,runs/b__seed43,runs/b__seed44 --ours new:alignrec --versus old:sasrec_content
 
-Every NAME lists as many folders. Each seed's pair is checked and bootstrapped as above; with two or more seeds
-every row of every seed must also score ours's users of the first seed (same part, same examples), and a pooled
-pair "mean over seeds" bootstraps the per-user mean over seeds of ours - row
-(``inference.significance.seed_pooled_bootstrap``, as ``scripts/bench_quality.py --seeds`` does within one run
-set). The means table shows mean ± std over the seeds' means; ours/row of the pooled pair is the ratio of those
-means. JSON: ``sources`` lists the folders per name, ``rows`` a record per seed, ``means`` a ``seed_summary`` per
-row and metric (with its ``per_seed`` values), ``differences`` ``{row: {"per_seed": [...], "pooled": ...}}``. With
-one folder per name the output is the single-folder one above.
+Each seed's pair is checked and bootstrapped as above; every row of every seed must score the same users, and
+the pooled pair "mean over seeds" bootstraps the per-user mean over seeds of ours - row
+(``inference.significance.seed_pooled_bootstrap``, as ``bench_quality.py --seeds``); means are mean ± std over
+seeds. JSON: ``sources``, ``rows`` (a record per seed), ``means`` (``seed_summary``), ``differences`` ``{row:
+{"per_seed": [...], "pooled": ...}}``. One folder per name gives the single-folder output.
 
-``--slice BUCKET`` (head, torso, tail, unseen): all of it over the users whose target is in that bucket of training
-popularity as the evaluation assigned it (``compare_runs_slices.py``), each row's n and means checked against its
-``metrics.json`` ``slices.target_popularity``; the header names the slice and its n, JSON adds ``slice`` and ``n``.
+``--slice head|torso|tail|unseen``: all of it on the users whose target is in that popularity bucket, as the
+evaluation assigned it (``compare_runs_slices.py``; checked against each ``metrics.json``); JSON adds it and n.
 """
 
 from __future__ import annotations
