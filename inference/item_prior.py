@@ -31,7 +31,7 @@ import torch
 from recdata.errors import ConfigError, UserError
 from recdata.item_vectors import IDS_FILE, VECTORS_FILE, ItemEmbeddings
 
-__all__ = ["PRIOR_KEY", "ItemPriorRows", "ItemVectorPrior", "item_vectors_fingerprint", "load_item_prior",
+__all__ = ["PRIOR_KEY", "ItemPriorRows", "ItemVectorPrior", "check_item_prior", "item_vectors_fingerprint", "load_item_prior",
            "resolve_item_vectors_dir"]
 
 logger = logging.getLogger(__name__)
@@ -151,10 +151,9 @@ def item_vectors_fingerprint(folder: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_item_prior(model_dir: str | os.PathLike, weight: float, item_vectors: str | os.PathLike | None = None,
-                    item_head_weight: float | None = None) -> dict[str, Any]:
-    """What ``TrainedRun.recommender`` takes for ``item_vector_prior_weight``, checked before the model loads:
-    ``{}`` at weight 0 (nothing read), else ``{"item_vector_prior_weight": w, "item_vectors": ItemEmbeddings}``.
+def check_item_prior(model_dir: str | os.PathLike, weight: float, item_vectors: str | os.PathLike | None = None,
+                     item_head_weight: float | None = None) -> Path | None:
+    """The vectors folder ``item_vector_prior_weight`` will read, checked before anything loads; None at weight 0.
 
     ``item_head_weight``: the item-head weight decoding will use (an override; None = the run's own). Raises
     ``ConfigError`` (one line) for a negative weight, a run without an item head, a head weighed 0 (the prior
@@ -163,8 +162,7 @@ def load_item_prior(model_dir: str | os.PathLike, weight: float, item_vectors: s
     if weight < 0:
         raise ConfigError(f"{PRIOR_KEY} must be >= 0, got {weight:g}")
     if not weight:
-        return {}
-    from recdata.item_vectors import load_embeddings_dir
+        return None
     from trainer import has_item_head, read_item_head_weight
 
     if not has_item_head(model_dir):
@@ -174,6 +172,17 @@ def load_item_prior(model_dir: str | os.PathLike, weight: float, item_vectors: s
     if not head:
         raise ConfigError(f"{PRIOR_KEY} {weight:g} acts through the item head, which decodes with weight 0 here; "
                           "set item_head_decode_weight > 0 or drop the key")
-    folder = resolve_item_vectors_dir(model_dir, item_vectors)
+    return resolve_item_vectors_dir(model_dir, item_vectors)
+
+
+def load_item_prior(model_dir: str | os.PathLike, weight: float, item_vectors: str | os.PathLike | None = None,
+                    item_head_weight: float | None = None) -> dict[str, Any]:
+    """What ``TrainedRun.recommender`` takes for ``item_vector_prior_weight`` (``check_item_prior`` first): ``{}``
+    at weight 0 (nothing read), else ``{"item_vector_prior_weight": w, "item_vectors": ItemEmbeddings}``."""
+    folder = check_item_prior(model_dir, weight, item_vectors, item_head_weight)
+    if folder is None:
+        return {}
+    from recdata.item_vectors import load_embeddings_dir
+
     logger.info("content prior %s=%g from %s", PRIOR_KEY, weight, folder)
     return {PRIOR_KEY: float(weight), "item_vectors": load_embeddings_dir(folder)}

@@ -320,14 +320,13 @@ def run_build_ray(cfg: CacheBuildConfig) -> dict:
         identity = {"model": f"popularity:{Path(cfg.split_dir).resolve()}", "adapter": "", "item_tokenizer_hash": ""}
     else:
         from inference.cache.model_recommender import model_identity
-        from inference.item_prior import load_item_prior, resolve_item_vectors_dir
+        from inference.item_prior import check_item_prior
         from inference.trained_run import check_item_head_override
 
         head_weight = check_item_head_override(cfg.model_dir, cfg.item_head_decode_weight)
-        vectors = None
-        if cfg.item_vector_prior_weight:  # checked on the driver; every actor reads the same folder
-            load_item_prior(cfg.model_dir, cfg.item_vector_prior_weight, cfg.item_vectors, head_weight)
-            vectors = str(resolve_item_vectors_dir(cfg.model_dir, cfg.item_vectors).resolve())
+        # checked on the driver without loading the vectors; every actor reads the same resolved folder
+        folder = check_item_prior(cfg.model_dir, cfg.item_vector_prior_weight, cfg.item_vectors, head_weight)
+        vectors = None if folder is None else str(folder.resolve())
         factory = ModelRecommenderFactory(str(Path(cfg.model_dir).resolve()), cfg.k, cfg.num_beams, cfg.batch_size,
                                           cfg.exclude_history, cfg.device, cfg.popularity_penalty,
                                           str(Path(cfg.split_dir).resolve()) if cfg.popularity_penalty else None,

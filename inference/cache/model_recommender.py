@@ -74,12 +74,12 @@ def model_recommend_fn(
     ``item_vector_prior_weight`` > 0 adds the content prior from ``item_vectors`` (``inference.item_prior``; empty
     = the run's embeddings folder).
     """
-    from inference.item_prior import load_item_prior, resolve_item_vectors_dir
+    from inference.item_prior import check_item_prior, load_item_prior
     from inference.trained_run import TrainedRun, check_item_head_override
 
     head_weight = check_item_head_override(model_dir, item_head_decode_weight)
-    prior = load_item_prior(model_dir, item_vector_prior_weight, item_vectors, head_weight)
-    vectors_dir = resolve_item_vectors_dir(model_dir, item_vectors) if prior else None
+    vectors_dir = check_item_prior(model_dir, item_vector_prior_weight, item_vectors, head_weight)  # None: no prior
+    prior = load_item_prior(model_dir, item_vector_prior_weight, vectors_dir, head_weight)
 
     counts = None
     if popularity_penalty:

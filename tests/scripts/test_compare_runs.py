@@ -60,6 +60,16 @@ def _argv(folders, *rest: str) -> list[str]:
     return [f"llm={llm}", f"scratch={scratch}", "--ours", "llm:alignrec", *rest]
 
 
+
+def _assert_one_line_refusal(capsys, expected: list[str]) -> None:
+    """Nothing on stdout; one ``compare_runs: error:`` line on stderr holding every ``expected`` text."""
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("compare_runs: error: ")
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+
 def test_means_differences_and_ratios_are_exact(folders, tmp_path, capsys):
     out = tmp_path / "out" / "compare.json"
     argv = _argv(folders, "--versus", "scratch:alignrec", "llm:popularity", "--out", str(out))
@@ -106,12 +116,7 @@ def test_refusals_are_one_line_with_exit_status_2(folders, capsys, case, versus,
     if case == "other part":
         _write_eval(scratch, SCRATCH_ROWS, part="valid")
     assert _script().main(_argv(folders, "--versus", *versus)) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("compare_runs: error: ")
-    for text in expected:
-        assert text in lines[0], (text, lines[0])
+    _assert_one_line_refusal(capsys, expected)
 
 
 def test_refuses_to_replace_a_file_it_did_not_write(folders, tmp_path, capsys):
@@ -232,12 +237,7 @@ def test_seed_refusals_are_one_line_with_exit_status_2(seed_folders, capsys, cas
     if case == "folder twice":
         old = [old[0], old[0], old[2]]
     assert _script().main(_seed_argv(new, old)) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("compare_runs: error: ")
-    for text in expected:
-        assert text in lines[0], (text, lines[0])
+    _assert_one_line_refusal(capsys, expected)
 
 
 # --slice: a tiny leave-one-out split (last item = test target, the one before = valid target, the rest train) whose
@@ -358,7 +358,7 @@ def test_slice_pooled_over_seeds(tmp_path, capsys):
     ("no slice", ["old:sasrec", "no target_popularity slice 'tail'", "['head', 'torso', 'unseen']"]),
     ("split gone", ["old:sasrec", "old_split0", "--slice needs the split"]),
 ])
-def test_slice_refusals_are_one_line_with_exit_status_2(slice_folders, capsys, case, expected):
+def test_slice_refusals_are_one_line_with_exit_status_2(slice_folders, tmp_path, capsys, case, expected):
     import shutil
 
     new, old = slice_folders
@@ -372,13 +372,10 @@ def test_slice_refusals_are_one_line_with_exit_status_2(slice_folders, capsys, c
     if case == "no slice":
         del tail["tail"]
     record_path.write_text(json.dumps(record))
-    if case == "split gone":
-        shutil.rmtree(record["config"]["EvaluateConfig"]["split_dir"])
+    if case == "split gone":  # the split this test wrote under its own tmp_path, nothing else
+        split_dir = Path(record["config"]["EvaluateConfig"]["split_dir"]).resolve()
+        assert split_dir.is_relative_to(tmp_path.resolve())
+        shutil.rmtree(split_dir)
     bucket = "middle" if case == "unknown bucket" else "tail"
     assert _script().main(_slice_argv(new, old, "--slice", bucket)) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("compare_runs: error: ")
-    for text in expected:
-        assert text in lines[0], (text, lines[0])
+    _assert_one_line_refusal(capsys, expected)
