@@ -16,12 +16,16 @@ bookkeeping); this is the arithmetic it runs at every step, each piece checked a
   ``output_hidden_states``: in transformers 5 that flag installs output-capturing hooks on every submodule (closures
   over a ``ContextVar``), after which the model can no longer be pickled (e.g. handed to Ray actors);
 - ``segmented_topk`` (one sort on a (row, value) key), ``contenders`` (edges that can still make a row's top k) and
-  ``isin_sorted`` (a binary search for the exclusion and allowed-item masks).
+  ``isin_sorted`` (a binary search for the exclusion and allowed-item masks);
+- for ``decode_normaliser`` children (``inference.decode_normaliser``): ``children_log_softmax`` (each edge's logit
+  minus the log-sum-exp over its beam's children, ``O(edges)``) and ``head_reproduces_once`` (the guard, run once
+  per model: its ``[rows, vocab]`` forward must not be paid per batch).
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 
 import torch
 
@@ -63,6 +67,17 @@ def edge_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
             z += bias.index_select(0, t).float()
         out[e:e + EDGE_BLOCK] = z.to(hidden.dtype) if hidden.dtype != torch.float32 else z
     return out
+
+
+def children_log_softmax(values: torch.Tensor, owner: torch.Tensor, num_owners: int) -> torch.Tensor:
+    """``[edges]`` float32 ``log_softmax`` of ``values [edges]`` (logits) within each owner's edges: ``values[e]`` minus
+    the log-sum-exp of the values sharing ``owner[e]`` (in ``[0, num_owners)``). Fed every trie child of every live
+    beam, it is the log-prob under the trie-constrained model: ``O(edges)``, whatever the vocabulary."""
+    values = values.float()
+    peak = torch.full((num_owners,), NEG_INF, device=values.device).scatter_reduce(0, owner, values, "amax")
+    peak.masked_fill_(~torch.isfinite(peak), 0.0)  # an owner without edges or with only -inf logits
+    total = torch.zeros(num_owners, device=values.device).index_add_(0, owner, (values - peak[owner]).exp())
+    return torch.where(values == NEG_INF, values, values - (peak + total.log())[owner])  # -inf stays -inf, no nan
 
 
 def segmented_topk(values: torch.Tensor, segment: torch.Tensor, num_segments: int,
@@ -168,6 +183,24 @@ def head_reproduces(model: torch.nn.Module, decoder: torch.nn.Module, head, inpu
                                                "states through its output head's weight and bias do not reproduce "
                                                "its logits")
     return ok
+
+
+_VERDICTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (decoder ref, head ref, verdict)
+
+
+def head_reproduces_once(model: torch.nn.Module, decoder: torch.nn.Module, head, input_ids: torch.Tensor,
+                         attention_mask: torch.Tensor, position_ids: torch.Tensor) -> bool:
+    """``head_reproduces``, run once per model (and per decoder and head module object) and remembered while the
+    model lives: the guard's ``[rows, vocab]`` forward is ``O(vocab)``, which a per-user cost that must not grow with
+    the catalogue cannot pay on every batch. Whether decoder and head give the logits is a property of the model's
+    structure, not of its weights or prompts; a changed structure (another decoder or head module, a logit transform:
+    ``linear_output_head`` refuses that on every call) is checked afresh."""
+    seen = _VERDICTS.get(model)
+    if seen is not None and seen[0]() is decoder and seen[1]() is head.module:
+        return seen[2]
+    verdict = head_reproduces(model, decoder, head, input_ids, attention_mask, position_ids)
+    _VERDICTS[model] = (weakref.ref(decoder), weakref.ref(head.module), verdict)
+    return verdict
 
 
 _WARNED: set[str] = set()

@@ -25,9 +25,18 @@ With an item head (``item_head_weight`` > 0, a model trained with ``trainer``'s 
 ``log p(codes) + weight * log p_head(item)``, the head's term spread over the path so it steers every depth of the
 beam, not only the final list (``inference.item_head_scores``).
 
-Cost per user with exact scores: ``O(vocab x hidden)`` for the prefill row and for each beam's normaliser at each
-decode step, plus ``O(items)`` for the item head. With an item-id level (vocab ~ items) decoding therefore still
-grows linearly with the catalogue; everything else grows with the live beams' children only.
+Cost per user with exact scores (``normaliser`` vocabulary): ``O(vocab x hidden)`` for the prefill row and for each
+beam's normaliser at each decode step, plus ``O(items)`` for the item head. With an item-id level (vocab ~ items)
+decoding therefore grows linearly with the catalogue; everything else grows with the live beams' children only.
+
+``normaliser`` children (``inference.decode_normaliser``; ``auto`` picks it from 100,000 items): each step's log-prob
+is normalised over the trie children of the beam's node instead (``children_log_softmax``: the log-prob under the
+trie-constrained model), over all of them before the exclusion and allowed masks, so removing an item does not
+inflate its siblings. The item head adds ``weight * (head logit + prior bias)`` at the leaf edge only
+(``inference.item_head_scores.LeafHeadScores``: no pass over the items). With a plain linear head the prefill runs
+the base decoder too (no ``[batch, vocab]`` row) and the guard runs once per model (``head_reproduces_once``), so
+the cost per user is ``O(children of the live beams x hidden)`` plus the model's forwards, whatever the catalogue.
+A model that fails the guard decodes from its logits, normalised over the children the same way.
 """
 
 from __future__ import annotations
@@ -43,15 +52,18 @@ from alignrec.recommenders.sampled_softmax import linear_logsumexp
 from inference.beam_scoring import (
     NEG_INF,
     base_decoder,
+    children_log_softmax,
     contenders,
     edge_logits,
     head_reproduces,
+    head_reproduces_once,
     isin_sorted,
     linear_output_head,
     row_logsumexp,
     segmented_topk,
 )
-from inference.item_head_scores import ItemHeadScores
+from inference.decode_normaliser import resolve_normaliser
+from inference.item_head_scores import ItemHeadScores, LeafHeadScores
 from inference.trie import ItemTrie
 
 
@@ -79,6 +91,7 @@ def constrained_beam_search(
     node_bias: Sequence[torch.Tensor] | None = None,
     item_head_weight: float = 0.0,
     item_prior: Any = None,
+    normaliser: str = "auto",
 ) -> BeamSearchOutput:
     """Top ``num_beams`` catalogue items per row of left-padded ``input_ids [batch, prompt_len]``.
 
@@ -89,8 +102,10 @@ def constrained_beam_search(
     the beam at every depth and the returned scores include it. ``item_head_weight``: see the module docstring
     (needs an item-id level: a last code token unique to each item). ``item_prior``
     (``inference.item_prior.ItemPriorRows``, one row per prompt): a content bias in the item head's logits (needs
-    ``item_head_weight`` > 0).
+    ``item_head_weight`` > 0). ``normaliser``: ``auto``, ``vocabulary`` (exact sequence log-probs) or ``children``
+    (see the module docstring; ``auto`` resolves on the trie's catalogue size).
     """
+    mode = resolve_normaliser(normaliser, trie.num_items)
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     if input_ids.shape != attention_mask.shape or input_ids.ndim != 2:
@@ -118,21 +133,19 @@ def constrained_beam_search(
     excluded = [e.to(device) for e in excluded] if excluded is not None else None
     node_bias = [b.to(device) for b in node_bias] if node_bias is not None else None
     rows = torch.arange(batch, device=device).unsqueeze(1)  # [batch, 1]
-    head = linear_output_head(model) if trie.code_len > 1 else None  # only decode steps use it
 
     attention_mask = attention_mask.to(device)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at 0
     input_ids = input_ids.to(device)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
-                logits_to_keep=1)
-    cache = out.past_key_values
-    logits = out.logits[:, -1]  # [batch, vocab] in the model's dtype; never copied whole
-    decoder = base_decoder(model) if head is not None else None  # decode steps run it alone: no logits
-    if decoder is None or not head_reproduces(model, decoder, head, input_ids, attention_mask, position_ids):
-        head = None
+    # logits [batch, vocab] in the model's dtype (never copied whole) or None; hidden [batch, h] (children, head path)
+    cache, logits, hidden, head, decoder = _prefill(model, mode, trie.code_len, input_ids, attention_mask,
+                                                    position_ids)
     prior = item_prior.to(device) if item_prior is not None else None
-    head_scores = ItemHeadScores(trie, logits, item_head_weight, prior) if item_head_weight else None
-    hidden = None  # [batch * beams, hidden] at decode steps on the head path
+    head_scores = None
+    if item_head_weight and mode == "children":
+        head_scores = LeafHeadScores(trie, item_head_weight, prior, hidden, head, logits)
+    elif item_head_weight:
+        head_scores = ItemHeadScores(trie, logits, item_head_weight, prior)
     next_pos = position_ids[:, -1:] + 1  # [batch, 1]
 
     nodes = torch.zeros(batch, 1, dtype=torch.int64, device=device)  # [batch, states]: one root per row at first
@@ -142,6 +155,10 @@ def constrained_beam_search(
         live_states = torch.where(torch.isfinite(scores), nodes, -1).view(-1)  # dead beams have no children
         owner, child, tokens = trie.children_csr(depth, live_states)  # [edges]: only real children, no padding
         row = owner // states  # [edges]
+        step = None
+        if mode == "children":  # over every child of the beam's node, before the per-row masks
+            z = logits[owner, tokens] if hidden is None else edge_logits(hidden, head.weight, head.bias, owner, tokens)
+            step = children_log_softmax(z, owner, batch * states)  # [edges]
         keep = None
         if excluded is not None and excluded[depth + 1].numel():
             keep = ~isin_sorted(row * trie.num_nodes[depth + 1] + child, excluded[depth + 1])
@@ -150,19 +167,20 @@ def constrained_beam_search(
             keep = ok if keep is None else keep & ok
         if keep is not None:
             owner, child, tokens, row = owner[keep], child[keep], tokens[keep], row[keep]
+            step = step[keep] if step is not None else None
         if owner.numel() == 0:  # every beam of every row is dead: no item rather than an invalid one
             return BeamSearchOutput(items=torch.full((batch, num_beams), -1, dtype=torch.int64),
                                     scores=torch.full((batch, num_beams), NEG_INF))
-        if hidden is None:  # the model's logits: [batch * states, vocab]
+        if step is None and hidden is None:  # vocabulary, the model's logits: [batch * states, vocab]
             norm = row_logsumexp(logits)  # [batch * states]: log_softmax's normaliser over the full vocabulary
             step = logits[owner, tokens].float() - norm[owner]  # [edges] = log_softmax(logits)[owner, token]
-        else:  # the same values from the hidden states: gathered head rows, the normaliser in tiles
+        elif step is None:  # the same values from the hidden states: gathered head rows, the normaliser in tiles
             # [batch * states] float32, each tile in the model's dtype as its head computes the logits
             norm = linear_logsumexp(hidden, head.weight, bias=head.bias, tile_dtype=hidden.dtype)
             step = edge_logits(hidden, head.weight, head.bias, owner, tokens) - norm[owner]  # [edges]
         if node_bias is not None:
             step = step + node_bias[depth][child]
-        if head_scores is not None:
+        if head_scores is not None and (mode == "vocabulary" or depth == trie.code_len - 1):  # children: leaves only
             step = step + head_scores.edge_scores(depth, row, nodes.view(-1)[owner], child, tokens)
         cand = scores.view(-1)[owner] + step  # [edges]
         sub = contenders(cand, owner, row, batch, states, num_beams)  # [some edges]: the rest cannot make a row's top
@@ -198,6 +216,33 @@ def constrained_beam_search(
     alive = torch.isfinite(scores)
     items = torch.where(alive, trie.leaf_item[nodes], torch.full_like(nodes, -1))
     return BeamSearchOutput(items=items.cpu(), scores=scores.cpu())
+
+
+def _prefill(model: torch.nn.Module, mode: str, code_len: int, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             position_ids: torch.Tensor) -> tuple[Any, torch.Tensor | None, torch.Tensor | None, Any, Any]:
+    """``(cache, logits [batch, vocab] or None, hidden [batch, h] or None, head, decoder)`` after the prompts; head
+    and decoder (what decode steps run) are None where decode steps read the model's logits.
+
+    vocabulary: the model's logits row (the first step and the item head read all of it); the head, for decode
+    steps when there are any, if decoder and head reproduce the logits (``head_reproduces``, every call). children:
+    the base decoder alone when they do (``head_reproduces_once``), so no ``[batch, vocab]`` row exists; else the
+    model's logits, and no head.
+    """
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "use_cache": True}
+    if mode == "vocabulary":
+        head = linear_output_head(model) if code_len > 1 else None  # only decode steps use it
+        out = model(**inputs, logits_to_keep=1)
+        decoder = base_decoder(model) if head is not None else None  # decode steps run it alone: no logits
+        if decoder is None or not head_reproduces(model, decoder, head, input_ids, attention_mask, position_ids):
+            head = decoder = None
+        return out.past_key_values, out.logits[:, -1], None, head, decoder
+    head = linear_output_head(model)
+    decoder = base_decoder(model) if head is not None else None
+    if decoder is None or not head_reproduces_once(model, decoder, head, input_ids, attention_mask, position_ids):
+        out = model(**inputs, logits_to_keep=1)
+        return out.past_key_values, out.logits[:, -1], None, None, None
+    out = decoder(**inputs)
+    return out.past_key_values, None, out.last_hidden_state[:, -1], head, decoder
 
 
 def _reorder_generated(cache, src: torch.Tensor, depth: int) -> None:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inference.decode_normaliser import NORMALISER_KEY, NORMALISERS, describe_normaliser
 from recdata.config import config_to_dict, parse_config
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,13 @@ class EvaluateConfig:
     item_vectors: str = field(default="", metadata={
         "help": "Folder with vectors.npy + item_ids.json for item_vector_prior_weight; empty = the run's "
                 "embeddings stage (<run>/embeddings beside model_dir <run>/train/model)."})
+    decode_normaliser: str = field(default="auto", metadata={
+        "help": "What each beam step's log-prob is normalised over. vocabulary: the full vocabulary (exact sequence "
+                "log-probs; with the item-id level a token per item, so decoding grows with the catalogue). children: "
+                "the trie children of the beam's node, the item head added at the leaf only (cost per user set by "
+                "the live beams' children, not the vocabulary). auto: children from 100,000 items (the item "
+                "softmaxes' threshold), else vocabulary. The resolved mode is recorded in metrics.json; build the "
+                "cache with the same value.", "choices": list(NORMALISERS)})
     device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
     within_scenario: bool = field(default=True, metadata={
         "help": "On a split with scenarios, also rank each target within its scenario's catalogue (every "
@@ -114,6 +122,8 @@ class EvaluateConfig:
             raise ValueError(f"item_vector_prior_weight must be >= 0, got {self.item_vector_prior_weight}")
         if self.item_vector_prior_weight and self.task != "next_item":
             raise ValueError(f"item_vector_prior_weight is a next_item decoding option; task {self.task} takes none")
+        if self.decode_normaliser not in NORMALISERS:
+            raise ValueError(f"decode_normaliser must be one of {list(NORMALISERS)}, got {self.decode_normaliser!r}")
 
 
 def register(subparsers) -> None:
@@ -195,7 +205,8 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None, te
                         "or scenario_item_field")
     recommenders = {"alignrec": run.recommender(max_k, cfg.num_beams, cfg.exclude_history, cfg.batch_size,
                                                 **scenario_kw, popularity_penalty=cfg.popularity_penalty,
-                                                item_counts=popularity, item_head_weight=head_weight, **prior)}
+                                                item_counts=popularity, item_head_weight=head_weight,
+                                                decode_normaliser=cfg.decode_normaliser, **prior)}
     recommenders.update(extra_recommenders or {})
     if text_row is not None:
         recommenders[TEXT_RETRIEVER_ROW] = text_row
@@ -214,7 +225,8 @@ def run_evaluate(cfg: EvaluateConfig, extra_recommenders: dict | None = None, te
                 fn, examples, scenario_kw["scenario_items"], cfg.ks, popularity, batch_size=cfg.batch_size * 4)
         seconds = time.perf_counter() - started
         reports[name]["timing"] = {"seconds": seconds, "users_per_second": len(examples) / seconds if seconds else None}
-    json_path, md_path = write_report(reports, cfg.out_dir, extra={"config": config_to_dict(cfg), "sample": sample},
-                                      title=f"{Path(cfg.model_dir).name} on {cfg.part}")
+    decoding = describe_normaliser(cfg.decode_normaliser, len(run.item_tokenizer))  # what "auto" became
+    json_path, md_path = write_report(reports, cfg.out_dir, title=f"{Path(cfg.model_dir).name} on {cfg.part}",
+                                      extra={"config": config_to_dict(cfg), "sample": sample, NORMALISER_KEY: decoding})
     logger.info("wrote %s and %s", json_path, md_path)
     return reports

@@ -7,6 +7,8 @@ beam is a job apart from the search: one streaming pass over the items' logits p
 far below the row's best item. ``inference.beam_search`` asks ``ItemHeadScores`` for the scores of the edges it
 scores; ``item_head_bias`` gives the same scores densely (small catalogues, tests, analysis). A content prior
 (``inference.item_prior``) enters here, in the head's logits, so it steers every depth of the beam too.
+``LeafHeadScores`` is the term ``decode_normaliser`` children uses: the head's logit at the leaf edges only, no
+pass over the items.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import torch
 
-from inference.beam_scoring import NEG_INF
+from inference.beam_scoring import NEG_INF, edge_logits
 from inference.trie import ItemTrie
 
 
@@ -68,6 +70,44 @@ class ItemHeadScores:
         else:
             below = self.sums[depth + 1][row, child]
         return self.weight * (below - self.sums[depth][row, parent])
+
+
+class LeafHeadScores:
+    """The item head's term under ``decode_normaliser`` children: ``weight * (head logit + prior bias)`` of an item,
+    added at its leaf edge only (the search calls ``edge_scores`` at the last depth alone).
+
+    Why not ``weight * log p_head(item)`` spread over the path (``ItemHeadScores``): that needs the head's normaliser
+    and every subtree's head mass, a pass over all items per prompt (``O(items)``). The head's normaliser
+    ``log Z`` is one constant per row: leaving it out shifts every item of a row alike, so no row's ranking changes
+    (its scores drop by ``weight * log Z``). What this mode gives up is the steering of the upper depths by each
+    subtree's head mass: a cluster the head likes but the code tokens do not can leave the beam before its items are
+    scored. Cost: ``O(leaf edges x hidden)`` per batch; the prior (``inference.item_prior.ItemPriorRows``) is read for
+    the leaf edges scored only.
+
+    The head's logits come from the prompt's last state ``hidden [batch, h]`` through ``head`` (``trainer.lm_loss``'s
+    ``OutputHead``: each item's gathered head row), or, for a model whose head failed the guard, from its prefill
+    ``logits [batch, vocab]``. Needs an item-id level (``ItemTrie.leaf_tokens``).
+    """
+
+    def __init__(self, trie: ItemTrie, weight: float, prior: Any = None, hidden: torch.Tensor | None = None,
+                 head: Any = None, logits: torch.Tensor | None = None) -> None:
+        if (logits is None) == (hidden is None or head is None):
+            raise ValueError("LeafHeadScores reads either the prefill logits or its hidden state and the head")
+        trie.leaf_tokens()  # raises without an item-id level, as ItemHeadScores does
+        self.weight, self.prior, self.leaf_item = float(weight), prior, trie.leaf_item
+        self.hidden, self.head, self.logits = hidden, head, logits
+
+    def edge_scores(self, depth: int, row: torch.Tensor, parent: torch.Tensor, child: torch.Tensor,
+                    tokens: torch.Tensor) -> torch.Tensor:
+        """``[edges]`` head term of the leaf edges into ``child`` (leaves) of rows ``row``; ``tokens``: their item-id
+        tokens. ``depth`` and ``parent`` are unused (``ItemHeadScores.edge_scores``'s signature)."""
+        if self.logits is not None:
+            z = self.logits[row, tokens].float()
+        else:
+            z = edge_logits(self.hidden, self.head.weight, self.head.bias, row, tokens)
+        if self.prior is not None:
+            z = z + self.prior.items(row, self.leaf_item[child], ItemHeadScores.COLUMN_BLOCK)
+        return self.weight * z
 
 
 def head_columns(trie: ItemTrie) -> tuple[int, torch.Tensor | None, torch.Tensor]:

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inference.decode_normaliser import NORMALISERS
 from recdata.config import parse_config
 from recdata.errors import ConfigError, InputFileError, UserError
 
@@ -44,6 +45,10 @@ class RecommendArgs:
     item_vectors: str = field(default="", metadata={
         "help": "vectors.npy + item_ids.json folder for item_vector_prior_weight; default <run>/embeddings when "
                 "model_dir is <run>/train/model."})
+    decode_normaliser: str = field(default="auto", metadata={
+        "help": "Decode as evaluated: each beam step normalised over the full vocabulary (vocabulary, exact), over "
+                "the trie children of the beam's node (children) or auto (children from 100,000 items).",
+        "choices": list(NORMALISERS)})
     json: bool = field(default=False, metadata={"help": "Print JSON instead of a table."})
     device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
 
@@ -53,6 +58,8 @@ class RecommendArgs:
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
         self.num_beams = self.num_beams or max(self.k, 20)
+        if self.decode_normaliser not in NORMALISERS:
+            raise ConfigError(f"decode_normaliser must be one of {list(NORMALISERS)}, got {self.decode_normaliser!r}")
         if self.num_beams < self.k:
             raise ConfigError(f"num_beams ({self.num_beams}) must be >= k ({self.k}); raise --num_beams")
 
@@ -109,7 +116,8 @@ def recommend_for(cfg: RecommendArgs) -> dict:
 
         counts = train_popularity(split)
     fn = run.recommender(cfg.k, cfg.num_beams, cfg.exclude_history, 1, popularity_penalty=cfg.popularity_penalty,
-                         item_counts=counts, item_head_weight=head_weight, **prior)
+                         item_counts=counts, item_head_weight=head_weight, decode_normaliser=cfg.decode_normaliser,
+                         **prior)
     (ranked,) = fn([cfg.user or "adhoc"], [history])
     return {
         "user": cfg.user or None,

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from inference.beam_search import constrained_beam_search
+from inference.decode_normaliser import describe_normaliser
 from inference.trie import ItemTrie
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ def recommend(
     item_head_weight: float = 0.0,
     item_prior: Any = None,
     histories: Sequence[Iterable[str]] | None = None,
+    normaliser: str = "auto",
 ) -> list[list[tuple[str, float]]]:
     """Top-``k`` (item_id, log-prob) per prompt, best first, from a trie-constrained beam search.
 
@@ -105,7 +107,8 @@ def recommend(
     ``item_head_weight``: fuse a model's flat item head (``constrained_beam_search``; the run's
     ``trainer.read_item_head_weight``). ``item_prior`` (``inference.item_prior.ItemVectorPrior``): the content
     prior in the item head, from ``histories[i]`` (prompt ``i``'s history item ids; ids without a trie row are
-    skipped); needs ``item_head_weight`` > 0.
+    skipped); needs ``item_head_weight`` > 0. ``normaliser`` (``inference.decode_normaliser``: auto, vocabulary or
+    children): what each beam step normalises over (``constrained_beam_search``).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -153,7 +156,7 @@ def recommend(
             if item_prior is not None:
                 prior = item_prior.rows([[row_of[item] for item in histories[i] if item in row_of] for i in idx])
             out = constrained_beam_search(model, input_ids, mask, trie, num_beams, excl, allow, node_bias,
-                                          item_head_weight, prior)
+                                          item_head_weight, prior, normaliser)
             for row, i in enumerate(idx):
                 pairs = zip(out.items[row, :k].tolist(), out.scores[row, :k].tolist(), strict=True)
                 results[i] = [(item_ids[item], score) for item, score in pairs if item >= 0]
@@ -194,6 +197,7 @@ def llm_recommender(
     prompt_format: str = "chat",
     item_vector_prior_weight: float = 0.0,
     item_vectors: Any = None,
+    decode_normaliser: str = "auto",
 ) -> Any:
     """A ``recommend_fn(user_ids, histories)`` (the evaluation / cache interface) over ``recommend``.
 
@@ -220,12 +224,16 @@ def llm_recommender(
 
     ``prompt_format`` (``trainer.read_prompt_format(run)``): how the run's tasks wrote prompts (chat, plain or
     codes); passed to ``prompt_fn`` as ``prompt_format=`` unless it is the default ``chat``.
+
+    ``decode_normaliser`` (auto, vocabulary or children; ``inference.decode_normaliser``): what each beam step's
+    log-prob is normalised over; ``auto`` resolves on the catalogue size (logged once here).
     """
     if scenario_prompts and (scenario_items is None or item_scenario is None):
         raise ValueError("scenario_prompts needs scenario_items (the target scenario) and item_scenario (history tags)")
     if prompt_fn is None:
         from sft_tasks import seqrec_prompt as prompt_fn
     trie = build_item_trie(item_tokenizer, hf_tokenizer)
+    logger.info("decode_normaliser: %s", describe_normaliser(decode_normaliser, trie.num_items))  # checks the value
     if popularity_penalty and item_counts is None:
         raise ValueError("popularity_penalty needs item_counts (training interactions per item)")
     node_bias = popularity_prior_bias(trie, list(item_tokenizer.item_ids), item_counts or {}, popularity_penalty)
@@ -270,6 +278,6 @@ def llm_recommender(
                          batch_size=batch_size, trie=trie,
                          allowed=[catalogues[s] for s in scenarios] if scenarios is not None else None,
                          node_bias=node_bias, item_head_weight=item_head_weight, item_prior=item_prior,
-                         histories=histories if item_prior is not None else None)
+                         histories=histories if item_prior is not None else None, normaliser=decode_normaliser)
 
     return recommend_fn

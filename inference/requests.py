@@ -41,10 +41,11 @@ def request_examples(rows: Sequence[Mapping[str, Any]], part: str, with_history:
 
 def llm_request_recommender(run: Any, requests: Mapping[str, str], k: int, num_beams: int, with_history: bool,
                             exclude_history: bool = True, batch_size: int = 8,
-                            item_head_weight: float | None = None) -> Any:
+                            item_head_weight: float | None = None, normaliser: str = "auto") -> Any:
     """``recommend_fn(request_ids, histories)`` over a ``TrainedRun``: trie-constrained beams from the request
     prompt (``sft_tasks.request_prompt``), with the run's item head (``item_head_weight`` None = the run's own
-    decoding weight, a value overrides it); history items excluded when asked."""
+    decoding weight, a value overrides it); history items excluded when asked; ``normaliser``: the evaluate
+    section's ``decode_normaliser``."""
     from inference.recommender import build_item_trie, recommend
     from sft_tasks import request_prompt
 
@@ -57,7 +58,7 @@ def llm_request_recommender(run: Any, requests: Mapping[str, str], k: int, num_b
                    for r, h in zip(request_ids, histories, strict=True)]
         return recommend(run.model, run.hf_tokenizer, run.item_tokenizer, prompts, k, num_beams,
                          exclude=[list(h) for h in histories] if exclude_history else None, batch_size=batch_size,
-                         trie=trie, item_head_weight=head_weight)
+                         trie=trie, item_head_weight=head_weight, normaliser=normaliser)
 
     return fn
 
@@ -83,6 +84,7 @@ def minilm_retriever(split: Any, rows: Sequence[Mapping[str, Any]], encoder_dir:
 def evaluate_requests(cfg: Any) -> dict[str, Any]:
     """The request task of ``alignrec evaluate`` (``cfg``: ``inference.cli.EvaluateConfig``); writes metrics.json / .md."""
     from alignrec.recommenders.request_retriever import choose_mix_weight
+    from inference.decode_normaliser import NORMALISER_KEY, describe_normaliser
     from inference.trained_run import TrainedRun, check_item_head_override
     from recdata import SplitDataset
     from recdata.config import config_to_dict
@@ -110,8 +112,9 @@ def evaluate_requests(cfg: Any) -> dict[str, Any]:
     run.item_tokenizer.check_catalogue(catalogue, cfg.model_dir, cfg.split_dir)
     recommenders = {"alignrec": llm_request_recommender(run, {r["request_id"]: r["request"] for r in rows}, max_k,
                                                         cfg.num_beams, with_history, cfg.exclude_history,
-                                                        cfg.batch_size, head_weight)}
-    extra: dict[str, Any] = {"config": config_to_dict(cfg), "requests": len(examples), "sample": sample}
+                                                        cfg.batch_size, head_weight, cfg.decode_normaliser)}
+    extra: dict[str, Any] = {"config": config_to_dict(cfg), "requests": len(examples), "sample": sample,
+                             NORMALISER_KEY: describe_normaliser(cfg.decode_normaliser, len(run.item_tokenizer))}
     if cfg.retriever_baseline:
         retriever = minilm_retriever(split, rows, cfg.encoder_dir)
         weight, table = 0.0, {}

@@ -8,8 +8,10 @@ is read in one place and no consumer can serve a model differently from how rank
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +35,26 @@ def check_item_head_override(model_dir: str | os.PathLike, weight: float | None)
         raise ConfigError(f"{OVERRIDE_KEY} {weight:g}: {model_dir} was trained without an item head "
                           "(train.item_head_weight 0), so there is no head to weigh; drop the key")
     return float(weight)
+
+
+def run_normaliser(model_dir: str | os.PathLike, mode: str) -> str:
+    """``decode_normaliser`` ``mode`` resolved for the run's catalogue without loading the run (a cache's identity is
+    computed before, or without, the model: the Ray driver never loads it). The size is read from the manifest of
+    the run's item tokenizer copy (``ItemTokenizer.save_pretrained`` writes ``num_items`` there), only for ``auto``."""
+    from inference.decode_normaliser import resolve_normaliser
+
+    if mode != "auto":
+        return resolve_normaliser(mode, 0)
+    from recdata.errors import InputFileError
+    from trainer.export import ITEM_TOKENIZER_DIR
+
+    path = Path(model_dir) / ITEM_TOKENIZER_DIR / "manifest.json"
+    try:
+        num_items = int(json.loads(path.read_text(encoding="utf-8"))["num_items"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(f"{path}: cannot read the catalogue size ({exc}); is {model_dir} a finished run folder?"
+                             ) from None
+    return resolve_normaliser(mode, num_items)
 
 
 @dataclass

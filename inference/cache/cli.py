@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inference.decode_normaliser import NORMALISERS
 from recdata.config import config_to_dict, parse_config
 from recdata.errors import ConfigError, InputFileError, UserError
 
@@ -93,6 +94,12 @@ class CacheBuildConfig:
     item_vectors: str = field(default="", metadata={
         "help": "Folder with vectors.npy + item_ids.json for item_vector_prior_weight; empty = <run>/embeddings "
                 "beside model_dir <run>/train/model."})
+    decode_normaliser: str = field(default="auto", metadata={
+        "help": "--recommender model: what each beam step's log-prob is normalised over (evaluate's "
+                "decode_normaliser): vocabulary (exact), children (the trie children of the beam's node; cost per "
+                "user set by the beams' children, not the vocabulary) or auto (children from 100,000 items). Use "
+                "the value the model was evaluated with; a resolved children is part of the cache's model identity.",
+        "choices": list(NORMALISERS)})
 
     def __post_init__(self) -> None:
         self._check_engine()
@@ -122,6 +129,10 @@ class CacheBuildConfig:
         if self.item_vector_prior_weight < 0 or (self.item_vector_prior_weight and self.recommender != "model"):
             raise ConfigError(f"item_vector_prior_weight must be >= 0 and needs --recommender model (a run with an "
                               f"item head), got {self.item_vector_prior_weight} with {self.recommender}")
+        if self.decode_normaliser not in NORMALISERS or (self.decode_normaliser != "auto"
+                                                         and self.recommender != "model"):
+            raise ConfigError(f"decode_normaliser must be one of {list(NORMALISERS)} and, set, needs --recommender "
+                              f"model (it decodes the beam), got {self.decode_normaliser!r} with {self.recommender}")
 
     def _check_engine(self) -> None:
         if self.engine not in ("local", "ray"):
@@ -290,7 +301,8 @@ def run_build(cfg: CacheBuildConfig) -> dict | None:
                                           cfg.device, popularity_penalty=cfg.popularity_penalty,
                                           split_dir=cfg.split_dir, item_head_decode_weight=cfg.item_head_decode_weight,
                                           item_vector_prior_weight=cfg.item_vector_prior_weight,
-                                          item_vectors=cfg.item_vectors, **scenario_kw)
+                                          item_vectors=cfg.item_vectors, decode_normaliser=cfg.decode_normaliser,
+                                          **scenario_kw)
     result = build_cache(fn, histories, cfg.out_dir, cfg.k, cfg.shard_index, cfg.num_shards,
                          chunk_size=cfg.chunk_size, base_cache=cfg.base_cache, overwrite=cfg.overwrite,
                          scenario_users=served, split_fingerprint=fingerprint, **identity)
@@ -321,7 +333,7 @@ def run_build_ray(cfg: CacheBuildConfig) -> dict:
     else:
         from inference.cache.model_recommender import model_identity
         from inference.item_prior import check_item_prior
-        from inference.trained_run import check_item_head_override
+        from inference.trained_run import check_item_head_override, run_normaliser
 
         head_weight = check_item_head_override(cfg.model_dir, cfg.item_head_decode_weight)
         # checked on the driver without loading the vectors; every actor reads the same resolved folder
@@ -330,9 +342,10 @@ def run_build_ray(cfg: CacheBuildConfig) -> dict:
         factory = ModelRecommenderFactory(str(Path(cfg.model_dir).resolve()), cfg.k, cfg.num_beams, cfg.batch_size,
                                           cfg.exclude_history, cfg.device, cfg.popularity_penalty,
                                           str(Path(cfg.split_dir).resolve()) if cfg.popularity_penalty else None,
-                                          head_weight, cfg.item_vector_prior_weight, vectors)
+                                          head_weight, cfg.item_vector_prior_weight, vectors, cfg.decode_normaliser)
         identity = model_identity(cfg.model_dir, cfg.popularity_penalty, cfg.item_head_decode_weight,
-                                  cfg.item_vector_prior_weight, vectors)
+                                  cfg.item_vector_prior_weight, vectors,
+                                  run_normaliser(cfg.model_dir, cfg.decode_normaliser))
     options = RayOptions(address=cfg.ray_address, num_actors=cfg.num_actors, gpus_per_actor=cfg.gpus_per_actor,
                          cpus_per_actor=cfg.cpus_per_actor)
     result = build_cache_ray(factory, histories, cfg.out_dir, cfg.k, options=options, chunk_size=cfg.chunk_size,

@@ -1,9 +1,9 @@
 """The ``cache`` stage: offline top-K of every user, published to a SQLite store and checked by serving.
 
 Reads: the split, the served model and the ``cache`` section (``CacheBuildConfig``); by default it decodes with the
-evaluate section's ``popularity_penalty``, ``item_head_decode_weight`` and ``item_vector_prior_weight`` (serve what
-was evaluated; a key the cache section sets itself wins); the content prior's vectors are the embeddings stage's
-(not an upstream of its key: they reach it through the tokenizer and train keys). Writes: ``build/`` and ``store/``.
+evaluate section's ``popularity_penalty``, ``item_head_decode_weight``, ``item_vector_prior_weight`` and
+``decode_normaliser`` (serve what was evaluated; a key the cache section sets itself wins); the content prior's
+vectors are the embeddings stage's (not an upstream of its key: they reach it through the tokenizer and train keys). Writes: ``build/`` and ``store/``.
 The check after publishing (``verify_store``) compares the store's user count with the split's and looks up a
 seeded sample of users (1,000), not every user: one lookup per user is O(users) work after every build.
 """
@@ -26,14 +26,16 @@ VERIFY_SAMPLE = 1000  # users looked up after publishing (seeded): enough to cat
 
 
 # The evaluate section's decoding keys (with their defaults) the cache decodes with unless its own section sets them.
-EVALUATED_DECODING = {"popularity_penalty": 0.0, "item_head_decode_weight": None, "item_vector_prior_weight": 0.0}
+EVALUATED_DECODING = {"popularity_penalty": 0.0, "item_head_decode_weight": None, "item_vector_prior_weight": 0.0,
+                      "decode_normaliser": "auto"}
 
 
-def _evaluated_decoding(section: dict[str, Any], run_cfg: Any) -> dict[str, float]:
+def _evaluated_decoding(section: dict[str, Any], run_cfg: Any) -> dict[str, float | str]:
     """The evaluate section's decoding keys the cache inherits: those the cache section leaves unset, at a value
-    other than the default (so a run that sets none keeps its stage key)."""
+    other than the default (so a run that sets none keeps its stage key); numbers as floats, names as given."""
     evaluate = run_cfg.sections.get("evaluate", {})
-    return {key: float(evaluate[key]) for key, default in EVALUATED_DECODING.items()
+    return {key: evaluate[key] if isinstance(default, str) else float(evaluate[key])
+            for key, default in EVALUATED_DECODING.items()
             if key not in section and evaluate.get(key, default) != default}
 
 

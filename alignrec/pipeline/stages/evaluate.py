@@ -54,7 +54,7 @@ def _sft_recommender(model_dir: Path, cfg: Any):
     prior = load_item_prior(model_dir, cfg.item_vector_prior_weight, cfg.item_vectors, head_weight)
     return TrainedRun.load(model_dir, device=cfg.device).recommender(
         max(cfg.ks), cfg.num_beams, cfg.exclude_history, cfg.batch_size, popularity_penalty=cfg.popularity_penalty,
-        item_counts=counts, item_head_weight=head_weight, **prior)
+        item_counts=counts, item_head_weight=head_weight, decode_normaliser=cfg.decode_normaliser, **prior)
 
 
 def _text_vectors(ctx: StageContext, split_dir: str):
