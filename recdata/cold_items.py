@@ -4,10 +4,15 @@
 reads ``SplitDataset.train_sequences()`` (label ``"train"`` only), so a cold item is cut out of the training
 part of every history; its valid/test targets and its places in evaluation histories stay as they were.
 The evaluation's ``unseen`` target bucket (never bought in training) is then the cold slice by design.
+
+Training softmaxes leave those items out (``training_softmax_mask``): a cold item stands for one that arrives after
+training, which no deployed model's training softmax holds; kept as a negative, every step pushes it down and the
+model learns it is never the answer (issue 31).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +21,8 @@ from recdata.split import SplitDataset, with_labels
 
 COLD_LABEL = "cold"
 
-__all__ = ["COLD_LABEL", "cold_item_split", "cold_item_stats", "items_without_training", "uses_cold_protocol"]
+__all__ = ["COLD_LABEL", "cold_item_split", "cold_item_stats", "items_without_training", "training_softmax_mask",
+           "uses_cold_protocol"]
 
 
 def cold_item_split(split: SplitDataset, fraction: float, seed: int = 0) -> SplitDataset:
@@ -44,6 +50,17 @@ def items_without_training(split: SplitDataset) -> list[str]:
     """Catalogue items (catalogue order) with no training interaction: the cold items (and any naturally unseen)."""
     warm = {item for _, items in split.train_sequences() for item in items}
     return [item for item in split.dataset.item_ids() if item not in warm]
+
+
+def training_softmax_mask(split: SplitDataset, item_ids: Sequence[str] | None = None) -> np.ndarray | None:
+    """``[len(item_ids)]`` bool, True for the items every training softmax leaves out (logit -inf, no gradient):
+    under the cold-item protocol, the items without training (``items_without_training``). None without the
+    protocol: training is then exactly as before (an item that is merely never bought stays a negative).
+    ``item_ids``: the model's item order (default the catalogue's)."""
+    if not uses_cold_protocol(split):
+        return None
+    cold = set(items_without_training(split))
+    return np.array([item in cold for item in (split.dataset.item_ids() if item_ids is None else item_ids)], dtype=bool)
 
 
 def cold_item_stats(split: SplitDataset) -> dict[str, Any]:

@@ -26,6 +26,7 @@ _EXPORTS = {
     "compute_stats": "sft_tasks.builder",
     "PROMPT_FORMATS": "sft_tasks.formatting",
     "TASKS_MANIFEST_FILE": "sft_tasks.builder",
+    "read_build_cold_items": "sft_tasks.builder",
     "read_build_prompt_format": "sft_tasks.builder",
     "read_build_user_knowledge": "sft_tasks.context",
     "save_task_build": "sft_tasks.builder",

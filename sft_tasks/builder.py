@@ -58,6 +58,8 @@ class TaskBuild:
     info: dict[str, Any] = field(default_factory=dict)
     # {user_id: text} the seqrec prompts carry (TaskConfig.user_knowledge_dir); the trained model keeps a copy
     user_knowledge: dict[str, str] = field(default_factory=dict)
+    # the items training softmaxes leave out (cold-item protocol only, ``build_cold_items``); None: no protocol
+    cold_items: list[str] | None = None
 
 
 def _build_task(name: str, ctx: TaskContext, info: dict[str, Any]) -> Task:
@@ -73,9 +75,9 @@ def _build_task(name: str, ctx: TaskContext, info: dict[str, Any]) -> Task:
 
 
 def _prepare(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any,
-             hf_tokenizer: Any) -> tuple[TaskContext, TaskMixture, dict[str, Any]]:
+             hf_tokenizer: Any) -> tuple[TaskContext, TaskMixture, dict[str, Any], list[str] | None]:
     """The context, the mixture of the tasks with a positive weight (their examples made on demand where a task
-    can: ``seqrec_full``) and the build info so far."""
+    can: ``seqrec_full``), the build info so far and the cold items (``build_cold_items``)."""
     ctx = TaskContext(cfg, split, item_tokenizer, hf_tokenizer)
     if ctx.windows:  # the fast formatting path must equal a real chat-template render
         ctx.format.check(seqrec_instruction(ctx.codes_text(ctx.windows[0].history)))
@@ -83,6 +85,9 @@ def _prepare(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any,
     info: dict[str, Any] = {"windows": len(ctx.windows), "max_history": ctx.max_history,
                             "chat_template": ctx.format.uses_chat_template, "prompt_format": cfg.prompt_format,
                             "item_tokenizer_hash": getattr(item_tokenizer, "content_hash", None), "task_sizes": {}}
+    cold = build_cold_items(split)
+    if cold is not None:  # the list goes to tasks_manifest.json; stats.json gets the count
+        info[COLD_ITEMS_KEY] = len(cold)
     tasks = []
     for name in weights:
         t0 = time.perf_counter()
@@ -92,7 +97,7 @@ def _prepare(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any,
         tasks.append(task)
     mixture = TaskMixture(tasks, weights, seed=cfg.seed, total=cfg.mixture_size)
     info["mixture_counts"] = dict(mixture.counts)
-    return ctx, mixture, info
+    return ctx, mixture, info, cold
 
 
 def _preference_info(sampler: NegativeSampler, pairs: int) -> dict[str, Any]:
@@ -111,7 +116,7 @@ def build_tasks(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_to
 
     ``write_tasks`` writes the same rows to disk without holding them (what ``alignrec tasks build`` runs)."""
     start = time.perf_counter()
-    ctx, mixture, info = _prepare(cfg, split, item_tokenizer, hf_tokenizer)
+    ctx, mixture, info, cold = _prepare(cfg, split, item_tokenizer, hf_tokenizer)
     dsd = datasets.DatasetDict({"train": mixture.to_dataset(), "validation": build_validation(ctx)})
     preference = None
     if with_preference and cfg.preference_negatives:
@@ -119,7 +124,7 @@ def build_tasks(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_to
         preference = build_preference(ctx, sampler)
         info["preference"] = _preference_info(sampler, len(preference))
     _finish_info(info, start, ctx)
-    return TaskBuild(dsd, preference, info, ctx.user_knowledge)
+    return TaskBuild(dsd, preference, info, ctx.user_knowledge, cold)
 
 
 def write_tasks(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_tokenizer: Any, out_dir: str | Path,
@@ -131,7 +136,7 @@ def write_tasks(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_to
     users (the other tasks still build their prompts up front). Returns the stats written to ``stats.json``."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    ctx, mixture, info = _prepare(cfg, split, item_tokenizer, hf_tokenizer)
+    ctx, mixture, info, cold = _prepare(cfg, split, item_tokenizer, hf_tokenizer)
     with staged_output_dir(out_dir, "tasks build", inputs=inputs, overwrite=overwrite) as tmp:
         counts = {"train": save_dataset_rows(mixture.iter_rows(), FEATURES, tmp / "train"),
                   "validation": save_dataset_rows(iter_validation_rows(ctx), VALIDATION_FEATURES, tmp / "validation")}
@@ -147,7 +152,7 @@ def write_tasks(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_to
             name: datasets.load_from_disk(str(tmp / name)) if n else rows_to_dataset([], features)
             for (name, n), features in zip(counts.items(), (FEATURES, VALIDATION_FEATURES), strict=True)})
         stats = _stats(written, preference_pairs, info, item_tokenizer, hf_tokenizer, cfg.stats_sample, cfg.seed)
-        _write_build_files(tmp, info, stats, configs, ctx.user_knowledge)
+        _write_build_files(tmp, info, stats, configs, ctx.user_knowledge, cold)
     logger.info("wrote %s (train %d, validation %d)", out_dir, counts["train"], counts["validation"])
     return stats
 
@@ -183,6 +188,29 @@ def _stats(dsd: datasets.DatasetDict, preference_pairs: int | None, info: dict[s
 
 
 ITEM_TOKENIZER_HASH_KEY = "item_tokenizer_hash"  # tasks_manifest.json: the content hash of the codes the prompts hold
+# tasks_manifest.json, cold-item protocol only: the items without training, which training leaves out of its softmaxes
+COLD_ITEMS_KEY = "items_without_training"
+
+
+def build_cold_items(split: SplitDataset) -> list[str] | None:
+    """The items a model trained on this build must leave out of its training softmaxes: under the cold-item protocol
+    the items without training (``recdata.cold_items``), catalogue order; None without it. The build records them
+    (``read_build_cold_items``) because it is where the split meets the trainer, which never reads the split."""
+    from recdata.cold_items import items_without_training, uses_cold_protocol
+
+    return items_without_training(split) if uses_cold_protocol(split) else None
+
+
+def read_build_cold_items(dataset_dir: str | Path) -> list[str] | None:
+    """The cold items a tasks build recorded (``COLD_ITEMS_KEY``), or None (no cold-item protocol, or no manifest)."""
+    path = Path(dataset_dir) / TASKS_MANIFEST_FILE
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text(encoding="utf-8")).get(COLD_ITEMS_KEY)
+    if value is not None and not (isinstance(value, list) and all(isinstance(i, str) for i in value)):
+        raise InputFileError(f"{path}: {COLD_ITEMS_KEY} must be a list of item ids; rebuild the tasks "
+                             "(`alignrec tasks build`)")
+    return value
 
 
 def check_build_item_tokenizer(dataset_dir: str | Path, item_tokenizer_dir: str | Path, content_hash: str) -> None:
@@ -229,17 +257,18 @@ def save_task_build(build: TaskBuild, out_dir: str | Path, stats: dict[str, Any]
         build.datasets.save_to_disk(str(tmp))
         if build.preference is not None:
             build.preference.save_to_disk(str(tmp / PREFERENCE_DIR))
-        _write_build_files(tmp, build.info, stats, configs, build.user_knowledge)
+        _write_build_files(tmp, build.info, stats, configs, build.user_knowledge, build.cold_items)
     logger.info("wrote %s (train %d, validation %d)", out_dir, len(build.datasets["train"]), len(build.datasets["validation"]))
     return out_dir
 
 
 def _write_build_files(tmp: Path, info: dict[str, Any], stats: dict[str, Any], configs: tuple,
-                       user_knowledge: dict[str, str]) -> None:
+                       user_knowledge: dict[str, str], cold_items: list[str] | None = None) -> None:
     """Everything a build writes beside its datasets."""
     atomic_write_json(tmp / "stats.json", stats)
     atomic_write_json(tmp / TASKS_MANIFEST_FILE, {"prompt_format": info.get("prompt_format", DEFAULT_PROMPT_FORMAT),
-                                                  ITEM_TOKENIZER_HASH_KEY: info.get(ITEM_TOKENIZER_HASH_KEY)})
+                                                  ITEM_TOKENIZER_HASH_KEY: info.get(ITEM_TOKENIZER_HASH_KEY),
+                                                  **({} if cold_items is None else {COLD_ITEMS_KEY: cold_items})})
     atomic_write_json(tmp / "resolved_config.json", config_to_dict(*configs))
     if user_knowledge:
         atomic_write_json(tmp / USER_KNOWLEDGE_FILE, user_knowledge)

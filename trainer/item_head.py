@@ -14,6 +14,7 @@ key, ``ItemHeadOptions``) picks full, chunked or logQ-corrected sampled softmax 
 ``alignrec.recommenders.sampled_softmax``, the same implementation as SASRec's. ``item_head_logq_weight`` w adds
 ``w * log p_train(item)`` to the head's training logits (logit adjustment, Menon et al. 2021): the head then
 learns less of the popularity prior, and decoding, which reads the raw logits, ranks the tail higher.
+Under the cold-item protocol the objective's ``masked`` items (``trainer.cold_mask``) are left out of its softmax.
 With ``lm_loss: chunked`` (``trainer.lm_loss``) the model never builds its full logits; the head's loss then comes
 from the last hidden states and the LM head's rows of the item-id tokens (``item_head_loss_from_hidden``).
 """
@@ -34,6 +35,7 @@ from alignrec.recommenders.sampled_softmax import (
     popularity_proposal,
     resolve_loss,
 )
+from alignrec.recommenders.softmax_mask import check_mask
 
 IGNORE_INDEX = -100
 
@@ -85,17 +87,18 @@ class ItemHeadOptions:
 
 @dataclass
 class ItemHeadObjective:
-    """The resolved head loss: ``kind`` (full | chunked | sampled), its sampler and the logit adjustment."""
+    """The resolved head loss: ``kind`` (full | chunked | sampled), its sampler, the logit adjustment and the mask."""
 
     kind: str = "full"
     sampler: NegativeSampler | None = None
     log_prior: torch.Tensor | None = None  # [N] logq_weight * log p_train(item), added to training logits
     chunk: int = DEFAULT_CHUNK
     record: dict | None = None  # what the run manifest records (item_head_manifest)
+    masked: torch.Tensor | None = None  # [N] bool: items left out of the softmax (cold-item protocol)
 
     @classmethod
     def build(cls, options: ItemHeadOptions, num_items: int, counts: Callable[[], torch.Tensor],
-              seed: int) -> ItemHeadObjective:
+              seed: int, masked: torch.Tensor | None = None) -> ItemHeadObjective:
         """Resolve ``options`` for ``num_items``; ``counts()`` (the training item targets, ``item_target_counts``)
         is called only when the proposal or the logit adjustment needs popularity."""
         kind = resolve_loss(options.loss, num_items)
@@ -116,11 +119,12 @@ class ItemHeadObjective:
         record = {"loss": kind, "logq_weight": options.logq_weight,
                   **({"num_negatives": options.num_negatives, "negative_alpha": options.negative_alpha}
                      if sampled else {})}
-        return cls(kind, sampler, log_prior, DEFAULT_CHUNK, record)
+        return cls(kind, sampler, log_prior, DEFAULT_CHUNK, record, check_mask(masked, num_items))
 
     def to(self, device: torch.device) -> ItemHeadObjective:
         prior = self.log_prior.to(device) if self.log_prior is not None else None
-        return ItemHeadObjective(self.kind, self.sampler, prior, self.chunk, self.record)
+        masked = self.masked.to(device) if self.masked is not None else None
+        return ItemHeadObjective(self.kind, self.sampler, prior, self.chunk, self.record, masked)
 
 
 def head_positions(labels: torch.Tensor, targets: ItemHeadTargets) -> tuple[torch.Tensor, ...] | None:
@@ -170,7 +174,8 @@ def item_head_loss(logits: torch.Tensor, labels: torch.Tensor, targets: ItemHead
     rows, cols, item, objective, kind = plan
     flat = logits.reshape(-1, logits.shape[-1])  # [B*T, V]: a view of the model's logits
     return column_softmax_loss(kind, flat, rows * logits.shape[1] + cols, targets.leaf_tokens, item,
-                               bias=objective.log_prior, sampler=objective.sampler, chunk=objective.chunk)
+                               bias=objective.log_prior, sampler=objective.sampler, chunk=objective.chunk,
+                               masked=objective.masked)
 
 
 def item_head_loss_from_hidden(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -189,7 +194,7 @@ def item_head_loss_from_hidden(hidden: torch.Tensor, weight: torch.Tensor, bias:
     if objective.log_prior is not None:
         item_bias = objective.log_prior if item_bias is None else item_bias + objective.log_prior
     return linear_softmax_loss(kind, hidden[rows, cols], weight, item, sampler=objective.sampler,
-                               chunk=objective.chunk, bias=item_bias, columns=leaf)
+                               chunk=objective.chunk, bias=item_bias, columns=leaf, masked=objective.masked)
 
 
 def item_target_counts(dataset, targets: ItemHeadTargets, batch_size: int = 1024) -> torch.Tensor:

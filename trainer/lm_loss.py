@@ -13,6 +13,10 @@ gradient: about 21 GB per copy for 128 rows x 42 tokens. ``lm_loss`` (the config
   ``POSITION_CHUNK`` positions x ``chunk`` tokens, recomputed in the backward, so memory is one tile however large
   the vocabulary. The flat item head then reads the same hidden states (``trainer.item_head.item_head_loss_from_hidden``).
 - ``auto``: ``chunked`` from ``AUTO_CHUNKED_MIN_VOCAB`` tokens on (the item softmaxes' 100,000), else ``full``.
+
+Under the cold-item protocol (``trainer.cold_mask``) the code loss leaves some tokens out of every position's softmax
+(``masked [V]``): ``chunked_lm_loss`` through a -inf bias on its tiles, ``logits_lm_loss`` on the model's logits
+(the ``full`` path then computes the loss here rather than in the model).
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from __future__ import annotations
 import torch
 
 from alignrec.recommenders.sampled_softmax import AUTO_SAMPLED_MIN_ITEMS, DEFAULT_CHUNK, linear_logsumexp
+from alignrec.recommenders.softmax_mask import mask_bias, masked_cross_entropy, with_target
 
 __all__ = ["AUTO_CHUNKED_MIN_VOCAB", "LM_LOSSES", "MANIFEST_KEY", "OutputHead", "check_output_head", "chunked_lm_loss",
-           "decoder_module", "hidden_states_forward", "lm_loss_manifest", "output_head", "resolve_lm_loss"]
+           "decoder_module", "hidden_states_forward", "lm_loss_manifest", "logits_lm_loss", "output_head",
+           "resolve_lm_loss"]
 
 IGNORE_INDEX = -100
 LM_LOSSES = ("auto", "full", "chunked")
@@ -49,20 +55,39 @@ def lm_loss_manifest(kind: str, vocab_size: int) -> dict:
 
 
 def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, bias: torch.Tensor | None = None,
-                    num_items_in_batch: torch.Tensor | int | None = None, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+                    num_items_in_batch: torch.Tensor | int | None = None, chunk: int = DEFAULT_CHUNK,
+                    masked: torch.Tensor | None = None) -> torch.Tensor:
     """The model's causal-LM loss from ``hidden [B, T, H]`` (the last, normed states) and the head ``weight [V, H]``
     (+ ``bias [V]``): logits at ``t`` predict ``labels[t + 1]``, ``-100`` unsupervised; the summed token CE divided
     by ``num_items_in_batch`` when given (HF's loss over an accumulated batch), else by the supervised count (the
-    mean). Exact, in float32 or wider; only supervised positions are scored."""
+    mean). Exact, in float32 or wider; only supervised positions are scored. ``masked [V]``: tokens left out of every
+    position's softmax (a position whose target is one keeps it)."""
     shifted = labels[:, 1:].to(hidden.device)  # [B, T-1]: what the states at each position predict
     mask = shifted != IGNORE_INDEX
     states = hidden[:, :-1][mask]  # [P, H]
     targets = shifted[mask]  # [P]
-    lse = linear_logsumexp(states, weight, chunk, bias=bias)  # [P]
+    lse = linear_logsumexp(states, weight, chunk, bias=bias if masked is None else mask_bias(masked, bias))  # [P]
     target_logits = (states.to(lse.dtype) * weight[targets].to(lse.dtype)).sum(-1)  # [P]
     if bias is not None:
         target_logits = target_logits + bias[targets].to(lse.dtype)
-    total = (lse - target_logits).sum()
+    if masked is not None:
+        lse = with_target(lse, target_logits, masked.to(targets.device)[targets])
+    return _per_token(lse - target_logits, mask, num_items_in_batch)
+
+
+def logits_lm_loss(logits: torch.Tensor, labels: torch.Tensor, masked: torch.Tensor,
+                   num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+    """``chunked_lm_loss`` from the model's own logits ``[B, T, V]`` (``lm_loss: full`` under the cold-item
+    protocol): the same shift, normalisation and ``masked [V]`` tokens, in float32 as the model's own loss."""
+    shifted = labels[:, 1:].to(logits.device)  # [B, T-1]
+    mask = shifted != IGNORE_INDEX
+    z = logits[:, :-1][mask].float()  # [P, V]
+    return _per_token(masked_cross_entropy(z, shifted[mask], masked, reduction="none"), mask, num_items_in_batch)
+
+
+def _per_token(losses: torch.Tensor, mask: torch.Tensor, num_items_in_batch: torch.Tensor | int | None) -> torch.Tensor:
+    """Summed token losses ``[P]`` over ``num_items_in_batch`` when given, else over the supervised count."""
+    total = losses.sum()
     if num_items_in_batch is None:
         return total / mask.sum().clamp(min=1)  # a batch without supervised tokens: a finite zero
     return total / torch.as_tensor(num_items_in_batch, device=total.device)

@@ -21,6 +21,7 @@ from trainer.callbacks import (
     TimeLimitCallback,
     plot_loss_curve,
 )
+from trainer.cold_mask import read_cold_item_mask
 from trainer.config import AlignRecTrainArguments, DataArguments, ModelArguments, resolve_runtime
 from trainer.content_rows import bake_content_rows, content_rows_manifest
 from trainer.export import MANIFEST_FILE, PROMPT_FORMAT_KEY, build_manifest, merge_run, save_run
@@ -251,13 +252,15 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
     item_head = None
     if run_args.item_head_weight:
         item_head = ItemHeadTargets.from_token_ids(item_tokenizer.item_token_ids(bundle.tokenizer), len(bundle.tokenizer))
+    cold_mask = read_cold_item_mask(data_args.dataset_dir, item_tokenizer, bundle.tokenizer,
+                                    bundle.model.get_output_embeddings().weight.shape[0])  # cold-item protocol only
     trainer = AlignRecSFTTrainer(
         model=bundle.model, args=sft, train_dataset=train,
         eval_dataset={data_args.eval_task or "validation": evalset} if evalset is not None else None,
         processing_class=bundle.tokenizer, peft_config=bundle.peft_config,
         code_rows_learning_rate=run_args.code_rows_learning_rate,
         item_head=item_head, item_head_weight=run_args.item_head_weight, packed_rows=run_args.packed_rows,
-        item_head_options=ItemHeadOptions.from_run_args(run_args), lm_loss=run_args.lm_loss,
+        item_head_options=ItemHeadOptions.from_run_args(run_args), lm_loss=run_args.lm_loss, cold_mask=cold_mask,
         callbacks=[JsonlMetricsCallback(output_dir / METRICS_FILE), *ranking, *(extra_callbacks or []),
                    *([TimeLimitCallback(run_args.max_train_seconds)] if run_args.max_train_seconds else [])],
     )
@@ -271,6 +274,7 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
                               {"finetune_mode": model_args.finetune_mode, "model_init": model_args.model_init,
                                **item_head_manifest(run_args, trainer.item_head_objective),
                                **trainer.lm_loss_record,
+                               **(cold_mask.manifest() if cold_mask is not None else {}),
                                **content_rows_manifest(model_args),
                                PROMPT_FORMAT_KEY: read_build_prompt_format(data_args.dataset_dir)})
     save_run(trainer, bundle.tokenizer, item_tokenizer, output_dir, manifest,

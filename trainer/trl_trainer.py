@@ -18,6 +18,9 @@
 5. Large vocabularies. ``lm_loss`` (``trainer.lm_loss``: auto | full | chunked) resolved ``chunked`` replaces all of
    the above loss paths, training and evaluation alike: the model projects no logits, the code loss and the item head
    come from the last hidden states and the output head's effective rows (trained token rows included), in tiles.
+6. Cold items. ``cold_mask`` (``trainer.cold_mask``, the cold-item protocol only) leaves the items without training
+   out of the code loss's and the item head's softmaxes, in training and evaluation alike; with ``lm_loss`` full the
+   code loss then comes from the model's logits here (``trainer.lm_loss.logits_lm_loss``), not from the model.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 from transformers import Trainer
 from trl import SFTTrainer
 
+from trainer.cold_mask import ColdItemMask
 from trainer.item_head import (
     ItemHeadObjective,
     ItemHeadOptions,
@@ -41,6 +45,7 @@ from trainer.lm_loss import (
     chunked_lm_loss,
     hidden_states_forward,
     lm_loss_manifest,
+    logits_lm_loss,
     output_head,
     resolve_lm_loss,
 )
@@ -114,8 +119,10 @@ def head_loss_scale(code_loss_by_items: bool, training: bool, accumulation_steps
 class AlignRecSFTTrainer(SFTTrainer):
     def __init__(self, *args, code_rows_learning_rate: float = 0.0, item_head: ItemHeadTargets | None = None,
                  item_head_weight: float = 0.0, item_head_options: ItemHeadOptions | None = None,
-                 packed_rows: bool = False, lm_loss: str = "auto", **kwargs) -> None:
+                 packed_rows: bool = False, lm_loss: str = "auto", cold_mask: ColdItemMask | None = None,
+                 **kwargs) -> None:
         self.code_rows_learning_rate = code_rows_learning_rate
+        self.cold_mask = cold_mask
         if item_head_weight and item_head is None:
             raise ValueError("item_head_weight needs item_head (the catalogue's code lookups)")
         self.item_head, self.item_head_weight = item_head, item_head_weight
@@ -125,7 +132,8 @@ class AlignRecSFTTrainer(SFTTrainer):
             head = item_head
             self.item_head_objective = ItemHeadObjective.build(
                 item_head_options or ItemHeadOptions(), len(head.leaf_tokens),
-                lambda: item_target_counts(self.train_dataset, head), seed=self.args.seed + self.args.process_index)
+                lambda: item_target_counts(self.train_dataset, head), seed=self.args.seed + self.args.process_index,
+                masked=None if cold_mask is None else cold_mask.items)
             if self.is_world_process_zero():
                 logger.info("item head loss: %s", self.item_head_objective.record)
         self.lm_loss, self.lm_loss_record = self._resolve_lm_loss(lm_loss)
@@ -158,8 +166,8 @@ class AlignRecSFTTrainer(SFTTrainer):
         return kind, record
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.lm_loss == "chunked":
-            return self._chunked_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.lm_loss == "chunked" or self.cold_mask is not None:
+            return self._own_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.item_head_weight:
             return self._loss_with_item_head(model, inputs, return_outputs, num_items_in_batch)
         if not output_head_is_wrapped(self.model):
@@ -177,34 +185,50 @@ class AlignRecSFTTrainer(SFTTrainer):
         loss = self._add_item_head(loss, head, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
 
-    def _chunked_loss(self, model, inputs, return_outputs, num_items_in_batch):
-        """``lm_loss: chunked``: the code loss (and the item head) from the last hidden states, as the model's own
-        loss would be, without its logits. ``outputs.logits`` is then empty ``[B, 0, V]``."""
+    def _own_loss(self, model, inputs, return_outputs, num_items_in_batch):
+        """The code loss (and the item head) computed here, as the model's own loss would be: ``lm_loss: chunked``
+        from the last hidden states without the logits (``outputs.logits`` is then empty ``[B, 0, V]``), or, with a
+        ``cold_mask`` and ``lm_loss: full``, from the model's logits with the masked tokens left out."""
         labels = inputs["labels"]
-        outputs, hidden = hidden_states_forward(model, {k: v for k, v in inputs.items()
-                                                        if k not in ("labels", "use_cache")})
-        head = output_head(self.model)  # read every step: the trained rows and any parametrization change
-        if not self._head_checked:
-            check_output_head(head, hidden)
-            self._head_checked = True
+        model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "use_cache")}
         by_items = num_items_in_batch is not None and bool(self.model_accepts_loss_kwargs)
-        loss = chunked_lm_loss(hidden, head.weight, labels, head.bias, num_items_in_batch if by_items else None)
+        divisor = num_items_in_batch if by_items else None
+        tokens = None
+        if self.cold_mask is not None:
+            if self.cold_mask.tokens.device != labels.device:
+                self.cold_mask = self.cold_mask.to(labels.device)
+            tokens = self.cold_mask.tokens
+        chunked = self.lm_loss == "chunked"
+        if chunked:
+            outputs, hidden = hidden_states_forward(model, model_inputs)
+            head = output_head(self.model)  # read every step: the trained rows and any parametrization change
+            if not self._head_checked:
+                check_output_head(head, hidden)
+                self._head_checked = True
+            loss = chunked_lm_loss(hidden, head.weight, labels, head.bias, divisor, masked=tokens)
+        else:
+            outputs = model(**model_inputs, use_cache=False)
+            loss = logits_lm_loss(outputs.logits, labels, tokens, divisor)
         if by_items and self.args.average_tokens_across_devices:  # as Trainer.compute_loss
             loss = loss * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1
                            else self.args.n_gpu)
         if self.item_head_weight:
             self._item_head_to(labels.device)
-            item = item_head_loss_from_hidden(hidden, head.weight, head.bias, labels, self.item_head,
-                                              self.item_head_objective, exact=not self.model.training)
+            if chunked:
+                item = item_head_loss_from_hidden(hidden, head.weight, head.bias, labels, self.item_head,
+                                                  self.item_head_objective, exact=not self.model.training)
+            else:
+                item = item_head_loss(outputs.logits, labels, self.item_head, self.item_head_objective,
+                                      exact=not self.model.training)
             loss = self._add_item_head(loss, item, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
 
     def _item_head_to(self, device: torch.device) -> None:
         if self.item_head.leaf_tokens.device != device:
             self.item_head = self.item_head.to(device)
-        prior = self.item_head_objective.log_prior
-        if prior is not None and prior.device != device:
-            self.item_head_objective = self.item_head_objective.to(device)
+        objective = self.item_head_objective
+        if any(t is not None and t.device != device for t in (objective.log_prior, objective.masked)):
+            self.item_head_objective = objective.to(device)
 
     def _add_item_head(self, loss: torch.Tensor, head: torch.Tensor | None, num_items_in_batch) -> torch.Tensor:
         means = self._every_rank_head(head, loss.device)

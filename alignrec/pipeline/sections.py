@@ -142,6 +142,14 @@ def sasrec_knowledge_kinds(value: Any) -> tuple[str, ...]:
     return kinds
 
 
+def cold_mask_key(run_cfg: Any) -> dict[str, Any]:
+    """What the key of a stage that trains on the split (or tells training what to mask) adds under the cold-item
+    protocol (``data.cold_item_fraction`` > 0): its training softmaxes leave the items without training out (issue
+    31), so a cold run made before that retrains. Empty otherwise: every other run keeps its key."""
+    fraction = (run_cfg.sections.get("data") or {}).get("cold_item_fraction") or 0
+    return {"cold_softmax_mask": 1} if float(fraction) > 0 else {}
+
+
 def uses_knowledge(section: dict[str, Any]) -> bool:
     """An embeddings section that reads the knowledge stage (source or fusion part, or the knowledge SASRec)."""
     if section.get("sasrec_knowledge"):

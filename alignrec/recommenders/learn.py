@@ -12,7 +12,9 @@ Trained with a contrastive next-item loss on ``split.train_sequences()`` only (v
 alone): the full softmax over every catalogue item's tower output when the catalogue is small (exact, and the
 item tower over 5k items costs less than the user tower), or InfoNCE with in-batch + shared uniformly sampled
 negatives when it is not (no logQ correction of the in-batch popularity bias: the full softmax is the default). Scores are cosine(user, item). An item the towers never saw in training (a cold
-item) still has a content vector, so it gets an item vector and can be retrieved: what an ID model lacks.
+item) still has a content vector, so it gets an item vector and can be retrieved: what an ID model lacks. Under the
+cold-item protocol those items are left out of the training loss (``masked``, ``alignrec.recommenders.softmax_mask``),
+so the towers never learn to push them down; scoring and early stopping still rank every item.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from alignrec.recommenders.sasrec import (
     seed_everything,
     training_windows,
 )
+from alignrec.recommenders.softmax_mask import check_mask, masked_cross_entropy
+from recdata.cold_items import training_softmax_mask
 from recdata.io import atomic_path, atomic_write_json, sha256_json
 from recdata.split import SplitDataset
 
@@ -86,23 +90,28 @@ class LEARN(DenseRecommender):
         return F.normalize(self.user_head(self.ln(x)), dim=-1)
 
     def training_loss(self, inputs: torch.Tensor, targets: torch.Tensor, loss: str = "softmax",
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, masked: torch.Tensor | None = None) -> torch.Tensor:
         """Contrastive next-item loss at every non-padding position; ``targets`` [batch, seq], 0 = ignore.
 
         ``softmax``: against every catalogue item. ``infonce``: against the batch's own targets plus
         ``learn_negatives`` uniform samples; candidates are de-duplicated, so a row's gold item appears once
-        and no other row's identical target is counted as its negative.
+        and no other row's identical target is counted as its negative. ``masked [items]`` bool: items that are
+        never negatives (logit -inf, no gradient to their tower output).
         """
         mask = targets > 0
         users = self.user_states(inputs)[mask]  # [positions, dim]
         gold = targets[mask] - 1  # [positions] 0-based catalogue rows
         tau = self.cfg.learn_temperature
         if loss == "softmax":
-            return F.cross_entropy(users @ self.item_vectors().T / tau, gold)  # logits [positions, items]
+            logits = users @ self.item_vectors().T / tau  # [positions, items]
+            return F.cross_entropy(logits, gold) if masked is None else masked_cross_entropy(logits, gold, masked)
         sampled = torch.randint(0, len(self.item_ids), (self.cfg.learn_negatives,), generator=generator)
         candidates, inverse = torch.unique(torch.cat([gold.cpu(), sampled]), return_inverse=True)
         logits = users @ self.item_vectors(candidates.to(gold.device)).T / tau  # [positions, candidates]
-        return F.cross_entropy(logits, inverse[:len(gold)].to(gold.device))
+        rows = inverse[:len(gold)].to(gold.device)
+        if masked is None:
+            return F.cross_entropy(logits, rows)
+        return masked_cross_entropy(logits, rows, masked.to(gold.device)[candidates.to(gold.device)])
 
     # ---- DenseRecommender -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -186,9 +195,12 @@ def train_learn(split: SplitDataset, cfg: LEARNConfig, content: np.ndarray, log_
     lengths = (targets > 0).sum(1)  # [windows]
     valid = split.eval_examples("valid")
     loss_kind = cfg.resolved_loss(len(model.item_ids))
+    masked = check_mask(training_softmax_mask(split, model.item_ids), len(model.item_ids))  # cold protocol only
+    masked = None if masked is None else masked.to(cfg.learn_device)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.learn_lr, weight_decay=cfg.learn_weight_decay)
-    logger.info("LEARN: %d items (content dim %d), %d training windows, %d valid examples, %s loss",
-                len(model.item_ids), model.content.shape[1], len(inputs), len(valid), loss_kind)
+    logger.info("LEARN: %d items (content dim %d), %d training windows, %d valid examples, %s loss%s",
+                len(model.item_ids), model.content.shape[1], len(inputs), len(valid), loss_kind,
+                "" if masked is None else f", {int(masked.sum())} items without training left out of it")
 
     def run_epoch(epoch: int) -> float:
         generator = torch.Generator().manual_seed(cfg.learn_seed * 100_003 + epoch)  # resumable: no carried state
@@ -197,7 +209,7 @@ def train_learn(split: SplitDataset, cfg: LEARNConfig, content: np.ndarray, log_
             y = targets[batch]
             width = int((y > 0).sum(1).max())  # drop all-padding columns (right padding)
             loss = model.training_loss(inputs[batch][:, :width].to(cfg.learn_device), y[:, :width].to(cfg.learn_device),
-                                       loss=loss_kind, generator=generator)
+                                       loss=loss_kind, generator=generator, masked=masked)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -208,10 +220,12 @@ def train_learn(split: SplitDataset, cfg: LEARNConfig, content: np.ndarray, log_
     same = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("learn_device", "learn_epochs")}
     identity = sha256_json({"config": same,
                             "items": model.item_ids, "train": split.train_sequences(),
-                            "valid": list(valid["target"]), "content": hashlib.sha256(model.content.cpu().numpy()).hexdigest()})
+                            "valid": list(valid["target"]), "content": hashlib.sha256(model.content.cpu().numpy()).hexdigest(),
+                            **({} if masked is None else {"masked": int(masked.sum())})})
     checkpoint = EpochCheckpoint(checkpoint_path, optim, identity) if checkpoint_path else None
     train_with_early_stopping(model, run_epoch, list(valid["history"]), list(valid["target"]),
                               epochs=cfg.learn_epochs, patience=cfg.learn_patience, eval_every=cfg.learn_eval_every,
                               log_file=log_file, desc="learn epochs", checkpoint=checkpoint)
-    model.train_info.update({"windows": len(inputs), "loss": loss_kind})
+    model.train_info.update({"windows": len(inputs), "loss": loss_kind,
+                             **({} if masked is None else {"masked_items": int(masked.sum())})})
     return model

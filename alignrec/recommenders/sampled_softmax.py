@@ -27,6 +27,11 @@ thousand supervised positions per batch that is tens of GB. Three losses, picked
   ``S q = 1`` (uniform, S = N) it equals full CE exactly.
 
 ``resolve_loss("auto", N)``: ``full`` below ``AUTO_SAMPLED_MIN_ITEMS`` (100,000) items, ``sampled`` from there on.
+
+``masked [N]`` (``alignrec.recommenders.softmax_mask``, the cold-item protocol) leaves items out of every kind alike:
+full and chunked give them a -inf logit (a -inf bias, tiles included), sampled sets a masked draw's corrected logit
+to -inf (like an accidental hit, so it adds exactly 0 and the estimate stays unbiased for the unmasked partition); a
+row whose target is masked keeps its target. None = the unmasked code path, unchanged.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from alignrec.recommenders.softmax_mask import mask_bias, masked_cross_entropy, with_target
 
 __all__ = ["AUTO_SAMPLED_MIN_ITEMS", "CPU_TILE_ELEMENTS", "CPU_TILE_ROWS", "DEFAULT_CHUNK", "DEVICE_TILE_ELEMENTS",
            "FOLD_TILES", "LOSSES", "POSITION_CHUNK", "NegativeSampler", "column_logsumexp", "column_softmax_loss",
@@ -109,15 +116,19 @@ class NegativeSampler:
 
 
 def sampled_softmax_loss(target_logits: torch.Tensor, negative_logits: torch.Tensor, targets: torch.Tensor,
-                         negatives: torch.Tensor, log_expected: torch.Tensor) -> torch.Tensor:
+                         negatives: torch.Tensor, log_expected: torch.Tensor,
+                         masked: torch.Tensor | None = None) -> torch.Tensor:
     """Mean logQ-corrected sampled softmax loss (see the module docstring).
 
     ``target_logits [P]``, ``negative_logits [P, S]`` (row p scored against ``negatives [S]``), ``targets [P]`` item
-    indices (a negative equal to its row's target is masked), ``log_expected [S] = log(S q_j)``.
+    indices (a negative equal to its row's target is masked), ``log_expected [S] = log(S q_j)``; ``masked [N]``: items
+    that are never negatives (a draw of one adds exactly 0).
     """
     dtype = torch.promote_types(_acc(target_logits), negative_logits.dtype)
     corrected = negative_logits.to(dtype) - log_expected.to(dtype).unsqueeze(0)  # [P, S]
     corrected = corrected.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), -math.inf)  # accidental hits
+    if masked is not None:  # left-out items: no row's negative (the target, first, is always in)
+        corrected = corrected.masked_fill(masked.to(negatives.device)[negatives].unsqueeze(0), -math.inf)
     logits = torch.cat([target_logits.to(dtype).unsqueeze(1), corrected], dim=1)  # [P, 1 + S], target first
     return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 
@@ -293,10 +304,12 @@ def _check_chunk(chunk: int) -> int:
 # ---- the one dispatch per logit layout -------------------------------------------------------------------------
 def linear_softmax_loss(kind: str, hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor,
                         sampler: NegativeSampler | None = None, chunk: int = DEFAULT_CHUNK,
-                        bias: torch.Tensor | None = None, columns: torch.Tensor | None = None) -> torch.Tensor:
+                        bias: torch.Tensor | None = None, columns: torch.Tensor | None = None,
+                        masked: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-item CE of states ``hidden [P, d]`` over items ``table [N, d]`` (``targets [P]``: 0-based rows), by a
     resolved ``kind`` (full | chunked | sampled; sampled needs ``sampler``). ``bias [N]`` is added to item logits;
-    ``columns [N]``: item ``i`` is row ``columns[i]`` of a larger ``table [V, d]`` (an LM head's item-id tokens)."""
+    ``columns [N]``: item ``i`` is row ``columns[i]`` of a larger ``table [V, d]`` (an LM head's item-id tokens);
+    ``masked [N]``: items left out of the softmax (module docstring)."""
     def rows(items: torch.Tensor) -> torch.Tensor:  # [k, d] the items' rows
         return table[items if columns is None else columns[items]]
 
@@ -308,37 +321,46 @@ def linear_softmax_loss(kind: str, hidden: torch.Tensor, table: torch.Tensor, ta
 
     if kind == "full":
         items = table if columns is None else table[columns]
-        return F.cross_entropy(with_bias((hidden @ items.T).to(_acc(hidden)), None), targets)  # [P, N] logits
+        logits = with_bias((hidden @ items.T).to(_acc(hidden)), None)  # [P, N]
+        return F.cross_entropy(logits, targets) if masked is None else masked_cross_entropy(logits, targets, masked)
     target_logits = with_bias((hidden * rows(targets)).sum(-1), targets)  # [P]
     if kind == "chunked":
-        lse = linear_logsumexp(hidden, table, chunk, bias=bias, columns=columns)
-        return (lse - target_logits.to(lse.dtype)).mean()
+        if masked is None:
+            lse = linear_logsumexp(hidden, table, chunk, bias=bias, columns=columns)
+            return (lse - target_logits.to(lse.dtype)).mean()
+        lse = linear_logsumexp(hidden, table, chunk, bias=mask_bias(masked, bias), columns=columns)
+        target_logits = target_logits.to(lse.dtype)
+        return (with_target(lse, target_logits, masked[targets]) - target_logits).mean()
     negatives, log_expected = _draw(kind, sampler, table.shape[0] if columns is None else columns.shape[0],
                                     hidden.device)
     negative_logits = with_bias(hidden @ rows(negatives).T, negatives.unsqueeze(0))  # [P, S]
-    return sampled_softmax_loss(target_logits, negative_logits, targets, negatives, log_expected)
+    return sampled_softmax_loss(target_logits, negative_logits, targets, negatives, log_expected, masked)
 
 
 def column_softmax_loss(kind: str, logits: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor,
                         targets: torch.Tensor, bias: torch.Tensor | None = None, sampler: NegativeSampler | None = None,
-                        chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+                        chunk: int = DEFAULT_CHUNK, masked: torch.Tensor | None = None) -> torch.Tensor:
     """Mean CE over items whose logits are columns of a larger matrix: rows ``rows [M]`` of ``logits [R, V]``,
     item ``i``'s logit in column ``columns[i]`` (+ ``bias[i]``), ``targets [M]`` item indices; by a resolved
-    ``kind`` as ``linear_softmax_loss``."""
+    ``kind`` as ``linear_softmax_loss`` (``masked [N]`` too)."""
     acc = _acc(logits)
     if kind == "full":
         z = logits[rows][:, columns].to(acc)  # [M, N]
-        return F.cross_entropy(z if bias is None else z + bias.to(acc), targets)
+        z = z if bias is None else z + bias.to(acc)
+        return F.cross_entropy(z, targets) if masked is None else masked_cross_entropy(z, targets, masked)
     target_logits = logits[rows, columns[targets]].to(acc)  # [M]
     if bias is not None:
         target_logits = target_logits + bias[targets].to(acc)
     if kind == "chunked":
-        return (column_logsumexp(logits, rows, columns, bias, chunk) - target_logits).mean()
+        if masked is None:
+            return (column_logsumexp(logits, rows, columns, bias, chunk) - target_logits).mean()
+        lse = column_logsumexp(logits, rows, columns, mask_bias(masked, bias), chunk)
+        return (with_target(lse, target_logits.to(lse.dtype), masked[targets]) - target_logits).mean()
     negatives, log_expected = _draw(kind, sampler, columns.shape[0], logits.device)
     negative_logits = logits[rows.unsqueeze(1), columns[negatives].unsqueeze(0)].to(acc)  # [M, S]
     if bias is not None:
         negative_logits = negative_logits + bias[negatives].to(acc).unsqueeze(0)
-    return sampled_softmax_loss(target_logits, negative_logits, targets, negatives, log_expected)
+    return sampled_softmax_loss(target_logits, negative_logits, targets, negatives, log_expected, masked)
 
 
 def _draw(kind: str, sampler: NegativeSampler | None, num_items: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,9 @@
 
 Causal self-attention over the last ``max_len`` items, learned positions, pre-LayerNorm blocks, item
 embeddings shared between input and output. Trained on ``split.train_sequences()`` only; the valid
-targets are used for early stopping alone. Index 0 is padding; item ``item_ids[i]`` is index ``i + 1``.
+targets are used for early stopping alone. Index 0 is padding; item ``item_ids[i]`` is index ``i + 1``. Under the
+cold-item protocol the items without training are left out of the training loss (``softmax_mask``,
+``alignrec.recommenders.softmax_mask``); scoring and early stopping still rank the whole catalogue.
 
 Extension points (override in a subclass, do not fork): ``item_inputs`` (what enters the blocks per item,
 e.g. + a knowledge vector), ``output_table`` (the item matrix scored against, e.g. knowledge-augmented),
@@ -37,6 +39,8 @@ from alignrec.recommenders.sampled_softmax import (
     resolve_loss,
 )
 from alignrec.recommenders.sasrec_config import SASRecConfig
+from alignrec.recommenders.softmax_mask import check_mask
+from recdata.cold_items import training_softmax_mask
 from recdata.io import atomic_path, atomic_write_json
 from recdata.split import SplitDataset
 
@@ -84,6 +88,7 @@ class SASRec(DenseRecommender):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
         self.negative_sampler: NegativeSampler | None = None  # the sampled loss's negatives (set by train_sasrec)
+        self.softmax_mask: torch.Tensor | None = None  # [N] bool, items the loss leaves out (set by train_sasrec)
 
     # ---- model ------------------------------------------------------------------------------------------
     def item_inputs(self, seqs: torch.Tensor, **context) -> torch.Tensor:
@@ -142,8 +147,13 @@ class SASRec(DenseRecommender):
             if kind == "sampled" and self.negative_sampler is None:
                 raise ValueError("sasrec_loss resolved to 'sampled' but the model has no negative_sampler: train "
                                  "with train_sasrec, or set model.negative_sampler = NegativeSampler(...)")
-            return linear_softmax_loss(kind, hidden, table, gold - 1, sampler=self.negative_sampler)
-        neg = torch.randint(0, len(self.item_ids), gold.shape, device=gold.device)
+            masked = None if self.softmax_mask is None else self.softmax_mask.to(gold.device)
+            return linear_softmax_loss(kind, hidden, table, gold - 1, sampler=self.negative_sampler, masked=masked)
+        if self.softmax_mask is None:
+            neg = torch.randint(0, len(self.item_ids), gold.shape, device=gold.device)
+        else:  # the one negative per position is drawn among the items the mask keeps
+            allowed = (~self.softmax_mask).nonzero().squeeze(1).to(gold.device)  # [kept]
+            neg = allowed[torch.randint(0, len(allowed), gold.shape, device=gold.device)]
         pos_logit = (hidden * table[gold - 1]).sum(-1)
         neg_logit = (hidden * table[neg]).sum(-1)
         return F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + \
@@ -311,16 +321,21 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
 
 def _prepare_loss(model: SASRec, split: SplitDataset) -> dict:
     """Resolve ``model``'s loss for its catalogue; for ``sampled``, give it a seeded ``NegativeSampler`` whose
-    proposal comes from ``split.train_popularity()`` (training interactions only). Returns the record for
-    ``train_info``: the loss used and, when sampled, its negatives and alpha."""
+    proposal comes from ``split.train_popularity()`` (training interactions only); under the cold-item protocol, its
+    ``softmax_mask`` (``recdata.cold_items.training_softmax_mask``). Returns the record for ``train_info``: the loss
+    used, when sampled its negatives and alpha, and the count of masked items when there is a mask."""
     cfg, kind = model.cfg, model.loss_kind()
+    mask = check_mask(training_softmax_mask(split, model.item_ids), len(model.item_ids))
+    model.softmax_mask = None if mask is None else mask.to(model.item_emb.weight.device)
+    masked = {} if mask is None else {"masked_items": int(mask.sum())}
     if kind != "sampled":
         model.negative_sampler = None
-        return {"loss": kind}
+        return {"loss": kind, **masked}
     counts = split.train_popularity() if cfg.sasrec_negative_alpha else {}
     proposal = popularity_proposal([counts.get(item, 0) for item in model.item_ids], cfg.sasrec_negative_alpha)
     model.negative_sampler = NegativeSampler(proposal, cfg.sasrec_num_negatives, cfg.sasrec_seed)
-    return {"loss": kind, "num_negatives": cfg.sasrec_num_negatives, "negative_alpha": cfg.sasrec_negative_alpha}
+    return {"loss": kind, "num_negatives": cfg.sasrec_num_negatives, "negative_alpha": cfg.sasrec_negative_alpha,
+            **masked}
 
 
 def _take(value, rows: torch.Tensor, device: str):

@@ -31,6 +31,13 @@ def test_run_with_learn_source_and_cold_items(tmp_path, tiny_chat_tokenizer):
     assert (run_dir / "embeddings" / "learn" / "learn_config.json").is_file()
     tok = json.loads((run_dir / "tokenizer" / "item_tokenizer" / "report.json").read_text())
     assert tok["cold_items_assigned"] == split_stats["items_without_training"]
+    # the items without training are left out of every training softmax (issue 31), and each run says so
+    learn_info = json.loads((run_dir / "embeddings" / "learn" / "learn_config.json").read_text())["train_info"]
+    assert learn_info["masked_items"] == split_stats["items_without_training"]
+    tasks = json.loads((run_dir / "tasks" / "dataset" / "tasks_manifest.json").read_text())
+    assert len(tasks["items_without_training"]) == split_stats["items_without_training"]
+    trained = json.loads((run_dir / "train" / "model" / "alignrec_train.json").read_text())
+    assert trained["cold_items"]["masked_items"] == split_stats["items_without_training"]
     metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["recommenders"]
     assert set(metrics) == {"alignrec", "sasrec", "learn", "popularity"}
     assert metrics["learn"]["n_examples"] == metrics["alignrec"]["n_examples"] == NUM_USERS

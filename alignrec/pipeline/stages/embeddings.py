@@ -13,6 +13,7 @@ from typing import Any
 from alignrec.pipeline.runner import Stage, StageContext
 from alignrec.pipeline.sections import (
     build_section,
+    cold_mask_key,
     embedding_classes,
     embedding_injected,
     sasrec_knowledge_kinds,
@@ -35,9 +36,11 @@ def _embedding_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
     return out
 
 
-def _knowledge_key(section: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
-    """The knowledge section joins the key only of stages that read it, so other runs keep their keys."""
-    return {"knowledge": run_cfg.sections.get("knowledge", {})} if uses_knowledge(section) else {}
+def _embeddings_key(section: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
+    """The knowledge section joins the key only of stages that read it, so other runs keep their keys; likewise the
+    cold-item protocol's softmax mask of the SASRec / LEARN training here (``cold_mask_key``)."""
+    knowledge = {"knowledge": run_cfg.sections.get("knowledge", {})} if uses_knowledge(section) else {}
+    return {**knowledge, **cold_mask_key(run_cfg)}
 
 
 def run_embeddings(ctx: StageContext) -> dict[str, Any]:
@@ -103,4 +106,4 @@ def _train_learn_stage(ctx: StageContext, cfg: Any, split: Any, summary: dict[st
 
 # version 2: SASRec model selection masks history items (as evaluation does)
 STAGE = Stage("embeddings", run_embeddings, ("data",), version=2, inputs=_embedding_inputs,
-              extra_key=_knowledge_key)
+              extra_key=_embeddings_key)

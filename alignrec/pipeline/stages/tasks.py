@@ -11,6 +11,7 @@ from typing import Any
 from alignrec.pipeline.runner import Stage, StageContext
 from alignrec.pipeline.sections import (
     build_section,
+    cold_mask_key,
     task_classes,
     train_model_dir,
 )
@@ -42,10 +43,11 @@ def run_tasks(ctx: StageContext) -> dict[str, Any]:
 
 
 def _tasks_key(section: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
-    """The tokenizer the tasks are tokenised with and, with ``use_knowledge``, the knowledge section."""
+    """The tokenizer the tasks are tokenised with, with ``use_knowledge`` the knowledge section, and under the
+    cold-item protocol the cold items the build now records for training to mask (``cold_mask_key``)."""
     knowledge = ({"knowledge": run_cfg.sections.get("knowledge", {}), "knowledge_prompts": 2}
                  if section.get("use_knowledge") else {})
-    return {"hf_tokenizer": train_model_dir(run_cfg), **knowledge}
+    return {"hf_tokenizer": train_model_dir(run_cfg), **knowledge, **cold_mask_key(run_cfg)}
 
 
 # version 2: validation rows carry user_id / history / target (ranking validation)

@@ -1,0 +1,30 @@
+"""Under the cold-item protocol the stages whose training now masks the cold items (embeddings: SASRec / LEARN;
+tasks: records them for the LLM's trainer) carry that in their keys, so a cold run made before retrains; every other
+run keeps its keys (tests/pipeline/test_stage_keys_stable.py)."""
+
+from __future__ import annotations
+
+from alignrec.pipeline.config import run_config_from_dict
+from alignrec.pipeline.runner import plan_stages
+from alignrec.pipeline.stages import STAGES
+from tests.pipeline.test_stage_keys_stable import RUN, run_folder  # noqa: F401  (the fixture)
+
+
+def _plans(run_cfg):
+    return {p.name: p for p in plan_stages(STAGES, run_cfg.run_dir, run_cfg.sections, run_cfg)}
+
+
+def test_cold_runs_key_the_mask_into_embeddings_and_tasks_only(run_folder, monkeypatch):  # noqa: F811
+    cold = run_config_from_dict({**RUN, "data": {**RUN["data"], "cold_item_fraction": 0.1}}, source="keys.yaml")
+    plans = _plans(cold)
+    marked = [name for name, plan in plans.items() if plan.resolved.get("cold_softmax_mask")]
+    assert marked == ["embeddings", "tasks"]
+    assert not [name for name, plan in _plans(run_folder).items() if "cold_softmax_mask" in plan.resolved]
+    import alignrec.pipeline.stages.embeddings as embeddings
+    import alignrec.pipeline.stages.tasks as tasks
+
+    for module in (embeddings, tasks):  # the keys a cold run had before the mask: every trained stage reruns
+        monkeypatch.setattr(module, "cold_mask_key", lambda run_cfg: {})
+    before = _plans(cold)
+    assert [name for name in plans if plans[name].key != before[name].key] == [
+        "embeddings", "tokenizer", "tasks", "train", "preference", "evaluate", "cache", "export"]
