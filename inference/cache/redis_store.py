@@ -51,19 +51,17 @@ import json
 import logging
 import time
 import zlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from tqdm.auto import tqdm
-
 from inference.cache.backends import CacheStore, StoreVersion, VersionGoneError
+from inference.cache.publish_rows import RowEncoder, encoded_chunks
 from inference.cache.rows import ROW_FORMAT_KEY, RowFormat, decode_catalogue, encode_catalogue
-from inference.cache.scenarios import split_scenario_key
-from inference.cache.shards import iter_cache, scan_cache, verify_cache
+from inference.cache.shards import scan_cache, verify_cache
 from inference.cache.store import fallback_items, scenario_fallbacks, version_meta, version_name
 from recdata.errors import ConfigError, InputFileError, UserError
 
@@ -477,7 +475,6 @@ def publish_cache_redis(
     manifest = verify_cache(cache_dir)
     catalogue, largest = scan_cache(cache_dir)
     row_format = RowFormat.choose(len(catalogue), score_dtype, largest)
-    position = {item: i for i, item in enumerate(catalogue)}
     store = RedisStore(url)
     client = store.client
     name = version_name(manifest)
@@ -489,34 +486,22 @@ def publish_cache_redis(
         for bucket in keys.buckets:  # every bucket exists (and is marked) even when no user hashes to it
             pipe.hset(bucket, MARKER, name).pexpire(bucket, PENDING_TTL_MS)
         pipe.execute()
-        counts: Counter[str] = Counter()
         scenario_names = manifest.get("scenarios")
-        per_scenario: dict[str, Counter[str]] = {}
+        # fallbacks without training popularity: the items most often cached (overall, per scenario)
+        encoder = RowEncoder(catalogue, row_format, count_items=popularity is None,
+                             count_scenarios=bool(scenario_names) and scenario_popularity is None)
         batch: dict[int, dict[str, bytes]] = defaultdict(dict)
         pending = 0
-
-        def flush() -> None:
-            pipe = client.pipeline(transaction=False)
-            for bucket, mapping in batch.items():
-                pipe.hset(keys.buckets[bucket], mapping=mapping)
-            pipe.execute()
-            batch.clear()
-
-        bar = tqdm(iter_cache(cache_dir, verify=False), total=manifest["num_users"], desc="publish", unit="user",
-                   disable=not progress)
-        for user, _, recs in bar:  # checksums were verified above
-            if user == MARKER:
+        for users, rows in encoded_chunks(cache_dir, encoder, manifest["num_users"], progress):
+            if MARKER in users:
                 raise UserError(f"cache {cache_dir} has a user id equal to Redis's bucket marker {MARKER!r}")
-            batch[bucket_of(user, nb)][user] = row_format.encode([position[i] for i, _ in recs], [s for _, s in recs])
-            pending += 1
-            if popularity is None:
-                counts.update(item for item, _ in recs)
-            if scenario_names and scenario_popularity is None:  # fallback: items most often cached per scenario
-                per_scenario.setdefault(split_scenario_key(user)[1], Counter()).update(item for item, _ in recs)
+            for user, row in zip(users, rows, strict=True):
+                batch[bucket_of(user, nb)][user] = row
+            pending += len(users)
             if pending >= WRITE_BATCH:
-                flush()
+                _write_buckets(client, keys, batch)
                 pending = 0
-        flush()
+        _write_buckets(client, keys, batch)
         pipe = client.pipeline(transaction=False)
         for bucket in keys.buckets:
             pipe.hlen(bucket)
@@ -525,7 +510,7 @@ def publish_cache_redis(
             raise RuntimeError(f"version {name} holds {stored} users, the manifest of {cache_dir} says "
                                f"{manifest['num_users']}")
         fallback_k = fallback_k or manifest["k"]
-        fallback, source = fallback_items(popularity, counts, fallback_k)
+        fallback, source = fallback_items(popularity, encoder.item_counts() if popularity is None else {}, fallback_k)
         meta = {**version_meta(manifest, source, cache_dir), ROW_FORMAT_KEY: row_format.to_meta(len(catalogue))}
         pipe = client.pipeline(transaction=False)
         pipe.delete(keys.catalogue)
@@ -536,6 +521,7 @@ def publish_cache_redis(
         pipe.set(keys.layout, json.dumps({"buckets": nb}), px=PENDING_TTL_MS)
         pipe.set(keys.fallback, json.dumps(fallback), px=PENDING_TTL_MS)
         if scenario_names:
+            per_scenario = encoder.scenario_counts() if scenario_popularity is None else {}
             fallbacks = scenario_fallbacks(scenario_names, scenario_popularity, per_scenario, fallback_k)
             pipe.set(keys.scenario_fallback, json.dumps(fallbacks), px=PENDING_TTL_MS)
         pipe.execute()
@@ -564,6 +550,15 @@ def publish_cache_redis(
             pipe.execute()
         raise
     return name
+
+
+def _write_buckets(client: Any, keys: VersionKeys, batch: dict[int, dict[str, bytes]]) -> None:
+    """One pipelined ``HSET`` per bucket of ``batch`` (bucket -> {key: row}); empties ``batch``."""
+    pipe = client.pipeline(transaction=False)
+    for bucket, mapping in batch.items():
+        pipe.hset(keys.buckets[bucket], mapping=mapping)
+    pipe.execute()
+    batch.clear()
 
 
 def _retire(store: RedisStore, keep_versions: int, grace_s: float, live: str) -> None:

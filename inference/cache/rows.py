@@ -21,7 +21,10 @@ import logging
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
+
+import numpy as np
 
 from recdata.errors import UserError
 
@@ -37,6 +40,7 @@ FLOAT16_MAX = 65_504.0
 SCORE_DTYPES = ("float16", "float32")
 _INDEX_CODES = {2: "H", 4: "I"}  # struct codes; 3-byte indices are cut by hand
 _SCORE_CODES = {"float16": ("e", "H", 2), "float32": ("f", "f", 4)}  # (pack code, unpack-for-render code, bytes)
+_FLOAT16_NAN = 0x7E00  # the quiet NaN struct's "e" packs (sign kept, payload dropped); numpy would keep the payload
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,48 @@ class RowFormat:
             head = struct.pack(f"<{n}{_INDEX_CODES[self.index_bytes]}", *indices)
         return head + struct.pack(f"<{n}{pack}", *scores)
 
+    def encode_rows(self, indices: np.ndarray, scores: np.ndarray, offsets: np.ndarray) -> list[bytes]:
+        """Many rows at once, each the bytes ``encode`` gives: row ``r`` holds items ``offsets[r]:offsets[r + 1]``
+        of ``indices`` / ``scores`` (flat, rows back to back, best first). Builds one buffer with numpy and slices it,
+        so a publish does not pack users one by one."""
+        offsets = np.asarray(offsets, dtype=np.int64)
+        lengths = np.diff(offsets)  # [rows]
+        total = int(offsets[-1]) if len(offsets) else 0
+        if len(indices) != total or len(scores) != total or (lengths < 0).any() or (len(offsets) and offsets[0]):
+            raise ValueError(f"{len(indices)} indices and {len(scores)} scores do not fill rows ending at offsets "
+                             f"{offsets[-3:].tolist()}")
+        indices = np.asarray(indices, dtype=np.int64)
+        if total and (indices.min() < 0 or indices.max() >> (8 * self.index_bytes)):
+            raise ValueError(f"catalogue indices {indices.min()}..{indices.max()} do not fit {self.index_bytes} bytes")
+        word = 4 if self.index_bytes > 2 else 2  # 3-byte indices: the low 3 bytes of a uint32
+        index_bytes = indices.astype(f"<u{word}").view(np.uint8).reshape(total, word)[:, : self.index_bytes]
+        score_bytes = self._score_bytes(np.asarray(scores, dtype=np.float64)).reshape(total, self.score_bytes)
+        starts = offsets[:-1] * self.stride  # each row's first byte
+        rank = np.arange(total) - np.repeat(offsets[:-1], lengths)  # position of each item in its row
+        index_at = np.repeat(starts, lengths) + rank * self.index_bytes
+        score_at = np.repeat(starts + lengths * self.index_bytes, lengths) + rank * self.score_bytes
+        buffer = np.empty(total * self.stride, dtype=np.uint8)
+        buffer[index_at[:, None] + np.arange(self.index_bytes)] = index_bytes
+        buffer[score_at[:, None] + np.arange(self.score_bytes)] = score_bytes
+        blob = buffer.tobytes()
+        ends = (offsets * self.stride).tolist()
+        return [blob[a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)]
+
+    def _score_bytes(self, scores: np.ndarray) -> np.ndarray:
+        """``scores`` as ``encode`` packs them: round to nearest even, ``OverflowError`` where a finite score has no
+        finite value in the format (struct's rule), float16 NaNs canonical like struct's."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = scores.astype("<f2" if self.score_dtype == "float16" else "<f4")
+        overflow = np.isinf(cast) & np.isfinite(scores)
+        if overflow.any():
+            raise OverflowError(f"score {float(scores[overflow][0])!r} is too large for {self.score_dtype}")
+        if self.score_dtype == "float16":
+            bits = cast.view("<u2").copy()
+            nan = np.isnan(scores)
+            bits[nan] = (bits[nan] & 0x8000) | _FLOAT16_NAN
+            return bits.view(np.uint8)
+        return cast.view(np.uint8)
+
     def length(self, row: bytes) -> int:
         """Items in ``row``."""
         return len(row) // self.stride
@@ -133,7 +179,7 @@ class RowFormat:
 
 def encode_catalogue(item_ids: Sequence[str]) -> list[bytes]:
     """The stored parts of a catalogue: each item's JSON string, ``\\n``-joined, ``CATALOGUE_PART`` per part."""
-    encoded = [json.dumps(item, ensure_ascii=False).encode("utf-8") for item in item_ids]
+    encoded = [encode_basestring(item).encode("utf-8") for item in item_ids]  # == json.dumps(item, ensure_ascii=False)
     return [b"\n".join(encoded[i : i + CATALOGUE_PART]) for i in range(0, len(encoded), CATALOGUE_PART)]
 
 

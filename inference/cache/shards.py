@@ -8,10 +8,12 @@ still count as done and an incremental refresh knows which histories each row se
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,20 +68,74 @@ def chunk_users(path: str | os.PathLike | pa.NativeFile, name: str | None = None
         return None
 
 
+@dataclass(frozen=True)
+class ChunkColumns:
+    """One chunk column-wise, for readers that work on whole arrays (a publish): the chunk's users in order and
+    their rows back to back, best first."""
+
+    users: list[str]
+    hashes: list[str]  # history hash of each user
+    offsets: np.ndarray  # [users + 1] int64: user u's rows are offsets[u]:offsets[u + 1]
+    item_codes: np.ndarray  # [rows] int64: position in ``items``
+    items: list[str]  # the chunk's distinct item ids
+    scores: np.ndarray  # [rows] float64
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.scores)
+
+    def recs(self) -> Iterator[tuple[str, str, Recs]]:
+        """``(user_id, history_hash, [(item_id, score), ...])`` per user, as ``read_chunk`` yields them."""
+        items, scores, bounds = self.items, self.scores.tolist(), self.offsets.tolist()
+        codes = self.item_codes.tolist()
+        for u, (user, hist_hash) in enumerate(zip(self.users, self.hashes, strict=True)):
+            a, b = bounds[u], bounds[u + 1]
+            yield user, hist_hash, [(items[c], s) for c, s in zip(codes[a:b], scores[a:b], strict=True)]
+
+
+def read_chunk_columns(path: str | os.PathLike | pa.NativeFile, name: str | None = None) -> ChunkColumns:
+    """A chunk's rows grouped by user in footer order, ranks checked (``UserError`` naming the first bad row)."""
+    path_name = name or path
+    table = pq.read_table(path, read_dictionary=["user_id", "item_id"])
+    meta = json.loads(table.schema.metadata[USERS_META_KEY])
+    users = list(meta)
+    user_of, _ = _codes(table["user_id"], {u: i for i, u in enumerate(users)}.get, len(users))  # [rows]
+    rank = table["rank"].fill_null(0).to_numpy().astype(np.int64)
+    order = np.argsort(user_of, kind="stable")  # rows by user, file order kept within a user
+    counts = np.bincount(user_of, minlength=len(users) + 1)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    expected = np.arange(len(order)) - offsets[user_of[order]] + 1  # a user's n-th row in the file has rank n
+    bad = order[(rank[order] != expected) | (user_of[order] == len(users))]
+    if len(bad):
+        first = int(bad.min())  # the row a row-by-row reader stops at
+        raise UserError(f"cache chunk {path_name} is corrupt: user {table['user_id'][first].as_py()!r} row rank "
+                        f"{table['rank'][first].as_py()} out of order")
+    if table["item_id"].null_count or table["score"].null_count:
+        raise UserError(f"cache chunk {path_name} is corrupt: a row has no item_id or no score")
+    item_codes, items = _codes(table["item_id"])
+    scores = table["score"].to_numpy()
+    sorted_already = bool((np.diff(user_of) >= 0).all())
+    return ChunkColumns(users, list(meta.values()), offsets[: len(users) + 1],
+                        item_codes if sorted_already else item_codes[order], items,
+                        scores if sorted_already else scores[order])
+
+
+def _codes(column: pa.ChunkedArray, lookup: Any = None, missing: int = -1) -> tuple[np.ndarray, list[str]]:
+    """(per-row codes, the distinct values) of a dictionary column; with ``lookup`` (value -> code or None), the
+    codes it gives, ``missing`` for a null or a value it does not know."""
+    column = column.unify_dictionaries()
+    values = column.chunk(0).dictionary.to_pylist() if column.num_chunks else []
+    codes = np.concatenate([c.indices.fill_null(-1).to_numpy().astype(np.int64) for c in column.chunks] or
+                           [np.empty(0, np.int64)])
+    if lookup is None:
+        return codes, values
+    mapped = np.array([code if (code := lookup(v)) is not None else missing for v in values] + [missing], np.int64)
+    return mapped[codes], values  # code -1 (null) takes the trailing ``missing``
+
+
 def read_chunk(path: str | os.PathLike | pa.NativeFile, name: str | None = None) -> Iterator[tuple[str, str, Recs]]:
     """Yield ``(user_id, history_hash, [(item_id, score), ...])`` in the chunk's user order."""
-    path_name = name or path
-    table = pq.read_table(path)
-    users = json.loads(table.schema.metadata[USERS_META_KEY])
-    by_user: dict[str, Recs] = {u: [] for u in users}
-    cols = table.to_pydict()
-    for user, rank, item, score in zip(cols["user_id"], cols["rank"], cols["item_id"], cols["score"], strict=True):
-        recs = by_user.get(user)
-        if recs is None or rank != len(recs) + 1:
-            raise UserError(f"cache chunk {path_name} is corrupt: user {user!r} row rank {rank} out of order")
-        recs.append((item, score))
-    for user, hist_hash in users.items():
-        yield user, hist_hash, by_user[user]
+    yield from read_chunk_columns(path, name).recs()
 
 
 def read_manifest(cache_dir: str | os.PathLike | Location) -> dict[str, Any]:
@@ -139,32 +195,39 @@ def iter_shards(cache_dir: str | os.PathLike | Location, shard_indices: Collecti
 
 def iter_cache(cache_dir: str | os.PathLike | Location, verify: bool = True) -> Iterator[tuple[str, str, Recs]]:
     """Every ``(user_id, history_hash, recs)`` of a finished cache build (a folder or URI), shard by shard."""
+    for chunk in iter_cache_columns(cache_dir, verify):
+        yield from chunk.recs()
+
+
+def iter_cache_columns(cache_dir: str | os.PathLike | Location, verify: bool = True) -> Iterator[ChunkColumns]:
+    """``iter_cache`` a chunk at a time, column-wise (``ChunkColumns``), each chunk's row count checked against
+    the manifest."""
     loc = open_location(cache_dir)
     manifest = verify_cache(loc) if verify else read_manifest(loc)
     for rel, entry in manifest_files(manifest):
-        n_rows = 0
         with loc.open_input_file(rel) as f:
-            for user, hist_hash, recs in read_chunk(f, name=loc.display(rel)):
-                n_rows += len(recs)
-                yield user, hist_hash, recs
-        if n_rows != entry["num_rows"]:
-            raise UserError(f"cache file {loc.display(rel)} has {n_rows} rows, the manifest says {entry['num_rows']}")
+            chunk = read_chunk_columns(f, name=loc.display(rel))
+        if chunk.num_rows != entry["num_rows"]:
+            raise UserError(f"cache file {loc.display(rel)} has {chunk.num_rows} rows, the manifest says "
+                            f"{entry['num_rows']}")
+        yield chunk
 
 
 def scan_cache(cache_dir: str | os.PathLike | Location) -> tuple[list[str], float]:
     """(the distinct items of a finished build, sorted; the largest finite |score|): what a publish needs before it
     encodes rows (``inference.cache.rows``). Reads only those two columns of each chunk."""
-    import pyarrow.compute as pc
-
     loc = open_location(cache_dir)
     items: set[str] = set()
     largest = 0.0
     for rel, _ in manifest_files(read_manifest(loc)):
         with loc.open_input_file(rel) as f:
-            table = pq.read_table(f, columns=["item_id", "score"])
-        items.update(pc.unique(table["item_id"]).to_pylist())
-        scores = pc.abs(table["score"])
-        finite = pc.filter(scores, pc.is_finite(scores))
+            table = pq.read_table(f, columns=["item_id", "score"], read_dictionary=["item_id"])
+        if table["item_id"].null_count:
+            raise UserError(f"cache chunk {loc.display(rel)} is corrupt: a row has no item_id")
+        codes, values = _codes(table["item_id"])  # the file's dictionary: its distinct items, hashed once
+        items.update(itertools.compress(values, np.bincount(codes, minlength=len(values)).tolist()))
+        scores = np.abs(table["score"].to_numpy())
+        finite = scores[np.isfinite(scores)]
         if len(finite):
-            largest = max(largest, float(pc.max(finite).as_py()))
+            largest = max(largest, float(finite.max()))
     return sorted(items), largest

@@ -25,16 +25,13 @@ import fcntl
 import json
 import logging
 import sqlite3
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from inference.cache.publish_rows import RowEncoder, encoded_chunks
 from inference.cache.rows import ROW_FORMAT_KEY, RowFormat, encode_catalogue
-from inference.cache.scenarios import split_scenario_key
-from inference.cache.shards import iter_cache, scan_cache, verify_cache
+from inference.cache.shards import scan_cache, verify_cache
 from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_path, atomic_write_text
 
@@ -114,35 +111,25 @@ def _write_db(
     path.unlink(missing_ok=True)  # atomic_path made an empty placeholder; SQLite wants a fresh file
     catalogue, largest = scan_cache(cache_dir)
     row_format = RowFormat.choose(len(catalogue), score_dtype, largest)
-    position = {item: i for i, item in enumerate(catalogue)}
     con = sqlite3.connect(path)
     try:
         con.execute("PRAGMA journal_mode=OFF")  # bulk load into a private file: no journal needed
         con.execute("PRAGMA synchronous=OFF")
         con.executescript(SCHEMA)
-        counts: Counter[str] = Counter()
         scenario_names = manifest.get("scenarios")
         if scenario_names:
             con.executescript(SCENARIO_SCHEMA)
-        per_scenario: dict[str, Counter[str]] = {}
+        # fallbacks without training popularity: the items most often cached (overall, per scenario)
+        encoder = RowEncoder(catalogue, row_format, count_items=popularity is None,
+                             count_scenarios=bool(scenario_names) and scenario_popularity is None)
         seen = 0
-        rows = []
-        bar = tqdm(iter_cache(cache_dir, verify=False), total=manifest["num_users"], desc="publish", unit="user",
-                   disable=not progress)
-        for user, _, recs in bar:  # checksums were verified by the caller
-            rows.append((user, row_format.encode([position[item] for item, _ in recs], [sc for _, sc in recs])))
-            if popularity is None:
-                counts.update(item for item, _ in recs)
-            if scenario_names and scenario_popularity is None:  # fallback: items most often cached per scenario
-                per_scenario.setdefault(split_scenario_key(user)[1], Counter()).update(item for item, _ in recs)
-            if len(rows) >= 10_000:
-                con.executemany("INSERT INTO recs VALUES (?, ?)", rows)
-                seen += len(rows)
-                rows.clear()
-        con.executemany("INSERT INTO recs VALUES (?, ?)", rows)
-        seen += len(rows)
+        for users, rows in encoded_chunks(cache_dir, encoder, manifest["num_users"], progress):
+            con.executemany("INSERT INTO recs VALUES (?, ?)", zip(users, rows, strict=True))
+            seen += len(users)
         if seen != manifest["num_users"]:
             raise RuntimeError(f"cache {cache_dir} yielded {seen} users, its manifest says {manifest['num_users']}")
+        counts = encoder.item_counts() if popularity is None else {}
+        per_scenario = encoder.scenario_counts() if scenario_names and scenario_popularity is None else {}
         fallback, source = fallback_items(popularity, counts, fallback_k)
         con.executemany("INSERT INTO fallback VALUES (?, ?, ?)",
                         [(r, item, score) for r, (item, score) in enumerate(fallback, start=1)])
