@@ -1,19 +1,27 @@
-"""Decoding cost per user as the catalogue grows, for each ``decode_normaliser`` (issue 34: <= 2x from 10k to 1M items).
+"""Decoding cost per user as the catalogue grows, for each ``decode_normaliser`` and code depth (issue 34: <= 2x
+from 10k to 1M items).
 
     .venv/bin/python scripts/bench_decode_scale.py --out_json bench_results/decode_scale.json    # 10k / 100k / 1M
     .venv/bin/python scripts/bench_decode_scale.py --items 2000 20000 --batches 2 --out_json /tmp/ds.json  # smoke
+    .venv/bin/python scripts/bench_decode_scale.py --levels 1 2 3 --normalisers children \
+        --out_json bench_results/decode_scale_levels.json  # deeper (TIGER-like) codes
 
-Setup per catalogue size N: a tiny random Phi (hidden 64, 2 layers) whose vocabulary is a few prompt-word tokens, the
-code tokens of one RQ level at the tokenizer's auto codebook size (``tokenization.auto_codebook_size``) and one
-item-id token per item (the shipped ``item_id_level`` layout); each item sits in a random cluster (a level-1 code).
-Each user's prompt is the code tokens of a random history (``prompt_len`` tokens), and the history is excluded, as
-evaluation does. ``constrained_beam_search`` runs on ``users`` users per batch with ``num_beams`` beams, for every
-normaliser (vocabulary: exact log-probs; children: normalised over each node's trie children) with and without the
-item head's term. Reported per cell: in-process CPU ms per user (``time.process_time``, the median of ``batches``
-batches after ``warmup`` batches: the children mode's once-per-model guard falls in the warm-up), wall ms, and the
-peak RSS growth of the cell (each cell runs in a forked child: its ``VmHWM`` minus its ``VmRSS`` at the start, less
-the library pages it maps in, Linux ``/proc``); then each mode's growth, CPU ms at the largest size over the
-smallest. Prints a Markdown table and writes JSON. CPU only, ``threads`` torch threads (1 by default).
+Setup per catalogue size N and ``levels`` L: a tiny random Phi (hidden 64, 2 layers) whose vocabulary is a few
+prompt-word tokens, the code tokens of L RQ levels at ``C = tokenization.auto_codebook_size(N, L)`` (C ~ N^(1/(L+1)))
+and one item-id token per item; each item gets L independent uniform random codes (items sharing all L are told apart
+by the id). L = 1 (the default) is the shipped ``item_id_level`` layout, built exactly as before this option existed:
+its id step scores ~N / C ~ sqrt(N) children per beam. L levels score ~C + beams x (C x (L - 1) + N / C^L) edges per
+user, growing as N^(1/(L+1)), for L + 1 decode steps instead of 2. Each user's prompt is the code tokens of a random
+history (its last ``prompt_len`` tokens, L + 1 per item), and the history is excluded, as evaluation does.
+``constrained_beam_search`` runs on ``users`` users per batch with ``num_beams`` beams, for every normaliser
+(vocabulary: exact log-probs; children: normalised over each node's trie children) with and without the item head's
+term. Reported per cell: in-process CPU ms per user (``time.process_time``, the median of ``batches`` batches after
+``warmup`` batches: the children mode's once-per-model guard falls in the warm-up), wall ms, the trie edges scored
+per user at each step (the live beams' children: the cost that grows with N), and the peak RSS growth of the cell
+(each cell runs in a forked child: its ``VmHWM`` minus its ``VmRSS`` at the start, less the library pages it maps
+in, Linux ``/proc``); then the growth of each (levels, mode), CPU ms at the largest size over the smallest. Prints a
+Markdown table and writes JSON (every cell with its levels and codebook). CPU only, ``threads`` torch threads (1 by
+default).
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ WORD_TOKENS = 64  # prompt-word tokens at the start of the vocabulary (ids 0..63
 class BenchDecodeScaleConfig:
     items: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000], metadata={
         "help": "Catalogue sizes; the growth is CPU ms per user at the largest over the smallest."})
+    levels: list[int] = field(default_factory=lambda: [1], metadata={
+        "help": "RQ levels before the item-id token, each at auto_codebook_size(N, levels); 1 = the shipped layout."})
     normalisers: list[str] = field(default_factory=lambda: ["vocabulary", "children"], metadata={
         "help": "decode_normaliser modes to time (vocabulary, children, auto)."})
     head_weights: list[float] = field(default_factory=lambda: [0.0, 1.0], metadata={
@@ -76,6 +86,8 @@ class BenchDecodeScaleConfig:
             raise ValueError(f"normalisers must be auto, vocabulary or children, got {self.normalisers}")
         if not self.items or min(self.items) < 2:
             raise ValueError(f"items must be catalogue sizes >= 2, got {self.items}")
+        if not self.levels or min(self.levels) < 1:
+            raise ValueError(f"levels must be RQ level counts >= 1, got {self.levels}")
         if min(self.users, self.num_beams, self.prompt_len, self.batches, self.threads, self.num_layers) < 1:
             raise ValueError("users, num_beams, prompt_len, batches, threads and num_layers must be >= 1")
         if self.warmup < 0 or any(w < 0 for w in self.head_weights) or not self.head_weights:
@@ -87,6 +99,7 @@ class Catalogue:
     """One size's model, trie and batches: ``prompts[b] [users, prompt_len]``, ``exclude[b]`` the histories."""
 
     num_items: int
+    levels: int
     codebook: int
     model: Any
     trie: ItemTrie
@@ -95,29 +108,38 @@ class Catalogue:
     setup_s: float
 
 
-def build_catalogue(num_items: int, cfg: BenchDecodeScaleConfig) -> Catalogue:
-    """Random clustered codes (one level at the auto codebook size, then the item-id token) and a tiny random Phi."""
+def item_token_ids(num_items: int, levels: int, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+    """(C, ``[N, levels + 1]`` token ids): ``levels`` uniform random codes per item (level ``l`` at
+    ``WORD_TOKENS + l * C``), then the item-id token at ``WORD_TOKENS + levels * C + item``. One ``rng.integers``
+    call of ``N * levels`` draws, so ``levels=1`` draws, and builds, exactly the one-level catalogue of before."""
+    codebook = auto_codebook_size(num_items, levels)
+    codes = rng.integers(0, codebook, size=num_items * levels).reshape(num_items, levels)  # [N, L]
+    item_tokens = WORD_TOKENS + levels * codebook + np.arange(num_items)  # [N]
+    return codebook, np.concatenate([WORD_TOKENS + codebook * np.arange(levels) + codes, item_tokens[:, None]], 1)
+
+
+def build_catalogue(num_items: int, cfg: BenchDecodeScaleConfig, levels: int = 1) -> Catalogue:
+    """Random codes (``levels`` RQ levels at the balanced auto codebook size, then the item-id token) and a tiny
+    random Phi; ``levels=1`` is the catalogue, prompts and model this script built before ``levels`` existed."""
     from transformers import PhiConfig, PhiForCausalLM
 
     started = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
-    codebook = auto_codebook_size(num_items)
-    clusters = rng.integers(0, codebook, size=num_items)  # [N] each item's level-1 code
-    token_ids = np.stack([WORD_TOKENS + clusters, WORD_TOKENS + codebook + np.arange(num_items)], 1)  # [N, 2]
+    codebook, token_ids = item_token_ids(num_items, levels, rng)  # [N, levels + 1]
     trie = ItemTrie(token_ids)
     torch.manual_seed(cfg.seed)
     model = PhiForCausalLM(PhiConfig(
-        vocab_size=WORD_TOKENS + codebook + num_items, hidden_size=cfg.hidden_size,
-        intermediate_size=2 * cfg.hidden_size,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=4, max_position_embeddings=cfg.prompt_len + 8,
+        vocab_size=WORD_TOKENS + levels * codebook + num_items, hidden_size=cfg.hidden_size,
+        intermediate_size=2 * cfg.hidden_size, num_hidden_layers=cfg.num_layers, num_attention_heads=4,
+        max_position_embeddings=cfg.prompt_len + levels + 7,  # the prompt, levels + 1 decode steps, slack
         resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0, pad_token_id=0)).eval()
-    history_len = (cfg.prompt_len + 1) // 2  # two code tokens per history item
+    history_len = -(-cfg.prompt_len // (levels + 1))  # levels + 1 code tokens per history item
     prompts, exclude = [], []
     for _ in range(cfg.warmup + cfg.batches):
         history = rng.integers(0, num_items, size=(cfg.users, history_len))  # [users, history]
         prompts.append(torch.from_numpy(token_ids[history].reshape(cfg.users, -1)[:, -cfg.prompt_len:].copy()))
         exclude.append(history.tolist())
-    return Catalogue(num_items, codebook, model, trie, prompts, exclude, time.perf_counter() - started)
+    return Catalogue(num_items, levels, codebook, model, trie, prompts, exclude, time.perf_counter() - started)
 
 
 def _proc_status_mb(key: str) -> float:
@@ -130,21 +152,39 @@ def _proc_status_mb(key: str) -> float:
 
 def measure(cat: Catalogue, normaliser: str, head_weight: float, cfg: BenchDecodeScaleConfig,
             isolated: bool) -> dict[str, Any]:
-    """CPU and wall ms per user (medians over the timed batches) and, isolated, the cell's peak RSS growth: ``VmHWM``
-    minus ``VmRSS`` at the start, less the growth of ``RssFile`` (a forked child maps the libraries' code pages in as it
-    runs them: shared with the parent, ~100 MB that no decoding mode allocates)."""
+    """CPU and wall ms per user (medians over the timed batches), the trie edges scored per user at each decode step
+    (means over the timed batches) and, isolated, the cell's peak RSS growth: ``VmHWM`` minus ``VmRSS`` at the start,
+    less the growth of ``RssFile`` (a forked child maps the libraries' code pages in as it runs them: shared with the
+    parent, ~100 MB that no decoding mode allocates)."""
     rss, files = (_proc_status_mb("VmRSS"), _proc_status_mb("RssFile")) if isolated else (None, None)
     cpu, wall = [], []
-    for b, ids in enumerate(cat.prompts):
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        out = constrained_beam_search(cat.model, ids, torch.ones_like(ids), cat.trie, cfg.num_beams, cat.exclude[b],
-                                      item_head_weight=head_weight, normaliser=normaliser)
-        if b >= cfg.warmup:
-            cpu.append((time.process_time() - cpu0) / len(ids))
-            wall.append((time.perf_counter() - wall0) / len(ids))
-        assert bool((out.items >= 0).all()), "a beam died: the catalogue is too small for the beams"
+    edges = np.zeros(cat.trie.code_len)  # [steps] edges scored in the timed batches
+    step_edges = np.zeros(cat.trie.code_len)  # [steps] this batch's
+    children_csr = cat.trie.children_csr
+
+    def counting_children_csr(depth: int, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = children_csr(depth, nodes)  # the search's one call per step: every live beam's children
+        step_edges[depth] += out[0].numel()
+        return out
+
+    cat.trie.children_csr = counting_children_csr  # an instance attribute: shadows the method, removed below
+    try:
+        for b, ids in enumerate(cat.prompts):
+            step_edges[:] = 0
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            out = constrained_beam_search(cat.model, ids, torch.ones_like(ids), cat.trie, cfg.num_beams,
+                                          cat.exclude[b], item_head_weight=head_weight, normaliser=normaliser)
+            if b >= cfg.warmup:
+                cpu.append((time.process_time() - cpu0) / len(ids))
+                wall.append((time.perf_counter() - wall0) / len(ids))
+                edges += step_edges / len(ids)
+            assert bool((out.items >= 0).all()), "a beam died: the catalogue is too small for the beams"
+    finally:
+        del cat.trie.children_csr
+    edges /= len(cpu)
     return {"cpu_ms_per_user": 1e3 * statistics.median(cpu), "wall_ms_per_user": 1e3 * statistics.median(wall),
-            "cpu_ms_per_user_batches": [1e3 * c for c in cpu],
+            "cpu_ms_per_user_batches": [1e3 * c for c in cpu], "edges_per_user": float(edges.sum()),
+            "edges_per_user_step": edges.tolist(),
             "peak_rss_growth_mb": _proc_status_mb("VmHWM") - rss - (_proc_status_mb("RssFile") - files)
             if isolated else None}
 
@@ -174,15 +214,19 @@ def run_in_child(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return payload["ok"]
 
 
-def mode_name(normaliser: str, head_weight: float) -> str:
-    return f"{normaliser}, head {head_weight:g}" if head_weight else f"{normaliser}, no head"
+def mode_name(normaliser: str, head_weight: float, levels: int = 1) -> str:
+    """The table's row name: the layout is part of the mode (C differs per size, so it is in each cell)."""
+    head = f"head {head_weight:g}" if head_weight else "no head"
+    return f"{normaliser}, {head}, {levels} RQ level{'s' if levels > 1 else ''}"
 
 
 def growth_table(cells: list[dict[str, Any]], sizes: list[int]) -> tuple[dict[str, float | None], str]:
-    """Each mode's growth (CPU ms per user at the largest size / at the smallest) and the Markdown table."""
+    """Each (levels, mode)'s growth (CPU ms per user at the largest size / at the smallest) and the Markdown table;
+    a cell shows CPU ms per user (peak RSS growth), its codebook C and the trie edges scored per user."""
     by_mode: dict[str, dict[int, dict[str, Any]]] = {}
     for cell in cells:
-        by_mode.setdefault(mode_name(cell["normaliser"], cell["head_weight"]), {})[cell["items"]] = cell
+        name = mode_name(cell["normaliser"], cell["head_weight"], cell["levels"])
+        by_mode.setdefault(name, {})[cell["items"]] = cell
     lo, hi = min(sizes), max(sizes)
     growth: dict[str, float | None] = {}
     lines = ["| mode | " + " | ".join(f"{n:,} items" for n in sizes) + f" | growth {hi:,} / {lo:,} |",
@@ -197,7 +241,8 @@ def growth_table(cells: list[dict[str, Any]], sizes: list[int]) -> tuple[dict[st
                 shown.append(f"failed: {cell['error'][:40]}")
                 continue
             rss = cell["peak_rss_growth_mb"]
-            shown.append(f"{cell['cpu_ms_per_user']:.2f} ms" + (f" (+{rss:,.0f} MB)" if rss is not None else ""))
+            shown.append(f"{cell['cpu_ms_per_user']:.2f} ms" + (f" (+{rss:,.0f} MB)" if rss is not None else "")
+                         + f", C={cell['codebook']}, {cell['edges_per_user']:,.0f} edges")
         ratio = "-" if growth[mode] is None else f"{growth[mode]:.1f}x"
         lines.append(f"| {mode} | " + " | ".join(shown) + f" | {ratio} |")
     return growth, "\n".join(lines)
@@ -208,12 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     (cfg,) = parse_config([BenchDecodeScaleConfig], argv)
     torch.set_num_threads(cfg.threads)
     cells, catalogues = [], []
-    for n in sorted(cfg.items):
-        cat = build_catalogue(n, cfg)
-        catalogues.append({"items": n, "codebook": cat.codebook, "vocab": cat.model.config.vocab_size,
-                           "mean_children_per_cluster": n / cat.trie.num_nodes[1], "setup_s": cat.setup_s})
-        logger.info("%d items: codebook %d, vocab %d, set up in %.1f s", n, cat.codebook, cat.model.config.vocab_size,
-                    cat.setup_s)
+    for n, levels in ((n, levels) for n in sorted(cfg.items) for levels in cfg.levels):
+        cat = build_catalogue(n, cfg, levels)
+        nodes = cat.trie.num_nodes
+        catalogues.append({"items": n, "levels": levels, "codebook": cat.codebook, "vocab": cat.model.config.vocab_size,
+                           "mean_children_per_cluster": n / nodes[levels],  # the id step's fan-out
+                           "mean_children_per_depth": [nodes[d + 1] / nodes[d] for d in range(levels + 1)],
+                           "setup_s": cat.setup_s})
+        logger.info("%d items, levels %d: codebook %d, vocab %d, set up in %.1f s", n, levels, cat.codebook,
+                    cat.model.config.vocab_size, cat.setup_s)
         if not catalogues[:-1]:  # lazy imports (peft, transformers' attention code) here, not in each child's RSS
             for normaliser in cfg.normalisers:
                 ids = cat.prompts[0][:1]
@@ -221,24 +269,25 @@ def main(argv: list[str] | None = None) -> int:
                                         item_head_weight=max(cfg.head_weights), normaliser=normaliser)
         for normaliser in cfg.normalisers:
             for weight in cfg.head_weights:
-                cell = {"items": n, "normaliser": normaliser, "head_weight": weight,
-                        "resolved": describe_normaliser(normaliser, n)}
+                name = mode_name(normaliser, weight, levels)
+                cell = {"items": n, "levels": levels, "codebook": cat.codebook, "normaliser": normaliser,
+                        "head_weight": weight, "resolved": describe_normaliser(normaliser, n)}
                 try:
                     work = functools.partial(measure, cat, normaliser, weight, cfg, cfg.isolate)
                     cell.update(run_in_child(work) if cfg.isolate else work())
-                    logger.info("%s @ %d items: %.2f CPU ms / user", mode_name(normaliser, weight), n,
-                                cell["cpu_ms_per_user"])
+                    logger.info("%s @ %d items: %.2f CPU ms / user, %.0f edges / user", name, n,
+                                cell["cpu_ms_per_user"], cell["edges_per_user"])
                 except RuntimeError as exc:
                     cell["error"] = str(exc)
-                    logger.warning("%s @ %d items failed: %s", mode_name(normaliser, weight), n, exc)
+                    logger.warning("%s @ %d items failed: %s", name, n, exc)
                 cells.append(cell)
         del cat
     growth, table = growth_table(cells, sorted(cfg.items))
     result = {"config": config_to_dict(cfg), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "machine": platform.processor() or platform.machine(), "catalogues": catalogues, "cells": cells,
               "growth": growth}
-    print(f"\nCPU ms per user (peak RSS growth), {cfg.users} users x {cfg.num_beams} beams, {cfg.prompt_len}-token "
-          f"prompts, Phi hidden {cfg.hidden_size} x {cfg.num_layers} layers, {torch.get_num_threads()} thread(s)")
+    print(f"\nCPU ms per user (peak RSS growth), codebook C and trie edges scored per user, {cfg.users} users x "
+          f"{cfg.num_beams} beams, {cfg.prompt_len}-token prompts, Phi hidden {cfg.hidden_size} x {cfg.num_layers} layers, {torch.get_num_threads()} thread(s)")
     print(table)
     atomic_write_json(cfg.out_json, result)
     print(f"wrote {cfg.out_json}")

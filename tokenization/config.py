@@ -6,7 +6,6 @@ Field names are distinct from ``EmbeddingConfig`` so both parse from one command
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,19 +15,28 @@ MIN_AUTO_CODEBOOK = 16
 DEFAULT_RQ_MAX_STEPS = 4800
 
 
-def auto_codebook_size(num_items: int) -> int:
-    """Codebook size for a catalogue of ``num_items`` when ``codebook_size=0``.
+def auto_codebook_size(num_items: int, levels: int = 1) -> int:
+    """Codebook size for a catalogue of ``num_items`` when ``codebook_size=0``, balanced for ``levels`` RQ levels.
 
-    Rule: the power of two nearest above ``sqrt(N)``, clipped to [16, 4096]. Level 1 then has about
-    ``sqrt(N)`` items per code (k-means fills every code, so usage stays high), and ``C^L`` exceeds ``N``
-    by a wide margin for ``L >= 3`` (1.6k items -> 64, 4.3k -> 128, 16.4k-65.5k -> 256 = the paper's 4 x 256).
-    With one level + ``item_id_level`` (the shipped layout) the id step scores ~``N / C`` children per beam, so
-    the cap grows with the catalogue: 1M items -> 1024 codes (~1k children, not ~4k under the old 256 cap),
-    10M -> 4096. Up to 65,536 items the size is what the old [16, 256] rule gave, so shipped runs are unchanged.
+    Rule: the smallest power of two ``C`` with ``C^(levels + 1) >= N`` (the power of two nearest above
+    ``N^(1 / (levels + 1))``), clipped to [16, 4096]. When the item-id level follows ``levels`` RQ levels, that
+    size keeps every step's fan-out about equal: ``C`` children per level-node and ~``N / C^levels`` ~ ``C`` at the
+    id step, so a beam step scores ~``C`` edges and decoding cost per user grows as ``N^(1 / (levels + 1))``
+    (issue 34: ``levels=2`` -> 1M items 128 codes, ``levels=3`` -> 32). ``levels=1`` (the default, what
+    ``TokenizerConfig.codebook_sizes`` uses) is the ``sqrt(N)`` rule: level 1 has about ``sqrt(N)`` items per code
+    (k-means fills every code, so usage stays high), and ``C^L`` exceeds ``N`` by a wide margin for ``L >= 3``
+    (1.6k items -> 64, 4.3k -> 128, 16.4k-65.5k -> 256 = the paper's 4 x 256). With one level + ``item_id_level``
+    (the shipped layout) the id step scores ~``N / C`` children per beam, so the cap grows with the catalogue: 1M
+    items -> 1024 codes (~1k children, not ~4k under the old 256 cap), 10M -> 4096. Up to 65,536 items the size is
+    what the old [16, 256] rule gave, so shipped runs are unchanged. Integer arithmetic, so an exact power
+    (``N = 2^21``, ``levels=2`` -> 128) is not pushed up by a float root's rounding.
     """
     if num_items < 1:
         raise ValueError(f"cannot size a codebook for {num_items} items")
-    size = 2 ** math.ceil(math.log2(max(math.sqrt(num_items), 1.0)))
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1 RQ levels before the item id, got {levels}")
+    bits = (int(num_items) - 1).bit_length()  # ceil(log2(N)) for N >= 1
+    size = 2 ** -(-bits // (levels + 1))  # 2^ceil(log2(N) / (levels + 1)): C^(levels + 1) >= N, C minimal
     return int(min(MAX_AUTO_CODEBOOK, max(MIN_AUTO_CODEBOOK, size)))
 
 

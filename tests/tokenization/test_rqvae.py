@@ -36,6 +36,33 @@ def test_auto_codebook_size_is_the_old_rule_up_to_65536_items():
     assert [auto_codebook_size(int(i)) for i in n] == old.tolist()
 
 
+
+
+def test_auto_codebook_size_integer_rule_is_the_float_sqrt_rule_at_every_boundary():
+    """levels=1 is computed in integers now; at each power of two +-1 (where a float root could tip) it still
+    gives the float rule's size, so the shipped layout is unchanged above 65,536 items too."""
+    n = np.array(sorted({2**k + d for k in range(1, 50) for d in (-1, 0, 1)}), dtype=np.int64)
+    old = np.clip(2 ** np.ceil(np.log2(np.maximum(np.sqrt(n), 1.0))), 16, 4096).astype(int)
+    assert [auto_codebook_size(int(i)) for i in n] == old.tolist()
+
+@pytest.mark.parametrize(("n", "levels", "size"), [
+    (10**6, 2, 128), (10**6, 3, 32),  # 1e6^(1/3) = 100 -> 128; 1e6^(1/4) = 31.6 -> 32
+    (10**4, 2, 32), (10**5, 2, 64), (10**5, 3, 32), (2**21, 2, 128), (2**21 + 1, 2, 256),  # exact powers stay put
+    (10**4, 3, 16), (100, 2, 16), (1, 3, 16), (10**13, 2, 4096), (10**20, 3, 4096),  # clipped to [16, 4096]
+    (10**6, 1, 1024),
+])
+def test_auto_codebook_size_balanced_for_deeper_codes(n, levels, size):
+    """Issue 34: C ~ N^(1/(L+1)) keeps each RQ level's and the item-id step's fan-out equal."""
+    assert auto_codebook_size(n, levels) == size
+
+
+def test_auto_codebook_size_levels_default_is_one_and_below_one_raises():
+    assert [auto_codebook_size(n) for n in (1, 1682, 10**6, 10**7)] == [
+        auto_codebook_size(n, levels=1) for n in (1, 1682, 10**6, 10**7)]
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="levels"):
+            auto_codebook_size(1000, bad)
+
 def test_quantize_is_greedy_residual_and_straight_through():
     torch.manual_seed(0)
     model = RQVAE(RQVAEConfig(in_dim=6, codebook_sizes=[4, 3], hidden_dims=[8], latent_dim=5))
