@@ -130,10 +130,17 @@ class BenchServeConfig:
 
 
 def tagged_recommender(num_items: int, k: int, tag: int):
-    """Scores ``tag * 1000 - rank0``: a response whose items disagree on the tag mixed two builds."""
+    """Scores ``tag * 1000 - rank0``: a response whose items disagree on the tag mixed two builds. User ``u<n>``'s
+    rank-r item is ``i{(n * 7919 + r * 104729 + tag) % num_items}``, computed a batch at a time so that building a
+    10M-user cache measures the library, not this stand-in model."""
+    steps = np.arange(k, dtype=np.int64) * 104729 + tag
+    scores = [float(tag * 1000 - r) for r in range(k)]
+
     def recommend_fn(user_ids: list[str], histories: list[list[str]]) -> list[list[tuple[str, float]]]:
-        return [[(f"i{(int(u[1:]) * 7919 + r * 104729 + tag) % num_items}", float(tag * 1000 - r)) for r in range(k)]
-                for u in user_ids]
+        ids = np.fromiter(map(int, (u[1:] for u in user_ids)), np.int64, len(user_ids))
+        # fresh strings side by side in memory: what the library reads next, faster than a shared table of names
+        rows = np.char.add("i", ((ids[:, None] * 7919 + steps) % num_items).astype(str)).tolist()
+        return [list(zip(row, scores, strict=True)) for row in rows]
     return recommend_fn
 
 

@@ -7,17 +7,20 @@ process completes the last shard writes ``manifest.json``. The manifest is what 
 
 Cost per shard at millions of users (issue 34): one sha256 per user id to find its users (``layout.user_keys``),
 then validation, history hashes and recommendations for its own users only; an incremental refresh reads only
-the base shards that hold its users (with as many shards as the base: one).
+the base shards that hold its users (with as many shards as the base: one). An answer goes to its file as arrays
+(``shards.RecColumns``), and the histories are kept out of the garbage collector's scans (``_gc_frozen``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
+import itertools
 import json
 import logging
-import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from tqdm.auto import tqdm
 
 from inference.cache import layout
 from inference.cache.location import Location, open_location
-from inference.cache.shards import Recs, chunk_users, iter_shards, read_manifest, write_chunk
+from inference.cache.shards import RecColumns, Recs, chunk_users, iter_shards, read_manifest, write_chunk
 from recdata.errors import UserError
 from recdata.io import sha256_file, sha256_json
 
@@ -62,6 +65,23 @@ class BuildResult:
     manifest: dict[str, Any] | None  # set when this call completed the last shard
 
 
+@contextlib.contextmanager
+def _gc_frozen() -> Iterator[None]:
+    """Keep the objects that exist when a build starts (the histories: a list per user) out of the garbage
+    collector's scans while it runs: every full collection would walk them all, a cost per chunk that grows with the
+    number of users (issue 34). What the build makes is collected as usual; nothing changes if something else froze
+    objects already (``gc.freeze`` is process-wide)."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@_gc_frozen()
 def build_cache(
     recommend_fn: RecommendFn,
     histories: Mapping[str, Sequence[str]],
@@ -139,13 +159,16 @@ def build_cache(
     bar = tqdm(chunks, desc=f"cache shard {shard_index}/{num_shards}", unit="chunk", disable=not progress)
     for chunk_index, users in enumerate(bar):
         path = shard_dir / layout.chunk_file_name(chunk_index)
-        expected = {u: user_hashes[u] for u in users}
-        if path.is_file() and chunk_users(path) == expected:
+        if path.is_file() and chunk_users(path) == {u: user_hashes[u] for u in users}:
             result.chunks_skipped += 1
             continue
-        todo = [u for u in users if u not in reuse]
-        computed = recommend_batch(recommend_fn, todo, [list(histories[u]) for u in todo], k) if todo else {}
-        write_chunk(path, users, user_hashes, [reuse[u] if u in reuse else computed[u] for u in users])
+        todo = [u for u in users if u not in reuse] if reuse else users
+        if len(todo) == len(users):  # all computed: column-wise from the recommender's answer to the file
+            recs: RecColumns | list[Recs] = recommend_columns(recommend_fn, users, [list(histories[u]) for u in users], k)
+        else:
+            computed = recommend_batch(recommend_fn, todo, [list(histories[u]) for u in todo], k) if todo else {}
+            recs = [reuse[u] if u in reuse else computed[u] for u in users]
+        write_chunk(path, users, user_hashes, recs)
         result.users_computed += len(todo)
         result.users_reused += len(users) - len(todo)
     if result.chunks_skipped:
@@ -223,7 +246,7 @@ def _validate_histories(histories: Mapping[str, Sequence[str]], users: Sequence[
     hashes = {}
     for user in users:
         history = histories[user]
-        if isinstance(history, str) or not all(isinstance(i, str) for i in history):
+        if isinstance(history, str) or not all(map(isinstance, history, itertools.repeat(str))):
             raise UserError(f"history of user {user!r} must be a list of item id strings, got {history!r:.80}")
         hashes[user] = layout.history_hash(history)
     return hashes
@@ -249,31 +272,12 @@ def _check_shard_inputs(out_dir: Path, shard_dir: Path, shard_hash: str, overwri
 
 def recommend_batch(recommend_fn: RecommendFn, users: list[str], histories: list[list[str]], k: int) -> dict[str, Recs]:
     """Call ``recommend_fn`` and validate its answer, so a bad recommender never writes a bad cache."""
-    out = recommend_fn(users, histories)
-    if len(out) != len(users):
-        raise UserError(f"recommend_fn returned {len(out)} lists for {len(users)} users; it must return one per user")
-    checked = {}
-    for user, recs in zip(users, out, strict=True):
-        try:
-            items = [(item, float(score)) for item, score in recs]
-        except (TypeError, ValueError):
-            raise UserError(f"recommend_fn returned {recs!r:.200} for user {user!r}; expected a list of "
-                             "(item_id: str, finite score)") from None
-        if len(items) > k:
-            raise UserError(f"recommend_fn returned {len(items)} items for user {user!r}, more than k={k}")
-        ids = {item for item, _ in items}
-        if len(ids) != len(items):
-            raise UserError(f"recommend_fn returned duplicate items for user {user!r}: {[i for i, _ in items]}")
-        checked[user] = items
-    flat_items = [item for recs in checked.values() for item, _ in recs]
-    flat_scores = np.fromiter((s for recs in checked.values() for _, s in recs), dtype=np.float64, count=len(flat_items))
-    if not all(type(item) is str for item in flat_items) or not np.isfinite(flat_scores).all():
-        for user, recs in checked.items():  # slow path only to name the culprit
-            for entry in recs:
-                if not isinstance(entry[0], str) or not math.isfinite(entry[1]):
-                    raise UserError(f"recommend_fn returned {entry!r} for user {user!r}; expected (item_id: str, "
-                                     "finite score)")
-    return checked
+    return dict(zip(users, recommend_columns(recommend_fn, users, histories, k).recs(), strict=True))
+
+
+def recommend_columns(recommend_fn: RecommendFn, users: list[str], histories: list[list[str]], k: int) -> RecColumns:
+    """``recommend_batch`` column-wise, what a chunk file is written from: no Python list per user."""
+    return RecColumns.from_answer(users, recommend_fn(users, histories), k)
 
 
 def claim_config(loc: Location, config: dict[str, Any], overwrite: bool) -> dict[str, Any]:

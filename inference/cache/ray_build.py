@@ -10,7 +10,7 @@ Ray Data does the distribution; exactly-once comes from our deterministic chunk 
 
 A ``ChunkWriter`` actor loads the model once (``recommender_factory()``), checks a chunk against the plan
 (user count + ``users_digest``), skips it if its file already holds exactly those users (a retried task after
-an actor died), else computes it with the same ``recommend_batch`` as the local engine and commits it under its
+an actor died), else computes it with the same ``recommend_columns`` as the local engine and commits it under its
 write-once name (``Location.write_once``). A killed actor is restarted by Ray and its task retried
 (``max_restarts``/``max_task_retries`` are -1 for Ray Data actor pools); a rerun after the whole job died
 describes the chunks already committed and computes only the others. A lost node fails the compute stage fast
@@ -45,7 +45,7 @@ from inference.cache.build import (
     RecommendFn,
     claim_config,
     finalize_cache,
-    recommend_batch,
+    recommend_columns,
     write_shard_done,
 )
 from inference.cache.location import Location, open_location
@@ -202,8 +202,7 @@ class ChunkWriter:
             with self.loc.open_input_file(rel) as f:
                 if chunk_users(f, name=self.loc.display(rel)) == user_hashes:
                     return _description(chunk, rel, self.loc.read_bytes(rel), computed=False)
-        recs = recommend_batch(self.fn, users, histories, self.k)
-        data, _ = encode_chunk(users, user_hashes, [recs[u] for u in users])
+        data, _ = encode_chunk(users, user_hashes, recommend_columns(self.fn, users, histories, self.k))
         self.loc.write_once(rel, data)
         return _description(chunk, rel, data, computed=True)
 

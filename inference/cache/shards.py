@@ -11,6 +11,8 @@ import hashlib
 import itertools
 import json
 import logging
+import math
+import operator
 import os
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,20 +44,127 @@ def write_chunk(path: Path, users: Sequence[str], user_hashes: Mapping[str, str]
     return num_rows
 
 
-def encode_chunk(users: Sequence[str], user_hashes: Mapping[str, str], recs: Sequence[Recs]) -> tuple[bytes, int]:
-    """The Parquet bytes of one chunk and its row count (deterministic: same input, same bytes)."""
-    lengths = np.fromiter((len(r) for r in recs), dtype=np.int64, count=len(recs))
+def encode_chunk(users: Sequence[str], user_hashes: Mapping[str, str],
+                 recs: Sequence[Recs] | RecColumns) -> tuple[bytes, int]:
+    """The Parquet bytes of one chunk and its row count (deterministic: same input, same bytes). ``recs``: per user,
+    or already column-wise (``RecColumns``, no Python list per user: the same bytes)."""
+    cols = recs if isinstance(recs, RecColumns) else RecColumns.from_recs(recs)
+    lengths = cols.lengths
+    row_user = np.repeat(np.arange(len(users), dtype=np.int64), lengths)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
     columns = [
-        pa.array(np.repeat(np.asarray(users, dtype=object), lengths), pa.string()),
-        pa.array(np.concatenate([np.arange(1, n + 1, dtype=np.int32) for n in lengths] or [np.empty(0, np.int32)])),
-        pa.array([item for r in recs for item, _ in r], pa.string()),
-        pa.array([score for r in recs for _, score in r], pa.float64()),
+        pa.array(users, pa.string()).take(pa.array(row_user)),
+        pa.array((np.arange(len(row_user), dtype=np.int64) - starts + 1).astype(np.int32)),  # rank, 1 = best
+        cols.items,
+        pa.array(cols.scores, pa.float64()),
     ]
     meta = {USERS_META_KEY: json.dumps({u: user_hashes[u] for u in users}, ensure_ascii=False).encode("utf-8")}
     table = pa.table(columns, schema=CHUNK_SCHEMA.with_metadata(meta))
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes(), int(lengths.sum())
+
+
+@dataclass(frozen=True)
+class RecColumns:
+    """The recommendations of a list of users back to back, as a chunk stores them: a build of millions of users
+    moves them as a few arrays instead of a list of tuples per user (issue 34)."""
+
+    lengths: np.ndarray  # [users] int64: how many rows each user has, in user order
+    items: pa.StringArray  # [rows] item ids, each user's best first
+    scores: np.ndarray  # [rows] float64
+
+    @classmethod
+    def from_recs(cls, recs: Sequence[Recs]) -> RecColumns:
+        """Column-wise ``recs`` (one ``[(item_id, score), ...]`` per user)."""
+        flat = list(itertools.chain.from_iterable(recs))
+        return cls(np.fromiter(map(len, recs), np.int64, len(recs)),
+                   pa.array(list(map(operator.itemgetter(0), flat)), pa.string()),
+                   np.fromiter(map(operator.itemgetter(1), flat), np.float64, len(flat)))
+
+    @classmethod
+    def from_answer(cls, users: Sequence[str], answer: Sequence[Any], k: int) -> RecColumns:
+        """A recommender's ``answer`` for ``users`` column-wise, validated (one list of at most ``k`` distinct
+        ``(item_id: str, finite score)`` per user; else ``UserError`` naming the user) so a bad recommender never
+        writes a bad cache. Whole-array checks; the per-user ones run only to name a culprit or for unusual types."""
+        if len(answer) != len(users):
+            raise UserError(f"recommend_fn returned {len(answer)} lists for {len(users)} users; it must return one "
+                            "per user")
+        columns = cls._checked(answer, k)
+        return columns if columns is not None else cls.from_recs(_check_answer(users, answer, k))
+
+    @classmethod
+    def _checked(cls, answer: Sequence[Any], k: int) -> RecColumns | None:
+        """``answer`` column-wise if it is valid and plain (lists of ``(str, score)`` tuples), else None."""
+        if not set(map(type, answer)) <= {list}:
+            return None
+        lengths = np.fromiter(map(len, answer), np.int64, len(answer))
+        if len(answer) and int(lengths.max()) > k:
+            return None
+        flat = list(itertools.chain.from_iterable(answer))
+        if not set(map(type, flat)) <= {tuple} or not set(map(len, flat)) <= {2}:
+            return None
+        items = list(map(operator.itemgetter(0), flat))
+        if not set(map(type, items)) <= {str}:
+            return None
+        try:
+            scores = np.fromiter(map(float, map(operator.itemgetter(1), flat)), np.float64, len(flat))
+            item_array = pa.array(items, pa.string())
+        except (TypeError, ValueError, OverflowError, pa.ArrowException):
+            return None
+        if not np.isfinite(scores).all():
+            return None
+        if _has_duplicates(item_array.dictionary_encode().indices.to_numpy(), lengths):
+            return None
+        return cls(lengths, item_array, scores)
+
+    def recs(self) -> list[Recs]:
+        """One ``[(item_id, score), ...]`` per user."""
+        pairs = list(zip(self.items.to_pylist(), self.scores.tolist(), strict=True))
+        bounds = np.cumsum(self.lengths).tolist()
+        return [pairs[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
+
+
+def _has_duplicates(codes: np.ndarray, lengths: np.ndarray) -> bool:
+    """Whether some user's list (``lengths`` rows each, back to back) holds one item code twice: each list sorted as
+    a row of a users x longest-list grid, padded with distinct negative codes (else one sort of user-major keys)."""
+    if len(codes) < 2:
+        return False
+    users, width = len(lengths), int(lengths.max())
+    row_user = np.repeat(np.arange(users, dtype=np.int64), lengths)
+    if users * width > 4 * len(codes):  # a few long lists among short ones: the grid would be mostly padding
+        keys = np.sort(row_user * (int(codes.max()) + 1) + codes)
+        return bool((keys[1:] == keys[:-1]).any())
+    grid = np.tile(-1 - np.arange(width, dtype=np.int64), (users, 1))
+    grid[row_user, np.arange(len(codes)) - np.repeat(np.cumsum(lengths) - lengths, lengths)] = codes
+    grid.sort(axis=1)
+    return bool((grid[:, 1:] == grid[:, :-1]).any())
+
+
+def _check_answer(users: Sequence[str], answer: Sequence[Any], k: int) -> list[Recs]:
+    """The per-user checks of ``RecColumns.from_answer``: the first bad user's error, else each user's list."""
+    checked = []
+    for user, recs in zip(users, answer, strict=True):
+        try:
+            items = [(item, float(score)) for item, score in recs]
+        except (TypeError, ValueError):
+            raise UserError(f"recommend_fn returned {recs!r:.200} for user {user!r}; expected a list of "
+                             "(item_id: str, finite score)") from None
+        if len(items) > k:
+            raise UserError(f"recommend_fn returned {len(items)} items for user {user!r}, more than k={k}")
+        ids = {item for item, _ in items}
+        if len(ids) != len(items):
+            raise UserError(f"recommend_fn returned duplicate items for user {user!r}: {[i for i, _ in items]}")
+        checked.append((user, items))
+    flat_items = [item for _, recs in checked for item, _ in recs]
+    flat_scores = np.fromiter((s for _, recs in checked for _, s in recs), dtype=np.float64, count=len(flat_items))
+    if not all(type(item) is str for item in flat_items) or not np.isfinite(flat_scores).all():
+        for user, recs in checked:  # slow path only to name the culprit
+            for entry in recs:
+                if not isinstance(entry[0], str) or not math.isfinite(entry[1]):
+                    raise UserError(f"recommend_fn returned {entry!r} for user {user!r}; expected (item_id: str, "
+                                     "finite score)")
+    return [recs for _, recs in checked]
 
 
 def chunk_users(path: str | os.PathLike | pa.NativeFile, name: str | None = None) -> dict[str, str] | None:
