@@ -14,6 +14,7 @@ model may need (``user_ids`` for user knowledge, ``scenarios`` for multi-scenari
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -54,6 +55,11 @@ class DenseRecommender(nn.Module):
     def item_embeddings(self) -> np.ndarray:
         """``[len(item_ids), dim]`` float32 in ``item_ids`` order: the vectors a tokenizer can read."""
         raise NotImplementedError
+
+    def scoring_session(self) -> contextlib.AbstractContextManager:
+        """Context around several ``score`` calls with fixed weights (a validation pass): a model may compute what
+        they share (e.g. an item table built by a network) once inside it. Default: nothing shared."""
+        return contextlib.nullcontext()
 
     def catalogue_positions(self, items: Sequence[str]) -> list[int]:
         """0-based catalogue positions of ``items``; an unknown id is a ValueError naming it."""
@@ -133,12 +139,13 @@ def full_ranking_metrics(model: DenseRecommender, histories: Sequence[Sequence[s
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     ranks: list[int | None] = []
-    for start in range(0, len(histories), chunk_size):
-        rows = slice(start, start + chunk_size)
-        chunk = histories[rows]
-        scores = model.score(chunk, **{key: value[rows] for key, value in context.items()})  # [chunk, items]
-        excluded = [model.catalogue_positions(history) for history in chunk] if exclude_history else None
-        ranks.extend(target_ranks(scores, model.catalogue_positions(targets[rows]), excluded))
+    with model.scoring_session():  # the weights are fixed for every chunk: shared work is done once
+        for start in range(0, len(histories), chunk_size):
+            rows = slice(start, start + chunk_size)
+            chunk = histories[rows]
+            scores = model.score(chunk, **{key: value[rows] for key, value in context.items()})  # [chunk, items]
+            excluded = [model.catalogue_positions(history) for history in chunk] if exclude_history else None
+            ranks.extend(target_ranks(scores, model.catalogue_positions(targets[rows]), excluded))
     return mean_metrics(ranks, k)
 
 

@@ -15,6 +15,11 @@ Items / users without knowledge (individual mode on a sample) get a zero augment
 bias. The adaptor trains jointly with SASRec; ``prestore()`` then runs it once over every item and user and
 freezes the results, so serving reads the prestored vectors (``save_augmented`` / ``load_augmented``:
 safetensors + id lists) and never runs the adaptor or the LLM.
+
+Cost: the adaptor over the whole catalogue is the expensive part (tens of thousands of items x several expert
+MLPs). A training step's input side runs it on the batch's distinct items only (the output table needs every
+item); ``scoring_session`` (entered by ``full_ranking_metrics`` and ``score``) computes the eval-mode item table
+once for all the chunks it scores, and drops it on exit so training goes on with a live adaptor.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +106,7 @@ class KnowledgeSASRec(SASRec):
                                            experts_per_kind, adaptor_hidden, adaptor_dropout,
                                            out_scale=cfg.sasrec_dim ** -0.5)
         self.prestored: dict[str, torch.Tensor] | None = None
+        self.session_items: torch.Tensor | None = None  # [items + 1, dim] eval-mode table inside scoring_session
 
     # ---- augmented vectors ---------------------------------------------------------------------------------
     def augmented(self, kind: str, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,11 +129,53 @@ class KnowledgeSASRec(SASRec):
         return self
 
     def _items(self) -> torch.Tensor:
+        if self.session_items is not None and not self.training:
+            return self.session_items
         return self.item_emb.weight + self.augmented("item")  # [items + 1, dim]
+
+    @contextmanager
+    def scoring_session(self) -> Iterator[None]:
+        """Compute the eval-mode item table once and serve it to every ``score`` inside (validation scores the
+        catalogue chunk after chunk with fixed weights); on exit the adaptor is live again, since training goes on.
+
+        Only eval mode reads the table, so a ``train()`` inside still trains the adaptor. Prestored vectors are
+        already fixed: nothing to do. Nested sessions reuse the outer table.
+        """
+        if self.prestored is not None or self.session_items is not None:
+            yield
+            return
+        was_training = self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                self.session_items = self._items().detach()
+        finally:
+            self.train(was_training)
+        try:
+            yield
+        finally:
+            self.session_items = None
+
+    def score(self, histories: Sequence[Sequence[str]], batch_size: int = 256, **context) -> torch.Tensor:
+        """SASRec's ``score`` inside a ``scoring_session``: the item table is computed once, not per batch."""
+        with self.scoring_session():
+            return super().score(histories, batch_size=batch_size, **context)
 
     # ---- extension points ----------------------------------------------------------------------------------
     def item_inputs(self, seqs: torch.Tensor, **context) -> torch.Tensor:
-        return self._items()[seqs] * math.sqrt(self.cfg.sasrec_dim)  # [batch, seq, dim]
+        """ID embedding + augmented knowledge of each position's item, ``[batch, seq, dim]``.
+
+        The adaptor runs on the distinct items of ``seqs`` only (row 0 = padding gets zero knowledge via
+        ``item_has``), not on the catalogue: in eval mode the same values as gathering from the full table (within
+        float rounding). In training each distinct item draws one adaptor-dropout mask, as a full-table pass would;
+        the input and output sides draw independent masks, as before.
+        """
+        if self.session_items is not None and not self.training:
+            items = self.session_items[seqs]
+        else:
+            rows, inverse = torch.unique(seqs, return_inverse=True)
+            items = self.item_emb.weight[seqs] + self.augmented("item", rows)[inverse]
+        return items * math.sqrt(self.cfg.sasrec_dim)  # [batch, seq, dim]
 
     def output_table(self) -> torch.Tensor:
         return self._items()[1:]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -36,11 +38,12 @@ def test_adaptor_output_is_the_gate_weighted_expert_mix():
     assert not torch.allclose(adaptor(x, "item")[0], out)  # kinds have their own gate and experts
 
 
-def _model(split, dim=6, missing_user=None, holdout=1):
+def _model(split, dim=6, missing_user=None, holdout=1, missing_item=None):
     rng = np.random.default_rng(0)
     items = split.dataset.item_ids()
+    known = [i for i in items if i != missing_item]
     train = {u: seq for u, seq in split.train_sequences() if u != missing_user}
-    return KnowledgeSASRec(items, SASRecConfig(**FAST), (items, rng.normal(size=(len(items), dim))),
+    return KnowledgeSASRec(items, SASRecConfig(**FAST), (known, rng.normal(size=(len(known), dim))),
                            (list(train), rng.normal(size=(len(train), dim))),
                            user_history_items={u: len(seq) - holdout for u, seq in train.items()}, adaptor_hidden=8)
 
@@ -119,3 +122,79 @@ def test_save_and_load_serves_prestored_vectors(tmp_path, tiny_split):
     histories = [["i1"], ["i2", "i3"], ["i4"]]
     assert torch.allclose(loaded.score(histories, **loaded.context_for(users)),
                           model.score(histories, **model.context_for(users)), atol=1e-5)
+
+
+def _scaled_up(model):
+    """A clearly non-zero augmentation (the adaptor starts as a small perturbation), in eval mode."""
+    with torch.no_grad():
+        for p in model.adaptor.parameters():
+            p.add_(0.3)
+    return model.eval()
+
+
+def test_item_inputs_run_the_adaptor_on_the_batch_items_only(tiny_split):
+    model = _scaled_up(_model(tiny_split, dim=8, missing_item="i3"))  # i3: no knowledge, zero augmentation
+    rows_seen = []
+    model.adaptor.register_forward_hook(lambda module, args, out: rows_seen.append(args[0].shape[0]))
+    seqs = torch.tensor([[1, 2, 2, 3, 0, 0], [4, 1, 0, 0, 0, 0]])  # right-padded, repeats, the missing item
+    with torch.no_grad():
+        got = model.item_inputs(seqs)
+        reference = (model.item_emb.weight + model.augmented("item"))[seqs] * math.sqrt(16)
+    assert rows_seen[0] == 5  # the distinct rows 0..4, not the 8-item catalogue
+    assert torch.allclose(got, reference, atol=1e-6)
+    assert not torch.any(got[seqs == 0])  # padding: zero embedding, zero knowledge
+    assert torch.equal(model.augmented("item", torch.tensor([3]))[0], torch.zeros(16))
+
+
+def _brute_force_scores(model, histories, users):
+    """One history at a time, no padding, every item's augmentation computed over the full table."""
+    table = model.item_emb.weight + model.augmented("item")  # [items + 1, dim]
+    user_vectors = model.augmented("user")
+    rows = []
+    for history, user in zip(histories, users, strict=True):
+        idx = torch.tensor([model.index[i] for i in history][-model.cfg.sasrec_max_len:])
+        x = (table[idx] * math.sqrt(model.cfg.sasrec_dim) + model.pos_emb(torch.arange(len(idx))))[None]
+        for block in model.blocks:
+            x = block(x)
+        last = model.ln(x)[0, -1] + user_vectors[model.user_row.get(user, 0)]
+        rows.append(last @ table[1:].T)
+    return torch.stack(rows)
+
+
+def test_score_matches_a_brute_force_reference(tiny_split):
+    from alignrec.recommenders import SASRec
+
+    model = _scaled_up(_model(tiny_split, dim=8, missing_item="i5"))
+    histories = [["i1"], ["i2", "i3", "i5"], ["i1", "i2", "i3", "i4", "i5", "i6", "i7", "i8", "i1", "i2"], ["i4"]]
+    users = ["u1", "u2", "nobody", "u3"]
+    context = model.context_for(users)
+    with torch.no_grad():
+        reference = _brute_force_scores(model, histories, users)
+    session = model.score(histories, batch_size=3, **context)  # the item table computed once
+    live = SASRec.score(model, histories, batch_size=3, **context)  # no session: per-batch distinct items
+    assert torch.allclose(session, reference, atol=1e-5) and torch.allclose(live, reference, atol=1e-5)
+    assert model.session_items is None and model.prestored is None
+
+
+def test_validation_computes_the_table_once_and_leaves_the_adaptor_live(tiny_split, monkeypatch):
+    import alignrec.recommenders.base as base
+
+    model = _model(tiny_split)
+    item_passes, snapshots = [], []
+    model.adaptor.register_forward_hook(lambda module, args, out: item_passes.append((args[1], args[0].shape[0])))
+    validate = base.full_ranking_metrics
+
+    def spy(*args, **kwargs):
+        item_passes.clear()
+        out = validate(*args, **kwargs)
+        full = [rows for kind, rows in item_passes if kind == "item"]
+        assert full == [len(model.item_ids) + 1]  # one adaptor pass over the catalogue per validation
+        assert model.session_items is None and model.prestored is None
+        snapshots.append({k: v.clone() for k, v in model.adaptor.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(base, "full_ranking_metrics", spy)
+    train_sasrec(tiny_split, SASRecConfig(**{**FAST, "sasrec_patience": 5}), model=model)
+    assert len(snapshots) == 3
+    for earlier, later in zip(snapshots, snapshots[1:], strict=False):  # adaptor kept learning after validation
+        assert any(not torch.equal(earlier[k], later[k]) for k in earlier)
