@@ -156,6 +156,8 @@ def measure(cat: Catalogue, normaliser: str, head_weight: float, cfg: BenchDecod
     (means over the timed batches) and, isolated, the cell's peak RSS growth: ``VmHWM`` minus ``VmRSS`` at the start,
     less the growth of ``RssFile`` (a forked child maps the libraries' code pages in as it runs them: shared with the
     parent, ~100 MB that no decoding mode allocates)."""
+    if isolated:  # a forked child inherits the parent's high-water mark (a larger catalogue built before): reset it
+        Path("/proc/self/clear_refs").write_text("5")
     rss, files = (_proc_status_mb("VmRSS"), _proc_status_mb("RssFile")) if isolated else (None, None)
     cpu, wall = [], []
     edges = np.zeros(cat.trie.code_len)  # [steps] edges scored in the timed batches

@@ -211,8 +211,9 @@ def standin_item_tokenizer(item_ids: list[str], tokenizer_section: dict):
     from tokenization.config import auto_codebook_size
 
     n = len(item_ids)
-    size = int(tokenizer_section.get("codebook_size") or auto_codebook_size(n))
     num_levels = int(tokenizer_section.get("num_levels", 4))
+    size = int(tokenizer_section.get("codebook_size")
+               or auto_codebook_size(n, num_levels if tokenizer_section.get("item_id_level") else 1))
     if tokenizer_section.get("item_id_level"):
         clusters = np.random.default_rng(0).integers(0, size, (n, num_levels))
         return ItemTokenizer.from_codes(item_ids, np.concatenate([clusters, np.arange(n)[:, None]], axis=1),

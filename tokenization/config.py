@@ -146,7 +146,10 @@ class TokenizerConfig:
             raise ValueError("dead_code_steps must be >= 0, kmeans_max_samples and cold_start_beam >= 1")
 
     def codebook_sizes(self, num_items: int) -> list[int]:
-        size = self.codebook_size or auto_codebook_size(num_items)
+        """``codebook_size`` per RQ level, or auto: balanced over the levels when the item-id level follows them
+        (one level: sqrt(N), as shipped; two: ~N^(1/3), so decoding 1M items stays as cheap as 10k), else sqrt(N)."""
+        levels = self.num_levels if self.item_id_level else 1
+        size = self.codebook_size or auto_codebook_size(num_items, levels)
         return [size] * self.num_levels
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ and writes the artefacts.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -107,7 +108,7 @@ def warn_degenerate(vectors: np.ndarray, tok: ItemTokenizer, report: dict[str, A
         logger.warning(
             "codebook sizes %s = %d code tokens for %d items, but only %d (%.1f%%) are used; every unused token "
             "still enlarges the LLM vocabulary: set codebook_size 0 (auto picks %d here)", tok.codebook_sizes, grid, n,
-            used, 100.0 * used / grid, TokenizerConfig().codebook_sizes(n)[0])
+            used, 100.0 * used / grid, dataclasses.replace(cfg, codebook_size=0).codebook_sizes(n)[0])
 
 
 def build_item_tokenizer(

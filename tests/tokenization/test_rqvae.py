@@ -56,6 +56,25 @@ def test_auto_codebook_size_balanced_for_deeper_codes(n, levels, size):
     assert auto_codebook_size(n, levels) == size
 
 
+@pytest.mark.parametrize(("num_levels", "item_id_level", "n", "sizes"), [
+    (1, True, 4_344, [128]),  # the shipped layout: sqrt(N), as before
+    (1, True, 1_000_000, [1024]),
+    (2, True, 1_000_000, [128, 128]),  # balanced: each level and the id step ~N^(1/3) wide
+    (2, True, 4_344, [32, 32]),
+    (4, False, 1_000_000, [1024] * 4),  # no item-id level: sqrt(N) per level, as before
+    (2, True, 0, None),
+])
+def test_codebook_sizes_balance_levels_only_before_an_item_id_level(num_levels, item_id_level, n, sizes):
+    cfg = TokenizerConfig(num_levels=num_levels, item_id_level=item_id_level)
+    if sizes is None:
+        with pytest.raises(ValueError):
+            cfg.codebook_sizes(n)
+        return
+    assert cfg.codebook_sizes(n) == sizes
+    assert TokenizerConfig(num_levels=num_levels, item_id_level=item_id_level, codebook_size=7).codebook_sizes(n) == \
+        [7] * num_levels
+
+
 def test_auto_codebook_size_levels_default_is_one_and_below_one_raises():
     assert [auto_codebook_size(n) for n in (1, 1682, 10**6, 10**7)] == [
         auto_codebook_size(n, levels=1) for n in (1, 1682, 10**6, 10**7)]
