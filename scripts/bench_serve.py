@@ -42,12 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from inference.cache import build_cache, publish_cache  # noqa: E402
 from inference.cache.reader import open_store  # noqa: E402
+from inference.cache.shards import RecColumns  # noqa: E402
 from recdata import atomic_write_json, parse_config  # noqa: E402
 from recdata.io import atomic_write_text  # noqa: E402
 
@@ -131,16 +133,17 @@ class BenchServeConfig:
 
 def tagged_recommender(num_items: int, k: int, tag: int):
     """Scores ``tag * 1000 - rank0``: a response whose items disagree on the tag mixed two builds. User ``u<n>``'s
-    rank-r item is ``i{(n * 7919 + r * 104729 + tag) % num_items}``, computed a batch at a time so that building a
+    rank-r item is ``i{(n * 7919 + r * 104729 + tag) % num_items}``, computed a batch at a time and answered as
+    arrays (``RecColumns``: positions into one table of item names, as a model's top-k) so that building a
     10M-user cache measures the library, not this stand-in model."""
     steps = np.arange(k, dtype=np.int64) * 104729 + tag
-    scores = [float(tag * 1000 - r) for r in range(k)]
+    scores = tag * 1000 - np.arange(k, dtype=np.float64)
+    names = pa.array([f"i{j}" for j in range(num_items)], pa.string())
 
-    def recommend_fn(user_ids: list[str], histories: list[list[str]]) -> list[list[tuple[str, float]]]:
+    def recommend_fn(user_ids: list[str], histories: list[list[str]]) -> RecColumns:
         ids = np.fromiter(map(int, (u[1:] for u in user_ids)), np.int64, len(user_ids))
-        # fresh strings side by side in memory: what the library reads next, faster than a shared table of names
-        rows = np.char.add("i", ((ids[:, None] * 7919 + steps) % num_items).astype(str)).tolist()
-        return [list(zip(row, scores, strict=True)) for row in rows]
+        positions = (ids[:, None] * 7919 + steps) % num_items
+        return RecColumns.from_positions(positions, np.broadcast_to(scores, positions.shape), names)
     return recommend_fn
 
 

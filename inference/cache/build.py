@@ -8,7 +8,8 @@ process completes the last shard writes ``manifest.json``. The manifest is what 
 Cost per shard at millions of users (issue 34): one sha256 per user id to find its users (``layout.user_keys``),
 then validation, history hashes and recommendations for its own users only; an incremental refresh reads only
 the base shards that hold its users (with as many shards as the base: one). An answer goes to its file as arrays
-(``shards.RecColumns``), and the histories are kept out of the garbage collector's scans (``_gc_frozen``).
+(``shards.RecColumns``; a ``RecommendFn`` may return one, e.g. ``RecColumns.from_positions``: no tuple per row), and
+the histories are kept out of the garbage collector's scans (``_gc_frozen``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from inference.cache import layout
@@ -37,7 +39,7 @@ from recdata.io import sha256_file, sha256_json
 
 logger = logging.getLogger(__name__)
 
-RecommendFn = Callable[[list[str], list[list[str]]], list[list[tuple[str, float]]]]
+RecommendFn = Callable[[list[str], list[list[str]]], list[Recs] | RecColumns]  # per user, or as arrays (no tuples)
 
 # Build-config keys that must match for a rerun to resume (everything except the creation time).
 IDENTITY_KEYS = (
@@ -390,8 +392,6 @@ def _load_reusable(base_cache: str | Path, base_manifest: Mapping[str, Any], bas
 
 def _mark_shard_done(shard_dir: Path, shard_index: int, num_shards: int, chunks: list[list[str]],
                      shard_hash: str) -> None:
-    import pyarrow.parquet as pq
-
     files = []
     for chunk_index, users in enumerate(chunks):
         path = shard_dir / layout.chunk_file_name(chunk_index)

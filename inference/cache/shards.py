@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from inference.cache.layout import MANIFEST_NAME, USERS_META_KEY
@@ -83,10 +84,28 @@ class RecColumns:
                    np.fromiter(map(operator.itemgetter(1), flat), np.float64, len(flat)))
 
     @classmethod
-    def from_answer(cls, users: Sequence[str], answer: Sequence[Any], k: int) -> RecColumns:
+    def from_positions(cls, positions: np.ndarray, scores: np.ndarray,
+                       item_ids: pa.StringArray | Sequence[str]) -> RecColumns:
+        """An answer as array producers hold it (a model's top-k), no Python object per row: ``positions``
+        ``[users, width]`` index ``item_ids`` (best first; negative: no item, e.g. a beam search's padding), ``scores``
+        the same shape. One ``take`` gathers the ids (a position past them: ``IndexError``): build the table once."""
+        positions, scores = np.asarray(positions, np.int64), np.asarray(scores, np.float64)
+        if positions.ndim != 2 or scores.shape != positions.shape:
+            raise ValueError(f"positions {positions.shape} and scores {scores.shape} must be one [users, width] shape")
+        table = item_ids if isinstance(item_ids, pa.Array) else pa.array(list(item_ids), pa.string())
+        keep = positions >= 0
+        flat = positions.reshape(-1) if keep.all() else positions[keep]  # row-major: user by user, best first
+        return cls(keep.sum(axis=1, dtype=np.int64), pc.take(table, pa.array(flat)),
+                   scores.reshape(-1) if len(flat) == scores.size else scores[keep])
+
+    @classmethod
+    def from_answer(cls, users: Sequence[str], answer: Sequence[Any] | RecColumns, k: int) -> RecColumns:
         """A recommender's ``answer`` for ``users`` column-wise, validated (one list of at most ``k`` distinct
         ``(item_id: str, finite score)`` per user; else ``UserError`` naming the user) so a bad recommender never
-        writes a bad cache. Whole-array checks; the per-user ones run only to name a culprit or for unusual types."""
+        writes a bad cache. Whole-array checks; the per-user ones run only to name a culprit or for unusual types.
+        An answer that is already a ``RecColumns`` is checked as arrays only (``_check_columns``)."""
+        if isinstance(answer, RecColumns):
+            return _check_columns(users, answer, k)
         if len(answer) != len(users):
             raise UserError(f"recommend_fn returned {len(answer)} lists for {len(users)} users; it must return one "
                             "per user")
@@ -122,7 +141,7 @@ class RecColumns:
         """One ``[(item_id, score), ...]`` per user."""
         pairs = list(zip(self.items.to_pylist(), self.scores.tolist(), strict=True))
         bounds = np.cumsum(self.lengths).tolist()
-        return [pairs[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
+        return [pairs[a:b] for a, b in itertools.pairwise([0, *bounds])]  # no user: none
 
 
 def _has_duplicates(codes: np.ndarray, lengths: np.ndarray) -> bool:
@@ -139,6 +158,45 @@ def _has_duplicates(codes: np.ndarray, lengths: np.ndarray) -> bool:
     grid[row_user, np.arange(len(codes)) - np.repeat(np.cumsum(lengths) - lengths, lengths)] = codes
     grid.sort(axis=1)
     return bool((grid[:, 1:] == grid[:, :-1]).any())
+
+
+def _check_columns(users: Sequence[str], answer: RecColumns, k: int) -> RecColumns:
+    """A ``RecColumns`` answer under the rules of a list one, as whole arrays (no Python object per row); a bad row's
+    user, to name it, is found from the lengths."""
+    lengths, items, scores = np.asarray(answer.lengths), answer.items, np.asarray(answer.scores)
+    if (lengths.ndim != 1 or lengths.dtype.kind not in "iu" or scores.ndim != 1 or scores.dtype.kind not in "iuf"
+            or not isinstance(items, pa.Array) or not pa.types.is_string(items.type)):
+        raise UserError("recommend_fn returned a RecColumns of the wrong types: lengths must be a 1-D integer array, "
+                        "scores a 1-D float array and items a pyarrow string array")
+    if len(lengths) != len(users):
+        raise UserError(f"recommend_fn returned RecColumns for {len(lengths)} users for {len(users)} users; it must "
+                        "hold one list per user")
+    lengths, scores = lengths.astype(np.int64, copy=False), scores.astype(np.float64, copy=False)
+    if len(bad := np.flatnonzero((lengths < 0) | (lengths > k))):
+        user = int(bad[0])
+        raise UserError(f"recommend_fn returned {lengths[user]} items for user {users[user]!r}, "
+                        + ("a negative count" if lengths[user] < 0 else f"more than k={k}"))
+    ends = np.cumsum(lengths)
+    total, rows = (int(ends[-1]) if len(ends) else 0), min(len(items), len(scores))
+    if total != len(items) or total != len(scores):  # name the user whose rows run past the data, else the last
+        user = int(np.searchsorted(ends, rows, side="right")) if total > rows else len(users) - 1
+        where = (f"user {users[user]!r}'s rows run past them" if total > rows else
+                 f"rows are left over after the last user ({users[user] if users else None!r})")
+        raise UserError(f"recommend_fn returned {len(items)} items and {len(scores)} scores for lengths summing to "
+                        f"{total}: {where}; the lengths must sum to both")
+    bad_rows = np.flatnonzero(items.is_null().to_numpy(zero_copy_only=False) | ~np.isfinite(scores))
+    if len(bad_rows):
+        user = int(np.searchsorted(ends, row := int(bad_rows[0]), side="right"))  # the first bad row's user
+        raise UserError(f"recommend_fn returned {(items[row].as_py(), float(scores[row]))!r} for user "
+                        f"{users[user]!r}; expected (item_id: str, finite score)")
+    codes = items.dictionary_encode().indices.to_numpy().astype(np.int64)
+    if _has_duplicates(codes, lengths):  # the first user holding one code twice
+        row_user = np.repeat(np.arange(len(users), dtype=np.int64), lengths)
+        keys = np.sort(row_user * (int(codes.max()) + 1) + codes)
+        user = int(keys[1:][keys[1:] == keys[:-1]].min() // (int(codes.max()) + 1))
+        raise UserError(f"recommend_fn returned duplicate items for user {users[user]!r}: "
+                        f"{items.slice(ends[user] - lengths[user], lengths[user]).to_pylist()}")
+    return RecColumns(lengths, items, scores)
 
 
 def _check_answer(users: Sequence[str], answer: Sequence[Any], k: int) -> list[Recs]:

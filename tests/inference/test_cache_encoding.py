@@ -132,8 +132,10 @@ def test_bench_recommender_is_its_formula(monkeypatch):
     for num_items, k, tag in [(50_000, 20, 1), (7, 3, 2)]:
         want = [[(f"i{(int(u[1:]) * 7919 + r * 104729 + tag) % num_items}", float(tag * 1000 - r)) for r in range(k)]
                 for u in users]
-        assert bench.tagged_recommender(num_items, k, tag)(users, [[] for _ in users]) == want
-    assert bench.tagged_recommender(10, 2, 1)([], []) == []
+        answer = bench.tagged_recommender(num_items, k, tag)(users, [[] for _ in users])
+        assert isinstance(answer, RecColumns) and answer.recs() == want
+        assert RecColumns.from_answer(users, answer, k).recs() == want  # a valid answer as it stands
+    assert bench.tagged_recommender(10, 2, 1)([], []).recs() == []
 
 
 def test_build_leaves_the_garbage_collector_as_it_found_it(tmp_path):
