@@ -3,28 +3,19 @@ stay reproducible), deeper codes are well formed, and a tiny run end to end repo
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from inference.trie import ItemTrie
+from tests.scripts import loaded_script
 from tokenization import auto_codebook_size
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_decode_scale.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_decode_scale", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_decode_scale"] = module  # its dataclass resolves annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_decode_scale", None)
+    yield from loaded_script("bench_decode_scale")
 
 
 def old_token_ids(num_items: int, rng: np.random.Generator, words: int) -> np.ndarray:

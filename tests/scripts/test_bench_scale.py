@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,18 +12,12 @@ from pathlib import Path
 import pytest
 
 from recdata.errors import ConfigError
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_scale.py"
+from tests.scripts import SCRIPTS, loaded_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_scale", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_scale"] = module  # its dataclass resolves annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_scale", None)
+    yield from loaded_script("bench_scale")
 
 
 def test_fit_exponent_is_the_log_log_slope(bench):
@@ -110,7 +103,7 @@ def test_bad_flags_name_the_fix(bench, bad, message):
 
 def test_tiny_run_end_to_end(tmp_path):
     """Two sizes, every stage through the real pipeline, in a fresh process (the benchmark forks its stages)."""
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "true", "--out_dir", str(tmp_path)],
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_scale.py"), "--tiny", "true", "--out_dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "scale.json").read_text())
