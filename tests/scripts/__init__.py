@@ -11,6 +11,14 @@ from types import ModuleType
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a fresh module (not registered in ``sys.modules``)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def loaded_script(name: str) -> Iterator[ModuleType]:
     """``scripts/<name>.py`` as a module, registered in ``sys.modules`` while in use (a script's dataclasses resolve
     their annotations through it) and removed after: the body of a module-scoped fixture."""

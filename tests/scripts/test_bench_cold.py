@@ -3,7 +3,6 @@ and (slow: the real MiniLM) the whole script on the tiny pipeline."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -18,15 +17,11 @@ from recdata.errors import ConfigError
 from recdata.evaluation import evaluate_recommender, write_report
 from recdata.popularity import train_popularity
 from tests.recdata.test_cold_slice import SCRIPTED, cold_split_of
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_cold.py"
+from tests.scripts import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_cold", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_cold")
 
 
 def _fake_run(run_dir: Path, split, popularity_split=None, part="test") -> None:

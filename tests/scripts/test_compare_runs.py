@@ -4,7 +4,6 @@ user differs by the same amount, and its one-line refusals."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import pytest
 
 from inference.significance import paired_bootstrap, seed_pooled_bootstrap
 from recdata.evaluation import write_report
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_runs.py"
+from tests.scripts import load_script
 
 # user -> (ndcg@10, recall@10); dyadic values, so differences and means are exact in float64
 LLM_ROWS = {
@@ -28,10 +26,7 @@ SCRATCH_ROWS = {
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("compare_runs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_runs")
 
 
 def _write_eval(folder: Path, rows: dict[str, dict[str, tuple[float, float]]], part: str = "test") -> None:
