@@ -11,12 +11,14 @@ import torch
 
 from alignrec.llm.text_encoders import encode_llm, encode_sentence
 from alignrec.recommenders import LEARN, SASRec, train_learn, train_sasrec
+from recdata.cold_items import items_without_training, uses_cold_protocol
 from recdata.errors import UserError
 from recdata.io import sha256_json
 from recdata.item_vectors import ItemEmbeddings, load_user_embeddings
 from recdata.paths import default_llm_dir, default_sentence_encoder_dir, require
 from recdata.split import SplitDataset
 from tokenization.embeddings.cache import EmbeddingCache, model_identity
+from tokenization.embeddings.cold_imputation import impute_untrained
 from tokenization.embeddings.config import EmbeddingConfig
 from tokenization.embeddings.fusion import fuse_embeddings
 from tokenization.embeddings.text import render_catalogue
@@ -34,6 +36,8 @@ def compute_item_embeddings(cfg: EmbeddingConfig, split: SplitDataset, sasrec: S
     if cfg.source == "fused":
         weights = cfg.fusion_weight_map()
         parts = {name: _compute_part(name, cfg, split, sasrec, learn) for name in weights}
+        if uses_cold_protocol(split):  # an item without training has no behaviour vector: impute it from content
+            parts = impute_untrained(parts, items_without_training(split))
         return fuse_embeddings(parts, weights)
     return _compute_part(cfg.source, cfg, split, sasrec, learn)
 
