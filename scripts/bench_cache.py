@@ -3,10 +3,25 @@
     .venv/bin/python scripts/bench_cache.py --num_users 100000 --k 20 --out bench_cache.json
     .venv/bin/python scripts/bench_cache.py --engine ray --num_users 2000 --k 10 --chunk_size 100
 
-``--engine ray``: the same users and the same tiny random LLM (2 layers, hidden 64, real trie beam search) built
-by the local engine, then by Ray Data with 1 and 2 actors (1 CPU / torch thread each; the local engine gets 1
-torch thread too), on a local cluster; plus Ray's fixed costs: cluster start, and a build whose recommender does
-no work (planning, shuffle, actor start, commit). Chunk files of every run must be byte-identical.
+``--engine ray``: the same users and the same random LLM (real trie beam search) built by the local engine, then
+by Ray Data with 1 actor x 1 torch thread, 2 actors x 1 thread and 1 actor x 2 threads (a Ray actor's torch
+threads follow its CPUs, ``RayOptions.cpus_per_actor``; the local engine gets 1 torch thread), on a local
+cluster; plus Ray's fixed costs: cluster start, and a build whose recommender does no work (planning, shuffle,
+actor start, commit). The 1-thread runs' chunk files must be byte-identical to the local engine's; with 2 threads
+torch splits float32 reductions differently, so that run's scores may differ in their last bits: each run also
+reports whether users, ranks and items match and the largest score gap. The default model is the test suite's tiny
+Llama (2 layers, hidden 64, <= 512 items): so cheap per user that Ray's fixed costs dominate. The shipped scratch
+model's shape (configs/ml100k_scratch.yaml: a Phi decoder 256 wide, 2 layers, MLP 1024, the codes-only tokenizer,
+one level of 64 clusters + an item-id level over ML-100K's 1,349 items, histories of 1-50 items; random weights,
+no item head or popularity penalty), where the per-user cost dominates (30 beams as evaluate decodes; the cache
+stage uses num_beams = k = 20, batch 64)::
+
+    .venv/bin/python scripts/bench_cache.py --engine ray --model_arch phi --model_hidden 256 --model_layers 2 \
+        --model_intermediate 1024 --model_items 1349 --max_history 50 --k 20 --num_beams 30 \
+        --beam_batch_size 64 --num_users 4000 --chunk_size 128
+
+(~15-30 ms a user on one thread: a 1-thread run computes for 1-2 min against Ray's ~15 s fixed cost a build;
+~4-7 min in all on 2 cores.)
 
 A trivial ``recommend_fn`` (arithmetic, no model) isolates the cache's own cost: validation, Parquet
 writing, hashing, manifest. Lookups are random users with ``--miss_rate`` unknown ones (fallback path),
@@ -35,6 +50,11 @@ from recdata import atomic_write_json, parse_config  # noqa: E402
 
 logger = logging.getLogger("bench_cache")
 
+MODEL_ARCHS = ("llama", "phi")
+GRID_ITEMS = 512  # the tiny Llama recipe's codes: 3 levels of 8
+SCRATCH_CLUSTERS = 64  # ml100k_scratch: tokenizer.codebook_size auto -> 64 clusters for 1.3k items
+RAY_RUNS = (("ray1", 1, 1), ("ray2", 2, 1), ("ray1x2", 1, 2))  # (key, actors, CPUs = torch threads per actor)
+
 
 @dataclass
 class BenchCacheConfig:
@@ -48,6 +68,17 @@ class BenchCacheConfig:
     miss_rate: float = field(default=0.05, metadata={"help": "Share of lookups for users not in the cache."})
     work_dir: str | None = field(default=None, metadata={"help": "Scratch folder (default: a temp dir, deleted)."})
     out: str = field(default="bench_results/bench_cache.json", metadata={"help": "JSON results file."})
+    # --engine ray: the random LLM. Its per-user cost grows with width (~quadratically), depth, beams and history.
+    model_arch: str = field(default="llama", metadata={
+        "help": "--engine ray: 'llama': the test suite's tiny recipe (its ~400-token BPE tokenizer, 3 code levels of "
+                "8: <= 512 items); 'phi': the scratch recipe (codes-only tokenizer, 64 clusters + an item-id level)."})
+    model_hidden: int = field(default=64, metadata={"help": "--engine ray: hidden size (4 heads; a multiple of 8)."})
+    model_layers: int = field(default=2, metadata={"help": "--engine ray: decoder layers."})
+    model_intermediate: int = field(default=128, metadata={"help": "--engine ray: MLP width."})
+    model_items: int = field(default=0, metadata={"help": "--engine ray: catalogue size; 0 = min(num_items, 512)."})
+    num_beams: int = field(default=0, metadata={"help": "--engine ray: beam width (>= k); 0 = k."})
+    beam_batch_size: int = field(default=8, metadata={"help": "--engine ray: users per beam-search batch."})
+    max_history: int = field(default=20, metadata={"help": "--engine ray: user n has 1 + n % max_history items."})
 
     def __post_init__(self) -> None:
         if min(self.num_users, self.k, self.num_items, self.chunk_size, self.lookups) < 1:
@@ -56,6 +87,25 @@ class BenchCacheConfig:
             raise ValueError(f"miss_rate must be in [0, 1], got {self.miss_rate}")
         if self.engine not in ("local", "ray"):
             raise ValueError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.model_arch not in MODEL_ARCHS:
+            raise ValueError(f"model_arch must be one of {MODEL_ARCHS}, got {self.model_arch!r}")
+        if self.model_hidden < 8 or self.model_hidden % 8 or min(self.model_layers, self.model_intermediate) < 1:
+            raise ValueError(f"model_hidden must be a positive multiple of 8 (4 heads of an even size for RoPE) and "
+                             f"model_layers, model_intermediate >= 1; got {self.model_hidden}, {self.model_layers}, "
+                             f"{self.model_intermediate}")
+        if min(self.model_items, self.num_beams) < 0 or min(self.beam_batch_size, self.max_history) < 1:
+            raise ValueError("model_items and num_beams must be >= 0 (0: the default), beam_batch_size and "
+                             "max_history >= 1")
+        if self.model_arch == "llama" and self.ray_num_items > GRID_ITEMS:
+            raise ValueError(f"model_arch llama codes items on a 3 x 8 grid ({GRID_ITEMS} items), got model_items "
+                             f"{self.model_items}: use --model_arch phi (an item-id level) for a larger catalogue")
+        if self.num_beams and self.num_beams < self.k:
+            raise ValueError(f"num_beams ({self.num_beams}) must be >= k ({self.k}); raise --num_beams")
+
+    @property
+    def ray_num_items(self) -> int:
+        """The ray mode's catalogue: ``model_items``, else ``num_items`` capped at the tiny Llama's grid."""
+        return self.model_items or min(self.num_items, GRID_ITEMS)
 
 
 def trivial_recommender(num_items: int, k: int):
@@ -113,35 +163,83 @@ def run(cfg: BenchCacheConfig, work: Path) -> dict:
     return results
 
 
-def tiny_llm_recommender_parts(num_items: int, seed: int = 0):
-    """(model, hf_tokenizer, item_tokenizer): the test suite's tiny random Llama over ``num_items`` coded items."""
-    import torch
+@dataclass(frozen=True)
+class ModelShape:
+    """The ray mode's random decoder over ``num_items`` coded items (defaults: the test suite's tiny Llama)."""
 
-    from tests.conftest import build_tiny_hf_tokenizer, build_tiny_llama
+    arch: str = "llama"
+    hidden: int = 64
+    layers: int = 2
+    intermediate: int = 128
+    num_items: int = GRID_ITEMS
+
+    @classmethod
+    def of(cls, cfg: BenchCacheConfig) -> ModelShape:
+        return cls(cfg.model_arch, cfg.model_hidden, cfg.model_layers, cfg.model_intermediate, cfg.ray_num_items)
+
+
+def tiny_llm_recommender_parts(shape: ModelShape, seed: int = 0):
+    """(model, hf_tokenizer, item_tokenizer), random weights (seeded), in eval mode.
+
+    llama: ``tests.conftest.build_tiny_llama``'s config at this shape (identical at the default one) with its BPE
+    tokenizer, items on a 3 x 8 code grid. phi: ``trainer.model_setup.build_scratch_model``'s Phi at this shape
+    (mirrored, not imported: trainer pulls in trl, seconds of start-up in every actor) with the codes-only
+    tokenizer, each item one of 64 clusters + its own id token, as configs/ml100k_scratch.yaml trains.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PhiConfig, PhiForCausalLM
+
     from tokenization import ItemTokenizer
 
-    sizes = [8, 8, 8]
-    grid = np.stack(np.meshgrid(*[np.arange(c) for c in sizes], indexing="ij"), -1).reshape(-1, len(sizes))
-    codes = grid[np.sort(np.random.default_rng(seed).choice(len(grid), size=num_items, replace=False))]
-    item_tok = ItemTokenizer.from_codes([f"i{n}" for n in range(num_items)], codes.astype(np.int64), sizes)
-    hf_tok = build_tiny_hf_tokenizer()
+    rng = np.random.default_rng(seed)
+    if shape.arch == "phi":
+        from alignrec.llm.hf_tokenizer import build_codes_only_tokenizer
+
+        sizes = [SCRATCH_CLUSTERS, shape.num_items]
+        codes = np.stack([rng.integers(SCRATCH_CLUSTERS, size=shape.num_items), np.arange(shape.num_items)], -1)
+        hf_tok = build_codes_only_tokenizer()
+    else:
+        from tests.conftest import build_tiny_hf_tokenizer
+
+        sizes = [8, 8, 8]
+        grid = np.stack(np.meshgrid(*[np.arange(c) for c in sizes], indexing="ij"), -1).reshape(-1, len(sizes))
+        codes = grid[np.sort(rng.choice(len(grid), size=shape.num_items, replace=False))]
+        hf_tok = build_tiny_hf_tokenizer()
+    item_tok = ItemTokenizer.from_codes([f"i{n}" for n in range(shape.num_items)], codes.astype(np.int64), sizes)
     item_tok.add_to_tokenizer(hf_tok)
+    common = dict(vocab_size=len(hf_tok), hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+                  num_hidden_layers=shape.layers, num_attention_heads=4, tie_word_embeddings=True)
     torch.manual_seed(seed)
-    return build_tiny_llama(len(hf_tok), seed=seed).eval(), hf_tok, item_tok
+    if shape.arch == "phi":
+        config = PhiConfig(**common, num_key_value_heads=4, max_position_embeddings=128, resid_pdrop=0.0,
+                           embd_pdrop=0.0, attention_dropout=0.0, bos_token_id=hf_tok.bos_token_id,
+                           eos_token_id=hf_tok.eos_token_id, pad_token_id=hf_tok.pad_token_id)
+        return PhiForCausalLM(config).eval(), hf_tok, item_tok
+    config = LlamaConfig(**common, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=0, eos_token_id=0,
+                         pad_token_id=3)
+    return LlamaForCausalLM(config).eval(), hf_tok, item_tok
 
 
 class _TinyLLMFactory:
-    """Picklable: each Ray actor rebuilds the same tiny model (seeded) instead of receiving its weights."""
+    """Picklable: each Ray actor rebuilds the same model (seeded) instead of receiving its weights; with
+    ``threads_log``, it appends the torch threads it runs with (the report's proof of each run's threads)."""
 
-    def __init__(self, num_items: int, k: int):
-        self.num_items, self.k = num_items, k
+    def __init__(self, shape: ModelShape, k: int, num_beams: int = 0, batch_size: int = 8,
+                 threads_log: str | None = None):
+        self.shape, self.k, self.num_beams, self.batch_size = shape, k, num_beams or k, batch_size
+        self.threads_log = threads_log
 
     def __call__(self):
+        import torch
+
         from inference import llm_recommender
 
-        model, hf_tok, item_tok = tiny_llm_recommender_parts(self.num_items)
-        return llm_recommender(model, hf_tok, item_tok, k=self.k, num_beams=self.k, exclude_history=True,
-                               batch_size=8)
+        if self.threads_log:
+            with open(self.threads_log, "a") as f:
+                f.write(f"{torch.get_num_threads()}\n")
+        model, hf_tok, item_tok = tiny_llm_recommender_parts(self.shape)
+        return llm_recommender(model, hf_tok, item_tok, k=self.k, num_beams=self.num_beams, exclude_history=True,
+                               batch_size=self.batch_size)
 
 
 class _NoWorkFactory:
@@ -153,23 +251,27 @@ class _NoWorkFactory:
 
 
 def run_ray(cfg: BenchCacheConfig, work: Path) -> dict:
-    """Local engine vs Ray (1 and 2 actors) on the same users and tiny LLM; Ray's start-up and fixed costs."""
+    """Local engine vs Ray (``RAY_RUNS``) on the same users and random LLM; Ray's start-up and fixed costs."""
     import os
 
     import torch
 
     from inference.cache.ray_build import RayOptions, build_cache_ray
 
-    num_items = min(cfg.num_items, 512)
+    shape = ModelShape.of(cfg)
     rng = random.Random(0)
-    histories = {f"u{n}": [f"i{rng.randrange(num_items)}" for _ in range(1 + n % 20)] for n in range(cfg.num_users)}
+    histories = {f"u{n}": [f"i{rng.randrange(shape.num_items)}" for _ in range(1 + n % cfg.max_history)]
+                 for n in range(cfg.num_users)}
     results: dict = {"config": vars(cfg), "engine": "ray", "python": platform.python_version(),
-                     "machine": platform.machine(), "cpus": os.cpu_count(), "num_items": num_items,
-                     "torch": torch.__version__}
+                     "machine": platform.machine(), "cpus": os.cpu_count(), "num_items": shape.num_items,
+                     "model": vars(shape), "torch": torch.__version__}
+
+    def factory(key: str) -> _TinyLLMFactory:
+        return _TinyLLMFactory(shape, cfg.k, cfg.num_beams, cfg.beam_batch_size, str(work / f"{key}.threads"))
+
     torch.set_num_threads(1)
-    factory = _TinyLLMFactory(num_items, cfg.k)
     t0 = time.perf_counter()
-    build_cache(factory(), histories, work / "local", cfg.k, 0, 1, chunk_size=cfg.chunk_size, progress=False)
+    build_cache(factory("local")(), histories, work / "local", cfg.k, 0, 1, chunk_size=cfg.chunk_size, progress=False)
     results["local_s"] = time.perf_counter() - t0
 
     import ray
@@ -180,35 +282,69 @@ def run_ray(cfg: BenchCacheConfig, work: Path) -> dict:
     results["ray_init_s"] = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
-        build_cache_ray(_NoWorkFactory(num_items, cfg.k), histories, work / "nowork", cfg.k, chunk_size=cfg.chunk_size,
-                        options=RayOptions(num_actors=1, progress=False))
+        build_cache_ray(_NoWorkFactory(shape.num_items, cfg.k), histories, work / "nowork", cfg.k,
+                        chunk_size=cfg.chunk_size, options=RayOptions(num_actors=1, progress=False))
         results["ray_no_work_s"] = time.perf_counter() - t0
-        for actors in (1, 2):
+        for key, actors, cpus in RAY_RUNS:
             t0 = time.perf_counter()
-            build_cache_ray(factory, histories, work / f"ray{actors}", cfg.k, chunk_size=cfg.chunk_size,
-                            options=RayOptions(num_actors=actors, progress=False))
-            results[f"ray{actors}_s"] = time.perf_counter() - t0
+            build_cache_ray(factory(key), histories, work / key, cfg.k, chunk_size=cfg.chunk_size,
+                            options=RayOptions(num_actors=actors, cpus_per_actor=float(cpus), progress=False))
+            results[f"{key}_s"] = time.perf_counter() - t0
     finally:
         ray.shutdown()
-    local = {p.relative_to(work / "local"): p.read_bytes() for p in (work / "local").rglob("chunk-*.parquet")}
-    for actors in (1, 2):
-        other = {p.relative_to(work / f"ray{actors}"): p.read_bytes()
-                 for p in (work / f"ray{actors}").rglob("chunk-*.parquet")}
-        results[f"ray{actors}_identical_chunks"] = other == local
-    for key in ("local", "ray1", "ray2"):
+    for key, _, _ in RAY_RUNS:
+        results.update({f"{key}_{name}": value for name, value in compare_chunks(work / "local", work / key).items()})
+    for key in ("local", *(run[0] for run in RAY_RUNS)):
         results[f"{key}_users_per_s"] = cfg.num_users / results[f"{key}_s"]
+        log = work / f"{key}.threads"  # one line per model built (a retried actor adds one)
+        results[f"{key}_torch_threads"] = sorted({int(n) for n in log.read_text().split()}) if log.exists() else []
+    results["speedup_ray2_over_ray1"] = results["ray2_users_per_s"] / results["ray1_users_per_s"]
+    results["speedup_ray2_over_ray1x2"] = results["ray2_users_per_s"] / results["ray1x2_users_per_s"]
     return results
 
 
+def compare_chunks(reference: Path, other: Path) -> dict:
+    """``identical_chunks``: the same chunk files byte for byte; ``same_items``: the same users, ranks and items;
+    ``max_score_diff``: the largest score gap (None: not the same items). Why both: torch with 2 threads splits
+    float32 reductions differently from 1, so a 2-thread build's scores may differ in their last bits."""
+    import pyarrow.parquet as pq
+
+    ref = {p.relative_to(reference): p for p in reference.rglob("chunk-*.parquet")}
+    out = {p.relative_to(other): p for p in other.rglob("chunk-*.parquet")}
+    if ref.keys() != out.keys():
+        return {"identical_chunks": False, "same_items": False, "max_score_diff": None}
+    identical, same, gap = True, True, 0.0
+    for name, path in ref.items():
+        if path.read_bytes() == out[name].read_bytes():
+            continue
+        identical = False
+        a, b = pq.read_table(path), pq.read_table(out[name])
+        keys = [c for c in a.column_names if c != "score"]
+        if a.column_names != b.column_names or not a.select(keys).equals(b.select(keys)):
+            same = False
+            break
+        gap = max(gap, float(np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max(initial=0.0)))
+    return {"identical_chunks": identical, "same_items": same, "max_score_diff": gap if same else None}
+
+
 def print_ray(cfg: BenchCacheConfig, results: dict) -> None:
-    print(f"cache build, tiny LLM: {cfg.num_users:,} users x K={cfg.k}, chunks of {cfg.chunk_size}, "
-          f"{results['cpus']} CPUs")
-    print(f"  {'run':<36} {'wall s':>8} {'users/s':>9}")
-    for key, name in (("local", "local engine (1 torch thread)"), ("ray1", "ray, 1 actor"), ("ray2", "ray, 2 actors")):
+    m = results["model"]
+    print(f"cache build, random {m['arch']} ({m['layers']} layers x {m['hidden']} wide, MLP {m['intermediate']}, "
+          f"{m['num_items']:,} items, {cfg.num_beams or cfg.k} beams): {cfg.num_users:,} users x K={cfg.k}, "
+          f"chunks of {cfg.chunk_size}, {results['cpus']} CPUs")
+    print(f"  {'run':<36} {'wall s':>8} {'users/s':>9} {'threads':>8}")
+    for key, name in (("local", "local engine (1 torch thread)"), ("ray1", "ray, 1 actor x 1 torch thread"),
+                      ("ray2", "ray, 2 actors x 1 torch thread"), ("ray1x2", "ray, 1 actor x 2 torch threads")):
         extra = "" if key == "local" else f"  identical chunks: {results[key + '_identical_chunks']}"
-        print(f"  {name:<36} {results[key + '_s']:>8.1f} {results[key + '_users_per_s']:>9.1f}{extra}")
+        if key != "local" and not results[key + "_identical_chunks"]:
+            extra += (f" (same items, max score diff {results[key + '_max_score_diff']:.1e})"
+                      if results[key + "_same_items"] else " (different items)")
+        threads = ",".join(map(str, results[key + "_torch_threads"])) or "?"
+        print(f"  {name:<36} {results[key + '_s']:>8.1f} {results[key + '_users_per_s']:>9.1f} {threads:>8}{extra}")
     print(f"  {'ray cluster start (ray.init)':<36} {results['ray_init_s']:>8.1f}")
     print(f"  {'ray build, recommender doing no work':<36} {results['ray_no_work_s']:>8.1f}")
+    print(f"  speedup (users/s): 2 actors / 1 actor x 1 thread {results['speedup_ray2_over_ray1']:.2f}, "
+          f"2 actors / 1 actor x 2 threads {results['speedup_ray2_over_ray1x2']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> dict:
