@@ -20,6 +20,7 @@ def test_cold_runs_key_the_mask_into_embeddings_and_tasks_only(run_folder, monke
     marked = [name for name, plan in plans.items() if plan.resolved.get("cold_softmax_mask")]
     assert marked == ["embeddings", "tasks"]
     assert not [name for name, plan in _plans(run_folder).items() if "cold_softmax_mask" in plan.resolved]
+    assert not [name for name, plan in plans.items() if "cold_cf_imputed" in plan.resolved]  # file vectors: none
     import alignrec.pipeline.stages.embeddings as embeddings
     import alignrec.pipeline.stages.tasks as tasks
 
@@ -28,3 +29,16 @@ def test_cold_runs_key_the_mask_into_embeddings_and_tasks_only(run_folder, monke
     before = _plans(cold)
     assert [name for name in plans if plans[name].key != before[name].key] == [
         "embeddings", "tokenizer", "tasks", "train", "preference", "evaluate", "cache", "export"]
+
+
+def test_fused_cold_runs_key_the_imputed_cf_rows():
+    from types import SimpleNamespace
+
+    from alignrec.pipeline.stages.embeddings import _embeddings_key
+
+    def key(source, fraction):
+        return _embeddings_key({"source": source}, SimpleNamespace(sections={"data": {"cold_item_fraction": fraction}}))
+
+    assert key("fused", 0.1) == {"cold_softmax_mask": 1, "cold_cf_imputed": 1}
+    assert key("text", 0.1) == {"cold_softmax_mask": 1}
+    assert key("fused", 0.0) == {}

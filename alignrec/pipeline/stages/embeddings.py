@@ -38,9 +38,13 @@ def _embedding_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
 
 def _embeddings_key(section: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
     """The knowledge section joins the key only of stages that read it, so other runs keep their keys; likewise the
-    cold-item protocol's softmax mask of the SASRec / LEARN training here (``cold_mask_key``)."""
+    cold-item protocol's softmax mask of the SASRec / LEARN training here (``cold_mask_key``) and, for fused
+    vectors, the imputed CF rows of its items without training (``tokenization.embeddings.cold_imputation``), so
+    a cold run made before the imputation recomputes its vectors."""
     knowledge = {"knowledge": run_cfg.sections.get("knowledge", {})} if uses_knowledge(section) else {}
-    return {**knowledge, **cold_mask_key(run_cfg)}
+    cold = cold_mask_key(run_cfg)
+    imputed = {"cold_cf_imputed": 1} if cold and section.get("source") == "fused" else {}
+    return {**knowledge, **cold, **imputed}
 
 
 def run_embeddings(ctx: StageContext) -> dict[str, Any]:
