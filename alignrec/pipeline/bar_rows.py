@@ -43,7 +43,6 @@ def bar_recommenders(section: Mapping[str, Any], emb_cfg: Any, split: Any, out_d
                      exclude_history: bool) -> dict[str, Any]:
     """``{row: recommend_fn}`` of the bar points the section names; their training records go to bar.json."""
     from alignrec.recommenders import as_recommend_fn
-    from alignrec.recommenders.bar import train_bar
     from recdata.io import atomic_write_json
     from tokenization.embeddings import text_embeddings
 
@@ -57,7 +56,7 @@ def bar_recommenders(section: Mapping[str, Any], emb_cfg: Any, split: Any, out_d
         if key == "sasrec_content":
             vectors = text_embeddings(emb_cfg, split)
             text = (list(vectors.item_ids), vectors.vectors)
-        model = train_bar(split, params, seed=emb_cfg.sasrec_seed, text=text, log_file=out_dir / f"{key}_metrics.jsonl")
+        model = _train_cached(key, split, params, emb_cfg, text, out_dir / f"{key}_metrics.jsonl")
         info[key] = {"params": dict(params), "seed": emb_cfg.sasrec_seed, **model.train_info}
         logger.info("%s: valid NDCG@10 %.4f after %d epochs", key, model.train_info["best_valid_ndcg@10"],
                     model.train_info["epochs"])
@@ -66,3 +65,28 @@ def bar_recommenders(section: Mapping[str, Any], emb_cfg: Any, split: Any, out_d
     if info:
         atomic_write_json(out_dir / "bar.json", json.loads(json.dumps(info, default=float)))
     return rows
+
+
+def _train_cached(key: str, split: Any, params: Mapping[str, Any], emb_cfg: Any, text: Any, log_file: Path):
+    """The bar point trained with the run's SASRec seed, or its cached model (``baseline_cache``): a re-run of the
+    evaluate stage for a change of ours does not re-train the bar. The content row's key holds the text vectors'
+    digest and its adaptor knobs."""
+    import hashlib
+
+    import numpy as np
+
+    from alignrec.pipeline.baseline_cache import baseline_key, cached_baseline
+    from alignrec.recommenders import KnowledgeSASRec, SASRec
+    from alignrec.recommenders.bar import CONTENT_DEFAULTS, bar_sasrec_config, train_bar
+
+    extra: dict[str, Any] = {}
+    if text is not None:
+        digest = hashlib.sha256(json.dumps(list(text[0])).encode())
+        digest.update(np.ascontiguousarray(text[1], dtype=np.float32).tobytes())
+        extra = {"content": {k: params.get(k, v) for k, v in CONTENT_DEFAULTS.items()}, "text": digest.hexdigest()}
+    cfg = bar_sasrec_config(params, sasrec_seed=emb_cfg.sasrec_seed)
+    loader = KnowledgeSASRec.from_pretrained if text is not None else SASRec.from_pretrained
+    return cached_baseline(f"bar-{key}", baseline_key(split, cfg, extra),
+                           emb_cfg.resolved_cache_dir() if emb_cfg.use_cache else None,
+                           lambda: train_bar(split, params, seed=emb_cfg.sasrec_seed, text=text, log_file=log_file),
+                           loader)

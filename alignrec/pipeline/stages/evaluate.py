@@ -29,16 +29,20 @@ SFT_ROW = "alignrec_sft"  # with the preference stage on, "alignrec" is SFT+DPO 
 def _bce_sasrec(ctx: StageContext):
     """The BCE-loss SASRec (one sampled negative per position) that generative-recommendation papers report:
     the embeddings section's SASRec hyper-parameters with ``sasrec_loss: bce``, trained here so adding the row
-    re-runs only this stage."""
+    re-runs only this stage (and cached: a re-run for a change of ours loads it)."""
     import dataclasses
 
-    from alignrec.recommenders import train_sasrec
+    from alignrec.pipeline.baseline_cache import baseline_key, cached_baseline
+    from alignrec.recommenders import SASRec, train_sasrec
     from recdata import SplitDataset
 
     (emb_cfg,) = build_section(embedding_classes(), ctx.run_config.sections.get("embeddings", {}), {}, "embeddings")
     split = SplitDataset.load(ctx.upstream("data") / "split")
-    model = train_sasrec(split, dataclasses.replace(emb_cfg.sasrec_config(), sasrec_loss="bce"),
-                         log_file=ctx.out_dir / "sasrec_bce_metrics.jsonl")
+    sasrec_cfg = dataclasses.replace(emb_cfg.sasrec_config(), sasrec_loss="bce")
+    model = cached_baseline("bce-sasrec", baseline_key(split, sasrec_cfg),
+                            emb_cfg.resolved_cache_dir() if emb_cfg.use_cache else None,
+                            lambda: train_sasrec(split, sasrec_cfg, log_file=ctx.out_dir / "sasrec_bce_metrics.jsonl"),
+                            SASRec.from_pretrained)
     model.save_pretrained(ctx.out_dir / "sasrec_bce")
     return model
 
