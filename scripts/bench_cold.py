@@ -3,6 +3,7 @@
     python scripts/bench_cold.py configs/amazon_scientific.yaml                       # valid targets, 10% cold
     python scripts/bench_cold.py configs/amazon_scientific.yaml --cold_item_fraction 0.05 --set train.seed=43
     python scripts/bench_cold.py configs/amazon_scientific.yaml --part test           # the final table only
+    python scripts/bench_cold.py configs/amazon_scientific.yaml --requests_file R.jsonl   # + requests in words
 
 The run is the config plus ``data.cold_item_fraction`` (a seeded share of items loses every training interaction,
 ``recdata.cold_items``; they stay valid/test targets), ``evaluate.text_retriever_baseline: true``,
@@ -20,7 +21,10 @@ and its ``cold_items`` slice). Per row and slice: Recall@10 / NDCG@10 (the large
 stops there) with a 95% percentile bootstrap over the slice's examples (``significance.bootstrap_interval``), and
 the paired bootstrap of ours - row over the same examples (``significance.paired_bootstrap``; 2,000 resamples).
 Valid targets by default; ``--part test`` only for the final table of a chosen config (sweeps never read test).
-Writes ``--out`` JSON (default ``bench_results/cold_<name>_<part>.json``) and its Markdown twin.
+``--requests_file`` (``alignrec tasks requests`` output) adds one more table: the same run's model and the MiniLM
+retriever on the part's requests, ``request`` and ``request_history`` (``bench_cold_requests``; the other part's
+requests are not read). Writes ``--out`` JSON (default ``bench_results/cold_<name>_<part>.json``) and its Markdown
+twin.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from bench_cold_requests import render_requests, request_table  # noqa: E402
 from bench_quality import PART_KEY, compared_metrics, run_and_read  # noqa: E402
 
 from alignrec.pipeline import load_run_config  # noqa: E402
@@ -45,7 +50,7 @@ from inference.report_tables import bootstrap_table, estimate_cell, markdown_tab
 from inference.significance import bootstrap_interval, paired_bootstrap  # noqa: E402
 from recdata import SplitDataset  # noqa: E402
 from recdata.cold_items import COLD_LABEL, items_without_training, uses_cold_protocol  # noqa: E402
-from recdata.errors import ConfigError  # noqa: E402
+from recdata.errors import ConfigError, UserError  # noqa: E402
 from recdata.evaluation import load_per_user, sample_examples  # noqa: E402
 from recdata.io import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -156,6 +161,8 @@ def render(result: dict[str, Any], title: str) -> str:
                   "`cold` = the cold targets only):", "",
                   *bootstrap_table(result["versus_ours"], [_column(s, m) for s in SLICES for m in metrics],
                                    first=f"{OURS} - row")]
+    if "requests" in result:
+        lines += ["", *render_requests(result["requests"], RESAMPLES)]
     return "\n".join(lines) + "\n"
 
 
@@ -168,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no_learn", action="store_true", help="leave the LEARN row out (no LEARN training)")
     parser.add_argument("--runs_dir", default=None, help="where the cold run goes (default the config's runs_dir)")
     parser.add_argument("--out", default=None, help="JSON output (default bench_results/cold_<name>_<part>.json)")
+    parser.add_argument("--requests_file", default="",
+                        help="`alignrec tasks requests` output: add the request / request_history table (default none)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override, as `alignrec run --set` (YAML value; null removes the key); repeatable")
     args = parser.parse_args(argv)
@@ -177,8 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         cold_cfg = cold_run_config(run_cfg, args.cold_item_fraction, args.part, learn=not args.no_learn)
     except ConfigError as exc:
         parser.error(str(exc))
+    if args.requests_file and not Path(args.requests_file).is_file():
+        parser.error(f"--requests_file {args.requests_file} does not exist; write it with `alignrec tasks requests`")
     result = run_and_read(cold_cfg, None, "evaluate")
     rows = cold_rows(Path(result["run_dir"]), args.part)
+    if args.requests_file:
+        try:
+            rows["requests"] = request_table(cold_cfg, Path(args.requests_file), args.part, RESAMPLES)
+        except UserError as exc:
+            parser.exit(exc.exit_code, f"{parser.prog}: error: {exc}\n")
     markdown = render(rows, f"Cold items: {run_cfg.name}, {args.part} targets, cold fraction {args.cold_item_fraction:g}")
     out = Path(args.out or f"bench_results/cold_{run_cfg.name}_{args.part}.json")
     atomic_write_json(out, {"config": args.config, "overrides": args.set, "cold_item_fraction": args.cold_item_fraction,

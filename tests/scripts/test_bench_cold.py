@@ -24,12 +24,13 @@ def _bench():
     return load_script("bench_cold")
 
 
-def _fake_run(run_dir: Path, split, popularity_split=None, part="test") -> None:
-    """A run folder as the pipeline leaves it: the split, and an evaluation of two scripted rows on ``part``."""
+def fake_run(run_dir: Path, split, popularity_split=None, part="test") -> None:
+    """A run folder as the pipeline leaves it: the split, and an evaluation of two scripted rows on ``part``'s
+    examples (also what ``test_bench_cold_requests`` runs the script on)."""
     split.save(run_dir / "data" / "split")
     rows = {"alignrec": lambda users, hists: [[(i, 1.0) for i in SCRIPTED[u]] for u in users],
             "other": lambda users, hists: [[("i1", 1.0)] for _ in users]}
-    examples = split.eval_examples("test")
+    examples = split.eval_examples(part)
     counts = train_popularity(popularity_split or split)
     reports = {name: evaluate_recommender(fn, examples, [1, 10], split.dataset.item_ids(), counts,
                                           cold_items=items_without_training(split), show_progress=False)
@@ -41,7 +42,7 @@ def _fake_run(run_dir: Path, split, popularity_split=None, part="test") -> None:
 
 def test_cold_rows_exact_on_the_tiny_split(tmp_path, tiny_split):
     bench = _bench()
-    _fake_run(tmp_path, cold_split_of(tiny_split, "i5"))
+    fake_run(tmp_path, cold_split_of(tiny_split, "i5"))
     result = bench.cold_rows(tmp_path, "test")
     assert result["metrics"] == ["recall@10", "ndcg@10"]
     # test targets u1 i5, u2 i7, u3 i1, u4 i7, u5 i5: i5 withheld, i7 never bought -> 4 cold, 2 of them withheld
@@ -69,14 +70,14 @@ def test_cold_rows_exact_on_the_tiny_split(tmp_path, tiny_split):
 def test_cold_rows_refuse_another_part_a_plain_split_and_a_leaked_evaluation(tmp_path, tiny_split):
     bench = _bench()
     cold = cold_split_of(tiny_split, "i5")
-    _fake_run(tmp_path / "valid_run", cold, part="valid")
+    fake_run(tmp_path / "valid_run", cold, part="valid")
     with pytest.raises(ValueError, match="scored 'valid' targets, not 'test'"):
         bench.cold_rows(tmp_path / "valid_run", "test")
-    _fake_run(tmp_path / "plain", tiny_split)
+    fake_run(tmp_path / "plain", tiny_split)
     with pytest.raises(ValueError, match="no cold-item protocol"):
         bench.cold_rows(tmp_path / "plain", "test")
     # an evaluation whose popularity counted the withheld i5 (training the models must not see): unseen != cold
-    _fake_run(tmp_path / "leak", cold, popularity_split=tiny_split)
+    fake_run(tmp_path / "leak", cold, popularity_split=tiny_split)
     with pytest.raises(ValueError, match="unseen bucket n 2 != 4 cold targets"):
         bench.cold_rows(tmp_path / "leak", "test")
 
