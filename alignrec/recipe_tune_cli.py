@@ -35,6 +35,10 @@ class RecipeTuneConfig:
                                                        "default <runs_dir>/<name>__recipe_tune; a rerun resumes."})
     seed: int = field(default=42, metadata={"help": "Seed of the random points once the coordinate search stops "
                                                     "improving (trainings keep the config's own seeds)."})
+    base_run: str = field(default="", metadata={"help": "A finished run of this config under another name (e.g. "
+                                                     "runs/<name>__seed42 from bench_quality.py --seeds): its stages "
+                                                     "are hard-linked into the base run where it has none, so they "
+                                                     "are not computed again (a stage whose key differs re-runs)."})
     overwrite: bool = field(default=False, metadata={"help": "Write into a non-empty folder alignrec did not "
                                                              "create (its files are kept)."})
 
@@ -57,5 +61,5 @@ def _run(args, argv) -> int:
 
     (cfg,) = parse_config([RecipeTuneConfig], argv)
     tune_recipe(cfg.run_config, cfg.budget, space_file=cfg.space, out_dir=cfg.out_dir, seed=cfg.seed,
-                overwrite=cfg.overwrite)
+                overwrite=cfg.overwrite, base_run=cfg.base_run)
     return 0

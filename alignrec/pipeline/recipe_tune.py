@@ -223,10 +223,26 @@ def _validate_points(run_cfg: RunConfig, space: Mapping[str, list[Any]], start: 
             validate_sections(cfg.sections, f"{run_cfg.source} with {axis}={_cell(value)}")
 
 
+def _start_from(base_run: Path, run_dir: Path) -> None:
+    """Hard-link a finished run's stages into the base run where it has none (``seed_from_base``): a run of the
+    same config under another name (``bench_quality.py --seeds`` writes ``<name>__seed42``) then saves the stages
+    upstream of train (minutes to an hour on a large catalogue) and, when its train key is the start point's, the
+    first trial's training. Stages whose key differs re-run as ever."""
+    from alignrec.pipeline.runner import read_stage_record
+    from alignrec.pipeline.variants import seed_from_base
+
+    if not any((read_stage_record(base_run / stage) or {}).get("status") == "complete" for stage in STAGE_NAMES):
+        raise ConfigError(f"--base_run {base_run} holds no finished stage of an alignrec run; pass a run folder "
+                          "(runs/<name>) or leave it out")
+    copied = seed_from_base(base_run, run_dir)
+    logger.info("base run %s: stages %s hard-linked from %s", run_dir, copied or "none (it has its own)", base_run)
+
+
 def tune_recipe(config_path: str | Path, budget: int, space_file: str = "", out_dir: str = "", seed: int = 42,
-                overwrite: bool = False) -> dict[str, Any]:
+                overwrite: bool = False, base_run: str = "") -> dict[str, Any]:
     """Run the search; write trials.jsonl, trials.md, tuned.yaml (the chosen overrides), ``<config>.tuned.yaml``
-    (the config with them) and summary.json into the output folder; return the summary."""
+    (the config with them) and summary.json into the output folder; return the summary. ``base_run``: a finished
+    run of the config whose stages the base run starts from (``_start_from``)."""
     import yaml
 
     from alignrec.pipeline import load_run_config, run_pipeline
@@ -255,6 +271,8 @@ def tune_recipe(config_path: str | Path, budget: int, space_file: str = "", out_
     tuned_name = f"{path.name.removesuffix('.yaml').removesuffix('.yml')}.tuned.yaml"
     _claim_files(out, ["tune_config.json", "trials.jsonl", "trials.md", "tuned.yaml", tuned_name, "summary.json",
                        "runs"])
+    if base_run:
+        _start_from(Path(base_run), run_cfg.run_dir)
     run_pipeline(run_cfg, until="tasks")  # the base run: every stage upstream of train, once, for every trial
     identity = _identity(run_cfg, space, start)
     check_resumable(out / "tune_config.json", identity, under="identity")

@@ -149,3 +149,31 @@ def test_tuned_config_keeps_comments_or_says_it_could_not():
     text, kept = tuned_config_text(source, {"export.k": 1}, "# header\n")  # a flow-style section: dumped instead
     assert not kept and "could not be kept" in text
     assert yaml.safe_load(text) == {"name": "x", "train": {"hidden": 256, "lr": 0.003}, "export": {"k": 1}}
+
+
+def test_base_run_starts_the_search_from_a_finished_run_of_another_name(tmp_path, tiny_chat_tokenizer):
+    """A seed run (``<name>__seed42``) given as --base_run: the base run gets its stages, the first trial (the
+    config's own point) reuses its training; a folder without finished stages is one ConfigError."""
+    config = tiny_run_config(tmp_path, tiny_chat_tokenizer)
+    config["train"]["max_steps"] = 3
+    config["tokenizer"]["rq_epochs"] = 10
+    cfg_path, space_path = tmp_path / "run.yaml", tmp_path / "space.yaml"
+    cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    space_path.write_text(yaml.safe_dump({"evaluate.num_beams": [6, 8]}))
+    assert alignrec_main(["run", "--config", str(cfg_path), "--name", "tiny__seed42", "--until", "evaluate"]) == 0
+    seed_run = tmp_path / "runs" / "tiny__seed42"
+    seed_train = json.loads((seed_run / "train" / "stage.json").read_text())
+    with pytest.raises(ConfigError, match="no finished stage"):
+        tune_recipe(cfg_path, 2, space_file=str(space_path), out_dir=str(tmp_path / "bad"),
+                    base_run=str(tmp_path / "data"))
+    out = tmp_path / "tune"
+    assert alignrec_main(["recipe-tune", "--run_config", str(cfg_path), "--budget", "2", "--space", str(space_path),
+                          "--out_dir", str(out), "--base_run", str(seed_run)]) == 0
+    trials = _trials(out)
+    assert [t["params"] for t in trials] == [{"evaluate.num_beams": 6}, {"evaluate.num_beams": 8}]
+    assert [t["train_ran"] for t in trials] == [False, False]  # neither trained: the seed run's training serves
+    for stage in ("data", "embeddings", "tokenizer", "tasks", "train"):  # the very records the seed run wrote
+        base = json.loads((tmp_path / "runs" / "tiny" / stage / "stage.json").read_text())
+        assert base == json.loads((seed_run / stage / "stage.json").read_text())
+    trial_train = json.loads((out / "runs" / trials[0]["run"] / "train" / "stage.json").read_text())
+    assert trial_train["started"] == seed_train["started"]
