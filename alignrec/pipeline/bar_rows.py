@@ -75,7 +75,7 @@ def _train_cached(key: str, split: Any, params: Mapping[str, Any], emb_cfg: Any,
 
     import numpy as np
 
-    from alignrec.pipeline.baseline_cache import baseline_key, cached_baseline
+    from alignrec.pipeline.baseline_cache import baseline_key, cache_root, cached_baseline
     from alignrec.recommenders import KnowledgeSASRec, SASRec
     from alignrec.recommenders.bar import CONTENT_DEFAULTS, bar_sasrec_config, train_bar
 
@@ -87,6 +87,6 @@ def _train_cached(key: str, split: Any, params: Mapping[str, Any], emb_cfg: Any,
     cfg = bar_sasrec_config(params, sasrec_seed=emb_cfg.sasrec_seed)
     loader = KnowledgeSASRec.from_pretrained if text is not None else SASRec.from_pretrained
     return cached_baseline(f"bar-{key}", baseline_key(split, cfg, extra),
-                           emb_cfg.resolved_cache_dir() if emb_cfg.use_cache else None,
+                           cache_root(emb_cfg),
                            lambda: train_bar(split, params, seed=emb_cfg.sasrec_seed, text=text, log_file=log_file),
                            loader)

@@ -24,7 +24,7 @@ from recdata.split import SplitDataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["baseline_key", "cached_baseline"]
+__all__ = ["baseline_key", "cache_root", "cached_baseline"]
 
 MODEL_DIR = "model"
 
@@ -35,6 +35,11 @@ def baseline_key(split: SplitDataset, cfg: SASRecConfig, extra: Mapping[str, Any
     return {"data": split.dataset.fingerprint(), "max_history": split.max_history,
             "sasrec": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sasrec_device"},
             "extra": dict(extra or {})}
+
+
+def cache_root(emb_cfg: Any) -> Path | None:
+    """Where the embeddings section keeps its cache, or None when it turns the cache off (``use_cache: false``)."""
+    return emb_cfg.resolved_cache_dir() if emb_cfg.use_cache else None
 
 
 def cached_baseline(kind: str, key: Mapping[str, Any], cache_root: str | Path | None,

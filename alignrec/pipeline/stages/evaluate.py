@@ -32,7 +32,7 @@ def _bce_sasrec(ctx: StageContext):
     re-runs only this stage (and cached: a re-run for a change of ours loads it)."""
     import dataclasses
 
-    from alignrec.pipeline.baseline_cache import baseline_key, cached_baseline
+    from alignrec.pipeline.baseline_cache import baseline_key, cache_root, cached_baseline
     from alignrec.recommenders import SASRec, train_sasrec
     from recdata import SplitDataset
 
@@ -40,7 +40,7 @@ def _bce_sasrec(ctx: StageContext):
     split = SplitDataset.load(ctx.upstream("data") / "split")
     sasrec_cfg = dataclasses.replace(emb_cfg.sasrec_config(), sasrec_loss="bce")
     model = cached_baseline("bce-sasrec", baseline_key(split, sasrec_cfg),
-                            emb_cfg.resolved_cache_dir() if emb_cfg.use_cache else None,
+                            cache_root(emb_cfg),
                             lambda: train_sasrec(split, sasrec_cfg, log_file=ctx.out_dir / "sasrec_bce_metrics.jsonl"),
                             SASRec.from_pretrained)
     model.save_pretrained(ctx.out_dir / "sasrec_bce")
