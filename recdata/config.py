@@ -18,6 +18,7 @@ import enum
 import json
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,9 @@ def reject_unknown_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -
     raise ConfigError(f"unknown flag(s) {' '.join(unknown)}{hints}{valid} (see --help)")
 
 
+_PERCENT = re.compile(r"%%|%\(|%")  # escaped, a format field, or a literal %
+
+
 def build_parser(dataclass_types: Sequence[type]) -> argparse.ArgumentParser:
     """The ``HfArgumentParser`` of ``parse_config``: prog of the running command, ``--config`` listed, argparse
     errors raised as ``ConfigError``, booleans shown as ``{true,false}``."""
@@ -277,6 +281,8 @@ def build_parser(dataclass_types: Sequence[type]) -> argparse.ArgumentParser:
     for action in parser._actions:
         if action.type is string_to_bool:
             action.metavar = "{true,false}"
+        if action.help:  # argparse %-formats help ("%(default)s"): a literal % (e.g. "n % k") would break --help
+            action.help = _PERCENT.sub(lambda m: "%%" if m.group() == "%" else m.group(), action.help)
     parser.epilog = "All flags may also be given in a YAML file with --config FILE.yaml (flags win)."
     return parser
 

@@ -75,3 +75,16 @@ def test_atomic_dir_replaces_whole_folder(tmp_path):
 def test_sha256_json_ignores_key_order():
     assert sha256_json({"a": 1, "b": [1, 2]}) == sha256_json({"b": [1, 2], "a": 1})
     assert sha256_json({"a": 1}) != sha256_json({"a": 2})
+
+
+@dataclass
+class _PercentCfg:
+    share: int = field(default=5, metadata={"help": "user n keeps n % share items; 100% of them, 50%% escaped"})
+
+
+def test_help_with_a_literal_percent_renders():
+    from recdata.config import build_parser
+
+    text = build_parser([_PercentCfg]).format_help()
+    assert "user n keeps n % share items; 100% of them, 50% escaped" in " ".join(text.split())
+    assert "(default: 5)" in text  # argparse's own %(default)s still formats
