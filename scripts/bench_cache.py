@@ -9,7 +9,10 @@ threads follow its CPUs, ``RayOptions.cpus_per_actor``; the local engine gets 1 
 cluster; plus Ray's fixed costs: cluster start, and a build whose recommender does no work (planning, shuffle,
 actor start, commit). The 1-thread runs' chunk files must be byte-identical to the local engine's; with 2 threads
 torch splits float32 reductions differently, so that run's scores may differ in their last bits: each run also
-reports whether users, ranks and items match and the largest score gap. The default model is the test suite's tiny
+reports whether users, ranks and items match and the largest score gap. A control without Ray: the local engine's
+own sharding, shards 0 and 1 of 2 built at once by two spawned processes of 1 torch thread each (``local2``;
+its wall time includes the two processes' start, and each shard's own build seconds are recorded): what this
+machine gives for a second process doing the same work, the ceiling the Ray speed-up is to be read against. The default model is the test suite's tiny
 Llama (2 layers, hidden 64, <= 512 items): so cheap per user that Ray's fixed costs dominate. The shipped scratch
 model's shape (configs/ml100k_scratch.yaml: a Phi decoder 256 wide, 2 layers, MLP 1024, the codes-only tokenizer,
 one level of 64 clusters + an item-id level over ML-100K's 1,349 items, histories of 1-50 items; random weights,
@@ -40,10 +43,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # a spawned shard process imports this file by name
 
 from inference.cache import CacheReader, build_cache, publish_cache  # noqa: E402
 from recdata import atomic_write_json, parse_config  # noqa: E402
@@ -242,6 +247,40 @@ class _TinyLLMFactory:
                                batch_size=self.batch_size)
 
 
+def _build_shard(factory: _TinyLLMFactory, histories: dict, out: str, k: int, shard: int, num_shards: int,
+                 chunk_size: int, seconds: Any) -> None:
+    """One shard of the no-Ray control, in its own spawned process with 1 torch thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    fn = factory()
+    t0 = time.perf_counter()
+    build_cache(fn, histories, out, k, shard, num_shards, chunk_size=chunk_size, progress=False)
+    seconds[shard] = time.perf_counter() - t0
+
+
+def run_local_shards(factory: _TinyLLMFactory, histories: dict, out: Path, k: int, chunk_size: int,
+                     num_shards: int = 2) -> tuple[float, list[float]]:
+    """Wall seconds of ``num_shards`` local-engine shards built at once in spawned processes, and each shard's own
+    build seconds (model built, start-up excluded)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    seconds = ctx.Array("d", num_shards)
+    t0 = time.perf_counter()
+    procs = [ctx.Process(target=_build_shard, args=(factory, histories, str(out), k, shard, num_shards, chunk_size,
+                                                    seconds)) for shard in range(num_shards)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    wall = time.perf_counter() - t0
+    failed = [proc.exitcode for proc in procs if proc.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"local shard processes failed with exit codes {failed}")
+    return wall, list(seconds)
+
+
 class _NoWorkFactory:
     def __init__(self, num_items: int, k: int):
         self.num_items, self.k = num_items, k
@@ -273,6 +312,8 @@ def run_ray(cfg: BenchCacheConfig, work: Path) -> dict:
     t0 = time.perf_counter()
     build_cache(factory("local")(), histories, work / "local", cfg.k, 0, 1, chunk_size=cfg.chunk_size, progress=False)
     results["local_s"] = time.perf_counter() - t0
+    results["local2_s"], results["local2_shard_s"] = run_local_shards(factory("local2"), histories, work / "local2",
+                                                                      cfg.k, cfg.chunk_size)
 
     import ray
 
@@ -292,14 +333,17 @@ def run_ray(cfg: BenchCacheConfig, work: Path) -> dict:
             results[f"{key}_s"] = time.perf_counter() - t0
     finally:
         ray.shutdown()
-    for key, _, _ in RAY_RUNS:
+    for key in ("local2", *(run[0] for run in RAY_RUNS)):
         results.update({f"{key}_{name}": value for name, value in compare_chunks(work / "local", work / key).items()})
-    for key in ("local", *(run[0] for run in RAY_RUNS)):
+    for key in ("local", "local2", *(run[0] for run in RAY_RUNS)):
         results[f"{key}_users_per_s"] = cfg.num_users / results[f"{key}_s"]
         log = work / f"{key}.threads"  # one line per model built (a retried actor adds one)
         results[f"{key}_torch_threads"] = sorted({int(n) for n in log.read_text().split()}) if log.exists() else []
     results["speedup_ray2_over_ray1"] = results["ray2_users_per_s"] / results["ray1_users_per_s"]
     results["speedup_ray2_over_ray1x2"] = results["ray2_users_per_s"] / results["ray1x2_users_per_s"]
+    results["speedup_local2_over_local"] = results["local2_users_per_s"] / results["local_users_per_s"]
+    # start-up excluded: the users of the slower shard's build against the 1-process build's users/s
+    results["speedup_local2_build_over_local"] = results["local_s"] / max(results["local2_shard_s"])
     return results
 
 
@@ -311,8 +355,8 @@ def compare_chunks(reference: Path, other: Path) -> dict:
 
     ref = {p.relative_to(reference): p for p in reference.rglob("chunk-*.parquet")}
     out = {p.relative_to(other): p for p in other.rglob("chunk-*.parquet")}
-    if ref.keys() != out.keys():
-        return {"identical_chunks": False, "same_items": False, "max_score_diff": None}
+    if ref.keys() != out.keys():  # another shard layout: the same rows, whatever file holds them?
+        return {"identical_chunks": False, **_compare_rows(list(ref.values()), list(out.values()))}
     identical, same, gap = True, True, 0.0
     for name, path in ref.items():
         if path.read_bytes() == out[name].read_bytes():
@@ -327,13 +371,31 @@ def compare_chunks(reference: Path, other: Path) -> dict:
     return {"identical_chunks": identical, "same_items": same, "max_score_diff": gap if same else None}
 
 
+def _compare_rows(reference: list[Path], other: list[Path]) -> dict:
+    """``same_items`` / ``max_score_diff`` of two builds' rows sorted by (user, rank), whatever their files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def rows(paths: list[Path]) -> pa.Table:
+        return pa.concat_tables([pq.read_table(p) for p in paths]).sort_by([("user_id", "ascending"),
+                                                                             ("rank", "ascending")])
+
+    a, b = rows(reference), rows(other)
+    keys = [c for c in a.column_names if c != "score"]
+    if a.column_names != b.column_names or not a.select(keys).equals(b.select(keys)):
+        return {"same_items": False, "max_score_diff": None}
+    return {"same_items": True,
+            "max_score_diff": float(np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max(initial=0.0))}
+
+
 def print_ray(cfg: BenchCacheConfig, results: dict) -> None:
     m = results["model"]
     print(f"cache build, random {m['arch']} ({m['layers']} layers x {m['hidden']} wide, MLP {m['intermediate']}, "
           f"{m['num_items']:,} items, {cfg.num_beams or cfg.k} beams): {cfg.num_users:,} users x K={cfg.k}, "
           f"chunks of {cfg.chunk_size}, {results['cpus']} CPUs")
     print(f"  {'run':<36} {'wall s':>8} {'users/s':>9} {'threads':>8}")
-    for key, name in (("local", "local engine (1 torch thread)"), ("ray1", "ray, 1 actor x 1 torch thread"),
+    for key, name in (("local", "local engine (1 torch thread)"),
+                      ("local2", "local engine, 2 shards at once (no ray)"), ("ray1", "ray, 1 actor x 1 torch thread"),
                       ("ray2", "ray, 2 actors x 1 torch thread"), ("ray1x2", "ray, 1 actor x 2 torch threads")):
         extra = "" if key == "local" else f"  identical chunks: {results[key + '_identical_chunks']}"
         if key != "local" and not results[key + "_identical_chunks"]:
@@ -345,12 +407,16 @@ def print_ray(cfg: BenchCacheConfig, results: dict) -> None:
     print(f"  {'ray build, recommender doing no work':<36} {results['ray_no_work_s']:>8.1f}")
     print(f"  speedup (users/s): 2 actors / 1 actor x 1 thread {results['speedup_ray2_over_ray1']:.2f}, "
           f"2 actors / 1 actor x 2 threads {results['speedup_ray2_over_ray1x2']:.2f}")
+    shards = ", ".join(f"{s:.1f}" for s in results["local2_shard_s"])
+    print(f"  control without ray: 2 local shards at once / 1 local build {results['speedup_local2_over_local']:.2f} "
+          f"(start-up included), {results['speedup_local2_build_over_local']:.2f} (build seconds only: {shards})")
 
 
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     (cfg,) = parse_config([BenchCacheConfig], argv)
     work = Path(cfg.work_dir) if cfg.work_dir else Path(tempfile.mkdtemp(prefix="bench_cache."))
+    work.mkdir(parents=True, exist_ok=True)
     try:
         results = run_ray(cfg, work) if cfg.engine == "ray" else run(cfg, work)
     finally:

@@ -117,6 +117,25 @@ def test_compare_chunks_tells_bytes_items_and_score_gaps_apart(bench, tmp_path):
         "identical_chunks": False, "same_items": False, "max_score_diff": None}
 
 
+def test_local_shards_at_once_give_the_one_process_rows(bench, tmp_path, threads):
+    """The no-Ray control: 2 spawned processes, each a shard with 1 torch thread, store the 1-process build's rows."""
+    from inference.cache import build_cache
+
+    histories = {f"u{n}": [f"i{(3 * n) % 64}", f"i{(5 * n + 1) % 64}"][: 1 + n % 2] for n in range(14)}
+    factory = bench._TinyLLMFactory(bench.ModelShape(num_items=64), k=3, threads_log=str(tmp_path / "log"))
+    torch.set_num_threads(1)
+    build_cache(factory(), histories, tmp_path / "one", 3, 0, 1, chunk_size=4, progress=False)
+    wall, shard_s = bench.run_local_shards(factory, histories, tmp_path / "two", 3, 4)
+    assert len(shard_s) == 2 and 0 < max(shard_s) < wall
+    assert sorted(p.name for p in (tmp_path / "two").glob("shard-*")) == ["shard-00000-of-00002",
+                                                                          "shard-00001-of-00002"]
+    assert (tmp_path / "two" / "manifest.json").exists()
+    compared = bench.compare_chunks(tmp_path / "one", tmp_path / "two")
+    assert not compared["identical_chunks"] and compared["same_items"]  # other files, the same rows
+    assert compared["max_score_diff"] < 1e-4  # other batches of users: last bits only
+    assert (tmp_path / "log").read_text().split() == ["1", "1", "1"]  # the parent's build + one per shard process
+
+
 @pytest.mark.slow
 def test_ray_mode_end_to_end_on_a_tiny_model(bench, tmp_path, threads, monkeypatch, capsys):
     ray = pytest.importorskip("ray", reason="the Ray engine needs the ray extra: pip install 'alignrec[ray]'")
@@ -131,10 +150,12 @@ def test_ray_mode_end_to_end_on_a_tiny_model(bench, tmp_path, threads, monkeypat
         bench.print_ray(cfg, results)
     finally:
         ray.cloudpickle.unregister_pickle_by_value(bench)
-    assert results["ray1_identical_chunks"] and results["ray2_identical_chunks"]
+    assert results["ray1_identical_chunks"] and results["ray2_identical_chunks"] and results["local2_same_items"]
     assert results["ray1x2_same_items"] and results["ray1x2_max_score_diff"] < 1e-3  # 2 threads: last bits only
     assert {key: results[f"{key}_torch_threads"] for key in ("local", "ray1", "ray2", "ray1x2")} == {
-        "local": [1], "ray1": [1], "ray2": [1], "ray1x2": [2]}
+        "local": [1], "local2": [1], "ray1": [1], "ray2": [1], "ray1x2": [2]}
     assert results["speedup_ray2_over_ray1"] == pytest.approx(results["ray1_s"] / results["ray2_s"])
     assert results["speedup_ray2_over_ray1x2"] == pytest.approx(results["ray1x2_s"] / results["ray2_s"])
-    assert "1 actor x 2 torch threads" in capsys.readouterr().out
+    assert results["speedup_local2_over_local"] == pytest.approx(results["local_s"] / results["local2_s"])
+    out = capsys.readouterr().out
+    assert "1 actor x 2 torch threads" in out and "control without ray" in out
