@@ -37,7 +37,7 @@ from sft_tasks.templates import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RequestGenConfig", "build_requests", "check_requests_unseen", "load_requests", "normalize_request",
+__all__ = ["RequestGenConfig", "build_requests", "check_requests_unseen", "load_requests", "names_title", "normalize_request",
            "request_prompt", "write_requests"]
 
 REQUEST_FIELDS = ("request_id", "part", "user_id", "history", "target", "request")
@@ -91,13 +91,38 @@ def build_requests(split: Any, cache_path: str | Path, model_id: str, make_gener
     result = generate_cached(prompts, Path(cache_path), model_id, make_generator,
                              settings={"max_new_tokens": max_new_tokens, "decoding": "greedy"}, chunk=chunk,
                              desc="requests", id_field="request_id")
-    out = []
+    out, named = [], 0
     for row in rows:
         request = clean_query(result.answers.get(row["request_id"], ""), max_words=24)
-        if request:
+        if request and names_title(request, str(items[row["target"]].get("title") or "")):
+            named += 1  # the answer is in the words: a retriever matches the title, nothing is understood
+        elif request:
             out.append({**row, "request": request})
-    logger.info("requests: %d of %d evaluation rows got a usable request", len(out), len(rows))
+    logger.info("requests: %d of %d evaluation rows got a usable request (%d more named their item's title)",
+                len(out), len(rows), named)
     return out
+
+
+# Words a title shares with any request: articles, the "(1995)" of a film title, "The" moved to the end.
+_TITLE_NOISE = re.compile(r"\(\d{4}\)|\b(the|a|an|of|and|in|on|to|for|with|la|le|les|il|der|die|das)\b")
+
+
+def _content_words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z0-9']+", _TITLE_NOISE.sub(" ", text.lower())) if len(w) > 1]
+
+
+def names_title(request: str, title: str, share: float = 0.6) -> bool:
+    """Whether ``request`` names its item: the title's words (articles and a year dropped) appear in it as a
+    phrase, or ``share`` of them (at least two) appear at all. Such a request tests string matching, not whether
+    the model maps a need to an item, so ``build_requests`` leaves it out."""
+    words = _content_words(title)
+    if not words:
+        return False
+    said = _content_words(request)
+    if re.search(r"\b" + r"\s+".join(map(re.escape, words)) + r"\b", " ".join(said)):
+        return True
+    found = sum(w in set(said) for w in words)
+    return len(words) >= 2 and found >= 2 and found >= share * len(words)
 
 
 def write_requests(rows: Iterable[Mapping[str, Any]], path: str | Path) -> None:

@@ -23,6 +23,7 @@ from sft_tasks import (
 )
 from sft_tasks.context import TaskContext
 from sft_tasks.queries import attribute_queries, build_query2item
+from sft_tasks.requests import names_title
 from sft_tasks.templates import QUERY_GENERATION_PROMPT, REQUEST_GENERATION_PROMPT
 from tests.inference.test_cli import tiny_run  # noqa: F401 (fixture)
 from tests.sft_tasks.sft_helpers import synthetic_split
@@ -91,6 +92,32 @@ def test_requests_describe_held_out_targets_and_no_request_is_a_training_row(tmp
     assert again == rows  # cached and seeded: the same requests without the LLM
     write_requests(rows, tmp_path / "r.jsonl")
     assert load_requests(tmp_path / "r.jsonl", split.dataset.item_ids()) == rows
+
+
+@pytest.mark.parametrize(("said", "title", "named"), [
+    ("The Lost in Space is a sci-fi thriller with a touch of action.", "Lost in Space (1998)", True),  # the phrase
+    ("The Fugitive, The (1993) (categories: Action, Thriller)", "Fugitive, The (1993)", True),  # moved article, year
+    ('The customer is a product of the 1957 film "Angry Men', "12 Angry Men (1957)", True),  # 2 of its 3 words
+    ("A thriller about a man on the run", "Fugitive, The (1993)", False),
+    ("I want a quiet keyboard for a small desk", "Logitech K380 Keyboard", False),  # 1 of 3 words: a need, not a name
+    ("anything at all", "(1995)", False),  # no title words left
+])
+def test_a_request_that_names_its_title_is_recognised(said, title, named):
+    assert names_title(said, title) is named
+
+
+def test_requests_that_name_the_target_are_left_out(tmp_path, synthetic):
+    split, _ = synthetic
+    items = split.dataset.item_table()
+
+    def make():
+        def generate(prompts):  # the first request names its product's title, the rest describe a need
+            title = max((items[i]["title"] for i in items if items[i]["title"] in prompts[0]), key=len)
+            return [f"I want {title} again"] + ["something sturdy for the lab"] * (len(prompts) - 1)
+        return generate
+
+    rows = build_requests(split, tmp_path / "cache.jsonl", "m1", make, per_part=3, seed=3, chunk=8)
+    assert len(rows) == 5 and all(r["request"] == "something sturdy for the lab" for r in rows)
 
 
 def test_a_planted_request_in_the_training_rows_is_refused(query2item_rows):
