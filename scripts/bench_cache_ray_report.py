@@ -14,41 +14,27 @@ import numpy as np
 def compare_chunks(reference: Path, other: Path) -> dict:
     """``identical_chunks``: the same chunk files byte for byte; ``same_items``: the same users, ranks and items;
     ``max_score_diff``: the largest score gap (None: not the same items). Why both: torch with 2 threads splits
-    float32 reductions differently from 1, so a 2-thread build's scores may differ in their last bits."""
+    float32 reductions differently from 1, so a 2-thread build's scores may differ in their last bits; and a build
+    in another shard layout stores the same rows in other files, so rows are compared sorted by (user, rank)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     ref = {p.relative_to(reference): p for p in reference.rglob("chunk-*.parquet")}
     out = {p.relative_to(other): p for p in other.rglob("chunk-*.parquet")}
-    if ref.keys() != out.keys():  # another shard layout: the same rows, whatever file holds them?
-        return {"identical_chunks": False, **_compare_rows(list(ref.values()), list(out.values()))}
-    identical, same, gap = True, True, 0.0
-    for name, path in ref.items():
-        if path.read_bytes() == out[name].read_bytes():
-            continue
-        identical = False
-        a, b = pq.read_table(path), pq.read_table(out[name])
-        keys = [c for c in a.column_names if c != "score"]
-        if a.column_names != b.column_names or not a.select(keys).equals(b.select(keys)):
-            same = False
-            break
-        gap = max(gap, float(np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max(initial=0.0)))
-    return {"identical_chunks": identical, "same_items": same, "max_score_diff": gap if same else None}
-
-
-def _compare_rows(reference: list[Path], other: list[Path]) -> dict:
-    """``same_items`` / ``max_score_diff`` of two builds' rows sorted by (user, rank), whatever their files."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    if ref.keys() == out.keys() and all(path.read_bytes() == out[name].read_bytes() for name, path in ref.items()):
+        return {"identical_chunks": True, "same_items": True, "max_score_diff": 0.0}
+    if not ref or not out:  # one build stored nothing
+        return {"identical_chunks": False, "same_items": False, "max_score_diff": None}
 
     def rows(paths: list[Path]) -> pa.Table:
         return pa.concat_tables([pq.read_table(p) for p in paths]).sort_by([("user_id", "ascending"),
                                                                              ("rank", "ascending")])
 
-    a, b = rows(reference), rows(other)
+    a, b = rows(list(ref.values())), rows(list(out.values()))
     keys = [c for c in a.column_names if c != "score"]
-    if a.column_names != b.column_names or not a.select(keys).equals(b.select(keys)):
-        return {"same_items": False, "max_score_diff": None}
-    return {"same_items": True,
+    if a.column_names != b.column_names or a.num_rows != b.num_rows or not a.select(keys).equals(b.select(keys)):
+        return {"identical_chunks": False, "same_items": False, "max_score_diff": None}
+    return {"identical_chunks": False, "same_items": True,
             "max_score_diff": float(np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max(initial=0.0))}
 
 
