@@ -6,7 +6,8 @@ the item's cold-start code and the start of its model rows would be half random 
 split: across item pairs, text similarity and CF similarity correlate 0.19 for warm items, 0.00 for cold ones).
 A new item's behaviour vector is unknown; the best linear guess from what is known about it is a ridge map from
 its content parts to the behaviour part, fitted on the warm items (attribute-to-feature mapping, Gantner et al.,
-ICDM 2010), its penalty chosen by leave-one-out (``RidgeCV``'s efficient generalised cross-validation).
+ICDM 2010), its penalty chosen by leave-one-out (``recdata.ridge_fill``, shared with the trained rows'
+fill, ``trainer.cold_rows``).
 
 Only parts learned from interactions are imputed (``BEHAVIOUR_PARTS``); content parts (text, LEARN's text tower,
 user files, knowledge) are the predictors. Runs outside the protocol never come here, so their vectors are
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from recdata.item_vectors import ItemEmbeddings
+from recdata.ridge_fill import ridge_fill
 from tokenization.embeddings.fusion import l2_normalize
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,6 @@ __all__ = ["BEHAVIOUR_PARTS", "IMPUTED_KEY", "impute_untrained"]
 
 BEHAVIOUR_PARTS = ("cf",)  # fusion parts learned from interactions only: meaningless for an item without any
 IMPUTED_KEY = "imputed"  # the part's meta: {"items": n, "from": [parts], "alpha": a, "warm_r2": r2}
-ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 13))
 
 
 def impute_untrained(parts: dict[str, ItemEmbeddings], untrained: Sequence[str]) -> dict[str, ItemEmbeddings]:
@@ -38,8 +39,6 @@ def impute_untrained(parts: dict[str, ItemEmbeddings], untrained: Sequence[str])
 
     Returns ``parts`` unchanged when nothing is untrained, no behaviour part is present, or no content part is
     there to predict from (logged). Each part keeps its own item order."""
-    from sklearn.linear_model import RidgeCV
-
     behaviour = [name for name in parts if name in BEHAVIOUR_PARTS]
     content = [name for name in parts if name not in BEHAVIOUR_PARTS]
     if not untrained or not behaviour:
@@ -59,11 +58,10 @@ def impute_untrained(parts: dict[str, ItemEmbeddings], untrained: Sequence[str])
     for name in behaviour:
         part = parts[name].reorder(item_ids, source=f"fusion part {name!r}")
         y = l2_normalize(part.vectors).astype(np.float64)  # the scale fusion gives it
-        ridge = RidgeCV(alphas=ALPHAS).fit(x[~cold], y[~cold])
+        filled, fit = ridge_fill(x, y, cold)
         vectors = part.vectors.copy()
-        vectors[cold] = ridge.predict(x[cold]).astype(np.float32)
-        record = {"items": int(cold.sum()), "from": content, "alpha": float(ridge.alpha_),
-                  "warm_r2": round(float(ridge.score(x[~cold], y[~cold])), 4)}
+        vectors[cold] = filled[cold].astype(vectors.dtype)
+        record = {"items": fit["items"], "from": content, "alpha": fit["alpha"], "warm_r2": fit["warm_r2"]}
         logger.info("imputed the %s vectors of %d item(s) without training from %s (ridge alpha %g, warm R^2 %.3f)",
                     name, record["items"], "+".join(content), record["alpha"], record["warm_r2"])
         out[name] = ItemEmbeddings(item_ids, vectors, {**part.meta, IMPUTED_KEY: record})
