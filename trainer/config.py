@@ -15,6 +15,7 @@ from trl import SFTConfig
 
 from alignrec.recommenders.sampled_softmax import LOSSES
 from recdata.config import parse_config
+from trainer.cold_rows import COLD_ROWS
 from trainer.content_rows import CONTENT_ROWS
 from trainer.lm_loss import LM_LOSSES
 
@@ -116,6 +117,17 @@ class ModelArguments:
         default=0.0, metadata={"help": "content_rows=adaptor: dropout on the MLP's hidden layer (linear: on its "
                                        "input vectors)."}
     )
+    cold_rows: str = field(
+        default="auto",
+        metadata={"help": "Under the cold-item protocol (the tasks build lists items without training), how their "
+                  "own-token rows leave training. start: as they started (masked out of every softmax, never "
+                  "moved). fitted: a ridge map of their item vectors (item_vectors_dir) fitted on the warm items' "
+                  "trained rows, so they sit where a warm item with that content ended (trainer/cold_rows.py). "
+                  "auto: fitted for a pretrained LLM given item_vectors_dir and an item-id level "
+                  "(tokenizer.item_id_level), else start (chosen on ML-100K valid, docs/results.md#cold-rows). "
+                  "Ignored outside the protocol.",
+                  "choices": list(COLD_ROWS)},
+    )
     new_rows_training: str = field(
         default="trainable_tokens",
         metadata={"help": "How LoRA trains the code-token rows. trainable_tokens: peft trainable_token_indices, "
@@ -147,6 +159,7 @@ class ModelArguments:
         if self.new_rows_noise < 0:
             raise ValueError(f"new_rows_noise must be >= 0, got {self.new_rows_noise}")
         _check_choice("content_rows", self.content_rows, CONTENT_ROWS)
+        _check_choice("cold_rows", self.cold_rows, COLD_ROWS)
         if self.content_rows != "none" and self.finetune_mode != "full":
             raise ValueError(f"content_rows={self.content_rows} needs finetune_mode=full (got {self.finetune_mode}): "
                              "with LoRA peft wraps and freezes the embedding (trainable-token rows or a "

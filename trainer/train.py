@@ -22,6 +22,7 @@ from trainer.callbacks import (
     plot_loss_curve,
 )
 from trainer.cold_mask import read_cold_item_mask
+from trainer.cold_rows import check_cold_rows, fit_trained_cold_rows, own_tokens_unique, resolve_cold_rows
 from trainer.config import AlignRecTrainArguments, DataArguments, ModelArguments, resolve_runtime
 from trainer.content_rows import bake_content_rows, content_rows_manifest
 from trainer.export import MANIFEST_FILE, PROMPT_FORMAT_KEY, build_manifest, merge_run, save_run
@@ -254,6 +255,10 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
         item_head = ItemHeadTargets.from_token_ids(item_tokenizer.item_token_ids(bundle.tokenizer), len(bundle.tokenizer))
     cold_mask = read_cold_item_mask(data_args.dataset_dir, item_tokenizer, bundle.tokenizer,
                                     bundle.model.get_output_embeddings().weight.shape[0])  # cold-item protocol only
+    cold_rows = None if cold_mask is None else resolve_cold_rows(
+        model_args.cold_rows, model_args.model_init,
+        bool(model_args.item_vectors_dir) and own_tokens_unique(item_tokenizer, bundle.tokenizer))
+    check_cold_rows(cold_rows, model_args.item_vectors_dir)
     trainer = AlignRecSFTTrainer(
         model=bundle.model, args=sft, train_dataset=train,
         eval_dataset={data_args.eval_task or "validation": evalset} if evalset is not None else None,
@@ -269,12 +274,14 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
     if model_args.content_rows != "none":  # the exported folder is a plain HF model holding the effective rows
         baked = bake_content_rows(trainer.model)
         assert baked, "content_rows set but the trained model carries no content-rows parametrization"
+    cold_record = {} if cold_rows is None else fit_trained_cold_rows(  # after baking: the rows the model decodes with
+        trainer.model, item_tokenizer, bundle.tokenizer, cold_rows, model_args.item_vectors_dir, data_args.dataset_dir)
     kind = "full" if bundle.peft_config is None else "adapter"
     manifest = build_manifest(kind, base, item_tokenizer, bundle.code_token_ids, bundle.embedding_rows,
                               {"finetune_mode": model_args.finetune_mode, "model_init": model_args.model_init,
                                **item_head_manifest(run_args, trainer.item_head_objective),
                                **trainer.lm_loss_record,
-                               **(cold_mask.manifest() if cold_mask is not None else {}),
+                               **(cold_mask.manifest() if cold_mask is not None else {}), **cold_record,
                                **content_rows_manifest(model_args),
                                PROMPT_FORMAT_KEY: read_build_prompt_format(data_args.dataset_dir)})
     save_run(trainer, bundle.tokenizer, item_tokenizer, output_dir, manifest,

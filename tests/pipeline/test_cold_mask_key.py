@@ -42,3 +42,19 @@ def test_fused_cold_runs_key_the_imputed_cf_rows():
     assert key("fused", 0.1) == {"cold_softmax_mask": 1, "cold_cf_imputed": 1}
     assert key("text", 0.1) == {"cold_softmax_mask": 1}
     assert key("fused", 0.0) == {}
+
+
+def test_fitted_cold_rows_key_the_train_stage_of_cold_llm_runs_only():
+    from types import SimpleNamespace
+
+    from alignrec.pipeline.stages.train import _train_key, cold_rows_mode
+
+    def run(fraction, id_level=True):
+        return SimpleNamespace(sections={"data": {"cold_item_fraction": fraction},
+                                         "tokenizer": {"item_id_level": id_level}})
+
+    assert _train_key({}, run(0.1)) == {"cold_rows": "fitted"}  # a pretrained LLM: auto fits
+    assert _train_key({"model_init": "scratch"}, run(0.1)) == {}  # scratch: auto keeps the start rows
+    assert _train_key({"cold_rows": "start"}, run(0.1)) == {}
+    assert _train_key({}, run(0.1, id_level=False)) == {}  # no rows of their own to fit
+    assert _train_key({"cold_rows": "fitted"}, run(0.0)) == {} and cold_rows_mode({}, run(0.0)) is None

@@ -187,3 +187,4 @@ def test_entry_point_records_the_mask_in_the_run_manifest(monkeypatch, base_argv
     manifest = json.loads((tmp_path / "run" / "alignrec_train.json").read_text())
     # the fixture's codes (i // 4, i % 4) have no item-id level: only tokens no warm item shares are left out
     assert manifest["cold_items"]["masked_items"] == len(cold) and manifest["cold_items"]["masked_tokens"] >= 0
+    assert manifest["cold_rows"] == {"mode": "start"}  # auto without item vectors or own tokens: nothing to fit

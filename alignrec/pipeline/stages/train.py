@@ -1,7 +1,8 @@
 """The ``train`` stage: ``trainer/sft.py`` under the section's launcher (resumes from its last checkpoint).
 
 Reads: the tasks dataset, the item tokenizer, the base model / tokenizer / DeepSpeed JSON (content in the key) and
-the ``train`` section; with ``new_rows_init: item_vectors`` or ``content_rows`` the embeddings stage's vectors.
+the ``train`` section; with ``new_rows_init: item_vectors``, ``content_rows`` or fitted cold rows (the cold-item
+protocol, ``cold_rows``) the embeddings stage's vectors.
 Writes: ``model/`` (the run folder) and ``train_config.yaml``.
 """
 
@@ -15,6 +16,7 @@ from alignrec.pipeline.launch import launch_trainer
 from alignrec.pipeline.runner import Stage, StageContext
 from alignrec.pipeline.sections import (
     REPO_ROOT,
+    cold_mask_key,
     stage_keys,
 )
 
@@ -36,6 +38,23 @@ def _train_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
     return out
 
 
+def cold_rows_mode(section: dict[str, Any], run_cfg: Any) -> str | None:
+    """Under the cold-item protocol, how the items without training leave it (``trainer.cold_rows``); else None."""
+    if not cold_mask_key(run_cfg):
+        return None
+    from trainer.cold_rows import resolve_cold_rows
+
+    id_level = bool((run_cfg.sections.get("tokenizer") or {}).get("item_id_level"))  # the vectors are injected
+    return resolve_cold_rows(str(section.get("cold_rows", "auto")), str(section.get("model_init", "pretrained")),
+                             can_fit=id_level)
+
+
+def _train_key(section: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
+    """Fitted cold rows join the key of cold-protocol runs only (a run trained before them retrains); every other
+    run keeps its key."""
+    return {"cold_rows": "fitted"} if cold_rows_mode(section, run_cfg) == "fitted" else {}
+
+
 def run_train(ctx: StageContext) -> dict[str, Any]:
     launcher = ctx.config.get("launcher", "deepspeed")
     num_gpus = int(ctx.config.get("num_gpus", 0) or 0)
@@ -46,7 +65,8 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
         "item_tokenizer_dir": str(ctx.upstream("tokenizer") / "item_tokenizer"),
         "output_dir": str(ctx.out_dir / "model"),
     }
-    if section.get("new_rows_init") == "item_vectors" or section.get("content_rows", "none") != "none":
+    if section.get("new_rows_init") == "item_vectors" or section.get("content_rows", "none") != "none" \
+            or cold_rows_mode(section, ctx.run_config) == "fitted":
         # the vectors the tokenizer read (in its key already)
         injected["item_vectors_dir"] = str(ctx.upstream("embeddings"))
     from trainer.config import parse_train_config
@@ -64,4 +84,4 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
     return summary
 
 
-STAGE = Stage("train", run_train, ("tasks", "tokenizer"), inputs=_train_inputs)
+STAGE = Stage("train", run_train, ("tasks", "tokenizer"), inputs=_train_inputs, extra_key=_train_key)
