@@ -4,6 +4,9 @@ and every other token are untouched; items that share their last token are refus
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -118,40 +121,50 @@ def test_resolve_cold_rows():
         resolve_cold_rows("ridge", "pretrained", True)
 
 
-@pytest.mark.parametrize("finetune_mode", ["lora", "full"])
-def test_trained_run_carries_fitted_cold_rows(monkeypatch, tmp_path, tiny_model_dir, tiny_split, finetune_mode):
-    """The entry point under the protocol: the saved model's cold own-token rows are the ridge map of their vectors
-    fitted on the saved warm rows (read back through load_for_inference), and the manifest says so."""
-    import json
-
+def train_cold_run(monkeypatch, tmp_path: Path, tiny_model_dir: Path, tiny_split, finetune_mode: str = "lora",
+                   cold_rows: str = "auto", name: str = "run") -> dict:
+    """Train the entry point 2 steps on the tiny split under the protocol (an item-id level, random item vectors);
+    returns the folders and what the run was made from."""
     from recdata.cold_items import cold_item_split, items_without_training
-    from recdata.ridge_fill import ridge_fill
+    from sft_tasks.formatting import DEFAULT_PROMPT_FORMAT
     from tests.trainer.conftest import build_task_dataset_dict, run_entry
     from tests.trainer.test_lm_loss import _item_tokenizer
-    from trainer import load_for_inference
 
     split = cold_item_split(tiny_split, 0.25, seed=3)
     cold = items_without_training(split)
     item_tokenizer = _item_tokenizer(split.dataset.item_ids())
     tasks = tmp_path / "tasks"
-    build_task_dataset_dict(split, item_tokenizer).save_to_disk(str(tasks))
-    from sft_tasks.formatting import DEFAULT_PROMPT_FORMAT
-
-    (tasks / "tasks_manifest.json").write_text(json.dumps({"prompt_format": DEFAULT_PROMPT_FORMAT,
-                                                           "items_without_training": cold}))
+    if not tasks.exists():
+        build_task_dataset_dict(split, item_tokenizer).save_to_disk(str(tasks))
+        (tasks / "tasks_manifest.json").write_text(json.dumps({"prompt_format": DEFAULT_PROMPT_FORMAT,
+                                                               "items_without_training": cold}))
     vectors_dir = tmp_path / "vectors"
-    vectors_dir.mkdir()
     vectors = np.random.default_rng(0).normal(size=(len(item_tokenizer.item_ids), 6)).astype(np.float32)
-    np.save(vectors_dir / "vectors.npy", vectors)
-    (vectors_dir / "item_ids.json").write_text(json.dumps(list(item_tokenizer.item_ids)))
-    out = tmp_path / "run"
+    if not vectors_dir.exists():
+        vectors_dir.mkdir()
+        np.save(vectors_dir / "vectors.npy", vectors)
+        (vectors_dir / "item_ids.json").write_text(json.dumps(list(item_tokenizer.item_ids)))
+    out = tmp_path / name
     run_entry(monkeypatch, [
         "--model_name_or_path", str(tiny_model_dir), "--dataset_dir", str(tasks),
         "--item_tokenizer_dir", str(item_tokenizer.save_pretrained(tmp_path / "item_tokenizer")),
         "--output_dir", str(out), "--finetune_mode", finetune_mode, "--new_rows_init", "item_vectors",
-        "--item_vectors_dir", str(vectors_dir), "--max_steps", "2", "--per_device_train_batch_size", "4",
-        "--learning_rate", "5e-3", "--max_length", "64", "--save_strategy", "no", "--eval_strategy", "no",
-        "--seed", "0", "--tensorboard", "false", "--loss_curve", "false", "--dataloader_num_workers", "0"])
+        "--item_vectors_dir", str(vectors_dir), "--cold_rows", cold_rows, "--max_steps", "2",
+        "--per_device_train_batch_size", "4", "--learning_rate", "5e-3", "--max_length", "64",
+        "--save_strategy", "no", "--eval_strategy", "no", "--seed", "0", "--tensorboard", "false",
+        "--loss_curve", "false", "--dataloader_num_workers", "0"])
+    return {"model_dir": out, "split": split, "cold": cold, "vectors": vectors, "vectors_dir": vectors_dir}
+
+
+@pytest.mark.parametrize("finetune_mode", ["lora", "full"])
+def test_trained_run_carries_fitted_cold_rows(monkeypatch, tmp_path, tiny_model_dir, tiny_split, finetune_mode):
+    """The entry point under the protocol: the saved model's cold own-token rows are the ridge map of their vectors
+    fitted on the saved warm rows (read back through load_for_inference), and the manifest says so."""
+    from recdata.ridge_fill import ridge_fill
+    from trainer import load_for_inference
+
+    run = train_cold_run(monkeypatch, tmp_path, tiny_model_dir, tiny_split, finetune_mode)
+    cold, vectors, out = run["cold"], run["vectors"], run["model_dir"]
     record = json.loads((out / "alignrec_train.json").read_text())["cold_rows"]
     assert record["mode"] == "fitted" and record["items"] == len(cold)  # auto: a pretrained model with vectors
     model, hf_tokenizer, saved = load_for_inference(out, device="cpu")
