@@ -207,13 +207,25 @@ class ItemTokenizer:
         return self.codes_to_item([int(b) for _, b in tokens])
 
     # ---- HF tokenizer ---------------------------------------------------------------------------------
-    def add_to_tokenizer(self, hf_tokenizer: Any) -> list[int]:
-        """Add the grid as non-special tokens; returns their ids (contiguous, grid order). Idempotent."""
+    def add_to_tokenizer(self, hf_tokenizer: Any, grow: bool = False) -> list[int]:
+        """Add the grid as non-special tokens; returns their ids (contiguous, grid order). Idempotent.
+
+        ``grow``: the tokenizer holds this grid's first tokens (a trained model's, before ``assign_new_items``
+        grew the item-id level); only the missing last ones are added, after them."""
         from tokenizers import AddedToken
 
         tokens = self.code_tokens()
         vocab = hf_tokenizer.get_vocab()
         present = [t for t in tokens if t in vocab]
+        if present and grow and present == tokens[:len(present)] and len(present) < len(tokens):
+            first = vocab[tokens[0]]
+            if vocab[present[-1]] != first + len(present) - 1 or len(hf_tokenizer) != first + len(present):
+                raise UserError("the tokenizer's code tokens are not its last tokens; new items' tokens cannot "
+                                "follow them contiguously")
+            hf_tokenizer.add_tokens([AddedToken(t, special=False, normalized=False, single_word=False, lstrip=False,
+                                                rstrip=False) for t in tokens[len(present):]], special_tokens=False)
+            logger.info("added %d code tokens after the existing %d", len(tokens) - len(present), len(present))
+            return self.code_token_ids(hf_tokenizer)
         if present:
             if len(present) != len(tokens):
                 raise UserError(

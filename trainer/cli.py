@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="SFT the LLM on the alignment tasks (LoRA / QLoRA / full)",
                               add_help=False)
     p.set_defaults(handler=_run_train)
+    from trainer.add_items import register as register_add_items
+
+    register_add_items(subparsers)  # a trained model's next step: items that arrived after training
 
 
 def _launch_parser() -> argparse.ArgumentParser:

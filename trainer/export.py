@@ -90,12 +90,13 @@ def save_run(trainer, hf_tokenizer, item_tokenizer, output_dir: str | os.PathLik
     if trainer.is_world_process_zero():
         hf_tokenizer.save_pretrained(output_dir)
         item_tokenizer.save_pretrained(output_dir / ITEM_TOKENIZER_DIR)
-        _write_user_knowledge(output_dir, manifest, user_knowledge)
+        write_user_knowledge(output_dir, manifest, user_knowledge)
         atomic_write_json(output_dir / MANIFEST_FILE, manifest)
     trainer.accelerator.wait_for_everyone()
 
 
-def _write_user_knowledge(folder: Path, manifest: dict[str, Any], user_knowledge: dict[str, str] | None) -> None:
+def write_user_knowledge(folder: Path, manifest: dict[str, Any], user_knowledge: dict[str, str] | None) -> None:
+    """Write the prompts' user knowledge beside the weights and name it in ``manifest`` (dropped when none)."""
     manifest.pop("user_knowledge_file", None)
     if user_knowledge:
         atomic_write_json(folder / USER_KNOWLEDGE_FILE, user_knowledge)
@@ -192,7 +193,7 @@ def merge_run(output_dir: str | os.PathLike, merged_dir: str | os.PathLike | Non
         hf_tokenizer.save_pretrained(tmp)
         item_tokenizer.save_pretrained(tmp / ITEM_TOKENIZER_DIR)
         merged = {**manifest, "kind": "full", "merged_from": str(output_dir)}
-        _write_user_knowledge(tmp, merged, read_user_knowledge(output_dir))
+        write_user_knowledge(tmp, merged, read_user_knowledge(output_dir))
         atomic_write_json(tmp / MANIFEST_FILE, merged)
     logger.info("merged model written to %s", merged_dir)
     return merged_dir
