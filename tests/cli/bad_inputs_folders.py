@@ -122,7 +122,20 @@ FIVE = [*FOUR_IDS, "i5"]
 WIDTH = r"vectors\.npy holds {}-wide vectors but the tokenizer .*tok was fitted on 8-wide ones"
 SPLIT = ["--split_dir"]  # readability of the argv lists below
 
+def _add_items(ws: Workspace, model: Path, out: Path | None = None) -> list[str]:
+    return ["add-items", "--model_dir", str(model), "--vectors_dir", str(_emb_dir(ws, _vectors(2), ["n1", "n2"])),
+            "--output_dir", str(out or ws.case / "grown")]
+
+
 CASES: list[Case] = [
+    # ---- add-items: a trained run folder is required (the grown model itself: tests/trainer/test_add_items.py) ----
+    Case("add-items-missing-model", lambda w: _add_items(w, w.case / "nope"), "error", 1,
+         r"nope: no such folder; pass the output_dir of `alignrec train`", check=_nothing_at("grown")),
+    Case("add-items-tokenizer-as-model", lambda w: _add_items(w, w.tok), "error", 1,
+         r"tok/alignrec_train\.json not found: .*tok is not a finished alignrec training run",
+         check=_nothing_at("grown")),
+    Case("add-items-output-is-model", lambda w: _add_items(w, w.tok, out=w.tok), "error", 1,
+         r"output folder .*tok is the input .*tok"),
     # ---- assign-codes: new items get codes; vectors must be in the tokenizer's space ------------------------------
     Case("assign-ok", lambda w: _assign(w), "ok", 0, "", check=_grown_keeps_old_codes),
     Case("assign-wide-vectors", lambda w: _assign(w, _emb_dir(w, _vectors(5, 16), FIVE)), "error", 1,
