@@ -31,7 +31,7 @@ __all__ = ["COLD_ROWS", "MANIFEST_KEY", "check_cold_rows", "fill_cold_rows", "fi
            "own_tokens_unique", "read_rows", "resolve_cold_rows", "write_rows"]
 
 COLD_ROWS = ("auto", "start", "fitted")
-MANIFEST_KEY = "cold_rows"  # alignrec_train.json: fill_cold_rows' record; absent = rows as training left them
+MANIFEST_KEY = "cold_rows"  # alignrec_train.json, under the protocol: {"mode", and when fitted fill_cold_rows' record}
 
 
 def resolve_cold_rows(mode: str, model_init: str, can_fit: bool) -> str:
