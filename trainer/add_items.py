@@ -73,8 +73,8 @@ def add_items(cfg: AddItemsArgs) -> dict:
     manifest = read_manifest(cfg.model_dir)
     embeddings = load_embeddings_dir(cfg.vectors_dir)
     model, hf_tokenizer, trained = load_for_inference(cfg.model_dir, device="cpu", dtype=torch.float32)
-    known = set(trained.item_ids)
-    missing = [i for i in trained.item_ids if i not in set(embeddings.item_ids)]
+    known, given = set(trained.item_ids), set(embeddings.item_ids)
+    missing = [i for i in trained.item_ids if i not in given]
     if missing:
         raise UserError(f"{cfg.vectors_dir} lacks {len(missing)} trained item(s), e.g. {missing[:5]}: the new rows are "
                         "fitted on the trained items' vectors; give vectors for the whole grown catalogue")
