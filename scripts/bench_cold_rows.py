@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     record = fill_cold_rows(trained.model, trained.item_tokenizer, trained.hf_tokenizer, vectors.item_ids,
                             vectors.vectors, cold)
     reports["fitted"] = score()
-    targets = valid["target"][:]
-    is_cold = {str(u): t in set(cold) for u, t in zip(valid["user_id"][:], targets, strict=True)}
+    cold_set = set(cold)
+    is_cold = {str(u): t in cold_set for u, t in zip(valid["user_id"][:], valid["target"][:], strict=True)}
     intervals: dict[str, dict] = {"fitted - start": {}}
     for metric in METRICS:
         ours, theirs = per_user_metric(reports["fitted"], metric), per_user_metric(reports["start"], metric)
