@@ -121,7 +121,8 @@ def names_title(request: str, title: str, share: float = 0.6) -> bool:
     said = _content_words(request)
     if re.search(r"\b" + r"\s+".join(map(re.escape, words)) + r"\b", " ".join(said)):
         return True
-    found = sum(w in set(said) for w in words)
+    said_set = set(said)
+    found = sum(w in said_set for w in words)
     return len(words) >= 2 and found >= 2 and found >= share * len(words)
 
 

@@ -217,27 +217,22 @@ class ItemTokenizer:
         tokens = self.code_tokens()
         vocab = hf_tokenizer.get_vocab()
         present = [t for t in tokens if t in vocab]
-        if present and grow and present == tokens[:len(present)] and len(present) < len(tokens):
-            first = vocab[tokens[0]]
-            if vocab[present[-1]] != first + len(present) - 1 or len(hf_tokenizer) != first + len(present):
-                raise UserError("the tokenizer's code tokens are not its last tokens; new items' tokens cannot "
-                                "follow them contiguously")
-            hf_tokenizer.add_tokens([AddedToken(t, special=False, normalized=False, single_word=False, lstrip=False,
-                                                rstrip=False) for t in tokens[len(present):]], special_tokens=False)
-            logger.info("added %d code tokens after the existing %d", len(tokens) - len(present), len(present))
+        if len(present) == len(tokens):
             return self.code_token_ids(hf_tokenizer)
-        if present:
-            if len(present) != len(tokens):
-                raise UserError(
-                    f"the tokenizer already holds {len(present)} of the {len(tokens)} code tokens (e.g. "
-                    f"{present[0]!r}) but not all; it was extended with a different grid. Start from the base "
-                    "tokenizer, or load the one saved with this ItemTokenizer"
-                )
-            return self.code_token_ids(hf_tokenizer)
-        added = [AddedToken(t, special=False, normalized=False, single_word=False, lstrip=False, rstrip=False) for t in tokens]
-        hf_tokenizer.add_tokens(added, special_tokens=False)
-        ids = self.code_token_ids(hf_tokenizer)
-        logger.info("added %d code tokens to the tokenizer: ids %d..%d", len(ids), ids[0], ids[-1])
+        if present and not (grow and present == tokens[:len(present)]):
+            raise UserError(
+                f"the tokenizer already holds {len(present)} of the {len(tokens)} code tokens (e.g. "
+                f"{present[0]!r}) but not all; it was extended with a different grid. Start from the base "
+                "tokenizer, or load the one saved with this ItemTokenizer"
+            )
+        if present and len(hf_tokenizer) != vocab[tokens[0]] + len(present):
+            raise UserError("the tokenizer's code tokens are not its last tokens; new items' tokens cannot follow "
+                            "them contiguously")
+        hf_tokenizer.add_tokens([AddedToken(t, special=False, normalized=False, single_word=False, lstrip=False,
+                                            rstrip=False) for t in tokens[len(present):]], special_tokens=False)
+        ids = self.code_token_ids(hf_tokenizer)  # raises unless all are contiguous and in grid order
+        logger.info("added %d code tokens to the tokenizer (%d there before): ids %d..%d", len(tokens) - len(present),
+                    len(present), ids[0], ids[-1])
         return ids
 
     def code_token_ids(self, hf_tokenizer: Any) -> list[int]:
