@@ -140,27 +140,40 @@ def _paired(ours: list[float], theirs: list[float], mask: np.ndarray, resamples:
     return paired_bootstrap({k: ours[int(k)] for k in keys}, {k: theirs[int(k)] for k in keys}, resamples=resamples)
 
 
-def render(result: dict[str, Any], title: str) -> str:
-    """One table (a row per recommender: overall and cold, n and mean [95%]) and the paired table vs ours."""
-    metrics, facts = result["metrics"], result["split"]
+def cold_table(rows: dict[str, Any], metrics: list[str]) -> list[str]:
+    """Markdown lines: a row per recommender, overall and on the cold slice, n and mean [95%] per metric."""
     header = ["recommender", "n", *(f"{metric_label(m)} [95%]" for m in metrics),
               "cold n", *(f"cold {metric_label(m)} [95%]" for m in metrics)]
     body = [[name, str(row["all"]["n"]), *(estimate_cell(row["all"][m]) for m in metrics),
              str(row["cold"]["n"]), *(estimate_cell(row["cold"][m]) for m in metrics)]
-            for name, row in result["rows"].items()]
-    lines = [f"# {title}", "",
-             f"{facts['examples']} {result['part']} examples, {facts['cold_targets']} with a cold target (no training "
-             f"interaction): {facts['cold_targets_of_withheld_items']} of them a withheld item "
-             f"({facts['withheld_items']} items withheld in all), the rest an item never bought in training; "
-             f"{facts['items_without_training']} of {facts['items']} items have no training interaction. Full "
-             f"ranking{', history excluded' if facts['exclude_history'] else ''}; 95% percentile bootstrap over the "
-             "examples.", "",
-             *markdown_table(header, body)]
+            for name, row in rows.items()]
+    return markdown_table(header, body)
+
+
+def split_sentence(facts: dict[str, Any], part: str) -> str:
+    """What was scored: examples, cold targets and where they come from, the ranking protocol."""
+    return (f"{facts['examples']} {part} examples, {facts['cold_targets']} with a cold target (no training "
+            f"interaction): {facts['cold_targets_of_withheld_items']} of them a withheld item "
+            f"({facts['withheld_items']} items withheld in all), the rest an item never bought in training; "
+            f"{facts['items_without_training']} of {facts['items']} items have no training interaction. Full "
+            f"ranking{', history excluded' if facts['exclude_history'] else ''}; 95% percentile bootstrap over the "
+            "examples.")
+
+
+def versus_lines(versus: dict[str, Any], metrics: list[str], ours: str = OURS) -> list[str]:
+    """The paired bootstrap of ours - row over the same examples, overall and on the cold slice."""
+    return [f"Paired bootstrap of ours ({ours}) - row over the same examples (95%, {RESAMPLES:,} resamples; "
+            "`cold` = the cold targets only):", "",
+            *bootstrap_table(versus, [_column(s, m) for s in SLICES for m in metrics], first=f"{ours} - row")]
+
+
+def render(result: dict[str, Any], title: str) -> str:
+    """One table (a row per recommender: overall and cold, n and mean [95%]) and the paired table vs ours."""
+    metrics = result["metrics"]
+    lines = [f"# {title}", "", split_sentence(result["split"], result["part"]), "",
+             *cold_table(result["rows"], metrics)]
     if result["versus_ours"]:
-        lines += ["", f"Paired bootstrap of ours ({OURS}) - row over the same examples (95%, {RESAMPLES:,} resamples; "
-                  "`cold` = the cold targets only):", "",
-                  *bootstrap_table(result["versus_ours"], [_column(s, m) for s in SLICES for m in metrics],
-                                   first=f"{OURS} - row")]
+        lines += ["", *versus_lines(result["versus_ours"], metrics)]
     if "requests" in result:
         lines += ["", *render_requests(result["requests"], RESAMPLES)]
     return "\n".join(lines) + "\n"

@@ -179,7 +179,7 @@ def request_table(run_cfg: RunConfig, requests_file: Path, part: str, resamples:
             "metrics": tasks[REQUEST_TASKS[0]]["metrics"], "tasks": tasks}
 
 
-def render_requests(result: Mapping[str, Any], resamples: int) -> list[str]:
+def render_requests(result: Mapping[str, Any], resamples: int, heading: str = "##") -> list[str]:
     """The Markdown lines of the request table: a row per task and recommender, then the paired table."""
     metrics, part, tasks = result["metrics"], result["part"], result["tasks"]
     trained = "" if result["trained_on_query2item"] else f" {NOT_TRAINED}"
@@ -190,7 +190,7 @@ def render_requests(result: Mapping[str, Any], resamples: int) -> list[str]:
             for task, info in tasks.items() for name, row in info["rows"].items()]
     history = tasks.get("request_history", {})
     counts = ", ".join(f"{task}: {info['n']}" for task, info in tasks.items())
-    return [f"## Requests in words, {part} part{trained}", "",
+    return [f"{heading} Requests in words, {part} part{trained}", "",
             f"{counts} {part} requests from "
             f"`{Path(result['requests_file']).name}` ({other}), asked to the run's model ({OURS}{trained}) and "
             f"the {RETRIEVER_ROW} (request_history: the query mixes in the mean history vector with weight "
