@@ -18,14 +18,13 @@ from recdata.config import parse_config
 from trainer.cold_rows import COLD_ROWS
 from trainer.content_rows import CONTENT_ROWS
 from trainer.lm_loss import LM_LOSSES
+from trainer.row_init import ROW_INITS, SCRATCH_ROW_INITS
 
 logger = logging.getLogger(__name__)
 
 MODEL_INITS = ("pretrained", "scratch")
 SCRATCH_ARCHITECTURES = ("llama", "phi", "gpt2")
 FINETUNE_MODES = ("lora", "qlora", "full")
-ROW_INITS = ("auto", "codebook", "mean", "item_vectors", "random")
-SCRATCH_ROW_INITS = ("auto", "item_vectors", "random")  # codebook / mean describe a pretrained vocabulary
 ROW_TRAINING = ("trainable_tokens", "modules_to_save")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -90,7 +89,8 @@ class ModelArguments:
                   "item_vectors: each code's row is the mean of its items' vectors (item_vectors_dir), "
                   "PCA-projected to the model width at the scale of the rows they join, so rarely seen items start "
                   "near their content neighbours. random: the model's own init (scratch). auto: scratch -> random; "
-                  "pretrained -> codebook when available and of the model's width, else mean (logged).",
+                  "pretrained -> item_vectors when item_vectors_dir is set (the pipeline sets it), else mean: the "
+                  "order measured on the LLM path (docs/results.md#llm-alignment-cells; codebook rows last).",
                   "choices": list(ROW_INITS)},
     )
     item_vectors_dir: str = field(

@@ -29,6 +29,7 @@ from recdata.paths import default_llm_dir, require
 from trainer.config import ModelArguments
 from trainer.content_rows import setup_content_rows
 from trainer.embedding_rows import code_row_matrices, gathered, is_tied, jitter_rows, mean_start_rows
+from trainer.row_init import resolve_row_init
 
 logger = logging.getLogger(__name__)
 
@@ -135,32 +136,31 @@ def check_zero3_rows(args: ModelArguments) -> None:
 
 @torch.no_grad()
 def init_code_rows(model, ids: list[int], item_tokenizer, mode: str, noise: float, seed: int = 0) -> str:
-    """Fill the new rows of the input (and untied output) embeddings; returns the init actually used."""
+    """Fill the new rows of the input (and untied output) embeddings by ``mode`` (codebook or mean); returns it."""
+    if mode not in ("codebook", "mean"):
+        raise ValueError(f"init_code_rows fills codebook or mean rows, not {mode!r} (resolve auto first)")
     width = model.get_input_embeddings().embedding_dim  # (weight.shape is empty under ZeRO-3)
     first = ids[0]
     gen = torch.Generator().manual_seed(seed)
-    vectors = item_tokenizer.code_token_embeddings() if mode in ("auto", "codebook") else None
-    if vectors is not None and vectors.shape != (len(ids), width):
-        msg = (f"the ItemTokenizer's code embeddings have shape {tuple(vectors.shape)} but the model needs "
-               f"({len(ids)}, {width}): it was aligned with a different LLM width")
-        if mode == "codebook":
-            raise ValueError(msg + "; use new_rows_init=mean or re-train the tokenizer against this LLM")
-        logger.warning("%s; initialising code rows from the mean embedding instead (new_rows_init=auto)", msg)
-        vectors = None
-    if mode == "codebook" and vectors is None:
-        raise ValueError("new_rows_init=codebook but the ItemTokenizer has no alignment projection "
-                         "(trained without the alignment loss); use new_rows_init=mean or auto")
-    used = "codebook" if vectors is not None else "mean"
+    vectors = item_tokenizer.code_token_embeddings() if mode == "codebook" else None
+    if mode == "codebook":
+        if vectors is None:
+            raise ValueError("new_rows_init=codebook but the ItemTokenizer has no alignment projection "
+                             "(trained without the alignment loss); use new_rows_init=mean or auto")
+        if vectors.shape != (len(ids), width):
+            raise ValueError(f"the ItemTokenizer's code embeddings have shape {tuple(vectors.shape)} but the model "
+                             f"needs ({len(ids)}, {width}): it was aligned with a different LLM width; use "
+                             "new_rows_init=mean or re-train the tokenizer against this LLM")
     targets = code_row_matrices(model)
     with gathered(targets):
         _fill_rows(targets, first, len(ids), vectors, noise, gen)
-    return used
+    return mode
 
 
 def start_code_rows(model, ids: list[int], item_tokenizer, args: ModelArguments, seed: int = 0) -> str:
     """Apply ``args.new_rows_init`` to the code rows; returns the init actually used."""
-    mode = args.new_rows_init
-    if mode == "random" or (mode == "auto" and args.model_init == "scratch"):
+    mode = resolve_row_init(args.new_rows_init, args.model_init, bool(args.item_vectors_dir))
+    if mode == "random":
         return "random"  # the rows keep the model's own init (scratch) or the resize's
     if mode == "item_vectors":
         from trainer.item_vector_rows import init_item_vector_rows

@@ -53,8 +53,25 @@ def test_fitted_cold_rows_key_the_train_stage_of_cold_llm_runs_only():
         return SimpleNamespace(sections={"data": {"cold_item_fraction": fraction},
                                          "tokenizer": {"item_id_level": id_level}})
 
-    assert _train_key({}, run(0.1)) == {"cold_rows": "fitted"}  # a pretrained LLM: auto fits
+    rows = {"new_rows_init": "item_vectors"}  # the shipped configs' start (auto's own key: the test below)
+    assert _train_key(rows, run(0.1)) == {"cold_rows": "fitted"}  # a pretrained LLM: auto fits
     assert _train_key({"model_init": "scratch"}, run(0.1)) == {}  # scratch: auto keeps the start rows
-    assert _train_key({"cold_rows": "start"}, run(0.1)) == {}
-    assert _train_key({}, run(0.1, id_level=False)) == {}  # no rows of their own to fit
-    assert _train_key({"cold_rows": "fitted"}, run(0.0)) == {} and cold_rows_mode({}, run(0.0)) is None
+    assert _train_key({**rows, "cold_rows": "start"}, run(0.1)) == {}
+    assert _train_key(rows, run(0.1, id_level=False)) == {}  # no rows of their own to fit
+    assert _train_key({**rows, "cold_rows": "fitted"}, run(0.0)) == {} and cold_rows_mode({}, run(0.0)) is None
+
+
+def test_auto_row_start_keys_its_resolution_for_a_pretrained_model_only():
+    """``new_rows_init: auto`` on a pretrained model meant codebook rows before the four cells and item vectors now:
+    its resolution joins the key (such a run retrains); explicit starts and scratch models keep their keys."""
+    from types import SimpleNamespace
+
+    from alignrec.pipeline.stages.train import _train_key, row_init_mode
+
+    plain = SimpleNamespace(sections={"data": {}})
+    assert _train_key({}, plain) == {"new_rows_init_auto": "item_vectors"}
+    assert _train_key({"new_rows_init": "auto"}, plain) == {"new_rows_init_auto": "item_vectors"}
+    for explicit in ("item_vectors", "codebook", "mean"):
+        assert _train_key({"new_rows_init": explicit}, plain) == {} and row_init_mode({"new_rows_init": explicit}) \
+            == explicit
+    assert _train_key({"model_init": "scratch"}, plain) == {} and row_init_mode({"model_init": "scratch"}) == "random"

@@ -48,11 +48,13 @@ KEYS_BEFORE_THE_SPLIT = {
 BUMPED = {
     # tasks v3: data text made inert (InertText) in every row; its downstream stages follow
     "tasks": "ecc8af8b1016d774c58b3e84f9db60361819c4cd95f01cab714bf0f4bb0803ce",
-    "train": "f3216b0a513da211a11aa6d738affb4eb9d39590020deb558493286e15ecfc6d",
-    "preference": "74172dc6a471f23ca6bae2b7901877967f9e1012046f4a674983edba3be8f469",
-    "evaluate": "4eb5e540aa99cfbf3c4e39730c3b864e3774e4fd740f7c26ba32840aa3987b03",
-    "cache": "e6256ad24402f4054b5ac5b8f9f0cab972e0df307c0f38ee9ee5c2597c1fe92d",  # also v2: binary store rows
-    "export": "337d9d7087b7824957724ebca8a55f3d52cbbd9b2ccf413acf0b4588de001b04",
+    # train: this run's `new_rows_init: auto` (pretrained) now starts item-vector rows, not mean rows, and its key
+    # says so (`new_rows_init_auto`); its downstream stages follow. Explicit starts keep their keys.
+    "train": "e0b5062e348700a7499b1e3e302603845a5627a3f99db677ebdf03a90414eb05",
+    "preference": "4e8d75ac3db0415b2747a929ae358d00190586faf613869998fb34e09bad7187",
+    "evaluate": "38b9ef2e49d449af6f4588f07dd03f363b811d05b6de42cb13a1c9e43a7eaa3e",
+    "cache": "a1ec03b0e6191cd73434ab1d1919c2972d3f402922d738dd9d0a4e1a1b1fbd7c",  # also v2: binary store rows
+    "export": "2352e34c1f01c5af440bbc74228600c0eca75e86b4c596c71143492fe806ec61",
 }
 KEYS_NOW = {**KEYS_BEFORE_THE_SPLIT, **BUMPED}
 

@@ -63,7 +63,8 @@ def test_codebook_init_width_mismatch(tiny_chat_tokenizer, tiny_dataset):
     ids = add_code_tokens(model, tok, itok)
     with pytest.raises(ValueError, match="different LLM width"):
         init_code_rows(model, ids, itok, "codebook", noise=0.1)
-    assert init_code_rows(model, ids, itok, "auto", noise=0.1) == "mean"
+    with pytest.raises(ValueError, match="resolve auto first"):
+        init_code_rows(model, ids, itok, "auto", noise=0.1)
     no_proj = make_item_tokenizer(tiny_dataset.item_ids())
     with pytest.raises(ValueError, match="no alignment projection"):
         init_code_rows(model, ids, no_proj, "codebook", noise=0.1)
@@ -191,3 +192,31 @@ def test_cli_builds_launcher_commands_and_validates_first(capsys):
     assert main(["train", "--dry_run", "--dataset_dir", "d", "--item_tokenizer_dir", "t", "--bogus", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("alignrec train: error:") and "--bogus" in err and "\n" not in err
+
+
+def test_auto_row_start_follows_the_measured_order():
+    """auto: scratch -> random; pretrained -> item vectors when given, else the mean row; never the codebook rows
+    (last of the LLM path's four cells); an explicit start is kept."""
+    from trainer.row_init import resolve_row_init
+
+    assert resolve_row_init("auto", "scratch", has_item_vectors=True) == "random"
+    assert resolve_row_init("auto", "pretrained", has_item_vectors=True) == "item_vectors"
+    assert resolve_row_init("auto", "pretrained", has_item_vectors=False) == "mean"
+    for mode in ("codebook", "mean", "item_vectors", "random"):
+        assert resolve_row_init(mode, "pretrained", has_item_vectors=True) == mode
+
+
+def test_auto_start_on_a_pretrained_model_gives_the_mean_rows_without_vectors(tiny_chat_tokenizer, tiny_dataset):
+    """The trainer's own path: an aligned tokenizer of the model's width (codebook rows possible) and no
+    item_vectors_dir -> the mean row, not the codebook vectors."""
+    from trainer.config import ModelArguments
+    from trainer.model_setup import add_code_tokens, start_code_rows
+
+    itok = make_item_tokenizer(tiny_dataset.item_ids(), aligned_dim=64)
+    tok = build_tok(tiny_chat_tokenizer)
+    model = build_tiny_llama(len(tok))
+    old = model.get_input_embeddings().weight.detach().clone()
+    ids = add_code_tokens(model, tok, itok)
+    args = ModelArguments(finetune_mode="full", new_rows_init="auto", new_rows_noise=0.0)
+    assert start_code_rows(model, ids, itok, args) == "mean"
+    torch.testing.assert_close(model.get_input_embeddings().weight.detach()[ids], old.mean(0).expand(len(ids), -1))

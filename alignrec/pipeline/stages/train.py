@@ -1,7 +1,7 @@
 """The ``train`` stage: ``trainer/sft.py`` under the section's launcher (resumes from its last checkpoint).
 
 Reads: the tasks dataset, the item tokenizer, the base model / tokenizer / DeepSpeed JSON (content in the key) and
-the ``train`` section; with ``new_rows_init: item_vectors``, ``content_rows`` or fitted cold rows (the cold-item
+the ``train`` section; with ``new_rows_init: item_vectors`` (or ``auto`` on a pretrained model), ``content_rows`` or fitted cold rows (the cold-item
 protocol, ``cold_rows``) the embeddings stage's vectors.
 Writes: ``model/`` (the run folder) and ``train_config.yaml``.
 """
@@ -49,10 +49,22 @@ def cold_rows_mode(section: dict[str, Any], run_cfg: Any) -> str | None:
                              can_fit=id_level)
 
 
+def row_init_mode(section: dict[str, Any]) -> str:
+    """The code rows' start the trainer will use: the pipeline always hands it the embeddings stage's vectors."""
+    from trainer.row_init import resolve_row_init
+
+    return resolve_row_init(str(section.get("new_rows_init", "auto")), str(section.get("model_init", "pretrained")),
+                            has_item_vectors=True)
+
+
 def _train_key(section: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
-    """Fitted cold rows join the key of cold-protocol runs only (a run trained before them retrains); every other
-    run keeps its key."""
-    return {"cold_rows": "fitted"} if cold_rows_mode(section, run_cfg) == "fitted" else {}
+    """Fitted cold rows join the key of cold-protocol runs only, and ``new_rows_init: auto`` on a pretrained model
+    its resolution (it started codebook rows before it meant item vectors): a run trained before either retrains;
+    every other run keeps its key."""
+    key: dict[str, Any] = {"cold_rows": "fitted"} if cold_rows_mode(section, run_cfg) == "fitted" else {}
+    if str(section.get("new_rows_init", "auto")) == "auto" and row_init_mode(section) != "random":
+        key["new_rows_init_auto"] = row_init_mode(section)
+    return key
 
 
 def run_train(ctx: StageContext) -> dict[str, Any]:
@@ -65,7 +77,7 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
         "item_tokenizer_dir": str(ctx.upstream("tokenizer") / "item_tokenizer"),
         "output_dir": str(ctx.out_dir / "model"),
     }
-    if section.get("new_rows_init") == "item_vectors" or section.get("content_rows", "none") != "none" \
+    if row_init_mode(section) == "item_vectors" or section.get("content_rows", "none") != "none" \
             or cold_rows_mode(section, ctx.run_config) == "fitted":
         # the vectors the tokenizer read (in its key already)
         injected["item_vectors_dir"] = str(ctx.upstream("embeddings"))
