@@ -33,7 +33,8 @@ def test_lora_trains_code_rows_and_adapters_only(monkeypatch, base_argv, tmp_pat
                  "item_tokenizer/manifest.json", "tokenizer.json"):
         assert (run / name).is_file(), name
     resolved = json.loads((run / "resolved_config.json").read_text())
-    assert resolved["item_tokenizer_hash"] == item_tokenizer.content_hash and resolved["rows_init"] == "codebook"
+    # new_rows_init auto on a pretrained model without item vectors: the mean row (never the codebook rows)
+    assert resolved["item_tokenizer_hash"] == item_tokenizer.content_hash and resolved["rows_init"] == "mean"
     assert resolved["SFTConfig"]["max_steps"] == 12 and resolved["SFTConfig"]["bf16"] is False
 
     init = _initial_model(tiny_model_dir, item_tokenizer).model
