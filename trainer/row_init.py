@@ -5,7 +5,10 @@ Kept free of torch so the pipeline can put the resolution in the train stage's k
 
 from __future__ import annotations
 
-__all__ = ["ROW_INITS", "SCRATCH_ROW_INITS", "resolve_row_init"]
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["ROW_INITS", "SCRATCH_ROW_INITS", "resolve_row_init", "section_row_init"]
 
 ROW_INITS = ("auto", "codebook", "mean", "item_vectors", "random")
 SCRATCH_ROW_INITS = ("auto", "item_vectors", "random")  # codebook / mean describe a pretrained vocabulary
@@ -20,3 +23,10 @@ def resolve_row_init(mode: str, model_init: str, has_item_vectors: bool) -> str:
     if model_init == "scratch":
         return "random"
     return "item_vectors" if has_item_vectors else "mean"
+
+
+def section_row_init(section: Mapping[str, Any]) -> str:
+    """The start a train section gets where the item vectors are always handed over (``alignrec run``, the GPU
+    check's bundle)."""
+    return resolve_row_init(str(section.get("new_rows_init", "auto")), str(section.get("model_init", "pretrained")),
+                            has_item_vectors=True)

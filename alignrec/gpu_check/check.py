@@ -103,14 +103,12 @@ def _train(cfg: dict[str, Any], prepared: Path, model_dir: Path, out: Path, devi
     from alignrec.gpu_check.prepare import ITEM_VECTORS
     from trainer.callbacks import read_metrics
     from trainer.cli import build_command
-    from trainer.row_init import resolve_row_init
+    from trainer.row_init import section_row_init
 
     section = {k: v for k, v in cfg["train"].items() if k not in CARRY_ONLY_KEYS}
     section.update(model_name_or_path=str(model_dir), dataset_dir=str(prepared / "tasks"),
                    item_tokenizer_dir=str(prepared / "item_tokenizer"), output_dir=str(out / "model"))
-    rows = resolve_row_init(str(section.get("new_rows_init", "auto")), str(section.get("model_init", "pretrained")),
-                            has_item_vectors=True)  # prepare always carries them
-    if rows == "item_vectors" or section.get("content_rows", "none") != "none":
+    if section_row_init(section) == "item_vectors" or section.get("content_rows", "none") != "none":
         section["item_vectors_dir"] = str(prepared / ITEM_VECTORS)  # as the pipeline's train stage injects them
     config_file = out / "train_config.yaml"
     config_file.write_text(yaml.safe_dump(section, sort_keys=True))

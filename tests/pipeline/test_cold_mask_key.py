@@ -66,12 +66,13 @@ def test_auto_row_start_keys_its_resolution_for_a_pretrained_model_only():
     its resolution joins the key (such a run retrains); explicit starts and scratch models keep their keys."""
     from types import SimpleNamespace
 
-    from alignrec.pipeline.stages.train import _train_key, row_init_mode
+    from alignrec.pipeline.stages.train import _train_key
+    from trainer.row_init import section_row_init
 
     plain = SimpleNamespace(sections={"data": {}})
     assert _train_key({}, plain) == {"new_rows_init_auto": "item_vectors"}
     assert _train_key({"new_rows_init": "auto"}, plain) == {"new_rows_init_auto": "item_vectors"}
     for explicit in ("item_vectors", "codebook", "mean"):
-        assert _train_key({"new_rows_init": explicit}, plain) == {} and row_init_mode({"new_rows_init": explicit}) \
-            == explicit
-    assert _train_key({"model_init": "scratch"}, plain) == {} and row_init_mode({"model_init": "scratch"}) == "random"
+        assert _train_key({"new_rows_init": explicit}, plain) == {}
+        assert section_row_init({"new_rows_init": explicit}) == explicit
+    assert _train_key({"model_init": "scratch"}, plain) == {} and section_row_init({"model_init": "scratch"}) == "random"

@@ -19,6 +19,7 @@ from alignrec.pipeline.sections import (
     cold_mask_key,
     stage_keys,
 )
+from trainer.row_init import section_row_init
 
 
 def _train_inputs(section: dict[str, Any], run_cfg: Any) -> dict[str, str]:
@@ -49,21 +50,14 @@ def cold_rows_mode(section: dict[str, Any], run_cfg: Any) -> str | None:
                              can_fit=id_level)
 
 
-def row_init_mode(section: dict[str, Any]) -> str:
-    """The code rows' start the trainer will use: the pipeline always hands it the embeddings stage's vectors."""
-    from trainer.row_init import resolve_row_init
-
-    return resolve_row_init(str(section.get("new_rows_init", "auto")), str(section.get("model_init", "pretrained")),
-                            has_item_vectors=True)
-
-
 def _train_key(section: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
     """Fitted cold rows join the key of cold-protocol runs only, and ``new_rows_init: auto`` on a pretrained model
     its resolution (it started codebook rows before it meant item vectors): a run trained before either retrains;
     every other run keeps its key."""
     key: dict[str, Any] = {"cold_rows": "fitted"} if cold_rows_mode(section, run_cfg) == "fitted" else {}
-    if str(section.get("new_rows_init", "auto")) == "auto" and row_init_mode(section) != "random":
-        key["new_rows_init_auto"] = row_init_mode(section)
+    rows = section_row_init(section)
+    if str(section.get("new_rows_init", "auto")) == "auto" and rows != "random":
+        key["new_rows_init_auto"] = rows
     return key
 
 
@@ -77,7 +71,7 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
         "item_tokenizer_dir": str(ctx.upstream("tokenizer") / "item_tokenizer"),
         "output_dir": str(ctx.out_dir / "model"),
     }
-    if row_init_mode(section) == "item_vectors" or section.get("content_rows", "none") != "none" \
+    if section_row_init(section) == "item_vectors" or section.get("content_rows", "none") != "none" \
             or cold_rows_mode(section, ctx.run_config) == "fitted":
         # the vectors the tokenizer read (in its key already)
         injected["item_vectors_dir"] = str(ctx.upstream("embeddings"))
