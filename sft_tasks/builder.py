@@ -40,6 +40,7 @@ from sft_tasks.sequential import (
     seqrec_instruction,
 )
 from sft_tasks.stats import dataset_stats, tokenizer_with_codes
+from sft_tasks.user_tokens import USER_TOKENS_KEY, user_token_count
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ def _preference_info(sampler: NegativeSampler, pairs: int) -> dict[str, Any]:
 def _finish_info(info: dict[str, Any], start: float, ctx: TaskContext) -> None:
     info["build_seconds"] = round(time.perf_counter() - start, 2)
     info["user_knowledge_users"] = len(ctx.user_knowledge)
+    if ctx.cfg.user_tokens:  # the trainer adds this many user tokens (tasks_manifest.json)
+        info[USER_TOKENS_KEY] = user_token_count(ctx.user_knowledge)
 
 
 def build_tasks(cfg: TaskConfig, split: SplitDataset, item_tokenizer: Any, hf_tokenizer: Any,
@@ -176,7 +179,7 @@ def compute_stats(build: TaskBuild, item_tokenizer: Any, hf_tokenizer: Any, samp
 
 def _stats(dsd: datasets.DatasetDict, preference_pairs: int | None, info: dict[str, Any], item_tokenizer: Any,
            hf_tokenizer: Any, sample: int, seed: int) -> dict[str, Any]:
-    tokenizer = tokenizer_with_codes(hf_tokenizer, item_tokenizer)
+    tokenizer = tokenizer_with_codes(hf_tokenizer, item_tokenizer, info.get(USER_TOKENS_KEY, 0))
     stats: dict[str, Any] = {
         "train": dataset_stats(dsd["train"], tokenizer, sample, seed),
         "validation": dataset_stats(dsd["validation"], tokenizer, sample, seed),
@@ -243,6 +246,18 @@ def read_build_prompt_format(dataset_dir: str | Path) -> str:
     return value
 
 
+def read_build_user_tokens(dataset_dir: str | Path) -> int:
+    """How many user tokens (``tasks.user_tokens``) a tasks build's prompts use: 0 for none (or an older build)."""
+    path = Path(dataset_dir) / TASKS_MANIFEST_FILE
+    if not path.is_file():
+        return 0
+    value = json.loads(path.read_text(encoding="utf-8")).get(USER_TOKENS_KEY, 0)
+    if not isinstance(value, int) or value < 0:
+        raise InputFileError(f"{path}: {USER_TOKENS_KEY} must be a non-negative integer, got {value!r}; rebuild the "
+                             "tasks with this version (`alignrec tasks build`)")
+    return value
+
+
 def save_task_build(build: TaskBuild, out_dir: str | Path, stats: dict[str, Any], configs: tuple = (),
                     inputs: tuple = (), overwrite: bool = False) -> Path:
     """Atomically write the DatasetDict (``out_dir`` root), ``preference/``, ``stats.json``, the config,
@@ -268,6 +283,8 @@ def _write_build_files(tmp: Path, info: dict[str, Any], stats: dict[str, Any], c
     atomic_write_json(tmp / "stats.json", stats)
     atomic_write_json(tmp / TASKS_MANIFEST_FILE, {"prompt_format": info.get("prompt_format", DEFAULT_PROMPT_FORMAT),
                                                   ITEM_TOKENIZER_HASH_KEY: info.get(ITEM_TOKENIZER_HASH_KEY),
+                                                  **({USER_TOKENS_KEY: info[USER_TOKENS_KEY]}
+                                                     if info.get(USER_TOKENS_KEY) else {}),
                                                   **({} if cold_items is None else {COLD_ITEMS_KEY: cold_items})})
     atomic_write_json(tmp / "resolved_config.json", config_to_dict(*configs))
     if user_knowledge:

@@ -94,6 +94,13 @@ class TaskConfig:
     user_knowledge_words: int = field(
         default=48, metadata={"help": "The user-knowledge text is cut to this many words in a prompt."}
     )
+    user_tokens: int = field(
+        default=0,
+        metadata={"help": "Put a learned token per training user (<user_0>, ...) in front of every seqrec prompt of "
+                          "that user (seqrec_full included): the user's long-run taste in one embedding row. The "
+                          "value bounds the vocabulary: users past it share tokens round-robin. 0 = off. Not with "
+                          "user_knowledge_dir (one prefix per user)."},
+    )
 
     # ---- negatives -------------------------------------------------------------------------------------
     negative_strategy: str = field(
@@ -146,9 +153,12 @@ class TaskConfig:
             )
         for name in ("mixture_size", "max_history", "max_templates", "query_keywords", "queries_per_item",
                      "binary_negatives", "preference_negatives", "preview", "max_description_words",
-                     "max_title_words", "stats_sample", "user_knowledge_words"):
+                     "max_title_words", "stats_sample", "user_knowledge_words", "user_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.user_tokens and self.user_knowledge_dir:
+            raise ValueError("user_tokens and user_knowledge_dir both put a prefix in front of a user's prompts; "
+                             "set one of them")
         if self.hard_prefix_levels < 1:
             raise ValueError(f"hard_prefix_levels must be >= 1, got {self.hard_prefix_levels}")
         if self.choice_candidates < 2:

@@ -16,6 +16,7 @@ from sft_tasks.base import task_seed
 from sft_tasks.config import TaskConfig
 from sft_tasks.formatting import PromptFormatter
 from sft_tasks.templates import HISTORY_SEPARATOR, SCENARIO_TAG, TEMPLATES
+from sft_tasks.user_tokens import assign_user_tokens
 
 
 @dataclass(frozen=True)
@@ -180,22 +181,28 @@ class TaskContext:
             labels = [scens for _, _, scens in split.train_scenario_sequences()]
         self.windows = sliding_windows(self.train_sequences, self.max_history, labels)
         self.popularity = split.train_popularity()  # {item: training interactions}, the one definition
-        self.user_knowledge = ({user: inert(text) for user, text in
-                                user_knowledge_texts(cfg.user_knowledge_dir, cfg.user_knowledge_words).items()}
-                               if cfg.user_knowledge_dir else {})
+        if cfg.user_tokens:  # {user: "<user_i>"}: a token, not text, so it does not go through ``inert``
+            self.user_knowledge = assign_user_tokens((user for user, _ in self.train_sequences), cfg.user_tokens)
+        else:
+            self.user_knowledge = ({user: inert(text) for user, text in
+                                    user_knowledge_texts(cfg.user_knowledge_dir, cfg.user_knowledge_words).items()}
+                                   if cfg.user_knowledge_dir else {})
         # {user: n}: the knowledge read the first n training items (public API of the knowledge stage)
         from alignrec.knowledge import read_user_history_items
 
         self.knowledge_history_items = read_user_history_items(cfg.user_knowledge_dir) if cfg.user_knowledge_dir else {}
 
     def knowledge(self, user_id: str, target_position: int | None = None) -> str | None:
-        """The user's (training-part) knowledge text cut to ``user_knowledge_words``; None when off or unknown.
+        """The user's (training-part) knowledge text cut to ``user_knowledge_words``, or their user token
+        (``user_tokens``); None when off or unknown.
 
         ``target_position`` (a training window's target index): None too when the knowledge already read that
         target, so no training example can copy its answer from the knowledge. Evaluation rows pass none.
         """
         text = self.user_knowledge.get(user_id)
-        if text is None or (target_position is not None and target_position < self.knowledge_history_items[user_id]):
+        if text is None or self.cfg.user_tokens:  # a user token holds no item, so no target to copy
+            return text
+        if target_position is not None and target_position < self.knowledge_history_items[user_id]:
             return None
         return text
 

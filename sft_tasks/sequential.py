@@ -19,6 +19,7 @@ from sft_tasks.base import FEATURES, ListTask, Task, rows_to_dataset
 from sft_tasks.context import TaskContext, scenario_history_text
 from sft_tasks.formatting import DEFAULT_PROMPT_FORMAT, PromptFormatter, check_prompt_format, codes_prompt
 from sft_tasks.templates import HISTORY_SEPARATOR, TEMPLATES, USER_KNOWLEDGE_TEMPLATE
+from sft_tasks.user_tokens import is_user_token
 
 VALIDATION_FEATURES = datasets.Features({
     **FEATURES, "user_id": datasets.Value("string"), "history": datasets.Sequence(datasets.Value("string")),
@@ -36,7 +37,16 @@ def _formatter(hf_tokenizer: Any, prompt_format: str = DEFAULT_PROMPT_FORMAT) ->
 
 
 def _knowledge_prefix(user_knowledge: str | None) -> str:
-    return USER_KNOWLEDGE_TEMPLATE.format(knowledge=user_knowledge) if user_knowledge else ""
+    """The text in front of a user's prompt: their knowledge line, or their user token alone (``user_tokens``)."""
+    if not user_knowledge:
+        return ""
+    return user_knowledge if is_user_token(user_knowledge) else USER_KNOWLEDGE_TEMPLATE.format(knowledge=user_knowledge)
+
+
+def _inert_knowledge(fmt: PromptFormatter, user_knowledge: str | None) -> str | None:
+    """Knowledge text made inert as the tasks build did; a user token (``user_tokens``) is the one added token a
+    prompt may carry, so it is kept."""
+    return fmt.inert(user_knowledge) if user_knowledge and not is_user_token(user_knowledge) else user_knowledge
 
 
 def seqrec_instruction(history_codes: str, template_index: int = 0, user_knowledge: str | None = None) -> str:
@@ -57,7 +67,7 @@ def seqrec_prompt(history: list[str], item_tokenizer: Any, hf_tokenizer: Any, te
     if not history:
         raise ValueError("seqrec_prompt needs a non-empty history; a user with no items has nothing to condition on")
     fmt = _formatter(hf_tokenizer, check_prompt_format(prompt_format))
-    user_knowledge = fmt.inert(user_knowledge) if user_knowledge else user_knowledge  # as the tasks build did
+    user_knowledge = _inert_knowledge(fmt, user_knowledge)
     if prompt_format == "codes":
         return codes_prompt([item_tokenizer.item_to_string(i) for i in history], hf_tokenizer,
                             _knowledge_prefix(user_knowledge))
@@ -89,7 +99,7 @@ def seqrec_scenario_prompt(history: list[str], history_scenarios: list[str], tar
     text = scenario_history_text([item_tokenizer.item_to_string(i) for i in history],
                                  [inert(s) for s in history_scenarios])
     return fmt(seqrec_scenario_instruction(text, inert(target_scenario), template_index,
-                                           inert(user_knowledge) if user_knowledge else user_knowledge))
+                                           _inert_knowledge(fmt, user_knowledge)))
 
 
 def _window_instruction(ctx: TaskContext, user_id: str, history, target_scenario: str, history_scenarios,
@@ -171,12 +181,14 @@ class SeqrecFullTask(Task):
 
     def example(self, i: int) -> dict[str, str]:
         ctx = self.ctx
-        window = ctx.train_sequences[int(self._rows[i])][1][int(self._starts[i]):int(self._ends[i])]
+        user_id, sequence = ctx.train_sequences[int(self._rows[i])]
+        window = sequence[int(self._starts[i]):int(self._ends[i])]
+        token = ctx.knowledge(user_id) if ctx.cfg.user_tokens else None  # text knowledge: refused at build
         if self.codes_format:
-            prompt = codes_prompt([ctx.code[window[0]]], ctx.format.hf_tokenizer)
+            prompt = codes_prompt([ctx.code[window[0]]], ctx.format.hf_tokenizer, _knowledge_prefix(token))
             completion = "".join(ctx.code[item] for item in window[1:])
         else:
-            prompt = ctx.format(seqrec_instruction(ctx.code[window[0]]))
+            prompt = ctx.format(seqrec_instruction(ctx.code[window[0]], 0, token))
             completion = HISTORY_SEPARATOR.join(ctx.code[item] for item in window[1:])
         return {"prompt": prompt, "completion": completion, "task": self.name}
 
@@ -198,7 +210,7 @@ def build_seqrec_full(ctx: TaskContext) -> SeqrecFullTask:
         raise ConfigError("task seqrec_full needs prompts that are the codes alone: set tasks.prompt_format: codes "
                           "(any LLM), or train a codes-only model (train.tokenizer_name_or_path: codes_only); with "
                           "instruction text around the history, train on seqrec windows instead")
-    if codes_format and ctx.user_knowledge:
+    if codes_format and ctx.user_knowledge and not ctx.cfg.user_tokens:
         raise ConfigError("task seqrec_full rows carry no user knowledge, but these tasks put it in front of the "
                           "seqrec prompts (user_knowledge_dir): use seqrec, or build without user knowledge")
     return SeqrecFullTask(ctx)

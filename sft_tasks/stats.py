@@ -12,12 +12,17 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 
-def tokenizer_with_codes(hf_tokenizer: Any, item_tokenizer: Any) -> Any:
-    """``hf_tokenizer`` itself when it already holds the code grid, else an extended copy (caller's untouched)."""
+def tokenizer_with_codes(hf_tokenizer: Any, item_tokenizer: Any, user_tokens: int = 0) -> Any:
+    """``hf_tokenizer`` itself when it already holds the code grid (and ``user_tokens`` user tokens), else an
+    extended copy, user tokens first as the trainer adds them (caller's untouched)."""
+    from sft_tasks.user_tokens import add_user_tokens, user_token
+
     vocab = hf_tokenizer.get_vocab()
-    if all(t in vocab for t in item_tokenizer.code_tokens()):
+    if all(t in vocab for t in item_tokenizer.code_tokens()) and (not user_tokens or user_token(user_tokens - 1) in vocab):
         return hf_tokenizer
     extended = copy.deepcopy(hf_tokenizer)
+    if user_tokens:
+        add_user_tokens(extended, user_tokens)
     item_tokenizer.add_to_tokenizer(extended)
     return extended
 

@@ -8,7 +8,7 @@ same for every run on the same base tokenizer; ``ItemTokenizer.code_token_ids`` 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ class ModelBundle:
     peft_config: Any  # peft.LoraConfig or None (full fine-tuning)
     row_init: str  # what actually initialised the code-token rows: codebook | mean | random
     embedding_rows: int  # input embedding rows after resizing (before any peft wrapping)
+    user_token_ids: list[int] = field(default_factory=list)  # ``tasks.user_tokens``' rows, before the code rows
 
 
 def model_dir(args: ModelArguments) -> Path:
@@ -189,6 +190,8 @@ def _leaf_name(model, module) -> str:
 
 
 def build_peft_config(args: ModelArguments, code_ids: list[int], model):
+    """LoRA on ``args.lora_target_modules`` + the new rows ``code_ids`` (the code rows, and the user-token rows
+    when there are any) as trainable tokens or whole saved embedding modules; None for full fine-tuning."""
     if args.finetune_mode == "full":
         return None
     from peft import LoraConfig
@@ -216,24 +219,39 @@ def add_code_tokens(model, tok: PreTrainedTokenizerBase, item_tokenizer) -> list
     return ids
 
 
-def setup_model(args: ModelArguments, item_tokenizer, dtype: torch.dtype, seed: int = 0) -> ModelBundle:
-    """Load or build the model, add code tokens, initialise their rows (and their content adaptor,
-    ``content_rows``), build the peft config."""
+def setup_model(args: ModelArguments, item_tokenizer, dtype: torch.dtype, seed: int = 0,
+                user_tokens: int = 0) -> ModelBundle:
+    """Load or build the model, add the user tokens (``user_tokens``: the tasks build's count) and the code tokens,
+    initialise their rows (and the code rows' content adaptor, ``content_rows``), build the peft config."""
+    from sft_tasks import add_user_tokens
+
     check_zero3_rows(args)
     tok = load_tokenizer(args)
-    if args.model_init == "scratch":
-        item_tokenizer.add_to_tokenizer(tok)  # size the random model to the final vocabulary directly
-    elif item_tokenizer.code_tokens()[0] in tok.get_vocab():
+    if args.model_init != "scratch" and item_tokenizer.code_tokens()[0] in tok.get_vocab():
         raise ValueError(
             f"the tokenizer at {args.tokenizer_name_or_path or model_dir(args)} already holds code tokens: it is an "
             "already-extended (trained) model; start from the base model folder, or use load_for_inference"
         )
+    user_ids = add_user_tokens(tok, user_tokens) if user_tokens else []  # before the codes, which stay last
+    if args.model_init == "scratch":
+        item_tokenizer.add_to_tokenizer(tok)  # size the random model to the final vocabulary directly
     torch.manual_seed(seed)
     model = load_base_model(args, dtype, tok)
     ids = add_code_tokens(model, tok, item_tokenizer)
+    if user_ids and args.model_init != "scratch":  # a scratch model's rows are all random alike
+        start_user_rows(model, user_ids[0], len(user_ids), args.new_rows_noise, seed)
     row_init = start_code_rows(model, ids, item_tokenizer, args, seed)
     setup_content_rows(model, tok, item_tokenizer, args, seed)  # after the start: the free rows keep it
     model.config.pad_token_id = tok.pad_token_id
-    logger.info("code tokens at ids %d..%d (%d), rows init: %s", ids[0], ids[-1], len(ids), row_init)
+    logger.info("code tokens at ids %d..%d (%d), rows init: %s%s", ids[0], ids[-1], len(ids), row_init,
+                f"; {len(user_ids)} user tokens at ids {user_ids[0]}..{user_ids[-1]}" if user_ids else "")
     rows = model.get_input_embeddings().num_embeddings
-    return ModelBundle(model, tok, ids, build_peft_config(args, ids, model), row_init, rows)
+    return ModelBundle(model, tok, ids, build_peft_config(args, [*user_ids, *ids], model), row_init, rows, user_ids)
+
+
+@torch.no_grad()
+def start_user_rows(model, first: int, n: int, noise: float, seed: int = 0) -> None:
+    """A pretrained model's user-token rows start at the mean of its own rows (+ jitter), as ``mean`` code rows do."""
+    targets = code_row_matrices(model)
+    with gathered(targets):
+        _fill_rows(targets, first, n, None, noise, torch.Generator().manual_seed(seed + 1))

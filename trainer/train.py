@@ -13,7 +13,13 @@ from trl import SFTConfig
 from recdata.config import config_to_dict
 from recdata.errors import InputFileError, UserError
 from recdata.io import atomic_write_json
-from sft_tasks import check_build_item_tokenizer, read_build_prompt_format, read_build_user_knowledge
+from sft_tasks import (
+    USER_TOKENS_KEY,
+    check_build_item_tokenizer,
+    read_build_prompt_format,
+    read_build_user_knowledge,
+    read_build_user_tokens,
+)
 from trainer.callbacks import (
     LOSS_CURVE_FILE,
     METRICS_FILE,
@@ -235,7 +241,8 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
     if evalset is None or sft.eval_strategy == "no":
         logger.warning("no held-out loss: %s", "no validation split" if evalset is None else "eval_strategy=no")
         evalset = None
-    bundle = setup_model(model_args, item_tokenizer, dtype, seed=sft.seed)
+    bundle = setup_model(model_args, item_tokenizer, dtype, seed=sft.seed,
+                         user_tokens=read_build_user_tokens(data_args.dataset_dir))
     base = "scratch" if model_args.model_init == "scratch" else str(model_dir(model_args).resolve())
     resolved = {
         **config_to_dict(model_args, data_args, run_args, sft),
@@ -283,6 +290,7 @@ def run_sft(model_args: ModelArguments, data_args: DataArguments, run_args: Alig
                                **trainer.lm_loss_record,
                                **(cold_mask.manifest() if cold_mask is not None else {}), **cold_record,
                                **content_rows_manifest(model_args),
+                               **({USER_TOKENS_KEY: len(bundle.user_token_ids)} if bundle.user_token_ids else {}),
                                PROMPT_FORMAT_KEY: read_build_prompt_format(data_args.dataset_dir)})
     save_run(trainer, bundle.tokenizer, item_tokenizer, output_dir, manifest,
              user_knowledge=read_build_user_knowledge(data_args.dataset_dir))

@@ -8,8 +8,9 @@ brands, categories, queries, user knowledge, scenario names) before it is put in
 builders and decoding (``sft_tasks`` prompts go through ``PromptFormatter.inert``):
 
 - control characters (ANSI escapes, NUL, bidi overrides) are removed (``recdata.text_safety.strip_controls``);
-- every occurrence of an added token of the tokenizer (special or not, whitespace-only and one-character ones aside) and of the
-  item-code pattern ``<letter_number>`` (code tokens may be added after the prompt is built) is broken by a
+- every occurrence of an added token of the tokenizer (special or not, whitespace-only and one-character ones aside), of the
+  item-code pattern ``<letter_number>`` and of the user-token pattern ``<user_number>`` (both may be added after the
+  prompt is built) is broken by a
   zero-width space after its first character: ``<\u200ba_1>`` reads the same and tokenizes as plain text.
 
 The rule is idempotent (a broken occurrence no longer matches), so a text escaped at build time and escaped
@@ -29,11 +30,13 @@ from typing import Any
 
 from recdata.text_safety import strip_controls
 
-__all__ = ["BREAK", "CODE_TOKEN_PATTERN", "InertText", "control_strings", "inert_text", "llm_inert_text"]
+__all__ = ["BREAK", "CODE_TOKEN_PATTERN", "USER_TOKEN_PATTERN", "InertText", "control_strings", "inert_text", "llm_inert_text"]
 
 BREAK = "\u200b"  # zero-width space: invisible, not part of any added token
 CODE_TOKEN_PATTERN = r"<[a-z]_\d+>"  # tokenization.item_tokenizer.code_token's shape
+USER_TOKEN_PATTERN = r"<user_\d+>"  # sft_tasks.user_tokens.user_token's shape (added at training, like codes)
 _CODE = re.compile(CODE_TOKEN_PATTERN)
+_USER = re.compile(USER_TOKEN_PATTERN)
 
 
 def control_strings(hf_tokenizer: Any) -> list[str]:
@@ -44,7 +47,8 @@ def control_strings(hf_tokenizer: Any) -> list[str]:
     found = set(getattr(hf_tokenizer, "all_special_tokens", None) or [])
     for token in (getattr(hf_tokenizer, "added_tokens_decoder", None) or {}).values():
         found.add(str(getattr(token, "content", token)))
-    return sorted((t for t in found if len(t.strip()) > 1 and not _CODE.fullmatch(t)), key=lambda t: (-len(t), t))
+    return sorted((t for t in found if len(t.strip()) > 1 and not _CODE.fullmatch(t) and not _USER.fullmatch(t)),
+                  key=lambda t: (-len(t), t))
 
 
 class InertText:
@@ -52,7 +56,8 @@ class InertText:
 
     def __init__(self, hf_tokenizer: Any = None) -> None:
         self.control_strings = control_strings(hf_tokenizer)
-        self.pattern = re.compile("|".join([*map(re.escape, self.control_strings), CODE_TOKEN_PATTERN]))
+        self.pattern = re.compile("|".join([*map(re.escape, self.control_strings), CODE_TOKEN_PATTERN,
+                                            USER_TOKEN_PATTERN]))
 
     def __call__(self, text: str) -> str:
         text = strip_controls(text)

@@ -61,3 +61,21 @@ def test_the_pipeline_fills_item_vectors_dir_itself(tmp_path, tiny_chat_tokenize
     assert not (tmp_path / "runs" / "tiny" / "data").exists()  # refused before any stage ran
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "item_vectors_dir" in err[0] and "fills itself" in err[0]
+
+
+def test_scratch_run_with_user_tokens_prompts_every_known_user_with_theirs(tmp_path, tiny_chat_tokenizer):
+    """The CPU recipe's shape (codes only, seqrec_full, the item head) with ``tasks.user_tokens``: every user gets
+    a token, the run records them, and evaluation decodes every user's prompt with theirs."""
+    config = _scratch_config(tmp_path, tiny_chat_tokenizer)
+    config["tasks"]["user_tokens"] = 1000
+    config["train"]["item_head_weight"] = 1.0
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert alignrec_main(["run", "--config", str(path), "--until", "evaluate"]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    model_dir = run_dir / "train" / "model"
+    knowledge = json.loads((model_dir / "user_knowledge.json").read_text())
+    assert len(knowledge) == NUM_USERS and sorted(knowledge.values()) == sorted(f"<user_{i}>" for i in range(NUM_USERS))
+    assert json.loads((model_dir / "alignrec_train.json").read_text())["user_tokens"] == NUM_USERS
+    metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["recommenders"]["alignrec"]
+    assert metrics["n_examples"] == NUM_USERS and metrics["invalid_rate"] == 0.0
