@@ -58,6 +58,7 @@ STAGES = ("generate", "data", "embeddings", "tokenizer", "tasks", "train", "eval
 PIPELINE_RANGE = {"data": ("data", "knowledge"), "embeddings": ("embeddings", "embeddings"),
                   "tokenizer": ("tokenizer", "tokenizer"), "tasks": ("tasks", "tasks"), "train": ("train", "train"),
                   "evaluate": ("evaluate", "evaluate"), "cache": ("cache", "cache")}
+TWO_LEVELS_FROM = 100_000  # items: the decode-normaliser's children threshold, where two levels keep decoding flat
 TINY = {"items": [300, 600], "users": 150, "extra_sizes": [], "interactions_per_user": 8, "train_steps": 4,
         "eval_users": 20, "sasrec_epochs": 1, "rq_epochs": 5, "stage_limit_s": 300.0}
 
@@ -78,6 +79,10 @@ class BenchScaleConfig:
     eval_users: int = field(default=1000, metadata={"help": "Test users scored by the evaluate stage."})
     sasrec_epochs: int = field(default=1, metadata={"help": "SASRec epochs of the embeddings stage."})
     rq_epochs: int = field(default=150, metadata={"help": "RQ-VAE epochs (150 = the shipped default)."})
+    num_levels: str = field(default="auto", metadata={
+        "help": "RQ levels before the item-id level: auto = 1 below 100,000 items, 2 from there (the layout whose "
+                "decode cost per user stays flat from 10k to 1M items, docs/scale.md#decode-normaliser); or one "
+                "integer for every size."})
     stage_limit_s: float = field(default=3600.0, metadata={"help": "A stage running longer is killed: '> limit'."})
     set: list[str] = field(default_factory=list, metadata={"help": "Run-config overrides, section.key=value."})
     seed: int = field(default=0, metadata={"help": "Seed of the synthetic data."})
@@ -94,8 +99,16 @@ class BenchScaleConfig:
         self.extra_sizes = [s for s in self.extra_sizes if str(s).lower() != "none"]
         for size in self.extra_sizes:
             parse_size(size)
+        if self.num_levels != "auto" and not (str(self.num_levels).isdigit() and int(self.num_levels) >= 1):
+            raise ConfigError(f"num_levels must be auto or an integer >= 1, got {self.num_levels!r}")
         if min(self.users, self.train_steps, self.eval_users, self.sasrec_epochs, self.rq_epochs, *self.items) < 1:
             raise ConfigError("users, train_steps, eval_users, sasrec_epochs, rq_epochs and items must be >= 1")
+
+    def levels(self, items: int) -> int:
+        """RQ levels before the item-id level at a catalogue of ``items``."""
+        if self.num_levels == "auto":
+            return 1 if items < TWO_LEVELS_FROM else 2
+        return int(self.num_levels)
 
     def sizes(self) -> list[tuple[int, int]]:
         return sorted({*((n, self.users) for n in self.items), *map(parse_size, self.extra_sizes)},
@@ -104,7 +117,7 @@ class BenchScaleConfig:
     def settings(self) -> dict[str, Any]:
         """What changes a measurement: cells measured under other settings are not mixed in one table."""
         keep = ("interactions_per_user", "num_scenarios", "train_steps", "eval_users", "sasrec_epochs", "rq_epochs",
-                "set", "seed")
+                "num_levels", "set", "seed")
         return {k: v for k, v in asdict(self).items() if k in keep}
 
 
@@ -115,8 +128,9 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(items), int(users)
 
 
-def base_config(cfg: BenchScaleConfig, data_dir: Path, work: Path) -> dict[str, Any]:
-    """The run config of one size: the scratch recipe's shape (configs/ml100k_scratch.yaml) at tiny width."""
+def base_config(cfg: BenchScaleConfig, data_dir: Path, work: Path, items: int) -> dict[str, Any]:
+    """The run config of one size: the scratch recipe's shape (configs/ml100k_scratch.yaml) at tiny width, with
+    ``cfg.levels(items)`` RQ levels before the item-id level (the auto codebook balances them)."""
     data = {"path": str(data_dir), "format": "tabular", "max_history": 50, "keep_unused_items": True}
     if cfg.num_scenarios:
         data["scenario_item_field"] = "scenario"
@@ -125,7 +139,7 @@ def base_config(cfg: BenchScaleConfig, data_dir: Path, work: Path) -> dict[str, 
         "embeddings": {"source": "cf", "sasrec_dim": 32, "sasrec_heads": 1, "sasrec_layers": 1,
                        "sasrec_epochs": cfg.sasrec_epochs, "sasrec_batch_size": 256, "sasrec_seed": 42,
                        "use_cache": False, "cache_dir": str(work / "embedding_cache")},
-        "tokenizer": {"num_levels": 1, "item_id_level": True, "codebook_size": 0, "align_weight": 0.0,
+        "tokenizer": {"num_levels": cfg.levels(items), "item_id_level": True, "codebook_size": 0, "align_weight": 0.0,
                       "rq_epochs": cfg.rq_epochs, "rq_num_threads": 1, "rq_seed": 42},
         "tasks": {"weights": '{"seqrec_full": 1.0}', "max_history": 50, "seed": 42},
         "train": {"launcher": "python", "model_init": "scratch", "tokenizer_name_or_path": "codes_only",
@@ -167,7 +181,7 @@ def _child(stage: str, cfg: BenchScaleConfig, size: tuple[int, int], work: Path)
             num_scenarios=cfg.num_scenarios, seed=cfg.seed), progress=False)
         return {"interactions": manifest["interactions"]}
     run_cfg = run_config_from_dict({"name": f"{items}x{users}", "runs_dir": str(work / "runs"),
-                                    **base_config(cfg, data_dir, work)}, source="bench_scale")
+                                    **base_config(cfg, data_dir, work, items)}, source="bench_scale")
     if cfg.set:
         run_cfg = apply_overrides(run_cfg, parse_set_options(cfg.set))
     start, until = PIPELINE_RANGE[stage]

@@ -134,3 +134,16 @@ def test_sizes_grid_plus_extra_sizes(bench):
     assert cfg.sizes() == [(10, 5), (20, 5), (10, 50)]
     (cfg,) = parse_config([bench.BenchScaleConfig], ["--extra_sizes", "none"])
     assert cfg.sizes() == [(10_000, 100_000), (100_000, 100_000), (1_000_000, 100_000)]
+
+
+def test_two_rq_levels_from_100k_items_unless_fixed(bench, tmp_path):
+    from recdata.config import parse_config
+
+    (cfg,) = parse_config([bench.BenchScaleConfig], [])
+    assert [cfg.levels(n) for n in (10_000, 99_999, 100_000, 1_000_000)] == [1, 1, 2, 2]
+    assert bench.base_config(cfg, tmp_path, tmp_path, 1_000_000)["tokenizer"]["num_levels"] == 2
+    assert bench.base_config(cfg, tmp_path, tmp_path, 10_000)["tokenizer"]["num_levels"] == 1
+    (fixed,) = parse_config([bench.BenchScaleConfig], ["--num_levels", "1"])
+    assert fixed.levels(1_000_000) == 1 and fixed.settings()["num_levels"] == "1" != cfg.settings()["num_levels"]
+    with pytest.raises(ConfigError, match="num_levels"):
+        parse_config([bench.BenchScaleConfig], ["--num_levels", "0"])
