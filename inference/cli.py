@@ -93,6 +93,12 @@ class EvaluateConfig:
     mix_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75], metadata={
         "help": "task request_history: weights of the mean history vector in the retriever's query, chosen on "
                 "the valid requests by NDCG@10."})
+    request_prior_weights: list[float] = field(default_factory=list, metadata={
+        "help": "task request*: add the 'alignrec + request prior' row: the run's decoding with the request's "
+                "sentence vector (the retriever's) as a content prior in its item head (weight x cosine with each "
+                "item's text vector added to the head's logits): the words read by the sentence encoder, the "
+                "history and codes by the model. Several weights: chosen on the valid requests by NDCG@10 (each "
+                "decodes them once), never on test. Needs a run with an item head; empty = no such row."})
 
     def __post_init__(self) -> None:
         if self.task not in ("next_item", "request", "request_history"):
@@ -105,6 +111,10 @@ class EvaluateConfig:
                              "(retriever_baseline)")
         if any(not 0 <= w <= 1 for w in self.mix_weights) or not self.mix_weights:
             raise ValueError(f"mix_weights must be in [0, 1], got {self.mix_weights}")
+        if self.request_prior_weights and self.task == "next_item":
+            raise ValueError("request_prior_weights is a request task option (task request or request_history)")
+        if any(not w > 0 for w in self.request_prior_weights):
+            raise ValueError(f"request_prior_weights must be > 0, got {self.request_prior_weights}")
         if self.part not in ("valid", "test"):
             raise ValueError(f"part must be 'valid' or 'test', got {self.part!r}")
         if not self.ks or min(self.ks) < 1:

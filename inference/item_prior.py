@@ -114,8 +114,21 @@ class ItemVectorPrior:
             kept = [i for i in history if self.has_vector[i]]
             if kept:
                 means[b] = self.table[self.column_of_item[torch.as_tensor(kept, device=device)]].mean(dim=0)
-        norms = means.norm(dim=1, keepdim=True)  # [batch, 1]
-        users = torch.where(norms > _UNIT_EPS, means * (self.weight / norms.clamp(min=_UNIT_EPS)), 0.0)
+        return self._prior_rows(means)
+
+    def query_rows(self, queries: np.ndarray | torch.Tensor) -> ItemPriorRows:
+        """The prior of a batch from explicit query vectors ``[batch, dim]`` in the item vectors' space (e.g. a
+        request's sentence vector) instead of a history mean; a zero row gets no prior."""
+        queries = torch.as_tensor(np.asarray(queries, dtype=np.float32), device=self.table.device)
+        if queries.ndim != 2 or queries.shape[1] != self.table.shape[1]:
+            raise ValueError(f"queries must be [batch, {self.table.shape[1]}] (the item vectors' width), got "
+                             f"{tuple(queries.shape)}")
+        return self._prior_rows(queries)
+
+    def _prior_rows(self, queries: torch.Tensor) -> ItemPriorRows:
+        """weight x unit(query) per row (zero: no prior) against the catalogue's unit vectors."""
+        norms = queries.norm(dim=1, keepdim=True)  # [batch, 1]
+        users = torch.where(norms > _UNIT_EPS, queries * (self.weight / norms.clamp(min=_UNIT_EPS)), 0.0)
         return ItemPriorRows(users, self.table, self.column_of_item)
 
 

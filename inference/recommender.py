@@ -94,6 +94,7 @@ def recommend(
     item_prior: Any = None,
     histories: Sequence[Iterable[str]] | None = None,
     normaliser: str = "auto",
+    prior_queries: np.ndarray | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Top-``k`` (item_id, log-prob) per prompt, best first, from a trie-constrained beam search.
 
@@ -107,7 +108,8 @@ def recommend(
     ``item_head_weight``: fuse a model's flat item head (``constrained_beam_search``; the run's
     ``trainer.read_item_head_weight``). ``item_prior`` (``inference.item_prior.ItemVectorPrior``): the content
     prior in the item head, from ``histories[i]`` (prompt ``i``'s history item ids; ids without a trie row are
-    skipped); needs ``item_head_weight`` > 0. ``normaliser`` (``inference.decode_normaliser``: auto, vocabulary or
+    skipped), or from ``prior_queries[i]`` when given (``[prompts, dim]`` vectors in the item vectors' space, e.g. a
+    request's sentence vector; histories then not read); needs ``item_head_weight`` > 0. ``normaliser`` (``inference.decode_normaliser``: auto, vocabulary or
     children): what each beam step normalises over (``constrained_beam_search``).
     """
     if k < 1:
@@ -120,8 +122,11 @@ def recommend(
         raise ValueError(f"exclude has {len(exclude)} entries for {len(prompts)} prompts; give one list per prompt")
     if allowed is not None and len(allowed) != len(prompts):
         raise ValueError(f"allowed has {len(allowed)} entries for {len(prompts)} prompts; give one per prompt")
-    if item_prior is not None and (histories is None or len(histories) != len(prompts)):
-        raise ValueError("item_prior needs histories: one list of history item ids per prompt")
+    if prior_queries is not None:
+        if item_prior is None or len(prior_queries) != len(prompts):
+            raise ValueError("prior_queries needs item_prior and one query vector per prompt")
+    elif item_prior is not None and (histories is None or len(histories) != len(prompts)):
+        raise ValueError("item_prior needs histories (one list of history item ids per prompt) or prior_queries")
     if not prompts:
         return []
     trie = trie if trie is not None else build_item_trie(item_tokenizer, hf_tokenizer)
@@ -153,7 +158,9 @@ def recommend(
                 excl = [[row_of[item] for item in exclude[i] if item in row_of] for i in idx]
             allow = [allowed_rows[i] for i in idx] if allowed_rows is not None else None
             prior = None
-            if item_prior is not None:
+            if prior_queries is not None:
+                prior = item_prior.query_rows(np.asarray(prior_queries)[idx])
+            elif item_prior is not None:
                 prior = item_prior.rows([[row_of[item] for item in histories[i] if item in row_of] for i in idx])
             out = constrained_beam_search(model, input_ids, mask, trie, num_beams, excl, allow, node_bias,
                                           item_head_weight, prior, normaliser)

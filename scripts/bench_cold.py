@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="JSON output (default bench_results/cold_<name>_<part>.json)")
     parser.add_argument("--requests_file", default="",
                         help="`alignrec tasks requests` output: add the request / request_history table (default none)")
+    parser.add_argument("--request_prior_weights", type=float, nargs="*", default=[],
+                        help="with --requests_file: add the 'alignrec + request prior' row, its weight chosen on the "
+                             "valid requests from these (`alignrec evaluate --request_prior_weights`; default none)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override, as `alignrec run --set` (YAML value; null removes the key); repeatable")
     args = parser.parse_args(argv)
@@ -199,13 +202,18 @@ def main(argv: list[str] | None = None) -> int:
         cold_cfg = cold_run_config(run_cfg, args.cold_item_fraction, args.part, learn=not args.no_learn)
     except ConfigError as exc:
         parser.error(str(exc))
+    if args.request_prior_weights and not args.requests_file:
+        parser.error("--request_prior_weights needs --requests_file (the request table it adds a row to)")
+    if any(not w > 0 for w in args.request_prior_weights):
+        parser.error(f"--request_prior_weights must be > 0, got {args.request_prior_weights}")
     if args.requests_file and not Path(args.requests_file).is_file():
         parser.error(f"--requests_file {args.requests_file} does not exist; write it with `alignrec tasks requests`")
     result = run_and_read(cold_cfg, None, "evaluate")
     rows = cold_rows(Path(result["run_dir"]), args.part)
     if args.requests_file:
         try:
-            rows["requests"] = request_table(cold_cfg, Path(args.requests_file), args.part, RESAMPLES)
+            rows["requests"] = request_table(cold_cfg, Path(args.requests_file), args.part, RESAMPLES,
+                                             args.request_prior_weights)
         except UserError as exc:
             parser.exit(exc.exit_code, f"{parser.prog}: error: {exc}\n")
     markdown = render(rows, f"Cold items: {run_cfg.name}, {args.part} targets, cold fraction {args.cold_item_fraction:g}")

@@ -91,6 +91,31 @@ def test_bias_equals_the_numpy_reference_and_acts_as_a_shift_of_the_head_logits(
         assert torch.allclose(g, e, atol=1e-5, rtol=0)
 
 
+def test_query_rows_equal_weight_times_cosine_with_the_query_and_the_history_path_at_its_mean():
+    """Explicit query vectors (a request's sentence vector): weight x cos(query, item) exactly; a zero query gets no
+    prior; the unit history mean as the query gives the history path's rows bit for bit."""
+    trie = _trie("permuted")
+    catalogue = [f"item{i}" for i in range(trie.num_items)]
+    emb = _vectors(trie.num_items)
+    prior = ItemVectorPrior(trie, catalogue, emb, 2.5)
+    rng = np.random.default_rng(9)
+    queries = rng.normal(size=(3, emb.dim)).astype(np.float32)
+    queries[1] = 0.0
+    _, _, items = head_columns(trie)
+    dense = torch.zeros(3, trie.num_items)
+    dense[:, items] = prior.query_rows(queries).columns(0, trie.num_items)
+    unit = {i: v / np.linalg.norm(v) for i, v in zip(emb.item_ids, emb.vectors.astype(np.float64), strict=True)
+            if np.linalg.norm(v) > 0}
+    want = np.array([[2.5 * float(q @ unit[i]) / np.linalg.norm(q) if i in unit and q.any() else 0.0
+                      for i in catalogue] for q in queries.astype(np.float64)])
+    assert np.allclose(dense.numpy(), want, atol=1e-6, rtol=0) and not dense[1].any()
+    history_rows = prior.rows([[catalogue.index(i) for i in h] for h in HISTORIES[:1]])
+    via_query = prior.query_rows(history_rows.users.numpy())  # the (weighted) unit mean is itself a query
+    assert torch.allclose(via_query.users, history_rows.users, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"queries must be \[batch, 6\]"):
+        prior.query_rows(queries[:, :4])
+
+
 def test_beam_search_ranks_by_code_log_prob_plus_the_head_with_the_prior(prompts):
     model, trie, token_ids, input_ids, mask = _setup(_item_id_model("llama"), prompts)
     catalogue = [f"item{i}" for i in range(trie.num_items)]

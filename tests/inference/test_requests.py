@@ -241,3 +241,73 @@ def test_evaluate_cli_request_task_end_to_end(tiny_split, tmp_path, monkeypatch,
         assert retriever == {"mix_weight": 0.0, "valid_ndcg@10_by_weight": {}}
     else:
         assert set(retriever["valid_ndcg@10_by_weight"]) == {"0.0", "0.25", "0.5", "0.75"}
+
+
+@pytest.fixture
+def head_run(tmp_path, tiny_dataset, tiny_split, tiny_chat_tokenizer, tiny_llama):
+    """A run with the item head (decoded at weight 1), its split and a tasks build (no request among its rows)."""
+    import datasets
+
+    from tests.inference.test_item_head_override import _head_run, _set_head
+
+    _head_run(tmp_path / "run", tiny_dataset, tiny_chat_tokenizer, tiny_llama)
+    _set_head(tmp_path / "run", 1.0)
+    tiny_split.save(tmp_path / "split")
+    train = datasets.Dataset.from_dict({"prompt": ["A user is searching for: pipette. Recommend an item."],
+                                        "completion": ["<a_0>"], "task": ["query2item"]})
+    datasets.DatasetDict({"train": train}).save_to_disk(str(tmp_path / "tasks"))
+    return tmp_path
+
+
+def _planted_requests(split, folder):
+    """Request rows whose target is not in the history; the retriever's vector of each request is its target's."""
+    rows = [{"request_id": f"{part}-{e['user_id']}", "part": part, "user_id": e["user_id"],
+             "history": list(e["history"]), "target": e["target"], "request": f"need number {n}"}
+            for part in ("valid", "test") for n, e in enumerate(split.eval_examples(part))
+            if e["target"] not in e["history"]]
+    write_requests(rows, folder / "r.jsonl")
+    items = split.dataset.item_ids()
+    vectors = np.random.default_rng(4).normal(size=(len(items), 32))
+    retriever = TextRetriever(items, vectors, {r["request_id"]: vectors[items.index(r["target"])] for r in rows})
+    return rows, retriever
+
+
+@pytest.mark.parametrize("task", ["request", "request_history"])
+def test_request_prior_row_reads_the_request_vector_in_the_item_head_and_its_weight_is_chosen_on_valid(
+        head_run, tiny_split, monkeypatch, task):
+    """Each request's vector is its target's: the prior puts every target first (Recall@1 = 1), which the run alone
+    does not; the weight is the valid requests' best of the grid (ties: the smaller), recorded with its table."""
+    import inference.requests as requests_module
+
+    rows, retriever = _planted_requests(tiny_split, head_run)
+    monkeypatch.setattr(requests_module, "minilm_retriever", lambda split, rows, encoder_dir="": retriever)
+    out = head_run / f"eval_{task}"
+    assert main(["evaluate", "--model_dir", str(head_run / "run"), "--split_dir", str(head_run / "split"),
+                 "--out_dir", str(out), "--ks", "1", "5", "--num_beams", "8", "--task", task, "--part", "test",
+                 "--requests_file", str(head_run / "r.jsonl"), "--tasks_dir", str(head_run / "tasks"),
+                 "--request_prior_weights", "0.001", "500"]) == 0
+    data = json.loads((out / "metrics.json").read_text())
+    assert set(data["recommenders"]) == {"alignrec", "alignrec + request prior", "minilm retriever", "popularity"}
+    prior = data["request_prior"]
+    # the tiny random model's scores are tied to ~1e-6, so even 0.001 puts every target first: a tie, the smaller wins
+    assert prior == {"weight": 0.001, "valid_ndcg@10_by_weight": {"0.001": 1.0, "500.0": 1.0}}
+    n_test = sum(r["part"] == "test" for r in rows)
+    with_prior = data["recommenders"]["alignrec + request prior"]
+    assert with_prior["n_examples"] == n_test and with_prior["overall"]["recall@1"] == 1.0
+    assert data["recommenders"]["alignrec"]["overall"]["recall@1"] < 1.0
+
+
+def test_request_prior_is_refused_in_one_line_without_an_item_head_or_for_next_item(head_run, capsys):
+    from tests.inference.test_item_head_override import _set_head
+
+    _set_head(head_run / "run", None)
+    args = ["evaluate", "--model_dir", str(head_run / "run"), "--split_dir", str(head_run / "split"),
+            "--out_dir", str(head_run / "eval"), "--requests_file", str(head_run / "r.jsonl"),
+            "--tasks_dir", str(head_run / "tasks"), "--request_prior_weights", "10"]
+    write_requests(ROWS, head_run / "r.jsonl")
+    assert main([*args, "--task", "request"]) != 0
+    err = capsys.readouterr().err
+    assert "trained without an item head" in err and len(err.strip().splitlines()) == 1
+    assert not (head_run / "eval").exists()  # refused before the folder is claimed
+    assert main([*args, "--task", "next_item"]) != 0
+    assert "request_prior_weights is a request task option" in capsys.readouterr().err

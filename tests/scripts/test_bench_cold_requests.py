@@ -137,7 +137,7 @@ def test_on_test_targets_only_request_history_reads_the_valid_requests_and_the_u
     assert MARKER not in copies["request"] and copies["request_history"].count(MARKER) == 5  # the mix weight's
     md = "\n".join(requests_module.render_requests(result, 200))
     assert "## Requests in words, test part (model not trained on query2item)" in md
-    assert "its valid requests are read only for request_history's retriever mix weight" in md
+    assert "its valid requests are read only for the weights chosen on them" in md
 
 
 @pytest.mark.parametrize(("row", "message"), [
@@ -158,3 +158,39 @@ def test_a_row_whose_part_cannot_be_trusted_fails_in_one_line(bench, tmp_path, t
         _main(bench, tmp_path, "--requests_file", str(tmp_path / "r.jsonl"))
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert exit_info.value.code == 1 and len(errors) == 1 and re.search(message, errors[0]), errors
+
+
+def test_request_prior_row_gets_its_own_exact_paired_table_against_the_retriever(tmp_path):
+    """task_rows / render_requests with the prior row: scripted lists (ours: ranks 2, miss, miss, miss; prior: all
+    first; retriever: first, miss, first, miss), so every mean and paired difference is known exactly."""
+    from inference.requests import request_examples
+    from recdata.evaluation import evaluate_recommender, write_report
+
+    requests_module = load_script("bench_cold_requests")
+    rows = [{"request_id": f"test-u{n}", "part": "test", "user_id": f"u{n}", "history": [], "target": f"t{n}",
+             "request": f"need {n}"} for n in range(4)]
+    catalogue = [f"t{n}" for n in range(4)] + ["x"]
+    lists = {"alignrec": lambda n: ["x", f"t{n}"] if n == 0 else ["x"],
+             "alignrec + request prior": lambda n: [f"t{n}"],
+             "minilm retriever": lambda n: [f"t{n}"] if n % 2 == 0 else ["x"]}
+    examples = request_examples(rows, "test", False)
+    reports = {name: evaluate_recommender(
+        lambda ids, histories, make=make: [[(i, 0.0) for i in make(int(r[-1]))] for r in ids], examples, [10],
+        catalogue, show_progress=False) for name, make in lists.items()}
+    out = tmp_path / "requests_request"
+    write_report(reports, out, extra={"retriever": {"mix_weight": 0.0, "valid_ndcg@10_by_weight": {}},
+                                      "request_prior": {"weight": 30.0, "valid_ndcg@10_by_weight": {"30.0": 0.5}}})
+    table = requests_module.task_rows(out, {r["request_id"] for r in rows}, resamples=200)
+    assert list(table["rows"]) == ["alignrec", "alignrec + request prior", "minilm retriever"]
+    assert table["rows"]["alignrec + request prior"]["recall@10"]["mean"] == 1.0
+    assert table["rows"]["alignrec"]["ndcg@10"]["mean"] == pytest.approx(1 / np.log2(3) / 4)
+    prior = table["request_prior"]
+    assert prior["weight"] == 30.0 and prior["versus_retriever"]["recall@10"]["mean_diff"] == pytest.approx(0.5)
+    assert table["versus_retriever"]["recall@10"]["mean_diff"] == pytest.approx(0.25 - 0.5)
+    result = {"metrics": table["metrics"], "part": "test", "tasks": {"request": table}, "requests_file": "r.jsonl",
+              "trained_on_query2item": True}
+    md = "\n".join(requests_module.render_requests(result, 200))
+    assert "prior weight (request 30) chosen on the valid requests by NDCG@10" in md
+    assert "| request | alignrec + request prior | 4 | 1.0000 [1.0000, 1.0000] | 1.0000 [1.0000, 1.0000] |" in md
+    assert "| task: alignrec + request prior - minilm retriever |" in md
+    assert "| request | +0.5000 [" in md.split("task: alignrec + request prior")[1]
