@@ -26,11 +26,9 @@ from typing import Any
 import datasets
 import numpy as np
 
-from recdata.evaluation import evaluate_recommender
-
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRIOR_ROW", "REQUEST_TASKS", "RETRIEVER_ROW", "choose_request_prior_weight", "evaluate_requests",
+__all__ = ["PRIOR_ROW", "REQUEST_TASKS", "RETRIEVER_ROW", "check_request_prior", "evaluate_requests",
            "llm_request_recommender", "minilm_retriever", "request_examples"]
 
 REQUEST_TASKS = ("request", "request_history")
@@ -106,23 +104,6 @@ def check_request_prior(model_dir: str | Path, head_weight: float | None) -> Non
                           "item_head_decode_weight > 0 or drop the key")
 
 
-def choose_request_prior_weight(make_fn: Any, valid_examples: datasets.Dataset, weights: Sequence[float],
-                                catalogue: Sequence[str], batch_size: int = 64) -> tuple[float, dict[float, float]]:
-    """``(best weight, {weight: valid NDCG@10})`` over ``weights``; ``make_fn(weight)`` gives the recommend_fn
-    decoded with that prior weight (ties: the smaller weight)."""
-    if not weights:
-        raise ValueError("weights is empty; give the request prior weights to choose from, e.g. 3,10,30")
-    k = int(CHOICE_METRIC.split("@")[1])
-    table = {}
-    for w in weights:
-        rep = evaluate_recommender(make_fn(float(w)), valid_examples, [k], catalogue, batch_size=batch_size,
-                                   show_progress=False)
-        table[float(w)] = float(rep["overall"][CHOICE_METRIC])
-        logger.info("request prior weight %g: valid %s %.4f", w, CHOICE_METRIC, table[float(w)])
-    best = max(sorted(table), key=lambda w: table[w])  # max keeps the first (smallest) of equal scores
-    return best, table
-
-
 def minilm_retriever(split: Any, rows: Sequence[Mapping[str, Any]], encoder_dir: str | Path = "",
                      device: str = "cpu") -> Any:
     """``TextRetriever`` over MiniLM vectors of every catalogue item's text and of every request."""
@@ -149,7 +130,7 @@ def evaluate_requests(cfg: Any) -> dict[str, Any]:
     from recdata import SplitDataset
     from recdata.config import config_to_dict
     from recdata.errors import UserError
-    from recdata.evaluation import evaluation_sample, write_report
+    from recdata.evaluation import choose_on_valid, evaluate_recommender, evaluation_sample, write_report
     from recdata.outputs import claim_output_dir
     from recdata.popularity import popularity_recommender, train_popularity
     from sft_tasks import check_requests_unseen, load_requests
@@ -190,8 +171,8 @@ def evaluate_requests(cfg: Any) -> dict[str, Any]:
             valid = request_examples(rows, "valid", with_history)
             if len(valid) == 0:
                 raise UserError(f"{cfg.requests_file} holds no valid request to choose the request prior's weight on")
-            prior_weight, table = choose_request_prior_weight(with_prior, valid, cfg.request_prior_weights, catalogue,
-                                                              cfg.batch_size * 4)
+            prior_weight, table = choose_on_valid(with_prior, valid, cfg.request_prior_weights, catalogue,
+                                                  CHOICE_METRIC, cfg.batch_size * 4)
         extra["request_prior"] = {"weight": prior_weight, f"valid_{CHOICE_METRIC}_by_weight": table}
         recommenders[PRIOR_ROW] = with_prior(prior_weight)
     if cfg.retriever_baseline:
@@ -200,9 +181,9 @@ def evaluate_requests(cfg: Any) -> dict[str, Any]:
             valid = request_examples(rows, "valid", True)
             if len(valid) == 0:
                 raise UserError(f"{cfg.requests_file} holds no valid request to choose the retriever's mix weight on")
-            weight, table = choose_mix_weight(retriever, valid, cfg.mix_weights, catalogue,
+            weight, table = choose_mix_weight(retriever, valid, cfg.mix_weights, catalogue, CHOICE_METRIC,
                                               exclude_history=cfg.exclude_history)
-        extra["retriever"] = {"mix_weight": weight, "valid_ndcg@10_by_weight": table}
+        extra["retriever"] = {"mix_weight": weight, f"valid_{CHOICE_METRIC}_by_weight": table}
         recommenders[RETRIEVER_ROW] = retriever.recommend_fn(max_k, weight, cfg.exclude_history)
     if cfg.popularity_baseline:
         recommenders["popularity"] = popularity_recommender(split, max_k, cfg.exclude_history)

@@ -38,7 +38,7 @@ from recdata.per_user import LEGACY_PER_USER_FILE, PER_USER_FILE, load_per_user,
 logger = logging.getLogger(__name__)
 
 __all__ = ["COLD_BUCKETS", "HISTORY_BUCKETS", "LEGACY_PER_USER_FILE", "PER_USER_FILE", "POPULARITY_SHARES",
-           "RecommendFn", "evaluate_recommender", "sample_examples", "evaluation_sample", "evaluate_within_scenario",
+           "RecommendFn", "choose_on_valid", "evaluate_recommender", "sample_examples", "evaluation_sample", "evaluate_within_scenario",
            "history_bucket", "load_per_user", "per_user_path", "popularity_buckets", "render_markdown",
            "render_scenario_table", "write_report"]
 
@@ -46,6 +46,25 @@ RecommendFn = Callable[[Sequence[str], Sequence[Sequence[str]]], list[list[tuple
 HISTORY_BUCKETS: tuple[tuple[str, int, int | None], ...] = (("1-3", 1, 3), ("4-9", 4, 9), (">=10", 10, None))
 POPULARITY_SHARES = (("head", 0.5), ("torso", 0.8))  # cumulative share of training interactions
 COLD_BUCKETS = ("cold", "warm")  # the cold_items slice: targets without / with training interactions
+
+
+def choose_on_valid(make_fn: Callable[[float], RecommendFn], valid_examples: datasets.Dataset,
+                    weights: Sequence[float], catalogue: Sequence[str], metric: str = "ndcg@10",
+                    batch_size: int = 64) -> tuple[float, dict[float, float]]:
+    """``(best weight, {weight: valid metric})``: the weight of a grid whose ``make_fn(weight)`` recommender scores
+    best on ``valid_examples`` (ties: the smaller weight); ``metric``: ``recall@K`` or ``ndcg@K``. How a decoding
+    knob (a retriever's mix weight, a prior's weight) is set without reading test."""
+    if not weights:
+        raise ValueError("weights is empty; give the grid to choose from")
+    k = int(metric.split("@")[1])
+    table = {}
+    for w in weights:
+        rep = evaluate_recommender(make_fn(float(w)), valid_examples, [k], catalogue, batch_size=batch_size,
+                                   show_progress=False)
+        table[float(w)] = float(rep["overall"][metric])
+        logger.info("weight %g: valid %s %.4f", w, metric, table[float(w)])
+    best = max(sorted(table), key=lambda w: table[w])  # max keeps the first (smallest) of equal scores
+    return best, table
 
 
 def sample_examples(examples, n: int, seed: int = 0):

@@ -98,15 +98,10 @@ def choose_mix_weight(retriever: TextRetriever, valid_examples: Any, weights: Se
                       ) -> tuple[float, dict[float, float]]:
     """``(best weight, {weight: valid metric})`` over ``weights`` on the valid request examples (ties: the smaller
     weight); ``metric``: ``recall@K`` or ``ndcg@K`` of ``evaluate_recommender``'s overall report."""
-    from recdata.evaluation import evaluate_recommender
+    from recdata.evaluation import choose_on_valid
 
     if not weights:
         raise ValueError("weights is empty; give the mix weights to choose from, e.g. 0,0.25,0.5,0.75")
     k = int(metric.split("@")[1])
-    table = {}
-    for w in weights:
-        rep = evaluate_recommender(retriever.recommend_fn(k, w, exclude_history), valid_examples, [k], catalogue,
-                                   show_progress=False)
-        table[float(w)] = float(rep["overall"][metric])
-    best = max(sorted(table), key=lambda w: table[w])  # max keeps the first (smallest) of equal scores
-    return best, table
+    return choose_on_valid(lambda w: retriever.recommend_fn(k, w, exclude_history), valid_examples, weights,
+                           catalogue, metric)
