@@ -3,9 +3,12 @@
     alignrec recommend --model_dir runs/demo/train/model --history 50,172,133
     alignrec recommend --model_dir runs/demo/train/model --user 42 --k 5
     alignrec recommend --model_dir M --split_dir runs/demo/data/split --history 50,172 --json
+    alignrec recommend --model_dir runs/demo/train/model --request "a funny film for a rainy sunday" --user 42
 
 Titles (and ``--user`` histories) come from the split dataset: ``--split_dir``, or the pipeline's own
-``<run>/data/split`` when ``--model_dir`` is ``<run>/train/model``.
+``<run>/data/split`` when ``--model_dir`` is ``<run>/train/model``. ``--request`` asks in words, as ``alignrec
+evaluate --task request`` / ``request_history`` does (``inference.requests``), optionally with the request's
+sentence vector as a prior in the item head (``--request_prior_weight``).
 """
 
 from __future__ import annotations
@@ -22,11 +25,22 @@ from recdata.errors import ConfigError, InputFileError, UserError
 
 logger = logging.getLogger(__name__)
 
+ADHOC = "adhoc"  # the id of a --history / --request without a --user
+
 
 @dataclass
 class RecommendArgs:
     model_dir: str = field(metadata={"help": "Trained run folder (trainer output_dir, or its merged/ folder)."})
     history: str = field(default="", metadata={"help": "Comma-separated item ids, oldest first (e.g. 50,172,133)."})
+    request: str = field(default="", metadata={
+        "help": "A request in words: the model is asked with the request task's prompt (query2item's, as `alignrec "
+                "evaluate --task request` asks), the history (--history / --user, optional) in front."})
+    request_prior_weight: float = field(default=0.0, metadata={
+        "help": "With --request: the request's sentence vector as a content prior in the item head (this x cosine "
+                "with each item's text vector; `alignrec evaluate --request_prior_weights` chooses it on valid "
+                "requests); needs the split (item texts) and a run with an item head. 0 = none."})
+    encoder_dir: str = field(default="", metadata={
+        "help": "Sentence encoder of --request_prior_weight; empty = the default all-MiniLM-L6-v2."})
     user: str = field(default="", metadata={"help": "A user id of the split: recommend from their serving history "
                                                     "(last max_history items)."})
     split_dir: str = field(default="", metadata={"help": "Split dataset for titles and --user; default "
@@ -53,8 +67,17 @@ class RecommendArgs:
     device: str | None = field(default=None, metadata={"help": "torch device; default cuda if available else cpu."})
 
     def __post_init__(self) -> None:
-        if bool(self.history.strip()) == bool(self.user.strip()):
-            raise ConfigError("give exactly one of --history ITEM,ITEM,... or --user USER_ID")
+        if self.history.strip() and self.user.strip():
+            raise ConfigError("give one of --history ITEM,ITEM,... or --user USER_ID, not both")
+        if not (self.history.strip() or self.user.strip() or self.request.strip()):
+            raise ConfigError("give exactly one of --history ITEM,ITEM,... or --user USER_ID (or a --request)")
+        if self.request_prior_weight < 0:
+            raise ConfigError(f"request_prior_weight must be >= 0, got {self.request_prior_weight:g}")
+        if self.request_prior_weight and not self.request.strip():
+            raise ConfigError("--request_prior_weight reads a request's words: give --request")
+        if self.request.strip() and (self.popularity_penalty or self.item_vector_prior_weight):
+            raise ConfigError("--request decodes as the request task does: without --popularity_penalty and "
+                              "--item_vector_prior_weight (next-item options); drop them")
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
         self.num_beams = self.num_beams or max(self.k, 20)
@@ -89,6 +112,12 @@ def recommend_for(cfg: RecommendArgs) -> dict:
     prior = load_item_prior(cfg.model_dir, cfg.item_vector_prior_weight, cfg.item_vectors, head_weight)
     split_dir = find_split_dir(cfg)
     split = SplitDataset.load(split_dir) if split_dir else None
+    if cfg.request_prior_weight:
+        from inference.requests import check_request_prior
+
+        check_request_prior(cfg.model_dir, head_weight)
+        if split is None:
+            raise ConfigError("--request_prior_weight needs the split dataset (item texts): pass --split_dir")
     if cfg.user:
         if split is None:
             raise ConfigError("--user needs the split dataset: pass --split_dir")
@@ -98,7 +127,7 @@ def recommend_for(cfg: RecommendArgs) -> dict:
                             f"{sorted(histories)[:3]}); check the id")
         history = histories[cfg.user]
     else:
-        history = [i.strip() for i in cfg.history.split(",") if i.strip()]
+        history = [i.strip() for i in cfg.history.split(",") if i.strip()]  # empty: a request alone
     run = TrainedRun.load(cfg.model_dir, device=cfg.device)
     known = set(run.item_tokenizer.item_ids)
     unknown = [i for i in history if i not in known]
@@ -115,20 +144,40 @@ def recommend_for(cfg: RecommendArgs) -> dict:
         from recdata.popularity import train_popularity
 
         counts = train_popularity(split)
-    fn = run.recommender(cfg.k, cfg.num_beams, cfg.exclude_history, 1, popularity_penalty=cfg.popularity_penalty,
-                         item_counts=counts, item_head_weight=head_weight, decode_normaliser=cfg.decode_normaliser,
-                         **prior)
-    (ranked,) = fn([cfg.user or "adhoc"], [history])
+    if cfg.request.strip():
+        fn = _request_recommender(cfg, run, split, head_weight, with_history=bool(history))
+    else:
+        fn = run.recommender(cfg.k, cfg.num_beams, cfg.exclude_history, 1, popularity_penalty=cfg.popularity_penalty,
+                             item_counts=counts, item_head_weight=head_weight,
+                             decode_normaliser=cfg.decode_normaliser, **prior)
+    (ranked,) = fn([cfg.user or ADHOC], [history])
     return {
         "user": cfg.user or None,
+        **({"request": cfg.request.strip()} if cfg.request.strip() else {}),
         "history": [{"item_id": i, "title": titles.get(i, "")} for i in history],
         "recommendations": [{"rank": r, "item_id": i, "score": float(s), "title": titles.get(i, "")}
                             for r, (i, s) in enumerate(ranked, start=1)],
     }
 
 
+def _request_recommender(cfg: RecommendArgs, run, split, head_weight: float | None, with_history: bool):
+    """``recommend_fn`` asking ``cfg.request`` (as the request task asks), with its prior when weighted."""
+    from inference.requests import llm_request_recommender, minilm_retriever
+
+    request = cfg.request.strip()
+    user = cfg.user or ADHOC
+    retriever = None
+    if cfg.request_prior_weight:
+        retriever = minilm_retriever(split, [{"request_id": user, "request": request}], cfg.encoder_dir,
+                                     device=cfg.device or "cpu")
+    return llm_request_recommender(run, {user: request}, cfg.k, cfg.num_beams, with_history, cfg.exclude_history, 1,
+                                   head_weight, cfg.decode_normaliser, prior_weight=cfg.request_prior_weight,
+                                   retriever=retriever)
+
+
 def format_table(result: dict) -> str:
-    lines = [f"history ({len(result['history'])} items, oldest first):"]
+    lines = [f"request: {result['request']}"] if result.get("request") else []
+    lines.append(f"history ({len(result['history'])} items, oldest first):")
     lines += [f"  {h['item_id']:>10}  {h['title']}" for h in result["history"]]
     lines.append("recommendations:")
     lines.append(f"  {'rank':>4}  {'item_id':>10}  {'score':>9}  title")

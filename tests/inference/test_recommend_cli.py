@@ -55,3 +55,67 @@ def test_bad_requests_are_one_line(tiny_run, run_dir, extra, code, message):  # 
     out = run_cli(["recommend", "--model_dir", str(run_dir / "train" / "model"), *extra])
     lines = error_lines(out.stderr)
     assert out.code == code and len(lines) == 1 and message in lines[0], (out.code, lines)
+
+
+def test_request_asks_the_request_task_prompt_with_the_history_in_front(tiny_split, tiny_run, run_dir,  # noqa: F811
+                                                                       capsys, monkeypatch):
+    """--request decodes exactly as the request task's recommender does (same prompt, same list), with or without a
+    history; the JSON carries the request."""
+    import inference.requests as requests_module
+    from alignrec.cli import main
+    from inference.trained_run import TrainedRun
+
+    model_dir = run_dir / "train" / "model"
+    history = tiny_split.dataset.item_ids()[:2]
+    for extra, with_history in ((["--history", ",".join(history)], True), ([], False)):
+        assert main(["recommend", "--model_dir", str(model_dir), "--request", "something for the lab", *extra,
+                     "--k", "3", "--num_beams", "8", "--json", "true"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        run = TrainedRun.load(model_dir, device="cpu")
+        fn = requests_module.llm_request_recommender(run, {"adhoc": "something for the lab"}, 3, 8, with_history)
+        (want,) = fn(["adhoc"], [history if with_history else []])
+        assert result["request"] == "something for the lab"
+        assert [(r["item_id"], pytest.approx(r["score"])) for r in result["recommendations"]] == \
+            [(i, pytest.approx(s)) for i, s in want]
+        assert len(result["history"]) == (2 if with_history else 0)
+
+
+def test_request_prior_puts_the_item_whose_text_matches_the_request_first(tmp_path, tiny_split, tiny_dataset,
+                                                                          tiny_chat_tokenizer, tiny_llama, monkeypatch,
+                                                                          capsys):
+    import numpy as np
+
+    import inference.requests as requests_module
+    from alignrec.cli import main
+    from alignrec.recommenders.request_retriever import TextRetriever
+    from tests.inference.test_item_head_override import _head_run, _set_head
+
+    _head_run(tmp_path / "run" / "train" / "model", tiny_dataset, tiny_chat_tokenizer, tiny_llama)
+    _set_head(tmp_path / "run" / "train" / "model", 1.0)
+    tiny_split.save(tmp_path / "run" / "data" / "split")
+    args = ["recommend", "--model_dir", str(tmp_path / "run" / "train" / "model"), "--request", "need it",
+            "--k", "3", "--num_beams", "8", "--json", "true"]
+    capsys.readouterr()  # what building the run printed
+    assert main(args) == 0
+    plain = [r["item_id"] for r in json.loads(capsys.readouterr().out)["recommendations"]]
+    items = tiny_split.dataset.item_ids()
+    planted = next(i for i in items if i != plain[0])
+    vectors = np.random.default_rng(2).normal(size=(len(items), 16))
+    monkeypatch.setattr(requests_module, "minilm_retriever", lambda split, rows, encoder_dir="", device="cpu":
+                        TextRetriever(items, vectors, {r["request_id"]: vectors[items.index(planted)] for r in rows}))
+    assert main([*args, "--request_prior_weight", "100"]) == 0
+    assert json.loads(capsys.readouterr().out)["recommendations"][0]["item_id"] == planted
+    _set_head(tmp_path / "run" / "train" / "model", None)  # a run without an item head: refused in one line
+    out = run_cli([*args, "--request_prior_weight", "100"])
+    lines = error_lines(out.stderr)
+    assert out.code != 0 and len(lines) == 1 and "trained without an item head" in lines[0], lines
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--history", "a", "--request_prior_weight", "5"], "--request_prior_weight reads a request's words"),
+    (["--request", "x", "--popularity_penalty", "0.5"], "--request decodes as the request task does"),
+])
+def test_bad_request_options_are_one_line(tiny_run, run_dir, extra, message):  # noqa: F811
+    out = run_cli(["recommend", "--model_dir", str(run_dir / "train" / "model"), *extra])
+    lines = error_lines(out.stderr)
+    assert out.code != 0 and len(lines) == 1 and message in lines[0], (out.code, lines)
