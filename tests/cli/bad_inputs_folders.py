@@ -214,7 +214,7 @@ CASES: list[Case] = [
                                              "--history", "i1,i2"], "error", 1, r"nope: no such folder"),
     Case("recommend-user-and-history", lambda w: ["recommend", "--model_dir", str(w.case), *SPLIT, str(w.split),
                                                   "--user", "u1", "--history", "i1"], "error", 2,
-         r"give exactly one of --history ITEM,ITEM,\.\.\. or --user USER_ID"),
+         r"give one of --history ITEM,ITEM,\.\.\. or --user USER_ID, not both"),
     Case("recommend-unknown-user", lambda w: ["recommend", "--model_dir", str(_run_folder(w, None)), *SPLIT,
                                               str(w.split), "--user", "ghost"], "error", 1,
          r"user 'ghost' is not in .*split \(3 users"),
