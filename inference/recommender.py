@@ -109,8 +109,9 @@ def recommend(
     ``trainer.read_item_head_weight``). ``item_prior`` (``inference.item_prior.ItemVectorPrior``): the content
     prior in the item head, from ``histories[i]`` (prompt ``i``'s history item ids; ids without a trie row are
     skipped), or from ``prior_queries[i]`` when given (``[prompts, dim]`` vectors in the item vectors' space, e.g. a
-    request's sentence vector; histories then not read); needs ``item_head_weight`` > 0. ``normaliser`` (``inference.decode_normaliser``: auto, vocabulary or
-    children): what each beam step normalises over (``constrained_beam_search``).
+    request's sentence vector; histories then not read); needs ``item_head_weight`` > 0. ``normaliser``
+    (``inference.decode_normaliser``: auto, vocabulary or children): what each beam step normalises over
+    (``constrained_beam_search``).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
