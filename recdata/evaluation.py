@@ -39,8 +39,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["COLD_BUCKETS", "HISTORY_BUCKETS", "LEGACY_PER_USER_FILE", "PER_USER_FILE", "POPULARITY_SHARES",
            "RecommendFn", "choose_on_valid", "evaluate_recommender", "sample_examples", "evaluation_sample",
-           "evaluate_within_scenario", "history_bucket", "load_per_user", "per_user_path", "popularity_buckets", "render_markdown",
-           "render_scenario_table", "write_report"]
+           "evaluate_within_scenario", "history_bucket", "load_per_user", "per_user_path", "popularity_buckets",
+           "render_markdown", "render_scenario_table", "write_report"]
 
 RecommendFn = Callable[[Sequence[str], Sequence[Sequence[str]]], list[list[tuple[str, float]]]]
 HISTORY_BUCKETS: tuple[tuple[str, int, int | None], ...] = (("1-3", 1, 3), ("4-9", 4, 9), (">=10", 10, None))

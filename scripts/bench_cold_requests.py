@@ -12,8 +12,8 @@ and row: Recall/NDCG@10 with a 95% percentile bootstrap over the requests, and t
 retriever over the same requests. ``request_prior_weights`` adds the ``alignrec + request prior`` row (the request's
 sentence vector as a content prior in the model's item head, its weight chosen on the valid requests:
 ``inference.requests``; on ``--part test`` every task then also reads the valid requests, never scored) with its
-own paired bootstrap against the retriever. A model whose tasks build has no ``query2item`` row was never trained to answer a
-request; its rows are still scored and the Markdown says so.
+own paired bootstrap against the retriever. A model whose tasks build has no ``query2item`` row was never trained
+to answer a request; its rows are still scored and the Markdown says so.
 """
 
 from __future__ import annotations

@@ -100,8 +100,6 @@ def choose_mix_weight(retriever: TextRetriever, valid_examples: Any, weights: Se
     weight); ``metric``: ``recall@K`` or ``ndcg@K`` of ``evaluate_recommender``'s overall report."""
     from recdata.evaluation import choose_on_valid
 
-    if not weights:
-        raise ValueError("weights is empty; give the mix weights to choose from, e.g. 0,0.25,0.5,0.75")
     k = int(metric.split("@")[1])
     return choose_on_valid(lambda w: retriever.recommend_fn(k, w, exclude_history), valid_examples, weights,
                            catalogue, metric)
