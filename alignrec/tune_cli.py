@@ -122,9 +122,10 @@ def run_tune(cfg: SASRecTuneConfig) -> dict[str, Any]:
     # another split or seed makes them another search.
     identity = {"split": split.dataset.fingerprint(), "max_history": split.max_history, "seed": cfg.seed}
     check_resumable(out / "tune_config.json", identity)
-    atomic_write_json(out / "tune_config.json", {**dataclasses.asdict(cfg), **identity, "start": start,
-                                                 "space": space, "content_space": CONTENT_SPACE,
-                                                 "valid_users": len(split.eval_examples("valid"))})
+    record = {**dataclasses.asdict(cfg), **identity, "start": start, "space": space, "content_space": CONTENT_SPACE,
+              "valid_users": len(split.eval_examples("valid"))}
+    record["invocations"] = invocations(out, cfg, space)
+    atomic_write_json(out / "tune_config.json", record)
 
     def trial(text=None):
         def evaluate(params: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +155,25 @@ def run_tune(cfg: SASRecTuneConfig) -> dict[str, Any]:
     logger.info("sasrec tune: plain valid NDCG@10 %.4f %s%s -> %s", plain["best"]["score"], plain["best"]["params"],
                 f"; content {content['best']['score']:.4f}" if content else "", out / "tuned.yaml")
     return summary
+
+
+def invocations(out: Path, cfg: SASRecTuneConfig, space: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every run of the search in ``out``, this one last: a resumed search may change its budget or space, and the
+    top-level record holds only the latest, so which trials each run added (``trials_before``) would be lost."""
+    import json
+
+    from alignrec.recommenders.tuning import read_trials
+
+    path = out / "tune_config.json"
+    before = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    runs = list(before.get("invocations", []))
+    if before and not runs:  # recorded before invocations were kept: its one record stands for the earlier runs
+        runs.append({k: before.get(k) for k in ("budget", "content_budget", "space")})
+    done = [len(read_trials(out / name)) if (out / name).is_file() else 0
+            for name in ("trials.jsonl", "content_trials.jsonl")]
+    runs.append({"budget": cfg.budget, "content_budget": cfg.content_budget, "space": space,
+                 "trials_before": done[0], "content_trials_before": done[1]})
+    return runs
 
 
 def load_space(path: str, fixed: dict[str, Any]) -> dict[str, list[Any]]:
@@ -192,7 +212,8 @@ def trials_markdown(plain: dict[str, Any], content: dict[str, Any] | None,
     for title, search, columns in (("SASRec", plain, axes), ("SASRec + content", content, axes + list(CONTENT_SPACE))):
         if search is None:
             continue
-        lines += [f"## {title} (valid NDCG@10, {len(search['trials'])} trainings)", "",
+        n = len(search["trials"])
+        lines += [f"## {title} (valid NDCG@10, {n} training{'' if n == 1 else 's'})", "",
                   "| # | " + " | ".join(a.removeprefix("sasrec_") for a in columns) + " | valid NDCG@10 | epochs | s |",
                   "|" + "---|" * (len(columns) + 4)]
         for t in search["trials"]:

@@ -127,8 +127,20 @@ def test_tune_command_writes_chosen_point_and_resumes(tiny_split, tmp_path, caps
     assert "valid NDCG@10" in (tmp_path / "bar" / "trials.md").read_text()
     assert main([*argv[:-6], "--budget", "3", "--content_budget", "0", "--patience", "1", "--max_epochs", "2"]) == 0
     assert len(read_trials(tmp_path / "bar" / "trials.jsonl")) == 3  # two reused, one new
+    runs = json.loads((tmp_path / "bar" / "tune_config.json").read_text())["invocations"]
+    assert [(r["budget"], r["trials_before"], r["content_trials_before"]) for r in runs] == [(2, 0, 0), (3, 2, 0)]
+    assert "(valid NDCG@10, 3 trainings)" in (tmp_path / "bar" / "trials.md").read_text()
     assert main([*argv, "--seed", "7"]) == 1  # another seed: other trials, refused in one line
     assert "holds trials of another search (seed differ)" in capsys.readouterr().err
+
+
+def test_trials_markdown_counts_one_training_in_the_singular():
+    from alignrec.tune_cli import trials_markdown
+
+    trial = {"key": "k", "params": {"sasrec_dim": 64}, "index": 0, "score": 0.5, "epochs": 3, "seconds": 1.0}
+    text = trials_markdown({"best": trial, "trials": [trial]}, None)
+    assert text.splitlines()[0] == "## SASRec (valid NDCG@10, 1 training)"
+    assert "| 1 | 64 | None | None | None | None | 0.5000 (chosen) | 3 | 1.0 |" in text
 
 
 def test_check_resumable_compares_the_recorded_identity(tmp_path):
