@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["COLD_BUCKETS", "HISTORY_BUCKETS", "LEGACY_PER_USER_FILE", "PER_USER_FILE", "POPULARITY_SHARES",
            "RecommendFn", "choose_on_valid", "evaluate_recommender", "sample_examples", "evaluation_sample",
            "evaluate_within_scenario", "history_bucket", "load_per_user", "per_user_path", "popularity_buckets",
-           "render_markdown", "render_scenario_table", "write_report"]
+           "render_markdown", "render_scenario_table", "scenario_dataset_sentence", "write_report"]
 
 RecommendFn = Callable[[Sequence[str], Sequence[Sequence[str]]], list[list[tuple[str, float]]]]
 HISTORY_BUCKETS: tuple[tuple[str, int, int | None], ...] = (("1-3", 1, 3), ("4-9", 4, 9), (">=10", 10, None))
@@ -346,6 +346,14 @@ def render_scenario_table(reports: Mapping[str, Mapping[str, Any]], ks: Sequence
             for scen, vals in within["by_scenario"].items():
                 lines.append(_row([name, WITHIN_SCENARIO, scen, str(vals["n"]), *[_fmt(vals[c]) for c in cols]]))
     return "\n".join(lines) + "\n"
+
+
+def scenario_dataset_sentence(stats: Mapping[str, Any], kcore: int, test_targets: int) -> str:
+    """What a per-scenario table was measured on, in one line (bench_scenarios' header, the results page's)."""
+    scenarios = ", ".join(f"{s}: {v['items']:,} items / {v['interactions']:,} interactions"
+                          for s, v in stats.get("scenarios", {}).items())
+    return (f"{stats['name']} (kcore {kcore}; {stats['users']:,} users, {stats['items']:,} items, "
+            f"{stats['interactions']:,} interactions; {scenarios}; {test_targets:,} test targets)")
 
 
 def write_report(reports: Mapping[str, Mapping[str, Any]], out_dir: str | Path, extra: Mapping[str, Any] | None = None,

@@ -31,7 +31,12 @@ from alignrec.llm4msr import ROW_NAMES, recommend_fn_for, train_scenario_model  
 from alignrec.recommenders import SASRecConfig, as_recommend_fn, train_sasrec  # noqa: E402
 from inference.scenarios import scenario_router  # noqa: E402
 from recdata import DataConfig, SplitDataset, config_to_dict, prepare_dataset, sha256_json  # noqa: E402
-from recdata.evaluation import evaluate_recommender, evaluate_within_scenario, render_scenario_table  # noqa: E402
+from recdata.evaluation import (  # noqa: E402
+    evaluate_recommender,
+    evaluate_within_scenario,
+    render_scenario_table,
+    scenario_dataset_sentence,
+)
 from recdata.io import atomic_write_json, atomic_write_text  # noqa: E402
 from recdata.popularity import popularity_recommender, train_popularity  # noqa: E402
 
@@ -91,11 +96,7 @@ def main() -> int:
     def write() -> str:
         """Results so far (after every row, so a job cut by its time limit still leaves its finished rows)."""
         table = render_scenario_table(reports, KS) if reports else ""
-        scen = stats.get("scenarios", {})
-        header = (f"# Per-scenario evaluation: {stats['name']} (kcore {args.kcore}; {stats['users']:,} users, "
-                  f"{stats['items']:,} items, {stats['interactions']:,} interactions; "
-                  + ", ".join(f"{s}: {v['items']:,} items / {v['interactions']:,} interactions" for s, v in scen.items())
-                  + f"; {len(test):,} test targets)\n\n")
+        header = f"# Per-scenario evaluation: {scenario_dataset_sentence(stats, args.kcore, len(test))}\n\n"
         rounded = {k: round(v, 1) for k, v in seconds.items()}
         markdown = header + table + "\nWall seconds: " + ", ".join(f"{k} {v}" for k, v in rounded.items()) + "\n"
         out = Path(args.out)

@@ -15,6 +15,9 @@ from the numbers, and a test checks it is fresh. A block in the page is
 row of the first file, then each other file's rows the earlier files lack (ours is ``alignrec (LABEL)`` in every
 file, so each file adds its ours), overall and on the cold slice with 95% intervals; the first file's paired table
 of ours - row; each file's requests table.
+
+``scenarios``: one ``scripts/bench_scenarios.py`` output (LLM4MSR and the multi-scenario rows): the per-scenario
+table of every row, their training records and the LLM's cost.
 """
 
 from __future__ import annotations
@@ -89,7 +92,43 @@ def render_cold(sources: list[tuple[str, Path]]) -> list[str]:
     return lines
 
 
-RENDERERS = {"cold": render_cold}
+def render_scenarios(sources: list[tuple[str, Path]]) -> list[str]:
+    """One ``scripts/bench_scenarios.py`` output: the dataset, every row's per-scenario table, each trained row's
+    training record and the LLM's cost (one file: a per-scenario table is one split's)."""
+    from recdata.evaluation import render_scenario_table, scenario_dataset_sentence
+
+    if len(sources) != 1:
+        raise ValueError(f"a scenarios block renders one bench_scenarios output, got {len(sources)}")
+    path = sources[0][1]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: copy the bench_scenarios output there (bench_results/...)")
+    result = json.loads(path.read_text(encoding="utf-8"))
+    reports = result["reports"]
+    n_test = next(iter(reports.values()))["n_examples"]
+    lines = [f"{scenario_dataset_sentence(result['stats'], result['args']['kcore'], n_test)}; test part, full "
+             "ranking, history excluded.", "",
+             *render_scenario_table(reports).splitlines()[2:]]  # the table without its own heading
+    trained = []
+    for name, rep in reports.items():
+        info = rep.get("train_info") or {}
+        # one record, or one per scenario (a SASRec per scenario)
+        records = [(name, info)] if "seconds" in info else [(f"{name} ({s})", r) for s, r in info.items()]
+        trained += [(label, r) for label, r in records if isinstance(r, dict) and "seconds" in r]
+    if trained:
+        lines += ["", "Training (early stopping on valid NDCG@10): " + "; ".join(
+            f"{name} {info['seconds']:.0f} s, {info['epochs']} epochs, best valid NDCG@10 "
+            f"{info['best_valid_ndcg@10']:.4f}" for name, info in trained) + "."]
+    for name, rep in reports.items():
+        cost = rep.get("llm_cost")
+        if cost:
+            lines += ["", f"LLM cost of {name}: {cost['total']['llm_calls']:,} calls, "
+                          f"{cost['total']['generated_tokens']:,} generated tokens, {cost['wall_seconds']:.0f} s "
+                          f"(user prompts hold out each user's last {cost.get('user_holdout_items', 0)} training "
+                          "item(s))."]
+    return lines
+
+
+RENDERERS = {"cold": render_cold, "scenarios": render_scenarios}
 
 
 def regenerate(text: str) -> str:

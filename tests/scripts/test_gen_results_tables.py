@@ -86,3 +86,48 @@ def test_the_committed_results_page_is_fresh():
     assert gen.regenerate(text) == text, (
         "docs/results.md has a generated block that differs from its docs/data source: run "
         "`python scripts/gen_results_tables.py` and commit the page")
+
+
+def scenarios_result() -> dict:
+    """A two-row bench_scenarios output at K = 10: a trained row with an LLM cost, and a per-scenario SASRec."""
+    def metrics(r, n):
+        return {"recall@10": r, "ndcg@10": n}
+
+    backbone = {"ks": [10], "n_examples": 3, "overall": metrics(0.5, 0.25),
+                "slices": {"target_scenario": {"food": {"n": 2, **metrics(0.5, 0.125)}}},
+                "within_scenario": {"ks": [10], "n_examples": 3, "overall": metrics(0.75, 0.5), "by_scenario": {}},
+                "train_info": {"seconds": 12.4, "epochs": 3, "best_valid_ndcg@10": 0.0859},
+                "llm_cost": {"total": {"llm_calls": 366, "generated_tokens": 18496}, "wall_seconds": 440.97,
+                             "user_holdout_items": 1}}
+    per_scenario = {"ks": [10], "within_scenario": {"ks": [10], "n_examples": 3, "overall": metrics(1.0, 0.0),
+                                                    "by_scenario": {}},
+                    "train_info": {"food": {"seconds": 2.0, "epochs": 1, "best_valid_ndcg@10": 0.125}}}
+    stats = {"name": "FK", "users": 3, "items": 4, "interactions": 1200,
+             "scenarios": {"food": {"items": 2, "interactions": 700}}}
+    return {"args": {"kcore": 5}, "stats": stats, "reports": {"backbone": backbone, "per": per_scenario}}
+
+
+def test_scenarios_block_renders_table_training_and_cost_exactly(gen, tmp_path):
+    (tmp_path / "docs" / "data" / "s.json").write_text(json.dumps(scenarios_result()))
+    spec = "scenarios run=docs/data/s.json"
+    text = gen.regenerate(f"<!-- generated: {spec} -->\n<!-- end generated -->\n")
+    assert text.splitlines()[1:-1] == [
+        "FK (kcore 5; 3 users, 4 items, 1,200 interactions; food: 2 items / 700 interactions; 3 test targets); "
+        "test part, full ranking, history excluded.",
+        "",
+        "| recommender | ranking | scenario | n | Recall@10 | NDCG@10 |",
+        "| --- | --- | --- | --- | --- | --- |",
+        "| backbone | whole_catalogue | all | 3 | 0.5000 | 0.2500 |",
+        "| backbone | whole_catalogue | food | 2 | 0.5000 | 0.1250 |",
+        "| backbone | within_scenario | all | 3 | 0.7500 | 0.5000 |",
+        "| per | within_scenario | all | 3 | 1.0000 | 0.0000 |",
+        "",
+        "Training (early stopping on valid NDCG@10): backbone 12 s, 3 epochs, best valid NDCG@10 0.0859; per (food) "
+        "2 s, 1 epochs, best valid NDCG@10 0.1250.",
+        "",
+        "LLM cost of backbone: 366 calls, 18,496 generated tokens, 441 s (user prompts hold out each user's last 1 "
+        "training item(s)).",
+    ]
+    assert gen.regenerate(text) == text
+    with pytest.raises(ValueError, match="renders one bench_scenarios output, got 2"):
+        gen.regenerate(text.replace(spec, spec + " b=docs/data/s.json"))
