@@ -132,7 +132,7 @@ def run_tune(cfg: SASRecTuneConfig) -> dict[str, Any]:
             model = train_bar(split, {**params, "sasrec_device": cfg.device}, seed=cfg.seed, text=text)
             info = model.train_info
             return {"score": float(info["best_valid_ndcg@10"]), "epochs": int(info["epochs"]),
-                    "seconds": round(float(info["seconds"]), 1)}
+                    "seconds": round(float(info["seconds"]), 1), "torch_threads": int(info["torch_threads"])}
         return evaluate
 
     plain = coordinate_search(space, start, trial(), cfg.budget, out / "trials.jsonl", seed=cfg.seed)

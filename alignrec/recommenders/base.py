@@ -202,7 +202,7 @@ def train_with_early_stopping(
     """Run ``run_epoch(epoch) -> mean loss``; keep the weights with the best valid NDCG@10 (valid targets only).
 
     ``patience`` 0 trains every epoch and keeps the last weights. ``model.train_info`` gets the epochs run, the
-    best valid NDCG@10 and the seconds. ``checkpoint``: saved after every epoch and, when present at the start,
+    best valid NDCG@10, the seconds and torch's thread count (a run repeats bit for bit only at the same count). ``checkpoint``: saved after every epoch and, when present at the start,
     resumed from (``run_epoch`` must then not depend on state outside the model, the checkpoint's optimizer and
     torch's RNG, e.g. seed its shuffling from ``epoch``).
     """
@@ -240,5 +240,7 @@ def train_with_early_stopping(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.train_info = {"epochs": epoch, "best_valid_ndcg@10": best, "seconds": time.perf_counter() - started}
+    # the thread count is part of the result: another count sums floats in another order, another trajectory
+    model.train_info = {"epochs": epoch, "best_valid_ndcg@10": best, "seconds": time.perf_counter() - started,
+                        "torch_threads": torch.get_num_threads()}
     return model.eval()

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from alignrec.recommenders.tuning import coordinate_search, point_key, read_trials
 
@@ -121,6 +122,7 @@ def test_tune_command_writes_chosen_point_and_resumes(tiny_split, tmp_path, caps
     trials = read_trials(tmp_path / "bar" / "trials.jsonl")
     assert [t["params"]["sasrec_dim"] for t in trials] == [64, 128]  # the default, then the width axis
     assert all(t["params"]["sasrec_max_len"] == tiny_split.max_history for t in trials)
+    assert {t["torch_threads"] for t in trials} == {torch.get_num_threads()}  # the count decides the trajectory
     chosen = yaml.safe_load((tmp_path / "bar" / "tuned.yaml").read_text())
     best = max(trials, key=lambda t: (t["score"], -t["index"]))
     assert chosen == {"sasrec_tuned": best["params"]}
