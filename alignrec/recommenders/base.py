@@ -203,8 +203,9 @@ def train_with_early_stopping(
 
     ``patience`` 0 trains every epoch and keeps the last weights. ``model.train_info`` gets the epochs run, the
     best valid NDCG@10, the seconds and torch's thread count (a run repeats bit for bit only at the same count).
-    ``checkpoint``: saved after every epoch and, when present at the start, resumed from (``run_epoch`` must then not depend on state outside the model, the checkpoint's optimizer and
-    torch's RNG, e.g. seed its shuffling from ``epoch``).
+    ``checkpoint``: saved after every epoch and, when present at the start, resumed from (``run_epoch`` must then
+    not depend on state outside the model, the checkpoint's optimizer and torch's RNG, e.g. seed its shuffling from
+    ``epoch``).
     """
     best, best_state, since_best, epoch, start, offset = -1.0, None, 0, 0, 1, 0.0
     if checkpoint is not None and (loop := checkpoint.load(model)) is not None:
