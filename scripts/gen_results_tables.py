@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_cold import OURS, RESAMPLES, cold_table, split_sentence, versus_lines  # noqa: E402
 from bench_cold_requests import render_requests  # noqa: E402
 
+from recdata.evaluation import render_scenario_table, scenario_dataset_sentence  # noqa: E402
 from recdata.io import atomic_write_text  # noqa: E402
 
 logger = logging.getLogger("gen_results_tables")
@@ -95,8 +96,6 @@ def render_cold(sources: list[tuple[str, Path]]) -> list[str]:
 def render_scenarios(sources: list[tuple[str, Path]]) -> list[str]:
     """One ``scripts/bench_scenarios.py`` output: the dataset, every row's per-scenario table, each trained row's
     training record and the LLM's cost (one file: a per-scenario table is one split's)."""
-    from recdata.evaluation import render_scenario_table, scenario_dataset_sentence
-
     if len(sources) != 1:
         raise ValueError(f"a scenarios block renders one bench_scenarios output, got {len(sources)}")
     path = sources[0][1]
