@@ -10,7 +10,6 @@ LEARN (``EmbeddingCache``: atomic entries, checksums, the full key recorded), th
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrec.recommenders.sasrec import SASRec
-from alignrec.recommenders.sasrec_config import SASRecConfig
+from alignrec.recommenders.sasrec_config import SASRecConfig, sasrec_key
 from recdata.item_vectors import ItemEmbeddings
 from recdata.split import SplitDataset
 
@@ -33,7 +32,7 @@ def baseline_key(split: SplitDataset, cfg: SASRecConfig, extra: Mapping[str, Any
     """The key of a trained SASRec: the split (labels included), its config (device aside) and ``extra`` (what
     else it reads, e.g. the content row's adaptor knobs and text-vector key)."""
     return {"data": split.dataset.fingerprint(), "max_history": split.max_history,
-            "sasrec": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sasrec_device"},
+            "sasrec": sasrec_key(cfg),
             "extra": dict(extra or {})}
 
 

@@ -11,6 +11,7 @@ import torch
 
 from alignrec.llm.text_encoders import encode_llm, encode_sentence
 from alignrec.recommenders import LEARN, SASRec, train_learn, train_sasrec
+from alignrec.recommenders.sasrec_config import sasrec_key
 from recdata.cold_items import items_without_training, uses_cold_protocol
 from recdata.errors import UserError
 from recdata.io import sha256_json
@@ -108,7 +109,7 @@ def _compute_part(source: str, cfg: EmbeddingConfig, split: SplitDataset, sasrec
     else:
         sasrec_cfg = cfg.sasrec_config()
         key = {"data": split.dataset.fingerprint(), "max_history": split.max_history,
-               "sasrec": {k: v for k, v in dataclasses.asdict(sasrec_cfg).items() if k != "sasrec_device"}}
+               "sasrec": sasrec_key(sasrec_cfg)}
         kind = "cf-sasrec"
     if cfg.use_cache and (hit := cache.get(kind, key)) is not None:
         return hit

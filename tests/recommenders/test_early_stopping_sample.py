@@ -1,0 +1,65 @@
+"""SASRec's early stopping ranks a seeded sample of valid users where ranking all of them would dominate
+training (1M items), and every published size still ranks all of them; the cache key ignores the new field at its
+neutral value so models cached before it still hit."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from alignrec.recommenders import SASRecConfig, full_ranking_metrics, train_sasrec
+from alignrec.recommenders.sasrec_config import early_stopping_users, sasrec_key
+from recdata.evaluation import sample_examples
+
+
+@pytest.mark.parametrize(("valid_users", "users", "items", "expected"), [
+    (0, 943, 1_682, 943),                  # ML-100K: all
+    (0, 100_000, 100_000, 100_000),        # 1e10 scores: still all
+    (0, 100_000, 1_000_000, 10_000),       # 1e11: 1e10 // 1M
+    (0, 1_000_000, 1_000_000, 10_000),
+    (0, 5_000, 10**11, 1),                 # never fewer than one user
+    (0, 0, 1_000_000, 0),                  # no valid users
+    (3, 5, 8, 3),                          # explicit: at most N
+    (10, 5, 8, 5),
+])
+def test_early_stopping_users(valid_users, users, items, expected):
+    assert early_stopping_users(valid_users, users, items) == expected
+
+
+def test_negative_valid_users_is_refused():
+    with pytest.raises(ValueError, match="sasrec_valid_users must be >= 0"):
+        SASRecConfig(sasrec_valid_users=-1)
+
+
+def test_cache_key_leaves_the_neutral_value_out():
+    default = sasrec_key(SASRecConfig(sasrec_device="cuda"))
+    before_the_field = {k: v for k, v in dataclasses.asdict(SASRecConfig()).items()
+                        if k not in ("sasrec_device", "sasrec_valid_users")}
+    assert default == before_the_field  # the key a model cached before the field existed was stored under
+    assert sasrec_key(SASRecConfig(sasrec_valid_users=500)) == {**before_the_field, "sasrec_valid_users": 500}
+
+
+def _cfg(**kw) -> SASRecConfig:
+    return SASRecConfig(sasrec_dim=16, sasrec_heads=2, sasrec_layers=1, sasrec_max_len=4, sasrec_batch_size=4,
+                        sasrec_lr=1e-2, sasrec_seed=3, sasrec_epochs=4, sasrec_patience=4, **kw)
+
+
+def test_sampled_early_stopping_selects_on_the_sampled_users(tiny_split, tmp_path):
+    valid = tiny_split.eval_examples("valid")
+    model = train_sasrec(tiny_split, _cfg(sasrec_valid_users=2), log_file=tmp_path / "log.jsonl")
+    info = model.train_info
+    assert (info["valid_users"], info["valid_users_of"]) == (2, len(valid))
+    sampled = sample_examples(valid, 2, seed=3)
+    assert len(sampled) == 2 and set(sampled["user_id"]) < set(valid["user_id"])
+    # the restored weights are the best epoch's on the sampled users: their metric is the recorded best
+    assert full_ranking_metrics(model, list(sampled["history"]), list(sampled["target"]))["ndcg@10"] == \
+        pytest.approx(info["best_valid_ndcg@10"], abs=1e-12)
+
+
+def test_auto_ranks_every_valid_user_on_a_small_catalogue(tiny_split):
+    valid = tiny_split.eval_examples("valid")
+    model = train_sasrec(tiny_split, _cfg())
+    assert (model.train_info["valid_users"], model.train_info["valid_users_of"]) == (len(valid), len(valid))
+    assert full_ranking_metrics(model, list(valid["history"]), list(valid["target"]))["ndcg@10"] == \
+        pytest.approx(model.train_info["best_valid_ndcg@10"], abs=1e-12)
