@@ -224,18 +224,30 @@ def _publish(cache_dir: str, store: str) -> None:
         publish_cache(cache_dir, store, keep_versions=2, progress=False)
 
 
-def publish_later(delays_s: list[float], caches: list[Path], store: str) -> list[multiprocessing.Process]:
-    """Publishes in their own processes (a service's publisher is not the server's client), after ``delays_s``."""
+def publish_later(delays_s: list[float], caches: list[Path], store: str, seconds_dir: Path
+                  ) -> list[multiprocessing.Process]:
+    """Publishes in their own processes (a service's publisher is not the server's client), after ``delays_s``;
+    each writes its wall seconds to ``seconds_dir/publish-<n>.txt`` (``publish_seconds`` reads them)."""
     ctx = multiprocessing.get_context("fork")
+    for old in seconds_dir.glob("publish-*.txt"):
+        old.unlink()
 
-    def run(delay: float, cache: Path) -> None:
+    def run(n: int, delay: float, cache: Path) -> None:
         time.sleep(delay)
+        started = time.monotonic()
         _publish(str(cache), store)
+        (seconds_dir / f"publish-{n}.txt").write_text(f"{time.monotonic() - started:.1f}")
 
-    procs = [ctx.Process(target=run, args=(d, c)) for d, c in zip(delays_s, caches, strict=True)]
+    procs = [ctx.Process(target=run, args=(n, d, c)) for n, (d, c) in enumerate(zip(delays_s, caches, strict=True))]
     for p in procs:
         p.start()
     return procs
+
+
+def publish_seconds(seconds_dir: Path, count: int) -> list[float | None]:
+    """The wall seconds of ``publish_later``'s publishes in order (None: that publish did not finish)."""
+    files = [seconds_dir / f"publish-{n}.txt" for n in range(count)]
+    return [float(f.read_text()) if f.is_file() else None for f in files]
 
 
 def null_body(cfg: BenchServeConfig) -> bytes:
@@ -453,18 +465,18 @@ def bench_store(kind: str, store: str, caches: list[Path], cfg: BenchServeConfig
             logger.warning("%s", rows[-1])
         third = cfg.swap_duration_s / 3
         if cfg.publishes and time.monotonic() < deadline:
-            pubs = publish_later([third, 2 * third], caches[1:3], store)
+            pubs = publish_later([third, 2 * third], caches[1:3], store, work)
             row = _run(open_loop(port, cfg.swap_rate, cfg.swap_duration_s, paths, cfg.open_connections, cpu_pids))
             for p in pubs:
                 p.join()
-            rows.append({"store": kind, "phase": "2 publishes", **row})
+            rows.append({"store": kind, "phase": "2 publishes", **row, "publish_s": publish_seconds(work, 2)})
             logger.warning("%s", rows[-1])
         if cfg.publishes and has_wrk and time.monotonic() < deadline:
-            pubs = publish_later([third, 2 * third], [caches[0], caches[1]], store)
+            pubs = publish_later([third, 2 * third], [caches[0], caches[1]], store, work)
             row = closed_loop(port, 16, int(cfg.swap_duration_s), cfg, script)
             for p in pubs:
                 p.join()
-            rows.append({"store": kind, "phase": "2 publishes", **row})
+            rows.append({"store": kind, "phase": "2 publishes", **row, "publish_s": publish_seconds(work, 2)})
             logger.warning("%s", rows[-1])
     finally:
         rows_exit = stop(server)
@@ -545,15 +557,16 @@ def markdown(results: dict, cfg: BenchServeConfig) -> str:
                   + ".", ""]
     lines += [render(results["rows"], cfg), "", "CPU: share of one core used by the load client, the server "
               "processes and redis-server during each open-loop run (1.00 = one core busy).", "",
-              "| store | p99 ms at 1,000 req/s | highest rate with p99 < 25 ms | errors / mixed during publishes |",
-              "|---|---:|---:|---|"]
+              "| store | p99 ms at 1,000 req/s | highest rate with p99 < 25 ms | errors / mixed during publishes | "
+              "publish s over a live store |", "|---|---:|---:|---|---|"]
     for store, summary in results["summary"].items():
         if "p99_ms_at_1000_rps" not in summary:  # the null server: its rows are the client's floor
             continue
         p99 = summary["p99_ms_at_1000_rps"]
         lines.append(f"| {store} | {'-' if p99 is None else f'{p99:.2f}'} | "
                      f"{summary['highest_offered_rps_with_p99_under_25ms'] or '-'} | "
-                     f"{summary['errors_during_publishes']} / {summary['mixed_during_publishes']} |")
+                     f"{summary['errors_during_publishes']} / {summary['mixed_during_publishes']} | "
+                     f"{' / '.join('-' if v is None else f'{v:g}' for v in summary['publish_s_over_live_store']) or '-'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -575,7 +588,10 @@ def summarize(rows: list[dict]) -> dict:
                       "highest_offered_rps_with_p99_under_25ms": max(sustained) if sustained else None,
                       "errors_during_publishes": sum(r["errors"] for r in swaps),
                       "mixed_during_publishes": sum(r["mixed"] or 0 for r in swaps),
-                      "versions_seen_during_publishes": max((r.get("versions_seen", 0) for r in swaps), default=0)}
+                      "versions_seen_during_publishes": max((r.get("versions_seen", 0) for r in swaps), default=0),
+                      # wall seconds of each publish over a live store holding 1, then 2 versions (the oldest
+                      # dropped past keep_versions=2), in the order they ran
+                      "publish_s_over_live_store": [s for r in swaps for s in r.get("publish_s", [])]}
     return out
 
 
