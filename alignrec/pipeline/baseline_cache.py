@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from alignrec.recommenders.sasrec import SASRec
-from alignrec.recommenders.sasrec_config import SASRecConfig, sasrec_key
+from alignrec.recommenders.sasrec_config import SASRecConfig
+from alignrec.recommenders.valid_sample import model_key
 from recdata.item_vectors import ItemEmbeddings
 from recdata.split import SplitDataset
 
@@ -32,7 +33,7 @@ def baseline_key(split: SplitDataset, cfg: SASRecConfig, extra: Mapping[str, Any
     """The key of a trained SASRec: the split (labels included), its config (device aside) and ``extra`` (what
     else it reads, e.g. the content row's adaptor knobs and text-vector key)."""
     return {"data": split.dataset.fingerprint(), "max_history": split.max_history,
-            "sasrec": sasrec_key(cfg),
+            "sasrec": model_key(cfg, "sasrec_device"),
             "extra": dict(extra or {})}
 
 

@@ -41,6 +41,7 @@ from alignrec.recommenders.sasrec import (
     training_windows,
 )
 from alignrec.recommenders.softmax_mask import check_mask, masked_cross_entropy
+from alignrec.recommenders.valid_sample import early_stopping_examples
 from recdata.cold_items import training_softmax_mask
 from recdata.io import atomic_path, atomic_write_json, sha256_json
 from recdata.split import SplitDataset
@@ -193,7 +194,8 @@ def train_learn(split: SplitDataset, cfg: LEARNConfig, content: np.ndarray, log_
     model = LEARN(split.dataset.item_ids(), content, cfg).to(cfg.learn_device)
     inputs, targets = training_windows(split.train_sequences(), model.index, cfg.learn_max_len)
     lengths = (targets > 0).sum(1)  # [windows]
-    valid = split.eval_examples("valid")
+    valid, valid_record = early_stopping_examples(split.eval_examples("valid"), len(model.item_ids),
+                                                  cfg.learn_valid_users, cfg.learn_seed, "LEARN")
     loss_kind = cfg.resolved_loss(len(model.item_ids))
     masked = check_mask(training_softmax_mask(split, model.item_ids), len(model.item_ids))  # cold protocol only
     masked = None if masked is None else masked.to(cfg.learn_device)
@@ -226,6 +228,6 @@ def train_learn(split: SplitDataset, cfg: LEARNConfig, content: np.ndarray, log_
     train_with_early_stopping(model, run_epoch, list(valid["history"]), list(valid["target"]),
                               epochs=cfg.learn_epochs, patience=cfg.learn_patience, eval_every=cfg.learn_eval_every,
                               log_file=log_file, desc="learn epochs", checkpoint=checkpoint)
-    model.train_info.update({"windows": len(inputs), "loss": loss_kind,
+    model.train_info.update({"windows": len(inputs), "loss": loss_kind, **valid_record,
                              **({} if masked is None else {"masked_items": int(masked.sum())})})
     return model

@@ -43,6 +43,11 @@ class LEARNConfig:
                                      "0 disables early stopping (train all epochs, keep the last weights)."}
     )
     learn_eval_every: int = field(default=1, metadata={"help": "Evaluate on the valid targets every N epochs."})
+    learn_valid_users: int = field(
+        default=0, metadata={"help": "Valid users early stopping ranks each evaluation, as sasrec_valid_users: "
+                                     "0 = auto (all of them while users x items <= 1e10 scores, else a seeded "
+                                     "sample of 1e10 // items); N: a seeded sample of at most N."}
+    )
     learn_seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling, sampling, dropout."})
     learn_device: str = field(default="cpu", metadata={"help": "torch device for the towers ('cpu', 'cuda', ...)."})
 
@@ -72,5 +77,5 @@ def validate_learn(cfg: LEARNConfig) -> None:
         raise ConfigError(f"learn_loss must be one of {LEARN_LOSSES}, got {cfg.learn_loss!r}")
     if cfg.learn_temperature <= 0 or cfg.learn_lr <= 0:
         raise ConfigError("learn_temperature and learn_lr must be > 0")
-    if cfg.learn_weight_decay < 0 or cfg.learn_patience < 0:
-        raise ConfigError("learn_weight_decay and learn_patience must be >= 0")
+    if cfg.learn_weight_decay < 0 or cfg.learn_patience < 0 or cfg.learn_valid_users < 0:
+        raise ConfigError("learn_weight_decay, learn_patience and learn_valid_users must be >= 0")

@@ -25,7 +25,6 @@ import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,10 +38,10 @@ from alignrec.recommenders.sampled_softmax import (
     popularity_proposal,
     resolve_loss,
 )
-from alignrec.recommenders.sasrec_config import SASRecConfig, early_stopping_users
+from alignrec.recommenders.sasrec_config import SASRecConfig
 from alignrec.recommenders.softmax_mask import check_mask
+from alignrec.recommenders.valid_sample import early_stopping_examples
 from recdata.cold_items import training_softmax_mask
-from recdata.evaluation import sample_examples
 from recdata.io import atomic_path, atomic_write_json
 from recdata.split import SplitDataset
 
@@ -291,7 +290,8 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
     if target_labels:
         context["target_labels"] = target_labels[0]  # [windows, max_len] label of each target (-1 = padding)
     lengths = (targets > 0).sum(1)  # [windows]
-    valid, valid_record = early_stopping_examples(split.eval_examples("valid"), len(model.item_ids), cfg)
+    valid, valid_record = early_stopping_examples(split.eval_examples("valid"), len(model.item_ids),
+                                                  cfg.sasrec_valid_users, cfg.sasrec_seed, "SASRec")
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.sasrec_lr, weight_decay=cfg.sasrec_weight_decay)
     generator = torch.Generator().manual_seed(cfg.sasrec_seed)
     logger.info("SASRec: %d items, %d training windows, %d valid examples, %s loss", len(model.item_ids), len(inputs),
@@ -319,17 +319,6 @@ def train_sasrec(split: SplitDataset, cfg: SASRecConfig, log_file: str | os.Path
                               valid_context=model.eval_context(valid))
     model.train_info.update({"windows": len(inputs), **loss_info, **valid_record})
     return model
-
-
-def early_stopping_examples(valid, num_items: int, cfg: SASRecConfig) -> tuple[Any, dict[str, int]]:
-    """The valid rows early stopping ranks: all, or a seeded sample (``sasrec_valid_users``) where ranking every
-    valid user against the catalogue each epoch would cost more than training (1M items x 100k users: 1e11
-    scores a pass). Returns the rows and ``{"valid_users": n, "valid_users_of": total}`` for ``train_info``."""
-    n = early_stopping_users(cfg.sasrec_valid_users, len(valid), num_items)
-    if n < len(valid):
-        logger.info("SASRec early stopping ranks a seeded sample of %d of %d valid users (sasrec_valid_users)", n,
-                    len(valid))
-    return sample_examples(valid, n, cfg.sasrec_seed), {"valid_users": n, "valid_users_of": len(valid)}
 
 
 def _prepare_loss(model: SASRec, split: SplitDataset) -> dict:

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
 
 # auto | full | chunked | sampled: alignrec.recommenders.sampled_softmax (one implementation with the LLM's item
 # head); "ce" is full's former name (saved models and configs use it); "bce": the original SASRec loss.
 SASREC_LOSSES = ("auto", "full", "chunked", "sampled", "ce", "bce")
-# auto early-stopping validation ranks every valid user against the catalogue while that is at most this many scores
-# (every dataset we publish: 943 x 1,682 to 100k x 100k), else a seeded sample of VALID_SCORES // items users
-VALID_SCORES = 10**10
-# fields left out of a trained model's cache key at these values: added after models were cached, they change
-# nothing there (auto validation ranks every valid user below VALID_SCORES), so those models stay cache hits
-KEY_NEUTRAL = {"sasrec_valid_users": 0}
 
 
 @dataclass
@@ -92,18 +84,3 @@ def validate_sasrec(cfg: SASRecConfig) -> None:
     if cfg.sasrec_lr <= 0 or cfg.sasrec_weight_decay < 0 or cfg.sasrec_patience < 0:
         raise ValueError("sasrec_lr must be > 0, sasrec_weight_decay and sasrec_patience >= 0")
 
-
-def early_stopping_users(valid_users: int, num_users: int, num_items: int) -> int:
-    """How many of ``num_users`` valid users early stopping ranks (``sasrec_valid_users``; 0 = auto)."""
-    if valid_users:
-        return min(valid_users, num_users)
-    if num_users * num_items <= VALID_SCORES:
-        return num_users
-    return max(1, min(num_users, VALID_SCORES // max(num_items, 1)))
-
-
-def sasrec_key(cfg: SASRecConfig) -> dict[str, Any]:
-    """``cfg`` as a trained model's cache key: every field but the device, and ``KEY_NEUTRAL`` fields left out at
-    their neutral value (so models cached before those fields existed still hit)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items()
-            if k != "sasrec_device" and not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}

@@ -1,15 +1,17 @@
-"""SASRec's early stopping ranks a seeded sample of valid users where ranking all of them would dominate
-training (1M items), and every published size still ranks all of them; the cache key ignores the new field at its
-neutral value so models cached before it still hit."""
+"""Dense recommenders' early stopping (SASRec, LEARN) ranks a seeded sample of valid users where ranking all of
+them would dominate training (1M items), and every published size still ranks all of them; the cache keys ignore
+the new fields at their neutral value so models cached before them still hit."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
-from alignrec.recommenders import SASRecConfig, full_ranking_metrics, train_sasrec
-from alignrec.recommenders.sasrec_config import early_stopping_users, sasrec_key
+from alignrec.recommenders import LEARNConfig, SASRecConfig, full_ranking_metrics, train_learn, train_sasrec
+from alignrec.recommenders.valid_sample import early_stopping_users, model_key
+from recdata.errors import ConfigError
 from recdata.evaluation import sample_examples
 
 
@@ -30,14 +32,17 @@ def test_early_stopping_users(valid_users, users, items, expected):
 def test_negative_valid_users_is_refused():
     with pytest.raises(ValueError, match="sasrec_valid_users must be >= 0"):
         SASRecConfig(sasrec_valid_users=-1)
+    with pytest.raises(ConfigError, match="learn_valid_users must be >= 0"):
+        LEARNConfig(learn_valid_users=-1)
 
 
-def test_cache_key_leaves_the_neutral_value_out():
-    default = sasrec_key(SASRecConfig(sasrec_device="cuda"))
-    before_the_field = {k: v for k, v in dataclasses.asdict(SASRecConfig()).items()
-                        if k not in ("sasrec_device", "sasrec_valid_users")}
+@pytest.mark.parametrize(("config", "prefix"), [(SASRecConfig, "sasrec"), (LEARNConfig, "learn")])
+def test_cache_key_leaves_the_neutral_value_out(config, prefix):
+    device, field = f"{prefix}_device", f"{prefix}_valid_users"
+    default = model_key(config(**{device: "cuda"}), device)
+    before_the_field = {k: v for k, v in dataclasses.asdict(config()).items() if k not in (device, field)}
     assert default == before_the_field  # the key a model cached before the field existed was stored under
-    assert sasrec_key(SASRecConfig(sasrec_valid_users=500)) == {**before_the_field, "sasrec_valid_users": 500}
+    assert model_key(config(**{field: 500}), device) == {**before_the_field, field: 500}
 
 
 def _cfg(**kw) -> SASRecConfig:
@@ -62,4 +67,16 @@ def test_auto_ranks_every_valid_user_on_a_small_catalogue(tiny_split):
     model = train_sasrec(tiny_split, _cfg())
     assert (model.train_info["valid_users"], model.train_info["valid_users_of"]) == (len(valid), len(valid))
     assert full_ranking_metrics(model, list(valid["history"]), list(valid["target"]))["ndcg@10"] == \
+        pytest.approx(model.train_info["best_valid_ndcg@10"], abs=1e-12)
+
+
+def test_learn_samples_its_early_stopping_users_too(tiny_split):
+    valid = tiny_split.eval_examples("valid")
+    content = np.random.default_rng(0).normal(size=(len(tiny_split.dataset.item_ids()), 12)).astype(np.float32)
+    cfg = LEARNConfig(learn_dim=16, learn_heads=2, learn_layers=1, learn_max_len=4, learn_batch_size=4,
+                      learn_lr=1e-2, learn_seed=5, learn_epochs=4, learn_patience=4, learn_valid_users=3)
+    model = train_learn(tiny_split, cfg, content)
+    assert (model.train_info["valid_users"], model.train_info["valid_users_of"]) == (3, len(valid))
+    sampled = sample_examples(valid, 3, seed=5)
+    assert full_ranking_metrics(model, list(sampled["history"]), list(sampled["target"]))["ndcg@10"] == \
         pytest.approx(model.train_info["best_valid_ndcg@10"], abs=1e-12)

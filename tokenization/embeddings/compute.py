@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ import torch
 
 from alignrec.llm.text_encoders import encode_llm, encode_sentence
 from alignrec.recommenders import LEARN, SASRec, train_learn, train_sasrec
-from alignrec.recommenders.sasrec_config import sasrec_key
+from alignrec.recommenders.valid_sample import model_key
 from recdata.cold_items import items_without_training, uses_cold_protocol
 from recdata.errors import UserError
 from recdata.io import sha256_json
@@ -61,7 +60,7 @@ def learn_key(cfg: EmbeddingConfig, split: SplitDataset) -> dict:
     """What determines trained LEARN towers: the split (labels included), the content vectors, the towers."""
     return {"data": split.dataset.fingerprint(), "max_history": split.max_history,
             "content": sha256_json(text_key(cfg, split)[1]),
-            "learn": {k: v for k, v in dataclasses.asdict(cfg.learn_config()).items() if k != "learn_device"}}
+            "learn": model_key(cfg.learn_config(), "learn_device")}
 
 
 def text_embeddings(cfg: EmbeddingConfig, split: SplitDataset) -> ItemEmbeddings:
@@ -109,7 +108,7 @@ def _compute_part(source: str, cfg: EmbeddingConfig, split: SplitDataset, sasrec
     else:
         sasrec_cfg = cfg.sasrec_config()
         key = {"data": split.dataset.fingerprint(), "max_history": split.max_history,
-               "sasrec": sasrec_key(sasrec_cfg)}
+               "sasrec": model_key(sasrec_cfg, "sasrec_device")}
         kind = "cf-sasrec"
     if cfg.use_cache and (hit := cache.get(kind, key)) is not None:
         return hit
