@@ -80,3 +80,18 @@ def test_learn_samples_its_early_stopping_users_too(tiny_split):
     sampled = sample_examples(valid, 3, seed=5)
     assert full_ranking_metrics(model, list(sampled["history"]), list(sampled["target"]))["ndcg@10"] == \
         pytest.approx(model.train_info["best_valid_ndcg@10"], abs=1e-12)
+
+
+def test_embeddings_stage_reports_valid_metrics_on_the_ranked_users(tiny_split):
+    """The stage's summary ranks the users early stopping ranked (not all valid users once more), and says so."""
+    from alignrec.pipeline.stages.embeddings import _selection_metrics
+
+    model = train_sasrec(tiny_split, _cfg(sasrec_valid_users=2))
+    valid = tiny_split.eval_examples("valid")
+    sampled = sample_examples(valid, 2, seed=3)
+    expected = full_ranking_metrics(model, list(sampled["history"]), list(sampled["target"]), k=10)
+    assert _selection_metrics(model, tiny_split, 2, 3) == {**expected, "valid_users": 2,
+                                                           "valid_users_of": len(valid)}
+    everyone = full_ranking_metrics(model, list(valid["history"]), list(valid["target"]), k=10)
+    assert _selection_metrics(model, tiny_split, 0, 3) == {**everyone, "valid_users": len(valid),
+                                                           "valid_users_of": len(valid)}
