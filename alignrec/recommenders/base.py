@@ -202,14 +202,17 @@ def train_with_early_stopping(
     """Run ``run_epoch(epoch) -> mean loss``; keep the weights with the best valid NDCG@10 (valid targets only).
 
     ``patience`` 0 trains every epoch and keeps the last weights. ``model.train_info`` gets the epochs run, the
-    best valid NDCG@10, the seconds and torch's thread count (a run repeats bit for bit only at the same count).
+    best valid NDCG@10 and all metrics of that evaluation (``best_valid``: those of the weights returned; {} when
+    none ran), the seconds and torch's thread count (a run repeats bit for bit only at the same count).
     ``checkpoint``: saved after every epoch and, when present at the start, resumed from (``run_epoch`` must then
     not depend on state outside the model, the checkpoint's optimizer and torch's RNG, e.g. seed its shuffling from
     ``epoch``).
     """
     best, best_state, since_best, epoch, start, offset = -1.0, None, 0, 0, 1, 0.0
+    best_metrics: dict[str, float] = {}
     if checkpoint is not None and (loop := checkpoint.load(model)) is not None:
         best, best_state, since_best = loop["best"], loop["best_state"], loop["since_best"]
+        best_metrics = loop.get("best_metrics", {})
         epoch, start, offset = loop["epoch"], loop["epoch"] + 1, loop["seconds"]
         logger.info("%s: resumed after epoch %d from %s", desc, epoch, checkpoint.path)
         if patience and since_best >= patience:  # the saved run had already stopped early
@@ -225,7 +228,7 @@ def train_with_early_stopping(
             metrics = full_ranking_metrics(model, valid_histories, valid_targets, **(valid_context or {}))
             record.update({f"valid_{k}": v for k, v in metrics.items()})
             if record["valid_ndcg@10"] > best:
-                best, since_best = record["valid_ndcg@10"], 0
+                best, since_best, best_metrics = record["valid_ndcg@10"], 0, metrics
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 since_best += 1
@@ -235,7 +238,7 @@ def train_with_early_stopping(
                 f.write(json.dumps(record) + "\n")
         if checkpoint is not None:
             checkpoint.save(model, {"epoch": epoch, "best": best, "best_state": best_state, "since_best": since_best,
-                                    "seconds": time.perf_counter() - started})
+                                    "best_metrics": best_metrics, "seconds": time.perf_counter() - started})
         if patience and since_best >= patience:
             logger.info("%s: early stop at epoch %d (best valid NDCG@10 %.4f)", desc, epoch, best)
             break
@@ -243,5 +246,5 @@ def train_with_early_stopping(
         model.load_state_dict(best_state)
     # the thread count is part of the result: another count sums floats in another order, another trajectory
     model.train_info = {"epochs": epoch, "best_valid_ndcg@10": best, "seconds": time.perf_counter() - started,
-                        "torch_threads": torch.get_num_threads()}
+                        "torch_threads": torch.get_num_threads(), "best_valid": best_metrics}
     return model.eval()

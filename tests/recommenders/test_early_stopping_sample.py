@@ -46,8 +46,9 @@ def test_cache_key_leaves_the_neutral_value_out(config, prefix):
 
 
 def _cfg(**kw) -> SASRecConfig:
-    return SASRecConfig(sasrec_dim=16, sasrec_heads=2, sasrec_layers=1, sasrec_max_len=4, sasrec_batch_size=4,
-                        sasrec_lr=1e-2, sasrec_seed=3, sasrec_epochs=4, sasrec_patience=4, **kw)
+    return SASRecConfig(**{"sasrec_dim": 16, "sasrec_heads": 2, "sasrec_layers": 1, "sasrec_max_len": 4,
+                           "sasrec_batch_size": 4, "sasrec_lr": 1e-2, "sasrec_seed": 3, "sasrec_epochs": 4,
+                           "sasrec_patience": 4, **kw})
 
 
 def test_sampled_early_stopping_selects_on_the_sampled_users(tiny_split, tmp_path):
@@ -89,9 +90,22 @@ def test_embeddings_stage_reports_valid_metrics_on_the_ranked_users(tiny_split):
     model = train_sasrec(tiny_split, _cfg(sasrec_valid_users=2))
     valid = tiny_split.eval_examples("valid")
     sampled = sample_examples(valid, 2, seed=3)
-    expected = full_ranking_metrics(model, list(sampled["history"]), list(sampled["target"]), k=10)
-    assert _selection_metrics(model, tiny_split, 2, 3) == {**expected, "valid_users": 2,
-                                                           "valid_users_of": len(valid)}
+    expected = {**full_ranking_metrics(model, list(sampled["history"]), list(sampled["target"]), k=10),
+                "valid_users": 2, "valid_users_of": len(valid)}
+    assert model.train_info["best_valid"]  # early stopping evaluated: the kept weights' own metrics are reused
+    assert _selection_metrics(model, tiny_split, 2, 3) == pytest.approx(expected, abs=1e-12)
+    # without early stopping's record (patience 0, nothing evaluated), the same users are ranked afresh
+    model.train_info = {}
+    assert _selection_metrics(model, tiny_split, 2, 3) == expected
     everyone = full_ranking_metrics(model, list(valid["history"]), list(valid["target"]), k=10)
     assert _selection_metrics(model, tiny_split, 0, 3) == {**everyone, "valid_users": len(valid),
                                                            "valid_users_of": len(valid)}
+
+
+def test_best_valid_is_the_kept_weights_evaluation(tiny_split):
+    model = train_sasrec(tiny_split, _cfg())
+    valid = tiny_split.eval_examples("valid")
+    again = full_ranking_metrics(model, list(valid["history"]), list(valid["target"]))
+    assert model.train_info["best_valid"] == pytest.approx(again, abs=1e-12)
+    assert model.train_info["best_valid"]["ndcg@10"] == model.train_info["best_valid_ndcg@10"]
+    assert train_sasrec(tiny_split, _cfg(sasrec_patience=0)).train_info["best_valid"] == {}

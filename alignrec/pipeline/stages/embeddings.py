@@ -107,11 +107,16 @@ def _train_learn_stage(ctx: StageContext, cfg: Any, split: Any, summary: dict[st
 def _selection_metrics(model: Any, split: Any, valid_users: int, seed: int) -> dict[str, Any]:
     """Valid Recall / NDCG@10 of a trained dense recommender on the users its early stopping ranked, and their
     count (``valid_users`` of ``valid_users_of``): all of them on every dataset we publish; at 1M items a seeded
-    sample, since ranking all 100k valid users once more would take longer than the training (1e11 scores)."""
+    sample, since ranking all 100k valid users once more would take longer than the training (1e11 scores).
+    The kept weights' own evaluation (``train_info['best_valid']``) when early stopping ran: the same numbers."""
     from alignrec.recommenders import full_ranking_metrics
     from alignrec.recommenders.valid_sample import early_stopping_examples
 
-    valid, record = early_stopping_examples(split.eval_examples("valid"), len(model.item_ids), valid_users, seed)
+    info = getattr(model, "train_info", None) or {}
+    if info.get("best_valid") and "valid_users" in info:
+        return {**info["best_valid"], "valid_users": info["valid_users"], "valid_users_of": info["valid_users_of"]}
+    valid, record = early_stopping_examples(split.eval_examples("valid"), len(model.item_ids), valid_users, seed,
+                                            type(model).__name__)
     context = model.eval_context(valid) if hasattr(model, "eval_context") else {}
     return {**full_ranking_metrics(model, list(valid["history"]), list(valid["target"]), k=10, **context), **record}
 
