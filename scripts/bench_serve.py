@@ -224,13 +224,12 @@ def _publish(cache_dir: str, store: str) -> None:
         publish_cache(cache_dir, store, keep_versions=2, progress=False)
 
 
-def publish_later(delays_s: list[float], caches: list[Path], store: str, seconds_dir: Path
-                  ) -> list[multiprocessing.Process]:
-    """Publishes in their own processes (a service's publisher is not the server's client), after ``delays_s``;
-    each writes its wall seconds to ``seconds_dir/publish-<n>.txt`` (``publish_seconds`` reads them)."""
+def publish_later(delays_s: list[float], caches: list[Path], store: str, work: Path
+                  ) -> tuple[list[multiprocessing.Process], Path]:
+    """Publishes in their own processes (a service's publisher is not the server's client), after ``delays_s``.
+    Returns them and a new folder under ``work`` where each writes its wall seconds (``publish_seconds``)."""
     ctx = multiprocessing.get_context("fork")
-    for old in seconds_dir.glob("publish-*.txt"):
-        old.unlink()
+    seconds_dir = Path(tempfile.mkdtemp(prefix="publish-seconds.", dir=work))  # fresh: nothing older to remove
 
     def run(n: int, delay: float, cache: Path) -> None:
         time.sleep(delay)
@@ -241,7 +240,7 @@ def publish_later(delays_s: list[float], caches: list[Path], store: str, seconds
     procs = [ctx.Process(target=run, args=(n, d, c)) for n, (d, c) in enumerate(zip(delays_s, caches, strict=True))]
     for p in procs:
         p.start()
-    return procs
+    return procs, seconds_dir
 
 
 def publish_seconds(seconds_dir: Path, count: int) -> list[float | None]:
@@ -465,18 +464,18 @@ def bench_store(kind: str, store: str, caches: list[Path], cfg: BenchServeConfig
             logger.warning("%s", rows[-1])
         third = cfg.swap_duration_s / 3
         if cfg.publishes and time.monotonic() < deadline:
-            pubs = publish_later([third, 2 * third], caches[1:3], store, work)
+            pubs, seconds_dir = publish_later([third, 2 * third], caches[1:3], store, work)
             row = _run(open_loop(port, cfg.swap_rate, cfg.swap_duration_s, paths, cfg.open_connections, cpu_pids))
             for p in pubs:
                 p.join()
-            rows.append({"store": kind, "phase": "2 publishes", **row, "publish_s": publish_seconds(work, 2)})
+            rows.append({"store": kind, "phase": "2 publishes", **row, "publish_s": publish_seconds(seconds_dir, 2)})
             logger.warning("%s", rows[-1])
         if cfg.publishes and has_wrk and time.monotonic() < deadline:
-            pubs = publish_later([third, 2 * third], [caches[0], caches[1]], store, work)
+            pubs, seconds_dir = publish_later([third, 2 * third], [caches[0], caches[1]], store, work)
             row = closed_loop(port, 16, int(cfg.swap_duration_s), cfg, script)
             for p in pubs:
                 p.join()
-            rows.append({"store": kind, "phase": "2 publishes", **row, "publish_s": publish_seconds(work, 2)})
+            rows.append({"store": kind, "phase": "2 publishes", **row, "publish_s": publish_seconds(seconds_dir, 2)})
             logger.warning("%s", rows[-1])
     finally:
         rows_exit = stop(server)
